@@ -1,0 +1,36 @@
+/* cli.h - shared pieces of the `loratune` command: the subcommands, flag parsing helpers,
+ * the terminal progress bar and the log printer. */
+#ifndef LT_CLI_H
+#define LT_CLI_H
+#include "loratune.h"
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Each subcommand: argv[0] is the subcommand name. Returns the process exit status. */
+int lt_cmd_info(int argc, char **argv);
+int lt_cmd_init_random(int argc, char **argv);
+int lt_cmd_train(int argc, char **argv);
+int lt_cmd_tokenize(int argc, char **argv);
+int lt_cmd_dataset(int argc, char **argv);
+int lt_cmd_generate(int argc, char **argv);
+int lt_cmd_export(int argc, char **argv);
+int lt_cmd_bench(int argc, char **argv);
+
+/* "--name value" / "--name=value" matching: returns the value (advancing *i) or NULL. */
+const char *cli_flag(int argc, char **argv, int *i, const char *name);
+/* "--name" alone. */
+bool cli_switch(char **argv, int i, const char *name);
+/* Prints "loratune <cmd>: <what>: <lt_last_error>" and returns 1 (or 2 for usage). */
+int cli_fail(const char *cmd, lt_status st, const char *what);
+int cli_usage_error(const char *cmd, const char *fmt, ...);
+/* Parse helpers: print a usage error and return false on a bad number. */
+bool cli_int(const char *cmd, const char *flag, const char *v, int32_t *out);
+bool cli_double(const char *cmd, const char *flag, const char *v, double *out);
+bool cli_u64(const char *cmd, const char *flag, const char *v, uint64_t *out);
+
+/* A progress bar on stderr when it is a terminal (lt_progress_fn-compatible; user_data unused). */
+int cli_progress(const char *what, uint64_t done, uint64_t total, void *user_data);
+/* Routes library logs to stderr (level <= max). */
+void cli_enable_logging(int max_level);
+bool cli_is_tty(FILE *f);
+#endif

@@ -1,0 +1,493 @@
+/*
+ * loratune.h - the public C API of libloratune: LoRA fine-tuning of Hugging Face causal
+ * language models on a frozen 4-bit (NF4) base, on NVIDIA GPUs (CUDA) or the CPU reference.
+ *
+ * The only public header. Compiles as C99 and C++. Conventions (docs/STYLE.md):
+ *   - handles are opaque; every handle has a create/free pair and free accepts NULL;
+ *   - every call that can fail returns lt_status; results come through out-parameters;
+ *     on failure lt_last_error() gives a message naming what and where (thread-local);
+ *   - params structs start with struct_size, are filled by lt_<x>_params_init(), only grow at
+ *     the end and hold only fixed-width integers, floats, doubles, pointers and C strings;
+ *   - callbacks take user_data last and return 0 to go on, non-zero to stop; they are called
+ *     on the thread that made the call that triggers them and must not re-enter that handle;
+ *   - buffers the caller passes stay the caller's; strings returned as `const char *` are
+ *     owned by the library and live as long as the handle they came from;
+ *   - variable-length results use the two-call pattern: pass a buffer and its capacity; when
+ *     it is too small the call returns LT_ERR_BUFFER_TOO_SMALL and writes the needed count.
+ * The library never exits, aborts or prints: logging goes through lt_set_log_callback().
+ */
+#ifndef LORATUNE_H
+#define LORATUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  define LT_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#  define LT_API __attribute__((visibility("default")))
+#else
+#  define LT_API
+#endif
+
+/* ---- versions ---------------------------------------------------------------------------- */
+#define LT_VERSION_MAJOR 0
+#define LT_VERSION_MINOR 1
+#define LT_VERSION_PATCH 0
+#define LT_VERSION_NUMBER (LT_VERSION_MAJOR * 10000 + LT_VERSION_MINOR * 100 + LT_VERSION_PATCH)
+
+/* "MAJOR.MINOR.PATCH" of the library loaded at run time. */
+LT_API const char *lt_version(void);
+/* LT_VERSION_NUMBER of the library loaded at run time (bindings compare the major part). */
+LT_API uint32_t lt_version_number(void);
+/* The size the loaded library gives a public struct, by its name ("lt_train_params", ...);
+ * 0 for an unknown name. Bindings check their struct layouts against it at load. */
+LT_API size_t lt_struct_size(const char *struct_name);
+
+/* ---- status ------------------------------------------------------------------------------ */
+/* Values are pinned forever; retired values are never reused. */
+typedef enum lt_status {
+    LT_OK = 0,
+    LT_DONE = 1,                  /* lt_trainer_step: training finished, no step was taken */
+    LT_STOPPED = 2,               /* a callback asked to stop */
+    LT_ERR_INVALID_ARGUMENT = -1, /* a NULL handle, a parameter out of range */
+    LT_ERR_IO = -2,               /* a file could not be opened, read, written or renamed */
+    LT_ERR_FORMAT = -3,           /* a file is malformed: JSON, safetensors, tokenizer.json ... */
+    LT_ERR_UNSUPPORTED = -4,      /* a valid input this version cannot handle (arch, dtype ...) */
+    LT_ERR_OUT_OF_MEMORY = -5,    /* host or device memory */
+    LT_ERR_CUDA = -6,             /* a CUDA, cuBLAS or cuBLASLt failure */
+    LT_ERR_NOT_FOUND = -7,        /* a file, tensor, token or key that should exist does not */
+    LT_ERR_STATE = -8,            /* the call does not fit the handle's state */
+    LT_ERR_DATA = -9,             /* a training record is bad (the message names file:line) */
+    LT_ERR_EXISTS = -10,          /* the output exists and overwrite was not asked */
+    LT_ERR_VERSION = -11,         /* a library / struct size / file version mismatch */
+    LT_ERR_BUFFER_TOO_SMALL = -12,/* the caller's buffer is too small; the needed size was written */
+    LT_ERR_UTF8 = -13,            /* invalid UTF-8 (the message gives the byte offset) */
+    LT_ERR_NCCL = -14,            /* a NCCL failure */
+    LT_ERR_NO_DEVICE = -15,       /* CUDA was asked for and no usable GPU is there */
+    LT_ERR_INTERNAL = -99         /* a bug in loratune: please report it with the message */
+} lt_status;
+
+/* A static English name for a status ("LT_ERR_FORMAT: malformed file"). Never NULL. */
+LT_API const char *lt_status_string(lt_status status);
+/* The message of the last failed call on this thread ("" when none). Owned by the library,
+ * valid until the next loratune call on this thread. */
+LT_API const char *lt_last_error(void);
+LT_API void lt_clear_error(void);
+
+/* ---- logging and progress ---------------------------------------------------------------- */
+typedef enum lt_log_level {
+    LT_LOG_ERROR = 0, LT_LOG_WARN = 1, LT_LOG_INFO = 2, LT_LOG_DEBUG = 3
+} lt_log_level;
+/* Called for every message at or below the level set; any thread may call it (serialised by
+ * the library). With no callback set, the library says nothing. */
+typedef void (*lt_log_fn)(int32_t level, const char *message, void *user_data);
+LT_API void lt_set_log_callback(lt_log_fn fn, int32_t max_level, void *user_data);
+
+/* Long work (loading, quantizing, tokenizing, exporting) reports progress: `what` names the
+ * phase, done/total count its units. Return non-zero to cancel (the call then returns
+ * LT_STOPPED and leaves nothing half-written). */
+typedef int (*lt_progress_fn)(const char *what, uint64_t done, uint64_t total, void *user_data);
+
+/* ---- devices ----------------------------------------------------------------------------- */
+typedef enum lt_device {
+    LT_DEVICE_AUTO = 0, /* CUDA where a GPU and the CUDA backend are there, else the CPU */
+    LT_DEVICE_CPU = 1,  /* the fp32 reference backend */
+    LT_DEVICE_CUDA = 2
+} lt_device;
+
+/* Number of CUDA devices usable by this build (0 for a CPU-only build or no GPU). */
+LT_API int32_t lt_cuda_device_count(void);
+/* The device's name and compute capability (major*10+minor) into name[cap]. */
+LT_API lt_status lt_cuda_device_info(int32_t index, char *name, size_t cap, int32_t *compute_capability,
+                                     uint64_t *total_bytes, uint64_t *free_bytes);
+
+typedef enum lt_dtype {
+    LT_DTYPE_AUTO = 0, LT_DTYPE_F32 = 1, LT_DTYPE_F16 = 2, LT_DTYPE_BF16 = 3
+} lt_dtype;
+
+typedef enum lt_quant {
+    LT_QUANT_NF4 = 0,  /* bitsandbytes NF4, blocksize 64 (the notebook's load_in_4bit) */
+    LT_QUANT_NONE = 1  /* keep the base in 16 bits (LoRA on a 16-bit base) */
+} lt_quant;
+
+/* ---- handles ----------------------------------------------------------------------------- */
+typedef struct lt_model lt_model;         /* config + frozen base weights + LoRA adapter */
+typedef struct lt_tokenizer lt_tokenizer; /* tokenizer.json + tokenizer_config.json */
+typedef struct lt_dataset lt_dataset;     /* tokenized training records */
+typedef struct lt_trainer lt_trainer;     /* optimizer, schedule, data cursor, step loop */
+typedef struct lt_exporter lt_exporter;   /* PEFT / merged / GGUF writer */
+typedef struct lt_token_stream lt_token_stream; /* incremental, UTF-8 safe decoding */
+
+/* ---- model ------------------------------------------------------------------------------- */
+typedef struct lt_model_params {
+    uint32_t struct_size;
+    int32_t device;         /* lt_device; default LT_DEVICE_AUTO */
+    int32_t device_index;   /* CUDA device ordinal; default 0 */
+    int32_t quant;          /* lt_quant; default LT_QUANT_NF4 (ignored on the CPU backend) */
+    int32_t compute_dtype;  /* lt_dtype; AUTO: bf16 where the GPU has it, else f16; f32 on CPU */
+    int32_t double_quant;   /* NF4 double quantization of absmax; default 1 */
+    int32_t max_seq_len;    /* longest sequence to train or generate; default 2048 */
+    int32_t n_threads;      /* CPU threads; 0 = all cores */
+    lt_progress_fn progress;
+    void *progress_user_data;
+} lt_model_params;
+LT_API void lt_model_params_init(lt_model_params *params);
+
+/* Loads a Hugging Face model folder: config.json + model.safetensors (or sharded with
+ * model.safetensors.index.json). The folder must outlive nothing: weights are copied or
+ * quantized at load. */
+LT_API lt_status lt_model_load(const char *dir, const lt_model_params *params, lt_model **out);
+LT_API void lt_model_free(lt_model *model);
+
+typedef struct lt_model_info {
+    uint32_t struct_size;
+    char architecture[64];  /* "Qwen2ForCausalLM" */
+    char model_type[32];    /* "qwen2" */
+    int32_t vocab_size, hidden_size, intermediate_size, num_layers;
+    int32_t num_heads, num_kv_heads, head_dim, max_position_embeddings;
+    double rope_theta, rms_norm_eps;
+    int32_t tie_word_embeddings, attention_bias;
+    int32_t device;         /* lt_device actually used */
+    int32_t compute_dtype;  /* lt_dtype actually used */
+    int32_t quant;          /* lt_quant actually used */
+    uint64_t n_params;      /* base parameters */
+    uint64_t n_lora_params; /* trainable LoRA parameters (0 before lt_model_add_lora) */
+    uint64_t weight_bytes;  /* bytes the base weights take on the device */
+} lt_model_info;
+LT_API lt_status lt_model_get_info(const lt_model *model, lt_model_info *out);
+
+/* LoRA targets, a bit mask. */
+#define LT_TARGET_Q    (1u << 0)
+#define LT_TARGET_K    (1u << 1)
+#define LT_TARGET_V    (1u << 2)
+#define LT_TARGET_O    (1u << 3)
+#define LT_TARGET_GATE (1u << 4)
+#define LT_TARGET_UP   (1u << 5)
+#define LT_TARGET_DOWN (1u << 6)
+#define LT_TARGET_ALL  0x7Fu
+
+typedef struct lt_lora_params {
+    uint32_t struct_size;
+    int32_t r;              /* rank; default 16 */
+    float alpha;            /* default 32 */
+    float dropout;          /* on the LoRA branch's input; default 0.1 */
+    int32_t use_rslora;     /* scaling alpha/sqrt(r) instead of alpha/r; default 0 */
+    uint32_t targets;       /* LT_TARGET_* mask; default LT_TARGET_ALL */
+    uint64_t seed;          /* PEFT init (A kaiming-uniform a=sqrt(5), B = 0); default 3407 */
+} lt_lora_params;
+LT_API void lt_lora_params_init(lt_lora_params *params);
+/* Parses "q_proj,k_proj,..." or "q,k,v,o,gate,up,down" or "all" into a LT_TARGET_* mask. */
+LT_API lt_status lt_lora_targets_parse(const char *names, uint32_t *mask);
+
+/* Attaches a fresh LoRA adapter (replacing any). */
+LT_API lt_status lt_model_add_lora(lt_model *model, const lt_lora_params *params);
+/* Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors). */
+LT_API lt_status lt_model_load_adapter(lt_model *model, const char *dir);
+/* Writes the adapter as PEFT does: adapter_config.json + adapter_model.safetensors (F32).
+ * Atomic: the folder gets complete files or none. overwrite=0 refuses existing files. */
+LT_API lt_status lt_model_save_adapter(const lt_model *model, const char *dir, int32_t overwrite);
+/* Enables (1) or disables (0) the LoRA branch in forward passes (training needs it on). */
+LT_API lt_status lt_model_set_lora_enabled(lt_model *model, int32_t enabled);
+
+/* Logits of one sequence: ids[n] in, logits[n * vocab_size] (float32, row-major) out.
+ * LoRA is applied when attached and enabled; dropout is off. */
+LT_API lt_status lt_model_logits(lt_model *model, const int32_t *ids, size_t n, float *logits);
+/* Mean cross-entropy of labels (-100 ignored) under the model, no gradient. */
+LT_API lt_status lt_model_loss(lt_model *model, const int32_t *ids, const int32_t *labels, size_t n,
+                               double *loss);
+
+typedef struct lt_memory_estimate {
+    uint32_t struct_size;
+    uint64_t weights;       /* base weights as stored on the device */
+    uint64_t lora;          /* LoRA weights, gradients and optimizer state */
+    uint64_t activations;   /* checkpoints + one layer's recompute + the chunked head */
+    uint64_t workspace;     /* GEMM / dequantization workspace */
+    uint64_t total;
+} lt_memory_estimate;
+/* Estimates device memory for training a config (no weights loaded). lora/train may be NULL
+ * for the defaults. */
+struct lt_train_params;
+LT_API lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *model_params,
+                                    const lt_lora_params *lora, const struct lt_train_params *train,
+                                    lt_memory_estimate *out);
+
+/* ---- tokenizer --------------------------------------------------------------------------- */
+/* Loads tokenizer.json (+ tokenizer_config.json, generation_config.json where present). */
+LT_API lt_status lt_tokenizer_load(const char *dir, lt_tokenizer **out);
+LT_API void lt_tokenizer_free(lt_tokenizer *tok);
+
+/* Encodes UTF-8 text. Added/special tokens in the text are recognised. add_special=1 adds
+ * what the tokenizer's post-processor adds (nothing for Qwen2). */
+LT_API lt_status lt_tokenizer_encode(const lt_tokenizer *tok, const char *text, size_t len, int32_t add_special,
+                                     int32_t *ids, size_t cap, size_t *n_ids);
+/* Decodes ids to UTF-8 (invalid byte sequences become U+FFFD as in `tokenizers`); the text is
+ * NUL-terminated when it fits (cap > *len). */
+LT_API lt_status lt_tokenizer_decode(const lt_tokenizer *tok, const int32_t *ids, size_t n, int32_t skip_special,
+                                     char *text, size_t cap, size_t *len);
+LT_API int32_t lt_tokenizer_vocab_size(const lt_tokenizer *tok);
+/* -1 when the token is unknown. */
+LT_API int32_t lt_tokenizer_token_to_id(const lt_tokenizer *tok, const char *token);
+/* The token's string as stored in the vocabulary, or NULL. Owned by the tokenizer. */
+LT_API const char *lt_tokenizer_id_to_token(const lt_tokenizer *tok, int32_t id);
+
+typedef struct lt_special_tokens {
+    uint32_t struct_size;
+    int32_t bos_id, eos_id, pad_id;  /* -1 when absent */
+    int32_t n_stop_ids;              /* eos + generation_config's eos_token_id list */
+    int32_t stop_ids[8];
+} lt_special_tokens;
+LT_API lt_status lt_tokenizer_special_tokens(const lt_tokenizer *tok, lt_special_tokens *out);
+/* The EOS token's text ("<|im_end|>"), or NULL. Owned by the tokenizer. */
+LT_API const char *lt_tokenizer_eos_token(const lt_tokenizer *tok);
+
+/* Incremental decoding for streaming: push ids one by one, get only complete UTF-8. */
+LT_API lt_status lt_token_stream_new(const lt_tokenizer *tok, int32_t skip_special, lt_token_stream **out);
+LT_API void lt_token_stream_free(lt_token_stream *stream);
+/* Writes the text that became complete with `id` (maybe empty) into text[cap]. */
+LT_API lt_status lt_token_stream_push(lt_token_stream *stream, int32_t id, char *text, size_t cap, size_t *len);
+/* Writes what is left (an incomplete tail becomes U+FFFD) and resets the stream. */
+LT_API lt_status lt_token_stream_flush(lt_token_stream *stream, char *text, size_t cap, size_t *len);
+
+typedef struct lt_chat_message {
+    const char *role;     /* "system", "user", "assistant" */
+    const char *content;
+} lt_chat_message;
+/* Renders tokenizer_config.json's chat_template (or `template_override` when non-NULL). */
+LT_API lt_status lt_tokenizer_apply_chat_template(const lt_tokenizer *tok, const lt_chat_message *messages,
+                                                  size_t n_messages, int32_t add_generation_prompt,
+                                                  const char *template_override, char *text, size_t cap,
+                                                  size_t *len);
+
+/* ---- prompt templates -------------------------------------------------------------------- */
+/* Built-in templates by name: "alpaca-zh" (the notebook's, the default), "alpaca", "chatml".
+ * Returns the template text with {instruction}, {input}, {output}, or NULL for an unknown name. */
+LT_API const char *lt_template_builtin(const char *name);
+/* Fills {instruction}, {input}, {output} of a template (a name or a template text). */
+LT_API lt_status lt_template_render(const char *template_name_or_text, const char *instruction, const char *input,
+                                    const char *output, char *text, size_t cap, size_t *len);
+
+/* ---- dataset ----------------------------------------------------------------------------- */
+typedef enum lt_data_format {
+    LT_DATA_AUTO = 0,    /* by the first record's fields */
+    LT_DATA_ALPACA = 1,  /* instruction / input / output through the prompt template */
+    LT_DATA_CHAT = 2,    /* messages (role/content) or conversations (from/value) */
+    LT_DATA_TEXT = 3,    /* a plain text field */
+    LT_DATA_TOKENS = 4   /* input_ids (+ optional labels) */
+} lt_data_format;
+
+typedef enum lt_loss_on {
+    LT_LOSS_ALL = 0,      /* every token (the notebook's behaviour) */
+    LT_LOSS_RESPONSE = 1  /* only the response / assistant spans */
+} lt_loss_on;
+
+typedef struct lt_dataset_params {
+    uint32_t struct_size;
+    int32_t format;               /* lt_data_format; default AUTO */
+    const char *template_name;    /* built-in name; default "alpaca-zh" */
+    const char *template_text;    /* custom template (overrides the name) */
+    const char *instruction_field;/* default "instruction" */
+    const char *input_field;      /* default "input" */
+    const char *output_field;     /* default "output" */
+    const char *text_field;       /* default "text" */
+    int32_t max_seq_len;          /* default 2048; longer records are truncated and counted */
+    int32_t loss_on;              /* lt_loss_on; default LT_LOSS_ALL */
+    int32_t add_eos;              /* append EOS once; default 1 */
+    int32_t skip_bad_records;     /* 0 = strict (stop at the first bad record); default 0 */
+    double eval_fraction;         /* held out for evaluation; default 0 */
+    uint64_t seed;                /* shuffling; default 3407 */
+    int32_t n_threads;            /* tokenization threads; 0 = all cores */
+    lt_progress_fn progress;
+    void *progress_user_data;
+} lt_dataset_params;
+LT_API void lt_dataset_params_init(lt_dataset_params *params);
+
+/* Reads a JSON array or JSONL file. The tokenizer must outlive the dataset. */
+LT_API lt_status lt_dataset_load(const char *path, const lt_tokenizer *tok, const lt_dataset_params *params,
+                                 lt_dataset **out);
+/* An empty dataset that records are added to (bindings pass lists or datasets.Dataset). */
+LT_API lt_status lt_dataset_new(const lt_tokenizer *tok, const lt_dataset_params *params, lt_dataset **out);
+/* Adds one record given as a JSON object text ({"instruction":..}, {"text":..}, {"messages":..}). */
+LT_API lt_status lt_dataset_add_json(lt_dataset *ds, const char *json_record);
+LT_API lt_status lt_dataset_add_alpaca(lt_dataset *ds, const char *instruction, const char *input, const char *output);
+LT_API lt_status lt_dataset_add_text(lt_dataset *ds, const char *text);
+/* labels may be NULL (= ids). */
+LT_API lt_status lt_dataset_add_tokens(lt_dataset *ds, const int32_t *ids, const int32_t *labels, size_t n);
+LT_API void lt_dataset_free(lt_dataset *ds);
+
+typedef struct lt_dataset_stats {
+    uint32_t struct_size;
+    uint64_t n_records;       /* kept for training */
+    uint64_t n_eval;          /* held out */
+    uint64_t n_skipped;       /* bad records skipped (skip_bad_records=1) */
+    uint64_t n_truncated;
+    uint64_t n_tokens;        /* after truncation */
+    uint64_t n_label_tokens;  /* tokens that carry loss */
+    int32_t min_len, max_len;
+    double mean_len;
+} lt_dataset_stats;
+LT_API lt_status lt_dataset_get_stats(const lt_dataset *ds, lt_dataset_stats *out);
+LT_API size_t lt_dataset_size(const lt_dataset *ds);
+/* Record i's ids and labels (-100 = no loss); either buffer may be NULL. */
+LT_API lt_status lt_dataset_get(const lt_dataset *ds, size_t index, int32_t *ids, int32_t *labels, size_t cap,
+                                size_t *n);
+
+/* ---- training ---------------------------------------------------------------------------- */
+typedef enum lt_scheduler {
+    LT_SCHED_LINEAR = 0, LT_SCHED_COSINE = 1, LT_SCHED_CONSTANT = 2
+} lt_scheduler;
+typedef enum lt_optimizer {
+    LT_OPTIM_ADAMW = 0,       /* torch.optim.AdamW, fp32 states */
+    LT_OPTIM_ADAMW_8BIT = 1   /* bitsandbytes AdamW8bit (blockwise, blocksize 256) */
+} lt_optimizer;
+
+typedef struct lt_metrics {
+    uint32_t struct_size;
+    int64_t step;             /* optimizer steps done (1-based after the first) */
+    int64_t max_steps;
+    double epoch;             /* fractional epochs of data consumed */
+    double loss;              /* the step's loss: sum over the window / labelled tokens */
+    double lr;                /* the learning rate this step used */
+    double grad_norm;         /* global L2 norm before clipping */
+    int64_t tokens;           /* tokens processed in this step */
+    int64_t total_tokens;
+    double tokens_per_s;      /* this step */
+    double elapsed_s;         /* since the trainer was created */
+    uint64_t peak_memory;     /* device bytes (CUDA) or 0 */
+} lt_metrics;
+
+/* Called after every optimizer step. Return non-zero to stop: lt_trainer_step then returns
+ * LT_STOPPED (the step it reports is complete and kept). */
+typedef int (*lt_step_fn)(const lt_metrics *metrics, void *user_data);
+
+typedef struct lt_train_params {
+    uint32_t struct_size;
+    int32_t batch_size;           /* per device micro-batch; default 2 */
+    int32_t grad_accum;           /* default 8 */
+    int32_t max_steps;            /* default 100; <= 0: run `epochs` */
+    double epochs;                /* default 1 (used when max_steps <= 0) */
+    double lr;                    /* default 4e-5 */
+    int32_t warmup_steps;         /* default 50 */
+    double warmup_ratio;          /* used when warmup_steps < 0: ceil(total*ratio) */
+    int32_t scheduler;            /* lt_scheduler; default COSINE */
+    int32_t optimizer;            /* lt_optimizer; default ADAMW_8BIT */
+    double weight_decay;          /* default 0.01 */
+    double adam_beta1, adam_beta2, adam_eps;  /* 0.9, 0.999, 1e-8 */
+    double max_grad_norm;         /* default 1.0; <= 0 disables clipping */
+    uint64_t seed;                /* data order and dropout; default 3407 */
+    int32_t packing;              /* padding-free packing of micro-batches; default 0 */
+    int32_t gradient_checkpointing; /* default 1 */
+    int32_t offload_checkpoints;  /* keep checkpoints in pinned host memory; default 0 */
+    int32_t deterministic;        /* bitwise repeatable kernels; default 0 */
+    int32_t log_every;            /* steps between log lines / log.jsonl rows; default 1 */
+    int32_t save_every;           /* steps between checkpoints in output_dir; 0 = never */
+    const char *output_dir;       /* checkpoints, log.jsonl, loss.svg; NULL = none */
+    lt_step_fn on_step;
+    void *user_data;
+    /* data parallel (NCCL): rank in [0, world_size); nccl_id from lt_nccl_get_unique_id on
+     * rank 0, passed to every rank. world_size <= 1 trains on one device. */
+    int32_t rank, world_size;
+    const uint8_t *nccl_id;
+    double fp16_initial_loss_scale; /* default 65536 (fp16 compute only) */
+} lt_train_params;
+LT_API void lt_train_params_init(lt_train_params *params);
+/* Parses a lt_scheduler / lt_optimizer name ("cosine", "adamw_8bit", "adamw_torch" ...). */
+LT_API lt_status lt_scheduler_parse(const char *name, int32_t *out);
+LT_API lt_status lt_optimizer_parse(const char *name, int32_t *out);
+
+/* The model (with LoRA attached) and the dataset must outlive the trainer. */
+LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_params *params, lt_trainer **out);
+/* One optimizer step (grad_accum micro-batches). LT_OK: a step was taken (metrics filled);
+ * LT_DONE: training is complete; LT_STOPPED: the callback asked to stop; < 0: an error. */
+LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics);
+/* Runs steps until done, stopped or failed. */
+LT_API lt_status lt_trainer_run(lt_trainer *tr);
+/* Mean loss on the held-out records. */
+LT_API lt_status lt_trainer_evaluate(lt_trainer *tr, double *loss);
+/* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Atomic. */
+LT_API lt_status lt_trainer_save_checkpoint(lt_trainer *tr, const char *dir);
+LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir);
+LT_API void lt_trainer_free(lt_trainer *tr);
+
+/* NCCL unique id for data parallel training (128 bytes). */
+#define LT_NCCL_ID_BYTES 128
+LT_API lt_status lt_nccl_get_unique_id(uint8_t id[LT_NCCL_ID_BYTES]);
+
+/* ---- generation -------------------------------------------------------------------------- */
+/* Receives each new piece of text (complete UTF-8) and the token that completed it.
+ * Return non-zero to stop generation. */
+typedef int (*lt_stream_fn)(const char *piece, size_t len, int32_t token, void *user_data);
+
+typedef struct lt_generate_params {
+    uint32_t struct_size;
+    int32_t max_new_tokens;       /* default 128 */
+    int32_t do_sample;            /* 0 = greedy (default) */
+    float temperature;            /* default 1.0 */
+    int32_t top_k;                /* 0 = off */
+    float top_p;                  /* 1.0 = off */
+    float min_p;                  /* 0 = off */
+    float repetition_penalty;     /* 1.0 = off (transformers' semantics) */
+    uint64_t seed;                /* default 3407 */
+    const int32_t *stop_ids;      /* NULL: the tokenizer's / generation_config's stop ids */
+    int32_t n_stop_ids;
+    const char *const *stop_strings;
+    int32_t n_stop_strings;
+    const lt_tokenizer *tokenizer;/* needed for on_text and stop_strings */
+    lt_stream_fn on_text;
+    void *user_data;
+} lt_generate_params;
+LT_API void lt_generate_params_init(lt_generate_params *params);
+
+/* Generates after prompt[n_prompt]; the new ids (stop token included when one ended it) go to
+ * out_ids[cap]. Usable between trainer steps (dropout is off, LoRA unmerged). */
+LT_API lt_status lt_generate(lt_model *model, const int32_t *prompt, size_t n_prompt, const lt_generate_params *params,
+                             int32_t *out_ids, size_t cap, size_t *n_out);
+
+/* ---- export ------------------------------------------------------------------------------ */
+typedef enum lt_export_format {
+    LT_EXPORT_PEFT = 0,      /* adapter_config.json + adapter_model.safetensors */
+    LT_EXPORT_MERGED = 1,    /* merged HF checkpoint (safetensors + config + tokenizer files) */
+    LT_EXPORT_GGUF = 2,      /* merged GGUF v3 (+ Ollama Modelfile beside it) */
+    LT_EXPORT_GGUF_LORA = 3  /* GGUF LoRA adapter */
+} lt_export_format;
+
+typedef enum lt_merge_base {
+    LT_MERGE_AUTO = 0,       /* the original 16-bit weights where at hand, else dequantized NF4 */
+    LT_MERGE_ORIGINAL = 1,
+    LT_MERGE_DEQUANTIZED = 2 /* the NF4 weights that were trained, dequantized */
+} lt_merge_base;
+
+typedef struct lt_export_params {
+    uint32_t struct_size;
+    int32_t format;               /* lt_export_format; default GGUF */
+    const char *quant;            /* "f32","f16","bf16","q8_0","q4_k_m","q4_k_s","q5_k_m","q6_k"; default "q4_k_m" */
+    int32_t merge_base;           /* lt_merge_base */
+    const char *template_name;    /* Ollama Modelfile TEMPLATE: built-in name; default "alpaca-zh" */
+    const char *template_text;    /* or a custom template */
+    const char *tokenizer_dir;    /* tokenizer files to embed / copy; default: the model folder */
+    int32_t overwrite;            /* default 0: refuse an existing output */
+    int32_t write_modelfile;      /* default 1 (GGUF) */
+    int32_t n_threads;            /* 0 = all cores */
+    uint64_t max_shard_bytes;     /* merged safetensors; default 5e9 */
+    lt_progress_fn progress;
+    void *progress_user_data;
+} lt_export_params;
+LT_API void lt_export_params_init(lt_export_params *params);
+/* Parses "q4_k_m", "peft", "gguf" ... */
+LT_API lt_status lt_export_format_parse(const char *name, int32_t *out);
+
+/* The model must outlive the exporter; tok may be NULL (then tokenizer_dir is read). */
+LT_API lt_status lt_exporter_new(lt_model *model, const lt_tokenizer *tok, const lt_export_params *params,
+                                 lt_exporter **out);
+/* Writes to path (a folder for PEFT/merged, a file for GGUF). Atomic. */
+LT_API lt_status lt_exporter_write(lt_exporter *ex, const char *path);
+LT_API void lt_exporter_free(lt_exporter *ex);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LORATUNE_H */

@@ -1,0 +1,178 @@
+/* backend.h - the op table every backend fills (cpu/ the fp32 reference, cuda/ the fast one).
+ *
+ * The model code (lib/model) writes the Qwen2 forward and backward once, in terms of these ops.
+ * Conventions:
+ *   - "act" buffers hold activations in the backend's activation dtype (be->act_dtype: F32 on
+ *     the CPU, BF16 or F16 on CUDA); their element size is be->act_bytes.
+ *   - "f32" buffers are float32 on the device (LoRA weights, their gradients, optimizer
+ *     states, norm weights, biases, rstd, lse, losses).
+ *   - "i32" buffers are int32 on the device (token ids, positions, targets, cu_seqlens).
+ *   - All pointers are backend memory from be->ops.alloc (host memory for the CPU backend),
+ *     except where a parameter is named host_*.
+ *   - Shapes in comments: N tokens (a packed micro-batch: sequences end to end, each with its
+ *     own positions; cu_seqlens[nseq+1] gives the boundaries), C hidden, OC out features,
+ *     NH query heads, NKV kv heads, HD head dim, I intermediate, V vocab, R LoRA rank.
+ *   - Backward ops ACCUMULATE (+=) into parameter gradients and into dinp where noted
+ *     "(+=)"; others overwrite.
+ *   - Every op returns lt_status; a CUDA/cuBLAS failure becomes LT_ERR_CUDA with a message.
+ *   - Ops are asynchronous on the backend's stream; ops.sync waits.
+ */
+#ifndef LT_BACKEND_H
+#define LT_BACKEND_H
+
+#include "loratune.h"
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lt_backend lt_backend;
+
+/* A frozen base matrix W[OC, C] (row-major as Hugging Face stores it), kept as the backend
+ * likes: f32 on the CPU; NF4 (bitsandbytes layout) or 16-bit on CUDA. */
+typedef struct lt_bweight lt_bweight;
+
+typedef struct lt_weight_desc {
+    const void *host;      /* row-major [rows, cols] in `dtype`, or NULL for pre-quantized */
+    int32_t dtype;         /* LT_DTYPE_F32 / F16 / BF16 */
+    int64_t rows, cols;    /* OC, C */
+    int32_t quant;         /* lt_quant: NF4 quantizes at upload (CUDA); NONE keeps 16 bits */
+    int32_t double_quant;
+    /* pre-quantized bitsandbytes NF4 (host pointers; NULL unless loading a bnb-4bit file) */
+    const uint8_t *nf4_packed;      /* [rows*cols/2] high nibble first */
+    const float *absmax_f32;        /* [nblocks] without double quant */
+    const uint8_t *absmax_u8;       /* [nblocks] with double quant */
+    const float *nested_absmax;     /* [ceil(nblocks/256)] */
+    const float *nested_code;       /* [256] */
+    float nested_offset;
+    const float *quant_map;         /* [16] */
+} lt_weight_desc;
+
+typedef struct lt_backend_ops {
+    const char *name; /* "cpu", "cuda" */
+    void (*destroy)(lt_backend *be);
+
+    /* ---- memory ---- */
+    lt_status (*alloc)(lt_backend *be, size_t bytes, void **out);   /* zero-filled */
+    void (*free)(lt_backend *be, void *p);
+    lt_status (*upload)(lt_backend *be, void *dst, const void *host_src, size_t bytes);
+    lt_status (*download)(lt_backend *be, void *host_dst, const void *src, size_t bytes);
+    lt_status (*memset0)(lt_backend *be, void *p, size_t bytes);
+    lt_status (*copy)(lt_backend *be, void *dst, const void *src, size_t bytes);
+    lt_status (*sync)(lt_backend *be);
+    /* converts n values between f32 and the act dtype */
+    lt_status (*to_act)(lt_backend *be, void *act_dst, const float *f32_src, int64_t n);
+    lt_status (*from_act)(lt_backend *be, float *f32_dst, const void *act_src, int64_t n);
+
+    /* ---- frozen weights ---- */
+    lt_status (*weight_create)(lt_backend *be, const lt_weight_desc *desc, lt_bweight **out);
+    void (*weight_free)(lt_backend *be, lt_bweight *w);
+    /* Writes the weight as the forward pass sees it (dequantized), f32 [rows, cols], on the host. */
+    lt_status (*weight_read)(lt_backend *be, const lt_bweight *w, float *host_out);
+    size_t (*weight_bytes)(const lt_bweight *w);
+
+    /* ---- layers ---- */
+    /* out(N,C) = table[ids] ; table is a weight created with quant NONE (rows = V) */
+    lt_status (*embedding)(lt_backend *be, void *out, const int32_t *ids, const lt_bweight *table,
+                           int64_t N, int64_t C);
+    /* out(N,C) = x / rms(x) * w ; rstd(N) f32 saved for backward */
+    lt_status (*rmsnorm_fwd)(lt_backend *be, void *out, float *rstd, const void *inp, const float *w,
+                             int64_t N, int64_t C, float eps);
+    /* dinp(N,C) (+=) from dout(N,C); the norm weight is frozen */
+    lt_status (*rmsnorm_bwd)(lt_backend *be, void *dinp, const void *dout, const void *inp, const float *w,
+                             const float *rstd, int64_t N, int64_t C);
+    /* out(N,OC) = inp(N,C) @ W^T + bias (bias f32 [OC] or NULL) */
+    lt_status (*linear_fwd)(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
+                            int64_t N);
+    /* dinp(N,C) = dout(N,OC) @ W, or += when accumulate */
+    lt_status (*linear_bwd_input)(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
+                                  int accumulate);
+    /* LoRA branch, added to a base output:
+     *   xd = dropout(inp) (keep prob 1-p, scaled 1/(1-p); mask from lt_rng_keep(seed, stream, i))
+     *   xa(N,R) = xd @ A^T (act dtype, saved) ; out(N,OC) += scale * xa @ B^T
+     * A f32 [R,C], B f32 [OC,R]. p = 0 disables dropout. */
+    lt_status (*lora_fwd)(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
+                          int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
+                          uint64_t stream);
+    /* dB(OC,R) += scale * dout^T @ xa ; dxa = scale * dout @ B ; dA(R,C) += dxa^T @ xd ;
+     * dinp(N,C) (+=) dropout_bwd(dxa @ A)  (same mask as forward: same seed/stream) */
+    lt_status (*lora_bwd)(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
+                          const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
+                          int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
+    /* half-split (NeoX) rotary embedding in place on x(N,H,HD) at positions pos(N) */
+    lt_status (*rope_fwd)(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                          float theta);
+    /* the inverse rotation on the gradient dx(N,H,HD), in place */
+    lt_status (*rope_bwd)(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                          float theta);
+    /* causal attention within each packed sequence (block-diagonal), GQA (head h uses kv head
+     * h / (NH/NKV)), scale 1/sqrt(HD), softmax in f32.
+     * q(N,NH,HD) k,v(N,NKV,HD) -> out(N,NH,HD); lse(NH,N) f32 saved (log-sum-exp of scores) */
+    lt_status (*attention_fwd)(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N,
+                               int64_t NH, int64_t NKV, int64_t HD);
+    /* dq(N,NH,HD), dk, dv(N,NKV,HD) overwritten */
+    lt_status (*attention_bwd)(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                               const void *k, const void *v, const void *out, const float *lse,
+                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                               int64_t NKV, int64_t HD);
+    /* out(N,I) = silu(gate) * up */
+    lt_status (*swiglu_fwd)(lt_backend *be, void *out, const void *gate, const void *up, int64_t n);
+    lt_status (*swiglu_bwd)(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate,
+                            const void *up, int64_t n);
+    /* out = a + b (n elements; out may alias a) */
+    lt_status (*add)(lt_backend *be, void *out, const void *a, const void *b, int64_t n);
+    /* The LM head fused with cross-entropy, over token chunks so that full-vocabulary logits
+     * for the batch never exist. targets(N) i32 (-100 = ignored). Adds the sum of CE (computed
+     * on f32 logits) to loss_sum (a backend f32 buffer of one element, +=), and writes
+     * dh(N,C) = grad_scale * d(sum CE)/dh (zero rows for ignored targets); dh may be NULL. */
+    lt_status (*lm_head_ce)(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                            const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
+    /* logits(N,V) f32 = h(N,C) @ head^T */
+    lt_status (*lm_head_logits)(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                int64_t C, int64_t V);
+
+    /* ---- KV-cache attention for generation ----
+     * q(n,NH,HD) for positions [past, past+n) of one sequence; kcache/vcache (max_len,NKV,HD)
+     * already hold keys/values for positions [0, past+n). out(n,NH,HD). */
+    lt_status (*attention_kv)(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                              int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD);
+
+    /* ---- optimizer ---- */
+    /* *host_sumsq += sum(g^2) over n f32 values (computed in f64 on the CPU, f32 partials on GPU) */
+    lt_status (*sumsq)(lt_backend *be, const float *g, int64_t n, double *host_sumsq);
+    lt_status (*scale)(lt_backend *be, float *x, int64_t n, float s);
+    /* torch.optim.AdamW (decoupled decay before the update), step t >= 1 */
+    lt_status (*adamw)(lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                       float beta1, float beta2, float eps, float wd, int64_t t);
+    /* bitsandbytes AdamW8bit, blocksize 256 (see docs: decay after the step, codes from the
+     * signed / unsigned dynamic maps). state1/state2 u8 [n], absmax1/absmax2 f32 [ceil(n/256)]. */
+    lt_status (*adamw8bit)(lt_backend *be, float *p, const float *g, uint8_t *state1, uint8_t *state2,
+                           float *absmax1, float *absmax2, int64_t n, float lr, float beta1, float beta2, float eps,
+                           float wd, int64_t t);
+    /* fp16: 1 if any of n values of g is inf/nan (host flag) */
+    lt_status (*nonfinite)(lt_backend *be, const float *g, int64_t n, int *host_flag);
+
+    /* bytes in use and peak (0 when the backend does not track) */
+    void (*memory)(lt_backend *be, uint64_t *in_use, uint64_t *peak);
+} lt_backend_ops;
+
+struct lt_backend {
+    lt_backend_ops ops;
+    int32_t device;       /* lt_device */
+    int32_t act_dtype;    /* lt_dtype of act buffers */
+    int32_t act_bytes;    /* 4, or 2 */
+    int32_t n_threads;    /* CPU threads */
+    int32_t deterministic;
+    void *impl;           /* backend private */
+};
+
+/* Constructors. lt_backend_cuda_create returns LT_ERR_UNSUPPORTED in a CPU-only build. */
+lt_status lt_backend_cpu_create(int n_threads, lt_backend **out);
+lt_status lt_backend_cuda_create(int device_index, int compute_dtype, lt_backend **out);
+void lt_backend_free(lt_backend *be);
+
+/* The dynamic 8-bit maps of bitsandbytes (create_dynamic_map), 256 floats each. */
+void lt_dynamic_map(int is_signed, float out[256]);
+/* The NF4 code table. */
+extern const float lt_nf4_code[16];
+
+#endif
