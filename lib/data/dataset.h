@@ -1,0 +1,39 @@
+/* dataset.h - what the trainer needs from a dataset: zero-copy access to tokenized records,
+ * the seeded per-epoch order, and packing records into one padding-free micro-batch. */
+#ifndef LT_DATASET_H
+#define LT_DATASET_H
+#include "core/core.h"
+
+/* Record i of the training split: ids[n] and labels[n] (labels == ids where the token carries
+ * loss, -100 where it does not; NOT shifted, as Hugging Face labels). Pointers stay valid while
+ * the dataset lives and no record is added. */
+lt_status lt_dataset_record(const lt_dataset *ds, size_t i, const int32_t **ids, const int32_t **labels, size_t *n);
+/* The held-out split (eval_fraction). */
+size_t lt_dataset_eval_size(const lt_dataset *ds);
+lt_status lt_dataset_eval_record(const lt_dataset *ds, size_t i, const int32_t **ids, const int32_t **labels,
+                                 size_t *n);
+/* The order of epoch `epoch` (0-based): a permutation of [0, size) from (seed, epoch),
+ * Fisher-Yates over Philox draws; the same for the same inputs on every machine. */
+void lt_dataset_permutation(size_t size, uint64_t seed, int64_t epoch, size_t *perm);
+
+/* One padding-free micro-batch: the records end to end. */
+typedef struct lt_batch {
+    int32_t n_tokens;     /* N */
+    int32_t nseq;
+    int32_t max_seqlen;
+    int32_t *ids;         /* [N] */
+    int32_t *targets;     /* [N] next-token targets: targets[t] = labels[t+1] within a record,
+                             -100 at each record's last token (the shift of transformers' loss) */
+    int32_t *pos;         /* [N] positions, restarting at 0 for each record */
+    int32_t *cu_seqlens;  /* [nseq+1] record boundaries, cu_seqlens[0] = 0 */
+    int64_t n_targets;    /* targets != -100 */
+    int32_t cap;          /* allocated tokens */
+} lt_batch;
+
+/* Packs records (given as ids/labels arrays) into b (grows its buffers). */
+lt_status lt_batch_pack(lt_batch *b, int nrec, const int32_t *const *ids, const int32_t *const *labels,
+                        const size_t *lens);
+/* Packs training records idx[0..nrec) of ds. */
+lt_status lt_batch_from_dataset(lt_batch *b, const lt_dataset *ds, const size_t *idx, int nrec, int eval_split);
+void lt_batch_free(lt_batch *b);
+#endif
