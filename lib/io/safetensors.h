@@ -50,4 +50,10 @@ lt_status lt_st_writer_set_metadata(lt_st_writer *w, const char *key, const char
 lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite);
 size_t lt_st_writer_bytes(const lt_st_writer *w);
 void lt_st_writer_free(lt_st_writer *w);
+
+/* Streaming: the tensor's bytes are produced by fill(ctx, name, buf, nbytes) while the file is
+ * written, one tensor at a time, so a multi-GB file never sits in memory whole. */
+typedef lt_status (*lt_st_fill_fn)(void *ctx, const char *name, void *buf, size_t nbytes);
+lt_status lt_st_writer_add_fill(lt_st_writer *w, const char *name, int32_t dtype, int32_t ndim, const int64_t *shape,
+                                lt_st_fill_fn fill, void *ctx);
 #endif

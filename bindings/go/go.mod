@@ -1,0 +1,3 @@
+module github.com/loratune/loratune/bindings/go
+
+go 1.19

@@ -1,0 +1,757 @@
+"""core.py - the thin Pythonic layer over libloratune's handles: Model, Tokenizer, TokenStream,
+Dataset, Trainer, Exporter and the free functions. One class per handle; close() (or `with`,
+or garbage collection) frees it. A handle keeps alive what the C API says must outlive it
+(a dataset its tokenizer, a trainer its model and dataset) and every callback object it gave
+the library; closing a handle first closes the handles that depend on it.
+"""
+import ctypes
+import json
+import os
+import queue
+import threading
+import weakref
+
+from . import _ffi
+from ._ffi import LoratuneError, check, encode_str, init_struct
+
+_L = _ffi.lib()
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+def version():
+    """The loaded library's version string, "MAJOR.MINOR.PATCH"."""
+    return _L.lt_version().decode()
+
+
+def version_number():
+    return int(_L.lt_version_number())
+
+
+def cuda_device_count():
+    return int(_L.lt_cuda_device_count())
+
+
+def cuda_device_info(index=0):
+    """(name, compute_capability, total_bytes, free_bytes) of CUDA device `index`."""
+    name = ctypes.create_string_buffer(256)
+    cc = ctypes.c_int32()
+    total = ctypes.c_uint64()
+    free = ctypes.c_uint64()
+    check(_L.lt_cuda_device_info(index, name, 256, ctypes.byref(cc), ctypes.byref(total), ctypes.byref(free)),
+          "lt_cuda_device_info")
+    return name.value.decode(), cc.value, total.value, free.value
+
+
+class _CallbackGuard:
+    """Runs a Python callback for C: an exception inside it stops the C call (non-zero return)
+    and is raised again once the C call is back, so errors are never swallowed."""
+
+    def __init__(self):
+        self.error = None
+
+    def run(self, fn, *args):
+        if self.error is not None:
+            return 1
+        try:
+            return 1 if fn(*args) else 0
+        except BaseException as e:  # KeyboardInterrupt too: stop the C loop cleanly
+            self.error = e
+            return 1
+
+    def reraise(self):
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+
+
+def _progress_fn(progress, guard):
+    """An lt_progress_fn around a Python callable progress(what, done, total) -> stop?"""
+    if progress is None:
+        return _ffi.PROGRESS_FN()
+    return _ffi.PROGRESS_FN(lambda what, done, total, ud: guard.run(
+        progress, (what or b"").decode("utf-8", "replace"), int(done), int(total)))
+
+
+_log_keep = None
+
+
+def set_log_callback(fn, max_level=_ffi.LT_LOG_INFO):
+    """Routes the library's log lines to fn(level, message); None silences it. The callable
+    stays alive until the next call."""
+    global _log_keep
+    if fn is None:
+        _log_keep = None
+        _L.lt_set_log_callback(_ffi.LOG_FN(), 0, None)
+        return
+
+    def tramp(level, msg, ud):
+        try:
+            fn(int(level), (msg or b"").decode("utf-8", "replace"))
+        except Exception:  # a logger must never take the library down
+            pass
+
+    _log_keep = _ffi.LOG_FN(tramp)
+    _L.lt_set_log_callback(_log_keep, int(max_level), None)
+
+
+def _enum(value, table, what):
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    key = str(value).lower().replace("torch.", "")
+    if key not in table:
+        raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "unknown %s %r (expected one of %s)"
+                            % (what, value, ", ".join(sorted(table))), what)
+    return table[key]
+
+
+_DEVICES = {"auto": _ffi.LT_DEVICE_AUTO, "cpu": _ffi.LT_DEVICE_CPU, "cuda": _ffi.LT_DEVICE_CUDA,
+            "gpu": _ffi.LT_DEVICE_CUDA}
+_DTYPES = {"auto": _ffi.LT_DTYPE_AUTO, "none": _ffi.LT_DTYPE_AUTO, "float32": _ffi.LT_DTYPE_F32,
+           "fp32": _ffi.LT_DTYPE_F32, "f32": _ffi.LT_DTYPE_F32, "float16": _ffi.LT_DTYPE_F16,
+           "fp16": _ffi.LT_DTYPE_F16, "f16": _ffi.LT_DTYPE_F16, "half": _ffi.LT_DTYPE_F16,
+           "bfloat16": _ffi.LT_DTYPE_BF16, "bf16": _ffi.LT_DTYPE_BF16}
+_QUANTS = {"nf4": _ffi.LT_QUANT_NF4, "4bit": _ffi.LT_QUANT_NF4, "none": _ffi.LT_QUANT_NONE,
+           "16bit": _ffi.LT_QUANT_NONE}
+_FORMATS = {"auto": _ffi.LT_DATA_AUTO, "alpaca": _ffi.LT_DATA_ALPACA, "chat": _ffi.LT_DATA_CHAT,
+            "text": _ffi.LT_DATA_TEXT, "tokens": _ffi.LT_DATA_TOKENS}
+_LOSS_ON = {"all": _ffi.LT_LOSS_ALL, "response": _ffi.LT_LOSS_RESPONSE}
+_MERGE = {"auto": _ffi.LT_MERGE_AUTO, "original": _ffi.LT_MERGE_ORIGINAL,
+          "dequantized": _ffi.LT_MERGE_DEQUANTIZED}
+
+
+def _parse_device(device):
+    """"auto", "cpu", "cuda", "cuda:1" -> (lt_device, index)."""
+    if device is None:
+        return _ffi.LT_DEVICE_AUTO, 0
+    if isinstance(device, int):
+        return device, 0
+    s = str(device).lower()
+    index = 0
+    if ":" in s:
+        s, idx = s.split(":", 1)
+        index = int(idx)
+    return _enum(s, _DEVICES, "device"), index
+
+
+def _parse_with(fn, name, what):
+    if isinstance(name, int):
+        return name
+    out = ctypes.c_int32()
+    check(fn(encode_str(name), ctypes.byref(out)), what)
+    return out.value
+
+
+def parse_targets(targets):
+    """"all", "q_proj,k_proj", ["q_proj", ...] or an LT_TARGET_* mask -> mask."""
+    if targets is None:
+        return _ffi.LT_TARGET_ALL
+    if isinstance(targets, int):
+        return targets
+    if not isinstance(targets, str):
+        targets = ",".join(targets)
+    mask = ctypes.c_uint32()
+    check(_L.lt_lora_targets_parse(encode_str(targets), ctypes.byref(mask)), "lt_lora_targets_parse")
+    return mask.value
+
+
+def template_builtin(name):
+    """A built-in prompt template's text ("alpaca-zh", "alpaca", "chatml"), or None."""
+    s = _L.lt_template_builtin(encode_str(name))
+    return s.decode("utf-8") if s else None
+
+
+def template_render(template, instruction="", input="", output=""):
+    buf, n = _ffi.call_buffer(_L.lt_template_render, encode_str(template), encode_str(instruction),
+                              encode_str(input), encode_str(output), call="lt_template_render")
+    return buf.raw[:n].decode("utf-8")
+
+
+def _int_array(values):
+    values = list(values)
+    return (ctypes.c_int32 * max(len(values), 1))(*values), len(values)
+
+
+class _Handle:
+    """An owned C handle. Subclasses name their free function in _free."""
+    _free = None
+    _what = "handle"
+
+    def __init__(self):
+        self._h = ctypes.c_void_p()
+        self._children = weakref.WeakSet()
+        self._keep = []  # objects the C side points into (callbacks, strings) while the handle lives
+
+    @property
+    def handle(self):
+        if not self._h:
+            raise LoratuneError(_ffi.LT_ERR_STATE, "this %s is closed" % self._what, self._what)
+        return self._h
+
+    @property
+    def closed(self):
+        return not self._h
+
+    def _adopt(self, child):
+        self._children.add(child)
+
+    def close(self):
+        if getattr(self, "_h", None):
+            for child in list(self._children):
+                child.close()
+            getattr(_L, self._free)(self._h)
+            self._h = ctypes.c_void_p()
+            self._keep = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---- tokenizer -------------------------------------------------------------------------------
+class Tokenizer(_Handle):
+    """tokenizer.json (+ tokenizer_config.json, generation_config.json) from a folder."""
+    _free = "lt_tokenizer_free"
+    _what = "tokenizer"
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+        check(_L.lt_tokenizer_load(encode_str(self.path), ctypes.byref(self._h)), "lt_tokenizer_load")
+
+    def encode(self, text, add_special=False):
+        b = encode_str(text)
+        buf, n = _ffi.call_buffer(_L.lt_tokenizer_encode, self.handle, b, len(b), int(bool(add_special)),
+                                  initial=len(b) + 16, kind="int32", call="lt_tokenizer_encode")
+        return list(buf[:n])
+
+    def decode(self, ids, skip_special=False):
+        arr, n = _int_array(ids)
+        buf, length = _ffi.call_buffer(_L.lt_tokenizer_decode, self.handle, arr, n, int(bool(skip_special)),
+                                       initial=16 * n + 16, call="lt_tokenizer_decode")
+        return buf.raw[:length].decode("utf-8")
+
+    @property
+    def vocab_size(self):
+        return int(_L.lt_tokenizer_vocab_size(self.handle))
+
+    def token_to_id(self, token):
+        i = _L.lt_tokenizer_token_to_id(self.handle, encode_str(token))
+        return None if i < 0 else int(i)
+
+    def id_to_token(self, i):
+        s = _L.lt_tokenizer_id_to_token(self.handle, int(i))
+        return s.decode("utf-8", "replace") if s is not None else None
+
+    def special_tokens(self):
+        """{"bos_id", "eos_id", "pad_id", "stop_ids"}; absent ids are None."""
+        st = init_struct(_ffi.lt_special_tokens)
+        check(_L.lt_tokenizer_special_tokens(self.handle, ctypes.byref(st)), "lt_tokenizer_special_tokens")
+        opt = lambda v: None if v < 0 else int(v)  # noqa: E731
+        return {"bos_id": opt(st.bos_id), "eos_id": opt(st.eos_id), "pad_id": opt(st.pad_id),
+                "stop_ids": [int(st.stop_ids[i]) for i in range(st.n_stop_ids)]}
+
+    @property
+    def eos_token(self):
+        s = _L.lt_tokenizer_eos_token(self.handle)
+        return s.decode("utf-8") if s is not None else None
+
+    def apply_chat_template(self, messages, add_generation_prompt=False, template=None):
+        msgs = (_ffi.lt_chat_message * max(len(messages), 1))()
+        keep = []
+        for i, m in enumerate(messages):
+            role, content = encode_str(m["role"]), encode_str(m["content"])
+            keep += [role, content]
+            msgs[i].role, msgs[i].content = role, content
+        buf, n = _ffi.call_buffer(_L.lt_tokenizer_apply_chat_template, self.handle, msgs, len(messages),
+                                  int(bool(add_generation_prompt)), encode_str(template),
+                                  call="lt_tokenizer_apply_chat_template")
+        return buf.raw[:n].decode("utf-8")
+
+    def stream(self, skip_special=False):
+        """A TokenStream that turns ids into complete UTF-8 pieces."""
+        return TokenStream(self, skip_special)
+
+
+class TokenStream(_Handle):
+    _free = "lt_token_stream_free"
+    _what = "token stream"
+
+    def __init__(self, tokenizer, skip_special=False):
+        super().__init__()
+        self.tokenizer = tokenizer
+        check(_L.lt_token_stream_new(tokenizer.handle, int(bool(skip_special)), ctypes.byref(self._h)),
+              "lt_token_stream_new")
+        tokenizer._adopt(self)
+
+    def push(self, token):
+        buf, n = _ffi.call_buffer(_L.lt_token_stream_push, self.handle, int(token), initial=256,
+                                  call="lt_token_stream_push")
+        return buf.raw[:n].decode("utf-8")
+
+    def flush(self):
+        buf, n = _ffi.call_buffer(_L.lt_token_stream_flush, self.handle, initial=256, call="lt_token_stream_flush")
+        return buf.raw[:n].decode("utf-8")
+
+
+# ---- model -----------------------------------------------------------------------------------
+class ModelInfo:
+    """lt_model_info as attributes."""
+
+    def __init__(self, s):
+        for name, _ in s._fields_:
+            v = getattr(s, name)
+            setattr(self, name, v.decode() if isinstance(v, bytes) else v)
+
+    def __repr__(self):
+        return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in vars(self).items() if kv[0] != "struct_size")
+
+
+class Model(_Handle):
+    """A Hugging Face model folder loaded (and quantized) by libloratune, with its LoRA adapter."""
+    _free = "lt_model_free"
+    _what = "model"
+
+    def __init__(self, path, device="auto", quant="nf4", dtype="auto", max_seq_len=2048, double_quant=True,
+                 n_threads=0, progress=None):
+        super().__init__()
+        self.path = os.fspath(path)
+        guard = _CallbackGuard()
+        p = init_struct(_ffi.lt_model_params, _L.lt_model_params_init)
+        p.device, p.device_index = _parse_device(device)
+        p.quant = _enum(quant, _QUANTS, "quant") if quant is not None else p.quant
+        p.compute_dtype = _enum(dtype, _DTYPES, "dtype")
+        p.double_quant = int(bool(double_quant))
+        p.max_seq_len = int(max_seq_len)
+        p.n_threads = int(n_threads)
+        cb = _progress_fn(progress, guard)
+        p.progress = cb
+        st = _L.lt_model_load(encode_str(self.path), ctypes.byref(p), ctypes.byref(self._h))
+        guard.reraise()
+        check(st, "lt_model_load")
+        if st == _ffi.LT_STOPPED:
+            raise LoratuneError(st, "loading was cancelled by the progress callback", "lt_model_load")
+
+    def info(self):
+        s = init_struct(_ffi.lt_model_info)
+        check(_L.lt_model_get_info(self.handle, ctypes.byref(s)), "lt_model_get_info")
+        return ModelInfo(s)
+
+    def add_lora(self, r=16, alpha=32.0, dropout=0.1, targets="all", use_rslora=False, seed=3407):
+        p = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
+        p.r, p.alpha, p.dropout = int(r), float(alpha), float(dropout)
+        p.use_rslora = int(bool(use_rslora))
+        p.targets = parse_targets(targets)
+        p.seed = int(seed)
+        check(_L.lt_model_add_lora(self.handle, ctypes.byref(p)), "lt_model_add_lora")
+        return self
+
+    def load_adapter(self, path):
+        check(_L.lt_model_load_adapter(self.handle, encode_str(os.fspath(path))), "lt_model_load_adapter")
+        return self
+
+    def save_adapter(self, path, overwrite=False):
+        check(_L.lt_model_save_adapter(self.handle, encode_str(os.fspath(path)), int(bool(overwrite))),
+              "lt_model_save_adapter")
+
+    def set_lora_enabled(self, enabled):
+        check(_L.lt_model_set_lora_enabled(self.handle, int(bool(enabled))), "lt_model_set_lora_enabled")
+
+    def logits(self, ids):
+        """Logits of one sequence: a list of n rows of vocab_size floats (a numpy array
+        [n, vocab] when numpy is installed)."""
+        arr, n = _int_array(ids)
+        vocab = self.info().vocab_size
+        out = (ctypes.c_float * (n * vocab))()
+        check(_L.lt_model_logits(self.handle, arr, n, out), "lt_model_logits")
+        try:
+            import numpy as np
+            return np.ctypeslib.as_array(out).reshape(n, vocab).copy()
+        except ImportError:
+            return [list(out[i * vocab:(i + 1) * vocab]) for i in range(n)]
+
+    def loss(self, ids, labels=None):
+        arr, n = _int_array(ids)
+        lab = _int_array(labels if labels is not None else ids)[0]
+        out = ctypes.c_double()
+        check(_L.lt_model_loss(self.handle, arr, lab, n, ctypes.byref(out)), "lt_model_loss")
+        return out.value
+
+    def generate(self, prompt_ids, max_new_tokens=128, tokenizer=None, on_text=None, do_sample=False,
+                 temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=3407,
+                 stop_ids=None, stop_strings=None):
+        """Generates after prompt_ids; returns the new ids. on_text(piece, token) receives each
+        complete piece of text as it comes (needs `tokenizer`); a truthy return stops."""
+        p = init_struct(_ffi.lt_generate_params, _L.lt_generate_params_init)
+        p.max_new_tokens = int(max_new_tokens)
+        p.do_sample = int(bool(do_sample))
+        p.temperature, p.top_k, p.top_p = float(temperature), int(top_k), float(top_p)
+        p.min_p, p.repetition_penalty, p.seed = float(min_p), float(repetition_penalty), int(seed)
+        keep = []
+        if stop_ids is not None:
+            arr, n = _int_array(stop_ids)
+            keep.append(arr)
+            p.stop_ids, p.n_stop_ids = ctypes.cast(arr, _ffi.c_int32_p), n
+        if stop_strings:
+            enc = [encode_str(s) for s in stop_strings]
+            arr = (ctypes.c_char_p * len(enc))(*enc)
+            keep += [enc, arr]
+            p.stop_strings, p.n_stop_strings = ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p)), len(enc)
+        guard = _CallbackGuard()
+        if tokenizer is not None:
+            p.tokenizer = tokenizer.handle
+        if on_text is not None:
+            if tokenizer is None:
+                raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "on_text needs a tokenizer", "generate")
+
+            def tramp(piece, length, token, ud):
+                return guard.run(on_text, ctypes.string_at(piece, length).decode("utf-8", "replace"), int(token))
+            cb = _ffi.STREAM_FN(tramp)
+            keep.append(cb)
+            p.on_text = cb
+        prompt, n_prompt = _int_array(prompt_ids)
+        cap = max(int(max_new_tokens), 0) + 1
+        out = (ctypes.c_int32 * cap)()
+        n_out = ctypes.c_size_t()
+        st = _L.lt_generate(self.handle, prompt, n_prompt, ctypes.byref(p), out, cap, ctypes.byref(n_out))
+        guard.reraise()
+        check(st, "lt_generate")
+        return list(out[:n_out.value])
+
+    def generate_stream(self, prompt_ids, tokenizer, **kwargs):
+        """Yields the text pieces of a generation as they come (runs lt_generate on a worker
+        thread; leaving the loop early stops the generation)."""
+        q = queue.Queue(maxsize=64)
+        stop = threading.Event()
+        done = object()
+        result = {}
+
+        def on_text(piece, token):
+            while not stop.is_set():
+                try:
+                    q.put(piece, timeout=0.1)
+                    return False
+                except queue.Full:
+                    continue
+            return True
+
+        def work():
+            try:
+                result["ids"] = self.generate(prompt_ids, tokenizer=tokenizer, on_text=on_text, **kwargs)
+            except BaseException as e:
+                result["error"] = e
+            finally:
+                while True:
+                    try:
+                        q.put(done, timeout=0.1)
+                        break
+                    except queue.Full:
+                        if stop.is_set():
+                            break
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                yield item
+        finally:
+            stop.set()
+            t.join()
+        if "error" in result:
+            raise result["error"]
+
+
+# ---- dataset ---------------------------------------------------------------------------------
+class DatasetStats:
+    def __init__(self, s):
+        for name, _ in s._fields_:
+            setattr(self, name, getattr(s, name))
+
+    def __repr__(self):
+        return "DatasetStats(%s)" % ", ".join("%s=%r" % kv for kv in vars(self).items() if kv[0] != "struct_size")
+
+
+class Dataset(_Handle):
+    """Tokenized training records: from a JSON/JSONL file (path) or added one by one."""
+    _free = "lt_dataset_free"
+    _what = "dataset"
+
+    def __init__(self, tokenizer, path=None, format="auto", template=None, template_text=None,
+                 instruction_field=None, input_field=None, output_field=None, text_field=None,
+                 max_seq_len=2048, loss_on="all", add_eos=True, skip_bad_records=False, eval_fraction=0.0,
+                 seed=3407, n_threads=0, progress=None):
+        super().__init__()
+        self.tokenizer = tokenizer  # must outlive the dataset
+        guard = _CallbackGuard()
+        p = init_struct(_ffi.lt_dataset_params, _L.lt_dataset_params_init)
+        p.format = _enum(format, _FORMATS, "format")
+        strings = {"template_name": template, "template_text": template_text,
+                   "instruction_field": instruction_field, "input_field": input_field,
+                   "output_field": output_field, "text_field": text_field}
+        for field, value in strings.items():
+            if value is not None:
+                b = encode_str(value)
+                self._keep.append(b)
+                setattr(p, field, b)
+        p.max_seq_len = int(max_seq_len)
+        p.loss_on = _enum(loss_on, _LOSS_ON, "loss_on")
+        p.add_eos = int(bool(add_eos))
+        p.skip_bad_records = int(bool(skip_bad_records))
+        p.eval_fraction = float(eval_fraction)
+        p.seed = int(seed)
+        p.n_threads = int(n_threads)
+        cb = _progress_fn(progress, guard)
+        self._keep.append(cb)
+        p.progress = cb
+        self._params = p
+        if path is not None:
+            st = _L.lt_dataset_load(encode_str(os.fspath(path)), tokenizer.handle, ctypes.byref(p),
+                                    ctypes.byref(self._h))
+            guard.reraise()
+            check(st, "lt_dataset_load")
+        else:
+            check(_L.lt_dataset_new(tokenizer.handle, ctypes.byref(p), ctypes.byref(self._h)), "lt_dataset_new")
+        tokenizer._adopt(self)
+
+    def add(self, record):
+        """A dict (instruction/input/output, text, messages, input_ids) or a plain text."""
+        if isinstance(record, str):
+            return self.add_text(record)
+        return self.add_json(json.dumps(dict(record), ensure_ascii=False))
+
+    def add_json(self, json_record):
+        check(_L.lt_dataset_add_json(self.handle, encode_str(json_record)), "lt_dataset_add_json")
+
+    def add_alpaca(self, instruction, input="", output=""):
+        check(_L.lt_dataset_add_alpaca(self.handle, encode_str(instruction), encode_str(input or ""),
+                                       encode_str(output or "")), "lt_dataset_add_alpaca")
+
+    def add_text(self, text):
+        check(_L.lt_dataset_add_text(self.handle, encode_str(text)), "lt_dataset_add_text")
+
+    def add_tokens(self, ids, labels=None):
+        arr, n = _int_array(ids)
+        lab = _int_array(labels)[0] if labels is not None else None
+        check(_L.lt_dataset_add_tokens(self.handle, arr, lab, n), "lt_dataset_add_tokens")
+
+    def extend(self, records):
+        for r in records:
+            self.add(r)
+        return self
+
+    def stats(self):
+        s = init_struct(_ffi.lt_dataset_stats)
+        check(_L.lt_dataset_get_stats(self.handle, ctypes.byref(s)), "lt_dataset_get_stats")
+        return DatasetStats(s)
+
+    def __len__(self):
+        return int(_L.lt_dataset_size(self.handle))
+
+    def __getitem__(self, index):
+        """(ids, labels) of training record `index` (labels -100 where no loss)."""
+        if index < 0:
+            index += len(self)
+        n = ctypes.c_size_t()
+        st = _L.lt_dataset_get(self.handle, index, None, None, 0, ctypes.byref(n))
+        if st != _ffi.LT_ERR_BUFFER_TOO_SMALL:
+            check(st, "lt_dataset_get")
+        cap = max(n.value, 1)
+        ids, labels = (ctypes.c_int32 * cap)(), (ctypes.c_int32 * cap)()
+        check(_L.lt_dataset_get(self.handle, index, ids, labels, cap, ctypes.byref(n)), "lt_dataset_get")
+        return list(ids[:n.value]), list(labels[:n.value])
+
+
+# ---- training --------------------------------------------------------------------------------
+class Metrics:
+    """One optimizer step's lt_metrics as attributes (+ .stopped when a callback stopped here)."""
+    __slots__ = [f for f, _ in _ffi.lt_metrics._fields_ if f != "struct_size"] + ["stopped"]
+
+    def __init__(self, s, stopped=False):
+        for f in self.__slots__[:-1]:
+            setattr(self, f, getattr(s, f))
+        self.stopped = stopped
+
+    def as_dict(self):
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    def __repr__(self):
+        return "Metrics(step=%d, loss=%.4f, lr=%.3g, grad_norm=%.3f)" % (self.step, self.loss, self.lr, self.grad_norm)
+
+
+class Trainer(_Handle):
+    """The step loop. on_step: a callable (or a list) called with Metrics after every optimizer
+    step; a truthy return stops training after that step."""
+    _free = "lt_trainer_free"
+    _what = "trainer"
+
+    def __init__(self, model, dataset, batch_size=2, grad_accum=8, max_steps=100, epochs=1.0, lr=4e-5,
+                 warmup_steps=50, warmup_ratio=0.0, scheduler="cosine", optimizer="adamw_8bit", weight_decay=0.01,
+                 adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8, max_grad_norm=1.0, seed=3407, packing=False,
+                 gradient_checkpointing=True, offload_checkpoints=False, deterministic=False, log_every=1,
+                 save_every=0, output_dir=None, on_step=None, fp16_initial_loss_scale=None):
+        super().__init__()
+        self.model, self.dataset = model, dataset  # both must outlive the trainer
+        self._guard = _CallbackGuard()
+        p = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
+        p.batch_size, p.grad_accum, p.max_steps = int(batch_size), int(grad_accum), int(max_steps)
+        p.epochs, p.lr, p.warmup_steps, p.warmup_ratio = float(epochs), float(lr), int(warmup_steps), float(warmup_ratio)
+        p.scheduler = _parse_with(_L.lt_scheduler_parse, scheduler, "lt_scheduler_parse")
+        p.optimizer = _parse_with(_L.lt_optimizer_parse, optimizer, "lt_optimizer_parse")
+        p.weight_decay, p.adam_beta1, p.adam_beta2 = float(weight_decay), float(adam_beta1), float(adam_beta2)
+        p.adam_eps, p.max_grad_norm, p.seed = float(adam_eps), float(max_grad_norm), int(seed)
+        p.packing = int(bool(packing))
+        p.gradient_checkpointing = int(bool(gradient_checkpointing))
+        p.offload_checkpoints = int(bool(offload_checkpoints))
+        p.deterministic = int(bool(deterministic))
+        p.log_every, p.save_every = int(log_every), int(save_every)
+        if output_dir is not None:
+            b = encode_str(os.fspath(output_dir))
+            self._keep.append(b)
+            p.output_dir = b
+        if fp16_initial_loss_scale is not None:
+            p.fp16_initial_loss_scale = float(fp16_initial_loss_scale)
+        self._callbacks = [] if on_step is None else (list(on_step) if isinstance(on_step, (list, tuple))
+                                                      else [on_step])
+        if self._callbacks:
+            cb = _ffi.STEP_FN(self._on_step)
+            self._keep.append(cb)
+            p.on_step = cb
+        self._params = p
+        check(_L.lt_trainer_new(model.handle, dataset.handle, ctypes.byref(p), ctypes.byref(self._h)),
+              "lt_trainer_new")
+        model._adopt(self)
+        dataset._adopt(self)
+        self._metrics = init_struct(_ffi.lt_metrics)
+        self.finished = False
+        self.stopped = False
+
+    def _on_step(self, mp, ud):
+        m = Metrics(mp.contents)
+        stop = 0
+        for fn in self._callbacks:
+            stop |= self._guard.run(fn, m)
+        return stop
+
+    def step(self):
+        """One optimizer step: its Metrics (.stopped set when a callback asked to stop), or
+        None when training is complete."""
+        st = _L.lt_trainer_step(self.handle, ctypes.byref(self._metrics))
+        self._guard.reraise()
+        check(st, "lt_trainer_step")
+        if st == _ffi.LT_DONE:
+            self.finished = True
+            return None
+        self.stopped = st == _ffi.LT_STOPPED
+        return Metrics(self._metrics, self.stopped)
+
+    def __iter__(self):
+        while True:
+            m = self.step()
+            if m is None:
+                return
+            yield m
+            if m.stopped:
+                return
+
+    def run(self):
+        """Runs until done ("done"), stopped by a callback ("stopped") or an error (raised)."""
+        st = _L.lt_trainer_run(self.handle)
+        self._guard.reraise()
+        check(st, "lt_trainer_run")
+        self.stopped = st == _ffi.LT_STOPPED
+        self.finished = not self.stopped
+        return "stopped" if self.stopped else "done"
+
+    def evaluate(self):
+        out = ctypes.c_double()
+        check(_L.lt_trainer_evaluate(self.handle, ctypes.byref(out)), "lt_trainer_evaluate")
+        return out.value
+
+    def save_checkpoint(self, path):
+        check(_L.lt_trainer_save_checkpoint(self.handle, encode_str(os.fspath(path))), "lt_trainer_save_checkpoint")
+
+    def load_checkpoint(self, path):
+        check(_L.lt_trainer_load_checkpoint(self.handle, encode_str(os.fspath(path))), "lt_trainer_load_checkpoint")
+
+
+# ---- export ----------------------------------------------------------------------------------
+class Exporter(_Handle):
+    """Writes the model as a PEFT adapter, merged safetensors, GGUF (+ Modelfile) or GGUF LoRA."""
+    _free = "lt_exporter_free"
+    _what = "exporter"
+
+    def __init__(self, model, tokenizer=None, format="gguf", quant="q4_k_m", merge_base="auto", template=None,
+                 template_text=None, tokenizer_dir=None, overwrite=False, write_modelfile=True, n_threads=0,
+                 max_shard_bytes=None, progress=None):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self._guard = _CallbackGuard()
+        p = init_struct(_ffi.lt_export_params, _L.lt_export_params_init)
+        p.format = _parse_with(_L.lt_export_format_parse, format, "lt_export_format_parse")
+        for field, value in (("quant", quant), ("template_name", template), ("template_text", template_text),
+                             ("tokenizer_dir", tokenizer_dir)):
+            if value is not None:
+                b = encode_str(os.fspath(value) if field == "tokenizer_dir" else value)
+                self._keep.append(b)
+                setattr(p, field, b)
+        p.merge_base = _enum(merge_base, _MERGE, "merge_base")
+        p.overwrite = int(bool(overwrite))
+        p.write_modelfile = int(bool(write_modelfile))
+        p.n_threads = int(n_threads)
+        if max_shard_bytes is not None:
+            p.max_shard_bytes = int(max_shard_bytes)
+        cb = _progress_fn(progress, self._guard)
+        self._keep.append(cb)
+        p.progress = cb
+        self._params = p
+        check(_L.lt_exporter_new(model.handle, tokenizer.handle if tokenizer is not None else None,
+                                 ctypes.byref(p), ctypes.byref(self._h)), "lt_exporter_new")
+        model._adopt(self)
+        if tokenizer is not None:
+            tokenizer._adopt(self)
+
+    def write(self, path):
+        st = _L.lt_exporter_write(self.handle, encode_str(os.fspath(path)))
+        self._guard.reraise()
+        check(st, "lt_exporter_write")
+        if st == _ffi.LT_STOPPED:
+            raise LoratuneError(st, "export was cancelled by the progress callback", "lt_exporter_write")
+        return os.fspath(path)
+
+
+def export(model, path, tokenizer=None, **kwargs):
+    """Exporter(model, tokenizer, **kwargs).write(path), closing the exporter."""
+    with Exporter(model, tokenizer, **kwargs) as ex:
+        return ex.write(path)
+
+
+def estimate_memory(model_dir, device="auto", quant="nf4", dtype="auto", max_seq_len=2048, r=16,
+                    targets="all", batch_size=2, grad_accum=8, gradient_checkpointing=True):
+    """Device bytes a training config needs, without loading weights: a dict of
+    weights/lora/activations/workspace/total."""
+    mp = init_struct(_ffi.lt_model_params, _L.lt_model_params_init)
+    mp.device, mp.device_index = _parse_device(device)
+    mp.quant = _enum(quant, _QUANTS, "quant")
+    mp.compute_dtype = _enum(dtype, _DTYPES, "dtype")
+    mp.max_seq_len = int(max_seq_len)
+    lp = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
+    lp.r, lp.targets = int(r), parse_targets(targets)
+    tp = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
+    tp.batch_size, tp.grad_accum = int(batch_size), int(grad_accum)
+    tp.gradient_checkpointing = int(bool(gradient_checkpointing))
+    out = init_struct(_ffi.lt_memory_estimate)
+    check(_L.lt_estimate_memory(encode_str(os.fspath(model_dir)), ctypes.byref(mp), ctypes.byref(lp),
+                                ctypes.byref(tp), ctypes.byref(out)), "lt_estimate_memory")
+    return {k: getattr(out, k) for k in ("weights", "lora", "activations", "workspace", "total")}

@@ -1,0 +1,687 @@
+"""hf.py - the notebook's workflow (Unsloth + TRL + transformers names) over loratune's handles:
+FastLanguageModel, a callable tokenizer, TextStreamer, TrainingArguments, SFTTrainer. A notebook
+written for Unsloth changes its import lines, not its code. The modules loratune.unsloth,
+loratune.trl, loratune.transformers and loratune.datasets re-export these under the original
+module names.
+"""
+import os
+import shutil
+import time
+import warnings
+from collections import namedtuple
+
+from . import _ffi, core
+from ._ffi import LoratuneError
+
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def _rows(x):
+    """input_ids as a tensor / array / list / list of lists -> (list of lists of ints, was_tensor)."""
+    if x is None:
+        return [], False
+    was_tensor = hasattr(x, "tolist") and not isinstance(x, list)
+    v = x.tolist() if hasattr(x, "tolist") else x
+    if v and isinstance(v[0], int):
+        v = [v]
+    return [list(map(int, r)) for r in v], was_tensor
+
+
+def _as_tensor(rows, return_tensors):
+    if return_tensors == "pt":
+        torch = _torch()
+        if torch is not None:
+            return torch.tensor(rows, dtype=torch.long)
+    elif return_tensors == "np":
+        import numpy as np
+        return np.array(rows, dtype=np.int64)
+    return rows
+
+
+class BatchEncoding(dict):
+    """input_ids / attention_mask, reachable as keys or attributes. .to(device) keeps the ids
+    where they are: libloratune reads them from host memory whatever the device."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def to(self, device):
+        return self
+
+
+# ---- tokenizer -------------------------------------------------------------------------------
+class Tokenizer:
+    """A transformers-style tokenizer over loratune.Tokenizer: call it on a text (or a list of
+    texts), decode, apply_chat_template, save_pretrained, .eos_token."""
+
+    def __init__(self, path, model_max_length=2048):
+        self.name_or_path = os.fspath(path)
+        self._tok = core.Tokenizer(path)
+        self.model_max_length = model_max_length
+        self.padding_side = "right"
+        sp = self._tok.special_tokens()
+        self.eos_token_id = sp["eos_id"]
+        self.bos_token_id = sp["bos_id"]
+        self.pad_token_id = sp["pad_id"] if sp["pad_id"] is not None else sp["eos_id"]
+        self.eos_token = self._tok.eos_token
+        self.bos_token = self._tok.id_to_token(self.bos_token_id) if self.bos_token_id is not None else None
+        self.pad_token = self._tok.id_to_token(self.pad_token_id) if self.pad_token_id is not None else None
+        self.stop_token_ids = sp["stop_ids"]
+
+    @property
+    def vocab_size(self):
+        return self._tok.vocab_size
+
+    def __len__(self):
+        return self._tok.vocab_size
+
+    def encode(self, text, add_special_tokens=True, **kwargs):
+        return self._tok.encode(text, add_special=add_special_tokens)
+
+    def __call__(self, text, add_special_tokens=True, padding=False, truncation=False, max_length=None,
+                 return_tensors=None, return_attention_mask=True, **kwargs):
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        rows = [self._tok.encode(t, add_special=add_special_tokens) for t in texts]
+        if truncation and (max_length or self.model_max_length):
+            limit = max_length or self.model_max_length
+            rows = [r[:limit] for r in rows]
+        masks = [[1] * len(r) for r in rows]
+        lengths = {len(r) for r in rows}
+        if padding or (return_tensors is not None and len(lengths) > 1):
+            width = max_length if padding == "max_length" and max_length else max(lengths, default=0)
+            pad = self.pad_token_id if self.pad_token_id is not None else 0
+            for i, r in enumerate(rows):
+                fill = width - len(r)
+                if self.padding_side == "left":
+                    rows[i], masks[i] = [pad] * fill + r, [0] * fill + masks[i]
+                else:
+                    rows[i], masks[i] = r + [pad] * fill, masks[i] + [0] * fill
+        if return_tensors is None and single:
+            out = BatchEncoding(input_ids=rows[0])
+            if return_attention_mask:
+                out["attention_mask"] = masks[0]
+            return out
+        out = BatchEncoding(input_ids=_as_tensor(rows, return_tensors))
+        if return_attention_mask:
+            out["attention_mask"] = _as_tensor(masks, return_tensors)
+        return out
+
+    def decode(self, token_ids, skip_special_tokens=False, **kwargs):
+        rows, _ = _rows(token_ids)
+        return self._tok.decode(rows[0] if rows else [], skip_special=skip_special_tokens)
+
+    def batch_decode(self, sequences, skip_special_tokens=False, **kwargs):
+        rows, _ = _rows(sequences)
+        return [self._tok.decode(r, skip_special=skip_special_tokens) for r in rows]
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            return self._tok.token_to_id(tokens)
+        return [self._tok.token_to_id(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids):
+        if isinstance(ids, int):
+            return self._tok.id_to_token(ids)
+        return [self._tok.id_to_token(i) for i in ids]
+
+    def apply_chat_template(self, conversation, tokenize=True, add_generation_prompt=False, return_tensors=None,
+                            chat_template=None, **kwargs):
+        text = self._tok.apply_chat_template(conversation, add_generation_prompt, chat_template)
+        if not tokenize:
+            return text
+        ids = self._tok.encode(text)
+        return _as_tensor([ids], return_tensors) if return_tensors else ids
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Copies the tokenizer files it was loaded from into save_directory."""
+        os.makedirs(save_directory, exist_ok=True)
+        written = []
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                     "vocab.json", "merges.txt"):
+            src = os.path.join(self.name_or_path, name)
+            if os.path.isfile(src):
+                dst = os.path.join(save_directory, name)
+                if os.path.abspath(src) != os.path.abspath(dst):
+                    shutil.copyfile(src, dst)
+                written.append(dst)
+        return tuple(written)
+
+    def __repr__(self):
+        return "loratune.Tokenizer(%r, vocab_size=%d)" % (self.name_or_path, self.vocab_size)
+
+
+# ---- streaming -------------------------------------------------------------------------------
+class TextStreamer:
+    """Prints the text of a generation as it comes (transformers.TextStreamer's behaviour):
+    the prompt first unless skip_prompt, then each new piece, then a newline."""
+
+    def __init__(self, tokenizer, skip_prompt=False, **decode_kwargs):
+        self.tokenizer = tokenizer
+        self.skip_prompt = skip_prompt
+        self.decode_kwargs = decode_kwargs
+        self._ids = []
+        self._printed = 0
+        self._next_is_prompt = True
+
+    # the fast path loratune's generate uses: complete pieces of text from the library
+    def _lt_prompt(self, ids):
+        if not self.skip_prompt:
+            text = self.tokenizer.decode(ids, skip_special_tokens=self.decode_kwargs.get("skip_special_tokens", False))
+            self.on_finalized_text(text)
+        self._next_is_prompt = False
+
+    def _lt_piece(self, piece):
+        self.on_finalized_text(piece)
+
+    # transformers' streamer protocol, for callers that feed ids themselves
+    def put(self, value):
+        rows, _ = _rows(value)
+        ids = [i for r in rows for i in r]
+        if self._next_is_prompt:
+            self._next_is_prompt = False
+            if self.skip_prompt:
+                return
+        self._ids += ids
+        text = self.tokenizer.decode(self._ids, **self.decode_kwargs)
+        if text.endswith("\ufffd"):
+            return  # an incomplete UTF-8 character: wait for the next token
+        self.on_finalized_text(text[self._printed:])
+        self._printed = len(text)
+
+    def end(self):
+        if self._ids:
+            text = self.tokenizer.decode(self._ids, **self.decode_kwargs)
+            self.on_finalized_text(text[self._printed:])
+        self._ids, self._printed, self._next_is_prompt = [], 0, True
+        self.on_finalized_text("", stream_end=True)
+
+    def on_finalized_text(self, text, stream_end=False):
+        print(text, flush=True, end="" if not stream_end else None)
+
+
+# ---- model -----------------------------------------------------------------------------------
+def _resolve_model_dir(model_name, token=None, revision=None):
+    if os.path.isdir(model_name):
+        return os.fspath(model_name)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise LoratuneError(_ffi.LT_ERR_NOT_FOUND,
+                            "%r is not a local folder and huggingface_hub is not installed to fetch it from the "
+                            "Hub; pip install huggingface_hub, or pass a folder with config.json and "
+                            "*.safetensors" % model_name, "from_pretrained")
+    return snapshot_download(repo_id=model_name, token=token, revision=revision,
+                             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+
+
+class PeftConfig:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return "LoraConfig(%s)" % ", ".join("%s=%r" % kv for kv in self.__dict__.items())
+
+
+class FastModel:
+    """A loaded model as the notebook uses it: generate(**inputs, streamer=...),
+    save_pretrained, save_pretrained_gguf, save_pretrained_merged. `.lt` is the loratune.Model."""
+
+    def __init__(self, model, tokenizer, path, max_seq_length):
+        self.lt = model
+        self._tokenizer = tokenizer
+        self.name_or_path = path
+        self.max_seq_length = max_seq_length
+        self.config = model.info()
+        self.peft_config = None
+        self.gradient_checkpointing = True
+        self.training = False
+
+    # -- inference
+    def generate(self, input_ids=None, attention_mask=None, streamer=None, max_new_tokens=None, max_length=None,
+                 do_sample=False, temperature=1.0, top_k=None, top_p=1.0, min_p=None, repetition_penalty=1.0,
+                 eos_token_id=None, seed=3407, stop_strings=None, **kwargs):
+        """Like transformers' generate: returns prompt + new ids per row (a tensor when the
+        input was one). Greedy unless do_sample; stops at the tokenizer's stop ids."""
+        rows, was_tensor = _rows(input_ids)
+        masks, _ = _rows(attention_mask)
+        if not rows:
+            raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "generate needs input_ids", "generate")
+        if streamer is not None and len(rows) > 1:
+            raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "a streamer takes one sequence, not a batch", "generate")
+        stop_ids = None
+        if eos_token_id is not None:
+            stop_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        tok = getattr(streamer, "tokenizer", None) or self._tokenizer
+        tok_handle = tok._tok if isinstance(tok, Tokenizer) else self._tokenizer._tok
+        outs = []
+        for i, row in enumerate(rows):
+            if masks:
+                row = [t for t, m in zip(row, masks[i]) if m]
+            n_new = max_new_tokens if max_new_tokens is not None else (
+                max_length - len(row) if max_length is not None else 20)
+            on_text = None
+            if streamer is not None:
+                if hasattr(streamer, "_lt_prompt"):
+                    streamer._lt_prompt(row)
+                    on_text = lambda piece, token: streamer._lt_piece(piece)  # noqa: E731
+                else:
+                    streamer.put(_as_tensor([row], "pt" if was_tensor else None))
+                    on_text = lambda piece, token: streamer.put(  # noqa: E731
+                        _as_tensor([[token]], "pt" if was_tensor else None))
+            try:
+                new = self.lt.generate(row, max_new_tokens=n_new, tokenizer=tok_handle, on_text=on_text,
+                                       do_sample=do_sample, temperature=temperature, top_k=top_k or 0,
+                                       top_p=top_p if top_p is not None else 1.0, min_p=min_p or 0.0,
+                                       repetition_penalty=repetition_penalty or 1.0, seed=seed,
+                                       stop_ids=stop_ids, stop_strings=stop_strings)
+            finally:
+                if streamer is not None:
+                    streamer.end()
+            outs.append(row + new)
+        width = max(len(r) for r in outs)
+        pad = self._tokenizer.pad_token_id or 0
+        outs = [r + [pad] * (width - len(r)) for r in outs]
+        return _as_tensor(outs, "pt") if was_tensor else outs
+
+    # -- saving
+    def save_pretrained(self, save_directory, tokenizer=None, **kwargs):
+        """The LoRA adapter as PEFT writes it (adapter_config.json + adapter_model.safetensors)."""
+        if self.peft_config is None:
+            raise LoratuneError(_ffi.LT_ERR_STATE, "the model has no LoRA adapter to save; call "
+                                "FastLanguageModel.get_peft_model first", "save_pretrained")
+        os.makedirs(save_directory, exist_ok=True)
+        self.lt.save_adapter(save_directory, overwrite=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+
+    def push_to_hub(self, *args, **kwargs):
+        raise LoratuneError(_ffi.LT_ERR_UNSUPPORTED, "push_to_hub is not part of loratune: save_pretrained and "
+                            "upload the folder with huggingface_hub", "push_to_hub")
+
+    def save_pretrained_merged(self, save_directory, tokenizer=None, save_method="merged_16bit", **kwargs):
+        """save_method "lora": the adapter; "merged_16bit": the merged safetensors checkpoint."""
+        if save_method == "lora":
+            return self.save_pretrained(save_directory, tokenizer)
+        os.makedirs(save_directory, exist_ok=True)
+        tok = tokenizer._tok if isinstance(tokenizer, Tokenizer) else None
+        core.export(self.lt, save_directory, tok, format="merged", quant=None, overwrite=True,
+                    tokenizer_dir=None if tok else self.name_or_path)
+        return save_directory
+
+    def save_pretrained_gguf(self, save_directory, tokenizer=None, quantization_method="q4_k_m", template=None,
+                             **kwargs):
+        """Merges LoRA into the base and writes <save_directory>/model-<QUANT>.gguf with an Ollama
+        Modelfile beside it. Returns the GGUF's path."""
+        methods = quantization_method if isinstance(quantization_method, (list, tuple)) else [quantization_method]
+        os.makedirs(save_directory, exist_ok=True)
+        tok = tokenizer._tok if isinstance(tokenizer, Tokenizer) else self._tokenizer._tok
+        paths = []
+        for q in methods:
+            q = {"not_quantized": "f16", "fast_quantized": "q8_0", "quantized": "q4_k_m"}.get(q, q).lower()
+            path = os.path.join(save_directory, "model-%s.gguf" % q.upper())
+            kw = {"template": template} if template else {}
+            core.export(self.lt, path, tok, format="gguf", quant=q, overwrite=True, **kw)
+            print("loratune: wrote %s (+ Modelfile)" % path)
+            paths.append(path)
+        return paths[0] if len(paths) == 1 else paths
+
+    def print_trainable_parameters(self):
+        info = self.lt.info()
+        total = info.n_params + info.n_lora_params
+        print("trainable params: {:,} || all params: {:,} || trainable%: {:.4f}".format(
+            info.n_lora_params, total, 100.0 * info.n_lora_params / max(total, 1)))
+
+    def __repr__(self):
+        c = self.config
+        return "loratune.FastModel(%s, layers=%d, hidden=%d, device=%d, lora=%s)" % (
+            self.name_or_path, c.num_layers, c.hidden_size, c.device, self.peft_config is not None)
+
+
+_TARGET_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class FastLanguageModel:
+    """Unsloth's entry points, over libloratune."""
+
+    @staticmethod
+    def from_pretrained(model_name, max_seq_length=2048, dtype=None, load_in_4bit=True, token=None,
+                        device=None, tokenizer_name=None, revision=None, n_threads=0, **kwargs):
+        """(model, tokenizer) from a local folder or a Hub id (fetched with huggingface_hub).
+        device: "auto" (default; $LORATUNE_DEVICE overrides), "cpu", "cuda", "cuda:N"."""
+        path = _resolve_model_dir(model_name, token, revision)
+        tok_path = _resolve_model_dir(tokenizer_name, token, revision) if tokenizer_name else path
+        device = device or os.environ.get("LORATUNE_DEVICE") or "auto"
+        model = core.Model(path, device=device, quant="nf4" if load_in_4bit else "none",
+                           dtype=str(dtype) if dtype is not None else "auto", max_seq_len=max_seq_length,
+                           n_threads=n_threads)
+        tokenizer = Tokenizer(tok_path, model_max_length=max_seq_length)
+        return FastModel(model, tokenizer, path, max_seq_length), tokenizer
+
+    @staticmethod
+    def get_peft_model(model, r=16, target_modules=None, lora_alpha=16, lora_dropout=0.0, bias="none",
+                       use_gradient_checkpointing=True, random_state=3407, use_rslora=False, loftq_config=None,
+                       max_seq_length=None, **kwargs):
+        """Attaches a fresh LoRA adapter (PEFT's initialisation) and returns the model."""
+        if bias not in (None, "none"):
+            raise LoratuneError(_ffi.LT_ERR_UNSUPPORTED, "bias=%r: loratune trains LoRA matrices only; use "
+                                "bias=\"none\"" % bias, "get_peft_model")
+        if loftq_config:
+            raise LoratuneError(_ffi.LT_ERR_UNSUPPORTED, "LoftQ initialisation is not supported; pass "
+                                "loftq_config=None", "get_peft_model")
+        targets = list(target_modules) if target_modules else list(_TARGET_NAMES)
+        model.lt.add_lora(r=r, alpha=lora_alpha, dropout=lora_dropout, targets=targets, use_rslora=use_rslora,
+                          seed=random_state)
+        model.peft_config = PeftConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                       target_modules=targets, bias="none", use_rslora=use_rslora,
+                                       random_state=random_state)
+        model.gradient_checkpointing = bool(use_gradient_checkpointing)
+        model.config = model.lt.info()
+        return model
+
+    @staticmethod
+    def for_inference(model):
+        model.training = False
+        return model
+
+    @staticmethod
+    def for_training(model, use_gradient_checkpointing=True):
+        model.training = True
+        return model
+
+
+def is_bfloat16_supported():
+    """True where the CUDA device computes in bf16 (compute capability 8.0 or newer)."""
+    try:
+        if core.cuda_device_count() > 0:
+            return core.cuda_device_info(0)[1] >= 80
+    except LoratuneError:
+        pass
+    return False
+
+
+# ---- training --------------------------------------------------------------------------------
+class TrainingArguments:
+    """transformers.TrainingArguments' names and defaults for what loratune's trainer uses;
+    other arguments are accepted and kept as attributes."""
+
+    def __init__(self, output_dir="trainer_output", per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                 warmup_steps=0, warmup_ratio=0.0, max_steps=-1, num_train_epochs=3.0, learning_rate=5e-5,
+                 fp16=False, bf16=False, logging_steps=500, optim="adamw_torch", weight_decay=0.0,
+                 lr_scheduler_type="linear", seed=42, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+                 max_grad_norm=1.0, save_steps=500, save_strategy="steps", disable_tqdm=False, report_to=None,
+                 gradient_checkpointing=None, full_determinism=False, **kwargs):
+        self.output_dir = output_dir
+        self.per_device_train_batch_size = per_device_train_batch_size
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.warmup_steps = warmup_steps
+        self.warmup_ratio = warmup_ratio
+        self.max_steps = max_steps
+        self.num_train_epochs = num_train_epochs
+        self.learning_rate = learning_rate
+        self.fp16, self.bf16 = fp16, bf16
+        self.logging_steps = logging_steps
+        self.optim = optim
+        self.weight_decay = weight_decay
+        self.lr_scheduler_type = lr_scheduler_type
+        self.seed = seed
+        self.adam_beta1, self.adam_beta2, self.adam_epsilon = adam_beta1, adam_beta2, adam_epsilon
+        self.max_grad_norm = max_grad_norm
+        self.save_steps, self.save_strategy = save_steps, save_strategy
+        self.disable_tqdm = disable_tqdm
+        self.report_to = report_to
+        self.gradient_checkpointing = gradient_checkpointing
+        self.full_determinism = full_determinism
+        self.__dict__.update(kwargs)
+
+    def __repr__(self):
+        return "TrainingArguments(%s)" % ", ".join("%s=%r" % kv for kv in self.__dict__.items())
+
+
+class SFTConfig(TrainingArguments):
+    """TRL's SFTConfig: TrainingArguments plus the dataset options."""
+
+    def __init__(self, dataset_text_field="text", max_seq_length=None, packing=False, dataset_num_proc=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.dataset_text_field = dataset_text_field
+        self.max_seq_length = max_seq_length
+        self.packing = packing
+        self.dataset_num_proc = dataset_num_proc
+
+
+TrainOutput = namedtuple("TrainOutput", ["global_step", "training_loss", "metrics"])
+
+
+def _columns(ds):
+    names = getattr(ds, "column_names", None)
+    if isinstance(names, dict):  # a DatasetDict
+        raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "train_dataset is a DatasetDict; pass one split "
+                            "(dataset[\"train\"] or load_dataset(..., split=\"train\"))", "SFTTrainer")
+    return list(names) if names is not None else None
+
+
+def _iter_records(ds):
+    for r in ds:
+        yield dict(r)
+
+
+def build_dataset(tokenizer, train_dataset, dataset_text_field=None, max_seq_length=2048, formatting_func=None,
+                  seed=3407, n_threads=0):
+    """A loratune.Dataset from a datasets.Dataset (or anything with column access / iteration
+    of dicts), a list of dicts, or a JSON / JSONL path. With dataset_text_field the texts go in
+    as they are (the notebook appends EOS itself); without it, records go in as JSON and the
+    library applies its prompt template and EOS."""
+    tok = tokenizer._tok
+    if isinstance(train_dataset, (str, os.PathLike)):
+        return core.Dataset(tok, path=train_dataset, max_seq_len=max_seq_length, seed=seed, n_threads=n_threads,
+                            text_field=dataset_text_field)
+    texts = None
+    cols = _columns(train_dataset)
+    if formatting_func is not None:
+        batch = {c: list(train_dataset[c]) for c in cols} if cols else None
+        if batch is None:
+            recs = list(_iter_records(train_dataset))
+            batch = {k: [r.get(k) for r in recs] for k in (recs[0] if recs else {})}
+        texts = formatting_func(batch)
+        if isinstance(texts, str):
+            texts = [texts]
+    elif dataset_text_field and cols is not None and dataset_text_field in cols:
+        texts = list(train_dataset[dataset_text_field])
+    if texts is not None:
+        ds = core.Dataset(tok, format="text", max_seq_len=max_seq_length, add_eos=False, seed=seed,
+                          n_threads=n_threads, text_field=dataset_text_field)
+        for t in texts:
+            ds.add_text(t)
+        return ds
+    recs = _iter_records(train_dataset)
+    first = None
+    for first in recs:
+        break
+    if first is None:
+        raise LoratuneError(_ffi.LT_ERR_DATA, "train_dataset is empty", "SFTTrainer")
+    if dataset_text_field and dataset_text_field in first:
+        ds = core.Dataset(tok, format="text", max_seq_len=max_seq_length, add_eos=False, seed=seed,
+                          n_threads=n_threads, text_field=dataset_text_field)
+        ds.add_text(first[dataset_text_field])
+        for r in recs:
+            ds.add_text(r[dataset_text_field])
+        return ds
+    ds = core.Dataset(tok, max_seq_len=max_seq_length, seed=seed, n_threads=n_threads)
+    ds.add(first)
+    for r in recs:
+        ds.add(r)
+    return ds
+
+
+def _in_notebook():
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        return ip is not None and hasattr(ip, "kernel")
+    except Exception:
+        return False
+
+
+class _Progress:
+    """tqdm when installed, else a line per logging step."""
+
+    def __init__(self, total, disable):
+        self.bar = None
+        if not disable:
+            try:
+                from tqdm.auto import tqdm
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.bar = tqdm(total=total, desc="training", unit="step")
+            except ImportError:
+                pass
+
+    def update(self, m):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss="%.4f" % m.loss, refresh=False)
+
+    def write(self, line):
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TrainerState:
+    def __init__(self):
+        self.global_step = 0
+        self.log_history = []
+        self.max_steps = 0
+
+
+class SFTTrainer:
+    """TRL's SFTTrainer over loratune's trainer. callbacks: callables called with each step's
+    loratune Metrics; a truthy return stops training."""
+
+    def __init__(self, model=None, tokenizer=None, train_dataset=None, dataset_text_field=None, max_seq_length=None,
+                 dataset_num_proc=None, packing=None, args=None, formatting_func=None, callbacks=None,
+                 processing_class=None, eval_dataset=None, **kwargs):
+        if model is None or not isinstance(model, FastModel):
+            raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "SFTTrainer needs a model from "
+                                "FastLanguageModel.from_pretrained", "SFTTrainer")
+        if model.peft_config is None:
+            raise LoratuneError(_ffi.LT_ERR_STATE, "the model has no LoRA adapter; call "
+                                "FastLanguageModel.get_peft_model first", "SFTTrainer")
+        self.model = model
+        self.tokenizer = tokenizer or processing_class or model._tokenizer
+        self.args = args if args is not None else TrainingArguments()
+        a = self.args
+        text_field = dataset_text_field or getattr(a, "dataset_text_field", None)
+        self.max_seq_length = max_seq_length or getattr(a, "max_seq_length", None) or model.max_seq_length
+        self.packing = packing if packing is not None else bool(getattr(a, "packing", False))
+        n_proc = dataset_num_proc or getattr(a, "dataset_num_proc", None) or 0
+        self.train_dataset = build_dataset(self.tokenizer, train_dataset, text_field, self.max_seq_length,
+                                           formatting_func, seed=a.seed, n_threads=n_proc)
+        self.callbacks = list(callbacks or [])
+        self.state = TrainerState()
+        self._trainer = None
+
+    def add_callback(self, fn):
+        self.callbacks.append(fn)
+
+    def _make_trainer(self):
+        a = self.args
+        warmup_steps, warmup_ratio = int(a.warmup_steps or 0), float(a.warmup_ratio or 0.0)
+        if warmup_steps <= 0 and warmup_ratio > 0:
+            warmup_steps = -1
+        save_every = int(a.save_steps) if a.save_strategy == "steps" and a.save_steps else 0
+        return core.Trainer(
+            self.model.lt, self.train_dataset, batch_size=a.per_device_train_batch_size,
+            grad_accum=a.gradient_accumulation_steps, max_steps=a.max_steps if a.max_steps else -1,
+            epochs=a.num_train_epochs, lr=a.learning_rate, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio,
+            scheduler=a.lr_scheduler_type, optimizer=a.optim, weight_decay=a.weight_decay,
+            adam_beta1=a.adam_beta1, adam_beta2=a.adam_beta2, adam_eps=a.adam_epsilon,
+            max_grad_norm=a.max_grad_norm, seed=a.seed, packing=self.packing,
+            gradient_checkpointing=self.model.gradient_checkpointing, deterministic=a.full_determinism,
+            log_every=a.logging_steps, save_every=save_every, output_dir=a.output_dir,
+            on_step=self.callbacks or None)
+
+    def train(self, resume_from_checkpoint=None):
+        """Runs the training; logs every logging_steps; returns TrainOutput(global_step,
+        training_loss, metrics)."""
+        if self._trainer is not None:
+            self._trainer.close()
+        tr = self._trainer = self._make_trainer()
+        if resume_from_checkpoint:
+            tr.load_checkpoint(resume_from_checkpoint)
+        a = self.args
+        every = max(int(a.logging_steps or 1), 1)
+        losses, steps = [], []
+        t0 = time.perf_counter()
+        first = tr.step()  # the first step tells max_steps (epochs mode)
+        total = first.max_steps if first is not None else 0
+        self.state.max_steps = total
+        bar = _Progress(total, a.disable_tqdm)
+        m = first
+        try:
+            while m is not None:
+                losses.append(m.loss)
+                steps.append(m.step)
+                self.state.global_step = m.step
+                bar.update(m)
+                if m.step % every == 0 or m.step == m.max_steps:
+                    logs = {"loss": round(m.loss, 4), "grad_norm": round(m.grad_norm, 4), "learning_rate": m.lr,
+                            "epoch": round(m.epoch, 4)}
+                    self.state.log_history.append(dict(logs, step=m.step))
+                    bar.write(str(logs))
+                if m.stopped:
+                    break
+                m = tr.step()
+        finally:
+            bar.close()
+        runtime = time.perf_counter() - t0
+        n = len(losses)
+        train_loss = sum(losses) / n if n else 0.0
+        samples = n * a.per_device_train_batch_size * a.gradient_accumulation_steps
+        metrics = {"train_runtime": round(runtime, 4),
+                   "train_samples_per_second": round(samples / runtime, 3) if runtime > 0 else 0.0,
+                   "train_steps_per_second": round(n / runtime, 3) if runtime > 0 else 0.0,
+                   "total_flos": 0.0, "train_loss": train_loss,
+                   "epoch": self.state.log_history[-1]["epoch"] if self.state.log_history else 0.0}
+        self.state.log_history.append(dict(metrics, step=self.state.global_step))
+        if n and _in_notebook():
+            self._plot(steps, losses)
+        return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def _plot(self, steps, losses):
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(steps, losses)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        try:
+            from IPython.display import display
+            display(fig)
+        finally:
+            plt.close(fig)
+
+    def evaluate(self):
+        return {"eval_loss": self._trainer.evaluate()} if self._trainer else {}
+
+    def save_model(self, output_dir=None):
+        self.model.save_pretrained(output_dir or self.args.output_dir)
+

@@ -1,0 +1,4 @@
+"""transformers.py - `from loratune.transformers import TrainingArguments, TextStreamer`."""
+from .hf import TextStreamer, TrainingArguments  # noqa: F401
+
+__all__ = ["TrainingArguments", "TextStreamer"]

@@ -1,0 +1,674 @@
+/* attention.cu - causal GQA attention over padding-free packed sequences (block-diagonal by
+ * cu_seqlens), and the KV-cache attention of generation.
+ *
+ * Fast path (sm_80+, head dim 64 or 128): flash-attention-2 style kernels on mma.sync
+ * m16n8k16 tensor cores. Forward: a block takes 64 queries of one head (16 per warp), walks
+ * 64-key tiles with an online softmax kept in registers, and saves lse. Backward: a block
+ * takes 64 keys of one query head, walks the query tiles at and after it recomputing P from
+ * lse, accumulates dK/dV in registers (per query head; a second kernel sums each GQA group)
+ * and adds dQ with f32 atomics. Portable path (any head dim <= 256, any GPU): one warp per
+ * (query, head) with the same online softmax, used for other shapes, sm_75, attention_kv and
+ * as the tests' second opinion. Softmax statistics are f32; P is rounded to 16 bits for the
+ * P@V product as flash attention does. */
+#include "cuda_common.h"
+#include <math.h>
+
+static int g_force_portable = 0;
+void lt_cuda_attention_force_portable(int on) { g_force_portable = on; }
+
+#define LT_LOG2E 1.4426950408889634f
+#define LT_LN2 0.6931471805599453f
+
+/* ================================================================ portable kernels */
+#define LT_PD 8 /* head-dim values per lane: HD <= 256 */
+
+__device__ __forceinline__ int find_seq(const int32_t *cu, int nseq, int64_t t) {
+    int lo = 0, hi = nseq - 1;
+    while (lo < hi) { /* last s with cu[s] <= t */
+        int mid = (lo + hi + 1) / 2;
+        if (cu[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* o = softmax(q . K^T * scale) V over nkeys keys at kbase + j*kstride; lse optional */
+template <typename T>
+__device__ void attend_row(T *o, float *lse_out, const T *qrow, const T *kbase, const T *vbase, int64_t kstride,
+                           int64_t nkeys, int HD, float scale) {
+    const int lane = threadIdx.x % 32;
+    float qv[LT_PD], acc[LT_PD];
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < HD ? lt_tof<T>(qrow[d]) : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t j = 0; j < nkeys; j++) {
+        const T *kr = kbase + j * kstride, *vr = vbase + j * kstride;
+        float part = 0.0f;
+#pragma unroll
+        for (int i = 0; i < LT_PD; i++) {
+            int d = lane + 32 * i;
+            if (d < HD) part += qv[i] * lt_tof<T>(kr[d]);
+        }
+        const float s = warp_sum(part) * scale;
+        const float mn = fmaxf(m, s);
+        const float corr = expf(m - mn), p = expf(s - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < LT_PD; i++) {
+            int d = lane + 32 * i;
+            if (d < HD) acc[i] = acc[i] * corr + p * lt_tof<T>(vr[d]);
+        }
+        m = mn;
+    }
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        int d = lane + 32 * i;
+        if (d < HD) o[d] = lt_fromf<T>(acc[i] * inv);
+    }
+    if (lse_out && lane == 0) *lse_out = m + logf(l);
+}
+
+/* one warp per (token, head) of the packed batch */
+template <typename T>
+__global__ void k_attn_fwd_portable(T *out, float *lse, const T *q, const T *k, const T *v, const int32_t *cu,
+                                    int nseq, int64_t N, int NH, int NKV, int HD, float scale) {
+    const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    if (w >= N * NH) return;
+    const int64_t t = w / NH;
+    const int h = (int)(w % NH), kvh = h / (NH / NKV);
+    const int s = find_seq(cu, nseq, t);
+    const int64_t s0 = cu[s];
+    attend_row<T>(out + (t * NH + h) * HD, lse + (int64_t)h * N + t, q + (t * NH + h) * HD,
+                  k + (s0 * NKV + kvh) * HD, v + (s0 * NKV + kvh) * HD, (int64_t)NKV * HD, t - s0 + 1, HD, scale);
+}
+
+/* one warp per (new token, head): keys [0, past + i] of the cache */
+template <typename T>
+__global__ void k_attn_kv(T *out, const T *q, const T *kc, const T *vc, int64_t past, int64_t n, int NH, int NKV,
+                          int HD, float scale) {
+    const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    if (w >= n * NH) return;
+    const int64_t i = w / NH;
+    const int h = (int)(w % NH), kvh = h / (NH / NKV);
+    attend_row<T>(out + (i * NH + h) * HD, NULL, q + (i * NH + h) * HD, kc + (int64_t)kvh * HD,
+                  vc + (int64_t)kvh * HD, (int64_t)NKV * HD, past + i + 1, HD, scale);
+}
+
+/* D[h*N + t] = sum_d dO * O (the softmax backward's row term), one warp per (token, head) */
+template <typename T>
+__global__ void k_attn_D(float *D, const T *dout, const T *out, int64_t N, int NH, int HD) {
+    const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= N * NH) return;
+    const int64_t t = w / NH;
+    const int h = (int)(w % NH);
+    const T *a = dout + (t * NH + h) * HD, *b = out + (t * NH + h) * HD;
+    float s = 0.0f;
+    for (int d = lane; d < HD; d += 32) s += lt_tof<T>(a[d]) * lt_tof<T>(b[d]);
+    s = warp_sum(s);
+    if (lane == 0) D[(int64_t)h * N + t] = s;
+}
+
+/* one warp per (token, head): dq directly, dk/dv by f32 atomics into dkf/dvf (N,NKV,HD) */
+template <typename T>
+__global__ void k_attn_bwd_portable(T *dq, float *dkf, float *dvf, const T *dout, const T *q, const T *k, const T *v,
+                                    const float *lse, const float *D, const int32_t *cu, int nseq, int64_t N, int NH,
+                                    int NKV, int HD, float scale) {
+    const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= N * NH) return;
+    const int64_t t = w / NH;
+    const int h = (int)(w % NH), kvh = h / (NH / NKV);
+    const int s = find_seq(cu, nseq, t);
+    const int64_t s0 = cu[s];
+    float qv[LT_PD], dov[LT_PD], dqv[LT_PD];
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < HD ? lt_tof<T>(q[(t * NH + h) * HD + d]) : 0.0f;
+        dov[i] = d < HD ? lt_tof<T>(dout[(t * NH + h) * HD + d]) : 0.0f;
+        dqv[i] = 0.0f;
+    }
+    const float L = lse[(int64_t)h * N + t], Dt = D[(int64_t)h * N + t];
+    for (int64_t j = s0; j <= t; j++) {
+        const T *kr = k + (j * NKV + kvh) * HD, *vr = v + (j * NKV + kvh) * HD;
+        float sp = 0.0f, dpp = 0.0f;
+#pragma unroll
+        for (int i = 0; i < LT_PD; i++) {
+            int d = lane + 32 * i;
+            if (d < HD) { sp += qv[i] * lt_tof<T>(kr[d]); dpp += dov[i] * lt_tof<T>(vr[d]); }
+        }
+        const float p = expf(warp_sum(sp) * scale - L);
+        const float ds = p * (warp_sum(dpp) - Dt);
+        float *dkr = dkf + (j * NKV + kvh) * HD, *dvr = dvf + (j * NKV + kvh) * HD;
+#pragma unroll
+        for (int i = 0; i < LT_PD; i++) {
+            int d = lane + 32 * i;
+            if (d < HD) {
+                dqv[i] += ds * lt_tof<T>(kr[d]);
+                atomicAdd(dkr + d, ds * qv[i] * scale);
+                atomicAdd(dvr + d, p * dov[i]);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        int d = lane + 32 * i;
+        if (d < HD) dq[(t * NH + h) * HD + d] = lt_fromf<T>(dqv[i] * scale);
+    }
+}
+
+template <typename T>
+__global__ void k_f32_to_t(T *dst, const float *src, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = lt_fromf<T>(src[i]);
+}
+
+/* dk[t, g, d] = sum over the G query heads of group g of part[t, g*G + j, d] */
+template <typename T>
+__global__ void k_group_sum(T *dst, const float *part, int64_t N, int NKV, int G, int HD) {
+    const int64_t n = N * NKV * HD;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = i / ((int64_t)NKV * HD);
+        const int r = (int)(i % ((int64_t)NKV * HD));
+        const int g = r / HD, d = r % HD;
+        const float *p = part + ((t * NKV + g) * G) * HD + d;
+        float s = 0.0f;
+        for (int j = 0; j < G; j++) s += p[(int64_t)j * HD];
+        dst[i] = lt_fromf<T>(s);
+    }
+}
+
+/* ================================================================ tensor-core kernels */
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]);
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+template <typename T> __device__ __forceinline__ uint32_t ld32(const T *p) { return *reinterpret_cast<const uint32_t *>(p); }
+/* two 16-bit values from two addresses, lo first */
+template <typename T> __device__ __forceinline__ uint32_t pack16(const T *lo, const T *hi) {
+    return (uint32_t)*reinterpret_cast<const uint16_t *>(lo) | ((uint32_t)*reinterpret_cast<const uint16_t *>(hi) << 16);
+}
+
+/* rows [r0, r0+R) of a (tokens, heads, HD) tensor for one head into smem [R][LD], zero past `len` */
+template <typename T, int HD, int R, int LD>
+__device__ __forceinline__ void load_tile(T *dst, const T *src, int64_t s0, int r0, int len, int heads, int head) {
+    for (int i = threadIdx.x; i < R * (HD / 8); i += blockDim.x) {
+        const int r = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (r0 + r < len) val = *reinterpret_cast<const uint4 *>(src + ((s0 + r0 + r) * heads + head) * HD + c8);
+        *reinterpret_cast<uint4 *>(dst + r * LD + c8) = val;
+    }
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(128) k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v,
+                                                   const int32_t *cu, int tiles_per_seq, int64_t N, int NH, int NKV,
+                                                   float scale_log2) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int BR = 64, BC = 64, LD = HD + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = reinterpret_cast<T *>(smem_raw);
+    T *Ks = Qs + BR * LD;
+    T *Vs = Ks + BC * LD;
+    const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
+    const int h = blockIdx.y, kvh = h / (NH / NKV);
+    const int64_t s0 = cu[seq];
+    const int len = cu[seq + 1] - (int)s0;
+    const int q0 = tile * BR;
+    if (q0 >= len) return;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+
+    load_tile<T, HD, BR, LD>(Qs, q, s0, q0, len, NH, h);
+    __syncthreads();
+    uint32_t qf[HD / 16][4];
+    {
+        const T *qb = Qs + warp * 16 * LD;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            qf[kk][0] = ld32(qb + g * LD + kk * 16 + tq * 2);
+            qf[kk][1] = ld32(qb + (g + 8) * LD + kk * 16 + tq * 2);
+            qf[kk][2] = ld32(qb + g * LD + kk * 16 + tq * 2 + 8);
+            qf[kk][3] = ld32(qb + (g + 8) * LD + kk * 16 + tq * 2 + 8);
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const int r0 = q0 + warp * 16 + g; /* this thread's rows: r0 and r0 + 8 */
+    const int qlast = min(q0 + BR, len) - 1;
+    const int nkt = qlast / BC + 1;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int k0 = kt * BC;
+        __syncthreads();
+        load_tile<T, HD, BC, LD>(Ks, k, s0, k0, len, NKV, kvh);
+        load_tile<T, HD, BC, LD>(Vs, v, s0, k0, len, NKV, kvh);
+        __syncthreads();
+        float s[BC / 8][4];
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+            for (int j = 0; j < BC / 8; j++) {
+                uint32_t b[2];
+                const T *kb = Ks + (j * 8 + g) * LD + kk * 16 + tq * 2;
+                b[0] = ld32(kb);
+                b[1] = ld32(kb + 8);
+                mma16816<T>(s[j], qf[kk], b);
+            }
+        }
+        const bool need_mask = (k0 + BC - 1 > q0 + warp * 16) || (k0 + BC > len);
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[j][e] * scale_log2;
+                if (need_mask) {
+                    const int col = k0 + j * 8 + tq * 2 + (e & 1);
+                    const int row = r0 + (e >= 2 ? 8 : 0);
+                    if (col > row || col >= len) x = -INFINITY;
+                }
+                s[j][e] = x;
+            }
+        }
+        float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        }
+        const float corr0 = exp2f(mrow[0] - mx[0]), corr1 = exp2f(mrow[1] - mx[1]);
+        mrow[0] = mx[0];
+        mrow[1] = mx[1];
+        float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+            s[j][0] = exp2f(s[j][0] - mx[0]);
+            s[j][1] = exp2f(s[j][1] - mx[0]);
+            s[j][2] = exp2f(s[j][2] - mx[1]);
+            s[j][3] = exp2f(s[j][3] - mx[1]);
+            ls0 += s[j][0] + s[j][1];
+            ls1 += s[j][2] + s[j][3];
+        }
+        lrow[0] = lrow[0] * corr0 + ls0;
+        lrow[1] = lrow[1] * corr1 + ls1;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[n][0] *= corr0; o[n][1] *= corr0;
+            o[n][2] *= corr1; o[n][3] *= corr1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            uint32_t a[4];
+            a[0] = lt_t16<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = lt_t16<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = lt_t16<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = lt_t16<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                const T *vb = Vs + (kk * 16 + tq * 2) * LD + n * 8 + g;
+                uint32_t b[2];
+                b[0] = pack16(vb, vb + LD);
+                b[1] = pack16(vb + 8 * LD, vb + 9 * LD);
+                mma16816<T>(o[n], a, b);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int row = r0 + half * 8;
+        if (row >= len) continue;
+        const float inv = 1.0f / lrow[half];
+        T *orow = out + ((s0 + row) * NH + h) * HD;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *reinterpret_cast<uint32_t *>(orow + n * 8 + tq * 2) =
+                lt_t16<T>::pack2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+        if (tq == 0) lse[(int64_t)h * N + s0 + row] = (mrow[half] + log2f(lrow[half])) * LT_LN2;
+    }
+#endif
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float *dqacc, const T *dout, const T *q,
+                                                   const T *k, const T *v, const float *lse, const float *D,
+                                                   const int32_t *cu, int tiles_per_seq, int64_t N, int NH, int NKV,
+                                                   float scale, float scale_log2) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int BC = 64, BR = 32, LD = HD + 8, LDS = BR + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = reinterpret_cast<T *>(smem_raw);
+    T *Vs = Ks + BC * LD;
+    T *Qs = Vs + BC * LD;
+    T *dOs = Qs + BR * LD;
+    T *dSs = dOs + BR * LD;
+    float *lse_s = reinterpret_cast<float *>(dSs + BC * LDS);
+    float *D_s = lse_s + BR;
+    const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
+    const int h = blockIdx.y, kvh = h / (NH / NKV);
+    const int64_t s0 = cu[seq];
+    const int len = cu[seq + 1] - (int)s0;
+    const int k0 = tile * BC;
+    if (k0 >= len) return;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+
+    load_tile<T, HD, BC, LD>(Ks, k, s0, k0, len, NKV, kvh);
+    load_tile<T, HD, BC, LD>(Vs, v, s0, k0, len, NKV, kvh);
+    float dv[HD / 8][4], dk[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
+        dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
+    }
+    const int kr0 = k0 + warp * 16 + g; /* this thread's keys: kr0 and kr0 + 8 */
+    const int nqt = (len + BR - 1) / BR;
+    for (int qt = k0 / BR; qt < nqt; qt++) {
+        const int qb0 = qt * BR;
+        __syncthreads();
+        load_tile<T, HD, BR, LD>(Qs, q, s0, qb0, len, NH, h);
+        load_tile<T, HD, BR, LD>(dOs, dout, s0, qb0, len, NH, h);
+        if (threadIdx.x < BR) {
+            const int r = qb0 + threadIdx.x;
+            lse_s[threadIdx.x] = r < len ? lse[(int64_t)h * N + s0 + r] * LT_LOG2E : 0.0f;
+            D_s[threadIdx.x] = r < len ? D[(int64_t)h * N + s0 + r] : 0.0f;
+        }
+        __syncthreads();
+        float st[BR / 8][4], dp[BR / 8][4];
+#pragma unroll
+        for (int j = 0; j < BR / 8; j++)
+            st[j][0] = st[j][1] = st[j][2] = st[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+        /* S^T = K Q^T and dP^T = V dO^T, 16 keys x BR queries per warp */
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t ak[4], av[4];
+            const T *kb = Ks + (warp * 16) * LD + kk * 16 + tq * 2;
+            const T *vb = Vs + (warp * 16) * LD + kk * 16 + tq * 2;
+            ak[0] = ld32(kb + g * LD); ak[1] = ld32(kb + (g + 8) * LD);
+            ak[2] = ld32(kb + g * LD + 8); ak[3] = ld32(kb + (g + 8) * LD + 8);
+            av[0] = ld32(vb + g * LD); av[1] = ld32(vb + (g + 8) * LD);
+            av[2] = ld32(vb + g * LD + 8); av[3] = ld32(vb + (g + 8) * LD + 8);
+#pragma unroll
+            for (int j = 0; j < BR / 8; j++) {
+                uint32_t bq[2], bo[2];
+                const T *qb = Qs + (j * 8 + g) * LD + kk * 16 + tq * 2;
+                const T *ob = dOs + (j * 8 + g) * LD + kk * 16 + tq * 2;
+                bq[0] = ld32(qb); bq[1] = ld32(qb + 8);
+                bo[0] = ld32(ob); bo[1] = ld32(ob + 8);
+                mma16816<T>(st[j], ak, bq);
+                mma16816<T>(dp[j], av, bo);
+            }
+        }
+        /* P^T from lse, dS^T = P^T (dP^T - D) */
+#pragma unroll
+        for (int j = 0; j < BR / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kr0 + (e >= 2 ? 8 : 0);
+                const int ql = j * 8 + tq * 2 + (e & 1);
+                const int qq = qb0 + ql;
+                const bool valid = key <= qq && qq < len && key < len;
+                const float p = valid ? exp2f(st[j][e] * scale_log2 - lse_s[ql]) : 0.0f;
+                st[j][e] = p;
+                dp[j][e] = p * (dp[j][e] - D_s[ql]);
+            }
+        }
+        /* dV += P^T dO, dK += dS^T Q (over the BR queries) */
+#pragma unroll
+        for (int kk = 0; kk < BR / 16; kk++) {
+            uint32_t ap[4], as[4];
+            ap[0] = lt_t16<T>::pack2(st[2 * kk][0], st[2 * kk][1]);
+            ap[1] = lt_t16<T>::pack2(st[2 * kk][2], st[2 * kk][3]);
+            ap[2] = lt_t16<T>::pack2(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+            ap[3] = lt_t16<T>::pack2(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+            as[0] = lt_t16<T>::pack2(dp[2 * kk][0], dp[2 * kk][1]);
+            as[1] = lt_t16<T>::pack2(dp[2 * kk][2], dp[2 * kk][3]);
+            as[2] = lt_t16<T>::pack2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+            as[3] = lt_t16<T>::pack2(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                const T *ob = dOs + (kk * 16 + tq * 2) * LD + n * 8 + g;
+                const T *qb = Qs + (kk * 16 + tq * 2) * LD + n * 8 + g;
+                uint32_t bo[2], bq[2];
+                bo[0] = pack16(ob, ob + LD); bo[1] = pack16(ob + 8 * LD, ob + 9 * LD);
+                bq[0] = pack16(qb, qb + LD); bq[1] = pack16(qb + 8 * LD, qb + 9 * LD);
+                mma16816<T>(dv[n], ap, bo);
+                mma16816<T>(dk[n], as, bq);
+            }
+        }
+        /* dS^T to shared memory for dQ = dS K */
+#pragma unroll
+        for (int j = 0; j < BR / 8; j++) {
+            *reinterpret_cast<uint32_t *>(dSs + (warp * 16 + g) * LDS + j * 8 + tq * 2) =
+                lt_t16<T>::pack2(dp[j][0], dp[j][1]);
+            *reinterpret_cast<uint32_t *>(dSs + (warp * 16 + g + 8) * LDS + j * 8 + tq * 2) =
+                lt_t16<T>::pack2(dp[j][2], dp[j][3]);
+        }
+        __syncthreads();
+        {
+            const int qr = (warp & 1) * 16, dc = (warp >> 1) * (HD / 2);
+            float acc[HD / 16][4];
+#pragma unroll
+            for (int n = 0; n < HD / 16; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t a[4];
+                const T *sb = dSs + (kk * 16 + tq * 2) * LDS + qr + g;
+                a[0] = pack16(sb, sb + LDS);
+                a[1] = pack16(sb + 8, sb + LDS + 8);
+                a[2] = pack16(sb + 8 * LDS, sb + 9 * LDS);
+                a[3] = pack16(sb + 8 * LDS + 8, sb + 9 * LDS + 8);
+#pragma unroll
+                for (int n = 0; n < HD / 16; n++) {
+                    const T *kb = Ks + (kk * 16 + tq * 2) * LD + dc + n * 8 + g;
+                    uint32_t b[2];
+                    b[0] = pack16(kb, kb + LD);
+                    b[1] = pack16(kb + 8 * LD, kb + 9 * LD);
+                    mma16816<T>(acc[n], a, b);
+                }
+            }
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int row = qb0 + qr + g + half * 8;
+                if (row >= len) continue;
+                float *dst = dqacc + ((s0 + row) * NH + h) * HD + dc + tq * 2;
+#pragma unroll
+                for (int n = 0; n < HD / 16; n++) {
+                    atomicAdd(dst + n * 8, acc[n][2 * half] * scale);
+                    atomicAdd(dst + n * 8 + 1, acc[n][2 * half + 1] * scale);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int key = kr0 + half * 8;
+        if (key >= len) continue;
+        float *dkr = dkp + ((s0 + key) * NH + h) * HD + tq * 2;
+        float *dvr = dvp + ((s0 + key) * NH + h) * HD + tq * 2;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            *reinterpret_cast<float2 *>(dkr + n * 8) = make_float2(dk[n][2 * half] * scale, dk[n][2 * half + 1] * scale);
+            *reinterpret_cast<float2 *>(dvr + n * 8) = make_float2(dv[n][2 * half], dv[n][2 * half + 1]);
+        }
+    }
+#endif
+}
+
+/* ================================================================ launchers */
+static size_t fwd_smem(int HD) { return (size_t)(64 + 2 * 64) * (HD + 8) * 2; }
+static size_t bwd_smem(int HD) { return (size_t)(2 * 64 + 2 * 32) * (HD + 8) * 2 + 64 * 40 * 2 + 2 * 32 * 4; }
+
+static bool use_tc(lt_cuda *c, int64_t HD) {
+    if (g_force_portable || c->cc < 80 || (HD != 64 && HD != 128)) return false;
+    return bwd_smem((int)HD) <= c->smem_optin;
+}
+
+static lt_status check_shapes(int64_t NH, int64_t NKV, int64_t HD) {
+    LT_CHECK_ARG(NKV > 0 && NH % NKV == 0, "attention: %lld query heads is not a multiple of %lld kv heads",
+                 (long long)NH, (long long)NKV);
+    LT_CHECK_ARG(HD > 0 && HD <= 32 * LT_PD, "attention: head dim %lld must be in [1, %d]", (long long)HD,
+                 32 * LT_PD);
+    return LT_OK;
+}
+
+template <typename T>
+static lt_status fwd_t(lt_backend *be, T *out, float *lse, const T *q, const T *k, const T *v, const int32_t *cu,
+                       int32_t nseq, int32_t max_seqlen, int64_t N, int NH, int NKV, int HD) {
+    lt_cuda *c = lt_cuda_of(be);
+    const float scale = 1.0f / sqrtf((float)HD);
+    if (use_tc(c, HD)) {
+        const int tiles = (max_seqlen + 63) / 64;
+        dim3 grid((unsigned)(nseq * tiles), (unsigned)NH);
+        const size_t smem = fwd_smem(HD);
+        if (HD == 128) {
+            LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            k_flash_fwd<T, 128><<<grid, 128, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, N, NH, NKV, scale * LT_LOG2E);
+        } else {
+            LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            k_flash_fwd<T, 64><<<grid, 128, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, N, NH, NKV, scale * LT_LOG2E);
+        }
+        LT_LAUNCH_CHECK("k_flash_fwd");
+        return LT_OK;
+    }
+    const int64_t threads = N * NH * 32;
+    k_attn_fwd_portable<T><<<(unsigned)((threads + 127) / 128), 128, 0, c->stream>>>(out, lse, q, k, v, cu, nseq, N, NH,
+                                                                                   NKV, HD, scale);
+    LT_LAUNCH_CHECK("k_attn_fwd_portable");
+    return LT_OK;
+}
+
+lt_status lt_cuda_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                                const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                int64_t NKV, int64_t HD) {
+    LT_TRY(check_shapes(NH, NKV, HD));
+    if (N <= 0 || nseq <= 0) return LT_OK;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        return fwd_t(be, (__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
+                     (const __nv_bfloat16 *)v, cu_seqlens, nseq, max_seqlen, N, (int)NH, (int)NKV, (int)HD);
+    return fwd_t(be, (__half *)out, lse, (const __half *)q, (const __half *)k, (const __half *)v, cu_seqlens, nseq,
+                 max_seqlen, N, (int)NH, (int)NKV, (int)HD);
+}
+
+template <typename T>
+static lt_status bwd_t(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v,
+                       const T *out, const float *lse, const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N,
+                       int NH, int NKV, int HD) {
+    lt_cuda *c = lt_cuda_of(be);
+    cudaStream_t s = c->stream;
+    const float scale = 1.0f / sqrtf((float)HD);
+    const bool tc = use_tc(c, HD);
+    const size_t D_b = lt_align256((size_t)(N * NH) * 4);
+    const size_t q_b = lt_align256((size_t)(N * NH * HD) * 4);
+    const size_t kv_b = lt_align256((size_t)(N * (tc ? NH : NKV) * HD) * 4);
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, D_b + (tc ? q_b : 0) + 2 * kv_b, &scr));
+    char *cur = (char *)scr;
+    float *D = (float *)lt_carve(&cur, D_b);
+    float *dqacc = tc ? (float *)lt_carve(&cur, q_b) : NULL;
+    float *dkf = (float *)lt_carve(&cur, kv_b);
+    float *dvf = (float *)lt_carve(&cur, kv_b);
+    const int64_t wthreads = N * NH * 32;
+    k_attn_D<T><<<(unsigned)((wthreads + 127) / 128), 128, 0, s>>>(D, dout, out, N, NH, HD);
+    LT_LAUNCH_CHECK("k_attn_D");
+    if (tc) {
+        LT_CUDA_TRY(cudaMemsetAsync(dqacc, 0, q_b, s));
+        LT_CUDA_TRY(cudaMemsetAsync(dkf, 0, 2 * kv_b, s));
+        const int tiles = (max_seqlen + 63) / 64;
+        dim3 grid((unsigned)(nseq * tiles), (unsigned)NH);
+        const size_t smem = bwd_smem(HD);
+        if (HD == 128) {
+            LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            k_flash_bwd<T, 128><<<grid, 128, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, tiles, N, NH, NKV,
+                                                         scale, scale * LT_LOG2E);
+        } else {
+            LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            k_flash_bwd<T, 64><<<grid, 128, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, tiles, N, NH, NKV,
+                                                        scale, scale * LT_LOG2E);
+        }
+        LT_LAUNCH_CHECK("k_flash_bwd");
+        k_f32_to_t<T><<<lt_blocks(N * NH * HD, 256), 256, 0, s>>>(dq, dqacc, N * NH * HD);
+        LT_LAUNCH_CHECK("k_f32_to_t");
+        const int G = NH / NKV;
+        k_group_sum<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dk, dkf, N, NKV, G, HD);
+        k_group_sum<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dv, dvf, N, NKV, G, HD);
+        LT_LAUNCH_CHECK("k_group_sum");
+        return LT_OK;
+    }
+    LT_CUDA_TRY(cudaMemsetAsync(dkf, 0, 2 * kv_b, s));
+    k_attn_bwd_portable<T><<<(unsigned)((wthreads + 127) / 128), 128, 0, s>>>(dq, dkf, dvf, dout, q, k, v, lse, D, cu,
+                                                                            nseq, N, NH, NKV, HD, scale);
+    LT_LAUNCH_CHECK("k_attn_bwd_portable");
+    k_f32_to_t<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dk, dkf, N * NKV * HD);
+    k_f32_to_t<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dv, dvf, N * NKV * HD);
+    LT_LAUNCH_CHECK("k_f32_to_t");
+    return LT_OK;
+}
+
+lt_status lt_cuda_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                const void *k, const void *v, const void *out, const float *lse,
+                                const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                int64_t NKV, int64_t HD) {
+    LT_TRY(check_shapes(NH, NKV, HD));
+    if (N <= 0 || nseq <= 0) return LT_OK;
+    typedef __nv_bfloat16 B;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        return bwd_t(be, (B *)dq, (B *)dk, (B *)dv, (const B *)dout, (const B *)q, (const B *)k, (const B *)v,
+                     (const B *)out, lse, cu_seqlens, nseq, max_seqlen, N, (int)NH, (int)NKV, (int)HD);
+    typedef __half H;
+    return bwd_t(be, (H *)dq, (H *)dk, (H *)dv, (const H *)dout, (const H *)q, (const H *)k, (const H *)v,
+                 (const H *)out, lse, cu_seqlens, nseq, max_seqlen, N, (int)NH, (int)NKV, (int)HD);
+}
+
+lt_status lt_cuda_attention_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                               int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD) {
+    LT_TRY(check_shapes(NH, NKV, HD));
+    if (n <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int64_t threads = n * NH * 32;
+    const unsigned blocks = (unsigned)((threads + 127) / 128);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_attn_kv<<<blocks, 128, 0, c->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)q,
+                                                 (const __nv_bfloat16 *)kcache, (const __nv_bfloat16 *)vcache, past, n,
+                                                 (int)NH, (int)NKV, (int)HD, scale);
+    else
+        k_attn_kv<<<blocks, 128, 0, c->stream>>>((__half *)out, (const __half *)q, (const __half *)kcache,
+                                                 (const __half *)vcache, past, n, (int)NH, (int)NKV, (int)HD, scale);
+    LT_LAUNCH_CHECK("k_attn_kv");
+    return LT_OK;
+}

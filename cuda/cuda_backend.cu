@@ -1,0 +1,327 @@
+/* cuda_backend.cu - the CUDA backend's construction and memory: device selection, the stream,
+ * cuBLAS, tracked allocations (in_use / peak, out-of-memory messages that say what to lower),
+ * the scratch buffer, host transfers, and the op table; plus the public device queries
+ * (lt_cuda_device_count, lt_cuda_device_info) and lt_nccl_get_unique_id. */
+#include "cuda_common.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef LT_HAVE_NCCL
+#include <nccl.h>
+#endif
+
+/* ---- errors ---- */
+lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line) {
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    if (e == cudaErrorMemoryAllocation)
+        return lt_error(LT_ERR_OUT_OF_MEMORY, "%s:%d: %s: CUDA out of memory (%s); lower the batch size or "
+                        "max_seq_len", base, line, what, cudaGetErrorString(e));
+    return lt_error(LT_ERR_CUDA, "%s:%d: %s failed: %s (%s)", base, line, what, cudaGetErrorName(e),
+                    cudaGetErrorString(e));
+}
+
+lt_status lt_cublas_err(cublasStatus_t s, const char *what, const char *file, int line) {
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    if (s == CUBLAS_STATUS_ALLOC_FAILED)
+        return lt_error(LT_ERR_OUT_OF_MEMORY, "%s:%d: %s: cuBLAS could not allocate GPU memory; lower the batch "
+                        "size or max_seq_len", base, line, what);
+    return lt_error(LT_ERR_CUDA, "%s:%d: %s failed: %s (%s)", base, line, what, cublasGetStatusName(s),
+                    cublasGetStatusString(s));
+}
+
+/* ---- tracked memory ---- */
+lt_status lt_cuda_malloc(lt_cuda *c, size_t bytes, const char *what, void **out) {
+    *out = NULL;
+    if (bytes == 0) bytes = 1;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* clear the sticky-free error */
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        return lt_error(LT_ERR_OUT_OF_MEMORY,
+                        "CUDA out of memory allocating %s: asked for %.1f MiB, %.1f MiB free of %.1f MiB on %s "
+                        "(loratune holds %.1f MiB); lower the batch size or max_seq_len (or use NF4 "
+                        "quantization / gradient checkpointing)",
+                        what, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0, c->name,
+                        c->in_use / 1048576.0);
+    }
+    if (e != cudaSuccess) return lt_cuda_err(e, "cudaMalloc", __FILE__, __LINE__);
+    if (c->n_allocs == c->cap_allocs) {
+        size_t cap = c->cap_allocs ? c->cap_allocs * 2 : 256;
+        lt_cuda_alloc *a = (lt_cuda_alloc *)realloc(c->allocs, cap * sizeof(*a));
+        if (!a) { cudaFree(p); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory tracking allocations"); }
+        c->allocs = a; c->cap_allocs = cap;
+    }
+    c->allocs[c->n_allocs].ptr = p;
+    c->allocs[c->n_allocs].bytes = bytes;
+    c->n_allocs++;
+    c->in_use += bytes;
+    if (c->in_use > c->peak) c->peak = c->in_use;
+    *out = p;
+    return LT_OK;
+}
+
+void lt_cuda_free(lt_cuda *c, void *p) {
+    if (!p) return;
+    for (size_t i = c->n_allocs; i-- > 0;) {
+        if (c->allocs[i].ptr == p) {
+            c->in_use -= c->allocs[i].bytes;
+            c->allocs[i] = c->allocs[c->n_allocs - 1];
+            c->n_allocs--;
+            break;
+        }
+    }
+    cudaFree(p);
+}
+
+lt_status lt_cuda_scratch(lt_cuda *c, size_t bytes, void **out) {
+    if (bytes > c->scratch_bytes) {
+        /* round up so that slowly growing requests do not reallocate every time */
+        size_t want = bytes + bytes / 8 + (1u << 20);
+        if (c->scratch) {
+            LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+            lt_cuda_free(c, c->scratch);
+            c->scratch = NULL;
+            c->scratch_bytes = 0;
+        }
+        LT_TRY(lt_cuda_malloc(c, want, "the CUDA backend's scratch buffer", &c->scratch));
+        c->scratch_bytes = want;
+    }
+    *out = c->scratch;
+    return LT_OK;
+}
+
+lt_status lt_cuda_host_buf(lt_cuda *c, size_t bytes, void **out) {
+    if (bytes > c->host_pinned_bytes) {
+        if (c->host_pinned) cudaFreeHost(c->host_pinned);
+        c->host_pinned = NULL;
+        c->host_pinned_bytes = 0;
+        LT_CUDA_TRY(cudaMallocHost(&c->host_pinned, bytes));
+        c->host_pinned_bytes = bytes;
+    }
+    *out = c->host_pinned;
+    return LT_OK;
+}
+
+/* ---- ops: memory ---- */
+static lt_status op_alloc(lt_backend *be, size_t bytes, void **out) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lt_cuda_malloc(c, bytes, "a tensor", out));
+    LT_CUDA_TRY(cudaMemsetAsync(*out, 0, bytes ? bytes : 1, c->stream));
+    return LT_OK;
+}
+static void op_free(lt_backend *be, void *p) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!p) return;
+    /* the stream may still use p: freeing waits for the device, as cudaFree does anyway */
+    cudaStreamSynchronize(c->stream);
+    lt_cuda_free(c, p);
+}
+static lt_status op_upload(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!bytes) return LT_OK;
+    LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    /* the host buffer may be reused by the caller as soon as we return */
+    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return LT_OK;
+}
+static lt_status op_download(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!bytes) return LT_OK;
+    LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return LT_OK;
+}
+static lt_status op_memset0(lt_backend *be, void *p, size_t bytes) {
+    if (!bytes) return LT_OK;
+    LT_CUDA_TRY(cudaMemsetAsync(p, 0, bytes, lt_cuda_of(be)->stream));
+    return LT_OK;
+}
+static lt_status op_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return LT_OK;
+    LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lt_cuda_of(be)->stream));
+    return LT_OK;
+}
+static lt_status op_sync(lt_backend *be) {
+    LT_CUDA_TRY(cudaStreamSynchronize(lt_cuda_of(be)->stream));
+    return LT_OK;
+}
+static void op_memory(lt_backend *be, uint64_t *in_use, uint64_t *peak) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (in_use) *in_use = c->in_use;
+    if (peak) *peak = c->peak;
+}
+
+static void op_destroy(lt_backend *be) {
+    if (!be) return;
+    lt_cuda *c = lt_cuda_of(be);
+    if (c) {
+        cudaSetDevice(c->device);
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->cublas) cublasDestroy(c->cublas);
+        for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
+        free(c->allocs);
+        if (c->host_pinned) cudaFreeHost(c->host_pinned);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(be);
+}
+
+/* ---- public device queries ---- */
+extern "C" int32_t lt_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n;
+}
+
+extern "C" lt_status lt_cuda_device_info(int32_t index, char *name, size_t cap, int32_t *cc, uint64_t *total,
+                                         uint64_t *free_b) {
+    int n = lt_cuda_device_count();
+    if (n <= 0) return lt_error(LT_ERR_NO_DEVICE, "no CUDA device is visible (driver missing, or "
+                                "CUDA_VISIBLE_DEVICES hides them)");
+    if (index < 0 || index >= n)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "CUDA device %d does not exist (%d device%s)", (int)index, n,
+                        n == 1 ? "" : "s");
+    cudaDeviceProp prop;
+    LT_CUDA_TRY(cudaGetDeviceProperties(&prop, index));
+    if (name && cap) snprintf(name, cap, "%s", prop.name);
+    if (cc) *cc = prop.major * 10 + prop.minor;
+    if (total || free_b) {
+        int prev = 0;
+        cudaGetDevice(&prev);
+        LT_CUDA_TRY(cudaSetDevice(index));
+        size_t f = 0, t = 0;
+        cudaError_t e = cudaMemGetInfo(&f, &t);
+        cudaSetDevice(prev);
+        if (e != cudaSuccess) return lt_cuda_err(e, "cudaMemGetInfo", __FILE__, __LINE__);
+        if (total) *total = t;
+        if (free_b) *free_b = f;
+    }
+    return LT_OK;
+}
+
+extern "C" lt_status lt_nccl_get_unique_id(uint8_t id[LT_NCCL_ID_BYTES]) {
+#ifdef LT_HAVE_NCCL
+    ncclUniqueId uid;
+    ncclResult_t r = ncclGetUniqueId(&uid);
+    if (r != ncclSuccess) return lt_error(LT_ERR_NCCL, "ncclGetUniqueId failed: %s", ncclGetErrorString(r));
+    memcpy(id, uid.internal, LT_NCCL_ID_BYTES);
+    return LT_OK;
+#else
+    (void)id;
+    return lt_error(LT_ERR_UNSUPPORTED, "this libloratune was built without NCCL (install libnccl-dev and "
+                    "rebuild) so data-parallel training is not available");
+#endif
+}
+
+/* ---- construction ---- */
+extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype, lt_backend **out) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return lt_error(LT_ERR_NO_DEVICE, "no usable CUDA device (%s); use --device cpu",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    }
+    if (device_index < 0 || device_index >= n)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "CUDA device %d does not exist (%d device%s)", device_index, n,
+                        n == 1 ? "" : "s");
+    LT_CUDA_TRY(cudaSetDevice(device_index));
+    cudaDeviceProp prop;
+    LT_CUDA_TRY(cudaGetDeviceProperties(&prop, device_index));
+    int cc = prop.major * 10 + prop.minor;
+    if (cc < 75)
+        return lt_error(LT_ERR_UNSUPPORTED, "%s has compute capability %d.%d; loratune needs 7.5 or newer",
+                        prop.name, prop.major, prop.minor);
+    int act = compute_dtype;
+    if (act == LT_DTYPE_AUTO) act = cc >= 80 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
+    if (act == LT_DTYPE_F32)
+        return lt_error(LT_ERR_UNSUPPORTED, "the CUDA backend computes in bf16 or fp16, not f32; use --dtype "
+                        "bf16/fp16 or --device cpu");
+    if (act != LT_DTYPE_BF16 && act != LT_DTYPE_F16)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "compute dtype %d is not a lt_dtype", compute_dtype);
+    if (act == LT_DTYPE_BF16 && cc < 80)
+        return lt_error(LT_ERR_UNSUPPORTED, "%s (compute capability %d.%d) has no bf16 arithmetic; use fp16",
+                        prop.name, prop.major, prop.minor);
+
+    lt_backend *be = (lt_backend *)calloc(1, sizeof(*be));
+    lt_cuda *c = (lt_cuda *)calloc(1, sizeof(*c));
+    if (!be || !c) { free(be); free(c); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory"); }
+    be->impl = c;
+    be->device = LT_DEVICE_CUDA;
+    be->act_dtype = act;
+    be->act_bytes = 2;
+    be->n_threads = 1;
+    c->device = device_index;
+    c->cc = cc;
+    c->sm_count = prop.multiProcessorCount;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    snprintf(c->name, sizeof c->name, "%s", prop.name);
+    c->act_type = act == LT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+
+    lt_backend_ops *o = &be->ops;
+    o->name = "cuda";
+    o->destroy = op_destroy;
+    o->alloc = op_alloc;
+    o->free = op_free;
+    o->upload = op_upload;
+    o->download = op_download;
+    o->memset0 = op_memset0;
+    o->copy = op_copy;
+    o->sync = op_sync;
+    o->to_act = lt_cuda_to_act;
+    o->from_act = lt_cuda_from_act;
+    o->weight_create = lt_cuda_weight_create;
+    o->weight_free = lt_cuda_weight_free;
+    o->weight_read = lt_cuda_weight_read;
+    o->weight_bytes = lt_cuda_weight_bytes;
+    o->embedding = lt_cuda_embedding;
+    o->rmsnorm_fwd = lt_cuda_rmsnorm_fwd;
+    o->rmsnorm_bwd = lt_cuda_rmsnorm_bwd;
+    o->linear_fwd = lt_cuda_linear_fwd;
+    o->linear_bwd_input = lt_cuda_linear_bwd_input;
+    o->lora_fwd = lt_cuda_lora_fwd;
+    o->lora_bwd = lt_cuda_lora_bwd;
+    o->rope_fwd = lt_cuda_rope_fwd;
+    o->rope_bwd = lt_cuda_rope_bwd;
+    o->attention_fwd = lt_cuda_attention_fwd;
+    o->attention_bwd = lt_cuda_attention_bwd;
+    o->swiglu_fwd = lt_cuda_swiglu_fwd;
+    o->swiglu_bwd = lt_cuda_swiglu_bwd;
+    o->add = lt_cuda_add;
+    o->lm_head_ce = lt_cuda_lm_head_ce;
+    o->lm_head_logits = lt_cuda_lm_head_logits;
+    o->attention_kv = lt_cuda_attention_kv;
+    o->sumsq = lt_cuda_sumsq;
+    o->scale = lt_cuda_scale;
+    o->adamw = lt_cuda_adamw;
+    o->adamw8bit = lt_cuda_adamw8bit;
+    o->nonfinite = lt_cuda_nonfinite;
+    o->memory = op_memory;
+
+    lt_status st = LT_OK;
+    cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (ce != cudaSuccess) st = lt_cuda_err(ce, "cudaStreamCreate", __FILE__, __LINE__);
+    if (st == LT_OK) {
+        cublasStatus_t bs = cublasCreate(&c->cublas);
+        if (bs != CUBLAS_STATUS_SUCCESS) st = lt_cublas_err(bs, "cublasCreate", __FILE__, __LINE__);
+    }
+    if (st == LT_OK) {
+        c->cublas_ws_bytes = 32u << 20;
+        st = lt_cuda_malloc(c, c->cublas_ws_bytes, "the cuBLAS workspace", &c->cublas_ws);
+    }
+    if (st == LT_OK) {
+        cublasStatus_t bs = cublasSetStream(c->cublas, c->stream);
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes);
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
+        if (bs != CUBLAS_STATUS_SUCCESS) st = lt_cublas_err(bs, "cublas setup", __FILE__, __LINE__);
+    }
+    if (st != LT_OK) { op_destroy(be); return st; }
+    *out = be;
+    return LT_OK;
+}

@@ -1,0 +1,206 @@
+/* cuda_common.h - what every cuda/*.cu file of the CUDA backend shares: the backend's private
+ * state (stream, cuBLAS handle, scratch, allocation tracking), error-to-status macros, the
+ * 16-bit type helpers the templated kernels use, and the op entry points each file defines
+ * (cuda_backend.cu puts them into the lt_backend_ops table). Internal: C++ (nvcc) only. */
+#ifndef LT_CUDA_COMMON_H
+#define LT_CUDA_COMMON_H
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cublas_v2.h>
+#include <stdint.h>
+#include <stddef.h>
+
+extern "C" {
+#include "core/core.h"
+#include "backend/backend.h"
+}
+#include "cuda_test.h"
+
+/* One allocation made through the backend (for in_use / peak accounting). */
+typedef struct lt_cuda_alloc {
+    void *ptr;
+    size_t bytes;
+} lt_cuda_alloc;
+
+typedef struct lt_cuda {
+    int device;
+    int cc;                     /* compute capability major*10+minor */
+    int sm_count;
+    size_t smem_optin;          /* max dynamic shared memory per block */
+    char name[256];
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *cublas_ws;            /* cuBLAS workspace */
+    size_t cublas_ws_bytes;
+    /* one growable scratch buffer: every op carves its temporaries from it (stream order
+     * makes reuse between ops safe) */
+    void *scratch;
+    size_t scratch_bytes;
+    /* small pinned host buffer for scalars coming back (sumsq partials, flags) */
+    void *host_pinned;
+    size_t host_pinned_bytes;
+    /* allocation tracking */
+    lt_cuda_alloc *allocs;
+    size_t n_allocs, cap_allocs;
+    uint64_t in_use, peak;
+    cudaDataType_t act_type;    /* CUDA_R_16BF or CUDA_R_16F */
+    float *dyn_maps;            /* [512] signed then unsigned dynamic map (8-bit AdamW), made on first use */
+} lt_cuda;
+
+static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
+
+/* ---- errors ---- */
+lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);
+lt_status lt_cublas_err(cublasStatus_t s, const char *what, const char *file, int line);
+#define LT_CUDA_TRY(call) do { cudaError_t e_ = (call); \
+    if (e_ != cudaSuccess) return lt_cuda_err(e_, #call, __FILE__, __LINE__); } while (0)
+#define LT_CUBLAS_TRY(call) do { cublasStatus_t s_ = (call); \
+    if (s_ != CUBLAS_STATUS_SUCCESS) return lt_cublas_err(s_, #call, __FILE__, __LINE__); } while (0)
+/* After every kernel launch. */
+#define LT_LAUNCH_CHECK(name) do { cudaError_t e_ = cudaGetLastError(); \
+    if (e_ != cudaSuccess) return lt_cuda_err(e_, "launch of " name, __FILE__, __LINE__); } while (0)
+
+/* ---- memory ---- */
+/* Tracked device allocation (not zero-filled); a failure says what was asked and what is free. */
+lt_status lt_cuda_malloc(lt_cuda *c, size_t bytes, const char *what, void **out);
+void lt_cuda_free(lt_cuda *c, void *p);
+/* The scratch buffer, grown to at least `bytes` (contents are not kept across growth). */
+lt_status lt_cuda_scratch(lt_cuda *c, size_t bytes, void **out);
+/* Pinned host buffer of at least `bytes`. */
+lt_status lt_cuda_host_buf(lt_cuda *c, size_t bytes, void **out);
+/* Carves aligned pieces off a scratch region. */
+static inline void *lt_carve(char **cursor, size_t bytes) {
+    void *p = *cursor;
+    *cursor += (bytes + 255) & ~(size_t)255;
+    return p;
+}
+static inline size_t lt_align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+static inline unsigned lt_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b > 1048576) b = 1048576; /* kernels loop grid-stride past this */
+    return (unsigned)(b < 1 ? 1 : b);
+}
+
+/* ---- 16-bit helpers for templated kernels ---- */
+template <typename T> struct lt_t16;
+template <> struct lt_t16<__nv_bfloat16> {
+    static __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f(float x) { return __float2bfloat16_rn(x); }
+    /* two floats -> one 32-bit register, lo in the low half */
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+template <> struct lt_t16<__half> {
+    static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+    static __device__ __forceinline__ __half from_f(float x) { return __float2half_rn(x); }
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+template <typename T> __device__ __forceinline__ float lt_tof(T x) { return lt_t16<T>::to_f(x); }
+template <typename T> __device__ __forceinline__ T lt_fromf(float x) { return lt_t16<T>::from_f(x); }
+
+/* Calls `launch.template operator()<T>()` with T the backend's activation type. */
+#define LT_DISPATCH_ACT(be, ...) \
+    ((be)->act_dtype == LT_DTYPE_BF16 ? __VA_ARGS__(__nv_bfloat16{}) : __VA_ARGS__(__half{}))
+
+/* ---- the frozen weight ---- */
+struct lt_bweight {
+    int64_t rows, cols;
+    int32_t quant;          /* LT_QUANT_NF4 or LT_QUANT_NONE */
+    int32_t double_quant;
+    void *data16;           /* NONE: act dtype [rows, cols] */
+    uint8_t *packed;        /* NF4: [rows*cols/2], high nibble = even element */
+    float *absmax_f32;      /* NF4 without double quant: [nblocks] */
+    uint8_t *absmax_u8;     /* with double quant: [nblocks] */
+    float *nested_absmax;   /* [ceil(nblocks/256)] */
+    float *nested_code;     /* [256] */
+    float nested_offset;
+    float *quant_map;       /* [16] */
+    int64_t nblocks;
+    size_t bytes;
+};
+#define LT_NF4_BLOCK 64
+#define LT_NF4_NESTED_BLOCK 256
+
+/* Dequantizes (or copies) W into a 16-bit act-dtype buffer [rows, cols]; *out points into the
+ * scratch at `scratch_off` bytes unless W is already 16-bit (then *out = W->data16). */
+lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, const void **out);
+/* f32 dequantization on the device (code * absmax exactly as bitsandbytes computes it). */
+lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float *dev_out);
+
+/* cuBLAS GEMM in column-major terms, fp32 accumulation. */
+lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                       int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
+                       cudaDataType_t bt, int64_t ldb, float beta, void *C, cudaDataType_t ct, int64_t ldc);
+/* f32 -> act conversion of n values on the stream (used for LoRA weights in GEMMs). */
+lt_status lt_cuda_f32_to_act(lt_backend *be, void *dst, const float *src, int64_t n);
+
+/* ---- op entry points (one .cu per family) ---- */
+/* nf4.cu */
+lt_status lt_cuda_weight_create(lt_backend *be, const lt_weight_desc *desc, lt_bweight **out);
+void lt_cuda_weight_free(lt_backend *be, lt_bweight *w);
+lt_status lt_cuda_weight_read(lt_backend *be, const lt_bweight *w, float *host_out);
+size_t lt_cuda_weight_bytes(const lt_bweight *w);
+lt_status lt_cuda_embedding(lt_backend *be, void *out, const int32_t *ids, const lt_bweight *table, int64_t N,
+                            int64_t C);
+/* elementwise.cu */
+lt_status lt_cuda_to_act(lt_backend *be, void *act_dst, const float *f32_src, int64_t n);
+lt_status lt_cuda_from_act(lt_backend *be, float *f32_dst, const void *act_src, int64_t n);
+lt_status lt_cuda_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *inp, const float *w, int64_t N,
+                              int64_t C, float eps);
+lt_status lt_cuda_rmsnorm_bwd(lt_backend *be, void *dinp, const void *dout, const void *inp, const float *w,
+                              const float *rstd, int64_t N, int64_t C);
+lt_status lt_cuda_rope_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD, float theta);
+lt_status lt_cuda_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                           float theta);
+lt_status lt_cuda_swiglu_fwd(lt_backend *be, void *out, const void *gate, const void *up, int64_t n);
+lt_status lt_cuda_swiglu_bwd(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate,
+                             const void *up, int64_t n);
+lt_status lt_cuda_add(lt_backend *be, void *out, const void *a, const void *b, int64_t n);
+lt_status lt_cuda_bias_add(lt_backend *be, void *out, const float *bias, int64_t N, int64_t OC);
+lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int64_t N, int64_t C, float p,
+                                uint64_t seed, uint64_t stream, int accumulate);
+/* gemm.cu */
+lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
+                             int64_t N);
+lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
+                                   int accumulate);
+lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
+                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
+                           uint64_t stream);
+lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
+                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
+                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
+lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                 int64_t C, int64_t V);
+/* lm_head_ce.cu */
+lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                             const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
+/* attention.cu */
+lt_status lt_cuda_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                                const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                int64_t NKV, int64_t HD);
+lt_status lt_cuda_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                const void *k, const void *v, const void *out, const float *lse,
+                                const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                int64_t NKV, int64_t HD);
+lt_status lt_cuda_attention_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                               int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD);
+/* optim.cu */
+lt_status lt_cuda_sumsq(lt_backend *be, const float *g, int64_t n, double *host_sumsq);
+lt_status lt_cuda_scale(lt_backend *be, float *x, int64_t n, float s);
+lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int64_t t);
+lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *state1, uint8_t *state2,
+                            float *absmax1, float *absmax2, int64_t n, float lr, float beta1, float beta2, float eps,
+                            float wd, int64_t t);
+lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host_flag);
+
+#endif

@@ -1,0 +1,19 @@
+/* cuda_test.h - internal hooks of the CUDA backend for its tests (C-callable): the raw NF4
+ * state of a weight, to compare bit for bit with the CPU reference quantizer, and the switch
+ * that forces the portable attention kernels. Not part of the public API. */
+#ifndef LT_CUDA_TEST_H
+#define LT_CUDA_TEST_H
+#include "backend/backend.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* Copies W's NF4 state to the host. packed[(n+1)/2]; with double quant absmax_u8[nblocks],
+ * nested_absmax[ceil(nblocks/256)] and *offset, else absmax_f32[nblocks]. Unused outputs may be
+ * NULL. LT_ERR_INVALID_ARGUMENT for a 16-bit weight. */
+lt_status lt_cuda_weight_nf4_state(lt_backend *be, const lt_bweight *W, uint8_t *packed, float *absmax_f32,
+                                   uint8_t *absmax_u8, float *nested_absmax, float *offset, int *double_quant);
+void lt_cuda_attention_force_portable(int on);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,278 @@
+/* elementwise.cu - the per-element and per-row layers on the GPU: f32 <-> act conversion,
+ * RMSNorm forward/backward, half-split RoPE and its inverse, SwiGLU forward/backward, add,
+ * bias add and the LoRA dropout (mask from lt_rng_keep, the same numbers as the CPU).
+ * All arithmetic is f32; act buffers are bf16 or fp16. Kernels first, launchers after. */
+#include "cuda_common.h"
+extern "C" {
+#include "core/rng.h"
+}
+
+/* ---------------------------------------------------------------- kernels */
+template <typename T>
+__global__ void k_to_act(T *dst, const float *src, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = lt_fromf<T>(src[i]);
+}
+template <typename T>
+__global__ void k_from_act(float *dst, const T *src, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = lt_tof<T>(src[i]);
+}
+
+/* block-wide sum of one float per thread (blockDim a multiple of 32, <= 1024) */
+__device__ __forceinline__ float block_sum(float v, float *shared32) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    int nw = blockDim.x / 32;
+    float t = lane < nw ? shared32[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+/* one block per row: out = w * (x * rstd) */
+template <typename T>
+__global__ void k_rmsnorm_fwd(T *out, float *rstd, const T *inp, const float *w, int64_t C, float eps) {
+    __shared__ float red[32];
+    const T *x = inp + blockIdx.x * C;
+    T *y = out + blockIdx.x * C;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) { float v = lt_tof<T>(x[i]); ss += v * v; }
+    ss = block_sum(ss, red);
+    const float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) y[i] = lt_fromf<T>(w[i] * (lt_tof<T>(x[i]) * r));
+}
+
+/* dx_i += r * w_i * g_i - x_i * r^3 / C * sum_k g_k w_k x_k */
+template <typename T>
+__global__ void k_rmsnorm_bwd(T *dinp, const T *dout, const T *inp, const float *w, const float *rstd, int64_t C) {
+    __shared__ float red[32];
+    const T *x = inp + blockIdx.x * C, *g = dout + blockIdx.x * C;
+    T *dx = dinp + blockIdx.x * C;
+    float dot = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) dot += lt_tof<T>(g[i]) * w[i] * lt_tof<T>(x[i]);
+    dot = block_sum(dot, red);
+    const float r = rstd[blockIdx.x];
+    const float k = dot * r * r * r / (float)C;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        dx[i] = lt_fromf<T>(lt_tof<T>(dx[i]) + (r * w[i] * lt_tof<T>(g[i]) - lt_tof<T>(x[i]) * k));
+}
+
+/* one block per token; cos/sin of the token's angles in shared memory, then every head */
+template <typename T>
+__global__ void k_rope(T *x, const int32_t *pos, int64_t H, int64_t HD, float theta, int dir) {
+    extern __shared__ float cs[]; /* [half] cos, then [half] sin */
+    const int64_t half = HD / 2;
+    float *sn = cs + half;
+    const float p = (float)pos[blockIdx.x];
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+        const float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+        float s, c;
+        sincosf(p * inv, &s, &c);
+        cs[i] = c; sn[i] = s;
+    }
+    __syncthreads();
+    T *base = x + blockIdx.x * H * HD;
+    for (int64_t j = threadIdx.x; j < H * half; j += blockDim.x) {
+        const int64_t h = j / half, i = j % half;
+        T *v = base + h * HD;
+        const float a = lt_tof<T>(v[i]), b = lt_tof<T>(v[i + half]);
+        float lo, hi;
+        if (dir > 0) { lo = a * cs[i] - b * sn[i]; hi = b * cs[i] + a * sn[i]; }
+        else { lo = a * cs[i] + b * sn[i]; hi = b * cs[i] - a * sn[i]; }
+        v[i] = lt_fromf<T>(lo);
+        v[i + half] = lt_fromf<T>(hi);
+    }
+}
+
+template <typename T>
+__global__ void k_swiglu_fwd(T *out, const T *gate, const T *up, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float g = lt_tof<T>(gate[i]), u = lt_tof<T>(up[i]);
+        out[i] = lt_fromf<T>((g / (1.0f + expf(-g))) * u);
+    }
+}
+template <typename T>
+__global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, const T *up, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float g = lt_tof<T>(gate[i]), u = lt_tof<T>(up[i]), d = lt_tof<T>(dout[i]);
+        const float s = 1.0f / (1.0f + expf(-g));
+        dup[i] = lt_fromf<T>(d * (g * s));
+        dgate[i] = lt_fromf<T>(d * u * s * (1.0f + g * (1.0f - s)));
+    }
+}
+template <typename T>
+__global__ void k_add(T *out, const T *a, const T *b, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = lt_fromf<T>(lt_tof<T>(a[i]) + lt_tof<T>(b[i]));
+}
+template <typename T>
+__global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
+    const int64_t n = N * OC;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = lt_fromf<T>(lt_tof<T>(out[i]) + bias[i % OC]);
+}
+/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature */
+template <typename T>
+__global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
+                          int accumulate) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = lt_rng_keep(seed, stream, (uint64_t)i, p) ? lt_tof<T>(src[i]) * inv_keep : 0.0f;
+        dst[i] = lt_fromf<T>(accumulate ? lt_tof<T>(dst[i]) + v : v);
+    }
+}
+
+/* ---------------------------------------------------------------- launchers */
+#define LT_EW_THREADS 256
+
+lt_status lt_cuda_to_act(lt_backend *be, void *dst, const float *src, int64_t n) {
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_to_act<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__nv_bfloat16 *)dst, src, n);
+    else
+        k_to_act<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, src, n);
+    LT_LAUNCH_CHECK("k_to_act");
+    return LT_OK;
+}
+lt_status lt_cuda_f32_to_act(lt_backend *be, void *dst, const float *src, int64_t n) {
+    return lt_cuda_to_act(be, dst, src, n);
+}
+
+lt_status lt_cuda_from_act(lt_backend *be, float *dst, const void *src, int64_t n) {
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_from_act<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(dst, (const __nv_bfloat16 *)src, n);
+    else
+        k_from_act<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(dst, (const __half *)src, n);
+    LT_LAUNCH_CHECK("k_from_act");
+    return LT_OK;
+}
+
+static int row_threads(int64_t C) { return C >= 1024 ? 512 : C >= 256 ? 256 : 64; }
+
+lt_status lt_cuda_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *inp, const float *w, int64_t N,
+                              int64_t C, float eps) {
+    if (N <= 0) return LT_OK;
+    LT_CHECK_ARG(N < (1ll << 31), "rmsnorm: %lld rows is too many", (long long)N);
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    int th = row_threads(C);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_rmsnorm_fwd<<<(unsigned)N, th, 0, s>>>((__nv_bfloat16 *)out, rstd, (const __nv_bfloat16 *)inp, w, C, eps);
+    else
+        k_rmsnorm_fwd<<<(unsigned)N, th, 0, s>>>((__half *)out, rstd, (const __half *)inp, w, C, eps);
+    LT_LAUNCH_CHECK("k_rmsnorm_fwd");
+    return LT_OK;
+}
+
+lt_status lt_cuda_rmsnorm_bwd(lt_backend *be, void *dinp, const void *dout, const void *inp, const float *w,
+                              const float *rstd, int64_t N, int64_t C) {
+    if (N <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    int th = row_threads(C);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_rmsnorm_bwd<<<(unsigned)N, th, 0, s>>>((__nv_bfloat16 *)dinp, (const __nv_bfloat16 *)dout,
+                                                  (const __nv_bfloat16 *)inp, w, rstd, C);
+    else
+        k_rmsnorm_bwd<<<(unsigned)N, th, 0, s>>>((__half *)dinp, (const __half *)dout, (const __half *)inp, w,
+                                                  rstd, C);
+    LT_LAUNCH_CHECK("k_rmsnorm_bwd");
+    return LT_OK;
+}
+
+static lt_status rope(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD, float theta,
+                      int dir) {
+    LT_CHECK_ARG(HD > 0 && HD % 2 == 0 && HD <= 1024, "rope: head dim %lld must be even and at most 1024",
+                 (long long)HD);
+    if (N <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    size_t smem = (size_t)HD * sizeof(float);
+    int th = H * HD / 2 >= 256 ? 256 : 64;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_rope<<<(unsigned)N, th, smem, s>>>((__nv_bfloat16 *)x, pos, H, HD, theta, dir);
+    else
+        k_rope<<<(unsigned)N, th, smem, s>>>((__half *)x, pos, H, HD, theta, dir);
+    LT_LAUNCH_CHECK("k_rope");
+    return LT_OK;
+}
+lt_status lt_cuda_rope_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                           float theta) {
+    return rope(be, x, pos, N, H, HD, theta, +1);
+}
+lt_status lt_cuda_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                           float theta) {
+    return rope(be, dx, pos, N, H, HD, theta, -1);
+}
+
+lt_status lt_cuda_swiglu_fwd(lt_backend *be, void *out, const void *gate, const void *up, int64_t n) {
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_swiglu_fwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+            (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up, n);
+    else
+        k_swiglu_fwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)gate,
+                                                                             (const __half *)up, n);
+    LT_LAUNCH_CHECK("k_swiglu_fwd");
+    return LT_OK;
+}
+
+lt_status lt_cuda_swiglu_bwd(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate,
+                             const void *up, int64_t n) {
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_swiglu_bwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+            (__nv_bfloat16 *)dgate, (__nv_bfloat16 *)dup, (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)gate,
+            (const __nv_bfloat16 *)up, n);
+    else
+        k_swiglu_bwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+            (__half *)dgate, (__half *)dup, (const __half *)dout, (const __half *)gate, (const __half *)up, n);
+    LT_LAUNCH_CHECK("k_swiglu_bwd");
+    return LT_OK;
+}
+
+lt_status lt_cuda_add(lt_backend *be, void *out, const void *a, const void *b, int64_t n) {
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)a,
+                                                                      (const __nv_bfloat16 *)b, n);
+    else
+        k_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)a,
+                                                                      (const __half *)b, n);
+    LT_LAUNCH_CHECK("k_add");
+    return LT_OK;
+}
+
+lt_status lt_cuda_bias_add(lt_backend *be, void *out, const float *bias, int64_t N, int64_t OC) {
+    const int64_t n = N * OC;
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_bias_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__nv_bfloat16 *)out, bias, N, OC);
+    else
+        k_bias_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, bias, N, OC);
+    LT_LAUNCH_CHECK("k_bias_add");
+    return LT_OK;
+}
+
+lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int64_t N, int64_t C, float p,
+                                uint64_t seed, uint64_t stream, int accumulate) {
+    const int64_t n = N * C;
+    if (n <= 0) return LT_OK;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    const float inv_keep = 1.0f / (1.0f - p);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_dropout<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+            (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, p, inv_keep, seed, stream, accumulate);
+    else
+        k_dropout<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, p,
+                                                                          inv_keep, seed, stream, accumulate);
+    LT_LAUNCH_CHECK("k_dropout");
+    return LT_OK;
+}

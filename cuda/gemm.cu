@@ -1,0 +1,133 @@
+/* gemm.cu - the matrix products of the CUDA backend through cuBLAS (16-bit operands, f32
+ * accumulation): the frozen linear layers over a dequantized NF4 weight (one reusable 16-bit
+ * workspace per GEMM), the LoRA branch with its dropout and q/k/v bias, and the LM head's
+ * full logits for generation. Row-major tensors are fed to column-major cuBLAS as their
+ * transposes: out(N,OC) = inp(N,C) @ W^T is, column-major, out^T (OC x N) = op_T(W) . inp^T,
+ * i.e. gemm(T, N, m=OC, n=N, k=C) with W's leading dimension C. */
+#include "cuda_common.h"
+
+lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                       int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
+                       cudaDataType_t bt, int64_t ldb, float beta, void *C, cudaDataType_t ct, int64_t ldc) {
+    if (m <= 0 || n <= 0) return LT_OK;
+    LT_CHECK_ARG(m < (1ll << 31) && n < (1ll << 31) && k < (1ll << 31), "gemm: a dimension exceeds 2^31");
+    lt_cuda *c = lt_cuda_of(be);
+    if (k <= 0) {
+        /* an empty sum: C = beta * C, which cuBLAS does not promise for k = 0 */
+        if (beta == 0.0f) {
+            size_t es = ct == CUDA_R_32F ? 4 : 2;
+            for (int64_t j = 0; j < n; j++)
+                LT_CUDA_TRY(cudaMemsetAsync((char *)C + (size_t)j * ldc * es, 0, (size_t)m * es, c->stream));
+        }
+        return LT_OK;
+    }
+    LT_CUBLAS_TRY(cublasGemmEx(c->cublas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, at, (int)lda, B, bt, (int)ldb,
+                               &beta, C, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return LT_OK;
+}
+
+lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
+                             int64_t N) {
+    lt_cuda *c = lt_cuda_of(be);
+    const int64_t OC = W->rows, C = W->cols;
+    void *scr = NULL;
+    if (W->quant != LT_QUANT_NONE) LT_TRY(lt_cuda_scratch(c, (size_t)(OC * C) * 2, &scr));
+    const void *W16;
+    LT_TRY(lt_cuda_weight_16(be, W, scr, &W16));
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, C, inp, c->act_type, C,
+                        0.0f, out, c->act_type, OC));
+    if (bias) LT_TRY(lt_cuda_bias_add(be, out, bias, N, OC));
+    return LT_OK;
+}
+
+lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
+                                   int accumulate) {
+    lt_cuda *c = lt_cuda_of(be);
+    const int64_t OC = W->rows, C = W->cols;
+    void *scr = NULL;
+    if (W->quant != LT_QUANT_NONE) LT_TRY(lt_cuda_scratch(c, (size_t)(OC * C) * 2, &scr));
+    const void *W16;
+    LT_TRY(lt_cuda_weight_16(be, W, scr, &W16));
+    /* dinp^T (C x N) = W^T (C x OC) . dout^T (OC x N) */
+    return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, W16, c->act_type, C, dout, c->act_type, OC,
+                        accumulate ? 1.0f : 0.0f, dinp, c->act_type, C);
+}
+
+lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
+                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
+                           uint64_t stream) {
+    LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    if (N <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    const cudaDataType_t t = c->act_type;
+    const size_t xd_b = p > 0.0f ? lt_align256((size_t)(N * C) * 2) : 0;
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2), &scr));
+    char *cur = (char *)scr;
+    void *xd = p > 0.0f ? lt_carve(&cur, (size_t)(N * C) * 2) : NULL;
+    void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
+    void *B16 = lt_carve(&cur, (size_t)(OC * R) * 2);
+    LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
+    LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
+    const void *x = inp;
+    if (p > 0.0f) {
+        LT_TRY(lt_cuda_dropout_apply(be, xd, inp, N, C, p, seed, stream, 0));
+        x = xd;
+    }
+    /* xa^T (R x N) = A (R x C, i.e. col-major C x R transposed) . xd^T */
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, R, N, C, 1.0f, A16, t, C, x, t, C, 0.0f, xa, t, R));
+    /* out^T (OC x N) += scale * B (OC x R) . xa^T */
+    return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, R, scale, B16, t, R, xa, t, R, 1.0f, out, t, OC);
+}
+
+lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
+                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
+                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream) {
+    LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    if (N <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    const cudaDataType_t t = c->act_type;
+    const bool drop = p > 0.0f;
+    const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, 2 * xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +
+                                  lt_align256((size_t)(N * R) * 2), &scr));
+    char *cur = (char *)scr;
+    void *xd = drop ? lt_carve(&cur, (size_t)(N * C) * 2) : NULL;
+    void *tmp = drop ? lt_carve(&cur, (size_t)(N * C) * 2) : NULL;
+    void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
+    void *B16 = lt_carve(&cur, (size_t)(OC * R) * 2);
+    void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
+    LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
+    LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
+    const void *x = inp;
+    if (drop) {
+        LT_TRY(lt_cuda_dropout_apply(be, xd, inp, N, C, p, seed, stream, 0));
+        x = xd;
+    }
+    /* dB^T (R x OC) += scale * xa^T (R x N) . dout (N x OC) */
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_T, R, OC, N, scale, xa, t, R, dout, t, OC, 1.0f, dB, CUDA_R_32F, R));
+    /* dxa^T (R x N) = scale * B^T (R x OC) . dout^T (OC x N) */
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, R, N, OC, scale, B16, t, R, dout, t, OC, 0.0f, dxa, t, R));
+    /* dA^T (C x R) += xd^T (C x N) . dxa (N x R) */
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_T, C, R, N, 1.0f, x, t, C, dxa, t, R, 1.0f, dA, CUDA_R_32F, C));
+    if (!dinp) return LT_OK;
+    /* dinp^T (C x N) (+)= A^T (C x R) . dxa^T (R x N), through the dropout mask */
+    if (!drop)
+        return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 1.0f, dinp, t, C);
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 0.0f, tmp, t, C));
+    return lt_cuda_dropout_apply(be, dinp, tmp, N, C, p, seed, stream, 1);
+}
+
+lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                 int64_t C, int64_t V) {
+    LT_CHECK_ARG(head->rows == V && head->cols == C, "lm_head: weight is [%lld, %lld], expected [%lld, %lld]",
+                 (long long)head->rows, (long long)head->cols, (long long)V, (long long)C);
+    lt_cuda *c = lt_cuda_of(be);
+    void *scr = NULL;
+    if (head->quant != LT_QUANT_NONE) LT_TRY(lt_cuda_scratch(c, (size_t)(V * C) * 2, &scr));
+    const void *W16;
+    LT_TRY(lt_cuda_weight_16(be, head, scr, &W16));
+    return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, V, N, C, 1.0f, W16, c->act_type, C, h, c->act_type, C, 0.0f,
+                        logits, CUDA_R_32F, V);
+}

@@ -1,0 +1,209 @@
+/* optim.cu - the optimizer ops on the GPU: squared norm (f64 partials summed on the host),
+ * scaling, the non-finite check, torch.optim.AdamW and bitsandbytes' blockwise 8-bit AdamW
+ * (blocksize 256, signed/unsigned dynamic maps). Both AdamW kernels follow the CPU reference
+ * (lib/backend/cpu/cpu_optim.c, adam8bit_ref.c) operation by operation with explicitly rounded
+ * intrinsics (no fused multiply-adds), and take the step scalars computed on the host the same
+ * way, so their results are bit-identical to it. */
+#include "cuda_common.h"
+#include <math.h>
+extern "C" {
+#include "backend/adam8bit.h"
+}
+
+/* ---------------------------------------------------------------- kernels */
+#define LT_SUMSQ_BLOCKS 256
+__global__ void k_sumsq(const float *g, int64_t n, double *partials) {
+    __shared__ double part[256];
+    double acc = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        acc += (double)g[i] * (double)g[i];
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = part[0];
+}
+
+__global__ void k_scale(float *x, int64_t n, float s) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], s);
+}
+
+__global__ void k_nonfinite(const float *g, int64_t n, int *flag) {
+    int bad = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        bad |= !isfinite(g[i]);
+    if (__any_sync(0xffffffffu, bad) && threadIdx.x % 32 == 0) *flag = 1;
+}
+
+/* torch's _single_tensor_adamw in the CPU reference's order */
+__global__ void k_adamw(float *p, const float *g, float *m, float *v, int64_t n, float decay, float w1, float w2,
+                        float beta2, float step_size, float bc2_sqrt, float eps) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float pi = __fmul_rn(p[i], decay);
+        const float gi = g[i];
+        float mi = m[i];
+        mi = w1 < 0.5f ? __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)))
+                       : __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
+        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));
+        const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
+        pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
+        p[i] = pi; m[i] = mi; v[i] = vi;
+    }
+}
+
+/* the CPU reference's lt_quantize_2d_ref (bnb quantize_2D as a plain binary search) */
+__device__ __forceinline__ uint8_t quantize_2d(const float *code, int is_signed, float x) {
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = is_signed ? -1.0f : 0.0f, upper = 1.0f;
+    float val = code[127];
+    for (int i = 64; i > 0; i >>= 1) {
+        if (x > val) { lower_pivot = pivot; lower = val; pivot += i; }
+        else { upper_pivot = pivot; upper = val; pivot -= i; }
+        val = code[pivot];
+    }
+    if (x > val) {
+        float midpoint = __fmul_rn(__fadd_rn(upper, val), 0.5f);
+        return (uint8_t)(x > midpoint ? upper_pivot : pivot);
+    } else {
+        float midpoint = __fmul_rn(__fadd_rn(lower, val), 0.5f);
+        return (uint8_t)(x < midpoint ? lower_pivot : pivot);
+    }
+}
+
+/* one block of 256 threads per 256-element block */
+__global__ void k_adamw8bit(float *p, const float *g, uint8_t *state1, uint8_t *state2, float *absmax1,
+                            float *absmax2, int64_t n, const float *code1_g, const float *code2_g, float lr,
+                            float beta1, float beta2, float eps, float wd, float correction2, float step_size) {
+    __shared__ float code1[256], code2[256];
+    __shared__ float red1[8], red2[8];
+    code1[threadIdx.x] = code1_g[threadIdx.x];
+    code2[threadIdx.x] = code2_g[threadIdx.x];
+    const int64_t b = blockIdx.x;
+    const int64_t i = b * LT_ADAM8BIT_BLOCK + threadIdx.x;
+    const float am1 = absmax1[b], am2 = absmax2[b];
+    const float gv = i < n ? g[i] : 0.0f;
+    const uint8_t q1 = i < n ? state1[i] : 128, q2 = i < n ? state2[i] : 0;
+    __syncthreads();
+    float s1 = 0.0f, s2 = 0.0f;
+    if (isfinite(gv)) {
+        float vv = __fmul_rn(code2[q2], am2);
+        vv = __fadd_rn(__fmul_rn(vv, beta2), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, beta2), gv), gv));
+        float mm = __fmul_rn(code1[q1], am1);
+        mm = __fadd_rn(__fmul_rn(mm, beta1), __fmul_rn(__fsub_rn(1.0f, beta1), gv));
+        s1 = mm; s2 = vv;
+    }
+    float m1 = fabsf(s1), m2 = fabsf(s2);
+    for (int o = 16; o > 0; o >>= 1) {
+        m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
+        m2 = fmaxf(m2, __shfl_xor_sync(0xffffffffu, m2, o));
+    }
+    if (threadIdx.x % 32 == 0) { red1[threadIdx.x / 32] = m1; red2[threadIdx.x / 32] = m2; }
+    __syncthreads();
+    float new1 = red1[0], new2 = red2[0];
+    for (int w = 1; w < 8; w++) { new1 = fmaxf(new1, red1[w]); new2 = fmaxf(new2, red2[w]); }
+    if (threadIdx.x == 0) { absmax1[b] = new1; absmax2[b] = new2; }
+    if (i >= n) return;
+    if (isfinite(gv)) {
+        float pv = p[i];
+        pv = __fadd_rn(pv, __fmul_rn(step_size, __fdiv_rn(s1, __fadd_rn(sqrtf(s2), __fmul_rn(correction2, eps)))));
+        if (wd > 0.0f) pv = __fmul_rn(pv, __fsub_rn(1.0f, __fmul_rn(lr, wd)));
+        p[i] = pv;
+    }
+    uint8_t c1 = quantize_2d(code1, 1, __fdiv_rn(s1, new1));
+    uint8_t c2 = quantize_2d(code2, 0, __fdiv_rn(s2, new2));
+    if (signbit(code1[c1]) != signbit(s1)) {
+        if (s1 > 0.0f) c1 += 1; else c1 -= 1;
+    }
+    state1[i] = c1;
+    state2[i] = c2;
+}
+
+/* ---------------------------------------------------------------- launchers */
+lt_status lt_cuda_sumsq(lt_backend *be, const float *g, int64_t n, double *host_sumsq) {
+    if (n <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    void *scr, *hb;
+    LT_TRY(lt_cuda_scratch(c, LT_SUMSQ_BLOCKS * sizeof(double), &scr));
+    LT_TRY(lt_cuda_host_buf(c, LT_SUMSQ_BLOCKS * sizeof(double), &hb));
+    k_sumsq<<<LT_SUMSQ_BLOCKS, 256, 0, c->stream>>>(g, n, (double *)scr);
+    LT_LAUNCH_CHECK("k_sumsq");
+    LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, LT_SUMSQ_BLOCKS * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    double s = 0;
+    for (int i = 0; i < LT_SUMSQ_BLOCKS; i++) s += ((double *)hb)[i];
+    *host_sumsq += s;
+    return LT_OK;
+}
+
+lt_status lt_cuda_scale(lt_backend *be, float *x, int64_t n, float s) {
+    if (n <= 0) return LT_OK;
+    k_scale<<<lt_blocks(n, 256), 256, 0, lt_cuda_of(be)->stream>>>(x, n, s);
+    LT_LAUNCH_CHECK("k_scale");
+    return LT_OK;
+}
+
+lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host_flag) {
+    *host_flag = 0;
+    if (n <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    void *scr, *hb;
+    LT_TRY(lt_cuda_scratch(c, sizeof(int), &scr));
+    LT_TRY(lt_cuda_host_buf(c, sizeof(int), &hb));
+    LT_CUDA_TRY(cudaMemsetAsync(scr, 0, sizeof(int), c->stream));
+    unsigned blocks = lt_blocks(n, 256);
+    if (blocks > 1024) blocks = 1024;
+    k_nonfinite<<<blocks, 256, 0, c->stream>>>(g, n, (int *)scr);
+    LT_LAUNCH_CHECK("k_nonfinite");
+    LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
+    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    *host_flag = *(int *)hb != 0;
+    return LT_OK;
+}
+
+lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int64_t t) {
+    LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
+    if (n <= 0) return LT_OK;
+    /* the same scalars as the CPU reference (doubles rounded to f32) */
+    const double dlr = lr, db1 = beta1, db2 = beta2;
+    const float decay = (float)(1.0 - dlr * (double)wd);
+    const float w1 = (float)(1.0 - db1);
+    const float w2 = (float)(1.0 - db2);
+    const double bc1 = 1.0 - pow(db1, (double)t), bc2 = 1.0 - pow(db2, (double)t);
+    const float step_size = (float)(dlr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    k_adamw<<<lt_blocks(n, 256), 256, 0, lt_cuda_of(be)->stream>>>(p, g, m, v, n, decay, w1, w2, beta2, step_size,
+                                                                   bc2_sqrt, eps);
+    LT_LAUNCH_CHECK("k_adamw");
+    return LT_OK;
+}
+
+lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *state1, uint8_t *state2,
+                            float *absmax1, float *absmax2, int64_t n, float lr, float beta1, float beta2, float eps,
+                            float wd, int64_t t) {
+    LT_CHECK_ARG(t >= 1, "adamw8bit: step %lld must be >= 1", (long long)t);
+    if (n <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    if (!c->dyn_maps) {
+        float maps[512];
+        lt_dynamic_map(1, maps);
+        lt_dynamic_map(0, maps + 256);
+        LT_TRY(lt_cuda_malloc(c, sizeof maps, "the 8-bit dynamic maps", (void **)&c->dyn_maps));
+        LT_CUDA_TRY(cudaMemcpyAsync(c->dyn_maps, maps, sizeof maps, cudaMemcpyHostToDevice, c->stream));
+        LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    }
+    /* the step scalars exactly as lt_adamw8bit_ref takes them */
+    const float correction1 = 1.0f - powf(beta1, (float)t);
+    const float correction2 = sqrtf(1.0f - powf(beta2, (float)t));
+    const float step_size = (-lr * correction2) / correction1;
+    const int64_t nblocks = (n + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
+    LT_CHECK_ARG(nblocks < (1ll << 31), "adamw8bit: %lld elements is too many", (long long)n);
+    k_adamw8bit<<<(unsigned)nblocks, LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
+        p, g, state1, state2, absmax1, absmax2, n, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps,
+        wd, correction2, step_size);
+    LT_LAUNCH_CHECK("k_adamw8bit");
+    return LT_OK;
+}

@@ -1,0 +1,91 @@
+/* batch.c - padding-free micro-batches: records end to end, positions restarting at 0 for
+ * each record, cu_seqlens boundaries (the block-diagonal causal mask), and next-token targets
+ * shifted inside each record so no target ever crosses into the next record. */
+#include "data/dataset.h"
+#include <stdlib.h>
+#include <string.h>
+
+void lt_batch_free(lt_batch *b) {
+    if (!b) return;
+    free(b->ids);
+    free(b->targets);
+    free(b->pos);
+    free(b->cu_seqlens);
+    memset(b, 0, sizeof *b);
+}
+
+/* Grows b to hold n tokens and nseq records; cu_seqlens is sized together with the tokens
+ * (nseq <= n, since every record holds at least one token). */
+static lt_status batch_reserve(lt_batch *b, int64_t n) {
+    if (n <= b->cap) return LT_OK;
+    int64_t cap = b->cap ? b->cap : 256;
+    while (cap < n) cap *= 2;
+    if (cap > INT32_MAX) cap = INT32_MAX;
+    int32_t *ids = lt_realloc(b->ids, (size_t)cap * sizeof *ids, "batch ids");
+    if (!ids) return LT_ERR_OUT_OF_MEMORY;
+    b->ids = ids;
+    int32_t *tg = lt_realloc(b->targets, (size_t)cap * sizeof *tg, "batch targets");
+    if (!tg) return LT_ERR_OUT_OF_MEMORY;
+    b->targets = tg;
+    int32_t *pos = lt_realloc(b->pos, (size_t)cap * sizeof *pos, "batch positions");
+    if (!pos) return LT_ERR_OUT_OF_MEMORY;
+    b->pos = pos;
+    int32_t *cu = lt_realloc(b->cu_seqlens, ((size_t)cap + 1) * sizeof *cu, "batch cu_seqlens");
+    if (!cu) return LT_ERR_OUT_OF_MEMORY;
+    b->cu_seqlens = cu;
+    b->cap = (int32_t)cap;
+    return LT_OK;
+}
+
+lt_status lt_batch_pack(lt_batch *b, int nrec, const int32_t *const *ids, const int32_t *const *labels,
+                        const size_t *lens) {
+    LT_CHECK_ARG(b && ids && labels && lens, "lt_batch_pack: NULL argument");
+    LT_CHECK_ARG(nrec > 0, "lt_batch_pack: nrec must be > 0 (got %d)", nrec);
+    int64_t total = 0;
+    for (int r = 0; r < nrec; r++) {
+        LT_CHECK_ARG(ids[r] && labels[r], "lt_batch_pack: record %d has NULL ids or labels", r);
+        LT_CHECK_ARG(lens[r] > 0, "lt_batch_pack: record %d is empty", r);
+        total += (int64_t)lens[r];
+        LT_CHECK_ARG(total < INT32_MAX, "lt_batch_pack: %lld tokens do not fit one batch", (long long)total);
+    }
+    LT_TRY(batch_reserve(b, total));
+    int32_t t = 0, max_len = 0;
+    int64_t n_targets = 0;
+    b->cu_seqlens[0] = 0;
+    for (int r = 0; r < nrec; r++) {
+        int32_t n = (int32_t)lens[r];
+        memcpy(b->ids + t, ids[r], (size_t)n * sizeof(int32_t));
+        for (int32_t i = 0; i < n; i++) {
+            b->pos[t + i] = i;
+            /* the target of token i is the label of token i+1; the last token predicts nothing */
+            int32_t tg = i + 1 < n ? labels[r][i + 1] : -100;
+            b->targets[t + i] = tg;
+            n_targets += tg != -100;
+        }
+        t += n;
+        b->cu_seqlens[r + 1] = t;
+        if (n > max_len) max_len = n;
+    }
+    b->n_tokens = t;
+    b->nseq = nrec;
+    b->max_seqlen = max_len;
+    b->n_targets = n_targets;
+    return LT_OK;
+}
+
+lt_status lt_batch_from_dataset(lt_batch *b, const lt_dataset *ds, const size_t *idx, int nrec, int eval_split) {
+    LT_CHECK_ARG(b && ds && idx, "lt_batch_from_dataset: NULL argument");
+    LT_CHECK_ARG(nrec > 0, "lt_batch_from_dataset: nrec must be > 0 (got %d)", nrec);
+    const int32_t **ids = lt_malloc((size_t)nrec * sizeof *ids, "batch record pointers");
+    const int32_t **labels = lt_malloc((size_t)nrec * sizeof *labels, "batch record pointers");
+    size_t *lens = lt_malloc((size_t)nrec * sizeof *lens, "batch record lengths");
+    lt_status st = ids && labels && lens ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int r = 0; r < nrec && st >= 0; r++)
+        st = eval_split ? lt_dataset_eval_record(ds, idx[r], &ids[r], &labels[r], &lens[r])
+                        : lt_dataset_record(ds, idx[r], &ids[r], &labels[r], &lens[r]);
+    if (st >= 0) st = lt_batch_pack(b, nrec, (const int32_t *const *)ids, (const int32_t *const *)labels, lens);
+    free(ids);
+    free(labels);
+    free(lens);
+    return st;
+}

@@ -1,0 +1,292 @@
+/* record.c - record kinds: turns one JSON object (or API arguments) into the text to tokenize
+ * and the byte spans of its response, or into pre-tokenized ids. Alpaca records go through
+ * the prompt template, chat records through the tokenizer's chat template; EOS is appended
+ * once, as TRL >= 0.17 does (unless the text already ends with it). */
+#include "data/dataset_impl.h"
+#include "data/reader.h"
+#include "data/sbuf.h"
+#include "data/template.h"
+#include <stdlib.h>
+#include <string.h>
+
+void lt_prep_free(lt_prep *p) {
+    if (!p) return;
+    free(p->text);
+    free(p->spans);
+    free(p->ids);
+    free(p->labels);
+    memset(p, 0, sizeof *p);
+}
+
+static const char *json_kind(const json_t *v) {
+    if (!v) return "missing";
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* A required or optional string field. *s = NULL when absent (or null, if null_ok). */
+static lt_status get_str(json_t *obj, const char *key, int required, int null_ok, const char **s) {
+    json_t *v = json_object_get(obj, key);
+    *s = NULL;
+    if (!v || (null_ok && json_is_null(v))) {
+        if (required) return lt_error(LT_ERR_DATA, "missing field '%s'", key);
+        return LT_OK;
+    }
+    if (!json_is_string(v)) return lt_error(LT_ERR_DATA, "field '%s' is %s, expected a string", key, json_kind(v));
+    *s = json_string_value(v);
+    return LT_OK;
+}
+
+/* Appends EOS unless the text already ends with it (after trailing blanks when `blank_ok`). */
+static lt_status add_eos(const lt_dataset *ds, lt_sbuf *b, int blank_ok) {
+    if (!ds->p.add_eos || !ds->eos) return LT_OK;
+    size_t e = strlen(ds->eos), n = b->len;
+    if (blank_ok)
+        while (n > 0 && (b->p[n - 1] == '\n' || b->p[n - 1] == ' ' || b->p[n - 1] == '\r' || b->p[n - 1] == '\t')) n--;
+    if (n >= e && !memcmp(b->p + n - e, ds->eos, e)) return LT_OK;
+    return lt_sbuf_add(b, ds->eos, e);
+}
+
+static lt_status one_span(lt_prep *out, size_t a, size_t b) {
+    out->spans = lt_malloc(2 * sizeof(size_t), "a response span");
+    if (!out->spans) return LT_ERR_OUT_OF_MEMORY;
+    out->spans[0] = a;
+    out->spans[1] = b;
+    out->n_spans = 1;
+    return LT_OK;
+}
+
+lt_status lt_prep_alpaca(const lt_dataset *ds, const char *ins, const char *inp, const char *outp, lt_prep *out) {
+    memset(out, 0, sizeof *out);
+    if (!ins) return lt_error(LT_ERR_DATA, "missing field '%s'", ds->p.instruction_field);
+    if (!outp) return lt_error(LT_ERR_DATA, "missing field '%s'", ds->p.output_field);
+    if (!*outp)
+        return lt_error(LT_ERR_DATA, "field '%s' is empty: a record without a response teaches nothing",
+                        ds->p.output_field);
+    lt_sbuf b = {0};
+    size_t at;
+    LT_TRY(lt_template_render_alloc(ds->tpl, ins, inp ? inp : "", outp, &b.p, &b.len, &at));
+    b.cap = b.len + 1;
+    lt_status st = add_eos(ds, &b, 0);
+    if (st >= 0) st = one_span(out, at, b.len);
+    if (st < 0) { lt_sbuf_free(&b); return st; }
+    out->text = b.p;
+    out->len = b.len;
+    return LT_OK;
+}
+
+lt_status lt_prep_text(const lt_dataset *ds, const char *text, lt_prep *out) {
+    memset(out, 0, sizeof *out);
+    if (!text) return lt_error(LT_ERR_DATA, "missing field '%s'", ds->p.text_field);
+    if (!*text) return lt_error(LT_ERR_DATA, "field '%s' is empty", ds->p.text_field);
+    if (ds->p.loss_on == LT_LOSS_RESPONSE)
+        return lt_error(LT_ERR_DATA, "a plain '%s' record has no response span for loss_on=response; use loss on "
+                        "every token, or Alpaca / chat records", ds->p.text_field);
+    lt_sbuf b = {0};
+    lt_status st = lt_sbuf_adds(&b, text);
+    if (st >= 0) st = add_eos(ds, &b, 0);
+    if (st < 0) { lt_sbuf_free(&b); return st; }
+    out->text = b.p;
+    out->len = b.len;
+    return LT_OK;
+}
+
+/* ---- chat ---- */
+static lt_status chat_render(const lt_dataset *ds, const lt_chat_message *m, size_t n, int gen, lt_sbuf *b) {
+    b->len = 0;
+    LT_TRY(lt_sbuf_reserve(b, 1024));
+    size_t len = 0;
+    lt_status st = lt_tokenizer_apply_chat_template(ds->tok, m, n, gen, NULL, b->p, b->cap, &len);
+    if (st == LT_ERR_BUFFER_TOO_SMALL || (st == LT_OK && len >= b->cap)) {
+        LT_TRY(lt_sbuf_reserve(b, len + 1));
+        st = lt_tokenizer_apply_chat_template(ds->tok, m, n, gen, NULL, b->p, b->cap, &len);
+    }
+    if (st < 0) return lt_error_wrap(st, "rendering the chat template");
+    b->len = len;
+    b->p[len] = 0;
+    return LT_OK;
+}
+
+static lt_status prep_chat(lt_dataset *ds, json_t *obj, lt_prep *out) {
+    json_t *msgs = json_object_get(obj, "messages");
+    const char *key = "messages", *rk = "role", *ck = "content";
+    int sharegpt = 0;
+    if (!msgs) {
+        msgs = json_object_get(obj, "conversations");
+        key = "conversations"; rk = "from"; ck = "value"; sharegpt = 1;
+    }
+    if (!msgs) return lt_error(LT_ERR_DATA, "missing field 'messages' (or 'conversations')");
+    if (!json_is_array(msgs)) return lt_error(LT_ERR_DATA, "field '%s' is %s, expected an array", key, json_kind(msgs));
+    size_t n = json_array_size(msgs);
+    if (n == 0) return lt_error(LT_ERR_DATA, "field '%s' is an empty array", key);
+    lt_chat_message *m = lt_calloc(n, sizeof *m, "chat messages");
+    if (!m) return LT_ERR_OUT_OF_MEMORY;
+    lt_status st = LT_OK;
+    size_t n_asst = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(msgs, i);
+        if (!json_is_object(e)) {
+            st = lt_error(LT_ERR_DATA, "%s[%zu] is %s, expected an object with '%s' and '%s'", key, i, json_kind(e), rk, ck);
+            goto done;
+        }
+        const char *role, *content;
+        if ((st = get_str(e, rk, 1, 0, &role)) < 0 || (st = get_str(e, ck, 1, 0, &content)) < 0) {
+            st = lt_error_wrap(st, "%s[%zu]", key, i);
+            goto done;
+        }
+        if (sharegpt) {
+            if (!strcmp(role, "human") || !strcmp(role, "user")) role = "user";
+            else if (!strcmp(role, "gpt") || !strcmp(role, "assistant") || !strcmp(role, "model")) role = "assistant";
+            else if (strcmp(role, "system") != 0) {
+                st = lt_error(LT_ERR_DATA, "%s[%zu]: unknown speaker '%s' (ShareGPT 'from' is human, gpt or system)", key,
+                              i, role);
+                goto done;
+            }
+        } else if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "tool")) {
+            st = lt_error(LT_ERR_DATA, "%s[%zu]: unknown role '%s' (system, user, assistant or tool)", key, i, role);
+            goto done;
+        }
+        if (!strcmp(role, "assistant")) n_asst++;
+        m[i].role = role;
+        m[i].content = content;
+    }
+    if (!n_asst) {
+        st = lt_error(LT_ERR_DATA, "field '%s' has no assistant message: nothing to learn from", key);
+        goto done;
+    }
+    lt_sbuf full = {0}, part = {0};
+    if ((st = chat_render(ds, m, n, 0, &full)) < 0) goto chat_done;
+    if (ds->p.loss_on == LT_LOSS_RESPONSE) {
+        /* Each assistant turn's span: the render of the turns before it with the generation
+         * prompt, up to the render that includes it (its trailing newline left out). This
+         * needs a template that renders conversations prefix by prefix. */
+        out->spans = lt_malloc(2 * n_asst * sizeof(size_t), "response spans");
+        if (!out->spans) { st = LT_ERR_OUT_OF_MEMORY; goto chat_done; }
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(m[i].role, "assistant")) continue;
+            if ((st = chat_render(ds, m, i, 1, &part)) < 0) goto chat_done;
+            size_t a = part.len;
+            int ok = a <= full.len && !memcmp(part.p, full.p, a);
+            if ((st = chat_render(ds, m, i + 1, 0, &part)) < 0) goto chat_done;
+            size_t b = part.len;
+            ok = ok && b >= a && b <= full.len && !memcmp(part.p, full.p, b);
+            if (!ok) {
+                st = lt_error(LT_ERR_UNSUPPORTED, "the chat template does not render this conversation turn by turn "
+                              "(message %zu), so the response spans cannot be found; use loss on every token", i);
+                goto chat_done;
+            }
+            while (b > a && (full.p[b - 1] == '\n' || full.p[b - 1] == ' ')) b--;
+            out->spans[2 * out->n_spans] = a;
+            out->spans[2 * out->n_spans + 1] = b;
+            out->n_spans++;
+        }
+    }
+    if ((st = add_eos(ds, &full, 1)) < 0) goto chat_done;
+    out->text = full.p;
+    out->len = full.len;
+    full.p = NULL;
+chat_done:
+    lt_sbuf_free(&full);
+    lt_sbuf_free(&part);
+done:
+    free(m);
+    return st;
+}
+
+/* ---- pre-tokenized ---- */
+static lt_status int_array(const lt_dataset *ds, json_t *obj, const char *key, int labels, int32_t **out, size_t *n) {
+    json_t *a = json_object_get(obj, key);
+    *out = NULL;
+    if (!a) return lt_error(LT_ERR_DATA, "missing field '%s'", key);
+    if (!json_is_array(a)) return lt_error(LT_ERR_DATA, "field '%s' is %s, expected an array of token ids", key, json_kind(a));
+    size_t len = json_array_size(a);
+    if (len == 0) return lt_error(LT_ERR_DATA, "field '%s' is an empty array", key);
+    int32_t *v = lt_malloc(len * sizeof *v, key);
+    if (!v) return LT_ERR_OUT_OF_MEMORY;
+    for (size_t i = 0; i < len; i++) {
+        json_t *e = json_array_get(a, i);
+        json_int_t x = json_is_integer(e) ? json_integer_value(e) : 0;
+        if (!json_is_integer(e) || (labels && x == -100 ? 0 : (x < 0 || x >= ds->vocab))) {
+            free(v);
+            if (!json_is_integer(e))
+                return lt_error(LT_ERR_DATA, "field '%s'[%zu] is %s, expected an integer", key, i, json_kind(e));
+            return lt_error(LT_ERR_DATA, "field '%s'[%zu] = %lld is outside the vocabulary [0, %d)%s", key, i,
+                            (long long)x, ds->vocab, labels ? " (or -100)" : "");
+        }
+        v[i] = (int32_t)x;
+    }
+    *out = v;
+    *n = len;
+    return LT_OK;
+}
+
+static lt_status prep_tokens(lt_dataset *ds, json_t *obj, lt_prep *out) {
+    LT_TRY(int_array(ds, obj, "input_ids", 0, &out->ids, &out->n));
+    if (json_object_get(obj, "labels") && !json_is_null(json_object_get(obj, "labels"))) {
+        size_t nl;
+        lt_status st = int_array(ds, obj, "labels", 1, &out->labels, &nl);
+        if (st < 0) return st;
+        if (nl != out->n)
+            return lt_error(LT_ERR_DATA, "field 'labels' has %zu entries but 'input_ids' has %zu", nl, out->n);
+    }
+    return LT_OK;
+}
+
+static lt_status detect_format(lt_dataset *ds, json_t *obj) {
+    if (json_object_get(obj, "messages") || json_object_get(obj, "conversations")) ds->format = LT_DATA_CHAT;
+    else if (json_object_get(obj, "input_ids")) ds->format = LT_DATA_TOKENS;
+    else if (json_object_get(obj, ds->p.instruction_field) || json_object_get(obj, ds->p.output_field))
+        ds->format = LT_DATA_ALPACA;
+    else if (json_object_get(obj, ds->p.text_field)) ds->format = LT_DATA_TEXT;
+    else {
+        char keys[256] = "";
+        size_t k = 0;
+        const char *name;
+        json_t *v;
+        json_object_foreach(obj, name, v) {
+            (void)v;
+            int w = snprintf(keys + k, sizeof keys - k, "%s'%s'", k ? ", " : "", name);
+            if (w < 0 || (size_t)w >= sizeof keys - k) break;
+            k += (size_t)w;
+        }
+        return lt_error(LT_ERR_DATA, "the record has none of the known fields ('%s'/'%s' for Alpaca, '%s', 'messages', "
+                        "'conversations', 'input_ids'); it has %s. Map the field names or set the format",
+                        ds->p.instruction_field, ds->p.output_field, ds->p.text_field, k ? keys : "no fields");
+    }
+    return LT_OK;
+}
+
+lt_status lt_prep_from_json(lt_dataset *ds, json_t *obj, lt_prep *out) {
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(obj)) return lt_error(LT_ERR_DATA, "the record is %s, expected an object", json_kind(obj));
+    if (ds->format == LT_DATA_AUTO) LT_TRY(detect_format(ds, obj));
+    lt_status st;
+    switch (ds->format) {
+    case LT_DATA_ALPACA: {
+        const char *ins, *inp, *outp;
+        LT_TRY(get_str(obj, ds->p.instruction_field, 1, 0, &ins));
+        LT_TRY(get_str(obj, ds->p.input_field, 0, 1, &inp));
+        LT_TRY(get_str(obj, ds->p.output_field, 1, 0, &outp));
+        st = lt_prep_alpaca(ds, ins, inp, outp, out);
+        break;
+    }
+    case LT_DATA_TEXT: {
+        const char *text;
+        LT_TRY(get_str(obj, ds->p.text_field, 1, 0, &text));
+        st = lt_prep_text(ds, text, out);
+        break;
+    }
+    case LT_DATA_CHAT: st = prep_chat(ds, obj, out); break;
+    case LT_DATA_TOKENS: st = prep_tokens(ds, obj, out); break;
+    default: st = lt_error(LT_ERR_INVALID_ARGUMENT, "unknown dataset format %d", ds->format);
+    }
+    if (st < 0) lt_prep_free(out);
+    return st;
+}

@@ -1,0 +1,101 @@
+/* modelfile.c - the Ollama Modelfile written beside a GGUF: FROM ./<file>, a TEMPLATE that is
+ * the prompt template the model was trained with turned into Ollama's Go template
+ * ({instruction} -> {{ .Prompt }}, {input} -> nothing, {output} -> {{ .Response }} followed by
+ * the template's tail and the EOS the training text ended with), and PARAMETER stop lines for
+ * the tokenizer's end tokens (specs/gguf-export.md §7). */
+#include "export/export.h"
+#include "data/template.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { char *p; size_t len, cap; int oom; } lt_mbuf;
+
+static void lt_mb_add(lt_mbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+static void lt_mb_str(lt_mbuf *b, const char *s) { lt_mb_add(b, s, strlen(s)); }
+
+typedef struct { lt_mbuf *b; int bad; const char *eos; } lt_walk_ctx;
+
+/* Literal text of the template, with Go template delimiters escaped. */
+static void lt_mb_literal(lt_walk_ctx *w, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && s[i] == '{' && s[i + 1] == '{') {
+            lt_mb_str(w->b, "{{ \"{{\" }}");
+            i++;
+        } else if (i + 2 < n && !strncmp(s + i, "\"\"\"", 3)) {
+            w->bad = 1;
+            return;
+        } else {
+            lt_mb_add(w->b, s + i, 1);
+        }
+    }
+}
+
+static void lt_piece(int kind, const char *text, size_t len, void *user) {
+    lt_walk_ctx *w = user;
+    switch (kind) {
+    case LT_TPL_LITERAL: lt_mb_literal(w, text, len); break;
+    case LT_TPL_INSTRUCTION: lt_mb_str(w->b, "{{ .Prompt }}"); break;
+    case LT_TPL_INPUT: break; /* Ollama has one user text: it goes to {instruction} */
+    case LT_TPL_OUTPUT: lt_mb_str(w->b, "{{ .Response }}"); break;
+    }
+}
+
+lt_status lt_export_write_modelfile(lt_exporter *ex, const char *gguf_path) {
+    const char *tpl = lt_template_resolve(ex->template_text ? ex->template_text : ex->template_name);
+    if (!tpl) return lt_error_wrap(LT_ERR_NOT_FOUND, "Modelfile");
+    LT_TRY(lt_template_check(tpl));
+    char **stops = NULL;
+    size_t n_stops = 0;
+    LT_TRY(lt_export_stop_tokens(ex, &stops, &n_stops));
+    const char *slash = strrchr(gguf_path, '/');
+    char *dir = slash ? lt_strndup(gguf_path, (size_t)(slash - gguf_path) + 1) : lt_strdup("");
+    const char *file = slash ? slash + 1 : gguf_path;
+    lt_mbuf b = {0};
+    lt_mb_str(&b, "# Ollama Modelfile written by loratune: ollama create <name> -f Modelfile\n");
+    lt_mb_str(&b, "FROM ./");
+    lt_mb_str(&b, file);
+    lt_mb_str(&b, "\nTEMPLATE \"\"\"");
+    int chatml = strstr(tpl, "<|im_start|>") != NULL;
+    if (chatml) lt_mb_str(&b, "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}");
+    lt_walk_ctx w = {&b, 0, n_stops ? stops[0] : NULL};
+    lt_status st = lt_template_walk(tpl, lt_piece, &w);
+    /* the training text ended with the EOS after the template's tail */
+    if (st == LT_OK && n_stops) lt_mb_str(&b, stops[0]);
+    lt_mb_str(&b, "\"\"\"\n");
+    if (chatml) lt_mb_str(&b, "PARAMETER stop \"<|im_start|>\"\n");
+    for (size_t i = 0; i < n_stops; i++) {
+        if (chatml && !strcmp(stops[i], "<|im_start|>")) continue;
+        lt_mb_str(&b, "PARAMETER stop \"");
+        lt_mb_str(&b, stops[i]);
+        lt_mb_str(&b, "\"\n");
+    }
+    if (st == LT_OK && w.bad)
+        st = lt_error(LT_ERR_UNSUPPORTED, "Modelfile: the template contains \"\"\", which a Modelfile TEMPLATE cannot hold");
+    if (st == LT_OK && (b.oom || !dir)) st = LT_ERR_OUT_OF_MEMORY;
+    char *path = NULL;
+    if (st == LT_OK) {
+        path = lt_path_join(dir, "Modelfile");
+        if (!path) st = LT_ERR_OUT_OF_MEMORY;
+    }
+    if (st == LT_OK) st = lt_write_file_atomic(path, b.p, b.len, ex->p.overwrite);
+    for (size_t i = 0; i < n_stops; i++) free(stops[i]);
+    free(stops);
+    free(path);
+    free(dir);
+    free(b.p);
+    return st == LT_OK ? st : lt_error_wrap(st, "writing the Modelfile beside %s", gguf_path);
+}

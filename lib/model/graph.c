@@ -1,0 +1,386 @@
+/* graph.c - the Qwen2 forward / backward over the backend ops on a packed micro-batch, with
+ * gradient checkpointing (one residual tensor kept per layer, the layer recomputed in backward)
+ * and the fused chunked LM head + cross-entropy. See graph.h. */
+#include "model/graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One layer's activations, as the backward needs them. */
+typedef struct layer_acts {
+    void *ln1;              /* (N,C) */
+    void *q;                /* (N,NH*HD) after rope */
+    void *k, *v;            /* (N,NKV*HD), k after rope */
+    void *att;              /* (N,NH*HD) attention output */
+    void *hmid;             /* (N,C) residual after attention */
+    void *ln2;              /* (N,C) */
+    void *gate, *up, *act;  /* (N,I) */
+    void *xa[LT_PROJ_COUNT];/* (N,R) LoRA A outputs */
+    float *rstd1, *rstd2;   /* (N) */
+    float *lse;             /* (NH,N) */
+} layer_acts;
+
+struct lt_graph {
+    lt_backend *be;         /* the backend the buffers live on */
+    int32_t n_layers;
+    int64_t cap;            /* token budget N the buffers hold */
+    int32_t r;              /* LoRA rank the xa buffers were sized for (0: none) */
+    int32_t train;          /* backward buffers present */
+    /* inputs, i32 */
+    int32_t *ids, *pos, *targets; /* (N) */
+    int32_t *cu;                  /* (N+1) */
+    /* checkpoints, act */
+    void **res;             /* [L+1] x (N,C): res[l] enters layer l, res[L] leaves the last */
+    /* activations: one set recomputed per layer (checkpointing), or one per layer (n_acts = L,
+     * gradient_checkpointing off: no recompute, more memory) */
+    layer_acts *acts;
+    int32_t n_acts;
+    void *proj;             /* (N,C) o_proj / down_proj output (scratch) */
+    void *lnf;              /* (N,C) final norm output */
+    float *rstdf;           /* (N) */
+    float *loss;            /* (1) CE sum */
+    /* backward, act */
+    void *dres;             /* (N,C) gradient of the residual stream */
+    void *dln;              /* (N,C) gradient of a norm output */
+    void *dq, *datt;        /* (N,NH*HD) */
+    void *dk, *dv;          /* (N,NKV*HD) */
+    void *dgate, *dup, *dact; /* (N,I) */
+    /* logits for lt_graph_logits, f32 (chunk,V) */
+    float *logits;
+    int64_t logits_rows;
+};
+
+#define LT_LOGITS_CHUNK_FLOATS (16u << 20) /* 64 MiB of f32 logits per chunk */
+
+static lt_status galloc(lt_backend *be, void **p, size_t bytes) {
+    if (bytes == 0) bytes = 16;
+    return be->ops.alloc(be, bytes, p);
+}
+static void gfree(lt_backend *be, void **p) {
+    if (*p) be->ops.free(be, *p);
+    *p = NULL;
+}
+
+void lt_graph_free(lt_graph *g) {
+    if (!g) return;
+    lt_backend *be = g->be;
+    void **bufs[] = {(void **)&g->ids, (void **)&g->pos, (void **)&g->targets, (void **)&g->cu, &g->proj, &g->lnf,
+                     (void **)&g->rstdf, (void **)&g->loss, &g->dres, &g->dln, &g->dq, &g->datt, &g->dk, &g->dv,
+                     &g->dgate, &g->dup, &g->dact, (void **)&g->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gfree(be, bufs[i]);
+    for (int i = 0; g->acts && i < g->n_acts; i++) {
+        layer_acts *a = &g->acts[i];
+        void **ab[] = {&a->ln1, &a->q, &a->k, &a->v, &a->att, &a->hmid, &a->ln2, &a->gate, &a->up, &a->act,
+                       (void **)&a->rstd1, (void **)&a->rstd2, (void **)&a->lse};
+        for (size_t k = 0; k < sizeof ab / sizeof ab[0]; k++) gfree(be, ab[k]);
+        for (int p = 0; p < LT_PROJ_COUNT; p++) gfree(be, &a->xa[p]);
+    }
+    free(g->acts);
+    if (g->res)
+        for (int l = 0; l <= g->n_layers; l++) gfree(be, &g->res[l]);
+    free(g->res);
+    free(g);
+}
+
+uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, int train) {
+    uint64_t C = (uint64_t)c->hidden_size, I = (uint64_t)c->intermediate_size;
+    uint64_t QD = (uint64_t)c->num_heads * c->head_dim, KD = (uint64_t)c->num_kv_heads * c->head_dim;
+    uint64_t n = (uint64_t)N, a = (uint64_t)ab;
+    uint64_t sets = train == LT_GRAPH_TRAIN_KEEP ? (uint64_t)c->num_layers : 1;
+    uint64_t bytes = 4 * (4 * n + 1);                               /* ids, pos, targets, cu */
+    bytes += (uint64_t)(c->num_layers + 1) * n * C * a;            /* checkpoints */
+    bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD + 3 * I)      /* layer activations */
+                     + n * a * (uint64_t)r * LT_PROJ_COUNT            /* xa */
+                     + 4 * n * (2 + (uint64_t)c->num_heads));         /* rstd, lse */
+    bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
+    if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD + 3 * I);  /* backward */
+    return bytes;
+}
+
+static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, int32_t r) {
+    size_t ab = (size_t)be->act_bytes, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t QD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+    lt_status st = LT_OK;
+#define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
+    A(a->ln1, N * C * ab); A(a->q, N * QD * ab); A(a->k, N * KD * ab); A(a->v, N * KD * ab);
+    A(a->att, N * QD * ab); A(a->hmid, N * C * ab); A(a->ln2, N * C * ab);
+    A(a->gate, N * I * ab); A(a->up, N * I * ab); A(a->act, N * I * ab);
+    for (int p = 0; r > 0 && p < LT_PROJ_COUNT; p++) A(a->xa[p], N * (size_t)r * ab);
+    A(a->rstd1, 4 * N); A(a->rstd2, 4 * N); A(a->lse, 4 * N * (size_t)c->num_heads);
+#undef A
+    return st;
+}
+
+lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
+    LT_CHECK_ARG(m && n_tokens > 0, "lt_graph_reserve: needs a model and a positive token count");
+    LT_CHECK_ARG(train >= LT_GRAPH_INFER && train <= LT_GRAPH_TRAIN_KEEP, "lt_graph_reserve: bad mode %d", train);
+    int32_t r = m->has_lora ? m->lora.r : 0;
+    lt_graph *g = m->graph;
+    if (g && g->cap >= n_tokens && g->r == r && g->train >= train) return LT_OK;
+    int64_t cap = n_tokens;
+    if (g) { /* grow: keep the larger budget and the richer mode */
+        if (g->cap > cap) cap = g->cap;
+        if (g->train > train) train = g->train;
+        lt_graph_free(g);
+        m->graph = NULL;
+    }
+    g = lt_calloc(1, sizeof *g, "graph");
+    if (!g) return LT_ERR_OUT_OF_MEMORY;
+    m->graph = g;
+    const lt_config *c = &m->cfg;
+    lt_backend *be = m->be;
+    g->be = be;
+    g->n_layers = c->num_layers;
+    size_t ab = (size_t)be->act_bytes, N = (size_t)cap, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t QD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+    g->cap = cap;
+    g->r = r;
+    g->train = train;
+    lt_status st = LT_OK;
+#define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
+    A(g->ids, 4 * N); A(g->pos, 4 * N); A(g->targets, 4 * N); A(g->cu, 4 * (N + 1));
+    g->res = lt_calloc((size_t)c->num_layers + 1, sizeof(void *), "graph checkpoints");
+    if (!g->res) st = LT_ERR_OUT_OF_MEMORY;
+    for (int l = 0; st == LT_OK && l <= c->num_layers; l++) A(g->res[l], N * C * ab);
+    int n_acts = train == LT_GRAPH_TRAIN_KEEP ? c->num_layers : 1;
+    g->acts = lt_calloc((size_t)n_acts, sizeof *g->acts, "graph activations");
+    if (!g->acts) st = LT_ERR_OUT_OF_MEMORY;
+    else g->n_acts = n_acts;
+    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, r);
+    A(g->proj, N * C * ab); A(g->lnf, N * C * ab); A(g->rstdf, 4 * N); A(g->loss, 4);
+    if (train) {
+        A(g->dres, N * C * ab); A(g->dln, N * C * ab); A(g->dq, N * QD * ab); A(g->datt, N * QD * ab);
+        A(g->dk, N * KD * ab); A(g->dv, N * KD * ab);
+        A(g->dgate, N * I * ab); A(g->dup, N * I * ab); A(g->dact, N * I * ab);
+    }
+#undef A
+    if (st != LT_OK) {
+        lt_graph_free(g);
+        m->graph = NULL;
+        return lt_error_wrap(st, "allocating the graph buffers for %lld tokens (%.1f MiB); try a smaller "
+                             "batch_size or max_seq_len%s", (long long)cap,
+                             lt_graph_bytes(c, be->act_bytes, r, cap, train) / 1048576.0,
+                             train == LT_GRAPH_TRAIN_KEEP ? ", or turn gradient checkpointing back on" : "");
+    }
+    return LT_OK;
+}
+
+/* ---- one pass ---- */
+
+typedef struct pass_ctx {
+    lt_model *m;
+    lt_graph *g;
+    lt_backend *be;
+    int64_t N;
+    int32_t nseq, max_seqlen;
+    int lora_on;
+    float dropout;
+    uint64_t seed, stream_base;
+} pass_ctx;
+
+static void *act_at(const pass_ctx *x, void *buf, int64_t row, int64_t width) {
+    return (char *)buf + (size_t)row * (size_t)width * (size_t)x->be->act_bytes;
+}
+
+/* The activation set of layer l. */
+static layer_acts *acts_of(const pass_ctx *x, int l) {
+    return &x->g->acts[x->g->n_acts == 1 ? 0 : l];
+}
+
+/* out(N,OC) = inp @ W^T + bias, plus the LoRA branch of (layer, proj) when attached. */
+static lt_status proj_fwd(const pass_ctx *x, int l, int p, void *out, const void *inp, const float *bias) {
+    lt_layer *L = &x->m->layers[l];
+    LT_TRY(x->be->ops.linear_fwd(x->be, out, inp, L->proj[p], bias, x->N));
+    lt_lora_tensor *t = &L->lora[p];
+    if (x->lora_on && t->A)
+        LT_TRY(x->be->ops.lora_fwd(x->be, out, acts_of(x, l)->xa[p], inp, t->A, t->B, x->N, t->in, t->out, t->r,
+                                   x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, p)));
+    return LT_OK;
+}
+
+/* dinp(N,C) = (or +=) dout @ W, plus the LoRA backward (dA, dB +=, dinp +=). */
+static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const void *dout, const void *inp,
+                          int accumulate) {
+    lt_layer *L = &x->m->layers[l];
+    LT_TRY(x->be->ops.linear_bwd_input(x->be, dinp, dout, L->proj[p], x->N, accumulate));
+    lt_lora_tensor *t = &L->lora[p];
+    if (x->lora_on && t->A)
+        LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, acts_of(x, l)->xa[p], t->A, t->B, x->N, t->in, t->out,
+                                   t->r, x->m->lora_scale, x->dropout, x->seed,
+                                   lt_graph_stream(x->stream_base, l, p)));
+    return LT_OK;
+}
+
+/* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers. */
+static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out) {
+    const lt_config *c = &x->m->cfg;
+    lt_layer *L = &x->m->layers[l];
+    lt_graph *g = x->g;
+    layer_acts *a = acts_of(x, l);
+    lt_backend *be = x->be;
+    int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
+    int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
+    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    /* attention block */
+    LT_TRY(be->ops.rmsnorm_fwd(be, a->ln1, a->rstd1, inp, L->ln1, N, C, eps));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_Q, a->q, a->ln1, L->bias[0]));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_K, a->k, a->ln1, L->bias[1]));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_V, a->v, a->ln1, L->bias[2]));
+    LT_TRY(be->ops.rope_fwd(be, a->q, g->pos, N, NH, HD, theta));
+    LT_TRY(be->ops.rope_fwd(be, a->k, g->pos, N, NKV, HD, theta));
+    LT_TRY(be->ops.attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, g->cu, x->nseq, x->max_seqlen, N, NH, NKV,
+                                 HD));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_O, g->proj, a->att, NULL));
+    LT_TRY(be->ops.add(be, a->hmid, inp, g->proj, N * C));
+    /* MLP block */
+    LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gate, a->ln2, NULL));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_UP, a->up, a->ln2, NULL));
+    LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
+    LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, g->proj, a->act, NULL));
+    LT_TRY(be->ops.add(be, out, a->hmid, g->proj, N * C));
+    return LT_OK;
+}
+
+/* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
+ * Needs layer_fwd(l) to have just run (the activations in the graph buffers). */
+static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
+    const lt_config *c = &x->m->cfg;
+    lt_layer *L = &x->m->layers[l];
+    lt_graph *g = x->g;
+    layer_acts *a = acts_of(x, l);
+    lt_backend *be = x->be;
+    int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
+    int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
+    float theta = (float)c->rope_theta;
+    /* MLP block: out = hmid + down(swiglu(gate(ln2), up(ln2))) */
+    LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0));
+    LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
+    LT_TRY(proj_bwd(x, l, LT_PROJ_GATE, g->dln, g->dgate, a->ln2, 0));
+    LT_TRY(proj_bwd(x, l, LT_PROJ_UP, g->dln, g->dup, a->ln2, 1));
+    LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, a->hmid, L->ln2, a->rstd2, N, C)); /* dres: d hmid */
+    /* attention block: hmid = inp + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
+    LT_TRY(proj_bwd(x, l, LT_PROJ_O, g->datt, g->dres, a->att, 0));
+    LT_TRY(be->ops.attention_bwd(be, g->dq, g->dk, g->dv, g->datt, a->q, a->k, a->v, a->att, a->lse, g->cu,
+                                 x->nseq, x->max_seqlen, N, NH, NKV, HD));
+    LT_TRY(be->ops.rope_bwd(be, g->dq, g->pos, N, NH, HD, theta));
+    LT_TRY(be->ops.rope_bwd(be, g->dk, g->pos, N, NKV, HD, theta));
+    LT_TRY(proj_bwd(x, l, LT_PROJ_Q, g->dln, g->dq, a->ln1, 0));
+    LT_TRY(proj_bwd(x, l, LT_PROJ_K, g->dln, g->dk, a->ln1, 1));
+    LT_TRY(proj_bwd(x, l, LT_PROJ_V, g->dln, g->dv, a->ln1, 1));
+    LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, inp, L->ln1, a->rstd1, N, C)); /* dres: d inp */
+    return LT_OK;
+}
+
+static lt_status pass_begin(lt_model *m, const lt_batch *b, int train, pass_ctx *x) {
+    LT_CHECK_ARG(m && b, "graph: needs a model and a batch");
+    LT_CHECK_ARG(b->n_tokens > 0 && b->nseq > 0 && b->cu_seqlens && b->ids && b->pos,
+                 "graph: empty batch (%d tokens, %d sequences)", b->n_tokens, b->nseq);
+    LT_CHECK_ARG(m->be && m->layers && m->embed, "graph: the model has no weights loaded");
+    for (int32_t i = 0; i < b->n_tokens; i++)
+        if (b->ids[i] < 0 || b->ids[i] >= m->cfg.vocab_size)
+            return lt_error(LT_ERR_INVALID_ARGUMENT, "graph: token %d of the batch has id %d, outside the vocabulary "
+                            "[0, %d)", i, b->ids[i], m->cfg.vocab_size);
+    LT_TRY(lt_graph_reserve(m, b->n_tokens, train));
+    lt_graph *g = m->graph;
+    lt_backend *be = m->be;
+    memset(x, 0, sizeof *x);
+    x->m = m; x->g = g; x->be = be;
+    x->N = b->n_tokens;
+    x->nseq = b->nseq;
+    x->max_seqlen = b->max_seqlen;
+    x->lora_on = m->has_lora && m->lora_enabled;
+    LT_TRY(be->ops.upload(be, g->ids, b->ids, 4 * (size_t)b->n_tokens));
+    LT_TRY(be->ops.upload(be, g->pos, b->pos, 4 * (size_t)b->n_tokens));
+    LT_TRY(be->ops.upload(be, g->cu, b->cu_seqlens, 4 * ((size_t)b->nseq + 1)));
+    if (b->targets) LT_TRY(be->ops.upload(be, g->targets, b->targets, 4 * (size_t)b->n_tokens));
+    return LT_OK;
+}
+
+/* Embedding, every layer (keeping the checkpoints), final norm into g->lnf. */
+static lt_status forward_all(const pass_ctx *x) {
+    const lt_config *c = &x->m->cfg;
+    lt_graph *g = x->g;
+    lt_backend *be = x->be;
+    LT_TRY(be->ops.embedding(be, g->res[0], g->ids, x->m->embed, x->N, c->hidden_size));
+    for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1]));
+    LT_TRY(be->ops.rmsnorm_fwd(be, g->lnf, g->rstdf, g->res[c->num_layers], x->m->final_norm, x->N,
+                               c->hidden_size, (float)c->rms_norm_eps));
+    return LT_OK;
+}
+
+static lt_status read_loss(const pass_ctx *x, double *loss_sum) {
+    float v = 0;
+    LT_TRY(x->be->ops.download(x->be, &v, x->g->loss, sizeof v));
+    *loss_sum += (double)v;
+    return LT_OK;
+}
+
+lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_scale, const lt_graph_pass *pass,
+                                    double *loss_sum) {
+    LT_CHECK_ARG(pass && loss_sum, "lt_graph_forward_backward: needs pass options and a loss accumulator");
+    LT_CHECK_ARG(b && b->targets, "lt_graph_forward_backward: the batch has no targets");
+    if (!m || !m->has_lora) return lt_error(LT_ERR_STATE, "training needs a LoRA adapter: call lt_model_add_lora "
+                                            "or lt_model_load_adapter first");
+    if (!m->lora_enabled) return lt_error(LT_ERR_STATE, "training needs the LoRA branch enabled "
+                                          "(lt_model_set_lora_enabled(model, 1))");
+    pass_ctx x;
+    LT_TRY(pass_begin(m, b, pass->keep_activations ? LT_GRAPH_TRAIN_KEEP : LT_GRAPH_TRAIN, &x));
+    x.dropout = pass->train ? m->lora.dropout : 0.0f;
+    x.seed = pass->seed;
+    x.stream_base = pass->stream_base;
+    const lt_config *c = &m->cfg;
+    lt_graph *g = x.g;
+    lt_backend *be = x.be;
+    int64_t N = x.N, C = c->hidden_size;
+    LT_TRY(forward_all(&x));
+    /* head + CE: dlnf (in dln) = grad_scale * d(sum CE)/d lnf */
+    LT_TRY(be->ops.memset0(be, g->loss, sizeof(float)));
+    LT_TRY(be->ops.lm_head_ce(be, g->loss, g->dln, g->lnf, m->head, g->targets, N, C, c->vocab_size, grad_scale));
+    LT_TRY(read_loss(&x, loss_sum));
+    LT_TRY(be->ops.memset0(be, g->dres, (size_t)N * (size_t)C * (size_t)be->act_bytes));
+    LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, g->res[c->num_layers], m->final_norm, g->rstdf, N, C));
+    /* layers in reverse; with one activation set, each layer is recomputed from its checkpoint
+     * first (same dropout streams, so the same masks) */
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        if (g->n_acts == 1) LT_TRY(layer_fwd(&x, l, g->res[l], g->res[l + 1]));
+        LT_TRY(layer_bwd(&x, l, g->res[l]));
+    }
+    return LT_OK;
+}
+
+lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum) {
+    LT_CHECK_ARG(loss_sum && b && b->targets, "lt_graph_loss: needs a batch with targets and a loss accumulator");
+    pass_ctx x;
+    LT_TRY(pass_begin(m, b, LT_GRAPH_INFER, &x));
+    LT_TRY(forward_all(&x));
+    LT_TRY(x.be->ops.memset0(x.be, x.g->loss, sizeof(float)));
+    LT_TRY(x.be->ops.lm_head_ce(x.be, x.g->loss, NULL, x.g->lnf, m->head, x.g->targets, x.N, m->cfg.hidden_size,
+                                m->cfg.vocab_size, 1.0f));
+    return read_loss(&x, loss_sum);
+}
+
+lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits) {
+    LT_CHECK_ARG(host_logits, "lt_graph_logits: logits is NULL");
+    pass_ctx x;
+    LT_TRY(pass_begin(m, b, LT_GRAPH_INFER, &x));
+    LT_TRY(forward_all(&x));
+    lt_graph *g = x.g;
+    lt_backend *be = x.be;
+    int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+    int64_t rows = (int64_t)(LT_LOGITS_CHUNK_FLOATS / (uint64_t)V);
+    if (rows < 1) rows = 1;
+    if (rows > x.N) rows = x.N;
+    if (!g->logits || g->logits_rows < rows) {
+        gfree(be, (void **)&g->logits);
+        g->logits_rows = 0;
+        LT_TRY(galloc(be, (void **)&g->logits, (size_t)rows * (size_t)V * sizeof(float)));
+        g->logits_rows = rows;
+    }
+    for (int64_t t0 = 0; t0 < x.N; t0 += rows) {
+        int64_t n = x.N - t0 < rows ? x.N - t0 : rows;
+        LT_TRY(be->ops.lm_head_logits(be, g->logits, act_at(&x, g->lnf, t0, C), m->head, n, C, V));
+        LT_TRY(be->ops.download(be, host_logits + (size_t)t0 * (size_t)V, g->logits, (size_t)n * (size_t)V * 4));
+    }
+    return LT_OK;
+}

@@ -1,0 +1,58 @@
+/* graph.h - the Qwen2 forward and backward passes, written out by hand over the backend ops
+ * (llm.c style), on one padding-free packed micro-batch (lt_batch).
+ *
+ * Memory: buffers are allocated once for a token budget and reused; they grow (reallocated)
+ * when a batch exceeds the budget. Gradient checkpointing: the forward keeps only the residual
+ * stream entering each layer (and leaving the last one); the backward recomputes each layer's
+ * forward from its checkpoint, then runs its backward. The LM head and cross-entropy are fused
+ * over token chunks (lm_head_ce), so full-vocabulary logits of a batch never exist.
+ *
+ * LoRA dropout: the mask of layer l, projection p is drawn from Philox(seed, stream) with
+ * stream = lt_graph_stream(stream_base, l, p); the recompute in backward reuses the same stream,
+ * so forward and backward see the same mask. The trainer picks stream_base from the global
+ * micro-batch index, so masks differ per call and repeat exactly for the same seed. */
+#ifndef LT_GRAPH_H
+#define LT_GRAPH_H
+#include "model/model.h"
+#include "data/dataset.h"
+
+typedef struct lt_graph lt_graph;
+
+/* Buffer modes of lt_graph_reserve: forward only; forward + backward with gradient
+ * checkpointing (one activation set, each layer recomputed in backward); forward + backward
+ * keeping every layer's activations (no recompute, L activation sets). */
+enum { LT_GRAPH_INFER = 0, LT_GRAPH_TRAIN = 1, LT_GRAPH_TRAIN_KEEP = 2 };
+
+/* Options of one pass. */
+typedef struct lt_graph_pass {
+    int32_t train;          /* 1: LoRA dropout on (model's lora.dropout) */
+    uint64_t seed;          /* dropout seed */
+    uint64_t stream_base;   /* dropout stream base, see lt_graph_stream */
+    int32_t keep_activations; /* 1: gradient checkpointing off (keep every layer's activations) */
+} lt_graph_pass;
+
+/* The dropout stream of (micro-batch stream base, layer, projection). */
+static inline uint64_t lt_graph_stream(uint64_t stream_base, int layer, int proj) {
+    return (stream_base << 24) ^ ((uint64_t)layer << 4) ^ (uint64_t)proj;
+}
+
+/* Makes sure m->graph has buffers for n_tokens tokens in mode `train` (LT_GRAPH_*).
+ * Allocates on first use, grows when needed (a richer mode is kept), never shrinks. */
+lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train);
+/* Frees a graph and its buffers (NULL-safe). lt_model_free calls it (before freeing the backend)
+ * and sets m->graph = NULL. */
+void lt_graph_free(lt_graph *g);
+/* Bytes the graph buffers take for n_tokens in mode `train` (for memory estimates). */
+uint64_t lt_graph_bytes(const lt_config *cfg, int32_t act_bytes, int32_t lora_r, int64_t n_tokens, int train);
+
+/* Forward + backward of one micro-batch. Adds sum(CE over b->targets) to *loss_sum and
+ * accumulates (+=) grad_scale * d(sum CE)/d(LoRA) into every attached lora dA/dB.
+ * LoRA must be attached and enabled. */
+lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_scale, const lt_graph_pass *pass,
+                                    double *loss_sum);
+/* Forward only: adds sum(CE over b->targets) to *loss_sum (dropout off). */
+lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum);
+/* Forward only: logits of every token of b, f32 [b->n_tokens, V] into host memory. */
+lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits);
+
+#endif

@@ -1,0 +1,99 @@
+/* memory.c - lt_estimate_memory: device bytes a training run needs, from config.json alone.
+ *
+ *   weights      NF4 projections (packed nibbles + absmax, double-quantized or not) or 16-bit
+ *                ones, 16-bit embeddings (and lm_head when untied), f32 norms and biases;
+ *                the CPU reference keeps everything in f32.
+ *   lora         f32 A and B, their f32 gradients, and AdamW state: fp32 m and v (8 bytes per
+ *                value), or bitsandbytes 8-bit (2 bytes + two f32 absmax per 256-block; tensors
+ *                under 4096 values keep fp32 state, as bnb does).
+ *   activations  with gradient checkpointing: one (N,C) tensor per layer, plus one layer's
+ *                recomputed activations and their gradients, plus one chunk of the fused
+ *                LM head + cross-entropy (f32 logits of LT_MEM_HEAD_CHUNK tokens and their
+ *                gradient); without checkpointing every layer keeps its activations.
+ *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace.
+ * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). */
+#include "model/model_io.h"
+#include <string.h>
+
+#define LT_MEM_HEAD_CHUNK 1024          /* tokens per LM-head chunk */
+#define LT_MEM_GEMM_WORKSPACE (32ull << 20)
+
+static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+static uint64_t adam_bytes(uint64_t n, int eight_bit) {
+    if (eight_bit && n >= 4096) return 2 * n + 2 * ceil_div(n, 256) * 4;
+    return 8 * n;
+}
+
+lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, const lt_lora_params *lp,
+                             const struct lt_train_params *tp, lt_memory_estimate *out) {
+    LT_CHECK_ARG(model_dir && out, "lt_estimate_memory: NULL %s", model_dir ? "out" : "model_dir");
+    lt_config c;
+    LT_TRY(lt_config_load(model_dir, &c));
+    lt_model_params m;
+    lt_model_params_init(&m);
+    if (mp) memcpy(&m, mp, mp->struct_size && mp->struct_size < sizeof m ? mp->struct_size : sizeof m);
+    lt_lora_params l;
+    lt_lora_params_init(&l);
+    if (lp) memcpy(&l, lp, lp->struct_size && lp->struct_size < sizeof l ? lp->struct_size : sizeof l);
+    int32_t batch = 2, optim8 = 1, ckpt = 1;
+    if (tp) {
+        batch = tp->batch_size > 0 ? tp->batch_size : 1;
+        optim8 = tp->optimizer == LT_OPTIM_ADAMW_8BIT;
+        ckpt = tp->gradient_checkpointing != 0;
+    }
+    int cpu = m.device == LT_DEVICE_CPU || (m.device == LT_DEVICE_AUTO && lt_cuda_device_count() == 0);
+    int nf4 = !cpu && (c.bnb_4bit || m.quant == LT_QUANT_NF4);
+    uint64_t ab = cpu ? 4 : (m.compute_dtype == LT_DTYPE_F32 ? 4 : 2); /* activation bytes */
+    uint64_t wb16 = cpu ? 4 : 2;                                       /* "16-bit" weights */
+    uint64_t V = (uint64_t)c.vocab_size, C = (uint64_t)c.hidden_size, I = (uint64_t)c.intermediate_size;
+    uint64_t Lyr = (uint64_t)c.num_layers, NH = (uint64_t)c.num_heads;
+    uint64_t Q = NH * (uint64_t)c.head_dim, KV = (uint64_t)c.num_kv_heads * (uint64_t)c.head_dim;
+    uint64_t N = (uint64_t)batch * (uint64_t)(m.max_seq_len > 0 ? m.max_seq_len : 2048);
+
+    memset(out, 0, sizeof *out);
+    out->struct_size = sizeof *out;
+
+    /* weights */
+    uint64_t w = V * C * wb16 * (c.tie_word_embeddings ? 1 : 2) + C * 4, largest = 0;
+    for (int p = 0; p < LT_PROJ_COUNT; p++) {
+        int64_t in, o;
+        lt_proj_dims(&c, p, &in, &o);
+        uint64_t n = (uint64_t)in * (uint64_t)o, nb = ceil_div(n, 64);
+        if (n > largest) largest = n;
+        uint64_t b;
+        if (nf4 && (m.double_quant || c.bnb_4bit)) b = n / 2 + nb + ceil_div(nb, 256) * 4 + 256 * 4 + 16 * 4;
+        else if (nf4) b = n / 2 + nb * 4 + 16 * 4;
+        else b = n * wb16;
+        if (c.attention_bias && p <= LT_PROJ_V) b += (uint64_t)o * 4;
+        w += b * Lyr;
+    }
+    w += Lyr * 2 * C * 4;
+    out->weights = w;
+
+    /* LoRA: weights + gradients (f32) + optimizer state */
+    uint64_t lora = 0, R = (uint64_t)l.r;
+    for (int p = 0; p < LT_PROJ_COUNT; p++) {
+        if (!(l.targets & (1u << p))) continue;
+        int64_t in, o;
+        lt_proj_dims(&c, p, &in, &o);
+        uint64_t na = R * (uint64_t)in, nbb = (uint64_t)o * R;
+        lora += Lyr * ((na + nbb) * 8 + adam_bytes(na, optim8) + adam_bytes(nbb, optim8));
+    }
+    out->lora = lora;
+
+    /* activations */
+    uint64_t n_targets = 0;
+    for (int p = 0; p < LT_PROJ_COUNT; p++) n_targets += (l.targets >> p) & 1u;
+    uint64_t layer_saved = N * (3 * C + 2 * Q + 2 * KV + 3 * I + n_targets * R) * ab + N * (NH + 2) * 4;
+    uint64_t layer_grads = N * (2 * C + Q + 2 * KV + 2 * I) * ab;
+    uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK;
+    uint64_t head = chunk * V * 4 * 2 + N * C * ab * 2;
+    uint64_t io = N * 4 * 4; /* ids, positions, targets, cu_seqlens */
+    if (ckpt) out->activations = Lyr * N * C * ab + layer_saved + layer_grads + head + io;
+    else out->activations = Lyr * layer_saved + layer_grads + head + io;
+
+    out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE;
+    out->total = out->weights + out->lora + out->activations + out->workspace;
+    return LT_OK;
+}

@@ -1,0 +1,153 @@
+/* report.c - what the trainer leaves in output_dir as it goes: log.jsonl (one JSON object per
+ * logged step) and loss.svg (a line chart of the logged loss, rewritten at every log). */
+#include "train/trainer_impl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A growing text buffer for the SVG. */
+typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) LT_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->oom = 1; return; }
+        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        size_t cap = (b->cap ? b->cap * 2 : 4096) + (size_t)k;
+        char *q = realloc(b->p, cap);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+}
+
+/* A "nice" tick step (1, 2 or 5 times a power of ten) giving about `n` ticks over `span`. */
+static double nice_step(double span, int n) {
+    if (!(span > 0)) return 1;
+    double raw = span / n, p10 = pow(10, floor(log10(raw))), f = raw / p10;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p10;
+}
+
+lt_status lt_report_svg(const char *path, const int64_t *steps, const double *losses, size_t n) {
+    const double W = 800, H = 450, ml = 70, mr = 20, mt = 40, mb = 55;
+    double pw = W - ml - mr, ph = H - mt - mb;
+    double x0 = n ? (double)steps[0] : 0, x1 = n ? (double)steps[n - 1] : 1;
+    double y0 = INFINITY, y1 = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(losses[i])) { y0 = fmin(y0, losses[i]); y1 = fmax(y1, losses[i]); }
+    if (!isfinite(y0)) { y0 = 0; y1 = 1; }
+    if (x1 <= x0) x1 = x0 + 1;
+    if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+    double ys = nice_step(y1 - y0, 5), xs = nice_step(x1 - x0, 8);
+    y0 = floor(y0 / ys) * ys;
+    y1 = ceil(y1 / ys) * ys;
+    if (xs < 1) xs = 1;
+    sbuf b = {0};
+    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+                  "font-family=\"sans-serif\" font-size=\"12\">\n", W, H, W, H);
+    sb_printf(&b, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"white\"/>\n", W, H);
+    sb_printf(&b, "<text x=\"%.1f\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">training loss</text>\n", W / 2);
+#define SX(v) (ml + ((v) - x0) / (x1 - x0) * pw)
+#define SY(v) (mt + ph - ((v) - y0) / (y1 - y0) * ph)
+    /* grid and tick labels */
+    for (double y = y0; y <= y1 + ys * 1e-6; y += ys) {
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", ml, SY(y), ml + pw,
+                  SY(y));
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", ml - 6, SY(y) + 4, y);
+    }
+    for (double x = ceil(x0 / xs) * xs; x <= x1 + 1e-9; x += xs) {
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n", SX(x), mt, SX(x),
+                  mt + ph);
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", SX(x), mt + ph + 18, x);
+    }
+    /* axes and their labels */
+    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ml, mt + ph, ml + pw,
+              mt + ph);
+    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ml, mt, ml, mt + ph);
+    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n", ml + pw / 2, H - 12);
+    sb_printf(&b, "<text x=\"16\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 16 %.1f)\">loss</text>\n",
+              mt + ph / 2, mt + ph / 2);
+    /* the curve */
+    sb_printf(&b, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(losses[i])) sb_printf(&b, "%s%.1f,%.1f", i ? " " : "", SX((double)steps[i]), SY(losses[i]));
+    sb_printf(&b, "\"/>\n");
+    if (n <= 60)
+        for (size_t i = 0; i < n; i++)
+            if (isfinite(losses[i]))
+                sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#1f77b4\"><title>step %lld: %.4f"
+                          "</title></circle>\n", SX((double)steps[i]), SY(losses[i]), (long long)steps[i], losses[i]);
+    if (n)
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">last: step %lld, loss %.4f"
+                  "</text>\n", ml + pw, mt - 8, (long long)steps[n - 1], losses[n - 1]);
+#undef SX
+#undef SY
+    sb_printf(&b, "</svg>\n");
+    if (b.oom) { free(b.p); return lt_error(LT_ERR_OUT_OF_MEMORY, "%s: building the loss chart", path); }
+    lt_status st = lt_write_file_atomic(path, b.p, b.n, 1);
+    free(b.p);
+    return st;
+}
+
+/* JSON number: finite values as %.17g would be noisy; %.8g keeps logs readable and exact enough.
+ * Non-finite values become null (JSON has no NaN). */
+static void jnum(char *buf, size_t cap, double v) {
+    if (isfinite(v)) snprintf(buf, cap, "%.8g", v);
+    else snprintf(buf, cap, "null");
+}
+
+lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss) {
+    if (tr->hist_n == tr->hist_cap) {
+        size_t cap = tr->hist_cap ? tr->hist_cap * 2 : 64;
+        int64_t *s = lt_realloc(tr->hist_step, cap * sizeof *s, "loss history");
+        if (!s) return LT_ERR_OUT_OF_MEMORY;
+        tr->hist_step = s;
+        double *l = lt_realloc(tr->hist_loss, cap * sizeof *l, "loss history");
+        if (!l) return LT_ERR_OUT_OF_MEMORY;
+        tr->hist_loss = l;
+        tr->hist_cap = cap;
+    }
+    tr->hist_step[tr->hist_n] = mt->step;
+    tr->hist_loss[tr->hist_n] = logged_loss;
+    tr->hist_n++;
+    if (!tr->output_dir) return LT_OK;
+    char *path = lt_path_join(tr->output_dir, "log.jsonl");
+    if (!path) return lt_error(LT_ERR_OUT_OF_MEMORY, "log path");
+    FILE *f = fopen(path, tr->log_fresh ? "w" : "a");
+    tr->log_fresh = 0;
+    if (!f) {
+        lt_status st = lt_error(LT_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+        free(path);
+        return st;
+    }
+    char loss[32], lr[32], gn[32], tps[32], ep[32];
+    jnum(loss, sizeof loss, logged_loss);
+    jnum(lr, sizeof lr, mt->lr);
+    jnum(gn, sizeof gn, mt->grad_norm);
+    jnum(tps, sizeof tps, mt->tokens_per_s);
+    jnum(ep, sizeof ep, mt->epoch);
+    int ok = fprintf(f, "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
+                     "\"tokens_per_s\": %s, \"epoch\": %s}\n", (long long)mt->step, loss, lr, gn,
+                     (long long)mt->tokens, tps, ep) > 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        lt_status st = lt_error(LT_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        free(path);
+        return st;
+    }
+    free(path);
+    char *svg = lt_path_join(tr->output_dir, "loss.svg");
+    if (!svg) return lt_error(LT_ERR_OUT_OF_MEMORY, "svg path");
+    lt_status st = lt_report_svg(svg, tr->hist_step, tr->hist_loss, tr->hist_n);
+    free(svg);
+    return st;
+}

@@ -1,0 +1,329 @@
+/* trainer.c - the step-driven training loop: data order and cursor, gradient accumulation with
+ * the window-wide token count (transformers >= 5.17: sum of CE over the window / shifted labels
+ * in the window), global-norm clipping, AdamW (torch) or 8-bit AdamW (bitsandbytes), the
+ * schedule, metrics, the step callback, evaluation. Checkpoints are in checkpoint.c. */
+#include "train/trainer_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- tensors and optimizer state ---- */
+
+static void free_state(lt_backend *be, lt_opt_tensor *t) {
+    void *bufs[] = {t->m, t->v, t->s1, t->s2, t->a1, t->a2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops.free(be, bufs[i]);
+    t->m = t->v = t->a1 = t->a2 = NULL;
+    t->s1 = t->s2 = NULL;
+}
+
+lt_status lt_trainer_bind_tensors(lt_trainer *tr) {
+    lt_model *m = tr->m;
+    lt_backend *be = m->be;
+    int n = 0;
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int p = 0; p < LT_PROJ_COUNT; p++)
+            if (m->layers[l].lora[p].A) n += 2;
+    if (n == 0) return lt_error(LT_ERR_STATE, "the model's LoRA adapter has no tensors: attach one with "
+                                "lt_model_add_lora before creating a trainer");
+    lt_opt_tensor *t = lt_calloc((size_t)n, sizeof *t, "optimizer tensors");
+    if (!t) return LT_ERR_OUT_OF_MEMORY;
+    tr->t = t;
+    tr->n_tensors = n;
+    int k = 0;
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int p = 0; p < LT_PROJ_COUNT; p++) {
+            lt_lora_tensor *lt = &m->layers[l].lora[p];
+            if (!lt->A) continue;
+            for (int b = 0; b < 2; b++, k++) {
+                lt_opt_tensor *o = &t[k];
+                o->layer = l; o->proj = p; o->is_b = b;
+                o->n = b ? lt->out * lt->r : lt->r * lt->in;
+                o->p = b ? lt->B : lt->A;
+                o->g = b ? lt->dB : lt->dA;
+                if (!o->g)
+                    return lt_error(LT_ERR_STATE, "layer %d %s lora_%c has no gradient buffer (an adapter loaded "
+                                    "for inference?)", l, lt_proj_names[p], b ? 'B' : 'A');
+                o->is8bit = tr->p.optimizer == LT_OPTIM_ADAMW_8BIT && o->n >= LT_BNB_MIN_8BIT_SIZE;
+                size_t nb = (size_t)((o->n + LT_BNB_BLOCK - 1) / LT_BNB_BLOCK);
+                lt_status st;
+                if (o->is8bit) {
+                    st = be->ops.alloc(be, (size_t)o->n, (void **)&o->s1);
+                    if (st == LT_OK) st = be->ops.alloc(be, (size_t)o->n, (void **)&o->s2);
+                    if (st == LT_OK) st = be->ops.alloc(be, nb * 4, (void **)&o->a1);
+                    if (st == LT_OK) st = be->ops.alloc(be, nb * 4, (void **)&o->a2);
+                } else {
+                    st = be->ops.alloc(be, (size_t)o->n * 4, (void **)&o->m);
+                    if (st == LT_OK) st = be->ops.alloc(be, (size_t)o->n * 4, (void **)&o->v);
+                }
+                if (st != LT_OK) return lt_error_wrap(st, "allocating the optimizer state");
+            }
+        }
+    return LT_OK;
+}
+
+void lt_trainer_shuffle(lt_trainer *tr) {
+    lt_dataset_permutation(tr->n_records, tr->p.seed, tr->epoch, tr->perm);
+}
+
+/* ---- create / free ---- */
+
+LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_params *params, lt_trainer **out) {
+    LT_CHECK_ARG(model && ds && out, "lt_trainer_new: model, dataset and out must not be NULL");
+    *out = NULL;
+    lt_train_params p;
+    lt_train_params_init(&p);
+    if (params) {
+        LT_CHECK_ARG(params->struct_size >= offsetof(lt_train_params, rank),
+                     "lt_train_params.struct_size is %u: call lt_train_params_init first", params->struct_size);
+        memcpy(&p, params, params->struct_size < sizeof p ? params->struct_size : sizeof p);
+        p.struct_size = sizeof p;
+    }
+    LT_CHECK_ARG(p.batch_size >= 1, "batch_size must be >= 1 (got %d)", p.batch_size);
+    LT_CHECK_ARG(p.grad_accum >= 1, "grad_accum must be >= 1 (got %d)", p.grad_accum);
+    LT_CHECK_ARG(p.lr >= 0 && isfinite(p.lr), "lr must be a finite number >= 0 (got %g)", p.lr);
+    LT_CHECK_ARG(p.max_steps > 0 || p.epochs > 0, "set max_steps > 0 or epochs > 0 (got %d and %g)", p.max_steps,
+                 p.epochs);
+    LT_CHECK_ARG(p.scheduler >= LT_SCHED_LINEAR && p.scheduler <= LT_SCHED_CONSTANT, "unknown scheduler %d",
+                 p.scheduler);
+    LT_CHECK_ARG(p.optimizer == LT_OPTIM_ADAMW || p.optimizer == LT_OPTIM_ADAMW_8BIT, "unknown optimizer %d",
+                 p.optimizer);
+    LT_CHECK_ARG(p.adam_beta1 >= 0 && p.adam_beta1 < 1 && p.adam_beta2 >= 0 && p.adam_beta2 < 1,
+                 "adam betas must be in [0, 1) (got %g, %g)", p.adam_beta1, p.adam_beta2);
+    LT_CHECK_ARG(p.log_every >= 0 && p.save_every >= 0, "log_every and save_every must be >= 0");
+    if (p.world_size > 1)
+        return lt_error(LT_ERR_UNSUPPORTED, "world_size %d: data-parallel training runs on the CUDA backend with "
+                        "NCCL, which this trainer does not drive yet; train on one device (world_size 1)",
+                        p.world_size);
+    if (!model->has_lora)
+        return lt_error(LT_ERR_STATE, "the model has no LoRA adapter: call lt_model_add_lora (or "
+                        "lt_model_load_adapter) before lt_trainer_new");
+    if (!model->lora_enabled)
+        return lt_error(LT_ERR_STATE, "the model's LoRA branch is disabled: call lt_model_set_lora_enabled(model, 1)");
+    size_t n = lt_dataset_size(ds);
+    if (n == 0) return lt_error(LT_ERR_DATA, "the dataset has no training records");
+
+    lt_trainer *tr = lt_calloc(1, sizeof *tr, "trainer");
+    if (!tr) return LT_ERR_OUT_OF_MEMORY;
+    tr->m = model;
+    tr->ds = ds;
+    tr->p = p;
+    tr->n_records = n;
+    if (p.max_steps > 0) {
+        tr->max_steps = p.max_steps;
+    } else { /* transformers: len(dataloader) // accum update steps per epoch (at least 1) */
+        int64_t batches = (int64_t)((n + (size_t)p.batch_size - 1) / (size_t)p.batch_size);
+        int64_t per_epoch = batches / p.grad_accum;
+        if (per_epoch < 1) per_epoch = 1;
+        tr->max_steps = (int64_t)ceil(p.epochs * (double)per_epoch);
+    }
+    tr->warmup = p.warmup_steps >= 0 ? p.warmup_steps : (int64_t)ceil((double)tr->max_steps * p.warmup_ratio);
+    lt_status st = LT_OK;
+    tr->perm = lt_malloc(n * sizeof(size_t), "data order");
+    tr->batches = lt_calloc((size_t)p.grad_accum, sizeof(lt_batch), "micro-batches");
+    if (!tr->perm || !tr->batches) st = LT_ERR_OUT_OF_MEMORY;
+    if (st == LT_OK && p.output_dir) {
+        tr->output_dir = lt_strdup(p.output_dir);
+        if (!tr->output_dir) st = LT_ERR_OUT_OF_MEMORY;
+        else st = lt_mkdirs(p.output_dir);
+    }
+    tr->p.output_dir = tr->output_dir;
+    if (st == LT_OK) st = lt_trainer_bind_tensors(tr);
+    if (st == LT_OK) {
+        lt_dataset_stats ds_stats;
+        memset(&ds_stats, 0, sizeof ds_stats);
+        ds_stats.struct_size = sizeof ds_stats;
+        int64_t max_len = 0;
+        if (lt_dataset_get_stats(ds, &ds_stats) == LT_OK) max_len = ds_stats.max_len;
+        if (max_len > 0)
+            st = lt_graph_reserve(model, (int64_t)p.batch_size * max_len,
+                                  p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
+    }
+    if (st != LT_OK) {
+        lt_trainer_free(tr);
+        return st;
+    }
+    lt_trainer_shuffle(tr);
+    tr->t_start = lt_time_s();
+    tr->log_fresh = 1;
+    *out = tr;
+    return LT_OK;
+}
+
+LT_API void lt_trainer_free(lt_trainer *tr) {
+    if (!tr) return;
+    for (int i = 0; tr->t && i < tr->n_tensors; i++) free_state(tr->m->be, &tr->t[i]);
+    free(tr->t);
+    for (int a = 0; tr->batches && a < tr->p.grad_accum; a++) lt_batch_free(&tr->batches[a]);
+    free(tr->batches);
+    free(tr->perm);
+    free(tr->hist_step);
+    free(tr->hist_loss);
+    free(tr->output_dir);
+    free(tr);
+}
+
+/* ---- one step ---- */
+
+/* The next micro-batch's records: up to batch_size from the current epoch's order (the last
+ * micro-batch of an epoch may be short, as a DataLoader without drop_last). */
+static int next_records(lt_trainer *tr, size_t *idx) {
+    if (tr->cursor >= tr->n_records) {
+        tr->epoch++;
+        tr->cursor = 0;
+        lt_trainer_shuffle(tr);
+    }
+    size_t left = tr->n_records - tr->cursor, k = left < (size_t)tr->p.batch_size ? left : (size_t)tr->p.batch_size;
+    memcpy(idx, tr->perm + tr->cursor, k * sizeof(size_t));
+    tr->cursor += k;
+    tr->records_seen += (int64_t)k;
+    return (int)k;
+}
+
+static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_t t) {
+    lt_backend *be = tr->m->be;
+    float b1 = (float)tr->p.adam_beta1, b2 = (float)tr->p.adam_beta2, eps = (float)tr->p.adam_eps;
+    float wd = (float)tr->p.weight_decay;
+    if (o->is8bit)
+        return be->ops.adamw8bit(be, o->p, o->g, o->s1, o->s2, o->a1, o->a2, o->n, lr, b1, b2, eps, wd, t);
+    if (tr->p.optimizer == LT_OPTIM_ADAMW) return be->ops.adamw(be, o->p, o->g, o->m, o->v, o->n, lr, b1, b2, eps, wd, t);
+    /* bitsandbytes' exact 32-bit Adam for small tensors: the Adam step, then p *= 1 - lr*wd */
+    LT_TRY(be->ops.adamw(be, o->p, o->g, o->m, o->v, o->n, lr, b1, b2, eps, 0.0f, t));
+    if (wd > 0) LT_TRY(be->ops.scale(be, o->p, o->n, 1.0f - lr * wd));
+    return LT_OK;
+}
+
+LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
+    LT_CHECK_ARG(tr, "lt_trainer_step: trainer is NULL");
+    if (tr->step >= tr->max_steps) return LT_DONE;
+    lt_model *m = tr->m;
+    lt_backend *be = m->be;
+    double t0 = lt_time_s();
+    int A = tr->p.grad_accum;
+    size_t *idx = lt_malloc((size_t)tr->p.batch_size * sizeof(size_t), "batch indices");
+    if (!idx) return LT_ERR_OUT_OF_MEMORY;
+    /* the whole window first: its label count normalises every micro-batch */
+    int64_t items = 0, tokens = 0;
+    for (int a = 0; a < A; a++) {
+        int k = next_records(tr, idx);
+        lt_status st = lt_batch_from_dataset(&tr->batches[a], tr->ds, idx, k, 0);
+        if (st != LT_OK) { free(idx); return lt_error_wrap(st, "step %lld: packing micro-batch %d", (long long)tr->step + 1, a); }
+        items += tr->batches[a].n_targets;
+        tokens += tr->batches[a].n_tokens;
+    }
+    free(idx);
+    if (items == 0)
+        LT_LOGW("step %lld: no labelled tokens in the window; the step only applies weight decay",
+                (long long)tr->step + 1);
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->t[i].g, (size_t)tr->t[i].n * 4));
+    double loss_sum = 0;
+    float grad_scale = items > 0 ? (float)(1.0 / (double)items) : 0.0f;
+    for (int a = 0; a < A; a++) {
+        lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1};
+        tr->micro_index++;
+        LT_TRY(lt_graph_forward_backward(m, &tr->batches[a], grad_scale, &pass, &loss_sum));
+    }
+    /* global norm before clipping; clip when the coefficient is below 1 */
+    double sumsq = 0;
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, &sumsq));
+    double norm = sqrt(sumsq);
+    if (tr->p.max_grad_norm > 0) {
+        double coef = tr->p.max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)coef));
+    }
+    double lr = tr->p.lr * lt_schedule_lambda(tr->p.scheduler, tr->step, tr->warmup, tr->max_steps);
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(apply_update(tr, &tr->t[i], (float)lr, tr->step + 1));
+    LT_TRY(be->ops.sync(be));
+    tr->step++;
+    double dt = lt_time_s() - t0;
+    tr->total_tokens += tokens;
+
+    lt_metrics mt;
+    memset(&mt, 0, sizeof mt);
+    mt.struct_size = sizeof mt;
+    mt.step = tr->step;
+    mt.max_steps = tr->max_steps;
+    mt.epoch = (double)tr->records_seen / (double)tr->n_records;
+    mt.loss = items > 0 ? loss_sum / (double)items : 0.0;
+    mt.lr = lr;
+    mt.grad_norm = norm;
+    mt.tokens = tokens;
+    mt.total_tokens = tr->total_tokens;
+    mt.tokens_per_s = dt > 0 ? (double)tokens / dt : 0;
+    mt.elapsed_s = tr->elapsed_before + (lt_time_s() - tr->t_start);
+    if (be->ops.memory) {
+        uint64_t in_use = 0, peak = 0;
+        be->ops.memory(be, &in_use, &peak);
+        mt.peak_memory = peak;
+    }
+    if (metrics) {
+        uint32_t sz = metrics->struct_size && metrics->struct_size < sizeof mt ? metrics->struct_size : sizeof mt;
+        memcpy(metrics, &mt, sz);
+        metrics->struct_size = sz;
+    }
+    /* the logged loss is the mean of the step losses since the last log (transformers) */
+    tr->log_loss_sum += mt.loss;
+    tr->log_n++;
+    int log_now = tr->p.log_every > 0 && (tr->step % tr->p.log_every == 0 || tr->step == tr->max_steps);
+    if (log_now) {
+        double logged = tr->log_loss_sum / (double)tr->log_n;
+        tr->log_loss_sum = 0;
+        tr->log_n = 0;
+        LT_LOGI("step %lld/%lld loss %.4f lr %.3g grad_norm %.4f tok/s %.0f", (long long)mt.step,
+                (long long)mt.max_steps, logged, mt.lr, mt.grad_norm, mt.tokens_per_s);
+        LT_TRY(lt_report_log(tr, &mt, logged));
+    }
+    if (tr->output_dir && tr->p.save_every > 0 && tr->step % tr->p.save_every == 0) {
+        char name[64];
+        snprintf(name, sizeof name, "checkpoint-%lld", (long long)tr->step);
+        char *dir = lt_path_join(tr->output_dir, name);
+        if (!dir) return lt_error(LT_ERR_OUT_OF_MEMORY, "checkpoint path");
+        lt_status st = lt_trainer_save_checkpoint(tr, dir);
+        free(dir);
+        LT_TRY(st);
+    }
+    if (tr->p.on_step && tr->p.on_step(&mt, tr->p.user_data) != 0) return LT_STOPPED;
+    return LT_OK;
+}
+
+LT_API lt_status lt_trainer_run(lt_trainer *tr) {
+    LT_CHECK_ARG(tr, "lt_trainer_run: trainer is NULL");
+    for (;;) {
+        lt_status st = lt_trainer_step(tr, NULL);
+        if (st == LT_OK) continue;
+        return st == LT_DONE ? LT_OK : st;
+    }
+}
+
+LT_API lt_status lt_trainer_evaluate(lt_trainer *tr, double *loss) {
+    LT_CHECK_ARG(tr && loss, "lt_trainer_evaluate: trainer and loss must not be NULL");
+    size_t n = lt_dataset_eval_size(tr->ds);
+    if (n == 0) return lt_error(LT_ERR_STATE, "the dataset holds no evaluation records: set eval_fraction > 0 in "
+                                "lt_dataset_params");
+    size_t bs = (size_t)tr->p.batch_size;
+    size_t *idx = lt_malloc(bs * sizeof(size_t), "eval indices");
+    if (!idx) return LT_ERR_OUT_OF_MEMORY;
+    lt_batch b;
+    memset(&b, 0, sizeof b);
+    double sum = 0;
+    int64_t items = 0;
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < n && st == LT_OK; i += bs) {
+        size_t k = n - i < bs ? n - i : bs;
+        for (size_t j = 0; j < k; j++) idx[j] = i + j;
+        st = lt_batch_from_dataset(&b, tr->ds, idx, (int)k, 1);
+        if (st == LT_OK && b.n_targets > 0) {
+            st = lt_graph_loss(tr->m, &b, &sum);
+            items += b.n_targets;
+        }
+    }
+    lt_batch_free(&b);
+    free(idx);
+    LT_TRY(st);
+    if (items == 0) return lt_error(LT_ERR_DATA, "the evaluation records carry no labelled tokens");
+    *loss = sum / (double)items;
+    return LT_OK;
+}

@@ -1,0 +1,70 @@
+/* trainer_impl.h - the internal lt_trainer shared by the trainer files: the step loop
+ * (trainer.c), the schedule (schedule.c), checkpoints (checkpoint.c) and the output folder's
+ * log.jsonl / loss.svg (report.c). */
+#ifndef LT_TRAINER_IMPL_H
+#define LT_TRAINER_IMPL_H
+#include "core/core.h"
+#include "model/graph.h"
+#include "data/dataset.h"
+
+/* One trainable tensor (a lora_A or lora_B) and its optimizer state. */
+typedef struct lt_opt_tensor {
+    int layer, proj, is_b;     /* which tensor: layer, LT_PROJ_*, 0 = lora_A, 1 = lora_B */
+    int64_t n;                 /* elements */
+    float *p, *g;              /* backend f32 (n): the weight and its gradient (owned by the model) */
+    int is8bit;                /* bnb: n >= 4096 keeps 8-bit state, smaller tensors exact fp32 */
+    float *m, *v;              /* backend f32 (n) (fp32 state) */
+    uint8_t *s1, *s2;          /* backend u8 (n) (8-bit state) */
+    float *a1, *a2;            /* backend f32 (ceil(n/256)) (8-bit absmax) */
+} lt_opt_tensor;
+
+#define LT_BNB_MIN_8BIT_SIZE 4096
+#define LT_BNB_BLOCK 256
+
+struct lt_trainer {
+    lt_model *m;
+    lt_dataset *ds;
+    lt_train_params p;
+    char *output_dir;          /* owned copy of p.output_dir (NULL = none) */
+    /* schedule */
+    int64_t max_steps;         /* T */
+    int64_t warmup;            /* W */
+    int64_t step;              /* optimizer steps done */
+    /* data cursor: position `cursor` in the permutation of epoch `epoch` */
+    size_t n_records;
+    size_t *perm;              /* [n_records] order of `epoch` */
+    int64_t epoch;
+    size_t cursor;
+    int64_t micro_index;       /* micro-batches run so far (the dropout stream base) */
+    int64_t records_seen;
+    /* optimizer */
+    int n_tensors;
+    lt_opt_tensor *t;
+    /* micro-batches of one window */
+    lt_batch *batches;         /* [grad_accum] */
+    /* progress */
+    double t_start;
+    double elapsed_before;     /* seconds trained before a resume */
+    int64_t total_tokens;
+    double log_loss_sum;       /* step losses since the last log */
+    int64_t log_n;
+    /* loss history for loss.svg (logged points) */
+    int64_t *hist_step;
+    double *hist_loss;
+    size_t hist_n, hist_cap;
+    int log_fresh;             /* the first log row of a fresh (not resumed) run truncates log.jsonl */
+};
+
+/* base_lr multiplier for 0-based scheduler step s (transformers' lr_lambda). */
+double lt_schedule_lambda(int32_t scheduler, int64_t s, int64_t warmup, int64_t total);
+
+/* Rebuilds tr->t (the tensor list) from the model's attached LoRA, allocating optimizer state. */
+lt_status lt_trainer_bind_tensors(lt_trainer *tr);
+/* Writes the permutation of tr->epoch into tr->perm. */
+void lt_trainer_shuffle(lt_trainer *tr);
+
+/* log.jsonl row + loss.svg (report.c). */
+lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss);
+/* Writes the SVG line chart of (steps, losses) to path, atomically. */
+lt_status lt_report_svg(const char *path, const int64_t *steps, const double *losses, size_t n);
+#endif

@@ -1,0 +1,517 @@
+/* test_cuda_ops.c - every op of the CUDA backend against the CPU fp32 reference backend on fresh
+ * random inputs: f32 ops to 1e-5 relative (optimizer ops bit for bit), 16-bit ops within bf16 /
+ * fp16 tolerance (1e-2), NF4 quantization bit-identical to lib/backend/cpu/nf4_ref.c with exact
+ * dequantization, 8-bit AdamW states and parameters equal to lt_adamw8bit_ref, attention on
+ * both kernel paths (tensor cores and portable) with packed sequences, and the error paths
+ * (out of memory). Exits 77 where no GPU is visible. Argument: a seed (default: time). */
+#include "lt_test.h"
+#include "backend/backend.h"
+#include "backend/nf4.h"
+#include "backend/adam8bit.h"
+#include "core/core.h"
+#include "../../cuda/cuda_test.h"
+#include <stdint.h>
+#include <time.h>
+
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(void) { /* xorshift64*, uniform in [-1, 1) */
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (float)((rng_state * 2685821657736338717ull) >> 40) / 8388608.0f - 1.0f;
+}
+static float *rnd(int64_t n, float scale) {
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
+    return x;
+}
+
+typedef struct ctx {
+    lt_backend *cpu, *gpu;
+    int dt; /* the GPU's act dtype */
+    const char *tag;
+} ctx;
+
+/* rounds to the GPU's act dtype so that both backends see the same inputs */
+static void round_act(ctx *c, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = c->dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x[i])) : lt_f16_to_f32(lt_f32_to_f16(x[i]));
+}
+
+/* ---- buffers on each backend ---- */
+static void *c_buf(ctx *c, const float *h, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(c->cpu->ops.alloc(c->cpu, (size_t)n * 4, &p));
+    if (h) memcpy(p, h, (size_t)n * 4);
+    return p;
+}
+static void *g_f32(ctx *c, const float *h, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n * 4, &p));
+    if (h) CHECK_OK(c->gpu->ops.upload(c->gpu, p, h, (size_t)n * 4));
+    return p;
+}
+static void *g_i32(ctx *c, const int32_t *h, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n * 4, &p));
+    CHECK_OK(c->gpu->ops.upload(c->gpu, p, h, (size_t)n * 4));
+    return p;
+}
+static void *g_act(ctx *c, const float *h, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n * 2, &p));
+    if (h) {
+        float *t = g_f32(c, h, n);
+        CHECK_OK(c->gpu->ops.to_act(c->gpu, p, t, n));
+        c->gpu->ops.free(c->gpu, t);
+    }
+    return p;
+}
+static float *g_read_act(ctx *c, const void *d, int64_t n) {
+    float *t = g_f32(c, NULL, n), *h = malloc((size_t)n * 4);
+    CHECK_OK(c->gpu->ops.from_act(c->gpu, t, d, n));
+    CHECK_OK(c->gpu->ops.download(c->gpu, h, t, (size_t)n * 4));
+    c->gpu->ops.free(c->gpu, t);
+    return h;
+}
+static float *g_read_f32(ctx *c, const void *d, int64_t n) {
+    float *h = malloc((size_t)n * 4);
+    CHECK_OK(c->gpu->ops.download(c->gpu, h, d, (size_t)n * 4));
+    return h;
+}
+
+static double compare(ctx *c, const char *what, const float *gpu, const float *cpu, int64_t n, double tol) {
+    double e = lt_rel_err(gpu, cpu, (size_t)n);
+    CHECK_MSG(e <= tol, "[%s] %s: relative error %.3g > %.3g", c->tag, what, e, tol);
+    printf("  [%s] %-28s rel err %.3g\n", c->tag, what, e);
+    return e;
+}
+
+#define TOL16(c) ((c)->dt == LT_DTYPE_BF16 ? 1e-2 : 4e-3)
+
+/* ---- NF4 ---- */
+static void test_nf4(ctx *c, int64_t rows, int64_t cols, int dq, int src_dt) {
+    const int64_t n = rows * cols, nb = (n + 63) / 64, nn = (nb + 255) / 256;
+    float *x = rnd(n, 0.05f);
+    uint16_t *x16 = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        if (i % 997 == 5) x[i] *= 40.0f; /* outliers */
+        x16[i] = src_dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(x[i]) : lt_f32_to_f16(x[i]);
+        if (src_dt != LT_DTYPE_F32) x[i] = src_dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(x16[i]) : lt_f16_to_f32(x16[i]);
+    }
+    if (n >= 128) for (int64_t i = 64; i < 128; i++) { x[i] = 0.0f; x16[i] = 0; } /* an all-zero block */
+    lt_weight_desc d = {0};
+    d.host = src_dt == LT_DTYPE_F32 ? (const void *)x : (const void *)x16;
+    d.dtype = src_dt; d.rows = rows; d.cols = cols; d.quant = LT_QUANT_NF4; d.double_quant = dq;
+    lt_bweight *w = NULL;
+    CHECK_OK(c->gpu->ops.weight_create(c->gpu, &d, &w));
+    if (!w) return;
+    /* reference */
+    uint8_t *rp = malloc((size_t)(n + 1) / 2), *gp = malloc((size_t)(n + 1) / 2);
+    float *ra = malloc((size_t)nb * 4), *ga = malloc((size_t)nb * 4);
+    uint8_t *rq = malloc((size_t)nb), *gq = malloc((size_t)nb);
+    float *rn = malloc((size_t)nn * 4), *gn = malloc((size_t)nn * 4), roff = 0, goff = 0;
+    lt_nf4_quantize_ref(x, n, 64, rp, ra);
+    int gdq = -1;
+    CHECK_OK(lt_cuda_weight_nf4_state(c->gpu, w, gp, ga, gq, gn, &goff, &gdq));
+    CHECK(gdq == dq);
+    CHECK_MSG(memcmp(rp, gp, (size_t)(n + 1) / 2) == 0, "NF4 packed bytes differ (%lldx%lld dq=%d)", (long long)rows,
+              (long long)cols, dq);
+    if (dq) {
+        lt_nf4_double_quant_ref(ra, nb, rq, rn, &roff);
+        CHECK_MSG(memcmp(rq, gq, (size_t)nb) == 0, "NF4 absmax codes differ");
+        CHECK_MSG(memcmp(rn, gn, (size_t)nn * 4) == 0, "NF4 nested absmax differs");
+        CHECK_MSG(memcmp(&roff, &goff, 4) == 0, "NF4 offset differs: %.9g vs %.9g", goff, roff);
+        lt_nf4_double_dequant_ref(rq, rn, NULL, roff, nb, ra);
+    } else {
+        CHECK_MSG(memcmp(ra, ga, (size_t)nb * 4) == 0, "NF4 absmax differs");
+    }
+    float *ref = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+    lt_nf4_dequantize_ref(rp, ra, n, 64, NULL, ref);
+    CHECK_OK(c->gpu->ops.weight_read(c->gpu, w, got));
+    CHECK_MSG(memcmp(ref, got, (size_t)n * 4) == 0, "NF4 dequantization is not exact (%lldx%lld dq=%d)",
+              (long long)rows, (long long)cols, dq);
+    /* the same state loaded as a pre-quantized bitsandbytes tensor */
+    lt_weight_desc p = {0};
+    p.dtype = LT_DTYPE_BF16; p.rows = rows; p.cols = cols; p.quant = LT_QUANT_NF4; p.double_quant = dq;
+    p.nf4_packed = rp;
+    if (dq) { p.absmax_u8 = rq; p.nested_absmax = rn; p.nested_offset = roff; }
+    else p.absmax_f32 = ra;
+    lt_bweight *w2 = NULL;
+    CHECK_OK(c->gpu->ops.weight_create(c->gpu, &p, &w2));
+    if (w2) {
+        CHECK_OK(c->gpu->ops.weight_read(c->gpu, w2, got));
+        CHECK_MSG(memcmp(ref, got, (size_t)n * 4) == 0, "pre-quantized NF4 does not dequantize exactly");
+        c->gpu->ops.weight_free(c->gpu, w2);
+    }
+    printf("  [%s] nf4 %lldx%lld dq=%d src=%d: bit-identical\n", c->tag, (long long)rows, (long long)cols, dq, src_dt);
+    c->gpu->ops.weight_free(c->gpu, w);
+    free(x); free(x16); free(rp); free(gp); free(ra); free(ga); free(rq); free(gq); free(rn); free(gn);
+    free(ref); free(got);
+}
+
+/* a weight on both backends from the same bf16 values */
+static void make_weights(ctx *c, int64_t rows, int64_t cols, int quant, lt_bweight **cw, lt_bweight **gw, float sc) {
+    float *x = rnd(rows * cols, sc);
+    uint16_t *x16 = malloc((size_t)(rows * cols) * 2);
+    for (int64_t i = 0; i < rows * cols; i++) x16[i] = lt_f32_to_bf16(x[i]);
+    lt_weight_desc d = {0};
+    d.host = x16; d.dtype = LT_DTYPE_BF16; d.rows = rows; d.cols = cols; d.quant = quant; d.double_quant = 1;
+    CHECK_OK(c->cpu->ops.weight_create(c->cpu, &d, cw));
+    CHECK_OK(c->gpu->ops.weight_create(c->gpu, &d, gw));
+    free(x); free(x16);
+}
+
+static void test_linear(ctx *c, int quant) {
+    const int64_t N = 77, C = 192, OC = 320;
+    lt_bweight *cw = NULL, *gw = NULL;
+    make_weights(c, OC, C, quant, &cw, &gw, 0.1f);
+    float *x = rnd(N * C, 1.0f), *bias = rnd(OC, 0.5f), *dy = rnd(N * OC, 1.0f), *d0 = rnd(N * C, 1.0f);
+    round_act(c, x, N * C); round_act(c, dy, N * OC); round_act(c, d0, N * C);
+    float *cx = c_buf(c, x, N * C), *cy = c_buf(c, NULL, N * OC), *cb = c_buf(c, bias, OC);
+    void *gx = g_act(c, x, N * C), *gy = g_act(c, NULL, N * OC), *gb = g_f32(c, bias, OC);
+    CHECK_OK(c->cpu->ops.linear_fwd(c->cpu, cy, cx, cw, cb, N));
+    CHECK_OK(c->gpu->ops.linear_fwd(c->gpu, gy, gx, gw, gb, N));
+    float *r = g_read_act(c, gy, N * OC);
+    compare(c, quant == LT_QUANT_NF4 ? "linear_fwd nf4+bias" : "linear_fwd 16bit+bias", r, cy, N * OC, TOL16(c));
+    free(r);
+    for (int acc = 0; acc < 2; acc++) {
+        float *cdy = c_buf(c, dy, N * OC), *cdx = c_buf(c, d0, N * C);
+        void *gdy = g_act(c, dy, N * OC), *gdx = g_act(c, d0, N * C);
+        CHECK_OK(c->cpu->ops.linear_bwd_input(c->cpu, cdx, cdy, cw, N, acc));
+        CHECK_OK(c->gpu->ops.linear_bwd_input(c->gpu, gdx, gdy, gw, N, acc));
+        r = g_read_act(c, gdx, N * C);
+        compare(c, acc ? "linear_bwd_input (+=)" : "linear_bwd_input", r, cdx, N * C, TOL16(c));
+        free(r);
+        c->cpu->ops.free(c->cpu, cdy); c->cpu->ops.free(c->cpu, cdx);
+        c->gpu->ops.free(c->gpu, gdy); c->gpu->ops.free(c->gpu, gdx);
+    }
+    c->cpu->ops.weight_free(c->cpu, cw); c->gpu->ops.weight_free(c->gpu, gw);
+    c->cpu->ops.free(c->cpu, cx); c->cpu->ops.free(c->cpu, cy); c->cpu->ops.free(c->cpu, cb);
+    c->gpu->ops.free(c->gpu, gx); c->gpu->ops.free(c->gpu, gy); c->gpu->ops.free(c->gpu, gb);
+    free(x); free(bias); free(dy); free(d0);
+}
+
+static void test_lora(ctx *c, float p) {
+    const int64_t N = 70, C = 160, OC = 96, R = 16;
+    const float scale = 2.0f;
+    const uint64_t seed = 1234, stream = 77;
+    float *x = rnd(N * C, 1.0f), *A = rnd(R * C, 0.1f), *B = rnd(OC * R, 0.1f), *base = rnd(N * OC, 1.0f);
+    float *dy = rnd(N * OC, 1.0f), *dx0 = rnd(N * C, 1.0f), *dA0 = rnd(R * C, 0.01f), *dB0 = rnd(OC * R, 0.01f);
+    round_act(c, x, N * C); round_act(c, base, N * OC); round_act(c, dy, N * OC); round_act(c, dx0, N * C);
+    float *cx = c_buf(c, x, N * C), *cA = c_buf(c, A, R * C), *cB = c_buf(c, B, OC * R), *cy = c_buf(c, base, N * OC);
+    float *cxa = c_buf(c, NULL, N * R);
+    void *gx = g_act(c, x, N * C), *gA = g_f32(c, A, R * C), *gB = g_f32(c, B, OC * R), *gy = g_act(c, base, N * OC);
+    void *gxa = g_act(c, NULL, N * R);
+    CHECK_OK(c->cpu->ops.lora_fwd(c->cpu, cy, cxa, cx, cA, cB, N, C, OC, R, scale, p, seed, stream));
+    CHECK_OK(c->gpu->ops.lora_fwd(c->gpu, gy, gxa, gx, gA, gB, N, C, OC, R, scale, p, seed, stream));
+    float *r = g_read_act(c, gy, N * OC);
+    compare(c, p > 0 ? "lora_fwd out (p=0.1)" : "lora_fwd out (p=0)", r, cy, N * OC, TOL16(c));
+    free(r);
+    r = g_read_act(c, gxa, N * R);
+    compare(c, "lora_fwd xa", r, cxa, N * R, TOL16(c));
+    free(r);
+    float *cdA = c_buf(c, dA0, R * C), *cdB = c_buf(c, dB0, OC * R), *cdx = c_buf(c, dx0, N * C), *cdy = c_buf(c, dy, N * OC);
+    void *gdA = g_f32(c, dA0, R * C), *gdB = g_f32(c, dB0, OC * R), *gdx = g_act(c, dx0, N * C), *gdy = g_act(c, dy, N * OC);
+    CHECK_OK(c->cpu->ops.lora_bwd(c->cpu, cdA, cdB, cdx, cdy, cx, cxa, cA, cB, N, C, OC, R, scale, p, seed, stream));
+    CHECK_OK(c->gpu->ops.lora_bwd(c->gpu, gdA, gdB, gdx, gdy, gx, gxa, gA, gB, N, C, OC, R, scale, p, seed, stream));
+    r = g_read_f32(c, gdA, R * C); compare(c, "lora_bwd dA (+=)", r, cdA, R * C, TOL16(c)); free(r);
+    r = g_read_f32(c, gdB, OC * R); compare(c, "lora_bwd dB (+=)", r, cdB, OC * R, TOL16(c)); free(r);
+    r = g_read_act(c, gdx, N * C); compare(c, "lora_bwd dinp (+=)", r, cdx, N * C, TOL16(c)); free(r);
+    void *cb[] = {cx, cA, cB, cy, cxa, cdA, cdB, cdx, cdy}, *gb[] = {gx, gA, gB, gy, gxa, gdA, gdB, gdx, gdy};
+    for (int i = 0; i < 9; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
+    free(x); free(A); free(B); free(base); free(dy); free(dx0); free(dA0); free(dB0);
+}
+
+static void test_layers(ctx *c) {
+    const int64_t N = 37, C = 1536, H = 6, HD = 64, V = 500;
+    /* rmsnorm */
+    float *x = rnd(N * C, 2.0f), *w = rnd(C, 1.0f), *dy = rnd(N * C, 1.0f), *d0 = rnd(N * C, 1.0f);
+    round_act(c, x, N * C); round_act(c, dy, N * C); round_act(c, d0, N * C);
+    float *cx = c_buf(c, x, N * C), *cw = c_buf(c, w, C), *cy = c_buf(c, NULL, N * C), *cr = c_buf(c, NULL, N);
+    void *gx = g_act(c, x, N * C), *gw = g_f32(c, w, C), *gy = g_act(c, NULL, N * C), *gr = g_f32(c, NULL, N);
+    CHECK_OK(c->cpu->ops.rmsnorm_fwd(c->cpu, cy, cr, cx, cw, N, C, 1e-6f));
+    CHECK_OK(c->gpu->ops.rmsnorm_fwd(c->gpu, gy, gr, gx, gw, N, C, 1e-6f));
+    float *r = g_read_act(c, gy, N * C); compare(c, "rmsnorm_fwd", r, cy, N * C, TOL16(c)); free(r);
+    r = g_read_f32(c, gr, N); compare(c, "rmsnorm_fwd rstd (f32)", r, cr, N, 1e-5); free(r);
+    float *cdy = c_buf(c, dy, N * C), *cdx = c_buf(c, d0, N * C);
+    void *gdy = g_act(c, dy, N * C), *gdx = g_act(c, d0, N * C);
+    CHECK_OK(c->cpu->ops.rmsnorm_bwd(c->cpu, cdx, cdy, cx, cw, cr, N, C));
+    CHECK_OK(c->gpu->ops.rmsnorm_bwd(c->gpu, gdx, gdy, gx, gw, gr, N, C));
+    r = g_read_act(c, gdx, N * C); compare(c, "rmsnorm_bwd (+=)", r, cdx, N * C, TOL16(c)); free(r);
+    /* rope fwd then bwd on (N, H, HD) */
+    int32_t pos[37];
+    for (int i = 0; i < N; i++) pos[i] = i * 53 % 2000;
+    void *gpos = g_i32(c, pos, N);
+    int32_t *cpos = c_buf(c, (float *)pos, N);
+    memcpy(cpos, pos, sizeof pos);
+    float *cq = c_buf(c, x, N * H * HD);
+    void *gq = g_act(c, x, N * H * HD);
+    CHECK_OK(c->cpu->ops.rope_fwd(c->cpu, cq, cpos, N, H, HD, 1e6f));
+    CHECK_OK(c->gpu->ops.rope_fwd(c->gpu, gq, gpos, N, H, HD, 1e6f));
+    r = g_read_act(c, gq, N * H * HD); compare(c, "rope_fwd", r, cq, N * H * HD, TOL16(c)); free(r);
+    CHECK_OK(c->cpu->ops.rope_bwd(c->cpu, cq, cpos, N, H, HD, 1e6f));
+    CHECK_OK(c->gpu->ops.rope_bwd(c->gpu, gq, gpos, N, H, HD, 1e6f));
+    r = g_read_act(c, gq, N * H * HD); compare(c, "rope_bwd", r, cq, N * H * HD, TOL16(c)); free(r);
+    /* swiglu, add */
+    const int64_t n = N * C;
+    float *cu = c_buf(c, d0, n), *cg = c_buf(c, x, n), *co = c_buf(c, NULL, n);
+    void *gu = g_act(c, d0, n), *gg = g_act(c, x, n), *go = g_act(c, NULL, n);
+    CHECK_OK(c->cpu->ops.swiglu_fwd(c->cpu, co, cg, cu, n));
+    CHECK_OK(c->gpu->ops.swiglu_fwd(c->gpu, go, gg, gu, n));
+    r = g_read_act(c, go, n); compare(c, "swiglu_fwd", r, co, n, TOL16(c)); free(r);
+    float *cdg = c_buf(c, NULL, n), *cdu = c_buf(c, NULL, n);
+    void *gdg = g_act(c, NULL, n), *gdu = g_act(c, NULL, n);
+    CHECK_OK(c->cpu->ops.swiglu_bwd(c->cpu, cdg, cdu, cdy, cg, cu, n));
+    CHECK_OK(c->gpu->ops.swiglu_bwd(c->gpu, gdg, gdu, gdy, gg, gu, n));
+    r = g_read_act(c, gdg, n); compare(c, "swiglu_bwd dgate", r, cdg, n, TOL16(c)); free(r);
+    r = g_read_act(c, gdu, n); compare(c, "swiglu_bwd dup", r, cdu, n, TOL16(c)); free(r);
+    CHECK_OK(c->cpu->ops.add(c->cpu, co, cg, cu, n));
+    CHECK_OK(c->gpu->ops.add(c->gpu, go, gg, gu, n));
+    r = g_read_act(c, go, n); compare(c, "add", r, co, n, TOL16(c)); free(r);
+    /* embedding (16-bit table) */
+    lt_bweight *ctab = NULL, *gtab = NULL;
+    make_weights(c, V, C, LT_QUANT_NONE, &ctab, &gtab, 1.0f);
+    int32_t ids[37];
+    for (int i = 0; i < N; i++) ids[i] = (i * 131 + 7) % V;
+    void *gids = g_i32(c, ids, N);
+    int32_t *cids = c_buf(c, NULL, N);
+    memcpy(cids, ids, sizeof ids);
+    CHECK_OK(c->cpu->ops.embedding(c->cpu, co, cids, ctab, N, C));
+    CHECK_OK(c->gpu->ops.embedding(c->gpu, go, gids, gtab, N, C));
+    r = g_read_act(c, go, N * C); compare(c, "embedding", r, co, N * C, TOL16(c)); free(r);
+    c->cpu->ops.weight_free(c->cpu, ctab); c->gpu->ops.weight_free(c->gpu, gtab);
+    void *cb[] = {cx, cw, cy, cr, cdy, cdx, cpos, cq, cu, cg, co, cdg, cdu, cids};
+    void *gb[] = {gx, gw, gy, gr, gdy, gdx, gpos, gq, gu, gg, go, gdg, gdu, gids};
+    for (int i = 0; i < 14; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
+    free(x); free(w); free(dy); free(d0);
+}
+
+static void test_attention(ctx *c, int HD, int portable) {
+    const int NH = 6, NKV = 2, nseq = 5;
+    const int lens[5] = {37, 130, 1, 64, 200};
+    int32_t cu[6] = {0};
+    int maxlen = 0;
+    for (int i = 0; i < nseq; i++) { cu[i + 1] = cu[i] + lens[i]; if (lens[i] > maxlen) maxlen = lens[i]; }
+    const int64_t N = cu[nseq], nq = N * NH * HD, nk = N * NKV * HD;
+    lt_cuda_attention_force_portable(portable);
+    float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1.0f), *dout = rnd(nq, 1.0f);
+    round_act(c, q, nq); round_act(c, k, nk); round_act(c, v, nk); round_act(c, dout, nq);
+    float *cq = c_buf(c, q, nq), *ck = c_buf(c, k, nk), *cv = c_buf(c, v, nk), *co = c_buf(c, NULL, nq);
+    float *cl = c_buf(c, NULL, N * NH);
+    int32_t *ccu = c_buf(c, NULL, nseq + 1);
+    memcpy(ccu, cu, sizeof cu);
+    void *gq = g_act(c, q, nq), *gk = g_act(c, k, nk), *gv = g_act(c, v, nk), *go = g_act(c, NULL, nq);
+    void *gl = g_f32(c, NULL, N * NH), *gcu = g_i32(c, cu, nseq + 1);
+    CHECK_OK(c->cpu->ops.attention_fwd(c->cpu, co, cl, cq, ck, cv, ccu, nseq, maxlen, N, NH, NKV, HD));
+    CHECK_OK(c->gpu->ops.attention_fwd(c->gpu, go, gl, gq, gk, gv, gcu, nseq, maxlen, N, NH, NKV, HD));
+    char name[64];
+    snprintf(name, sizeof name, "attn_fwd HD=%d %s", HD, portable ? "portable" : "auto");
+    float *r = g_read_act(c, go, nq); compare(c, name, r, co, nq, TOL16(c)); free(r);
+    r = g_read_f32(c, gl, N * NH);
+    compare(c, "attn_fwd lse", r, cl, N * NH, 2e-3);
+    free(r);
+    /* backward with the CPU's forward output as `out` on both sides */
+    float *o16 = malloc((size_t)nq * 4);
+    memcpy(o16, co, (size_t)nq * 4);
+    round_act(c, o16, nq);
+    float *co16 = c_buf(c, o16, nq), *cdo = c_buf(c, dout, nq);
+    float *cdq = c_buf(c, NULL, nq), *cdk = c_buf(c, NULL, nk), *cdv = c_buf(c, NULL, nk);
+    void *go16 = g_act(c, o16, nq), *gdo = g_act(c, dout, nq), *gdq = g_act(c, NULL, nq), *gdk = g_act(c, NULL, nk),
+         *gdv = g_act(c, NULL, nk);
+    void *gl2 = g_f32(c, cl, N * NH);
+    CHECK_OK(c->cpu->ops.attention_bwd(c->cpu, cdq, cdk, cdv, cdo, cq, ck, cv, co16, cl, ccu, nseq, maxlen, N, NH,
+                                       NKV, HD));
+    CHECK_OK(c->gpu->ops.attention_bwd(c->gpu, gdq, gdk, gdv, gdo, gq, gk, gv, go16, gl2, gcu, nseq, maxlen, N, NH,
+                                       NKV, HD));
+    r = g_read_act(c, gdq, nq); compare(c, "attn_bwd dq", r, cdq, nq, 2 * TOL16(c)); free(r);
+    r = g_read_act(c, gdk, nk); compare(c, "attn_bwd dk", r, cdk, nk, 2 * TOL16(c)); free(r);
+    r = g_read_act(c, gdv, nk); compare(c, "attn_bwd dv", r, cdv, nk, 2 * TOL16(c)); free(r);
+    lt_cuda_attention_force_portable(0);
+    void *cb[] = {cq, ck, cv, co, cl, ccu, co16, cdo, cdq, cdk, cdv};
+    void *gb[] = {gq, gk, gv, go, gl, gcu, go16, gdo, gdq, gdk, gdv, gl2};
+    for (int i = 0; i < 11; i++) c->cpu->ops.free(c->cpu, cb[i]);
+    for (int i = 0; i < 12; i++) c->gpu->ops.free(c->gpu, gb[i]);
+    free(q); free(k); free(v); free(dout); free(o16);
+}
+
+static void test_attention_kv(ctx *c) {
+    const int NH = 4, NKV = 2, HD = 64, maxlen = 40, past = 21, n = 6;
+    const int64_t nc = (int64_t)maxlen * NKV * HD, nq = (int64_t)n * NH * HD;
+    float *kc = rnd(nc, 1.0f), *vc = rnd(nc, 1.0f), *q = rnd(nq, 1.0f);
+    round_act(c, kc, nc); round_act(c, vc, nc); round_act(c, q, nq);
+    float *ck = c_buf(c, kc, nc), *cv = c_buf(c, vc, nc), *cq = c_buf(c, q, nq), *co = c_buf(c, NULL, nq);
+    void *gk = g_act(c, kc, nc), *gv = g_act(c, vc, nc), *gq = g_act(c, q, nq), *go = g_act(c, NULL, nq);
+    CHECK_OK(c->cpu->ops.attention_kv(c->cpu, co, cq, ck, cv, past, n, NH, NKV, HD));
+    CHECK_OK(c->gpu->ops.attention_kv(c->gpu, go, gq, gk, gv, past, n, NH, NKV, HD));
+    float *r = g_read_act(c, go, nq); compare(c, "attention_kv", r, co, nq, TOL16(c)); free(r);
+    void *cb[] = {ck, cv, cq, co}, *gb[] = {gk, gv, gq, go};
+    for (int i = 0; i < 4; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
+    free(kc); free(vc); free(q);
+}
+
+static void test_lm_head(ctx *c, int64_t N, int64_t C, int64_t V) {
+    lt_bweight *cw = NULL, *gw = NULL;
+    make_weights(c, V, C, LT_QUANT_NONE, &cw, &gw, 0.3f);
+    float *h = rnd(N * C, 1.0f);
+    round_act(c, h, N * C);
+    int32_t *t = malloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) t[i] = i % 7 == 3 ? -100 : (int32_t)((i * 7919) % V);
+    float *ch = c_buf(c, h, N * C), *cdh = c_buf(c, NULL, N * C), *cls = c_buf(c, NULL, 1);
+    int32_t *ct = c_buf(c, NULL, N);
+    memcpy(ct, t, (size_t)N * 4);
+    void *gh = g_act(c, h, N * C), *gdh = g_act(c, NULL, N * C), *gls = g_f32(c, NULL, 1), *gt = g_i32(c, t, N);
+    const float gs = 1.0f / (float)N;
+    CHECK_OK(c->cpu->ops.lm_head_ce(c->cpu, cls, cdh, ch, cw, ct, N, C, V, gs));
+    CHECK_OK(c->gpu->ops.lm_head_ce(c->gpu, gls, gdh, gh, gw, gt, N, C, V, gs));
+    float gl;
+    CHECK_OK(c->gpu->ops.download(c->gpu, &gl, gls, 4));
+    char name[64];
+    snprintf(name, sizeof name, "lm_head_ce loss V=%lld", (long long)V);
+    compare(c, name, &gl, cls, 1, 2e-3);
+    float *r = g_read_act(c, gdh, N * C); compare(c, "lm_head_ce dh", r, cdh, N * C, TOL16(c)); free(r);
+    if (V <= 4096) {
+        float *cl = c_buf(c, NULL, N * V);
+        void *gl2 = g_f32(c, NULL, N * V);
+        CHECK_OK(c->cpu->ops.lm_head_logits(c->cpu, cl, ch, cw, N, C, V));
+        CHECK_OK(c->gpu->ops.lm_head_logits(c->gpu, gl2, gh, gw, N, C, V));
+        r = g_read_f32(c, gl2, N * V); compare(c, "lm_head_logits", r, cl, N * V, TOL16(c)); free(r);
+        c->cpu->ops.free(c->cpu, cl); c->gpu->ops.free(c->gpu, gl2);
+    }
+    c->cpu->ops.weight_free(c->cpu, cw); c->gpu->ops.weight_free(c->gpu, gw);
+    void *cb[] = {ch, cdh, cls, ct}, *gb[] = {gh, gdh, gls, gt};
+    for (int i = 0; i < 4; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
+    free(h); free(t);
+}
+
+static void test_optim(ctx *c) {
+    const int64_t n = 5000; /* not a multiple of 256 */
+    float *p = rnd(n, 1.0f), *g = rnd(n, 0.01f), *m = calloc(n, 4), *v = calloc(n, 4);
+    double cs = 0, gs = 0;
+    float *cg = c_buf(c, g, n);
+    void *gg = g_f32(c, g, n);
+    CHECK_OK(c->cpu->ops.sumsq(c->cpu, cg, n, &cs));
+    CHECK_OK(c->gpu->ops.sumsq(c->gpu, gg, n, &gs));
+    CHECK_NEAR(gs, cs, 1e-9 * cs);
+    int flag = -1;
+    CHECK_OK(c->gpu->ops.nonfinite(c->gpu, gg, n, &flag));
+    CHECK(flag == 0);
+    /* adamw, 3 steps */
+    float *cp = c_buf(c, p, n), *cm = c_buf(c, m, n), *cv = c_buf(c, v, n);
+    void *gp = g_f32(c, p, n), *gm = g_f32(c, m, n), *gv = g_f32(c, v, n);
+    for (int t = 1; t <= 3; t++) {
+        CHECK_OK(c->cpu->ops.adamw(c->cpu, cp, cg, cm, cv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t));
+        CHECK_OK(c->gpu->ops.adamw(c->gpu, gp, gg, gm, gv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t));
+    }
+    float *r = g_read_f32(c, gp, n);
+    CHECK_MSG(memcmp(r, cp, (size_t)n * 4) == 0, "adamw parameters differ from the CPU (rel %.3g)",
+              lt_rel_err(r, cp, n));
+    free(r);
+    r = g_read_f32(c, gv, n);
+    CHECK_MSG(memcmp(r, cv, (size_t)n * 4) == 0, "adamw v differs from the CPU");
+    free(r);
+    CHECK_OK(c->cpu->ops.scale(c->cpu, cp, n, 0.37f));
+    CHECK_OK(c->gpu->ops.scale(c->gpu, gp, n, 0.37f));
+    r = g_read_f32(c, gp, n);
+    CHECK_MSG(memcmp(r, cp, (size_t)n * 4) == 0, "scale differs from the CPU");
+    free(r);
+    /* 8-bit adamw: 4 steps with fresh gradients, a NaN and an inf among them */
+    const int64_t nb = (n + 255) / 256;
+    uint8_t *s1 = calloc(n, 1), *s2 = calloc(n, 1);
+    float *a1 = calloc(nb, 4), *a2 = calloc(nb, 4), *pp = rnd(n, 1.0f);
+    void *gs1 = NULL, *gs2 = NULL;
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, n, &gs1));
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, n, &gs2));
+    void *ga1 = g_f32(c, a1, nb), *ga2 = g_f32(c, a2, nb), *gpp = g_f32(c, pp, n);
+    for (int t = 1; t <= 4; t++) {
+        float *gr = rnd(n, 0.02f);
+        if (t == 2) { gr[17] = NAN; gr[4000] = INFINITY; }
+        void *ggr = g_f32(c, gr, n);
+        lt_adamw8bit_ref(pp, gr, s1, s2, a1, a2, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t, 1);
+        CHECK_OK(c->gpu->ops.adamw8bit(c->gpu, gpp, ggr, gs1, gs2, ga1, ga2, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t));
+        if (t == 2) {
+            CHECK_OK(c->gpu->ops.nonfinite(c->gpu, ggr, n, &flag));
+            CHECK(flag == 1);
+        }
+        c->gpu->ops.free(c->gpu, ggr);
+        free(gr);
+    }
+    uint8_t *h1 = malloc(n), *h2 = malloc(n);
+    CHECK_OK(c->gpu->ops.download(c->gpu, h1, gs1, n));
+    CHECK_OK(c->gpu->ops.download(c->gpu, h2, gs2, n));
+    r = g_read_f32(c, gpp, n);
+    float *ra1 = g_read_f32(c, ga1, nb), *ra2 = g_read_f32(c, ga2, nb);
+    int d1 = 0, d2 = 0;
+    for (int64_t i = 0; i < n; i++) { d1 += h1[i] != s1[i]; d2 += h2[i] != s2[i]; }
+    CHECK_MSG(d1 == 0 && d2 == 0, "adamw8bit states differ in %d / %d of %lld codes", d1, d2, (long long)n);
+    CHECK_MSG(memcmp(ra1, a1, nb * 4) == 0 && memcmp(ra2, a2, nb * 4) == 0, "adamw8bit absmax differs");
+    CHECK_MSG(memcmp(r, pp, (size_t)n * 4) == 0, "adamw8bit parameters differ (rel %.3g)", lt_rel_err(r, pp, n));
+    printf("  [%s] sumsq, nonfinite, adamw, scale, adamw8bit: bit-identical to the CPU\n", c->tag);
+    free(r); free(ra1); free(ra2); free(h1); free(h2);
+    c->gpu->ops.free(c->gpu, gs1); c->gpu->ops.free(c->gpu, gs2);
+    c->gpu->ops.free(c->gpu, ga1); c->gpu->ops.free(c->gpu, ga2); c->gpu->ops.free(c->gpu, gpp);
+    void *cb[] = {cg, cp, cm, cv}, *gb[] = {gg, gp, gm, gv};
+    for (int i = 0; i < 4; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
+    free(p); free(g); free(m); free(v); free(s1); free(s2); free(a1); free(a2); free(pp);
+}
+
+static void test_memory(ctx *c) {
+    uint64_t use0 = 0, peak0 = 0, use1 = 0, peak1 = 0;
+    c->gpu->ops.memory(c->gpu, &use0, &peak0);
+    void *p = NULL;
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, 64u << 20, &p));
+    c->gpu->ops.memory(c->gpu, &use1, &peak1);
+    CHECK(use1 >= use0 + (64u << 20));
+    CHECK(peak1 >= use1);
+    c->gpu->ops.free(c->gpu, p);
+    c->gpu->ops.memory(c->gpu, &use1, NULL);
+    CHECK(use1 == use0);
+    void *huge = NULL;
+    CHECK_FAIL(c->gpu->ops.alloc(c->gpu, (size_t)1 << 46, &huge), LT_ERR_OUT_OF_MEMORY, "lower the batch size");
+    printf("  [%s] oom message: %s\n", c->tag, lt_last_error());
+    /* the backend still works after the failed allocation */
+    CHECK_OK(c->gpu->ops.alloc(c->gpu, 1024, &p));
+    c->gpu->ops.free(c->gpu, p);
+}
+
+int main(int argc, char **argv) {
+    int n = lt_cuda_device_count();
+    if (n <= 0) LT_TEST_SKIP("no CUDA device visible (or a CPU-only build)");
+    rng_state ^= argc > 1 ? strtoull(argv[1], NULL, 10) : (uint64_t)time(NULL);
+    printf("seed state %llu\n", (unsigned long long)rng_state);
+    lt_backend *cpu = NULL;
+    CHECK_OK(lt_backend_cpu_create(0, &cpu));
+    if (!cpu) return 1;
+    char name[128];
+    int32_t cc = 0;
+    CHECK_OK(lt_cuda_device_info(0, name, sizeof name, &cc, NULL, NULL));
+    printf("device: %s (cc %d)\n", name, cc);
+    const int dts[2] = {LT_DTYPE_BF16, LT_DTYPE_F16};
+    for (int di = 0; di < 2; di++) {
+        if (dts[di] == LT_DTYPE_BF16 && cc < 80) continue;
+        ctx c = {cpu, NULL, dts[di], dts[di] == LT_DTYPE_BF16 ? "bf16" : "fp16"};
+        CHECK_OK(lt_backend_cuda_create(0, dts[di], &c.gpu));
+        if (!c.gpu) continue;
+        if (di == 0) {
+            test_nf4(&c, 96, 256, 1, LT_DTYPE_BF16);
+            test_nf4(&c, 96, 256, 0, LT_DTYPE_BF16);
+            test_nf4(&c, 3, 70, 1, LT_DTYPE_F32);
+            test_nf4(&c, 1536, 8960 / 8, 1, LT_DTYPE_F16);
+            test_optim(&c);
+            test_memory(&c);
+        }
+        test_linear(&c, LT_QUANT_NF4);
+        test_linear(&c, LT_QUANT_NONE);
+        test_lora(&c, 0.1f);
+        test_lora(&c, 0.0f);
+        test_layers(&c);
+        test_attention(&c, 128, 0);
+        test_attention(&c, 64, 0);
+        test_attention(&c, 128, 1);
+        test_attention(&c, 32, 0);
+        test_attention_kv(&c);
+        test_lm_head(&c, 100, 64, 1000);
+        if (di == 0) test_lm_head(&c, 300, 64, 151936); /* two chunks */
+        lt_backend_free(c.gpu);
+    }
+    lt_backend_free(cpu);
+    return lt_test_done("test_cuda_ops");
+}
