@@ -208,6 +208,23 @@ template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const u
 }
 
 template <typename T> __device__ __forceinline__ uint32_t ld32(const T *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+/* ldmatrix: four 8x8 16-bit matrices from shared memory; lane l gives the address of row l%8 of
+ * matrix l/8. Plain: lane t gets (row t/4, cols 2(t%4), +1) of each; .trans: (rows 2(t%4), +1, col t/4). */
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const void *p) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+__device__ __forceinline__ void ldsm4t(uint32_t r[4], const void *p) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
 /* two 16-bit values from two addresses, lo first */
 template <typename T> __device__ __forceinline__ uint32_t pack16(const T *lo, const T *hi) {
     return (uint32_t)*reinterpret_cast<const uint16_t *>(lo) | ((uint32_t)*reinterpret_cast<const uint16_t *>(hi) << 16);
@@ -224,6 +241,34 @@ __device__ __forceinline__ void load_tile(T *dst, const T *src, int64_t s0, int 
     }
 }
 
+/* the same with cp.async (16 bytes per copy, zero-filled past `len`); commit/wait by the caller */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    int sz = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(sz));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+template <typename T, int HD, int R, int LD>
+__device__ __forceinline__ void load_tile_async(T *dst, const T *src, int64_t s0, int r0, int len, int heads,
+                                                int head) {
+    for (int i = threadIdx.x; i < R * (HD / 8); i += blockDim.x) {
+        const int r = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
+        const bool ok = r0 + r < len;
+        cp_async16(dst + r * LD + c8, ok ? src + ((s0 + r0 + r) * heads + head) * HD + c8 : src, ok);
+    }
+}
+
 template <typename T, int HD>
 __global__ void __launch_bounds__(128) k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v,
                                                    const int32_t *cu, int tiles_per_seq, int64_t N, int NH, int NKV,
@@ -232,13 +277,13 @@ __global__ void __launch_bounds__(128) k_flash_fwd(T *out, float *lse, const T *
     constexpr int BR = 64, BC = 64, LD = HD + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = reinterpret_cast<T *>(smem_raw);
-    T *Ks = Qs + BR * LD;
-    T *Vs = Ks + BC * LD;
+    T *Kst = Qs + BR * LD;      /* two stages of K then V tiles */
     const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
     const int h = blockIdx.y, kvh = h / (NH / NKV);
     const int64_t s0 = cu[seq];
     const int len = cu[seq + 1] - (int)s0;
-    const int q0 = tile * BR;
+    /* the longest query tiles first: they have the most key tiles to walk */
+    const int q0 = (tiles_per_seq - 1 - tile) * BR;
     if (q0 >= len) return;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
@@ -262,24 +307,35 @@ __global__ void __launch_bounds__(128) k_flash_fwd(T *out, float *lse, const T *
     const int r0 = q0 + warp * 16 + g; /* this thread's rows: r0 and r0 + 8 */
     const int qlast = min(q0 + BR, len) - 1;
     const int nkt = qlast / BC + 1;
+    load_tile_async<T, HD, BC, LD>(Kst, k, s0, 0, len, NKV, kvh);
+    load_tile_async<T, HD, BC, LD>(Kst + BC * LD, v, s0, 0, len, NKV, kvh);
+    cp_async_commit();
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * BC;
-        __syncthreads();
-        load_tile<T, HD, BC, LD>(Ks, k, s0, k0, len, NKV, kvh);
-        load_tile<T, HD, BC, LD>(Vs, v, s0, k0, len, NKV, kvh);
+        T *Ks = Kst + (kt & 1) * 2 * BC * LD;
+        T *Vs = Ks + BC * LD;
+        if (kt + 1 < nkt) { /* prefetch the next tile into the other stage */
+            T *Kn = Kst + ((kt + 1) & 1) * 2 * BC * LD;
+            load_tile_async<T, HD, BC, LD>(Kn, k, s0, k0 + BC, len, NKV, kvh);
+            load_tile_async<T, HD, BC, LD>(Kn + BC * LD, v, s0, k0 + BC, len, NKV, kvh);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
         float s[BC / 8][4];
 #pragma unroll
         for (int j = 0; j < BC / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        const int mi = lane / 8, rr = lane % 8;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
 #pragma unroll
-            for (int j = 0; j < BC / 8; j++) {
-                uint32_t b[2];
-                const T *kb = Ks + (j * 8 + g) * LD + kk * 16 + tq * 2;
-                b[0] = ld32(kb);
-                b[1] = ld32(kb + 8);
+            for (int j = 0; j < BC / 8; j += 2) {
+                uint32_t b[4];
+                ldsm4(b, Ks + (j * 8 + (mi / 2) * 8 + rr) * LD + kk * 16 + (mi % 2) * 8);
                 mma16816<T>(s[j], qf[kk], b);
+                mma16816<T>(s[j + 1], qf[kk], b + 2);
             }
         }
         const bool need_mask = (k0 + BC - 1 > q0 + warp * 16) || (k0 + BC > len);
@@ -335,14 +391,14 @@ __global__ void __launch_bounds__(128) k_flash_fwd(T *out, float *lse, const T *
             a[2] = lt_t16<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             a[3] = lt_t16<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-            for (int n = 0; n < HD / 8; n++) {
-                const T *vb = Vs + (kk * 16 + tq * 2) * LD + n * 8 + g;
-                uint32_t b[2];
-                b[0] = pack16(vb, vb + LD);
-                b[1] = pack16(vb + 8 * LD, vb + 9 * LD);
+            for (int n = 0; n < HD / 8; n += 2) {
+                uint32_t b[4];
+                ldsm4t(b, Vs + (kk * 16 + (mi % 2) * 8 + rr) * LD + (n + mi / 2) * 8);
                 mma16816<T>(o[n], a, b);
+                mma16816<T>(o[n + 1], a, b + 2);
             }
         }
+        __syncthreads(); /* this stage is refilled two tiles later */
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -374,11 +430,9 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = reinterpret_cast<T *>(smem_raw);
     T *Vs = Ks + BC * LD;
-    T *Qs = Vs + BC * LD;
-    T *dOs = Qs + BR * LD;
-    T *dSs = dOs + BR * LD;
-    float *lse_s = reinterpret_cast<float *>(dSs + BC * LDS);
-    float *D_s = lse_s + BR;
+    T *QdOst = Vs + BC * LD;           /* two stages of Q then dO tiles */
+    T *dSs = QdOst + 4 * BR * LD;
+    float *lsDst = reinterpret_cast<float *>(dSs + BC * LDS); /* two stages of lse then D */
     const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
     const int h = blockIdx.y, kvh = h / (NH / NKV);
     const int64_t s0 = cu[seq];
@@ -397,40 +451,51 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
     }
     const int kr0 = k0 + warp * 16 + g; /* this thread's keys: kr0 and kr0 + 8 */
     const int nqt = (len + BR - 1) / BR;
-    for (int qt = k0 / BR; qt < nqt; qt++) {
-        const int qb0 = qt * BR;
-        __syncthreads();
-        load_tile<T, HD, BR, LD>(Qs, q, s0, qb0, len, NH, h);
-        load_tile<T, HD, BR, LD>(dOs, dout, s0, qb0, len, NH, h);
+    const int qt0 = k0 / BR;
+    /* stage loader: Q, dO tiles async, lse/D by plain loads (seen after the barrier) */
+    auto issue = [&](int qt) {
+        T *Qn = QdOst + (qt & 1) * 2 * BR * LD;
+        float *ls = lsDst + (qt & 1) * 2 * BR;
+        const int qb = qt * BR;
+        load_tile_async<T, HD, BR, LD>(Qn, q, s0, qb, len, NH, h);
+        load_tile_async<T, HD, BR, LD>(Qn + BR * LD, dout, s0, qb, len, NH, h);
+        cp_async_commit();
         if (threadIdx.x < BR) {
-            const int r = qb0 + threadIdx.x;
-            lse_s[threadIdx.x] = r < len ? lse[(int64_t)h * N + s0 + r] * LT_LOG2E : 0.0f;
-            D_s[threadIdx.x] = r < len ? D[(int64_t)h * N + s0 + r] : 0.0f;
+            const int r = qb + threadIdx.x;
+            ls[threadIdx.x] = r < len ? lse[(int64_t)h * N + s0 + r] * LT_LOG2E : 0.0f;
+            ls[BR + threadIdx.x] = r < len ? D[(int64_t)h * N + s0 + r] : 0.0f;
         }
+    };
+    issue(qt0);
+    for (int qt = qt0; qt < nqt; qt++) {
+        const int qb0 = qt * BR;
+        T *Qs = QdOst + (qt & 1) * 2 * BR * LD;
+        T *dOs = Qs + BR * LD;
+        const float *lse_s = lsDst + (qt & 1) * 2 * BR;
+        const float *D_s = lse_s + BR;
+        if (qt + 1 < nqt) { issue(qt + 1); cp_async_wait<1>(); }
+        else cp_async_wait<0>();
         __syncthreads();
         float st[BR / 8][4], dp[BR / 8][4];
 #pragma unroll
         for (int j = 0; j < BR / 8; j++)
             st[j][0] = st[j][1] = st[j][2] = st[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
         /* S^T = K Q^T and dP^T = V dO^T, 16 keys x BR queries per warp */
+        const int mi = lane / 8, rr = lane % 8;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
             uint32_t ak[4], av[4];
-            const T *kb = Ks + (warp * 16) * LD + kk * 16 + tq * 2;
-            const T *vb = Vs + (warp * 16) * LD + kk * 16 + tq * 2;
-            ak[0] = ld32(kb + g * LD); ak[1] = ld32(kb + (g + 8) * LD);
-            ak[2] = ld32(kb + g * LD + 8); ak[3] = ld32(kb + (g + 8) * LD + 8);
-            av[0] = ld32(vb + g * LD); av[1] = ld32(vb + (g + 8) * LD);
-            av[2] = ld32(vb + g * LD + 8); av[3] = ld32(vb + (g + 8) * LD + 8);
+            ldsm4(ak, Ks + (warp * 16 + (mi % 2) * 8 + rr) * LD + kk * 16 + (mi / 2) * 8);
+            ldsm4(av, Vs + (warp * 16 + (mi % 2) * 8 + rr) * LD + kk * 16 + (mi / 2) * 8);
 #pragma unroll
-            for (int j = 0; j < BR / 8; j++) {
-                uint32_t bq[2], bo[2];
-                const T *qb = Qs + (j * 8 + g) * LD + kk * 16 + tq * 2;
-                const T *ob = dOs + (j * 8 + g) * LD + kk * 16 + tq * 2;
-                bq[0] = ld32(qb); bq[1] = ld32(qb + 8);
-                bo[0] = ld32(ob); bo[1] = ld32(ob + 8);
+            for (int j = 0; j < BR / 8; j += 2) {
+                uint32_t bq[4], bo[4];
+                ldsm4(bq, Qs + (j * 8 + (mi / 2) * 8 + rr) * LD + kk * 16 + (mi % 2) * 8);
+                ldsm4(bo, dOs + (j * 8 + (mi / 2) * 8 + rr) * LD + kk * 16 + (mi % 2) * 8);
                 mma16816<T>(st[j], ak, bq);
+                mma16816<T>(st[j + 1], ak, bq + 2);
                 mma16816<T>(dp[j], av, bo);
+                mma16816<T>(dp[j + 1], av, bo + 2);
             }
         }
         /* P^T from lse, dS^T = P^T (dP^T - D) */
@@ -460,14 +525,14 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
             as[2] = lt_t16<T>::pack2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
             as[3] = lt_t16<T>::pack2(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
 #pragma unroll
-            for (int n = 0; n < HD / 8; n++) {
-                const T *ob = dOs + (kk * 16 + tq * 2) * LD + n * 8 + g;
-                const T *qb = Qs + (kk * 16 + tq * 2) * LD + n * 8 + g;
-                uint32_t bo[2], bq[2];
-                bo[0] = pack16(ob, ob + LD); bo[1] = pack16(ob + 8 * LD, ob + 9 * LD);
-                bq[0] = pack16(qb, qb + LD); bq[1] = pack16(qb + 8 * LD, qb + 9 * LD);
+            for (int n = 0; n < HD / 8; n += 2) {
+                uint32_t bo[4], bq[4];
+                ldsm4t(bo, dOs + (kk * 16 + (mi % 2) * 8 + rr) * LD + (n + mi / 2) * 8);
+                ldsm4t(bq, Qs + (kk * 16 + (mi % 2) * 8 + rr) * LD + (n + mi / 2) * 8);
                 mma16816<T>(dv[n], ap, bo);
+                mma16816<T>(dv[n + 1], ap, bo + 2);
                 mma16816<T>(dk[n], as, bq);
+                mma16816<T>(dk[n + 1], as, bq + 2);
             }
         }
         /* dS^T to shared memory for dQ = dS K */
@@ -487,18 +552,13 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {
                 uint32_t a[4];
-                const T *sb = dSs + (kk * 16 + tq * 2) * LDS + qr + g;
-                a[0] = pack16(sb, sb + LDS);
-                a[1] = pack16(sb + 8, sb + LDS + 8);
-                a[2] = pack16(sb + 8 * LDS, sb + 9 * LDS);
-                a[3] = pack16(sb + 8 * LDS + 8, sb + 9 * LDS + 8);
+                ldsm4t(a, dSs + (kk * 16 + (mi / 2) * 8 + rr) * LDS + qr + (mi % 2) * 8);
 #pragma unroll
-                for (int n = 0; n < HD / 16; n++) {
-                    const T *kb = Ks + (kk * 16 + tq * 2) * LD + dc + n * 8 + g;
-                    uint32_t b[2];
-                    b[0] = pack16(kb, kb + LD);
-                    b[1] = pack16(kb + 8 * LD, kb + 9 * LD);
+                for (int n = 0; n < HD / 16; n += 2) {
+                    uint32_t b[4];
+                    ldsm4t(b, Ks + (kk * 16 + (mi % 2) * 8 + rr) * LD + dc + (n + mi / 2) * 8);
                     mma16816<T>(acc[n], a, b);
+                    mma16816<T>(acc[n + 1], a, b + 2);
                 }
             }
 #pragma unroll
@@ -513,6 +573,7 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                 }
             }
         }
+        __syncthreads(); /* dS and this stage are overwritten next */
     }
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -530,8 +591,8 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
 }
 
 /* ================================================================ launchers */
-static size_t fwd_smem(int HD) { return (size_t)(64 + 2 * 64) * (HD + 8) * 2; }
-static size_t bwd_smem(int HD) { return (size_t)(2 * 64 + 2 * 32) * (HD + 8) * 2 + 64 * 40 * 2 + 2 * 32 * 4; }
+static size_t fwd_smem(int HD) { return (size_t)(64 + 4 * 64) * (HD + 8) * 2; }
+static size_t bwd_smem(int HD) { return (size_t)(2 * 64 + 4 * 32) * (HD + 8) * 2 + 64 * 40 * 2 + 4 * 32 * 4; }
 
 static bool use_tc(lt_cuda *c, int64_t HD) {
     if (g_force_portable || c->cc < 80 || (HD != 64 && HD != 128)) return false;

@@ -106,6 +106,76 @@ lt_status lt_cuda_host_buf(lt_cuda *c, size_t bytes, void **out) {
     return LT_OK;
 }
 
+/* ---- profiling ---- */
+static const char *const prof_names[64] = {
+    "upload", "download", "memset0", "copy", "to_act", "from_act", "weight_create", "weight_read", "embedding",
+    "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
+    "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
+    "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", 0, 0, 0, 0, 0, 0, 0,
+    "  (dequant)", "  (gemm)", "  (dropout)"};
+
+static void prof_harvest(lt_cuda *c) {
+    if (!c->prof_pending) return;
+    cudaEventSynchronize(c->prof_ev[2 * (c->prof_pending - 1) + 1]);
+    for (int i = 0; i < c->prof_pending; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->prof_ev[2 * i], c->prof_ev[2 * i + 1]) == cudaSuccess) {
+            c->prof_ms[c->prof_id[i]] += ms;
+            c->prof_calls[c->prof_id[i]]++;
+        }
+    }
+    c->prof_pending = 0;
+}
+
+int lt_prof_begin(lt_cuda *c, int id) {
+    if (!c->profile) return -1;
+    /* harvest only between outermost ops: an open op's slot must survive until its end */
+    if (c->prof_depth == 0 && c->prof_pending >= LT_PROF_PENDING - 16) prof_harvest(c);
+    if (c->prof_pending == LT_PROF_PENDING) return -1;
+    c->prof_depth++;
+    int slot = c->prof_pending++;
+    c->prof_id[slot] = id;
+    cudaEventRecord(c->prof_ev[2 * slot], c->stream);
+    return slot;
+}
+
+void lt_prof_end(lt_cuda *c, int slot) {
+    if (slot < 0) return;
+    cudaEventRecord(c->prof_ev[2 * slot + 1], c->stream);
+    c->prof_depth--;
+}
+
+static void prof_report(lt_cuda *c) {
+    prof_harvest(c);
+    double total = 0;
+    for (int i = 0; i < 40; i++) total += c->prof_ms[i];
+    lt_log(LT_LOG_INFO, "CUDA backend profile (GPU time between events, %.1f ms in table ops):", total);
+    for (int k = 0; k < 64; k++) {
+        int best = -1;
+        for (int i = 0; i < 64; i++)
+            if (c->prof_calls[i] > 0 && (best < 0 || c->prof_ms[i] > c->prof_ms[best])) best = i;
+        if (best < 0) break;
+        lt_log(LT_LOG_INFO, "  %-18s %9.2f ms %5.1f%% %8ld calls %8.1f us/call", prof_names[best] ? prof_names[best] : "?",
+               c->prof_ms[best], total > 0 ? 100 * c->prof_ms[best] / total : 0, c->prof_calls[best],
+               1000 * c->prof_ms[best] / c->prof_calls[best]);
+        c->prof_calls[best] = 0;
+    }
+}
+
+/* op wrappers that time each call (installed only when profiling) */
+template <int ID, typename F, F *fn> struct lt_prof_op;
+template <int ID, typename R, typename... A, R (*fn)(lt_backend *, A...)>
+struct lt_prof_op<ID, R(lt_backend *, A...), fn> {
+    static R call(lt_backend *be, A... a) {
+        lt_cuda *c = lt_cuda_of(be);
+        int slot = lt_prof_begin(c, ID);
+        R r = fn(be, a...);
+        lt_prof_end(c, slot);
+        return r;
+    }
+};
+#define LT_PROF(ID, f) (c->profile ? lt_prof_op<ID, decltype(f), f>::call : f)
+
 /* ---- ops: memory ---- */
 static lt_status op_alloc(lt_backend *be, size_t bytes, void **out) {
     lt_cuda *c = lt_cuda_of(be);
@@ -161,6 +231,11 @@ static void op_destroy(lt_backend *be) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->profile && c->prof_ev) {
+            prof_report(c);
+            for (int i = 0; i < 2 * LT_PROF_PENDING; i++) cudaEventDestroy(c->prof_ev[i]);
+            free(c->prof_ev);
+        }
         if (c->cublas) cublasDestroy(c->cublas);
         for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
         free(c->allocs);
@@ -264,44 +339,45 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->act_type = act == LT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 
+    c->profile = getenv("LT_CUDA_PROFILE") && atoi(getenv("LT_CUDA_PROFILE")) > 0;
     lt_backend_ops *o = &be->ops;
     o->name = "cuda";
     o->destroy = op_destroy;
     o->alloc = op_alloc;
     o->free = op_free;
-    o->upload = op_upload;
-    o->download = op_download;
-    o->memset0 = op_memset0;
-    o->copy = op_copy;
+    o->upload = LT_PROF(0, op_upload);
+    o->download = LT_PROF(1, op_download);
+    o->memset0 = LT_PROF(2, op_memset0);
+    o->copy = LT_PROF(3, op_copy);
     o->sync = op_sync;
-    o->to_act = lt_cuda_to_act;
-    o->from_act = lt_cuda_from_act;
-    o->weight_create = lt_cuda_weight_create;
+    o->to_act = LT_PROF(4, lt_cuda_to_act);
+    o->from_act = LT_PROF(5, lt_cuda_from_act);
+    o->weight_create = LT_PROF(6, lt_cuda_weight_create);
     o->weight_free = lt_cuda_weight_free;
-    o->weight_read = lt_cuda_weight_read;
+    o->weight_read = LT_PROF(7, lt_cuda_weight_read);
     o->weight_bytes = lt_cuda_weight_bytes;
-    o->embedding = lt_cuda_embedding;
-    o->rmsnorm_fwd = lt_cuda_rmsnorm_fwd;
-    o->rmsnorm_bwd = lt_cuda_rmsnorm_bwd;
-    o->linear_fwd = lt_cuda_linear_fwd;
-    o->linear_bwd_input = lt_cuda_linear_bwd_input;
-    o->lora_fwd = lt_cuda_lora_fwd;
-    o->lora_bwd = lt_cuda_lora_bwd;
-    o->rope_fwd = lt_cuda_rope_fwd;
-    o->rope_bwd = lt_cuda_rope_bwd;
-    o->attention_fwd = lt_cuda_attention_fwd;
-    o->attention_bwd = lt_cuda_attention_bwd;
-    o->swiglu_fwd = lt_cuda_swiglu_fwd;
-    o->swiglu_bwd = lt_cuda_swiglu_bwd;
-    o->add = lt_cuda_add;
-    o->lm_head_ce = lt_cuda_lm_head_ce;
-    o->lm_head_logits = lt_cuda_lm_head_logits;
-    o->attention_kv = lt_cuda_attention_kv;
-    o->sumsq = lt_cuda_sumsq;
-    o->scale = lt_cuda_scale;
-    o->adamw = lt_cuda_adamw;
-    o->adamw8bit = lt_cuda_adamw8bit;
-    o->nonfinite = lt_cuda_nonfinite;
+    o->embedding = LT_PROF(8, lt_cuda_embedding);
+    o->rmsnorm_fwd = LT_PROF(9, lt_cuda_rmsnorm_fwd);
+    o->rmsnorm_bwd = LT_PROF(10, lt_cuda_rmsnorm_bwd);
+    o->linear_fwd = LT_PROF(11, lt_cuda_linear_fwd);
+    o->linear_bwd_input = LT_PROF(12, lt_cuda_linear_bwd_input);
+    o->lora_fwd = LT_PROF(13, lt_cuda_lora_fwd);
+    o->lora_bwd = LT_PROF(14, lt_cuda_lora_bwd);
+    o->rope_fwd = LT_PROF(15, lt_cuda_rope_fwd);
+    o->rope_bwd = LT_PROF(16, lt_cuda_rope_bwd);
+    o->attention_fwd = LT_PROF(17, lt_cuda_attention_fwd);
+    o->attention_bwd = LT_PROF(18, lt_cuda_attention_bwd);
+    o->swiglu_fwd = LT_PROF(19, lt_cuda_swiglu_fwd);
+    o->swiglu_bwd = LT_PROF(20, lt_cuda_swiglu_bwd);
+    o->add = LT_PROF(21, lt_cuda_add);
+    o->lm_head_ce = LT_PROF(22, lt_cuda_lm_head_ce);
+    o->lm_head_logits = LT_PROF(23, lt_cuda_lm_head_logits);
+    o->attention_kv = LT_PROF(24, lt_cuda_attention_kv);
+    o->sumsq = LT_PROF(25, lt_cuda_sumsq);
+    o->scale = LT_PROF(26, lt_cuda_scale);
+    o->adamw = LT_PROF(27, lt_cuda_adamw);
+    o->adamw8bit = LT_PROF(28, lt_cuda_adamw8bit);
+    o->nonfinite = LT_PROF(29, lt_cuda_nonfinite);
     o->memory = op_memory;
 
     lt_status st = LT_OK;
@@ -320,6 +396,14 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes);
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
         if (bs != CUBLAS_STATUS_SUCCESS) st = lt_cublas_err(bs, "cublas setup", __FILE__, __LINE__);
+    }
+    if (st == LT_OK && c->profile) {
+        c->prof_ev = (cudaEvent_t *)calloc(2 * LT_PROF_PENDING, sizeof(cudaEvent_t));
+        if (!c->prof_ev) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+        for (int i = 0; st == LT_OK && i < 2 * LT_PROF_PENDING; i++) {
+            cudaError_t ee = cudaEventCreate(&c->prof_ev[i]);
+            if (ee != cudaSuccess) st = lt_cuda_err(ee, "cudaEventCreate", __FILE__, __LINE__);
+        }
     }
     if (st != LT_OK) { op_destroy(be); return st; }
     *out = be;

@@ -47,9 +47,23 @@ typedef struct lt_cuda {
     uint64_t in_use, peak;
     cudaDataType_t act_type;    /* CUDA_R_16BF or CUDA_R_16F */
     float *dyn_maps;            /* [512] signed then unsigned dynamic map (8-bit AdamW), made on first use */
+    /* LT_CUDA_PROFILE=1: GPU time per op from event pairs, logged (LT_LOG_INFO) at destroy */
+    int profile;
+    cudaEvent_t *prof_ev;       /* [2 * LT_PROF_PENDING] */
+    int prof_id[256];
+    int prof_pending, prof_depth;
+    double prof_ms[64];
+    long prof_calls[64];
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
+
+/* ---- profiling (LT_CUDA_PROFILE=1) ---- */
+#define LT_PROF_PENDING 256
+enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42 };
+/* returns a slot to pass to lt_prof_end, or -1 when not profiling */
+int lt_prof_begin(lt_cuda *c, int id);
+void lt_prof_end(lt_cuda *c, int slot);
 
 /* ---- errors ---- */
 lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);
@@ -180,6 +194,15 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
                            int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
 lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                  int64_t C, int64_t V);
+/* lora.cu: the skinny LoRA products (rank 8, 16 or 32; C and OC multiples of 8) */
+bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC);
+lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void *W, int64_t N, int64_t M, int64_t R,
+                              float alpha, float p, uint64_t seed, uint64_t stream);
+lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *x, const void *coef,
+                             int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
+                             float *part, int nchunks);
+lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R);
+#define LT_LORA_WG_CHUNKS 16
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);

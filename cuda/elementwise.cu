@@ -88,26 +88,62 @@ __global__ void k_rope(T *x, const int32_t *pos, int64_t H, int64_t HD, float th
     }
 }
 
+/* 4 elements per thread with 8-byte accesses when n % 4 == 0 (every quad aligned), else 1 */
+#define LT_VEC4_LOOP(n, ...)                                                                              \
+    if (((n) & 3) == 0) {                                                                                  \
+        for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < (n) / 4;                     \
+             q += (int64_t)gridDim.x * blockDim.x) {                                                       \
+            const int64_t i0 = q * 4; const int W = 4; __VA_ARGS__                                                \
+        }                                                                                                  \
+    } else {                                                                                               \
+        for (int64_t i0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i0 < (n);                       \
+             i0 += (int64_t)gridDim.x * blockDim.x) { const int W = 1; __VA_ARGS__ }                              \
+    }
+
+template <typename T> struct vec4 { T v[4]; };
+template <typename T> __device__ __forceinline__ vec4<T> ld4(const T *p, int W) {
+    vec4<T> r;
+    if (W == 4) *reinterpret_cast<uint2 *>(r.v) = *reinterpret_cast<const uint2 *>(p);
+    else r.v[0] = p[0];
+    return r;
+}
+template <typename T> __device__ __forceinline__ void st4(T *p, const vec4<T> &r, int W) {
+    if (W == 4) *reinterpret_cast<uint2 *>(p) = *reinterpret_cast<const uint2 *>(r.v);
+    else p[0] = r.v[0];
+}
+
 template <typename T>
 __global__ void k_swiglu_fwd(T *out, const T *gate, const T *up, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float g = lt_tof<T>(gate[i]), u = lt_tof<T>(up[i]);
-        out[i] = lt_fromf<T>((g / (1.0f + expf(-g))) * u);
-    }
+    LT_VEC4_LOOP(n, {
+        vec4<T> g = ld4(gate + i0, W), u = ld4(up + i0, W), o;
+        for (int j = 0; j < W; j++) {
+            const float gv = lt_tof<T>(g.v[j]);
+            o.v[j] = lt_fromf<T>((gv / (1.0f + expf(-gv))) * lt_tof<T>(u.v[j]));
+        }
+        st4(out + i0, o, W);
+    })
 }
 template <typename T>
 __global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, const T *up, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float g = lt_tof<T>(gate[i]), u = lt_tof<T>(up[i]), d = lt_tof<T>(dout[i]);
-        const float s = 1.0f / (1.0f + expf(-g));
-        dup[i] = lt_fromf<T>(d * (g * s));
-        dgate[i] = lt_fromf<T>(d * u * s * (1.0f + g * (1.0f - s)));
-    }
+    LT_VEC4_LOOP(n, {
+        vec4<T> g = ld4(gate + i0, W), u = ld4(up + i0, W), d = ld4(dout + i0, W), dg, du;
+        for (int j = 0; j < W; j++) {
+            const float gv = lt_tof<T>(g.v[j]), uv = lt_tof<T>(u.v[j]), dv = lt_tof<T>(d.v[j]);
+            const float sg = 1.0f / (1.0f + expf(-gv));
+            du.v[j] = lt_fromf<T>(dv * (gv * sg));
+            dg.v[j] = lt_fromf<T>(dv * uv * sg * (1.0f + gv * (1.0f - sg)));
+        }
+        st4(dup + i0, du, W);
+        st4(dgate + i0, dg, W);
+    })
 }
 template <typename T>
 __global__ void k_add(T *out, const T *a, const T *b, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = lt_fromf<T>(lt_tof<T>(a[i]) + lt_tof<T>(b[i]));
+    LT_VEC4_LOOP(n, {
+        vec4<T> x = ld4(a + i0, W), y = ld4(b + i0, W), o;
+        for (int j = 0; j < W; j++) o.v[j] = lt_fromf<T>(lt_tof<T>(x.v[j]) + lt_tof<T>(y.v[j]));
+        st4(out + i0, o, W);
+    })
 }
 template <typename T>
 __global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
@@ -115,13 +151,37 @@ __global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = lt_fromf<T>(lt_tof<T>(out[i]) + bias[i % OC]);
 }
-/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature */
+/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature. One Philox block gives
+ * the four draws of elements 4j..4j+3 (lt_rng_u32 picks lane i&3 of block i>>2), so each thread
+ * takes four consecutive elements. */
 template <typename T>
 __global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
                           int accumulate) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float v = lt_rng_keep(seed, stream, (uint64_t)i, p) ? lt_tof<T>(src[i]) * inv_keep : 0.0f;
-        dst[i] = lt_fromf<T>(accumulate ? lt_tof<T>(dst[i]) + v : v);
+    const int64_t nq = (n + 3) / 4;
+    for (int64_t qi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; qi < nq; qi += (int64_t)gridDim.x * blockDim.x) {
+        const lt_u32x4 r = lt_philox(seed, stream, (uint64_t)qi);
+        const int64_t i0 = qi * 4;
+        if (i0 + 4 <= n && (n & 3) == 0) {
+            /* 8-byte vector access: n divisible by 4 keeps every quad aligned */
+            uint2 sv = *reinterpret_cast<const uint2 *>(src + i0);
+            const T *sp = reinterpret_cast<const T *>(&sv);
+            uint2 dv;
+            T *dp = reinterpret_cast<T *>(&dv);
+            if (accumulate) dv = *reinterpret_cast<const uint2 *>(dst + i0);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const bool keep = (float)(r.v[j] >> 8) * (1.0f / 16777216.0f) >= p;
+                const float v = keep ? lt_tof<T>(sp[j]) * inv_keep : 0.0f;
+                dp[j] = lt_fromf<T>(accumulate ? lt_tof<T>(dp[j]) + v : v);
+            }
+            *reinterpret_cast<uint2 *>(dst + i0) = dv;
+        } else {
+            for (int j = 0; j < 4 && i0 + j < n; j++) {
+                const bool keep = (float)(r.v[j] >> 8) * (1.0f / 16777216.0f) >= p;
+                const float v = keep ? lt_tof<T>(src[i0 + j]) * inv_keep : 0.0f;
+                dst[i0 + j] = lt_fromf<T>(accumulate ? lt_tof<T>(dst[i0 + j]) + v : v);
+            }
+        }
     }
 }
 
@@ -212,10 +272,10 @@ lt_status lt_cuda_swiglu_fwd(lt_backend *be, void *out, const void *gate, const 
     if (n <= 0) return LT_OK;
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_swiglu_fwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+        k_swiglu_fwd<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
             (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up, n);
     else
-        k_swiglu_fwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)gate,
+        k_swiglu_fwd<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)gate,
                                                                              (const __half *)up, n);
     LT_LAUNCH_CHECK("k_swiglu_fwd");
     return LT_OK;
@@ -226,11 +286,11 @@ lt_status lt_cuda_swiglu_bwd(lt_backend *be, void *dgate, void *dup, const void 
     if (n <= 0) return LT_OK;
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_swiglu_bwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+        k_swiglu_bwd<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
             (__nv_bfloat16 *)dgate, (__nv_bfloat16 *)dup, (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)gate,
             (const __nv_bfloat16 *)up, n);
     else
-        k_swiglu_bwd<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+        k_swiglu_bwd<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
             (__half *)dgate, (__half *)dup, (const __half *)dout, (const __half *)gate, (const __half *)up, n);
     LT_LAUNCH_CHECK("k_swiglu_bwd");
     return LT_OK;
@@ -240,10 +300,10 @@ lt_status lt_cuda_add(lt_backend *be, void *out, const void *a, const void *b, i
     if (n <= 0) return LT_OK;
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)a,
+        k_add<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)a,
                                                                       (const __nv_bfloat16 *)b, n);
     else
-        k_add<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)a,
+        k_add<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)out, (const __half *)a,
                                                                       (const __half *)b, n);
     LT_LAUNCH_CHECK("k_add");
     return LT_OK;
@@ -267,12 +327,14 @@ lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int6
     if (n <= 0) return LT_OK;
     cudaStream_t s = lt_cuda_of(be)->stream;
     const float inv_keep = 1.0f / (1.0f - p);
+    int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DROPOUT);
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_dropout<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
+        k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
             (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, p, inv_keep, seed, stream, accumulate);
     else
-        k_dropout<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, p,
+        k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, p,
                                                                           inv_keep, seed, stream, accumulate);
+    lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_dropout");
     return LT_OK;
 }

@@ -21,8 +21,10 @@ lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t t
         }
         return LT_OK;
     }
+    int slot = lt_prof_begin(c, LT_PROF_GEMM);
     LT_CUBLAS_TRY(cublasGemmEx(c->cublas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, at, (int)lda, B, bt, (int)ldb,
                                &beta, C, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    lt_prof_end(c, slot);
     return LT_OK;
 }
 
@@ -60,6 +62,18 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
     if (N <= 0) return LT_OK;
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
+    if (lt_cuda_lora_fast_ok(R, C, OC)) {
+        /* xa from the input with the mask applied on the fly (lora.cu), then out += scale xa B^T */
+        void *scr;
+        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2), &scr));
+        char *cur = (char *)scr;
+        void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
+        void *B16 = lt_carve(&cur, (size_t)(OC * R) * 2);
+        LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
+        LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
+        LT_TRY(lt_cuda_lora_rowdot(be, xa, inp, A16, N, C, R, 1.0f, p, seed, stream));
+        return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, R, scale, B16, t, R, xa, t, R, 1.0f, out, t, OC);
+    }
     const size_t xd_b = p > 0.0f ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;
     LT_TRY(lt_cuda_scratch(c, xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2), &scr));
@@ -88,6 +102,33 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
     const bool drop = p > 0.0f;
+    if (lt_cuda_lora_fast_ok(R, C, OC)) {
+        const int64_t Mx = C > OC ? C : OC;
+        void *scr;
+        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +
+                                      lt_align256((size_t)(N * R) * 2) +
+                                      lt_align256((size_t)LT_LORA_WG_CHUNKS * Mx * R * 4) +
+                                      (drop && dinp ? lt_align256((size_t)(N * C) * 2) : 0), &scr));
+        char *cur = (char *)scr;
+        void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
+        void *B16T = lt_carve(&cur, (size_t)(OC * R) * 2);
+        void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
+        float *part = (float *)lt_carve(&cur, (size_t)LT_LORA_WG_CHUNKS * Mx * R * 4);
+        void *tmp = drop && dinp ? lt_carve(&cur, (size_t)(N * C) * 2) : NULL;
+        LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
+        LT_TRY(lt_cuda_transpose_to_act(be, B16T, B, OC, R));
+        /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
+        LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, LT_LORA_WG_CHUNKS));
+        /* dxa = scale * dout @ B */
+        LT_TRY(lt_cuda_lora_rowdot(be, dxa, dout, B16T, N, OC, R, scale, 0.0f, 0, 0));
+        /* dA[r][c] += sum_t drop(inp)[t][c] dxa[t][r] */
+        LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, LT_LORA_WG_CHUNKS));
+        if (!dinp) return LT_OK;
+        if (!drop)
+            return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 1.0f, dinp, t, C);
+        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 0.0f, tmp, t, C));
+        return lt_cuda_dropout_apply(be, dinp, tmp, N, C, p, seed, stream, 1);
+    }
     const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;
     LT_TRY(lt_cuda_scratch(c, 2 * xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +

@@ -356,10 +356,12 @@ lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, cons
     cudaStream_t s = lt_cuda_of(be)->stream;
     const int64_t n = W->rows * W->cols;
     unsigned g = lt_blocks((n + 7) / 8, 256);
+    int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DEQUANT);
     if (be->act_dtype == LT_DTYPE_BF16)
         k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst);
     else
         k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst);
+    lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_nf4_dequant");
     *out = dst;
     return LT_OK;

@@ -128,7 +128,8 @@ typedef struct lt_model_params {
     uint32_t struct_size;
     int32_t device;         /* lt_device; default LT_DEVICE_AUTO */
     int32_t device_index;   /* CUDA device ordinal; default 0 */
-    int32_t quant;          /* lt_quant; default LT_QUANT_NF4 (ignored on the CPU backend) */
+    int32_t quant;          /* lt_quant; default LT_QUANT_NF4. The CPU backend honours it too: it rounds
+                             * the base through NF4 (the numerics of a 4-bit base) in fp32 */
     int32_t compute_dtype;  /* lt_dtype; AUTO: bf16 where the GPU has it, else f16; f32 on CPU */
     int32_t double_quant;   /* NF4 double quantization of absmax; default 1 */
     int32_t max_seq_len;    /* longest sequence to train or generate; default 2048 */
@@ -446,6 +447,11 @@ LT_API void lt_generate_params_init(lt_generate_params *params);
  * out_ids[cap]. Usable between trainer steps (dropout is off, LoRA unmerged). */
 LT_API lt_status lt_generate(lt_model *model, const int32_t *prompt, size_t n_prompt, const lt_generate_params *params,
                              int32_t *out_ids, size_t cap, size_t *n_out);
+
+/* Inference mode: frees the training graph's activation buffers (checkpoints, recompute and
+ * head workspaces) now; generation keeps its own KV cache per call. A later trainer step or
+ * lt_model_logits/loss allocates them again. */
+LT_API lt_status lt_model_release_buffers(lt_model *model);
 
 /* ---- export ------------------------------------------------------------------------------ */
 typedef enum lt_export_format {

@@ -17,6 +17,9 @@ static void usage(void) {
            "  --tokenizer DIR         folder with tokenizer.json (+ tokenizer_config.json)\n"
            "  --template T            alpaca-zh (default), alpaca, chatml, a template text with\n"
            "                          {instruction} {input} {output}, or a file holding one\n"
+           "                          (chatml is '<|im_start|>user\\n{instruction}\\n{input}<|im_end|>\\n"
+           "<|im_start|>assistant\\n{output}',\n"
+           "                          then EOS; Python str.format rules: {} positional, {{ }} literal braces)\n"
            "  --format F              auto (default), alpaca, chat, text, tokens\n"
            "  --max-seq-len N         truncate longer records (default 2048; counted)\n"
            "  --response-only         loss on the response only (default: every token)\n"
@@ -137,7 +140,13 @@ int lt_cmd_dataset(int argc, char **argv) {
     }
     if (lens) qsort(lens, n, sizeof *lens, cmp_i32);
     printf("dataset %s\n", data);
-    printf("  template      %s\n", tpl_file ? tpl : p.template_text ? "(custom text)" : p.template_name);
+    static const char *fmt_names[] = {"auto", "alpaca", "chat", "text", "tokens"};
+    int32_t fmt = lt_dataset_format(ds);
+    printf("  format        %s", fmt_names[fmt >= 0 && fmt <= 4 ? fmt : 0]);
+    if (fmt == LT_DATA_ALPACA)
+        printf(" (template %s)", tpl_file ? tpl : p.template_text ? "given as text" : p.template_name);
+    else if (fmt == LT_DATA_CHAT) printf(" (the tokenizer's chat template)");
+    printf("\n");
     printf("  records       %llu (train %llu, eval %llu)\n", (unsigned long long)n_all,
            (unsigned long long)s.n_records, (unsigned long long)s.n_eval);
     printf("  skipped       %llu%s\n", (unsigned long long)s.n_skipped, p.skip_bad_records ? "" : " (strict mode)");

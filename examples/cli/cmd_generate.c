@@ -1,6 +1,7 @@
 /* cmd_generate.c - `loratune generate`: streams a completion to the terminal, with or without a
  * LoRA adapter, for a raw prompt or an instruction rendered through a prompt template. */
 #include "cli.h"
+#include "infer/infer.h"
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,9 +10,10 @@ static const char *usage_text =
     "usage: loratune generate --model DIR [--adapter DIR] (--prompt TEXT | --instruction T [--input T])\n"
     "         [--template alpaca-zh|alpaca|chatml|none|FILE] [--max-new-tokens 128]\n"
     "         [--greedy | --temperature T --top-p P --top-k K --min-p P] [--repetition-penalty R]\n"
-    "         [--seed S] [--device auto|cpu|cuda] [--tokenizer DIR] [--ids]\n"
+    "         [--seed S] [--stop TEXT]... [--stop-id N]... [--device auto|cpu|cuda] [--tokenizer DIR] [--ids]\n"
     "  --prompt is used as is; --instruction/--input go through the template (default alpaca-zh,\n"
-    "  the notebook's). --ids prints the generated ids as JSON instead of streaming text.\n";
+    "  the notebook's). --ids prints the generated ids as JSON instead of streaming text.\n"
+    "  Stops at the tokenizer's / generation_config.json's EOS ids unless --stop-id is given.\n";
 
 static int print_piece(const char *piece, size_t len, int32_t token, void *ud) {
     (void)token; (void)ud;
@@ -26,6 +28,9 @@ int lt_cmd_generate(int argc, char **argv) {
     lt_generate_params gp;
     lt_generate_params_init(&gp);
     bool ids_only = false, sample_flag = false;
+    const char *stop_strings[16];
+    int32_t stop_ids[16];
+    int n_stop_strings = 0, n_stop_ids = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         double d;
@@ -45,6 +50,13 @@ int lt_cmd_generate(int argc, char **argv) {
         else if ((v = cli_flag(argc, argv, &i, "--top-k"))) { if (!cli_int(cmd, "--top-k", v, &gp.top_k)) return 2; sample_flag = true; }
         else if ((v = cli_flag(argc, argv, &i, "--repetition-penalty"))) { if (!cli_double(cmd, "--repetition-penalty", v, &d)) return 2; gp.repetition_penalty = (float)d; }
         else if ((v = cli_flag(argc, argv, &i, "--seed"))) { if (!cli_u64(cmd, "--seed", v, &gp.seed)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--stop"))) {
+            if (n_stop_strings >= 16) return cli_usage_error(cmd, "at most 16 --stop strings");
+            stop_strings[n_stop_strings++] = v;
+        } else if ((v = cli_flag(argc, argv, &i, "--stop-id"))) {
+            if (n_stop_ids >= 16) return cli_usage_error(cmd, "at most 16 --stop-id values");
+            if (!cli_int(cmd, "--stop-id", v, &stop_ids[n_stop_ids++])) return 2;
+        }
         else if (cli_switch(argv, i, "--greedy")) gp.do_sample = 0;
         else if (cli_switch(argv, i, "--ids")) ids_only = true;
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
@@ -96,6 +108,8 @@ int lt_cmd_generate(int argc, char **argv) {
     out = malloc(sizeof *out * ((size_t)gp.max_new_tokens + 1));
     if (!out) goto done;
     gp.tokenizer = tok;
+    if (n_stop_strings) { gp.stop_strings = stop_strings; gp.n_stop_strings = n_stop_strings; }
+    if (n_stop_ids) { gp.stop_ids = stop_ids; gp.n_stop_ids = n_stop_ids; }
     if (!ids_only) {
         gp.on_text = print_piece;
         fputs(text, stdout);
@@ -115,8 +129,11 @@ int lt_cmd_generate(int argc, char **argv) {
     } else {
         fputc('\n', stdout);
     }
-    fprintf(stderr, "[%zu prompt tokens, %zu new tokens in %.2f s, %.1f tokens/s]\n", n, n_out, secs,
-            secs > 0 ? (double)n_out / secs : 0.0);
+    lt_generate_timing tm;
+    lt_generate_last_timing(&tm);
+    fprintf(stderr, "[%zu prompt tokens, %zu new tokens in %.2f s; first token after %.1f ms, then %.1f tokens/s%s]\n",
+            n, n_out, secs, 1e3 * tm.prefill_s, tm.decode_s > 0 ? (double)tm.n_decoded / tm.decode_s : 0.0,
+            tm.fast_decode ? ", CUDA decode kernels" : "");
     rc = 0;
 done:
     free(text);

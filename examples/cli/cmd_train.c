@@ -54,14 +54,19 @@ static const char *usage_text =
     "  --init-adapter DIR   start from an existing PEFT adapter instead of a fresh one\n"
     "  --device NAME        auto (default), cpu or cuda\n"
     "  --quant NAME         base weights: nf4 (default) or none (16-bit / f32)\n"
-    "  --threads N          CPU threads (0 = all cores)\n";
+    "  --threads N          CPU threads (0 = all cores)\n"
+    "  --gen-instruction T  the instruction generated for before and after training, through the\n"
+    "                       template, as the notebook does (a ruozhiba question); \"\" = no generation\n"
+    "  --gen-input T        its input (\"\")\n"
+    "  --gen-max-new-tokens N  (128)\n";
 
 typedef enum { O_STR, O_INT, O_DBL, O_U64 } opt_kind;
 
 typedef struct train_opts {
     const char *model, *data, *output, *tokenizer, *tmpl, *resume, *init_adapter, *device, *scheduler, *optim,
-        *targets, *quant;
-    int32_t max_seq_len, batch_size, grad_accum, max_steps, warmup_steps, lora_r, log_every, save_every, threads;
+        *targets, *quant, *gen_instruction, *gen_input;
+    int32_t max_seq_len, batch_size, grad_accum, max_steps, warmup_steps, lora_r, log_every, save_every, threads,
+        gen_max_new_tokens;
     double epochs, lr, weight_decay, max_grad_norm, lora_alpha, lora_dropout;
     uint64_t seed;
 } train_opts;
@@ -79,6 +84,8 @@ static const opt_def opt_defs[] = {
     OPT("save-every", O_INT, save_every), OPT("threads", O_INT, threads), OPT("epochs", O_DBL, epochs),
     OPT("lr", O_DBL, lr), OPT("weight-decay", O_DBL, weight_decay), OPT("max-grad-norm", O_DBL, max_grad_norm),
     OPT("lora-alpha", O_DBL, lora_alpha), OPT("lora-dropout", O_DBL, lora_dropout), OPT("seed", O_U64, seed),
+    OPT("gen-instruction", O_STR, gen_instruction), OPT("gen-input", O_STR, gen_input),
+    OPT("gen-max-new-tokens", O_INT, gen_max_new_tokens),
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -105,6 +112,9 @@ static void opts_defaults(train_opts *o) {
     o->lora_alpha = 32;
     o->lora_dropout = 0.1;
     o->seed = 3407;
+    o->gen_instruction = "只剩一个心脏了还能活吗？";
+    o->gen_input = "";
+    o->gen_max_new_tokens = 128;
 }
 
 /* Sets option `d` from text (a flag's value). */
@@ -220,9 +230,43 @@ static int on_step(const lt_metrics *mt, void *ud) {
 /* ---- hook for sample generations (the generation command's helper fills this in) ----
  * Called with phase "before" (model loaded, adapter attached, before the first step) and
  * "after" (after the last step, before the adapter is saved). Returns 0 to go on. */
-static int train_generation_hook(const char *phase, lt_model *model, const lt_tokenizer *tok, const train_opts *o) {
-    (void)phase; (void)model; (void)tok; (void)o;
+static int print_stream(const char *piece, size_t len, int32_t token, void *ud) {
+    (void)token; (void)ud;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
     return 0;
+}
+
+/* The notebook's check: the same prompt generated (greedy, streamed) before and after training,
+ * through the training template with an empty response. Returns non-zero only on a hard error. */
+static int train_generation_hook(const char *phase, lt_model *model, const lt_tokenizer *tok, const train_opts *o) {
+    if (!o->gen_instruction || !*o->gen_instruction || o->gen_max_new_tokens <= 0) return 0;
+    size_t len = 0, n = 0;
+    lt_status st = lt_template_render(o->tmpl, o->gen_instruction, o->gen_input ? o->gen_input : "", "", NULL, 0, &len);
+    if (st != LT_OK && st != LT_ERR_BUFFER_TOO_SMALL) return cli_fail("train", st, "rendering the generation prompt");
+    char *text = malloc(len + 1);
+    int32_t *ids = malloc(sizeof *ids * (len + 8)), *out = malloc(sizeof *out * ((size_t)o->gen_max_new_tokens + 1));
+    int rc = 0;
+    if (!text || !ids || !out) { rc = 1; goto done; }
+    if ((st = lt_template_render(o->tmpl, o->gen_instruction, o->gen_input ? o->gen_input : "", "", text, len + 1, &len)) != LT_OK ||
+        (st = lt_tokenizer_encode(tok, text, len, 0, ids, len + 8, &n)) != LT_OK) {
+        rc = cli_fail("train", st, "tokenizing the generation prompt");
+        goto done;
+    }
+    lt_generate_params gp;
+    lt_generate_params_init(&gp);
+    gp.max_new_tokens = o->gen_max_new_tokens;
+    gp.tokenizer = tok;
+    gp.on_text = print_stream;
+    printf("\n---- generation %s training (greedy, %d new tokens) ----\n%s", phase, o->gen_max_new_tokens, text);
+    fflush(stdout);
+    size_t n_out = 0;
+    st = lt_generate(model, ids, n, &gp, out, (size_t)o->gen_max_new_tokens + 1, &n_out);
+    printf("\n---- end of generation %s training ----\n\n", phase);
+    if (st < 0) rc = cli_fail("train", st, "generating");
+done:
+    free(text); free(ids); free(out);
+    return rc;
 }
 
 int lt_cmd_train(int argc, char **argv) {

@@ -50,7 +50,13 @@ lt_status lt_error_wrap(lt_status status, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
-    snprintf(lt_err_buf, LT_ERR_CAP, "%s: %s", ctx, prev);
+    size_t a = strlen(ctx), b = strlen(prev);
+    if (a > LT_ERR_CAP - 3) a = LT_ERR_CAP - 3;
+    if (a + 2 + b > LT_ERR_CAP - 1) b = LT_ERR_CAP - 1 - a - 2;
+    memcpy(lt_err_buf, ctx, a);
+    memcpy(lt_err_buf + a, ": ", 2);
+    memcpy(lt_err_buf + a + 2, prev, b);
+    lt_err_buf[a + 2 + b] = 0;
     return status;
 }
 

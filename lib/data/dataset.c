@@ -85,6 +85,10 @@ LT_API lt_status lt_dataset_new(const lt_tokenizer *tok, const lt_dataset_params
     LT_CHECK_ARG(p.n_threads >= 0, "n_threads must be >= 0 (got %d)", p.n_threads);
     LT_CHECK_ARG(!(p.format == LT_DATA_TEXT && p.loss_on == LT_LOSS_RESPONSE),
                  "loss_on=response needs Alpaca or chat records: plain text has no response span");
+    if (p.template_text && lt_template_builtin(p.template_text)) { /* a name given as the text */
+        p.template_name = p.template_text;
+        p.template_text = NULL;
+    }
     lt_dataset *ds = lt_calloc(1, sizeof *ds, "a dataset");
     if (!ds) return LT_ERR_OUT_OF_MEMORY;
     pthread_mutex_init(&ds->mu, NULL);
@@ -611,6 +615,8 @@ LT_API size_t lt_dataset_size(const lt_dataset *ds) {
     if (!ds || split_ready(ds) < 0) return 0;
     return ds->n_train;
 }
+
+int32_t lt_dataset_format(const lt_dataset *ds) { return ds ? ds->format : LT_DATA_AUTO; }
 
 LT_API lt_status lt_dataset_get(const lt_dataset *ds, size_t index, int32_t *ids, int32_t *labels, size_t cap,
                                 size_t *n) {

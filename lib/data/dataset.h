@@ -12,6 +12,8 @@ lt_status lt_dataset_record(const lt_dataset *ds, size_t i, const int32_t **ids,
 size_t lt_dataset_eval_size(const lt_dataset *ds);
 lt_status lt_dataset_eval_record(const lt_dataset *ds, size_t i, const int32_t **ids, const int32_t **labels,
                                  size_t *n);
+/* The lt_data_format the records were read as (LT_DATA_AUTO until the first record fixed it). */
+int32_t lt_dataset_format(const lt_dataset *ds);
 /* The order of epoch `epoch` (0-based): a permutation of [0, size) from (seed, epoch),
  * Fisher-Yates over Philox draws; the same for the same inputs on every machine. */
 void lt_dataset_permutation(size_t size, uint64_t seed, int64_t epoch, size_t *perm);

@@ -215,6 +215,111 @@ static float lt_make_qx(int n, int nmax, const float *x, int8_t *L) {
     return scale;
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#  define LT_QV_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#  define LT_QV_CLONES
+#endif
+#if defined(__GNUC__)
+/* make_qkx2 on the 8 sub-blocks of a K super-block at once: lane j is sub-block j, and every
+ * lane does exactly the scalar function's float32 operations in the scalar order (the
+ * accumulations run over the 32 elements of one sub-block in sequence), so the results are
+ * bit-identical to lt_make_qkx2; only the independence of the 8 sub-blocks is exploited. */
+typedef float lt_v8f __attribute__((vector_size(32)));
+typedef int32_t lt_v8i __attribute__((vector_size(32)));
+#define LT_SEL(m, a, b) ((lt_v8f)(((lt_v8i)(a) & (m)) | ((lt_v8i)(b) & ~(m))))
+
+static inline lt_v8i lt_v_nearest(lt_v8f x) {
+    lt_v8f v = x + 12582912.f;
+    return ((lt_v8i)v & 0x007fffff) - 0x00400000;
+}
+
+/* clamp to [0, nmax] */
+static inline lt_v8i lt_v_clamp(lt_v8i l, int nmax) {
+    l &= ~(l < 0);
+    lt_v8i over = l > nmax;
+    return (l & ~over) | (nmax & over);
+}
+
+LT_QV_CLONES
+static void lt_make_qkx2_x8(const float *x, int nmax, float rmin, float rdelta, int nstep, uint8_t *L,
+                            float *scales, float *mins) {
+    lt_v8f xt[32], wt[32];
+    lt_v8i Lv[32], La[32];
+    for (int i = 0; i < 32; i++)
+        for (int j = 0; j < 8; j++) xt[i][j] = x[32 * j + i];
+    /* weights: av_x + |x| with av_x = sqrt(sum x^2 / 32) per sub-block */
+    lt_v8f sx2 = {0};
+    for (int i = 0; i < 32; i++) sx2 += xt[i] * xt[i];
+    lt_v8f av;
+    for (int j = 0; j < 8; j++) av[j] = sqrtf(sx2[j] / 32);
+    for (int i = 0; i < 32; i++) {
+        lt_v8f ax = (lt_v8f)((lt_v8i)xt[i] & 0x7fffffff);
+        wt[i] = av + ax;
+    }
+    lt_v8f mn = xt[0], mx = xt[0], sum_w = wt[0], sum_x = sum_w * xt[0];
+    for (int i = 1; i < 32; i++) {
+        mn = LT_SEL(xt[i] < mn, xt[i], mn);
+        mx = LT_SEL(xt[i] > mx, xt[i], mx);
+        sum_w += wt[i];
+        sum_x += wt[i] * xt[i];
+    }
+    const lt_v8f zero = {0};
+    mn = LT_SEL(mn > zero, zero, mn);
+    lt_v8i flat = mx == mn;
+    lt_v8f fnmax = zero + (float)nmax;
+    lt_v8f iscale = fnmax / (mx - mn);
+    lt_v8f scale = 1 / iscale;
+    lt_v8f best = zero;
+    for (int i = 0; i < 32; i++) {
+        lt_v8i l = lt_v_nearest(iscale * (xt[i] - mn));
+        l = lt_v_clamp(l, nmax);
+        Lv[i] = l;
+        lt_v8f diff = scale * __builtin_convertvector(l, lt_v8f) + mn - xt[i];
+        diff = diff * diff;
+        best += wt[i] * diff;
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = (rmin + rdelta * is + nmax) / (mx - mn);
+        lt_v8f sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < 32; i++) {
+            lt_v8i l = lt_v_nearest(iscale * (xt[i] - mn));
+            l = lt_v_clamp(l, nmax);
+            La[i] = l;
+            lt_v8f lf = __builtin_convertvector(l, lt_v8f);
+            sum_l += wt[i] * lf;
+            sum_l2 += wt[i] * lf * lf;
+            sum_xl += wt[i] * lf * xt[i];
+        }
+        lt_v8f D = sum_w * sum_l2 - sum_l * sum_l;
+        lt_v8i ok = (D > zero) & ~flat;
+        if (!(ok[0] | ok[1] | ok[2] | ok[3] | ok[4] | ok[5] | ok[6] | ok[7])) continue;
+        lt_v8f this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        lt_v8f this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        lt_v8i pos = this_min > zero;
+        this_min = LT_SEL(pos, zero, this_min);
+        this_scale = LT_SEL(pos, sum_xl / sum_l2, this_scale);
+        lt_v8f err = zero;
+        for (int i = 0; i < 32; i++) {
+            lt_v8f diff = this_scale * __builtin_convertvector(La[i], lt_v8f) + this_min - xt[i];
+            diff = diff * diff;
+            err += wt[i] * diff;
+        }
+        lt_v8i take = ok & (err < best);
+        for (int i = 0; i < 32; i++) Lv[i] = (La[i] & take) | (Lv[i] & ~take);
+        best = LT_SEL(take, err, best);
+        scale = LT_SEL(take, this_scale, scale);
+        mn = LT_SEL(take, this_min, mn);
+    }
+    for (int j = 0; j < 8; j++) {
+        scales[j] = flat[j] ? 0.f : scale[j];
+        mins[j] = -mn[j];
+        for (int i = 0; i < 32; i++) L[32 * j + i] = flat[j] ? 0 : (uint8_t)Lv[i][j];
+    }
+}
+#define LT_HAVE_QKX2_X8 1
+#endif
+
 /* The 6-bit scales and mins of Q4_K / Q5_K, 12 bytes for 8 sub-blocks. */
 static void lt_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
     if (j < 4) {
@@ -230,15 +335,22 @@ static void lt_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
  * and a min, both stored as 6-bit multiples of fp16 super-scales d and dmin; then the weights
  * are requantized with the stored (rounded) scales. y: d, dmin, scales[12], then the quants. */
 static void lt_k_scales(const float *x, uint8_t *blk, uint8_t *L, int nmax, float rmin, int nstep) {
-    uint8_t Laux[32];
-    float weights[32], mins[8], scales[8];
+    float mins[8], scales[8];
     float max_scale = 0, max_min = 0;
+#ifdef LT_HAVE_QKX2_X8
+    lt_make_qkx2_x8(x, nmax, rmin, 0.1f, nstep, L, scales, mins);
+#else
+    uint8_t Laux[32];
+    float weights[32];
     for (int j = 0; j < 8; ++j) {
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
         scales[j] = lt_make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+    }
+#endif
+    for (int j = 0; j < 8; ++j) {
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }

@@ -45,6 +45,7 @@ struct lt_st_set {
     size_t n_files;
     lt_st_tensor *tensors; /* sorted by name */
     size_t n_tensors;
+    char *source;          /* the file, or the index of a sharded checkpoint */
 };
 
 static void st_file_clear(st_file *f) {
@@ -58,7 +59,7 @@ void lt_st_close(lt_st_set *set) {
     if (!set) return;
     for (size_t i = 0; i < set->n_files; i++) st_file_clear(&set->files[i]);
     for (size_t i = 0; i < set->n_tensors; i++) free((char *)set->tensors[i].name);
-    free(set->files); free(set->tensors); free(set);
+    free(set->files); free(set->tensors); free(set->source); free(set);
 }
 
 static int cmp_tensor_name(const void *a, const void *b) {
@@ -292,6 +293,8 @@ lt_status lt_st_open_file(const char *path, lt_st_set **out) {
     set->files = lt_calloc(1, sizeof *set->files, "a safetensors set");
     if (!set->files) { free(set); return LT_ERR_OUT_OF_MEMORY; }
     set->n_files = 1;
+    set->source = lt_strdup(path);
+    if (!set->source) { lt_st_close(set); return LT_ERR_OUT_OF_MEMORY; }
     lt_st_tensor *tv = NULL;
     size_t tn = 0, tcap = 0;
     lt_status st = st_parse_file(path, &set->files[0], &tv, &tn, &tcap);
@@ -346,7 +349,8 @@ static lt_status st_open_index(const char *dir, const char *index_path, lt_st_se
     size_t tn = 0, tcap = 0;
     if (st == LT_OK) {
         set->files = lt_calloc(n_sh, sizeof *set->files, "shards");
-        if (!set->files) st = LT_ERR_OUT_OF_MEMORY;
+        set->source = lt_strdup(index_path);
+        if (!set->files || !set->source) st = LT_ERR_OUT_OF_MEMORY;
     }
     for (size_t j = 0; st == LT_OK && j < n_sh; j++) {
         char *p = lt_path_join(dir, shards[j]);
@@ -405,6 +409,7 @@ const lt_st_tensor *lt_st_find(const lt_st_set *set, const char *name) {
     return bsearch(&key, set->tensors, set->n_tensors, sizeof key, cmp_tensor_name);
 }
 size_t lt_st_count(const lt_st_set *set) { return set ? set->n_tensors : 0; }
+const char *lt_st_source(const lt_st_set *set) { return set && set->source ? set->source : "the checkpoint"; }
 const lt_st_tensor *lt_st_at(const lt_st_set *set, size_t i) {
     return set && i < set->n_tensors ? &set->tensors[i] : NULL;
 }
@@ -509,7 +514,7 @@ static lt_status st_writer_push(lt_st_writer *w, const char *name, int32_t dtype
 
 lt_status lt_st_writer_add(lt_st_writer *w, const char *name, int32_t dtype, int32_t ndim, const int64_t *shape,
                            const void *data, int copy) {
-    st_wentry *e;
+    st_wentry *e = NULL;
     LT_TRY(st_writer_push(w, name, dtype, ndim, shape, &e));
     if (copy && e->nbytes) {
         e->owned = lt_malloc(e->nbytes, name);
@@ -524,7 +529,7 @@ lt_status lt_st_writer_add(lt_st_writer *w, const char *name, int32_t dtype, int
 
 lt_status lt_st_writer_add_fill(lt_st_writer *w, const char *name, int32_t dtype, int32_t ndim, const int64_t *shape,
                                 lt_st_fill_fn fill, void *ctx) {
-    st_wentry *e;
+    st_wentry *e = NULL;
     LT_CHECK_ARG(fill, "lt_st_writer_add_fill: NULL fill function");
     LT_TRY(st_writer_push(w, name, dtype, ndim, shape, &e));
     e->fill = fill;

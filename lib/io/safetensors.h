@@ -53,6 +53,9 @@ void lt_st_writer_free(lt_st_writer *w);
 
 /* Streaming: the tensor's bytes are produced by fill(ctx, name, buf, nbytes) while the file is
  * written, one tensor at a time, so a multi-GB file never sits in memory whole. */
+/* The file a set was opened from: the safetensors file, or the index of a sharded folder. */
+const char *lt_st_source(const lt_st_set *set);
+
 typedef lt_status (*lt_st_fill_fn)(void *ctx, const char *name, void *buf, size_t nbytes);
 lt_status lt_st_writer_add_fill(lt_st_writer *w, const char *name, int32_t dtype, int32_t ndim, const int64_t *shape,
                                 lt_st_fill_fn fill, void *ctx);

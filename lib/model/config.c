@@ -169,6 +169,10 @@ lt_status lt_config_parse(const char *json, size_t len, const char *path, lt_con
     else T(get_num(root, path, "rope_theta", 10000.0, &cfg->rope_theta));
     if (!(cfg->rope_theta > 0)) { st = lt_error(LT_ERR_FORMAT, "%s: rope_theta must be positive", path); goto done; }
 
+    if (json_is_true(json_object_get(root, "mlp_bias"))) {
+        st = lt_error(LT_ERR_UNSUPPORTED, "%s: mlp_bias true is not supported (MLP projections without biases only)", path);
+        goto done;
+    }
     if (json_is_true(json_object_get(root, "use_sliding_window"))) {
         st = lt_error(LT_ERR_UNSUPPORTED, "%s: use_sliding_window true is not supported (full attention only)", path);
         goto done;

@@ -118,8 +118,11 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     lt_graph *g = m->graph;
     if (g && g->cap >= n_tokens && g->r == r && g->train >= train) return LT_OK;
     int64_t cap = n_tokens;
-    if (g) { /* grow: keep the larger budget and the richer mode */
+    if (g) { /* grow: keep the larger budget (at least 5/4 of the old one, in 64-token steps, so that
+              * growing a token at a time reallocates O(log n) times) and the richer mode */
         if (g->cap > cap) cap = g->cap;
+        else if (cap < g->cap + g->cap / 4) cap = g->cap + g->cap / 4;
+        cap = (cap + 63) / 64 * 64;
         if (g->train > train) train = g->train;
         lt_graph_free(g);
         m->graph = NULL;
@@ -205,8 +208,8 @@ static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const voi
     LT_TRY(x->be->ops.linear_bwd_input(x->be, dinp, dout, L->proj[p], x->N, accumulate));
     lt_lora_tensor *t = &L->lora[p];
     if (x->lora_on && t->A)
-        LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, acts_of(x, l)->xa[p], t->A, t->B, x->N, t->in, t->out,
-                                   t->r, x->m->lora_scale, x->dropout, x->seed,
+        LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, acts_of(x, l)->xa[p], t->A, t->B, x->N,
+                                   t->in, t->out, t->r, x->m->lora_scale, x->dropout, x->seed,
                                    lt_graph_stream(x->stream_base, l, p)));
     return LT_OK;
 }

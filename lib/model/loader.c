@@ -3,6 +3,7 @@
  * anything is uploaded; any failure frees everything. Also the model's accessors: info,
  * tensor names, LoRA iteration and counts. */
 #include "model/model_io.h"
+#include "model/graph.h"
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,9 +15,6 @@ const char *const lt_proj_names[LT_PROJ_COUNT] = {"q_proj", "k_proj", "v_proj", 
 const char *const lt_proj_parent[LT_PROJ_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn",
                                                    "mlp", "mlp", "mlp"};
 
-/* The graph's buffers belong to graph.c; a build without it (early in development) has none. */
-struct lt_graph;
-void lt_graph_free(struct lt_graph *g) __attribute__((weak));
 
 void lt_model_params_init(lt_model_params *p) {
     if (!p) return;
@@ -86,8 +84,8 @@ static lt_status check_float(const lt_st_set *st, const char *name, int ndim, co
                              const lt_st_tensor **out) {
     const lt_st_tensor *t = lt_st_find(st, name);
     if (!t)
-        return lt_error(LT_ERR_NOT_FOUND, "tensor '%s' is missing from the checkpoint (is the folder complete, and "
-                        "does config.json belong to these weights?)", name);
+        return lt_error(LT_ERR_NOT_FOUND, "%s: tensor '%s' is missing (is the folder complete, and does config.json "
+                        "belong to these weights?)", lt_st_source(st), name);
     if (lt_st_to_lt_dtype(t->dtype) < 0)
         return lt_error(LT_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; loratune reads F32, F16 and BF16 weights",
                         t->file, name, lt_st_dtype_name(t->dtype));
@@ -107,8 +105,8 @@ static lt_status check_float(const lt_st_set *st, const char *name, int ndim, co
 static lt_status check_aux(const lt_st_set *st, const char *name, int dt, int64_t numel, const lt_st_tensor **out) {
     const lt_st_tensor *t = lt_st_find(st, name);
     if (!t)
-        return lt_error(LT_ERR_NOT_FOUND, "tensor '%s' of the bitsandbytes 4-bit weight is missing from the "
-                        "checkpoint", name);
+        return lt_error(LT_ERR_NOT_FOUND, "%s: tensor '%s' of the bitsandbytes 4-bit weight is missing",
+                        lt_st_source(st), name);
     if (t->dtype != dt)
         return lt_error(LT_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected %s", t->file, name,
                         lt_st_dtype_name(t->dtype), lt_st_dtype_name(dt));
@@ -124,6 +122,7 @@ typedef struct bnb_parts {
     const lt_st_tensor *packed, *absmax, *quant_map, *nested_absmax, *nested_map;
     int double_quant;
     float nested_offset;
+    int32_t dtype;         /* quant_state's dtype: what the dequantized weight is cast to */
 } bnb_parts;
 
 static lt_status check_bnb(const lt_st_set *st, const char *prefix, int64_t rows, int64_t cols, bnb_parts *bp) {
@@ -154,6 +153,9 @@ static lt_status check_bnb(const lt_st_set *st, const char *prefix, int64_t rows
                      (long long)rows, (long long)cols);
     else if (nb && (!json_is_integer(nb) || json_integer_value(nb) != 256))
         s = lt_error(LT_ERR_UNSUPPORTED, "%s: '%s' nested_blocksize is not 256", qs->file, name);
+    json_t *dt = json_object_get(j, "dtype");
+    const char *dts = json_is_string(dt) ? json_string_value(dt) : "bfloat16";
+    bp->dtype = !strcmp(dts, "float16") ? LT_DTYPE_F16 : !strcmp(dts, "float32") ? LT_DTYPE_F32 : LT_DTYPE_BF16;
     if (s == LT_OK) {
         bp->double_quant = nb != NULL;
         bp->nested_offset = json_is_number(no) ? (float)json_number_value(no) : 0.0f;
@@ -204,9 +206,12 @@ lt_status lt_model_check_tensors(const lt_config *c, const lt_st_set *st) {
             }
             snprintf(name, sizeof name, "%s.bias", prefix);
             if (c->attention_bias && p <= LT_PROJ_V) LT_TRY(check_float(st, name, 1, &out, NULL));
+            else if (lt_st_find(st, name) && p <= LT_PROJ_V)
+                return lt_error(LT_ERR_FORMAT, "%s: tensor '%s' is there but config.json does not set "
+                                "attention_bias (does config.json belong to these weights?)", lt_st_source(st), name);
             else if (lt_st_find(st, name))
-                return lt_error(LT_ERR_UNSUPPORTED, "tensor '%s': a bias on %s is not supported (only q/k/v biases)",
-                                name, lt_proj_names[p]);
+                return lt_error(LT_ERR_UNSUPPORTED, "%s: tensor '%s': a bias on %s is not supported (only q/k/v "
+                                "biases)", lt_st_source(st), name, lt_proj_names[p]);
         }
     }
     return LT_OK;
@@ -267,7 +272,7 @@ static lt_status upload_bnb(lt_model *m, const char *prefix, int64_t rows, int64
     lt_weight_desc d;
     memset(&d, 0, sizeof d);
     d.host = NULL;
-    d.dtype = m->cfg.torch_dtype == LT_DTYPE_F32 ? LT_DTYPE_BF16 : m->cfg.torch_dtype;
+    d.dtype = bp.dtype;
     d.rows = rows;
     d.cols = cols;
     d.quant = LT_QUANT_NF4;
@@ -405,7 +410,7 @@ lt_status lt_model_load(const char *dir, const lt_model_params *params, lt_model
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
-    if (m->graph && lt_graph_free) lt_graph_free(m->graph);
+    lt_graph_free(m->graph); /* before the backend it lives on */
     m->graph = NULL;
     if (m->be) {
         lt_model_lora_release(m);

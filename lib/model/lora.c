@@ -170,7 +170,10 @@ lt_status lt_model_set_lora_enabled(lt_model *m, int32_t enabled) {
     return LT_OK;
 }
 
-/* ---- adapter_config.json as Python's json.dumps(indent=2, sort_keys=True) writes it ---- */
+/* ---- adapter_config.json as Python's json.dumps(indent=2, sort_keys=True) writes it ----
+ * The keys are those PEFT 0.21.0 writes for a LoraConfig (dataclasses.asdict of PeftConfigMixin,
+ * PeftConfig and LoraConfig, less runtime_config), with LoraConfig's defaults for the features
+ * loratune does not use. */
 
 typedef struct jbuf { char *p; size_t n, cap; int oom; } jbuf;
 static void jb_put(jbuf *b, const char *s, size_t n) {
@@ -236,7 +239,8 @@ static char *adapter_config_json(const lt_model *m) {
     jb_pystr(&b, m->dir ? m->dir : "");
     jb_str(&b, ",\n  \"bias\": \"none\",\n  \"corda_config\": null,\n  \"ensure_weight_tying\": false,\n"
                "  \"eva_config\": null,\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n"
-               "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n  \"layer_replication\": null,\n"
+               "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n  \"kasa_config\": null,\n"
+               "  \"layer_replication\": null,\n"
                "  \"layers_pattern\": null,\n  \"layers_to_transform\": null,\n  \"loftq_config\": {},\n"
                "  \"lora_alpha\": ");
     /* PEFT keeps the type the user gave: an integral alpha is written as an int (32, not 32.0) */
@@ -247,7 +251,7 @@ static char *adapter_config_json(const lt_model *m) {
     py_float(num, sizeof num, p->dropout);
     jb_str(&b, num);
     jb_str(&b, ",\n  \"lora_ga_config\": null,\n  \"megatron_config\": null,\n  \"megatron_core\": \"megatron.core\",\n"
-               "  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"peft_version\": \"0.21.0\",\n"
+               "  \"modules_to_save\": null,\n  \"monteclora_config\": null,\n  \"peft_type\": \"LORA\",\n  \"peft_version\": \"0.21.0\",\n"
                "  \"qalora_group_size\": 16,\n  \"r\": ");
     snprintf(num, sizeof num, "%d", p->r);
     jb_str(&b, num);
@@ -264,7 +268,7 @@ static char *adapter_config_json(const lt_model *m) {
                "  \"trainable_token_indices\": null,\n  \"use_bdlora\": null,\n  \"use_dora\": false,\n"
                "  \"use_qalora\": false,\n  \"use_rslora\": ");
     jb_str(&b, p->use_rslora ? "true" : "false");
-    jb_str(&b, "\n}");
+    jb_str(&b, ",\n  \"velora_config\": null\n}");
     if (b.oom) { free(b.p); return NULL; }
     return b.p;
 }

@@ -6,13 +6,14 @@
  *   lora         f32 A and B, their f32 gradients, and AdamW state: fp32 m and v (8 bytes per
  *                value), or bitsandbytes 8-bit (2 bytes + two f32 absmax per 256-block; tensors
  *                under 4096 values keep fp32 state, as bnb does).
- *   activations  with gradient checkpointing: one (N,C) tensor per layer, plus one layer's
- *                recomputed activations and their gradients, plus one chunk of the fused
- *                LM head + cross-entropy (f32 logits of LT_MEM_HEAD_CHUNK tokens and their
- *                gradient); without checkpointing every layer keeps its activations.
+ *   activations  the graph's buffers (lt_graph_bytes): with gradient checkpointing one (N,C)
+ *                tensor per layer, plus one layer's recomputed activations and their
+ *                gradients; without it every layer keeps its activations; plus one chunk of
+ *                the fused LM head + cross-entropy (f32 logits of LT_MEM_HEAD_CHUNK tokens).
  *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace.
  * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). */
 #include "model/model_io.h"
+#include "model/graph.h"
 #include <string.h>
 
 #define LT_MEM_HEAD_CHUNK 1024          /* tokens per LM-head chunk */
@@ -46,9 +47,7 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     int nf4 = !cpu && (c.bnb_4bit || m.quant == LT_QUANT_NF4);
     uint64_t ab = cpu ? 4 : (m.compute_dtype == LT_DTYPE_F32 ? 4 : 2); /* activation bytes */
     uint64_t wb16 = cpu ? 4 : 2;                                       /* "16-bit" weights */
-    uint64_t V = (uint64_t)c.vocab_size, C = (uint64_t)c.hidden_size, I = (uint64_t)c.intermediate_size;
-    uint64_t Lyr = (uint64_t)c.num_layers, NH = (uint64_t)c.num_heads;
-    uint64_t Q = NH * (uint64_t)c.head_dim, KV = (uint64_t)c.num_kv_heads * (uint64_t)c.head_dim;
+    uint64_t V = (uint64_t)c.vocab_size, C = (uint64_t)c.hidden_size, Lyr = (uint64_t)c.num_layers;
     uint64_t N = (uint64_t)batch * (uint64_t)(m.max_seq_len > 0 ? m.max_seq_len : 2048);
 
     memset(out, 0, sizeof *out);
@@ -82,16 +81,11 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     }
     out->lora = lora;
 
-    /* activations */
-    uint64_t n_targets = 0;
-    for (int p = 0; p < LT_PROJ_COUNT; p++) n_targets += (l.targets >> p) & 1u;
-    uint64_t layer_saved = N * (3 * C + 2 * Q + 2 * KV + 3 * I + n_targets * R) * ab + N * (NH + 2) * 4;
-    uint64_t layer_grads = N * (2 * C + Q + 2 * KV + 2 * I) * ab;
+    /* activations: the graph's own buffers (graph.c sizes them with lt_graph_bytes), plus one
+     * chunk of f32 logits inside the fused LM head + cross-entropy */
     uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK;
-    uint64_t head = chunk * V * 4 * 2 + N * C * ab * 2;
-    uint64_t io = N * 4 * 4; /* ids, positions, targets, cu_seqlens */
-    if (ckpt) out->activations = Lyr * N * C * ab + layer_saved + layer_grads + head + io;
-    else out->activations = Lyr * layer_saved + layer_grads + head + io;
+    out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, ckpt ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP) +
+                       chunk * V * 4;
 
     out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE;
     out->total = out->weights + out->lora + out->activations + out->workspace;

@@ -148,6 +148,10 @@ lt_status lt_tok_pretokenize(const lt_tokenizer *tok, const char *text, size_t l
 lt_status lt_tok_compile_regex(const char *pattern, size_t len, int literal, const char *field, pcre2_code **out);
 
 /* ---- internal entry points for other library code ---- */
+/* Loads a tokenizer from tokenizer.json's text alone (no tokenizer_config.json: no eos / chat
+ * template). For the fuzz target and for callers that hold the file in memory. */
+lt_status lt_tokenizer_load_json(const char *json, size_t len, lt_tokenizer **out);
+
 /* Encodes text into fresh arrays (free() them): ids[n]; when offsets != NULL also
  * offsets[2n] = the [start, end) byte range in `text` that each token covers (a token that covers
  * part of a UTF-8 character gets the whole character's range; added text such as a prefix space

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #define LT_BPE_CACHE_MAX_KEY 255
-#define LT_BPE_SCAN_MAX 48   /* up to this many symbols a linear scan beats the heap */
+#define LT_BPE_SCAN_MAX 64   /* up to this many symbols a linear scan beats the heap */
 
 static inline int lt_bpe_lookup(const lt_tokenizer *tok, int32_t a, int32_t b, int32_t *rank, int32_t *id) {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
@@ -55,21 +55,33 @@ static lt_bpe_merge lt_bpe_heap_pop(lt_bpe_merge *h, size_t *n) {
 /* Merges sym[0..n) in place (a linked list through prev/next; merged-away symbols get len 0). */
 static lt_status lt_bpe_merge_all(const lt_tokenizer *tok, lt_bpe_sym *sym, int32_t n) {
     if (n <= LT_BPE_SCAN_MAX) {
+        /* rank[i] / mid[i]: the merge of symbol i with its next one (INT32_MAX = none), kept up to
+         * date so that each step is a scan of small integers and only the pairs next to a merge
+         * are looked up again */
+        int32_t rank[LT_BPE_SCAN_MAX], mid[LT_BPE_SCAN_MAX];
+        for (int32_t i = 0; i < n; i++) {
+            rank[i] = INT32_MAX;
+            if (i + 1 < n && !lt_bpe_lookup(tok, sym[i].id, sym[i + 1].id, &rank[i], &mid[i])) rank[i] = INT32_MAX;
+        }
         for (;;) {
-            int32_t best = -1, best_rank = INT32_MAX, best_id = -1;
-            for (int32_t i = 0; i >= 0 && sym[i].next >= 0; i = sym[i].next) {
-                int32_t r, id;
-                if (lt_bpe_lookup(tok, sym[i].id, sym[sym[i].next].id, &r, &id) && r < best_rank) {
-                    best = i; best_rank = r; best_id = id;
-                }
-            }
+            int32_t best = -1, best_rank = INT32_MAX;
+            for (int32_t i = 0; i >= 0; i = sym[i].next)
+                if (rank[i] < best_rank) { best = i; best_rank = rank[i]; }
             if (best < 0) return LT_OK;
             int32_t nx = sym[best].next;
-            sym[best].id = best_id;
+            sym[best].id = mid[best];
             sym[best].len += sym[nx].len;
             sym[best].next = sym[nx].next;
             if (sym[nx].next >= 0) sym[sym[nx].next].prev = best;
             sym[nx].len = 0;
+            rank[best] = INT32_MAX;
+            if (sym[best].next >= 0 && !lt_bpe_lookup(tok, sym[best].id, sym[sym[best].next].id, &rank[best], &mid[best]))
+                rank[best] = INT32_MAX;
+            int32_t pv = sym[best].prev;
+            if (pv >= 0) {
+                rank[pv] = INT32_MAX;
+                if (!lt_bpe_lookup(tok, sym[pv].id, sym[best].id, &rank[pv], &mid[pv])) rank[pv] = INT32_MAX;
+            }
         }
     }
     lt_bpe_merge *heap = malloc((size_t)n * 3 * sizeof *heap + 16);

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#define LT_JINJA_MAX_DEPTH 100        /* nesting of expressions and blocks */
+#define LT_JINJA_MAX_STEPS 20000000u  /* evaluations per render */
+
 /* ---- arena ---- */
 typedef struct jblk { struct jblk *next; size_t used, cap; _Alignas(16) char data[]; } jblk;
 
@@ -69,6 +72,8 @@ typedef struct J {
     lt_tok_buf *out;
     lt_status st;
     int brk, cont;      /* pending break / continue */
+    int depth;          /* parser nesting (expressions and blocks), bounded against stack overflow */
+    uint64_t steps;     /* statements and expressions evaluated, bounded against runaway loops */
     /* expression lexer */
     const char *p, *end; size_t base;
 } J;
@@ -119,6 +124,15 @@ static jv *jv_str(J *j, const char *s, size_t n) {
     if (!v || !c) return NULL;
     memcpy(c, s, n);
     v->t = JV_STR; v->s = c; v->n = n;
+    return v;
+}
+static jv *jv_concat(J *j, const jv *a, const jv *b) {
+    jv *v = ja(j, sizeof *v);
+    char *c = ja(j, a->n + b->n + 1);
+    if (!v || !c) return NULL;
+    memcpy(c, a->s, a->n);
+    memcpy(c + a->n, b->s, b->n);
+    v->t = JV_STR; v->s = c; v->n = a->n + b->n;
     return v;
 }
 static jv *jv_int(J *j, int64_t i) { jv *v = ja(j, sizeof *v); if (v) { v->t = JV_INT; v->i = i; } return v; }
@@ -694,9 +708,14 @@ static jx *junary(J *j) {
     jtok t = jpeek(j);
     if (jtok_is(t, "-") || jtok_is(t, "+")) {
         jnext(j);
+        if (j->depth > LT_JINJA_MAX_DEPTH) { jerr(j, LT_ERR_UNSUPPORTED, t.pos, "expressions nested too deeply"); return NULL; }
+        j->depth++;
+        jx *inner = junary(j);
+        j->depth--;
+        if (!inner) return NULL;
         jx *u = jnode(j, E_NEG, t.pos);
         if (!u) return NULL;
-        u->a = junary(j);
+        u->a = inner;
         u->neg = t.s[0] == '-';
         return u->a ? u : NULL;
     }
@@ -768,7 +787,10 @@ static jx *jnot(J *j) {
         jnext(j);
         jx *n = jnode(j, E_NOT, t.pos);
         if (!n) return NULL;
+        if (j->depth > LT_JINJA_MAX_DEPTH) { jerr(j, LT_ERR_UNSUPPORTED, t.pos, "expressions nested too deeply"); return NULL; }
+        j->depth++;
         n->a = jnot(j);
+        j->depth--;
         return n->a ? n : NULL;
     }
     return jcompare(j);
@@ -797,7 +819,18 @@ static jx *jor(J *j) {
     }
     return a;
 }
+static jx *jexpr_inner(J *j);
 static jx *jexpr(J *j) {
+    if (++j->depth > LT_JINJA_MAX_DEPTH) {
+        jerr(j, LT_ERR_UNSUPPORTED, (size_t)(j->p - j->src), "expressions nested deeper than %d", LT_JINJA_MAX_DEPTH);
+        j->depth--;
+        return NULL;
+    }
+    jx *r = jexpr_inner(j);
+    j->depth--;
+    return r;
+}
+static jx *jexpr_inner(J *j) {
     jx *a = jor(j);
     if (a && jtok_is(jpeek(j), "if")) {
         jtok t = jnext(j);
@@ -842,7 +875,18 @@ static jtok jstmt_kw(J *j, const jpart *p) {
 }
 
 /* Parses parts into body until a statement whose keyword is one of `stops` (returned in *stop). */
+static int jparse_body_inner(J *j, jbody *body, const char *const *stops, int nstops, int *stop);
 static int jparse_body(J *j, jbody *body, const char *const *stops, int nstops, int *stop) {
+    if (++j->depth > LT_JINJA_MAX_DEPTH) {
+        jerr(j, LT_ERR_UNSUPPORTED, j->pi < j->np ? j->parts[j->pi].pos : 0, "blocks nested deeper than %d", LT_JINJA_MAX_DEPTH);
+        j->depth--;
+        return 0;
+    }
+    int r = jparse_body_inner(j, body, stops, nstops, stop);
+    j->depth--;
+    return r;
+}
+static int jparse_body_inner(J *j, jbody *body, const char *const *stops, int nstops, int *stop) {
     size_t cap = 0;
     *stop = -1;
     while (j->pi < j->np) {
@@ -1309,9 +1353,7 @@ static jv *jbinop(J *j, jx *n) {
     case OP_CAT: {
         jv *x = jv_to_str(j, a), *y = jv_to_str(j, b);
         if (!x || !y) return NULL;
-        jv *r = jv_str(j, x->s, x->n + y->n);
-        if (r) memcpy((char *)r->s + x->n, y->s, y->n);
-        return r;
+        return jv_concat(j, x, y);
     }
     case OP_IN: case OP_NOTIN: {
         int r = 0;
@@ -1337,9 +1379,7 @@ static jv *jbinop(J *j, jx *n) {
     }
     case OP_ADD:
         if (a->t == JV_STR && b->t == JV_STR) {
-            jv *r = jv_str(j, a->s, a->n + b->n);
-            if (r) memcpy((char *)r->s + a->n, b->s, b->n);
-            return r;
+            return jv_concat(j, a, b);
         }
         if (a->t == JV_LIST && b->t == JV_LIST) {
             jv *l = jv_list(j, a->n + b->n);
@@ -1442,6 +1482,10 @@ static jv *jslice(J *j, jx *n) {
 
 static jv *jeval(J *j, jx *n) {
     if (j->st != LT_OK) return NULL;
+    if (++j->steps > LT_JINJA_MAX_STEPS) {
+        jerr(j, LT_ERR_UNSUPPORTED, n->pos, "the template runs too long (more than %u steps)", LT_JINJA_MAX_STEPS);
+        return NULL;
+    }
     switch (n->k) {
     case E_LIT: return n->lit;
     case E_VAR: return jlookup(j, n->name, n->name_len);
@@ -1568,10 +1612,14 @@ static lt_status jexec(J *j, const jbody *b) {
     for (size_t i = 0; i < b->n; i++) {
         const js *s = b->s[i];
         switch (s->k) {
-        case S_TEXT: LT_TRY(lt_tok_buf_put(j->out, s->text, s->len)); break;
+        case S_TEXT:
+            if (j->out->len > (64u << 20)) return jerr(j, LT_ERR_UNSUPPORTED, s->pos, "the rendered text exceeds 64 MiB");
+            LT_TRY(lt_tok_buf_put(j->out, s->text, s->len));
+            break;
         case S_OUT: {
             jv *v = jeval(j, s->e);
             if (!v) return j->st ? j->st : LT_ERR_INTERNAL;
+            if (j->out->len > (64u << 20)) return jerr(j, LT_ERR_UNSUPPORTED, s->pos, "the rendered text exceeds 64 MiB");
             LT_TRY(jv_write(j, j->out, v, 0));
             break;
         }
@@ -1646,6 +1694,9 @@ lt_status lt_jinja_render_chat(const char *tmpl, const lt_chat_message *messages
         else {
             jset(&j, "messages", 8, msgs);
             jset(&j, "add_generation_prompt", 21, jv_bool(add_generation_prompt));
+            /* transformers passes these as None when the caller gives none */
+            jset(&j, "tools", 5, &J_NONE);
+            jset(&j, "documents", 9, &J_NONE);
             for (size_t i = 0; i < n_vars; i++)
                 if (vars[i].value) jset(&j, vars[i].name, strlen(vars[i].name), jv_str(&j, vars[i].value, strlen(vars[i].value)));
             jpush_frame(&j);

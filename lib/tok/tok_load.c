@@ -590,12 +590,40 @@ static lt_status lt_tok_load_json(lt_tokenizer *tok, char *buf, size_t len) {
     return st;
 }
 
-lt_status lt_tokenizer_load(const char *dir, lt_tokenizer **out) {
-    LT_CHECK_ARG(dir && out, "lt_tokenizer_load: dir and out must not be NULL");
-    *out = NULL;
+static lt_status lt_tok_new(lt_tokenizer **out) {
     lt_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory creating a tokenizer");
     tok->bos_id = tok->eos_id = tok->pad_id = tok->unk_id = -1;
+    tok->cache = calloc(LT_TOK_CACHE_SHARDS, sizeof(lt_tok_cache_shard));
+    if (!tok->cache) { free(tok); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory creating the BPE cache"); }
+    for (int i = 0; i < LT_TOK_CACHE_SHARDS; i++) pthread_mutex_init(&tok->cache[i].mu, NULL);
+    *out = tok;
+    return LT_OK;
+}
+
+lt_status lt_tokenizer_load_json(const char *json, size_t len, lt_tokenizer **out) {
+    LT_CHECK_ARG((json || !len) && out, "lt_tokenizer_load_json: json and out must not be NULL");
+    *out = NULL;
+    lt_tokenizer *tok;
+    LT_TRY(lt_tok_new(&tok));
+    lt_status st = LT_OK;
+    tok->pool = lt_malloc(len + 1, "tokenizer.json");
+    if (!tok->pool) st = LT_ERR_OUT_OF_MEMORY;
+    else {
+        if (len) memcpy(tok->pool, json, len);
+        tok->pool[len] = 0;
+        st = lt_tok_load_json(tok, tok->pool, len);
+    }
+    if (st != LT_OK) { lt_tokenizer_free(tok); return st; }
+    *out = tok;
+    return LT_OK;
+}
+
+lt_status lt_tokenizer_load(const char *dir, lt_tokenizer **out) {
+    LT_CHECK_ARG(dir && out, "lt_tokenizer_load: dir and out must not be NULL");
+    *out = NULL;
+    lt_tokenizer *tok;
+    LT_TRY(lt_tok_new(&tok));
     lt_status st = LT_OK;
     tok->dir = lt_strdup(dir);
     char *path = lt_path_join(dir, "tokenizer.json");
@@ -609,11 +637,6 @@ lt_status lt_tokenizer_load(const char *dir, lt_tokenizer **out) {
         if (st != LT_OK) lt_error_wrap(st, "%s", dir);
     }
     if (st == LT_OK) st = lt_tok_load_config(tok, dir);
-    if (st == LT_OK) {
-        tok->cache = calloc(LT_TOK_CACHE_SHARDS, sizeof(lt_tok_cache_shard));
-        if (!tok->cache) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory creating the BPE cache");
-        else for (int i = 0; i < LT_TOK_CACHE_SHARDS; i++) pthread_mutex_init(&tok->cache[i].mu, NULL);
-    }
     free(path);
     if (st != LT_OK) { lt_tokenizer_free(tok); return st; }
     *out = tok;

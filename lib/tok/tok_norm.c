@@ -33,24 +33,45 @@ static lt_status lt_norm_unicode(lt_tok_norm_kind k, const char *s, size_t len, 
     return LT_OK;
 }
 
-/* True when the normalization cannot change s: NFC of text below U+0300 (no combining marks, no
- * composition candidates, nothing NFC-unstable) is itself; ASCII is stable under all four forms. */
+/* Code points that NFC leaves alone wherever they stand: NFC_QC=Yes, combining class 0, and never
+ * the second half of a canonical composition (checked against Python's unicodedata for Unicode 14:
+ * Latin below U+0300, CJK symbols and kana without the combining marks, CJK ideographs, full-width
+ * forms). Text made only of these is already NFC; most Chinese and English text is. */
+static inline int lt_nfc_inert(uint32_t c) {
+    return c < 0x300 || (c >= 0x4E00 && c < 0xA000) || (c >= 0x3000 && c < 0x302A) || (c >= 0x3030 && c < 0x3099) ||
+           (c >= 0x309B && c < 0x3100) || (c >= 0xFF00 && c < 0xFFF0);
+}
+
+/* True when the normalization cannot change s. ASCII is stable under all four forms. */
 static int lt_norm_is_identity(lt_tok_norm_kind k, const char *s, size_t len) {
-    unsigned char lim = k == LT_NORM_NFC ? 0xCC : 0x80;
-    for (size_t i = 0; i < len; i++) if ((unsigned char)s[i] >= lim) return 0;
+    const unsigned char *u = (const unsigned char *)s;
+    if (k != LT_NORM_NFC) {
+        for (size_t i = 0; i < len; i++) if (u[i] >= 0x80) return 0;
+        return 1;
+    }
+    for (size_t i = 0; i < len;) {
+        if (u[i] < 0x80) { i++; continue; }
+        uint32_t cp;
+        i += (size_t)lt_utf8_decode(u + i, &cp);
+        if (!lt_nfc_inert(cp)) return 0;
+    }
     return 1;
 }
 
 static lt_status lt_norm_lower(const char *s, size_t len, const uint32_t *in_align, char **out, size_t *out_len,
                                uint32_t **out_align) {
-    char *d = malloc(len * 2 + 4); /* a lowercase code point needs at most one more UTF-8 byte */
+    char *d = malloc(len * 2 + 4); /* a lowercase form needs at most twice the UTF-8 bytes (U+0130: 2 -> 3) */
     uint32_t *al = out_align ? malloc((len * 2 + 4) * 2 * sizeof(uint32_t)) : NULL;
     if (!d || (out_align && !al)) { free(d); free(al); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory lowercasing text"); }
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         int l = lt_utf8_decode((const unsigned char *)s + i, &cp);
-        int w = lt_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), d + o);
+        int w;
+        /* Rust's char::to_lowercase, as tokenizers applies it char by char: the simple mapping,
+         * except U+0130 whose full lowercase is two code points */
+        if (cp == 0x130) { memcpy(d + o, "i\xcc\x87", 3); w = 3; }
+        else w = lt_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), d + o);
         if (al) for (int j = 0; j < w; j++) { al[2 * (o + j)] = in_align[2 * i]; al[2 * (o + j) + 1] = in_align[2 * (i + l - 1) + 1]; }
         o += (size_t)w; i += (size_t)l;
     }

@@ -58,7 +58,7 @@ lt_status lt_tok_compile_regex(const char *pattern, size_t len, int literal, con
     }
     int err;
     PCRE2_SIZE erroff;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL refuses UCP */
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, opts, &err, &erroff, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];

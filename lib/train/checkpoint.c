@@ -137,6 +137,8 @@ static lt_status write_state(lt_trainer *tr, const char *path) {
     json_object_set_new(j, "grad_accum", json_integer(tr->p.grad_accum));
     json_object_set_new(j, "log_loss_sum", json_real(tr->log_loss_sum));
     json_object_set_new(j, "log_n", json_integer(tr->log_n));
+    json_object_set_new(j, "loss_scale", json_real(tr->loss_scale));
+    json_object_set_new(j, "loss_scale_good_steps", json_integer(tr->good_steps));
     json_t *hist = json_array();
     for (size_t i = 0; i < tr->hist_n; i++) {
         json_t *pt = json_array();
@@ -303,6 +305,9 @@ LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir) {
         tr->log_n = log_n;
         json_t *ls = json_object_get(j, "log_loss_sum");
         tr->log_loss_sum = json_is_number(ls) ? json_number_value(ls) : 0;
+        json_t *lsc = json_object_get(j, "loss_scale"), *gs = json_object_get(j, "loss_scale_good_steps");
+        if (json_is_number(lsc) && json_number_value(lsc) > 0) tr->loss_scale = json_number_value(lsc);
+        if (json_is_integer(gs)) tr->good_steps = (int64_t)json_integer_value(gs);
         json_t *el = json_object_get(j, "elapsed_s");
         tr->elapsed_before = json_is_number(el) ? json_number_value(el) : 0;
         tr->t_start = lt_time_s();

@@ -148,6 +148,8 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     lt_trainer_shuffle(tr);
     tr->t_start = lt_time_s();
     tr->log_fresh = 1;
+    tr->use_loss_scale = model->be->act_dtype == LT_DTYPE_F16;
+    tr->loss_scale = p.fp16_initial_loss_scale > 0 ? p.fp16_initial_loss_scale : 65536.0;
     *out = tr;
     return LT_OK;
 }
@@ -209,7 +211,10 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     for (int a = 0; a < A; a++) {
         int k = next_records(tr, idx);
         lt_status st = lt_batch_from_dataset(&tr->batches[a], tr->ds, idx, k, 0);
-        if (st != LT_OK) { free(idx); return lt_error_wrap(st, "step %lld: packing micro-batch %d", (long long)tr->step + 1, a); }
+        if (st != LT_OK) {
+            free(idx);
+            return lt_error_wrap(st, "step %lld: packing micro-batch %d", (long long)tr->step + 1, a);
+        }
         items += tr->batches[a].n_targets;
         tokens += tr->batches[a].n_tokens;
     }
@@ -219,23 +224,50 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
                 (long long)tr->step + 1);
     for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->t[i].g, (size_t)tr->t[i].n * 4));
     double loss_sum = 0;
-    float grad_scale = items > 0 ? (float)(1.0 / (double)items) : 0.0f;
+    double ls = tr->use_loss_scale ? tr->loss_scale : 1.0;
+    float grad_scale = items > 0 ? (float)(ls / (double)items) : 0.0f;
     for (int a = 0; a < A; a++) {
         lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1};
         tr->micro_index++;
         LT_TRY(lt_graph_forward_backward(m, &tr->batches[a], grad_scale, &pass, &loss_sum));
     }
+    /* loss scaling: skip a step whose gradients overflowed, else unscale them */
+    int skip = 0;
+    if (tr->use_loss_scale) {
+        for (int i = 0; i < tr->n_tensors && !skip; i++) {
+            int bad = 0;
+            LT_TRY(be->ops.nonfinite(be, tr->t[i].g, tr->t[i].n, &bad));
+            skip = bad;
+        }
+        if (skip) {
+            LT_LOGW("step %lld: gradients overflowed at loss scale %g: the update is skipped and the scale halved",
+                    (long long)tr->step + 1, ls);
+            tr->loss_scale = ls * 0.5;
+            tr->good_steps = 0;
+        } else {
+            for (int i = 0; i < tr->n_tensors; i++)
+                LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)(1.0 / ls)));
+            if (++tr->good_steps >= LT_LOSS_SCALE_INTERVAL) {
+                tr->loss_scale = ls * 2.0;
+                tr->good_steps = 0;
+            }
+        }
+    }
     /* global norm before clipping; clip when the coefficient is below 1 */
-    double sumsq = 0;
-    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, &sumsq));
-    double norm = sqrt(sumsq);
-    if (tr->p.max_grad_norm > 0) {
-        double coef = tr->p.max_grad_norm / (norm + 1e-6);
-        if (coef < 1.0)
-            for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)coef));
+    double norm = INFINITY;
+    if (!skip) {
+        double sumsq = 0;
+        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, &sumsq));
+        norm = sqrt(sumsq);
+        if (tr->p.max_grad_norm > 0) {
+            double coef = tr->p.max_grad_norm / (norm + 1e-6);
+            if (coef < 1.0)
+                for (int i = 0; i < tr->n_tensors; i++)
+                    LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)coef));
+        }
     }
     double lr = tr->p.lr * lt_schedule_lambda(tr->p.scheduler, tr->step, tr->warmup, tr->max_steps);
-    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(apply_update(tr, &tr->t[i], (float)lr, tr->step + 1));
+    for (int i = 0; i < tr->n_tensors && !skip; i++) LT_TRY(apply_update(tr, &tr->t[i], (float)lr, tr->step + 1));
     LT_TRY(be->ops.sync(be));
     tr->step++;
     double dt = lt_time_s() - t0;

@@ -53,7 +53,15 @@ struct lt_trainer {
     double *hist_loss;
     size_t hist_n, hist_cap;
     int log_fresh;             /* the first log row of a fresh (not resumed) run truncates log.jsonl */
+    /* dynamic loss scaling (fp16 activations), as torch.cuda.amp.GradScaler: the CE gradient is
+     * multiplied by loss_scale; a step with inf/nan gradients is skipped and halves the scale;
+     * LT_LOSS_SCALE_INTERVAL good steps in a row double it */
+    int use_loss_scale;
+    double loss_scale;
+    int64_t good_steps;
 };
+
+#define LT_LOSS_SCALE_INTERVAL 2000
 
 /* base_lr multiplier for 0-based scheduler step s (transformers' lr_lambda). */
 double lt_schedule_lambda(int32_t scheduler, int64_t s, int64_t warmup, int64_t total);

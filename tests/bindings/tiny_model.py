@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """tiny_model.py - makes the small random Qwen2 model the binding tests and the notebook's smoke
-mode train: `loratune init-random --config assets/tiny-qwen2/config.json` into a folder, plus
-the bundled Qwen2 tokenizer files. Usage: tiny_model.py OUT_DIR (prints OUT_DIR); exits 77 when
+mode train: `loratune init-random --config assets/tiny-qwen2/config.json --tokenizer assets/qwen2-tokenizer`. Usage: tiny_model.py OUT_DIR (prints OUT_DIR); exits 77 when
 the command or the config is missing. Reuses OUT_DIR when it already holds a model.
 """
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("LT_REPO_ROOT") or os.path.dirname(os.path.dirname(HERE))
@@ -33,15 +33,24 @@ def make(out_dir):
         raise RuntimeError("missing %s (the tiny model's config)" % config)
     if not cli:
         raise RuntimeError("the loratune command was not found (set LORATUNE_CLI)")
-    os.makedirs(out_dir, exist_ok=True)
-    r = subprocess.run([cli, "init-random", "--config", config, "--out", out_dir, "--seed", "3407"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("loratune init-random failed (%d): %s" % (r.returncode, r.stdout.strip()))
-    tok_dir = os.path.join(ROOT, "assets", "qwen2-tokenizer")
-    for name in os.listdir(tok_dir):
-        if name.endswith(".json") and not os.path.exists(os.path.join(out_dir, name)):
-            shutil.copyfile(os.path.join(tok_dir, name), os.path.join(out_dir, name))
+    # Made in a fresh folder and renamed into place: tests running at once may all ask for it.
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".tiny-", dir=parent)
+    try:
+        made = os.path.join(work, "model")
+        r = subprocess.run([cli, "init-random", "--config", config, "--output", made, "--seed", "3407",
+                            "--tokenizer", os.path.join(ROOT, "assets", "qwen2-tokenizer")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("loratune init-random failed (%d): %s" % (r.returncode, r.stdout.strip()))
+        try:
+            os.rename(made, out_dir)
+        except OSError:
+            if not os.path.exists(os.path.join(out_dir, "model.safetensors")):
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out_dir
 
 

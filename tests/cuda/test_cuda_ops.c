@@ -190,8 +190,8 @@ static void test_linear(ctx *c, int quant) {
     free(x); free(bias); free(dy); free(d0);
 }
 
-static void test_lora(ctx *c, float p) {
-    const int64_t N = 70, C = 160, OC = 96, R = 16;
+static void test_lora(ctx *c, float p, int64_t R) {
+    const int64_t N = 70, C = 160, OC = 96;
     const float scale = 2.0f;
     const uint64_t seed = 1234, stream = 77;
     float *x = rnd(N * C, 1.0f), *A = rnd(R * C, 0.1f), *B = rnd(OC * R, 0.1f), *base = rnd(N * OC, 1.0f);
@@ -204,7 +204,9 @@ static void test_lora(ctx *c, float p) {
     CHECK_OK(c->cpu->ops.lora_fwd(c->cpu, cy, cxa, cx, cA, cB, N, C, OC, R, scale, p, seed, stream));
     CHECK_OK(c->gpu->ops.lora_fwd(c->gpu, gy, gxa, gx, gA, gB, N, C, OC, R, scale, p, seed, stream));
     float *r = g_read_act(c, gy, N * OC);
-    compare(c, p > 0 ? "lora_fwd out (p=0.1)" : "lora_fwd out (p=0)", r, cy, N * OC, TOL16(c));
+    char nm[64];
+    snprintf(nm, sizeof nm, "lora_fwd out (p=%.1f, r=%lld)", p, (long long)R);
+    compare(c, nm, r, cy, N * OC, TOL16(c));
     free(r);
     r = g_read_act(c, gxa, N * R);
     compare(c, "lora_fwd xa", r, cxa, N * R, TOL16(c));
@@ -500,8 +502,10 @@ int main(int argc, char **argv) {
         }
         test_linear(&c, LT_QUANT_NF4);
         test_linear(&c, LT_QUANT_NONE);
-        test_lora(&c, 0.1f);
-        test_lora(&c, 0.0f);
+        test_lora(&c, 0.1f, 16);
+        test_lora(&c, 0.0f, 16);
+        test_lora(&c, 0.1f, 8);
+        test_lora(&c, 0.1f, 12); /* no skinny kernel for rank 12: the cuBLAS path */
         test_layers(&c);
         test_attention(&c, 128, 0);
         test_attention(&c, 64, 0);

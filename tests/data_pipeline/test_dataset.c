@@ -145,6 +145,16 @@ int main(void) {
     check_record_is(ds, 2, "ends already<|im_end|>", 1);
     lt_dataset_free(ds);
 
+    /* a built-in name passed as the template text, and the English Alpaca template */
+    lt_dataset_params_init(&p);
+    p.template_text = "alpaca";
+    CHECK_OK(lt_dataset_new(tok, &p, &ds));
+    CHECK_OK(lt_dataset_add_alpaca(ds, "Add.", "1 2", "3"));
+    check_record_is(ds, 0, "Below is an instruction that describes a task, paired with an input that provides further "
+                           "context. Write a response that appropriately completes the request.\n\n### Instruction:\n"
+                           "Add.\n\n### Input:\n1 2\n\n### Response:\n3<|im_end|>", 1);
+    lt_dataset_free(ds);
+
     /* custom template, custom fields, JSON records, pre-tokenized records */
     lt_dataset_params_init(&p);
     p.template_text = "Q: {instruction}{input}\nA: {output}";

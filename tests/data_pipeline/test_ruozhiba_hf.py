@@ -58,6 +58,12 @@ class DatasetStats(C.Structure):
                 ("mean_len", C.c_double)]
 
 
+# A sanitizer build (LT_SANITIZE=ON) needs the ASan runtime loaded first: run again with it preloaded.
+if b"libasan.so" in open(LIB, "rb").read() and not os.environ.get("LT_ASAN_REEXEC"):
+    asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=asan, LT_ASAN_REEXEC="1",
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
 lib = C.CDLL(LIB)
 lib.lt_last_error.restype = C.c_char_p
 lib.lt_struct_size.restype = C.c_size_t
@@ -175,6 +181,7 @@ if cli:
                           "--no-color"], capture_output=True, text=True)
     check(out.returncode == 0, f"loratune dataset exited {out.returncode}: {out.stderr}")
     check(f"records       {len(records)}" in out.stdout, "CLI record count")
+    check("format        alpaca (template alpaca-zh)" in out.stdout, "CLI format line")
     check("⟦\n下面是描述一个任务" in out.stdout and "⟧能，人本来就只有一个心脏。\n<|im_end|>" in out.stdout,
           "CLI masked example:\n" + out.stdout)
     bad_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"lt_cli_bad_{os.getpid()}.jsonl")

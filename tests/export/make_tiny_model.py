@@ -36,6 +36,9 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--small-vocab", type=int, default=0,
+                    help="cut the tokenizer to its first N byte-level tokens (+ the 3 special ones) and "
+                         "vocab_size to N+24: a quick-to-read GGUF for the Python tests")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     ap.add_argument("--untied", action="store_true")
     ap.add_argument("--adapter")
@@ -48,7 +51,10 @@ def main():
     root = os.environ.get("LT_REPO_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
     tokdir = os.path.join(root, "assets", "qwen2-tokenizer")
     rng = np.random.default_rng(a.seed)
+    if a.small_vocab:
+        a.vocab = a.small_vocab + 24
     H, I, L, V = a.hidden, a.inter, a.layers, a.vocab
+    special = 151643 if not a.small_vocab else a.small_vocab
     hd = H // a.heads
     KV = a.kv_heads * hd
     os.makedirs(a.out, exist_ok=True)
@@ -57,17 +63,19 @@ def main():
         "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": a.heads,
         "num_key_value_heads": a.kv_heads, "vocab_size": V, "max_position_embeddings": 4096,
         "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": not a.untied,
-        "torch_dtype": "bfloat16" if a.dtype == "bf16" else "float32", "bos_token_id": 151643,
-        "eos_token_id": 151645, "hidden_act": "silu", "attention_dropout": 0.0, "use_cache": True,
+        "torch_dtype": "bfloat16" if a.dtype == "bf16" else "float32", "bos_token_id": special,
+        "eos_token_id": special + 2, "hidden_act": "silu", "attention_dropout": 0.0, "use_cache": True,
         "sliding_window": 4096, "max_window_layers": L, "use_sliding_window": False,
         "initializer_range": 0.02,
     }
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     with open(os.path.join(a.out, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": 151643, "eos_token_id": [151645, 151643], "do_sample": False}, f, indent=2)
+        json.dump({"bos_token_id": special, "eos_token_id": [special + 2, special], "do_sample": False}, f, indent=2)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tokdir, name), os.path.join(a.out, name))
+    if a.small_vocab:
+        cut_tokenizer(os.path.join(a.out, "tokenizer.json"), a.small_vocab)
 
     def rnd(*shape, std=0.02):
         return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
@@ -109,6 +117,24 @@ def main():
                 "base_model_name_or_path": a.out}
         with open(os.path.join(a.adapter, "adapter_config.json"), "w") as f:
             json.dump(acfg, f, indent=2, sort_keys=True)
+
+
+def cut_tokenizer(path, n):
+    """Keeps tokens 0..n-1, the merges among them, and the added tokens renumbered from n."""
+    with open(path, encoding="utf-8") as f:
+        tj = json.load(f)
+    vocab = {k: v for k, v in tj["model"]["vocab"].items() if v < n}
+    merges = []
+    for m in tj["model"]["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if a in vocab and b in vocab and (a + b) in vocab:
+            merges.append(m)
+    tj["model"]["vocab"] = vocab
+    tj["model"]["merges"] = merges
+    for k, t in enumerate(tj["added_tokens"]):
+        t["id"] = n + k
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
 
 
 def write_bf16(path, tensors):

@@ -2,7 +2,7 @@
 
 Run where torch + transformers are installed (the GPU machine):
     python3 tests/infer/make_sampling_fixtures.py tests/infer/data/sampling_expected.json
-Each case: logits (V=64, seeded), history ids, the parameters, and the processed scores
+Each case: logits (V=64 or 1000, seeded), history ids, the parameters, and the processed scores
 (-inf as null) after RepetitionPenalty -> Temperature -> TopK -> TopP -> MinP, the order in
 which GenerationMixin._get_logits_processor applies them.
 """
@@ -24,9 +24,14 @@ configs = [
     dict(do_sample=True, temperature=0.5, top_k=10, min_p=0.05),
     dict(do_sample=True, temperature=1.0, top_p=0.9, min_p=0.2, repetition_penalty=0.8),
 ]
+# a larger vocabulary, where top-p sorts only the tokens that can survive
+configs += [dict(do_sample=True, temperature=0.9, top_p=0.9, V=1000),
+            dict(do_sample=True, temperature=1.0, top_k=50, top_p=0.7, min_p=0.02, repetition_penalty=1.2, V=1000),
+            dict(do_sample=False, repetition_penalty=1.05, V=1000)]
 for i, cfg in enumerate(configs):
+    V = cfg.pop("V", 64)
     logits = (torch.randn(1, V, generator=g) * 3).float()
-    hist = torch.randint(0, V, (1, 12), generator=g)
+    hist = torch.randint(0, V, (1, 12 if V == 64 else 40), generator=g)
     x = logits.clone()
     if cfg.get("repetition_penalty", 1.0) != 1.0:
         x = RepetitionPenaltyLogitsProcessor(cfg["repetition_penalty"])(hist, x)

@@ -62,6 +62,7 @@ def ok(st, what):
 
 def load(path, device=1):
     mp = ModelParams(); lt.lt_model_params_init(C.byref(mp)); mp.device = device
+    mp.quant = 1  # LT_QUANT_NONE: compare the exact fp32 weights with transformers
     m = C.c_void_p()
     ok(lt.lt_model_load(path.encode(), C.byref(mp), C.byref(m)), f"load {path}")
     return m

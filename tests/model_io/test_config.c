@@ -3,6 +3,7 @@
  * bad config (missing file, corrupt JSON, unknown architecture, missing or bad fields). */
 #include "lt_test.h"
 #include "model/model.h"
+#include "core/rng.h"
 #include <unistd.h>
 
 /* The Qwen2-1.5B-Instruct config.json as the Hub ships it. */
@@ -103,6 +104,28 @@ int main(void) {
                "dtype \"float8\" is not supported");
     CHECK_FAIL(parse_edit("\"eos_token_id\": 151645", "\"eos_token_id\": \"x\"", &c), LT_ERR_FORMAT,
                "eos_token_id is neither an integer nor a list");
+
+    /* random corruption: an error with a message naming the file, or a config that passes the
+     * checks (positive sizes, heads divisible), never a crash (ASan/UBSan) */
+    size_t qlen = strlen(qwen_hub);
+    char *mut = malloc(qlen + 1);
+    int bad_msgs = 0, bad_cfgs = 0;
+    for (uint64_t it = 0; it < 4000; it++) {
+        memcpy(mut, qwen_hub, qlen + 1);
+        for (int e = 0; e < 1 + (int)(lt_rng_u32(5, it, 0) % 3); e++) {
+            uint32_t r = lt_rng_u32(5, it, 1 + (uint64_t)e);
+            static const char pool[] = "{}[]\",:0123456789-eE. tfn";
+            mut[(r >> 8) % qlen] = (r & 1) ? pool[(r >> 1) % (sizeof pool - 1)] : (char)(r >> 20 | 1);
+        }
+        lt_config mc;
+        lt_status st = lt_config_parse(mut, qlen, "mutated.json", &mc);
+        if (st == LT_OK) bad_cfgs += !(mc.hidden_size > 0 && mc.num_heads > 0 && mc.head_dim > 0 &&
+                                       mc.num_heads % mc.num_kv_heads == 0 && mc.num_layers > 0 && mc.vocab_size > 0);
+        else bad_msgs += !strstr(lt_last_error(), "mutated.json");
+    }
+    free(mut);
+    CHECK_MSG(bad_msgs == 0 && bad_cfgs == 0, "%d errors without the file name, %d invalid configs accepted", bad_msgs,
+              bad_cfgs);
 
     /* files: missing folder, missing config.json, corrupt config.json */
     char dir[512], path[600];

@@ -151,6 +151,11 @@ static void test_sharded(void) {
     check_weight(m, 0, LT_PROJ_Q, dir);
     check_weight(m, 1, LT_PROJ_UP, dir);
     lt_model_free(m);
+    m = NULL;
+    o.skip = "model.layers.1.self_attn.o_proj.weight";
+    CHECK(tiny_model_write(dir, &o) == 0);
+    CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NOT_FOUND,
+               "sharded/model.safetensors.index.json: tensor 'model.layers.1.self_attn.o_proj.weight' is missing");
 }
 
 /* Rewrites the tiny model's projections as bitsandbytes writes a load_in_4bit checkpoint. */
@@ -251,7 +256,7 @@ static void test_bnb(void) {
     CHECK_OK(lt_st_writer_write(w, sub("bnb/model.safetensors"), 1));
     lt_st_writer_free(w);
     CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NOT_FOUND,
-               "tensor 'model.layers.0.self_attn.v_proj.weight.nested_absmax' of the bitsandbytes 4-bit weight is missing");
+               "bnb/model.safetensors: tensor 'model.layers.0.self_attn.v_proj.weight.nested_absmax' of the bitsandbytes 4-bit weight is missing");
 }
 
 static void test_bad_inputs(void) {
@@ -281,7 +286,7 @@ static void test_bad_inputs(void) {
     o.skip = "model.layers.1.mlp.up_proj.weight";
     CHECK(tiny_model_write(dir, &o) == 0);
     CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NOT_FOUND,
-               "tensor 'model.layers.1.mlp.up_proj.weight' is missing from the checkpoint");
+               "bad/model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' is missing");
     o.skip = "model.layers.0.self_attn.q_proj.bias";
     CHECK(tiny_model_write(dir, &o) == 0);
     CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NOT_FOUND, "'model.layers.0.self_attn.q_proj.bias' is missing");

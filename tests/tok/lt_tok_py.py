@@ -50,6 +50,10 @@ class Tokenizer:
         ids = (ctypes.c_int32 * cap)()
         n = ctypes.c_size_t()
         st = self.L.lib.lt_tokenizer_encode(self.h, b, len(b), int(add_special), ids, cap, ctypes.byref(n))
+        if st == -12:  # LT_ERR_BUFFER_TOO_SMALL (normalization can add bytes): n holds the count
+            cap = n.value
+            ids = (ctypes.c_int32 * cap)()
+            st = self.L.lib.lt_tokenizer_encode(self.h, b, len(b), int(add_special), ids, cap, ctypes.byref(n))
         if st != 0:
             raise RuntimeError(f"encode -> {st}: {self.L.error()}")
         return list(ids[: n.value])

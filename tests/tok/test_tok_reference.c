@@ -150,6 +150,52 @@ static void check_errors(void) {
     rmdir(dir);
 }
 
+/* eos / bos / pad from tokenizer_config.json (string or {"content": ...}) and generation_config.json */
+static void check_configs(void) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tok_cfg_%d", LT_BUILD_DIR, (int)getpid());
+    lt_mkdirs(dir);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    CHECK(symlink(LT_REPO_ROOT "/assets/qwen2-tokenizer/tokenizer.json", path) == 0);
+    char cfg[600], gen[600];
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    snprintf(gen, sizeof gen, "%s/generation_config.json", dir);
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"eos_token\": {\"content\": \"<|endoftext|>\", \"lstrip\": false}, \"bos_token\": \"<|im_start|>\", "
+          "\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}, {\"name\": \"default\", \"template\": \"{{ messages[0].content }}!\"}]}", f);
+    fclose(f);
+    f = fopen(gen, "w");
+    fputs("{\"bos_token_id\": 151643, \"eos_token_id\": [151645, 151643], \"pad_token_id\": 151643}", f);
+    fclose(f);
+    lt_tokenizer *t = NULL;
+    CHECK_OK(lt_tokenizer_load(dir, &t));
+    if (t) {
+        lt_special_tokens sp = {.struct_size = sizeof sp};
+        CHECK_OK(lt_tokenizer_special_tokens(t, &sp));
+        CHECK(sp.eos_id == 151643 && sp.bos_id == 151644 && sp.pad_id == 151643);
+        CHECK(sp.n_stop_ids == 2 && sp.stop_ids[0] == 151643 && sp.stop_ids[1] == 151645);
+        CHECK(!strcmp(lt_tokenizer_eos_token(t), "<|endoftext|>"));
+        lt_chat_message m = {"user", "hey"};
+        char out[64]; size_t len;
+        CHECK_OK(lt_tokenizer_apply_chat_template(t, &m, 1, 0, NULL, out, sizeof out, &len));
+        CHECK(len == 4 && !strcmp(out, "hey!"));
+        lt_tokenizer_free(t);
+    }
+    /* no tokenizer_config.json: no eos, and no chat template to apply */
+    remove(cfg);
+    remove(gen);
+    CHECK_OK(lt_tokenizer_load(dir, &t));
+    if (t) {
+        CHECK(lt_tokenizer_eos_token(t) == NULL);
+        lt_chat_message m = {"user", "hey"};
+        size_t len;
+        CHECK_FAIL(lt_tokenizer_apply_chat_template(t, &m, 1, 0, NULL, NULL, 0, &len), LT_ERR_NOT_FOUND, "chat_template");
+        lt_tokenizer_free(t);
+    }
+    remove(path);
+    rmdir(dir);
+}
+
 static void check_many(void) {
     const char *texts[64];
     size_t lens[64];
@@ -206,6 +252,7 @@ int main(void) {
     check_decode_special();
     check_stream();
     check_errors();
+    check_configs();
     check_many();
     check_offsets();
     lt_tokenizer_free(tok);

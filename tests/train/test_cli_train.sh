@@ -38,6 +38,7 @@ done
 grep -q '"step": 6' "$T/a/log.jsonl" || fail "log.jsonl lacks step 6"
 grep -q "<polyline" "$T/a/loss.svg" || fail "loss.svg has no curve"
 grep -q "loratune export" "$T/a.txt" || fail "no next-step hint"
+cmp "$T/a/adapter_model.safetensors" "$T/a/checkpoint-6/adapter_model.safetensors" || fail "final adapter differs from checkpoint-6"
 
 # resume from checkpoint-3: the same adapter as the straight run, byte for byte
 "$CLI" train --model "$MODEL" --tokenizer "$TOK" --data "$T/data.jsonl" --output "$T/b" \

@@ -191,10 +191,102 @@ static void check_training(lt_tokenizer *tok) {
     lt_model_free(m);
 }
 
+/* gradient_checkpointing = 0 keeps every layer's activations: the same steps, bit for bit */
+static void check_no_checkpointing(lt_tokenizer *tok) {
+    double loss[2][3];
+    float *w[2];
+    for (int ck = 0; ck < 2; ck++) {
+        lt_model *m = fx_model("tiny-tied", 1);
+        m->lora.dropout = 0.2f;
+        lt_dataset *ds = dataset(tok, 12, 0);
+        lt_train_params tp;
+        lt_train_params_init(&tp);
+        tp.max_steps = 3;
+        tp.grad_accum = 2;
+        tp.warmup_steps = 0;
+        tp.lr = 1e-3;
+        tp.gradient_checkpointing = ck;
+        lt_trainer *tr = NULL;
+        CHECK_OK(lt_trainer_new(m, ds, &tp, &tr));
+        for (int i = 0; i < 3; i++) {
+            lt_metrics mt = {sizeof mt};
+            CHECK_OK(lt_trainer_step(tr, &mt));
+            loss[ck][i] = mt.loss;
+        }
+        lt_lora_tensor *t = &m->layers[0].lora[LT_PROJ_DOWN];
+        w[ck] = fx_download(m, t->A, t->r * t->in);
+        if (ck) CHECK(!memcmp(w[0], w[1], (size_t)(t->r * t->in) * 4));
+        lt_trainer_free(tr);
+        lt_dataset_free(ds);
+        lt_model_free(m);
+    }
+    CHECK(!memcmp(loss[0], loss[1], sizeof loss[0]));
+    printf("checkpointing off/on: losses %.9f/%.9f %.9f/%.9f %.9f/%.9f\n", loss[0][0], loss[1][0], loss[0][1],
+           loss[1][1], loss[0][2], loss[1][2]);
+    free(w[0]);
+    free(w[1]);
+}
+
+/* fp16 loss scaling (forced on here; the CPU computes in f32): scaling by a power of two and
+ * unscaling is exact, and an overflowing step is skipped with the scale halved */
+static void check_loss_scaling(lt_tokenizer *tok) {
+    double loss[2][2];
+    float *w[2];
+    lt_lora_tensor *t = NULL;
+    size_t wn = 0;
+    for (int scaled = 0; scaled < 2; scaled++) {
+        lt_model *m = fx_model("tiny-untied", 1);
+        lt_dataset *ds = dataset(tok, 8, 0);
+        lt_train_params tp;
+        lt_train_params_init(&tp);
+        tp.max_steps = 2;
+        tp.grad_accum = 2;
+        tp.warmup_steps = 0;
+        tp.lr = 1e-3;
+        tp.optimizer = LT_OPTIM_ADAMW;
+        lt_trainer *tr = NULL;
+        CHECK_OK(lt_trainer_new(m, ds, &tp, &tr));
+        CHECK(tr->use_loss_scale == 0); /* f32 activations need none */
+        tr->use_loss_scale = scaled;
+        tr->loss_scale = 1024;
+        for (int i = 0; i < 2; i++) {
+            lt_metrics mt = {sizeof mt};
+            CHECK_OK(lt_trainer_step(tr, &mt));
+            loss[scaled][i] = mt.loss;
+        }
+        t = &m->layers[1].lora[LT_PROJ_V];
+        w[scaled] = fx_download(m, t->B, t->out * t->r);
+        wn = (size_t)(t->out * t->r);
+        lt_trainer_free(tr);
+        if (scaled) {
+            /* an overflow: the step is taken (counted) without an update, the scale halves */
+            CHECK_OK(lt_trainer_new(m, ds, &tp, &tr));
+            tr->use_loss_scale = 1;
+            tr->loss_scale = 1e300; /* beyond float: the gradients become inf / nan */
+            lt_metrics mt = {sizeof mt};
+            CHECK_OK(lt_trainer_step(tr, &mt));
+            float *w2 = fx_download(m, t->B, t->out * t->r);
+            CHECK(!memcmp(w2, w[1], (size_t)(t->out * t->r) * 4));
+            CHECK(mt.step == 1 && isinf(mt.grad_norm));
+            CHECK(tr->loss_scale == 5e299);
+            free(w2);
+            lt_trainer_free(tr);
+        }
+        lt_dataset_free(ds);
+        lt_model_free(m);
+    }
+    CHECK(!memcmp(loss[0], loss[1], sizeof loss[0]));
+    CHECK_MSG(!memcmp(w[0], w[1], wn * 4), "loss scaling changed the update");
+    free(w[0]);
+    free(w[1]);
+}
+
 int main(void) {
     check_schedules();
     lt_tokenizer *tok = fx_tokenizer();
     check_training(tok);
+    check_no_checkpointing(tok);
+    check_loss_scaling(tok);
     lt_tokenizer_free(tok);
     return lt_test_done("test_train_misc");
 }

@@ -206,14 +206,18 @@ static void ce_token(void *vctx, int64_t t) {
     if (y < 0) { memset(l, 0, (size_t)c->V * sizeof(float)); c->loss[c->n0 + t] = 0; return; }
     float mx = l[0];
     for (int64_t v = 1; v < c->V; v++) mx = l[v] > mx ? l[v] : mx;
+    const double ly = l[y];
+    /* one exp per logit: keep exp(l - max) in the row, then normalise */
     double s = 0;
-    for (int64_t v = 0; v < c->V; v++) s += exp((double)l[v] - mx);
-    const double lse = mx + log(s);
-    c->loss[c->n0 + t] = lse - (double)l[y];
     for (int64_t v = 0; v < c->V; v++) {
-        double pr = exp((double)l[v] - lse) - (v == y ? 1.0 : 0.0);
-        l[v] = (float)pr * c->grad_scale;
+        const double e = exp((double)l[v] - mx);
+        s += e;
+        l[v] = (float)e;
     }
+    c->loss[c->n0 + t] = mx + log(s) - ly;
+    const double inv = 1.0 / s;
+    for (int64_t v = 0; v < c->V; v++) l[v] = (float)(l[v] * inv) * c->grad_scale;
+    l[y] = (float)(exp(ly - mx) * inv - 1.0) * c->grad_scale; /* with the one-hot term, in f64 */
 }
 
 lt_status lt_cpu_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,

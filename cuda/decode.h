@@ -1,0 +1,50 @@
+/* decode.h - the CUDA fast path of generation's decode step (cuda/decode.cu), called from
+ * lib/infer/generate.c in builds with LT_HAVE_CUDA.
+ *
+ * One step runs one token through the whole model with kernels made for a single token: NF4
+ * (or 16-bit) GEMVs that read each packed weight once, dequantize in registers (double-quant
+ * absmax included) and accumulate in f32, with the bias, the unmerged LoRA branch (x @ A^T by a
+ * tiny kernel, @ B^T fused into the GEMV's epilogue), rotary embedding + KV-cache append,
+ * SwiGLU and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
+ * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. The token and position
+ * live in device memory and the argmax kernel advances them, so the step is captured once
+ * into a CUDA graph and replayed unchanged.
+ *
+ * What it needs from the CUDA backend: the lt_bweight layout and lt_cuda state declared in
+ * cuda/cuda_common.h (packed/absmax/nested pointers, data16, the stream) - read only. */
+#ifndef LT_CUDA_DECODE_H
+#define LT_CUDA_DECODE_H
+
+#include "loratune.h"
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lt_model;
+typedef struct lt_cuda_decoder lt_cuda_decoder;
+
+/* Prepares the decode step of model m (CUDA backend) over the caller's KV cache:
+ * kcache[l], vcache[l] are act-dtype device buffers (max_len, NKV*HD), filled by the prefill
+ * for positions before the first step. LoRA is applied when attached and enabled at this
+ * call (its weights are read live at every step). Returns LT_ERR_UNSUPPORTED (with a
+ * message) for a shape or layout the kernels do not cover: the caller then decodes with
+ * the generic backend ops. The caches must outlive the decoder. */
+lt_status lt_cuda_decoder_create(struct lt_model *m, void *const *kcache, void *const *vcache, int64_t max_len,
+                                 lt_cuda_decoder **out);
+void lt_cuda_decoder_free(lt_cuda_decoder *d);
+
+/* Runs token `tok` at position `pos` (< max_len): appends its keys/values to the caches and
+ * computes the next-token logits. host_logits (V floats) receives them when non-NULL;
+ * *host_argmax receives their argmax (lowest index among equals). */
+lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64_t pos, float *host_logits,
+                               int32_t *host_argmax);
+
+/* 0 disables CUDA-graph capture (every step launches its kernels), for tests; default 1. */
+void lt_cuda_decoder_use_graphs(int on);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

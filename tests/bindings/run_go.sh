@@ -1,0 +1,18 @@
+#!/bin/sh
+# run_go.sh - the Go binding's suite (go test) against the library of this build tree, on the
+# tiny model. Skips (77) without a Go toolchain; without the tiny model it runs the tests that
+# need none and then reports a skip.
+set -u
+command -v go >/dev/null 2>&1 || { echo "skipped: no Go toolchain (apt-get install golang-go)"; exit 77; }
+root=${LT_REPO_ROOT:?} build=${LT_BUILD_DIR:?}
+missing=0
+if LT_TINY_MODEL=$(python3 "$root/tests/bindings/tiny_model.py" "$build/tiny-qwen2"); then
+  export LT_TINY_MODEL
+else
+  missing=1; unset LT_TINY_MODEL
+fi
+libdir=$(dirname "${LORATUNE_LIBRARY:?}")
+export LT_REPO_ROOT="$root" CGO_ENABLED=1 CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
+export GOCACHE="$build/go-cache" GOPATH="$build/go-path" GOFLAGS=-mod=mod GOTOOLCHAIN=local
+cd "$root/bindings/go" && go test -count=1 -v ./... || exit 1
+[ $missing = 0 ] || { echo "skipped: the whole-job tests need the tiny model (see above)"; exit 77; }
