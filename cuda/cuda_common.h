@@ -202,7 +202,7 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                              float *part, int nchunks);
 lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R);
-#define LT_LORA_WG_CHUNKS 16
+int lt_cuda_lora_wg_chunks(int64_t N);
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);

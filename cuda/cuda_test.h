@@ -13,6 +13,8 @@ extern "C" {
 lt_status lt_cuda_weight_nf4_state(lt_backend *be, const lt_bweight *W, uint8_t *packed, float *absmax_f32,
                                    uint8_t *absmax_u8, float *nested_absmax, float *offset, int *double_quant);
 void lt_cuda_attention_force_portable(int on);
+/* Selects the skinny LoRA kernels of lora.cu (1) or dropout + cuBLAS (0, the default). */
+void lt_cuda_lora_set_skinny(int on);
 #ifdef __cplusplus
 }
 #endif

@@ -17,7 +17,10 @@ extern "C" {
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_CHUNK 16          /* weight elements per thread per load (8 bytes NF4, 32 bytes 16-bit) */
 #define DEC_MAX_HD 256        /* head dims per lane: 8 */
-#define DEC_MAX_SPLIT 64
+#define DEC_MAX_SPLIT 128
+#define DEC_SPLIT_KEYS 16     /* keys per attention block at the longest context */
+#define DEC_SLICE 256         /* columns per block of the LoRA A products */
+#define DEC_AROWS 8           /* A rows per block of the LoRA A products */
 
 enum { WK_NF4 = 0, WK_16 = 1 };
 enum { MODE_QKV = 0, MODE_GATEUP = 1, MODE_RESID = 2, MODE_LOGITS = 3 };
@@ -212,39 +215,70 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
     }
 }
 
-/* xs = rmsnorm(x) * w (or x when w is NULL); block 0 writes it to xn_out; then warp
- * (block, w) computes one LoRA A row: xa[t][r] = A_t[r,:] . xs */
+/* The LoRA A products of one input, with the RMSNorm in front: block (s, g) normalizes the
+ * column slice s of x (the norm's sum of squares over all of x, which every block reads:
+ * a few KB from L2), writes it to xn_out (blocks g = 0), and computes slice-partial dots of
+ * the A rows of group g (2 rows per warp) into apart[s][row]; the last block to finish sums
+ * the slices in a fixed order into xa (deterministic, no extra launch) and re-arms the counter. */
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, const float *w, float eps, float *xn_out,
-                                                             dec_lora_a la, int64_t C) {
-    extern __shared__ float xs[];
+                                                             dec_lora_a la, int64_t C, float *apart,
+                                                             unsigned *counter) {
+    __shared__ float xs[DEC_SLICE];
     __shared__ float red[DEC_WARPS];
+    __shared__ int last;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float ss = 0.0f;
-    for (int64_t i = threadIdx.x; i < C; i += DEC_THREADS) {
-        const float v = x[i];
-        xs[i] = v;
-        ss += v * v;
-    }
+    const int64_t c0 = (int64_t)blockIdx.x * DEC_SLICE;
+    float r = 1.0f;
     if (w) {
+        float ss = 0.0f;
+        for (int64_t i = threadIdx.x * 4; i < C; i += DEC_THREADS * 4) {
+            const float4 v = *reinterpret_cast<const float4 *>(x + i);
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
         ss = dec_warp_sum(ss);
         if (lane == 0) red[warp] = ss;
         __syncthreads();
         float tot = 0.0f;
         for (int k = 0; k < DEC_WARPS; k++) tot += red[k];
-        const float r = 1.0f / sqrtf(tot / (float)C + eps);
-        for (int64_t i = threadIdx.x; i < C; i += DEC_THREADS) xs[i] = w[i] * (xs[i] * r);
+        r = 1.0f / sqrtf(tot / (float)C + eps);
     }
+    for (int i = threadIdx.x; i < DEC_SLICE; i += DEC_THREADS) {
+        const int64_t c = c0 + i;
+        float v = 0.0f;
+        if (c < C) {
+            v = x[c];
+            if (w) v = w[c] * (v * r);
+            if (xn_out && blockIdx.y == 0) xn_out[c] = v;
+        }
+        xs[i] = v;
+    }
+    const int nrows = la.n * la.R;
+    if (nrows == 0) return;
     __syncthreads();
-    if (blockIdx.x == 0 && xn_out)
-        for (int64_t i = threadIdx.x; i < C; i += DEC_THREADS) xn_out[i] = xs[i];
-    const int gr = blockIdx.x * DEC_WARPS + warp;
-    if (la.n == 0 || gr >= la.n * la.R) return;
-    const int t = gr / la.R, r = gr % la.R;
-    const float *a = la.A[t] + (int64_t)r * C;
-    float s = 0.0f;
-    for (int64_t i = lane; i < C; i += 32) s += a[i] * xs[i];
-    s = dec_warp_sum(s);
-    if (lane == 0) la.xa[t][r] = s;
+#pragma unroll
+    for (int k = 0; k < DEC_AROWS / DEC_WARPS; k++) {
+        const int row = blockIdx.y * DEC_AROWS + warp * (DEC_AROWS / DEC_WARPS) + k;
+        if (row < nrows) {
+            const float *a = la.A[row / la.R] + (int64_t)(row % la.R) * C + c0;
+            float s = 0.0f;
+#pragma unroll
+            for (int i = lane; i < DEC_SLICE; i += 32)
+                if (c0 + i < C) s += a[i] * xs[i];
+            s = dec_warp_sum(s);
+            if (lane == 0) apart[(int64_t)blockIdx.x * nrows + row] = s;
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x * gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    for (int row = threadIdx.x; row < nrows; row += DEC_THREADS) {
+        float s = 0.0f;
+        for (unsigned sl = 0; sl < gridDim.x; sl++) s += __ldcg(apart + (int64_t)sl * nrows + row);
+        la.xa[row / la.R][row % la.R] = s;
+    }
+    if (threadIdx.x == 0) *counter = 0u;
 }
 
 /* split-K attention of one query head over keys [0, pos]: block (h, s) takes an even share of
@@ -383,6 +417,8 @@ struct lt_cuda_decoder {
     int nsplit;
     int grid_cap;
     float *x, *xn, *q, *att, *h, *logits, *xa, *part; /* device f32 */
+    float *apart;                                     /* f32 [slices, rows] LoRA A partials */
+    unsigned *counter;                                /* last-block counter of k_dec_norm_a */
     dec_io *io;                                       /* device */
     dec_io *pin_in, *pin_out;                          /* pinned host */
     float *pin_logits;                                 /* pinned host [V] */
@@ -437,7 +473,8 @@ extern "C" void lt_cuda_decoder_free(lt_cuda_decoder *d) {
     cudaStreamSynchronize(c->stream);
     if (d->exec) cudaGraphExecDestroy(d->exec);
     if (d->graph) cudaGraphDestroy(d->graph);
-    float *bufs[] = {d->x, d->xn, d->q, d->att, d->h, d->logits, d->xa, d->part};
+    float *bufs[] = {d->x, d->xn, d->q, d->att, d->h, d->logits, d->xa, d->part, d->apart};
+    lt_cuda_free(c, d->counter);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) lt_cuda_free(c, bufs[i]);
     lt_cuda_free(c, d->io);
     if (d->pin_in) cudaFreeHost(d->pin_in);
@@ -475,7 +512,7 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     d->R = lora ? m->lora.r : 0;
     d->scale = m->lora_scale;
     d->wk = m->layers[0].proj[0]->quant == LT_QUANT_NF4 ? WK_NF4 : WK_16;
-    int64_t ns = (max_len + 63) / 64;
+    int64_t ns = (max_len + DEC_SPLIT_KEYS - 1) / DEC_SPLIT_KEYS;
     d->nsplit = (int)(ns < 1 ? 1 : ns > DEC_MAX_SPLIT ? DEC_MAX_SPLIT : ns);
     d->grid_cap = c->sm_count > 0 ? c->sm_count * 16 : 1024;
     d->embed16 = m->embed->data16;
@@ -492,6 +529,13 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     DALLOC(d->xa, (int64_t)L * LT_PROJ_COUNT * R1 * 4, "decode LoRA");
     DALLOC(d->part, NH * d->nsplit * (HD + 2) * 4, "decode attention splits");
     DALLOC(d->io, sizeof(dec_io), "decode token");
+    {
+        const int64_t widest = C > d->I ? (C > NH * HD ? C : NH * HD) : (d->I > NH * HD ? d->I : NH * HD);
+        DALLOC(d->apart, ((widest + DEC_SLICE - 1) / DEC_SLICE) * 3 * R1 * 4, "decode LoRA partials");
+        DALLOC(d->counter, sizeof(unsigned), "decode counter");
+        if (st == LT_OK && cudaMemsetAsync(d->counter, 0, sizeof(unsigned), c->stream) != cudaSuccess)
+            st = lt_error(LT_ERR_CUDA, "fast decode: clearing its counter");
+    }
 #undef DALLOC
     if (st == LT_OK && cudaMallocHost((void **)&d->pin_in, 2 * sizeof(dec_io)) != cudaSuccess)
         st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory");
@@ -577,11 +621,8 @@ static lt_status norm_a(lt_cuda_decoder *d, const float *x, const float *w, floa
                         int64_t C) {
     const int rows = la.n * la.R;
     if (!w && rows == 0) return LT_OK;
-    const unsigned grid = (unsigned)(rows > 0 ? (rows + DEC_WARPS - 1) / DEC_WARPS : 1);
-    const size_t smem = (size_t)C * 4;
-    if (smem > 48 * 1024)
-        LT_CUDA_TRY(cudaFuncSetAttribute(k_dec_norm_a, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    k_dec_norm_a<<<grid, DEC_THREADS, smem, d->c->stream>>>(x, w, d->eps, xn, la, C);
+    const dim3 grid((unsigned)((C + DEC_SLICE - 1) / DEC_SLICE), (unsigned)(rows > 0 ? (rows + DEC_AROWS - 1) / DEC_AROWS : 1));
+    k_dec_norm_a<<<grid, DEC_THREADS, 0, d->c->stream>>>(x, w, d->eps, xn, la, C, d->apart, d->counter);
     LT_LAUNCH_CHECK("k_dec_norm_a");
     return LT_OK;
 }

@@ -7,6 +7,7 @@
  * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one Philox block covers four
  * consecutive elements, so M must be a multiple of 8. Kernels first, launchers after. */
 #include "cuda_common.h"
+#include <stdlib.h>
 extern "C" {
 #include "core/rng.h"
 }
@@ -175,8 +176,20 @@ __global__ void k_transpose_to_act(T *dst, const float *src, int64_t M, int R) {
 }
 
 /* ---------------------------------------------------------------- launchers */
+/* Off by default: measured slower than dropout + cuBLAS on an H200 (cuda/NOTES.md, v3); on with
+ * LT_CUDA_LORA_SKINNY=1 or the test hook, for tuning. */
+static int g_skinny = -1;
+void lt_cuda_lora_set_skinny(int on) { g_skinny = on ? 1 : 0; }
+
 bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC) {
-    return (R == 8 || R == 16 || R == 32) && C % 8 == 0 && OC % 8 == 0;
+    if (g_skinny < 0) g_skinny = getenv("LT_CUDA_LORA_SKINNY") && atoi(getenv("LT_CUDA_LORA_SKINNY")) > 0;
+    return g_skinny && (R == 8 || R == 16 || R == 32) && C % 8 == 0 && OC % 8 == 0;
+}
+
+/* token chunks of the split-K weight gradients: about 64 tokens each, at most 256 */
+int lt_cuda_lora_wg_chunks(int64_t N) {
+    int64_t c = N / 64;
+    return (int)(c < 1 ? 1 : c > 256 ? 256 : c);
 }
 
 template <typename T, int R>

@@ -4,6 +4,7 @@
  * its Ollama Modelfile.
  *
  *   loratune_example MODEL_DIR DATA.json OUT_DIR [MAX_STEPS]
+ *   loratune_example --version
  *
  * Build against an installed library:
  *   cc loratune_example.c $(pkg-config --cflags --libs loratune)      (or CMakeLists.txt here)
@@ -56,6 +57,18 @@ static lt_status ask(lt_model *model, const lt_tokenizer *tok, const char *quest
 }
 
 int main(int argc, char **argv) {
+    /* The library must be the one this program was compiled for: same major, same structs. */
+    if (lt_version_number() / 10000 != LT_VERSION_MAJOR ||
+        lt_struct_size("lt_train_params") != sizeof(lt_train_params) ||
+        lt_struct_size("lt_metrics") != sizeof(lt_metrics)) {
+        fprintf(stderr, "libloratune %s does not match the header this program was built with (%d.%d.%d)\n",
+                lt_version(), LT_VERSION_MAJOR, LT_VERSION_MINOR, LT_VERSION_PATCH);
+        return 1;
+    }
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("libloratune %s\n", lt_version());
+        return 0;
+    }
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODEL_DIR DATA.json OUT_DIR [MAX_STEPS]\n", argv[0]);
         return 2;
@@ -71,11 +84,6 @@ int main(int argc, char **argv) {
     char path[4096];
 
     printf("libloratune %s\n", lt_version());
-    if (lt_version_number() / 10000 != LT_VERSION_MAJOR ||
-        lt_struct_size("lt_train_params") != sizeof(lt_train_params)) {
-        fprintf(stderr, "libloratune %s does not match the header this program was built with\n", lt_version());
-        return 1;
-    }
     lt_set_log_callback(on_log, LT_LOG_WARN, NULL);
 
     TRY(lt_tokenizer_load(model_dir, &tok));

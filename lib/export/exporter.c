@@ -4,6 +4,7 @@
  * mapped or the dequantized NF4 weights the adapter was trained on. */
 #include "export/export.h"
 #include "model/model_io.h"
+#include "tok/tok.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,15 +134,21 @@ typedef struct {
 } lt_merge_job;
 
 /* One output row: W[o, :] += scale * (B[o, :] @ A). The delta is summed over the rank first, as
- * PEFT's get_delta_weight computes B @ A before scaling. */
+ * PEFT's get_delta_weight computes B @ A before scaling; columns go in chunks so that the sum
+ * over the rank (in rank order) vectorises across columns. */
 static void lt_merge_row(void *ctx, int64_t o) {
     const lt_merge_job *j = ctx;
     float *w = j->W + o * j->in;
     const float *b = j->B + o * j->r;
-    for (int64_t i = 0; i < j->in; i++) {
-        float acc = 0.f;
-        for (int64_t k = 0; k < j->r; k++) acc += b[k] * j->A[k * j->in + i];
-        w[i] += j->scale * acc;
+    float acc[256];
+    for (int64_t i0 = 0; i0 < j->in; i0 += 256) {
+        int64_t m = j->in - i0 < 256 ? j->in - i0 : 256;
+        for (int64_t i = 0; i < m; i++) acc[i] = 0.f;
+        for (int64_t k = 0; k < j->r; k++) {
+            const float bk = b[k], *a = j->A + k * j->in + i0;
+            for (int64_t i = 0; i < m; i++) acc[i] += bk * a[i];
+        }
+        for (int64_t i = 0; i < m; i++) w[i0 + i] += j->scale * acc[i];
     }
 }
 
@@ -218,7 +225,9 @@ lt_status lt_export_parent_dir(const char *path) {
 }
 
 const char *lt_export_tokenizer_dir(const lt_exporter *ex) {
-    return ex->tokenizer_dir ? ex->tokenizer_dir : ex->model->dir;
+    if (ex->tokenizer_dir) return ex->tokenizer_dir;
+    if (ex->tok && ex->tok->dir) return ex->tok->dir; /* the folder the caller's tokenizer came from */
+    return ex->model->dir;
 }
 
 /* ---- public API -------------------------------------------------------------------------- */

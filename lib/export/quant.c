@@ -6,6 +6,7 @@
 #  pragma clang fp contract(off)
 #elif defined(__GNUC__)
 #  pragma GCC optimize("fp-contract=off")
+#  pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors between inlined helpers only */
 #endif
 #include "export/quant.h"
 #include <float.h>
@@ -102,6 +103,9 @@ static void lt_q5_1_row(const float *x, uint8_t *y, int64_t n) {
 /* Asymmetric scale+min fit of n values to [0, nmax] by weighted least squares, searching
  * nstep+1 candidate inverse scales (ggml make_qkx2_quants, use_mad = false). Returns the scale;
  * *the_min receives -min (>= 0). */
+#if defined(__GNUC__)
+__attribute__((unused)) /* the vector version below replaces it where GCC vectors exist */
+#endif
 static float lt_make_qkx2(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
                           uint8_t *Laux, float rmin, float rdelta, int nstep) {
     float min = x[0], max = x[0];
@@ -170,6 +174,9 @@ static float lt_make_qkx2(int n, int nmax, const float *x, const float *w, uint8
 
 /* Symmetric scale fit of n values to [-nmax, nmax-1] weighted by x^2, trying 18 nudged inverse
  * scales (ggml make_qx_quants with rmse_type 1 and no importance weights). L gets l + nmax. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static float lt_make_qx(int n, int nmax, const float *x, int8_t *L) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; ++i) {
@@ -229,17 +236,15 @@ typedef float lt_v8f __attribute__((vector_size(32)));
 typedef int32_t lt_v8i __attribute__((vector_size(32)));
 #define LT_SEL(m, a, b) ((lt_v8f)(((lt_v8i)(a) & (m)) | ((lt_v8i)(b) & ~(m))))
 
-static inline lt_v8i lt_v_nearest(lt_v8f x) {
-    lt_v8f v = x + 12582912.f;
-    return ((lt_v8i)v & 0x007fffff) - 0x00400000;
-}
-
-/* clamp to [0, nmax] */
-static inline lt_v8i lt_v_clamp(lt_v8i l, int nmax) {
-    l &= ~(l < 0);
-    lt_v8i over = l > nmax;
-    return (l & ~over) | (nmax & over);
-}
+/* round half to even by the magic add; clamp to [lo, hi] (macros: no vector calling convention) */
+#define LT_V_NEAREST(x) (((lt_v8i)((x) + 12582912.f) & 0x007fffff) - 0x00400000)
+#define LT_V_CLAMP(l, lo, hi)                                                                     \
+    do {                                                                                          \
+        lt_v8i lt__m = (l) < (lo);                                                                \
+        (l) = ((l) & ~lt__m) | ((lo) & lt__m);                                                    \
+        lt__m = (l) > (hi);                                                                       \
+        (l) = ((l) & ~lt__m) | ((hi) & lt__m);                                                    \
+    } while (0)
 
 LT_QV_CLONES
 static void lt_make_qkx2_x8(const float *x, int nmax, float rmin, float rdelta, int nstep, uint8_t *L,
@@ -272,8 +277,8 @@ static void lt_make_qkx2_x8(const float *x, int nmax, float rmin, float rdelta, 
     lt_v8f scale = 1 / iscale;
     lt_v8f best = zero;
     for (int i = 0; i < 32; i++) {
-        lt_v8i l = lt_v_nearest(iscale * (xt[i] - mn));
-        l = lt_v_clamp(l, nmax);
+        lt_v8i l = LT_V_NEAREST(iscale * (xt[i] - mn));
+        LT_V_CLAMP(l, 0, nmax);
         Lv[i] = l;
         lt_v8f diff = scale * __builtin_convertvector(l, lt_v8f) + mn - xt[i];
         diff = diff * diff;
@@ -283,8 +288,8 @@ static void lt_make_qkx2_x8(const float *x, int nmax, float rmin, float rdelta, 
         iscale = (rmin + rdelta * is + nmax) / (mx - mn);
         lt_v8f sum_l = zero, sum_l2 = zero, sum_xl = zero;
         for (int i = 0; i < 32; i++) {
-            lt_v8i l = lt_v_nearest(iscale * (xt[i] - mn));
-            l = lt_v_clamp(l, nmax);
+            lt_v8i l = LT_V_NEAREST(iscale * (xt[i] - mn));
+            LT_V_CLAMP(l, 0, nmax);
             La[i] = l;
             lt_v8f lf = __builtin_convertvector(l, lt_v8f);
             sum_l += wt[i] * lf;
@@ -318,6 +323,62 @@ static void lt_make_qkx2_x8(const float *x, int nmax, float rmin, float rdelta, 
     }
 }
 #define LT_HAVE_QKX2_X8 1
+
+/* make_qx_quants (rmse_type 1, no weights) on 8 sub-blocks of 16 at once, lane j = sub-block j,
+ * each lane in the scalar order: bit-identical to lt_make_qx. */
+LT_QV_CLONES
+static void lt_make_qx_x8(const float *x, int nmax, int8_t *L, float *scales) {
+    lt_v8f xt[16], w[16];
+    lt_v8i Lv[16];
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 8; j++) xt[i][j] = x[16 * j + i];
+    const lt_v8f zero = {0};
+    lt_v8f amax = zero, mx = zero;
+    for (int i = 0; i < 16; i++) {
+        lt_v8f ax = (lt_v8f)((lt_v8i)xt[i] & 0x7fffffff);
+        lt_v8i gt = ax > amax;
+        amax = LT_SEL(gt, ax, amax);
+        mx = LT_SEL(gt, xt[i], mx);
+        w[i] = xt[i] * xt[i];
+    }
+    lt_v8i allzero = amax < GROUP_MAX_EPS;
+    lt_v8f iscale = (float)-nmax / mx;
+    lt_v8f sumlx = zero, suml2 = zero;
+    for (int i = 0; i < 16; i++) {
+        lt_v8i l = LT_V_NEAREST(iscale * xt[i]);
+        LT_V_CLAMP(l, -nmax, nmax - 1);
+        Lv[i] = l + nmax;
+        lt_v8f lf = __builtin_convertvector(l, lt_v8f);
+        sumlx += w[i] * xt[i] * lf;
+        suml2 += w[i] * lf * lf;
+    }
+    lt_v8f scale = LT_SEL(suml2 != zero, sumlx / suml2, zero);
+    lt_v8f best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        iscale = -(nmax + 0.1f * is) / mx;
+        lt_v8i La[16];
+        sumlx = suml2 = zero;
+        for (int i = 0; i < 16; i++) {
+            lt_v8i l = LT_V_NEAREST(iscale * xt[i]);
+            LT_V_CLAMP(l, -nmax, nmax - 1);
+            La[i] = l + nmax;
+            lt_v8f lf = __builtin_convertvector(l, lt_v8f);
+            sumlx += w[i] * xt[i] * lf;
+            suml2 += w[i] * lf * lf;
+        }
+        lt_v8i take = (suml2 > zero) & (sumlx * sumlx > best * suml2);
+        if (!(take[0] | take[1] | take[2] | take[3] | take[4] | take[5] | take[6] | take[7])) continue;
+        for (int i = 0; i < 16; i++) Lv[i] = (La[i] & take) | (Lv[i] & ~take);
+        lt_v8f ns = sumlx / suml2;
+        scale = LT_SEL(take, ns, scale);
+        best = LT_SEL(take, ns * sumlx, best);
+    }
+    for (int j = 0; j < 8; j++) {
+        scales[j] = allzero[j] ? 0.f : scale[j];
+        for (int i = 0; i < 16; i++) L[16 * j + i] = allzero[j] ? 0 : (int8_t)Lv[i][j];
+    }
+}
 #endif
 
 /* The 6-bit scales and mins of Q4_K / Q5_K, 12 bytes for 8 sub-blocks. */
@@ -427,9 +488,14 @@ static void lt_q6_K_row(const float *x, uint8_t *y, int64_t n) {
     float scales[QK_K / 16];
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, y += 210) {
         float max_scale = 0, max_abs_scale = 0;
+#ifdef LT_HAVE_QKX2_X8
+        lt_make_qx_x8(x, 32, L, scales);
+        lt_make_qx_x8(x + 128, 32, L + 128, scales + 8);
+#else
+        for (int ib = 0; ib < QK_K / 16; ++ib) scales[ib] = lt_make_qx(16, 32, x + 16 * ib, L + 16 * ib);
+#endif
         for (int ib = 0; ib < QK_K / 16; ++ib) {
-            const float scale = lt_make_qx(16, 32, x + 16 * ib, L + 16 * ib);
-            scales[ib] = scale;
+            const float scale = scales[ib];
             const float abs_scale = fabsf(scale);
             if (abs_scale > max_abs_scale) {
                 max_abs_scale = abs_scale;

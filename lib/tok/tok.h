@@ -22,11 +22,12 @@ size_t lt_utf8_check(const char *s, size_t len);
 int lt_utf8_decode(const unsigned char *s, uint32_t *cp);
 /* Encodes cp; returns the number of bytes written (1..4). */
 int lt_utf8_encode(uint32_t cp, char *out);
-/* Length of the longest prefix of s[len] that is complete UTF-8 once invalid parts are replaced
- * (an incomplete sequence at the very end is left out when `keep_tail`). Appends the text with
- * each maximal invalid subpart replaced by U+FFFD (as Rust's from_utf8_lossy) to the buffer. */
+/* A growable text buffer (data NUL-terminated once anything was put; free(data) when done). */
 typedef struct lt_tok_buf { char *data; size_t len, cap; } lt_tok_buf;
 lt_status lt_tok_buf_put(lt_tok_buf *b, const void *data, size_t n);
+/* Appends s[len] to out with each maximal invalid subpart replaced by U+FFFD (as Rust's
+ * from_utf8_lossy). With keep_tail, an incomplete but so far valid sequence at the very end is
+ * left out. Returns the number of input bytes consumed; *st reports allocation failure. */
 size_t lt_utf8_lossy_append(lt_tok_buf *out, const unsigned char *s, size_t len, int keep_tail, lt_status *st);
 
 /* ---- the loaded tokenizer ---- */
@@ -119,7 +120,6 @@ struct lt_tokenizer {
     lt_tok_cache_shard *cache;
 };
 
-lt_status lt_tok_smap_build(lt_tok_smap *m, char **keys, const uint32_t *lens, int32_t n);
 int32_t lt_tok_smap_find(const lt_tokenizer *tok, const char *s, size_t len);
 uint64_t lt_tok_hash(const void *data, size_t len);
 

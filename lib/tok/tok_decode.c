@@ -77,9 +77,11 @@ static lt_status lt_stream_release(lt_token_stream *s, int final, char *text, si
     size_t used = lt_utf8_lossy_append(&s->out, (const unsigned char *)(s->pending.data ? s->pending.data : ""),
                                        s->pending.len, !final, &st);
     if (st != LT_OK) return st;
-    memmove(s->pending.data ? s->pending.data : (char *)"", s->pending.data ? s->pending.data + used : "", s->pending.len - used);
-    s->pending.len -= used;
-    if (s->pending.data) s->pending.data[s->pending.len] = 0;
+    if (s->pending.data) { /* keep the unreleased tail at the front */
+        memmove(s->pending.data, s->pending.data + used, s->pending.len - used);
+        s->pending.len -= used;
+        s->pending.data[s->pending.len] = 0;
+    }
     st = lt_tok_copy_out(&s->out, text, cap, len, fn);
     if (st == LT_OK) s->out.len = 0;
     return st;

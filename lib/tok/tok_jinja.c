@@ -74,8 +74,8 @@ typedef struct J {
     int brk, cont;      /* pending break / continue */
     int depth;          /* parser nesting (expressions and blocks), bounded against stack overflow */
     uint64_t steps;     /* statements and expressions evaluated, bounded against runaway loops */
-    /* expression lexer */
-    const char *p, *end; size_t base;
+    /* expression lexer: the part being read */
+    const char *p, *end;
 } J;
 
 static void *ja(J *j, size_t n) {
@@ -419,8 +419,7 @@ typedef struct jtok { int k; const char *s; size_t n; size_t pos; } jtok;
 static jtok jpeek(J *j) {
     const char *p = j->p;
     while (p < j->end && jis_space(*p)) p++;
-    jtok t = {T_END, p, 0, j->base + (size_t)(p - (j->p - (j->p - j->p)))};
-    t.pos = (size_t)(p - j->src);
+    jtok t = {T_END, p, 0, (size_t)(p - j->src)};
     if (p >= j->end) return t;
     char c = *p;
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
@@ -940,16 +939,13 @@ static int jparse_body_inner(J *j, jbody *body, const char *const *stops, int ns
                 if (!jaccept(j, ",")) break;
             }
             if (!jexpect(j, "in")) return 0;
-            /* the iterable, then an optional "if" filter and "recursive" */
-            const char *is = j->p, *ie = j->end;
-            j->end = ie;
+            /* the iterable (no conditional expression there: "if" starts the loop filter) */
             jx *it = jor(j);
             if (!it) return 0;
             s->e = it;
             if (jaccept(j, "if")) { if (!(s->filter = jexpr(j))) return 0; }
             jtok rest = jpeek(j);
             if (rest.k != T_END) { jerr(j, LT_ERR_UNSUPPORTED, rest.pos, "unsupported '%.*s' in a for statement", (int)rest.n, rest.s); return 0; }
-            (void)is;
             const char *st2[] = {"else", "endfor"};
             int which;
             if (!jparse_body(j, &s->body, st2, 2, &which)) return 0;
@@ -1018,7 +1014,16 @@ static int jset(J *j, const char *name, size_t len, jv *v) {
     j->vars[j->nv++] = (jvar){name, len, v};
     return 1;
 }
-static int jpush_frame(J *j) { return jset(j, NULL, 0, NULL) || 1 ? (j->vars[j->nv - 1].name = NULL, 1) : 0; }
+static int jpush_frame(J *j) { /* a marker entry: set writes stop at it */
+    if (j->nv == j->vcap) {
+        size_t nc = j->vcap * 2 + 32;
+        jvar *nv = realloc(j->vars, nc * sizeof *nv);
+        if (!nv) return 0;
+        j->vars = nv; j->vcap = nc;
+    }
+    j->vars[j->nv++] = (jvar){NULL, 0, NULL};
+    return 1;
+}
 
 static int jname_is(const char *s, size_t n, const char *lit) { return n == strlen(lit) && !memcmp(s, lit, n); }
 

@@ -149,7 +149,7 @@ static lt_status lt_step_matches(const lt_tok_pre *st, const char *subj, size_t 
 }
 
 /* Applies a delimiter behaviour in place (tokenizers' NormalizedString::split). */
-static void lt_apply_behavior(lt_ivals *iv, int behavior, int individual_contig) {
+static void lt_apply_behavior(lt_ivals *iv, int behavior) {
     size_t n = iv->n, w = 0;
     lt_ival *v = iv->v;
     switch (behavior) {
@@ -171,20 +171,15 @@ static void lt_apply_behavior(lt_ivals *iv, int behavior, int individual_contig)
         return;
     }
     case LT_SPLIT_MERGED_NEXT: {
-        /* walk backwards, then the result is reversed back into order */
-        int prev_match = 0;
-        lt_ival *tmp = v; /* reuse: build reversed list at the end part is unsafe; do it with a second pass */
+        /* tokenizers folds from the end; the result is built from the back of the array (a slot is
+         * written only after it has been read) and moved to the front */
+        int next_match = 0;
         size_t cnt = 0;
         for (size_t i = n; i-- > 0;) {
-            lt_ival x = tmp[i];
-            if (x.m && !prev_match && cnt > 0) {
-                /* acc.last is the interval right after x: extend its start */
-                v[n - cnt].s = x.s;
-            } else {
-                cnt++;
-                v[n - cnt] = (lt_ival){x.s, x.e, 0};
-            }
-            prev_match = x.m;
+            lt_ival x = v[i];
+            if (x.m && !next_match && cnt > 0) v[n - cnt].s = x.s; /* joins the interval after it */
+            else { cnt++; v[n - cnt] = (lt_ival){x.s, x.e, 0}; }
+            next_match = x.m;
         }
         memmove(v, v + (n - cnt), cnt * sizeof *v);
         iv->n = cnt;
@@ -199,7 +194,6 @@ static void lt_apply_behavior(lt_ivals *iv, int behavior, int individual_contig)
             prev_match = x.m;
         }
         iv->n = w;
-        (void)individual_contig;
         return;
     }
     }
@@ -242,7 +236,7 @@ lt_status lt_tok_pretokenize(const lt_tokenizer *tok, const char *text, size_t l
             st = lt_step_matches(step, subj, sl, md, &iv);
             if (st == LT_OK && step->kind == LT_PRE_SPLIT && step->invert)
                 for (size_t j = 0; j < iv.n; j++) iv.v[j].m = !iv.v[j].m;
-            if (st == LT_OK) lt_apply_behavior(&iv, behavior, 0);
+            if (st == LT_OK) lt_apply_behavior(&iv, behavior);
             for (size_t j = 0; j < iv.n && st == LT_OK; j++) {
                 lt_ival x = iv.v[j];
                 if (x.e <= x.s) continue;

@@ -356,6 +356,15 @@ def body(tmp):
         check(t.tensor_type == QT.F32 and list(t.shape) == [a.shape[1], a.shape[0]], f"{name}: {t.shape}")
         check(np.array_equal(as_f32(t), a.reshape(-1)), f"{name}: bytes differ from the PEFT tensor")
 
+    # PEFT adapter (lt_model_save_adapter): the same tensors and alpha / r back
+    pd = os.path.join(tmp, "peft")
+    run("--model", model, "--adapter", lora, "--format", "peft", "--output", pd)
+    pc = json.load(open(os.path.join(pd, "adapter_config.json")))
+    check(pc.get("peft_type") == "LORA" and pc.get("r") == acfg["r"] and pc.get("lora_alpha") == acfg["lora_alpha"],
+          f"PEFT config {pc.get('peft_type')} r={pc.get('r')} alpha={pc.get('lora_alpha')}")
+    pt = load_file(os.path.join(pd, "adapter_model.safetensors"))
+    check(set(pt) == set(ad) and all(np.array_equal(pt[k], ad[k]) for k in ad), "PEFT tensors round trip")
+
     # merged Hugging Face checkpoint, one file and sharded
     for shard in (None, "2000000"):
         d = os.path.join(tmp, "merged" + ("-sharded" if shard else ""))

@@ -5,7 +5,8 @@ by loratune, and compared live with tokenizers on fixed and random texts (ids, a
 decode with and without special tokens):
   gpt2     ByteLevel(add_prefix_space, use_regex) only; added tokens with lstrip / rstrip /
            single_word / normalized flags
-  llama3   Split(Llama-3 regex, Isolated) + ByteLevel; TemplateProcessing adding <|begin_of_text|>
+  llama3   Split(Llama-3 regex, Isolated) + ByteLevel; TemplateProcessing adding <|begin_of_text|>;
+           again with ignore_merges (as Llama-3 ships)
   legacy   merges stored as "a b" strings, NFKC + Lowercase, Digits(individual), Split(' ', MergedWithNext)
   splits   Split behaviours Removed / MergedWithPrevious / Contiguous / invert, NFD
 Skips (77) when tokenizers is not importable."""
@@ -39,7 +40,7 @@ train = corpus + [r["instruction"] + "\n" + r["output"] for r in recs] + [
 rng = random.Random(1234)
 POOL = ["abc", "XYZ", "Hello", " ", "  ", "\n", "\t", "0123456789", "'s", "'LL", "!?.,", "中文字符", "日本", "Ω", "ﬁ",
         "ＡＢＣ", "e\u0301", "\u0301", "😀", "<s>", "</s>", "[MASK]", " [MASK] ", "<|begin_of_text|>", "<tool>", "xtoolx",
-        "İ", "ẞ", "Σ", "\u00a0", "\u3000", "١٢٣"]
+        "İ", "ẞ", "Σ", "\u00a0", "\u3000", "١٢٣", " xyzzy"]
 
 
 def rand_text():
@@ -75,6 +76,10 @@ def variants():
         processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
                                       special_tokens=[("<|begin_of_text|>", 0)])])
     yield "llama3", t.to_str()
+    d = json.loads(t.to_str())
+    d["model"]["ignore_merges"] = True  # as Llama-3's tokenizer.json: a piece that is a token is taken whole
+    d["model"]["vocab"]["\u0120xyzzy"] = len(d["model"]["vocab"]) + len(d["added_tokens"])  # no merge reaches it
+    yield "llama3-ignore-merges", json.dumps(d, ensure_ascii=False)
 
     t = base(pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                       pre_tokenizers.Split(" ", behavior="merged_with_next"),

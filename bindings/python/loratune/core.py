@@ -346,7 +346,14 @@ class Model(_Handle):
         check(_L.lt_model_get_info(self.handle, ctypes.byref(s)), "lt_model_get_info")
         return ModelInfo(s)
 
+    def _drop_dependents(self):
+        """Trainers and exporters are built on the adapter: replacing it closes them first."""
+        for child in list(self._children):
+            child.close()
+
     def add_lora(self, r=16, alpha=32.0, dropout=0.1, targets="all", use_rslora=False, seed=3407):
+        """Attaches a fresh adapter (replacing any; open trainers and exporters are closed)."""
+        self._drop_dependents()
         p = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
         p.r, p.alpha, p.dropout = int(r), float(alpha), float(dropout)
         p.use_rslora = int(bool(use_rslora))
@@ -356,6 +363,7 @@ class Model(_Handle):
         return self
 
     def load_adapter(self, path):
+        self._drop_dependents()
         check(_L.lt_model_load_adapter(self.handle, encode_str(os.fspath(path))), "lt_model_load_adapter")
         return self
 

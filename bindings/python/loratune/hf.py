@@ -546,6 +546,11 @@ class _Progress:
             except ImportError:
                 pass
 
+    def set_total(self, total):
+        if self.bar is not None and self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
+
     def update(self, m):
         if self.bar is not None:
             self.bar.update(1)
@@ -628,13 +633,14 @@ class SFTTrainer:
         every = max(int(a.logging_steps or 1), 1)
         losses, steps = [], []
         t0 = time.perf_counter()
-        first = tr.step()  # the first step tells max_steps (epochs mode)
-        total = first.max_steps if first is not None else 0
-        self.state.max_steps = total
-        bar = _Progress(total, a.disable_tqdm)
-        m = first
+        bar = _Progress(a.max_steps if a.max_steps and a.max_steps > 0 else None, a.disable_tqdm)
         try:
-            while m is not None:
+            while True:
+                m = tr.step()
+                if m is None:
+                    break
+                bar.set_total(m.max_steps)
+                self.state.max_steps = m.max_steps
                 losses.append(m.loss)
                 steps.append(m.step)
                 self.state.global_step = m.step
@@ -646,7 +652,6 @@ class SFTTrainer:
                     bar.write(str(logs))
                 if m.stopped:
                     break
-                m = tr.step()
         finally:
             bar.close()
         runtime = time.perf_counter() - t0

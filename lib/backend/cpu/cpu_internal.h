@@ -39,10 +39,34 @@ static inline void lt_cpu_axpy(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* cpu_kernel.c: inner loops, as portable C and (x86-64 with AVX2+FMA, chosen at run time) SIMD.
+ * kern: c[i*rsc + j*csc] = sum_k a[i*sa + k*sk] * b[k*ldb + j] for i < mr <= 6, j < nr <= 16,
+ *       summed in k order from 0 (rows i >= mr are not read, all 16 columns of b are read, only
+ *       i < mr, j < nr are stored), so an element's value never depends on its tile; with
+ *       accumulate the sums start from c's values instead of 0 (the same chain as one longer k).
+ * colmax: mx[j] = max over r < rows of e[r*ld + j], j < 16.
+ * colexp: e[r*ld + j] = exp(e[r*ld + j] - mx[j]) in place, sum[j] = their sum (double), j < 16. */
+#define LT_CPU_MR 6
+#define LT_CPU_NR 16
+typedef struct lt_cpu_kernels {
+    const char *name;
+    void (*kern)(int64_t K, const float *a, int64_t sa, int64_t sk, const float *b, int64_t ldb, float *c,
+                 int64_t rsc, int64_t csc, int mr, int nr, int accumulate);
+    void (*colmax)(const float *e, int64_t rows, int64_t ld, float *mx);
+    void (*colexp)(float *e, int64_t rows, int64_t ld, const float *mx, double *sum);
+} lt_cpu_kernels;
+const lt_cpu_kernels *lt_cpu_kernels_get(void);
+/* tests and benchmarks: simd 0 = portable C from now on, 1 = the best the CPU has (and what
+ * LT_CPU_SIMD=0 allows); returns 1 when SIMD kernels are in use. */
+int lt_cpu_kernels_force(int simd);
+
 /* weights and memory (cpu_backend.c) */
 void lt_cpu_account(lt_backend *be, int64_t delta);
 
 /* cpu_matmul.c */
+/* out(N,M) = a(N,K) @ b(M,K)^T (+ bias[M]) with the SIMD kernel; LT_ERR_OUT_OF_MEMORY only */
+lt_status lt_cpu_gemm_nt(lt_backend *be, float *out, const float *a, const float *b, const float *bias, int64_t N,
+                         int64_t M, int64_t K);
 lt_status lt_cpu_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
                             int64_t N);
 lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,

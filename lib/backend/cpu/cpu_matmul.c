@@ -1,44 +1,75 @@
-/* cpu_matmul.c - the matrix products of the CPU reference: frozen linear layers, the LoRA branch
- * (with its dropout mask from the shared Philox stream), and the LM head fused with cross-entropy
- * over chunks of tokens. Work is split over output tiles; every sum runs in a fixed order, so
- * results do not depend on the thread count. */
+/* cpu_matmul.c - the matrix products of the CPU reference: frozen linear layers and the LoRA
+ * branch (with its dropout mask from the shared Philox stream); the LM head is in cpu_lm_head.c.
+ * Work is split over output tiles; every sum runs in a fixed order, so results do not depend on
+ * the thread count. */
 #include "backend/cpu/cpu_internal.h"
 #include "core/rng.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- out(N,M) = a(N,K) @ b(M,K)^T (+ bias), tiles of 8 rows x 64 columns ---- */
-#define TN 8
-#define TM 64
+/* ---- out(N,M) = a(N,K) @ b(M,K)^T (+ bias) ----
+ * a is packed transposed in panels of 16 rows ([N/16][K][16], zero past N): the kernel's vector
+ * lanes run over a's rows and it broadcasts b's rows. Work items are (block of NT_MB rows of b,
+ * panel), panels inner so a block of b stays in cache while all panels pass. Every element is one
+ * k-ordered sum (lt_cpu_kernels.kern), so lm_head_logits and the LM head's loss see the very
+ * same logits as this. */
+#define NT_MB 384
 typedef struct nt_ctx {
-    float *out; const float *a, *b, *bias; int64_t N, M, K, nmb;
+    const lt_cpu_kernels *kk;
+    float *out; const float *ap, *b, *bias; int64_t N, M, K, npan;
 } nt_ctx;
 
 static void nt_tile(void *vctx, int64_t t) {
-    nt_ctx *c = vctx;
-    const int64_t n0 = (t / c->nmb) * TN, m0 = (t % c->nmb) * TM;
-    const int64_t n1 = n0 + TN < c->N ? n0 + TN : c->N, m1 = m0 + TM < c->M ? m0 + TM : c->M;
-    /* a row of b stays in L1 while it meets the tile's 8 rows of a (GCC vectorizes the 8-lane
-     * dot well; a 2x2 register block measured slower) */
-    for (int64_t m = m0; m < m1; m++) {
-        const float *brow = c->b + m * c->K;
-        const float bias = c->bias ? c->bias[m] : 0.0f;
-        for (int64_t n = n0; n < n1; n++) {
-            float v = lt_cpu_dot(c->a + n * c->K, brow, c->K);
-            c->out[n * c->M + m] = c->bias ? v + bias : v;
+    const nt_ctx *c = vctx;
+    const int64_t p = t % c->npan, m0 = (t / c->npan) * NT_MB;
+    const int64_t m1 = m0 + NT_MB < c->M ? m0 + NT_MB : c->M;
+    const int64_t n0 = p * LT_CPU_NR;
+    const int nr = (int)(c->N - n0 < LT_CPU_NR ? c->N - n0 : LT_CPU_NR);
+    float *o = c->out + n0 * c->M;
+    for (int64_t m = m0; m < m1; m += LT_CPU_MR) {
+        const int mr = (int)(m1 - m < LT_CPU_MR ? m1 - m : LT_CPU_MR);
+        /* out[n][m] = (i over rows of b) x (j over the panel's rows of a): stored transposed */
+        c->kk->kern(c->K, c->b + m * c->K, c->K, 1, c->ap + p * c->K * LT_CPU_NR, LT_CPU_NR, o + m, 1, c->M, mr, nr, 0);
+    }
+    if (c->bias)
+        for (int64_t n = 0; n < nr; n++)
+            for (int64_t m = m0; m < m1; m++) o[n * c->M + m] += c->bias[m];
+}
+
+typedef struct pack_ctx { float *ap; const float *a; int64_t N, K; } pack_ctx;
+
+static void pack_panel(void *vctx, int64_t p) {
+    const pack_ctx *c = vctx;
+    float *dst = c->ap + p * c->K * LT_CPU_NR;
+    const int64_t n0 = p * LT_CPU_NR;
+    for (int64_t j = 0; j < LT_CPU_NR; j++) {
+        if (n0 + j < c->N) {
+            const float *src = c->a + (n0 + j) * c->K;
+            for (int64_t k = 0; k < c->K; k++) dst[k * LT_CPU_NR + j] = src[k];
+        } else {
+            for (int64_t k = 0; k < c->K; k++) dst[k * LT_CPU_NR + j] = 0.0f;
         }
     }
 }
 
-static void gemm_nt(lt_backend *be, float *out, const float *a, const float *b, const float *bias, int64_t N,
-                    int64_t M, int64_t K) {
-    nt_ctx c = {out, a, b, bias, N, M, K, (M + TM - 1) / TM};
-    int64_t tiles = ((N + TN - 1) / TN) * c.nmb;
-    lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)TN * TM * K), nt_tile, &c);
+lt_status lt_cpu_gemm_nt(lt_backend *be, float *out, const float *a, const float *b, const float *bias, int64_t N,
+                         int64_t M, int64_t K) {
+    if (N <= 0 || M <= 0) return LT_OK;
+    const int64_t npan = (N + LT_CPU_NR - 1) / LT_CPU_NR;
+    float *ap = lt_malloc((size_t)(npan * K * LT_CPU_NR) * sizeof(float), "matmul packed input");
+    if (!ap) return LT_ERR_OUT_OF_MEMORY;
+    pack_ctx pc = {ap, a, N, K};
+    lt_parallel_for(npan, lt_cpu_threads_for(be, npan, K * LT_CPU_NR * 4), pack_panel, &pc);
+    nt_ctx c = {lt_cpu_kernels_get(), out, ap, b, bias, N, M, K, npan};
+    const int64_t tiles = ((M + NT_MB - 1) / NT_MB) * npan;
+    lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)LT_CPU_NR * NT_MB * K * 2), nt_tile, &c);
+    free(ap);
+    return LT_OK;
 }
 
 /* ---- out(N,K) (+)= a(N,M) @ b(M,K), tiles of 8 rows x 256 columns, sum over m in order ---- */
+#define TN 8
 #define TK 256
 typedef struct nn_ctx {
     float *out; const float *a, *b; int64_t N, M, K, nkb; int accumulate;
@@ -105,8 +136,7 @@ static void gemm_tn_acc(lt_backend *be, float *out, const float *a, const float 
 /* ---- frozen linear layers ---- */
 lt_status lt_cpu_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
                             int64_t N) {
-    gemm_nt(be, out, inp, W->w, bias, N, W->rows, W->cols);
-    return LT_OK;
+    return lt_cpu_gemm_nt(be, out, inp, W->w, bias, N, W->rows, W->cols);
 }
 
 lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
@@ -119,39 +149,66 @@ lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, 
 /* xd(N,C) = dropout(inp): element n*C + c kept when lt_rng_keep(seed, stream, n*C + c, p), and
  * then scaled by 1/(1-p) (a float32 factor, as torch's mask holds it). */
 typedef struct drop_ctx {
-    float *xd; const float *x; int64_t C; float p, inv; uint64_t seed, stream;
+    float *xd; uint8_t *keep; const float *x; int64_t C; float p, inv; uint64_t seed, stream;
 } drop_ctx;
 
+/* One Philox block gives the keep decisions of 4 consecutive elements (lt_rng_keep's mapping). */
 static void dropout_row(void *vctx, int64_t n) {
     drop_ctx *c = vctx;
-    for (int64_t i = 0; i < c->C; i++) {
-        int64_t e = n * c->C + i;
-        c->xd[e] = lt_rng_keep(c->seed, c->stream, (uint64_t)e, c->p) ? c->x[e] * c->inv : 0.0f;
+    int64_t e = n * c->C;
+    const int64_t end = e + c->C;
+    while (e < end) {
+        const lt_u32x4 r = lt_philox(c->seed, c->stream, (uint64_t)e >> 2);
+        for (int64_t q = e & 3; q < 4 && e < end; q++, e++) {
+            const int keep = (float)(r.v[q] >> 8) * (1.0f / 16777216.0f) >= c->p;
+            c->xd[e] = keep ? c->x[e] * c->inv : 0.0f;
+            if (c->keep) c->keep[e] = (uint8_t)keep;
+        }
     }
 }
 
+/* xd = dropout(inp) and, when keep_out is given, the keep mask [N*C] too */
 static lt_status lora_dropout(lt_backend *be, const float *inp, int64_t N, int64_t C, float p, uint64_t seed,
-                              uint64_t stream, float **xd_out) {
+                              uint64_t stream, float **xd_out, uint8_t **keep_out) {
     *xd_out = NULL;
+    if (keep_out) *keep_out = NULL;
     LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
     if (p == 0.0f) return LT_OK;
     float *xd = lt_malloc((size_t)(N * C) * sizeof(float), "lora dropout buffer");
-    if (!xd) return LT_ERR_OUT_OF_MEMORY;
-    drop_ctx c = {xd, inp, C, p, 1.0f / (1.0f - p), seed, stream};
-    lt_parallel_for(N, lt_cpu_threads_for(be, N, C * 40), dropout_row, &c);
+    uint8_t *keep = keep_out ? lt_malloc((size_t)(N * C), "lora dropout mask") : NULL;
+    if (!xd || (keep_out && !keep)) { free(xd); free(keep); return LT_ERR_OUT_OF_MEMORY; }
+    drop_ctx c = {xd, keep, inp, C, p, 1.0f / (1.0f - p), seed, stream};
+    lt_parallel_for(N, lt_cpu_threads_for(be, N, C * 15), dropout_row, &c);
     *xd_out = xd;
+    if (keep_out) *keep_out = keep;
     return LT_OK;
+}
+
+/* dinp += keep ? t / (1-p) : 0, row by row */
+typedef struct dinp_ctx { float *di; const float *t; const uint8_t *keep; int64_t C; float inv; } dinp_ctx;
+static void dinp_row(void *vctx, int64_t n) {
+    const dinp_ctx *c = vctx;
+    float *di = c->di + n * c->C;
+    const float *t = c->t + n * c->C;
+    if (c->keep) {
+        const uint8_t *k = c->keep + n * c->C;
+        for (int64_t i = 0; i < c->C; i++)
+            if (k[i]) di[i] += t[i] * c->inv;
+    } else {
+        for (int64_t i = 0; i < c->C; i++) di[i] += t[i];
+    }
 }
 
 lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                           uint64_t stream) {
     float *xd = NULL;
-    LT_TRY(lora_dropout(be, inp, N, C, p, seed, stream, &xd));
+    LT_TRY(lora_dropout(be, inp, N, C, p, seed, stream, &xd, NULL));
     float *tmp = lt_malloc((size_t)(N * OC) * sizeof(float), "lora output buffer");
     if (!tmp) { free(xd); return LT_ERR_OUT_OF_MEMORY; }
-    gemm_nt(be, xa, xd ? xd : inp, A, NULL, N, R, C);          /* xa(N,R) = xd @ A^T */
-    gemm_nt(be, tmp, xa, B, NULL, N, OC, R);                   /* (N,OC) = xa @ B^T */
+    lt_status st = lt_cpu_gemm_nt(be, xa, xd ? xd : inp, A, NULL, N, R, C); /* xa(N,R) = xd @ A^T */
+    if (st == LT_OK) st = lt_cpu_gemm_nt(be, tmp, xa, B, NULL, N, OC, R);  /* (N,OC) = xa @ B^T */
+    if (st != LT_OK) { free(tmp); free(xd); return st; }
     float *o = out;
     for (int64_t i = 0; i < N * OC; i++) o[i] += tmp[i] * scale; /* PEFT: base + lora_B(..) * scaling */
     free(tmp);
@@ -163,10 +220,11 @@ lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, cons
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream) {
     float *xd = NULL;
-    LT_TRY(lora_dropout(be, inp, N, C, p, seed, stream, &xd));
+    uint8_t *keep = NULL;
+    LT_TRY(lora_dropout(be, inp, N, C, p, seed, stream, &xd, dinp ? &keep : NULL));
     float *dxa = lt_malloc((size_t)(N * R) * sizeof(float), "lora dxa");
     float *t = lt_malloc((size_t)(N * C) * sizeof(float), "lora dinp buffer");
-    if (!dxa || !t) { free(xd); free(dxa); free(t); return LT_ERR_OUT_OF_MEMORY; }
+    if (!dxa || !t) { free(xd); free(keep); free(dxa); free(t); return LT_ERR_OUT_OF_MEMORY; }
     /* dB(OC,R) += scale * dout^T @ xa */
     gemm_tn_acc(be, dB, dout, xa, N, OC, R, scale);
     /* dxa(N,R) = scale * dout @ B */
@@ -177,86 +235,9 @@ lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, cons
     /* dinp(N,C) += dropout_bwd(dxa @ A) */
     if (dinp) {
         gemm_nn(be, t, dxa, A, N, R, C, 0);
-        float *di = dinp;
-        if (p > 0.0f) {
-            const float inv = 1.0f / (1.0f - p);
-            for (int64_t e = 0; e < N * C; e++)
-                if (lt_rng_keep(seed, stream, (uint64_t)e, p)) di[e] += t[e] * inv;
-        } else {
-            for (int64_t e = 0; e < N * C; e++) di[e] += t[e];
-        }
+        dinp_ctx d = {dinp, t, keep, C, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f};
+        lt_parallel_for(N, lt_cpu_threads_for(be, N, C * 2), dinp_row, &d);
     }
-    free(xd); free(dxa); free(t);
-    return LT_OK;
-}
-
-/* ---- LM head + cross-entropy, 32 tokens at a time ---- */
-#define CE_CHUNK 32
-
-typedef struct ce_ctx {
-    float *logits; float *dh; const float *h, *head; const int32_t *tg;
-    int64_t n0, T, C, V; float grad_scale; double *loss;
-} ce_ctx;
-
-/* softmax - onehot per token, in place over its logits row; loss in f64 */
-static void ce_token(void *vctx, int64_t t) {
-    ce_ctx *c = vctx;
-    float *l = c->logits + t * c->V;
-    const int32_t y = c->tg[c->n0 + t];
-    if (y < 0) { memset(l, 0, (size_t)c->V * sizeof(float)); c->loss[c->n0 + t] = 0; return; }
-    float mx = l[0];
-    for (int64_t v = 1; v < c->V; v++) mx = l[v] > mx ? l[v] : mx;
-    const double ly = l[y];
-    /* one exp per logit: keep exp(l - max) in the row, then normalise */
-    double s = 0;
-    for (int64_t v = 0; v < c->V; v++) {
-        const double e = exp((double)l[v] - mx);
-        s += e;
-        l[v] = (float)e;
-    }
-    c->loss[c->n0 + t] = mx + log(s) - ly;
-    const double inv = 1.0 / s;
-    for (int64_t v = 0; v < c->V; v++) l[v] = (float)(l[v] * inv) * c->grad_scale;
-    l[y] = (float)(exp(ly - mx) * inv - 1.0) * c->grad_scale; /* with the one-hot term, in f64 */
-}
-
-lt_status lt_cpu_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
-                            const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale) {
-    LT_CHECK_ARG(head->rows == V && head->cols == C, "lm_head_ce: head is [%lld, %lld], expected [%lld, %lld]",
-                 (long long)head->rows, (long long)head->cols, (long long)V, (long long)C);
-    for (int64_t n = 0; n < N; n++)
-        if (targets[n] != -100 && (targets[n] < 0 || targets[n] >= V))
-            return lt_error(LT_ERR_INVALID_ARGUMENT, "lm_head_ce: token %lld has target %d outside [0, %lld) "
-                            "and is not -100 (ignored)", (long long)n, (int)targets[n], (long long)V);
-    float *logits = lt_malloc((size_t)(CE_CHUNK * V) * sizeof(float), "lm_head_ce logits chunk");
-    double *loss = lt_calloc((size_t)(N > 0 ? N : 1), sizeof(double), "lm_head_ce losses");
-    if (!logits || !loss) { free(logits); free(loss); return LT_ERR_OUT_OF_MEMORY; }
-    const float *hh = h;
-    for (int64_t n0 = 0; n0 < N; n0 += CE_CHUNK) {
-        const int64_t T = N - n0 < CE_CHUNK ? N - n0 : CE_CHUNK;
-        int any = 0;
-        for (int64_t t = 0; t < T; t++) any |= targets[n0 + t] >= 0;
-        if (!any) { /* nothing to learn from this chunk */
-            if (dh) memset((float *)dh + n0 * C, 0, (size_t)(T * C) * sizeof(float));
-            continue;
-        }
-        gemm_nt(be, logits, hh + n0 * C, head->w, NULL, T, V, C);
-        ce_ctx c = {logits, dh, hh, head->w, targets, n0, T, C, V, grad_scale, loss};
-        lt_parallel_for(T, lt_cpu_threads_for(be, T, V * 30), ce_token, &c);
-        if (dh) gemm_nn(be, (float *)dh + n0 * C, logits, head->w, T, V, C, 0); /* dh = dlogits @ head */
-    }
-    double total = 0;
-    for (int64_t n = 0; n < N; n++) total += loss[n];
-    loss_sum[0] += (float)total;
-    free(logits);
-    free(loss);
-    return LT_OK;
-}
-
-lt_status lt_cpu_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
-                                int64_t C, int64_t V) {
-    LT_CHECK_ARG(head->rows == V && head->cols == C, "lm_head_logits: head is [%lld, %lld], expected [%lld, %lld]",
-                 (long long)head->rows, (long long)head->cols, (long long)V, (long long)C);
-    gemm_nt(be, logits, h, head->w, NULL, N, V, C);
+    free(xd); free(keep); free(dxa); free(t);
     return LT_OK;
 }
