@@ -379,6 +379,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->adamw8bit = LT_PROF(28, lt_cuda_adamw8bit);
     o->nonfinite = LT_PROF(29, lt_cuda_nonfinite);
     o->memory = op_memory;
+    o->sumsq_many = lt_cuda_sumsq_many; /* elementwise.cu; one sync for all tensors */
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -194,7 +194,7 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
                            int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
 lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                  int64_t C, int64_t V);
-/* lora.cu: the skinny LoRA products (rank 8, 16 or 32; C and OC multiples of 8) */
+/* lora.cu: the skinny LoRA products on tensor cores (rank 8, 16 or 32; C and OC multiples of 8) */
 bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC);
 lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void *W, int64_t N, int64_t M, int64_t R,
                               float alpha, float p, uint64_t seed, uint64_t stream);
@@ -202,7 +202,10 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                              float *part, int nchunks);
 lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R);
-int lt_cuda_lora_wg_chunks(int64_t N);
+int lt_cuda_lora_wg_chunks(int64_t N, int64_t M);
+/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)) in place (the LoRA part of dinp) */
+lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const void *W, int64_t N, int64_t M,
+                              int64_t R, float alpha, float p, uint64_t seed, uint64_t stream);
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
@@ -225,5 +228,7 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
                             float *absmax1, float *absmax2, int64_t n, float lr, float beta1, float beta2, float eps,
                             float wd, int64_t t);
 lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host_flag);
+/* elementwise.cu: sum of squares of many f32 tensors, one sync (lt_backend_ops.sumsq_many) */
+lt_status lt_cuda_sumsq_many(lt_backend *be, int count, const float *const *g, const int64_t *n, double *host_sumsq);
 
 #endif

@@ -21,6 +21,7 @@ extern "C" {
 #define DEC_SPLIT_KEYS 16     /* keys per attention block at the longest context */
 #define DEC_SLICE 256         /* columns per block of the LoRA A products */
 #define DEC_AROWS 8           /* A rows per block of the LoRA A products */
+#define DEC_WARP_MAX_COLS 2048 /* GEMV rows up to this long get one warp per pair, longer a block */
 
 enum { WK_NF4 = 0, WK_16 = 1 };
 enum { MODE_QKV = 0, MODE_GATEUP = 1, MODE_RESID = 2, MODE_LOGITS = 3 };
@@ -80,16 +81,18 @@ template <> __device__ __forceinline__ float2 dec_f2<__half>(uint32_t w) {
 
 /* sum over 16 elements of row `row` starting at column 16*j, times x */
 template <int WK, typename T>
-__device__ __forceinline__ float dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *xs,
-                                           const float *qm, const float *nc) {
+__device__ __forceinline__ float dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *x,
+                                           const float *qm) {
     const int64_t e0 = row * m.cols + j * DEC_CHUNK;
-    const float4 *xv = reinterpret_cast<const float4 *>(xs + j * DEC_CHUNK);
+    /* x comes through L1: a thread meets the same chunks of x for every row it takes */
+    const float4 *xg = reinterpret_cast<const float4 *>(x + j * DEC_CHUNK);
+    const float4 xv[4] = {__ldg(xg), __ldg(xg + 1), __ldg(xg + 2), __ldg(xg + 3)};
     float s = 0.0f;
     if constexpr (WK == WK_NF4) {
         const uint2 w = __ldg(reinterpret_cast<const uint2 *>(m.packed + e0 / 2));
         const int64_t b = e0 / 64;
         const float am = m.absmax_f32 ? __ldg(m.absmax_f32 + b)
-                                      : __fadd_rn(__fmul_rn(nc[__ldg(m.absmax_u8 + b)],
+                                      : __fadd_rn(__fmul_rn(__ldg(m.nested_code + __ldg(m.absmax_u8 + b)),
                                                             __ldg(m.nested_absmax + b / LT_NF4_NESTED_BLOCK)),
                                                   m.offset);
         const uint32_t words[2] = {w.x, w.y};
@@ -128,90 +131,105 @@ __device__ __forceinline__ float dec_lora_bias(const dec_mat &m, int64_t row, in
     return s + (m.bias ? m.bias[row] : 0.0f);
 }
 
-/* Each block loads x (f32 [C]) once, then takes pairs of rows (grid-stride). The pairs:
+/* The rows of pair p. The pairs:
  *   QKV:    the two rotary halves (i, i + HD/2) of one q, k or v head;
  *   GATEUP: gate row p and up row p;
- *   RESID/LOGITS: rows p and p + npairs of one matrix. */
-template <int WK, typename T, int MODE>
+ *   RESID/LOGITS: rows p and p + npairs of one matrix (rb = -1 past the end). */
+template <int MODE>
+__device__ __forceinline__ void dec_pair(const dec_mats &M, const dec_out &o, int64_t p, int64_t npairs, int &ma,
+                                         int &mb, int64_t &ra, int64_t &rb) {
+    ma = mb = 0;
+    if constexpr (MODE == MODE_QKV) {
+        const int64_t half = o.HD / 2, nq = (int64_t)o.NH * half, nk = (int64_t)o.NKV * half;
+        int64_t pp = p;
+        if (pp < nq) ma = 0;
+        else if (pp < nq + nk) { ma = 1; pp -= nq; }
+        else { ma = 2; pp -= nq + nk; }
+        mb = ma;
+        ra = (pp / half) * o.HD + pp % half;
+        rb = ra + half;
+    } else if constexpr (MODE == MODE_GATEUP) {
+        mb = 1; ra = rb = p;
+    } else {
+        ra = p;
+        rb = p + npairs < M.m[0].rows ? p + npairs : -1;
+    }
+}
+
+/* what a pair's two finished rows become (one thread) */
+template <typename T, int MODE>
+__device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io, int ma, int64_t p, int64_t ra,
+                                             int64_t rb, float y0, float y1) {
+    if constexpr (MODE == MODE_QKV) {
+        const int pos = io->pos;
+        if (ma < 2) { /* rotary (half-split), the angle as the backend's k_rope computes it */
+            const int64_t i = ra % o.HD;
+            const float inv = 1.0f / powf(o.theta, (float)(2 * i) / (float)o.HD);
+            float sn, cs;
+            sincosf((float)pos * inv, &sn, &cs);
+            const float lo = y0 * cs - y1 * sn, hi = y1 * cs + y0 * sn;
+            y0 = lo; y1 = hi;
+        }
+        if (ma == 0) { o.out[ra] = y0; o.out[rb] = y1; }
+        else {
+            T *cache = reinterpret_cast<T *>(ma == 1 ? o.kc : o.vc) + (int64_t)pos * o.kvd;
+            cache[ra] = lt_fromf<T>(y0);
+            cache[rb] = lt_fromf<T>(y1);
+        }
+    } else if constexpr (MODE == MODE_GATEUP) {
+        o.out[p] = (y0 / (1.0f + expf(-y0))) * y1;
+    } else if constexpr (MODE == MODE_RESID) {
+        o.out[ra] += y0;
+        if (rb >= 0) o.out[rb] += y1;
+    } else {
+        o.out[ra] = y0;
+        if (rb >= 0) o.out[rb] = y1;
+    }
+}
+
+/* Pairs of rows (dec_pair), grid-stride, x (f32 [C]) read through L1. WARP = 1: one warp per
+ * pair (short rows: no block barrier, every lane a few independent loads); WARP = 0: the
+ * whole block per pair (long rows, few of them). */
+template <int WK, typename T, int MODE, int WARP>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const float *x, int64_t C, int64_t npairs,
                                                            dec_out o, const dec_io *io) {
-    extern __shared__ float xs[];
     __shared__ float qm[3][16];
-    __shared__ float nc[3][256];
     __shared__ float red[2][DEC_WARPS];
     const int nmat = MODE == MODE_QKV ? 3 : MODE == MODE_GATEUP ? 2 : 1;
-    for (int64_t i = threadIdx.x; i < C; i += DEC_THREADS) xs[i] = x[i];
     if constexpr (WK == WK_NF4) {
-        for (int t = 0; t < nmat; t++) {
+        for (int t = 0; t < nmat; t++)
             if (threadIdx.x < 16) qm[t][threadIdx.x] = M.m[t].quant_map[threadIdx.x];
-            if (M.m[t].nested_code)
-                for (int i = threadIdx.x; i < 256; i += DEC_THREADS) nc[t][i] = M.m[t].nested_code[i];
-        }
+        __syncthreads();
     }
-    __syncthreads();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t nchunk = C / DEC_CHUNK;
-    for (int64_t p = blockIdx.x; p < npairs; p += gridDim.x) {
-        int ma = 0, mb = 0;
+    const int64_t first = WARP ? (int64_t)blockIdx.x * DEC_WARPS + warp : (int64_t)blockIdx.x;
+    const int64_t stride = WARP ? (int64_t)gridDim.x * DEC_WARPS : (int64_t)gridDim.x;
+    const int64_t j0 = WARP ? lane : threadIdx.x, jstep = WARP ? 32 : DEC_THREADS;
+    for (int64_t p = first; p < npairs; p += stride) {
+        int ma, mb;
         int64_t ra, rb;
-        if constexpr (MODE == MODE_QKV) {
-            const int64_t half = o.HD / 2, nq = (int64_t)o.NH * half, nk = (int64_t)o.NKV * half;
-            int64_t pp = p;
-            if (pp < nq) ma = 0;
-            else if (pp < nq + nk) { ma = 1; pp -= nq; }
-            else { ma = 2; pp -= nq + nk; }
-            mb = ma;
-            ra = (pp / half) * o.HD + pp % half;
-            rb = ra + half;
-        } else if constexpr (MODE == MODE_GATEUP) {
-            ma = 0; mb = 1; ra = rb = p;
-        } else {
-            ra = p;
-            rb = p + npairs < M.m[0].rows ? p + npairs : -1;
-        }
+        dec_pair<MODE>(M, o, p, npairs, ma, mb, ra, rb);
         const dec_mat &A = M.m[ma], &B = M.m[mb];
         float s0 = 0.0f, s1 = 0.0f;
-        for (int64_t j = threadIdx.x; j < nchunk; j += DEC_THREADS) {
-            s0 += dec_chunk<WK, T>(A, ra, j, xs, qm[ma], nc[ma]);
-            if (rb >= 0) s1 += dec_chunk<WK, T>(B, rb, j, xs, qm[mb], nc[mb]);
+        for (int64_t j = j0; j < nchunk; j += jstep) {
+            s0 += dec_chunk<WK, T>(A, ra, j, x, qm[ma]);
+            if (rb >= 0) s1 += dec_chunk<WK, T>(B, rb, j, x, qm[mb]);
         }
         s0 = dec_warp_sum(s0);
         s1 = dec_warp_sum(s1);
-        if (lane == 0) { red[0][warp] = s0; red[1][warp] = s1; }
-        __syncthreads();
-        if (warp == 0) {
-            float y0 = lane < DEC_WARPS ? red[0][lane] : 0.0f, y1 = lane < DEC_WARPS ? red[1][lane] : 0.0f;
-            y0 = dec_warp_sum(y0) + dec_lora_bias(A, ra, lane);
-            if (rb >= 0) y1 = dec_warp_sum(y1) + dec_lora_bias(B, rb, lane);
-            if (lane == 0) {
-                if constexpr (MODE == MODE_QKV) {
-                    const int pos = io->pos;
-                    if (ma < 2) { /* rotary (half-split), as the backend's k_rope computes the angle */
-                        const int64_t i = ra % o.HD;
-                        const float inv = 1.0f / powf(o.theta, (float)(2 * i) / (float)o.HD);
-                        float sn, cs;
-                        sincosf((float)pos * inv, &sn, &cs);
-                        const float lo = y0 * cs - y1 * sn, hi = y1 * cs + y0 * sn;
-                        y0 = lo; y1 = hi;
-                    }
-                    if (ma == 0) { o.out[ra] = y0; o.out[rb] = y1; }
-                    else {
-                        T *cache = reinterpret_cast<T *>(ma == 1 ? o.kc : o.vc) + (int64_t)pos * o.kvd;
-                        cache[ra] = lt_fromf<T>(y0);
-                        cache[rb] = lt_fromf<T>(y1);
-                    }
-                } else if constexpr (MODE == MODE_GATEUP) {
-                    o.out[p] = (y0 / (1.0f + expf(-y0))) * y1;
-                } else if constexpr (MODE == MODE_RESID) {
-                    o.out[ra] += y0;
-                    if (rb >= 0) o.out[rb] += y1;
-                } else {
-                    o.out[ra] = y0;
-                    if (rb >= 0) o.out[rb] = y1;
-                }
-            }
+        if (!WARP) {
+            if (lane == 0) { red[0][warp] = s0; red[1][warp] = s1; }
+            __syncthreads();
+            s0 = dec_warp_sum(lane < DEC_WARPS ? red[0][lane] : 0.0f);
+            s1 = dec_warp_sum(lane < DEC_WARPS ? red[1][lane] : 0.0f);
         }
-        __syncthreads();
+        if (WARP || warp == 0) {
+            const float y0 = s0 + dec_lora_bias(A, ra, lane);
+            const float y1 = rb >= 0 ? s1 + dec_lora_bias(B, rb, lane) : 0.0f;
+            if (lane == 0) dec_epilogue<T, MODE>(o, io, ma, p, ra, rb, y0, y1);
+        }
+        if (!WARP) __syncthreads();
     }
 }
 
@@ -600,12 +618,14 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
 template <int WK, typename T, int MODE>
 static lt_status launch_gemv(lt_cuda_decoder *d, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
                              const dec_out &o) {
-    const size_t smem = (size_t)C * 4;
-    if (smem > 48 * 1024)
-        LT_CUDA_TRY(cudaFuncSetAttribute(k_dec_gemv<WK, T, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem));
-    const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
-    k_dec_gemv<WK, T, MODE><<<grid, DEC_THREADS, smem, d->c->stream>>>(M, x, C, npairs, o, d->io);
+    if (C <= DEC_WARP_MAX_COLS) {
+        const int64_t blocks = (npairs + DEC_WARPS - 1) / DEC_WARPS;
+        const unsigned grid = (unsigned)(blocks < d->grid_cap ? blocks : d->grid_cap);
+        k_dec_gemv<WK, T, MODE, 1><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+    } else {
+        const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
+        k_dec_gemv<WK, T, MODE, 0><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+    }
     LT_LAUNCH_CHECK("k_dec_gemv");
     return LT_OK;
 }

@@ -3,6 +3,7 @@
  * bias add and the LoRA dropout (mask from lt_rng_keep, the same numbers as the CPU).
  * All arithmetic is f32; act buffers are bf16 or fp16. Kernels first, launchers after. */
 #include "cuda_common.h"
+#include <string.h>
 extern "C" {
 #include "core/rng.h"
 }
@@ -336,5 +337,63 @@ lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int6
                                                                           inv_keep, seed, stream, accumulate);
     lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_dropout");
+    return LT_OK;
+}
+
+/* ---- gradient norm of many tensors with one synchronization ----
+ * The trainer asks for sum(g^2) over every LoRA tensor each step; one sumsq per tensor cost
+ * one stream sync each (~400 per step). The tensor list travels in the kernel parameters
+ * (LT_SQM_BATCH per launch), each of LT_SQM_BLOCKS blocks per tensor writes one f64 partial,
+ * and the host sums the partials in a fixed order after a single copy back. */
+#define LT_SQM_BATCH 128
+#define LT_SQM_BLOCKS 8
+struct lt_sqm_args {
+    const float *g[LT_SQM_BATCH];
+    int64_t n[LT_SQM_BATCH];
+};
+
+__global__ void __launch_bounds__(256) k_sumsq_many(lt_sqm_args a, double *part) {
+    const float *g = a.g[blockIdx.y];
+    const int64_t n = a.n[blockIdx.y];
+    double s = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const double v = g[i];
+        s += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    __shared__ double red[8];
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int w = 0; w < 8; w++) t += red[w];
+        part[blockIdx.y * LT_SQM_BLOCKS + blockIdx.x] = t;
+    }
+}
+
+lt_status lt_cuda_sumsq_many(lt_backend *be, int count, const float *const *g, const int64_t *n, double *host_sumsq) {
+    if (count <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    const size_t pb = (size_t)count * LT_SQM_BLOCKS * sizeof(double);
+    void *scr, *hb;
+    LT_TRY(lt_cuda_scratch(c, pb, &scr));
+    LT_TRY(lt_cuda_host_buf(c, pb, &hb));
+    for (int b0 = 0; b0 < count; b0 += LT_SQM_BATCH) {
+        const int nb = count - b0 < LT_SQM_BATCH ? count - b0 : LT_SQM_BATCH;
+        lt_sqm_args a;
+        memset(&a, 0, sizeof a);
+        for (int i = 0; i < nb; i++) {
+            a.g[i] = g[b0 + i];
+            a.n[i] = n[b0 + i];
+        }
+        k_sumsq_many<<<dim3(LT_SQM_BLOCKS, (unsigned)nb), 256, 0, c->stream>>>(a, (double *)scr +
+                                                                                 (size_t)b0 * LT_SQM_BLOCKS);
+        LT_LAUNCH_CHECK("k_sumsq_many");
+    }
+    LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, pb, cudaMemcpyDeviceToHost, c->stream));
+    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    double s = 0.0;
+    for (size_t i = 0; i < (size_t)count * LT_SQM_BLOCKS; i++) s += ((const double *)hb)[i];
+    *host_sumsq += s;
     return LT_OK;
 }

@@ -103,32 +103,28 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
     const cudaDataType_t t = c->act_type;
     const bool drop = p > 0.0f;
     if (lt_cuda_lora_fast_ok(R, C, OC)) {
-        const int64_t Mx = C > OC ? C : OC;
-        const int nch = lt_cuda_lora_wg_chunks(N);
+        /* dB and dA from the inputs read once (mask on the fly), dxa = scale dout B, and
+         * dinp += drop(dxa A) in place: no dropped copy of the input, no temporary */
+        const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
+        const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
         void *scr;
         LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +
-                                      lt_align256((size_t)(N * R) * 2) +
-                                      lt_align256((size_t)nch * Mx * R * 4) +
-                                      (drop && dinp ? lt_align256((size_t)(N * C) * 2) : 0), &scr));
+                                      lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
         char *cur = (char *)scr;
         void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
         void *B16T = lt_carve(&cur, (size_t)(OC * R) * 2);
         void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
-        float *part = (float *)lt_carve(&cur, (size_t)nch * Mx * R * 4);
-        void *tmp = drop && dinp ? lt_carve(&cur, (size_t)(N * C) * 2) : NULL;
+        float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
         LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
         LT_TRY(lt_cuda_transpose_to_act(be, B16T, B, OC, R));
         /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
-        LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nch));
+        LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nchB));
         /* dxa = scale * dout @ B */
         LT_TRY(lt_cuda_lora_rowdot(be, dxa, dout, B16T, N, OC, R, scale, 0.0f, 0, 0));
         /* dA[r][c] += sum_t drop(inp)[t][c] dxa[t][r] */
-        LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, nch));
+        LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
         if (!dinp) return LT_OK;
-        if (!drop)
-            return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 1.0f, dinp, t, C);
-        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, R, 1.0f, A16, t, C, dxa, t, R, 0.0f, tmp, t, C));
-        return lt_cuda_dropout_apply(be, dinp, tmp, N, C, p, seed, stream, 1);
+        return lt_cuda_lora_addmul(be, dinp, dxa, A16, N, C, R, 1.0f, p, seed, stream);
     }
     const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;

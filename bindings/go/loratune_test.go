@@ -117,7 +117,7 @@ func TestWholeJob(t *testing.T) {
 	}
 
 	dp := DefaultDatasetParams()
-	dp.MaxSeqLen = 128
+	dp.MaxSeqLen = 64
 	ds, err := LoadDataset(dataFile(t), tok, &dp)
 	if err != nil {
 		t.Fatal(err)

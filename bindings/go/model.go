@@ -244,6 +244,17 @@ func (m *Model) SetLoraEnabled(enabled bool) error {
 	return err
 }
 
+// ReleaseBuffers frees the training graph's activation buffers now (inference mode); a later
+// step or Logits / Loss call allocates them again.
+func (m *Model) ReleaseBuffers() error {
+	h, err := m.handle("lt_model_release_buffers")
+	if err != nil {
+		return err
+	}
+	_, err = call("lt_model_release_buffers", func() C.lt_status { return C.lt_model_release_buffers(h) })
+	return err
+}
+
 // Logits of one sequence: len(ids) * vocab_size floats, row-major.
 func (m *Model) Logits(ids []int32) ([]float32, error) {
 	info, err := m.Info()

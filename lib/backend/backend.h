@@ -153,6 +153,11 @@ typedef struct lt_backend_ops {
 
     /* bytes in use and peak (0 when the backend does not track) */
     void (*memory)(lt_backend *be, uint64_t *in_use, uint64_t *peak);
+
+    /* *host_sumsq += sum over the count tensors g[i] (n[i] f32 values each) of g^2: the
+     * gradient norm of all LoRA tensors with one synchronization (g and n are host arrays of
+     * device pointers and lengths). Optional: NULL means call sumsq per tensor. */
+    lt_status (*sumsq_many)(lt_backend *be, int count, const float *const *g, const int64_t *n, double *host_sumsq);
 } lt_backend_ops;
 
 struct lt_backend {

@@ -167,6 +167,26 @@ void lt_export_round_to_dtype(float *x, int64_t n, int dtype) {
         for (int64_t i = 0; i < n; i++) x[i] = lt_f16_to_f32(lt_f32_to_f16(x[i]));
 }
 
+typedef struct { const uint8_t *src; float *dst; int dtype; int64_t n, chunk; } lt_widen_job;
+
+static void lt_widen_chunk(void *ctx, int64_t c) {
+    const lt_widen_job *j = ctx;
+    int64_t b = c * j->chunk, e = b + j->chunk < j->n ? b + j->chunk : j->n;
+    for (int64_t i = b; i < e; i++) {
+        uint16_t h;
+        memcpy(&h, j->src + 2 * i, 2);
+        j->dst[i] = j->dtype == LT_ST_BF16 ? lt_bf16_to_f32(h) : lt_f16_to_f32(h);
+    }
+}
+
+/* A 16-bit checkpoint tensor widened to f32 on all threads (the export's largest single pass). */
+static lt_status lt_export_st_f32(const lt_st_tensor *t, float *out, int n_threads) {
+    if (t->dtype != LT_ST_BF16 && t->dtype != LT_ST_F16) return lt_st_to_f32(t, out);
+    lt_widen_job j = {t->data, out, t->dtype, t->numel, 1 << 16};
+    lt_parallel_for((t->numel + j.chunk - 1) / j.chunk, n_threads, lt_widen_chunk, &j);
+    return LT_OK;
+}
+
 /* The base values of a plan tensor before the merge. */
 static lt_status lt_export_base_f32(lt_exporter *ex, const lt_export_tensor *t, float *out) {
     lt_model *m = ex->model;
@@ -178,7 +198,7 @@ static lt_status lt_export_base_f32(lt_exporter *ex, const lt_export_tensor *t, 
         if (!w) return lt_error(LT_ERR_STATE, "export: %s is not loaded", t->hf);
         return be->ops.weight_read(be, w, out);
     }
-    if (st_float) return lt_st_to_f32(st, out);
+    if (st_float) return lt_export_st_f32(st, out, ex->n_threads);
     /* not in the checkpoint as floats (a bnb-4bit file): what the backend holds */
     switch (t->kind) {
     case LT_XT_PROJ: return be->ops.weight_read(be, m->layers[t->layer].proj[t->proj], out);

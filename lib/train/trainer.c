@@ -184,6 +184,28 @@ static int next_records(lt_trainer *tr, size_t *idx) {
     return (int)k;
 }
 
+/* sum of g^2 over every trained tensor: one backend call (one device sync) when the backend
+ * has sumsq_many, else one call per tensor */
+static lt_status grad_sumsq(lt_trainer *tr, double *sumsq) {
+    lt_backend *be = tr->m->be;
+    if (!be->ops.sumsq_many || tr->n_tensors <= 1) {
+        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, sumsq));
+        return LT_OK;
+    }
+    const float **g = (const float **)lt_malloc((size_t)tr->n_tensors * sizeof *g, "gradient pointers");
+    int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
+    lt_status st = LT_OK;
+    if (!g || !n) st = LT_ERR_OUT_OF_MEMORY; /* lt_malloc said what */
+    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
+        g[i] = tr->t[i].g;
+        n[i] = tr->t[i].n;
+    }
+    if (st == LT_OK) st = be->ops.sumsq_many(be, tr->n_tensors, g, n, sumsq);
+    free(g);
+    free(n);
+    return st;
+}
+
 static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_t t) {
     lt_backend *be = tr->m->be;
     float b1 = (float)tr->p.adam_beta1, b2 = (float)tr->p.adam_beta2, eps = (float)tr->p.adam_eps;
@@ -257,7 +279,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     double norm = INFINITY;
     if (!skip) {
         double sumsq = 0;
-        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, &sumsq));
+        LT_TRY(grad_sumsq(tr, &sumsq));
         norm = sqrt(sumsq);
         if (tr->p.max_grad_norm > 0) {
             double coef = tr->p.max_grad_norm / (norm + 1e-6);

@@ -42,6 +42,8 @@ try:
 except CellExecutionError as e:
     print("FAILED: a cell raised:\n%s" % e)
     sys.exit(1)
+finally:
+    nbformat.write(nb, os.path.join(work, "executed.ipynb"))  # for a look at the outputs
 
 
 def text_of(cell):

@@ -36,6 +36,18 @@ static void run(lt_backend *be, const char *what, const bench_in *in, int reps) 
            flop / best_w * 1e-9);
 }
 
+/* the micro-kernel alone on data in L1: the ceiling the LM head can reach */
+static void bench_kernel(void) {
+    const lt_cpu_kernels *kk = lt_cpu_kernels_get();
+    float *a = t_rand(6 * 64, -1, 1), *b = t_rand(64 * 16, -1, 1), c[6 * 16];
+    const int reps = 200000;
+    double c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+    for (int r = 0; r < reps; r++) kk->kern(64, a, 64, 1, b, 16, c, 16, 1, 6, 16, r & 1);
+    double t = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    printf("  kernel 6x16 K=64 %-11s (L1):  %6.1f GFLOP/s of cpu time\n", kk->name, 2.0 * 6 * 16 * 64 * reps / t * 1e-9);
+    free(a); free(b);
+}
+
 int main(int argc, char **argv) {
     const int64_t N = argc > 1 ? atoll(argv[1]) : 512, C = 64, V = 151936;
     const int maxt = argc > 2 ? atoi(argv[2]) : 2;
@@ -49,6 +61,7 @@ int main(int argc, char **argv) {
     const int simd_lo = argc > 3 ? atoi(argv[3]) : 0;
     for (int simd = 1; simd >= simd_lo; simd--) {
         lt_cpu_kernels_force(simd);
+        bench_kernel();
         for (int th = 1; th <= maxt; th++) {
             lt_backend *be = NULL;
             CHECK_OK(lt_backend_cpu_create(th, &be));

@@ -55,6 +55,10 @@ int main(int argc, char **argv) {
     /* warm-up (cuBLAS heuristics, first allocations) */
     if ((st = run(m, ids, (size_t)plen, 8, &t)) != LT_OK) { fprintf(stderr, "generate: %s\n", lt_last_error()); return 1; }
     if ((st = run(m, ids, (size_t)plen, nnew, &t)) != LT_OK) { fprintf(stderr, "generate: %s\n", lt_last_error()); return 1; }
+    lt_generate_timing tnl;
+    lt_model_set_lora_enabled(m, 0);
+    if ((st = run(m, ids, (size_t)plen, nnew, &tnl)) != LT_OK) { fprintf(stderr, "generate: %s\n", lt_last_error()); return 1; }
+    lt_model_set_lora_enabled(m, 1);
     lt_generate_set_fast_decode(0);
     if ((st = run(m, ids, (size_t)plen, 32, &tops)) != LT_OK) { fprintf(stderr, "generate: %s\n", lt_last_error()); return 1; }
     lt_generate_set_fast_decode(1);
@@ -66,8 +70,9 @@ int main(int argc, char **argv) {
     }
     qsort(ttft, 5, sizeof ttft[0], cmp_d);
     printf("{\"prompt_len\": %d, \"new_tokens\": %d, \"prefill_ms\": %.3f, \"decode_tok_s\": %.1f, \"fast_decode\": %d, "
-           "\"ops_decode_tok_s\": %.1f, \"ttft_prompt_len\": %d, \"ttft_ms\": %.3f}\n",
+           "\"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, \"ttft_prompt_len\": %d, \"ttft_ms\": %.3f}\n",
            plen, nnew, 1e3 * t.prefill_s, t.decode_s > 0 ? (double)t.n_decoded / t.decode_s : 0.0, t.fast_decode,
+           tnl.decode_s > 0 ? (double)tnl.n_decoded / tnl.decode_s : 0.0,
            tops.decode_s > 0 ? (double)tops.n_decoded / tops.decode_s : 0.0, tlen, 1e3 * ttft[2]);
     lt_model_free(m);
     free(ids);

@@ -19,9 +19,15 @@ libdir=$(dirname "$(dirname "$pc")")
 [ -e "$libdir/libloratune.so.0" ] || fail "no libloratune.so.0 in $libdir (SONAME follows the major version)"
 find "$prefix" -name loratuneConfig.cmake | grep -q . || fail "no loratuneConfig.cmake installed"
 
-# 1. pkg-config
-PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --exists loratune || fail "pkg-config does not know loratune"
-PKG_CONFIG_PATH="$(dirname "$pc")" make -C "$root/examples/c" OUT="$tmp/example_pc" >"$tmp/log" 2>&1 \
+# 1. pkg-config. loratune.pc names the prefix configured at build time; --define-prefix makes
+# pkg-config derive it from where the file now lies (the temporary prefix).
+export PKG_CONFIG_PATH="$(dirname "$pc")"
+pkg-config --exists loratune || fail "pkg-config does not know loratune"
+case "$(pkg-config --define-prefix --cflags loratune)" in
+  *"-I$prefix/include"*) ;;
+  *) fail "pkg-config --cflags loratune does not point into $prefix: $(pkg-config --define-prefix --cflags loratune)" ;;
+esac
+make -C "$root/examples/c" OUT="$tmp/example_pc" PKG_CONFIG="pkg-config --define-prefix" >"$tmp/log" 2>&1 \
   || fail "building examples/c with pkg-config"
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/example_pc" --version) || fail "the pkg-config build does not run"
 echo "pkg-config build: $out"

@@ -380,6 +380,7 @@ PROTOTYPES = [
     ("lt_nccl_get_unique_id", _st, [_P(ctypes.c_uint8)]),
     ("lt_generate_params_init", None, [_P(lt_generate_params)]),
     ("lt_generate", _st, [_p, c_int32_p, _sz, _P(lt_generate_params), c_int32_p, _sz, _szp]),
+    ("lt_model_release_buffers", _st, [_p]),
     ("lt_export_params_init", None, [_P(lt_export_params)]),
     ("lt_export_format_parse", _st, [_s, c_int32_p]),
     ("lt_exporter_new", _st, [_p, _p, _P(lt_export_params), _P(_p)]),

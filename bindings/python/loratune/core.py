@@ -174,13 +174,21 @@ def _int_array(values):
 
 
 class _Handle:
-    """An owned C handle. Subclasses name their free function in _free."""
+    """An owned C handle. Subclasses name their free function in _free.
+
+    Order of freeing: a child (a dataset of its tokenizer, a trainer of its model) is freed
+    before its parents. close() closes the open children first. Garbage collection may
+    finalize a parent before a child (both unreachable at once, their weak references already
+    cleared), so a parent with open children only marks itself and is freed by its last child."""
     _free = None
     _what = "handle"
 
     def __init__(self):
         self._h = ctypes.c_void_p()
         self._children = weakref.WeakSet()
+        self._parents = []
+        self._open_children = 0
+        self._free_pending = False
         self._keep = []  # objects the C side points into (callbacks, strings) while the handle lives
 
     @property
@@ -195,14 +203,26 @@ class _Handle:
 
     def _adopt(self, child):
         self._children.add(child)
+        self._open_children += 1
+        child._parents.append(self)
 
     def close(self):
         if getattr(self, "_h", None):
             for child in list(self._children):
                 child.close()
-            getattr(_L, self._free)(self._h)
-            self._h = ctypes.c_void_p()
-            self._keep = []
+            self._release()
+
+    def _release(self):
+        if not self._h:
+            return
+        getattr(_L, self._free)(self._h)
+        self._h = ctypes.c_void_p()
+        self._keep = []
+        parents, self._parents = self._parents, []
+        for p in parents:
+            p._open_children -= 1
+            if p._free_pending and p._open_children == 0:
+                p._release()
 
     def __enter__(self):
         return self
@@ -212,7 +232,10 @@ class _Handle:
 
     def __del__(self):
         try:
-            self.close()
+            if getattr(self, "_open_children", 0) > 0:
+                self._free_pending = True  # the last open child frees this handle
+            else:
+                self.close()
         except Exception:
             pass
 
@@ -373,6 +396,11 @@ class Model(_Handle):
 
     def set_lora_enabled(self, enabled):
         check(_L.lt_model_set_lora_enabled(self.handle, int(bool(enabled))), "lt_model_set_lora_enabled")
+
+    def release_buffers(self):
+        """Frees the training graph's activation buffers now (inference mode); a later step or
+        logits / loss call allocates them again."""
+        check(_L.lt_model_release_buffers(self.handle), "lt_model_release_buffers")
 
     def logits(self, ids):
         """Logits of one sequence: a list of n rows of vocab_size floats (a numpy array

@@ -390,6 +390,8 @@ class FastLanguageModel:
 
     @staticmethod
     def for_inference(model):
+        """Inference mode: the training graph's activation buffers are freed until the next step."""
+        model.lt.release_buffers()
         model.training = False
         return model
 

@@ -175,6 +175,13 @@ static size_t cpu_weight_bytes(const lt_bweight *w) {
     return w ? (size_t)(w->rows * w->cols) * sizeof(float) : 0;
 }
 
+/* the gradient norm of many tensors: the per-tensor f64 sums, in order */
+static lt_status cpu_sumsq_many(lt_backend *be, int count, const float *const *g, const int64_t *n,
+                                double *host_sumsq) {
+    for (int i = 0; i < count; i++) LT_TRY(lt_cpu_sumsq(be, g[i], n[i], host_sumsq));
+    return LT_OK;
+}
+
 static void cpu_memory(lt_backend *be, uint64_t *in_use, uint64_t *peak) {
     lt_cpu *c = be->impl;
     if (in_use) *in_use = c->in_use;
@@ -238,6 +245,7 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->adamw8bit = lt_cpu_adamw8bit;
     o->nonfinite = lt_cpu_nonfinite;
     o->memory = cpu_memory;
+    o->sumsq_many = cpu_sumsq_many;
     *out = be;
     return LT_OK;
 }

@@ -77,6 +77,7 @@ lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, 
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
+/* cpu_lm_head.c */
 lt_status lt_cpu_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                             const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
 lt_status lt_cpu_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,

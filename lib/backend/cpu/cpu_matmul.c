@@ -30,7 +30,8 @@ static void nt_tile(void *vctx, int64_t t) {
     for (int64_t m = m0; m < m1; m += LT_CPU_MR) {
         const int mr = (int)(m1 - m < LT_CPU_MR ? m1 - m : LT_CPU_MR);
         /* out[n][m] = (i over rows of b) x (j over the panel's rows of a): stored transposed */
-        c->kk->kern(c->K, c->b + m * c->K, c->K, 1, c->ap + p * c->K * LT_CPU_NR, LT_CPU_NR, o + m, 1, c->M, mr, nr, 0);
+        c->kk->kern(c->K, c->b + m * c->K, c->K, 1, c->ap + p * c->K * LT_CPU_NR, LT_CPU_NR, o + m, 1, c->M, mr, nr,
+                    0);
     }
     if (c->bias)
         for (int64_t n = 0; n < nr; n++)
@@ -57,18 +58,20 @@ lt_status lt_cpu_gemm_nt(lt_backend *be, float *out, const float *a, const float
                          int64_t M, int64_t K) {
     if (N <= 0 || M <= 0) return LT_OK;
     const int64_t npan = (N + LT_CPU_NR - 1) / LT_CPU_NR;
-    float *ap = lt_malloc((size_t)(npan * K * LT_CPU_NR) * sizeof(float), "matmul packed input");
+    float *ap = lt_malloc((size_t)(npan * K * LT_CPU_NR + 1) * sizeof(float), "matmul packed input");
     if (!ap) return LT_ERR_OUT_OF_MEMORY;
     pack_ctx pc = {ap, a, N, K};
     lt_parallel_for(npan, lt_cpu_threads_for(be, npan, K * LT_CPU_NR * 4), pack_panel, &pc);
     nt_ctx c = {lt_cpu_kernels_get(), out, ap, b, bias, N, M, K, npan};
     const int64_t tiles = ((M + NT_MB - 1) / NT_MB) * npan;
-    lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)LT_CPU_NR * NT_MB * K * 2), nt_tile, &c);
+    const int64_t mb = M < NT_MB ? M : NT_MB;
+    lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)LT_CPU_NR * mb * K * 2), nt_tile, &c);
     free(ap);
     return LT_OK;
 }
 
-/* ---- out(N,K) (+)= a(N,M) @ b(M,K), tiles of 8 rows x 256 columns, sum over m in order ---- */
+/* ---- out(N,K) (+)= a(N,M) @ b(M,K), tiles of 8 rows x 256 columns, sum over m in order (the
+ * portable path for K not a multiple of 16) ---- */
 #define TN 8
 #define TK 256
 typedef struct nn_ctx {
@@ -95,8 +98,30 @@ static void nn_tile(void *vctx, int64_t t) {
     }
 }
 
+/* With K a multiple of 16, the SIMD kernel: tiles of 6 rows of out x 16 columns, a's values
+ * broadcast, b's rows read in place; each element one m-ordered sum (from out's value when
+ * accumulating). */
+typedef struct nnk_ctx {
+    const lt_cpu_kernels *kk; float *out; const float *a, *b; int64_t N, M, K; int accumulate;
+} nnk_ctx;
+
+static void nnk_rows(void *vctx, int64_t t) {
+    const nnk_ctx *c = vctx;
+    const int64_t n0 = t * LT_CPU_MR;
+    const int mr = (int)(c->N - n0 < LT_CPU_MR ? c->N - n0 : LT_CPU_MR);
+    for (int64_t k0 = 0; k0 < c->K; k0 += LT_CPU_NR)
+        c->kk->kern(c->M, c->a + n0 * c->M, c->M, 1, c->b + k0, c->K, c->out + n0 * c->K + k0, c->K, 1, mr,
+                    LT_CPU_NR, c->accumulate);
+}
+
 static void gemm_nn(lt_backend *be, float *out, const float *a, const float *b, int64_t N, int64_t M, int64_t K,
                     int accumulate) {
+    if (K % LT_CPU_NR == 0) {
+        nnk_ctx k = {lt_cpu_kernels_get(), out, a, b, N, M, K, accumulate};
+        const int64_t tiles = (N + LT_CPU_MR - 1) / LT_CPU_MR;
+        lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)LT_CPU_MR * K * M * 2), nnk_rows, &k);
+        return;
+    }
     nn_ctx c = {out, a, b, N, M, K, (K + TK - 1) / TK, accumulate};
     int64_t tiles = ((N + TN - 1) / TN) * c.nkb;
     lt_parallel_for(tiles, lt_cpu_threads_for(be, tiles, (int64_t)TN * TK * M), nn_tile, &c);

@@ -43,7 +43,10 @@ fn last_ident(decl: &str) -> String {
 fn header_functions(h: &str) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for chunk in h.split("LT_API").skip(1) {
-        let Some(end) = chunk.find(';') else { continue };
+        let end = match chunk.find(';') {
+            Some(e) => e,
+            None => continue,
+        };
         let decl = &chunk[..end];
         if !decl.contains('(') || decl.contains('#') {
             continue; // the LT_API macro's own definition lines

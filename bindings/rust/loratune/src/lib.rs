@@ -19,7 +19,6 @@ use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::ptr::{null, null_mut, NonNull};
-use std::sync::OnceLock;
 
 pub use sys::{
     LT_DATA_ALPACA, LT_DATA_AUTO, LT_DATA_CHAT, LT_DATA_TEXT, LT_DATA_TOKENS, LT_DEVICE_AUTO, LT_DEVICE_CPU,
@@ -156,10 +155,9 @@ pub fn struct_size(name: &str) -> usize {
     CString::new(name).map(|c| unsafe { sys::lt_struct_size(c.as_ptr()) }).unwrap_or(0)
 }
 
-/// The check of the loaded library, done once; every constructor returns its error.
+/// The check of the loaded library against these bindings; every constructor returns its error.
 pub fn library_check() -> Result<()> {
-    static CHECK: OnceLock<Result<()>> = OnceLock::new();
-    CHECK.get_or_init(|| check_library(version_number(), struct_size)).clone()
+    check_library(version_number(), struct_size)
 }
 
 /// "MAJOR.MINOR.PATCH" of the loaded library.
@@ -549,6 +547,12 @@ impl Model {
     pub fn set_lora_enabled(&mut self, enabled: bool) -> Result<()> {
         check(unsafe { sys::lt_model_set_lora_enabled(self.ptr.as_ptr(), enabled as i32) }, "lt_model_set_lora_enabled")
             .map(drop)
+    }
+
+    /// Inference mode: frees the training graph's activation buffers now (a later step or
+    /// logits / loss call allocates them again).
+    pub fn release_buffers(&mut self) -> Result<()> {
+        check(unsafe { sys::lt_model_release_buffers(self.ptr.as_ptr()) }, "lt_model_release_buffers").map(drop)
     }
 
     /// Logits of one sequence: ids.len() rows of vocab_size floats, row-major.
