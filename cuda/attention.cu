@@ -566,6 +566,23 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                     mma16816<T>(acc[n + 1], a, b + 2);
                 }
             }
+#if __CUDA_ARCH__ >= 900
+            /* one 16-byte reduction per lane and n: the even lane of a pair adds row g
+             * (its two columns and its partner's), the odd lane row g + 8 */
+            {
+                const bool odd = tq & 1;
+                const int row = qb0 + qr + g + (odd ? 8 : 0);
+                float *dst = dqacc + ((s0 + row) * NH + h) * HD + dc + (tq & ~1) * 2;
+#pragma unroll
+                for (int n = 0; n < HD / 16; n++) {
+                    const float r0 = __shfl_xor_sync(0xffffffffu, odd ? acc[n][0] : acc[n][2], 1);
+                    const float r1 = __shfl_xor_sync(0xffffffffu, odd ? acc[n][1] : acc[n][3], 1);
+                    const float4 v = odd ? make_float4(r0 * scale, r1 * scale, acc[n][2] * scale, acc[n][3] * scale)
+                                         : make_float4(acc[n][0] * scale, acc[n][1] * scale, r0 * scale, r1 * scale);
+                    if (row < len) atomicAdd(reinterpret_cast<float4 *>(dst + n * 8), v);
+                }
+            }
+#else
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const int row = qb0 + qr + g + half * 8;
@@ -573,16 +590,11 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                 float *dst = dqacc + ((s0 + row) * NH + h) * HD + dc + tq * 2;
 #pragma unroll
                 for (int n = 0; n < HD / 16; n++) {
-#if __CUDA_ARCH__ >= 900
-                    /* one 8-byte reduction instead of two 4-byte ones: half the L2 atomic traffic */
-                    atomicAdd(reinterpret_cast<float2 *>(dst + n * 8),
-                              make_float2(acc[n][2 * half] * scale, acc[n][2 * half + 1] * scale));
-#else
                     atomicAdd(dst + n * 8, acc[n][2 * half] * scale);
                     atomicAdd(dst + n * 8 + 1, acc[n][2 * half + 1] * scale);
-#endif
                 }
             }
+#endif
         }
         __syncthreads(); /* dS and this stage are overwritten next */
     }

@@ -203,9 +203,11 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
                              float *part, int nchunks);
 lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R);
 int lt_cuda_lora_wg_chunks(int64_t N, int64_t M);
-/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)) in place (the LoRA part of dinp) */
-lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const void *W, int64_t N, int64_t M,
-                              int64_t R, float alpha, float p, uint64_t seed, uint64_t stream);
+/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)) in place, W(r, m) = W[r*wr + m*wm] f32 (the LoRA
+ * output of the forward with W = B^T, and the LoRA part of dinp with W = A) */
+lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
+                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
+                              uint64_t stream);
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);

@@ -5,6 +5,8 @@
  * transposes: out(N,OC) = inp(N,C) @ W^T is, column-major, out^T (OC x N) = op_T(W) . inp^T,
  * i.e. gemm(T, N, m=OC, n=N, k=C) with W's leading dimension C. */
 #include "cuda_common.h"
+#include <stdlib.h>
+#include <string.h>
 
 lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
                        int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
@@ -55,6 +57,14 @@ lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout,
                         accumulate ? 1.0f : 0.0f, dinp, c->act_type, C);
 }
 
+/* LT_CUDA_LORA_OUT=cublas: the forward's out += scale xa B^T through cuBLAS (beta = 1) instead
+ * of lora.cu's addmul, for comparison (cuda/NOTES.md v5) */
+static int lora_out_cublas(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("LT_CUDA_LORA_OUT") && strcmp(getenv("LT_CUDA_LORA_OUT"), "cublas") == 0;
+    return v;
+}
+
 lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                            int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                            uint64_t stream) {
@@ -63,15 +73,19 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
     if (lt_cuda_lora_fast_ok(R, C, OC)) {
-        /* xa from the input with the mask applied on the fly (lora.cu), then out += scale xa B^T */
+        /* xa from the input with the mask applied on the fly, then out += scale xa B^T by
+         * lora.cu's addmul (B read in f32 as stored): three launches, no cuBLAS call */
+        const bool cub = lora_out_cublas();
         void *scr;
-        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2), &scr));
+        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + (cub ? lt_align256((size_t)(OC * R) * 2) : 0),
+                               &scr));
         char *cur = (char *)scr;
         void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
-        void *B16 = lt_carve(&cur, (size_t)(OC * R) * 2);
+        void *B16 = cub ? lt_carve(&cur, (size_t)(OC * R) * 2) : NULL;
         LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
-        LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
         LT_TRY(lt_cuda_lora_rowdot(be, xa, inp, A16, N, C, R, 1.0f, p, seed, stream));
+        if (!cub) return lt_cuda_lora_addmul(be, out, xa, B, 1, R, N, OC, R, scale, 0.0f, 0, 0);
+        LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
         return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, R, scale, B16, t, R, xa, t, R, 1.0f, out, t, OC);
     }
     const size_t xd_b = p > 0.0f ? lt_align256((size_t)(N * C) * 2) : 0;
@@ -108,14 +122,12 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
         const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
         const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
         void *scr;
-        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +
-                                      lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
+        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(OC * R) * 2) + lt_align256((size_t)(N * R) * 2) +
+                                      lt_align256((size_t)pb * R * 4), &scr));
         char *cur = (char *)scr;
-        void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
         void *B16T = lt_carve(&cur, (size_t)(OC * R) * 2);
         void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
         float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
-        LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
         LT_TRY(lt_cuda_transpose_to_act(be, B16T, B, OC, R));
         /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
         LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nchB));
@@ -124,7 +136,7 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
         /* dA[r][c] += sum_t drop(inp)[t][c] dxa[t][r] */
         LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
         if (!dinp) return LT_OK;
-        return lt_cuda_lora_addmul(be, dinp, dxa, A16, N, C, R, 1.0f, p, seed, stream);
+        return lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream);
     }
     const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;

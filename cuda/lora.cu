@@ -253,11 +253,13 @@ __global__ void k_lora_wgrad_reduce(float *G, const float *part, int nchunks, in
 #define AM_THREADS 128
 #define AM_TOK 16 /* tokens per block: W's slice stays in registers across them */
 
-/* y[t][m..m+7] += mask * alpha * sum_r coef[t][r] W[r][m..m+7] */
+/* y[t][m..m+7] += mask * alpha * sum_r coef[t][r] W(r, m..m+7), W(r, m) = W[r*wr + m*wm] in f32
+ * (A as stored for dinp: wr = M, wm = 1; B as stored for the forward: wr = 1, wm = R), read
+ * once per block and kept in registers as 16-bit pairs (the rounding cuBLAS operands had) */
 template <typename T, int R>
-__global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef, const T *W, int64_t N, int64_t M,
-                                                            float alpha, float p, float inv, uint64_t seed,
-                                                            uint64_t stream) {
+__global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef, const float *W, int64_t wr,
+                                                            int64_t wm, int64_t N, int64_t M, float alpha, float p,
+                                                            float inv, uint64_t seed, uint64_t stream) {
     __shared__ float cs[AM_TOK][R];
     const int64_t t0 = (int64_t)blockIdx.y * AM_TOK;
     for (int i = threadIdx.x; i < AM_TOK * R; i += blockDim.x) {
@@ -268,8 +270,27 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
     const int64_t m = ((int64_t)blockIdx.x * AM_THREADS + threadIdx.x) * 8;
     if (m >= M) return;
     uint4 wv[R];
+    if (wm == 1) {
 #pragma unroll
-    for (int r = 0; r < R; r++) wv[r] = __ldg(reinterpret_cast<const uint4 *>(W + (int64_t)r * M + m));
+        for (int r = 0; r < R; r++) {
+            const float4 a = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m));
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m + 4));
+            const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            wv[r] = pack8<T>(f);
+        }
+    } else { /* wr == 1: the R values of each column are contiguous */
+#pragma unroll
+        for (int r4 = 0; r4 < R; r4 += 4) {
+            float f[4][8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float4 a = __ldg(reinterpret_cast<const float4 *>(W + (m + j) * wm + r4));
+                f[0][j] = a.x; f[1][j] = a.y; f[2][j] = a.z; f[3][j] = a.w;
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) wv[r4 + i] = pack8<T>(f[i]);
+        }
+    }
     /* two tokens at a time: both rows of y are loaded before either is computed */
     for (int tt = 0; tt < AM_TOK; tt += 2) {
         const int64_t t = t0 + tt;
@@ -402,20 +423,23 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
 }
 
 template <typename T, int R>
-static void addmul_launch(lt_cuda *c, void *y, const void *coef, const void *W, int64_t N, int64_t M, float alpha,
-                          float p, uint64_t seed, uint64_t stream) {
+static void addmul_launch(lt_cuda *c, void *y, const void *coef, const float *W, int64_t wr, int64_t wm, int64_t N,
+                          int64_t M, float alpha, float p, uint64_t seed, uint64_t stream) {
     dim3 grid((unsigned)((M / 8 + AM_THREADS - 1) / AM_THREADS), (unsigned)((N + AM_TOK - 1) / AM_TOK));
-    k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, (const T *)W, N, M, alpha, p,
+    k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, W, wr, wm, N, M, alpha, p,
                                                             p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, seed, stream);
 }
 
-/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W act dtype */
-lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const void *W, int64_t N, int64_t M,
-                              int64_t R, float alpha, float p, uint64_t seed, uint64_t stream) {
+/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W(r, m) = W[r*wr + m*wm] f32 (wm == 1 or wr == 1) */
+lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
+                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
+                              uint64_t stream) {
     if (N <= 0) return LT_OK;
+    LT_CHECK_ARG(wm == 1 || wr == 1, "lora addmul: W strides (%lld, %lld) need one of them 1", (long long)wr,
+                 (long long)wm);
     lt_cuda *c = lt_cuda_of(be);
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-#define AM(TT, RR) addmul_launch<TT, RR>(c, y, coef, W, N, M, alpha, p, seed, stream)
+#define AM(TT, RR) addmul_launch<TT, RR>(c, y, coef, W, wr, wm, N, M, alpha, p, seed, stream)
     if (R == 8) { if (bf) AM(__nv_bfloat16, 8); else AM(__half, 8); }
     else if (R == 16) { if (bf) AM(__nv_bfloat16, 16); else AM(__half, 16); }
     else if (R == 32) { if (bf) AM(__nv_bfloat16, 32); else AM(__half, 32); }

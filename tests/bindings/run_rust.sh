@@ -3,6 +3,7 @@
 # against the library of this build tree, offline, on the tiny model. Skips (77) without cargo;
 # without the tiny model it runs the tests that need none and then reports a skip.
 set -u
+[ -x "${HOME:-/root}/.cargo/bin/cargo" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
 command -v cargo >/dev/null 2>&1 || { echo "skipped: no cargo"; exit 77; }
 root=${LT_REPO_ROOT:?} build=${LT_BUILD_DIR:?}
 missing=0

@@ -74,8 +74,8 @@ for spec in "tiny 256 512 8 4 2" "fallback 96 200 3 2 1 --untied"; do
         "$CLI" export --model "$M" --adapter "$L" --format gguf-lora --output "$WORK/$name-lora.gguf" \
             --overwrite >/dev/null 2>&1 || bad "export base / lora $name"
         if "$BIN/llama-cli" -m "$WORK/$name-base.gguf" --lora "$WORK/$name-lora.gguf" -p "Hello" -n 4 -no-cnv \
-            --temp 0 -t 2 >"$WORK/lora.log" 2>&1 && grep -q "llama_adapter_lora_init_impl\|lora" "$WORK/lora.log"; then
-            say "llama-cli --lora $name-lora.gguf: ok ($(grep -c 'lora_a' "$WORK/lora.log" || true) lora lines)"
+            --temp 0 -t 2 >"$WORK/lora.log" 2>&1 && grep -q "tensors from lora file" "$WORK/lora.log"; then
+            say "llama-cli --lora $name-lora.gguf: ok ($(grep -o 'loaded [0-9]* tensors from lora file' "$WORK/lora.log"))"
         else
             bad "llama-cli --lora: $(grep -i 'error\|fail' "$WORK/lora.log" | head -3)"
         fi

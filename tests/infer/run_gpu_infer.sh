@@ -4,13 +4,25 @@
 # tests/infer/*, libs/ with the shared libraries the machine lacks) or built there, the sampling fixture from transformers (copied to $OUT and tests/infer/data/), the C
 # generation tests (CPU and CUDA), the Hugging Face interop checks with --cuda, and the decode
 # benchmark of a Qwen2-1.5B-shaped random model against transformers + PEFT; then a table.
-# Usage: tests/infer/run_gpu_infer.sh [build] [fixtures] [tests] [interop] [bench]
+# Usage (workstation, after building build-infer-cuda with -DLT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
+# and the targets loratune loratune_cli test_sampling test_generate test_generate_cuda bench_generate):
+#   tests/infer/run_gpu_infer.sh stage      # copies the binaries into build-gpu-infer (~35 MB)
+# then on the GPU machine (run tool, carry ["build-gpu-infer"]):
+#   tests/infer/run_gpu_infer.sh [fixtures] [tests] [interop] [bench]
+# (`build` builds there instead, where the machine has the -dev packages; it lacks jansson's.)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-build-gpu-infer}
 T=$B/tests/infer
 export LT_REPO_ROOT=$PWD
 export LD_LIBRARY_PATH=$PWD/$B/libs:${LD_LIBRARY_PATH:-}
+if [ "${1:-}" = stage ]; then
+  S=${S:-build-infer-cuda}
+  rm -rf $B && mkdir -p $B/tests/infer $B/libs && cp -L $S/libloratune.so $B/ && cp $S/loratune $B/ || exit 1
+  for t in test_sampling test_generate test_generate_cuda bench_generate; do cp $S/tests/infer/$t $T/ || exit 1; done
+  cp -L "$(ldconfig -p | awk '/libutf8proc.so.2 /{print $NF; exit}')" $B/libs/
+  strip $B/loratune $T/* $B/libloratune.so; du -sh $B; exit 0
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for what in "$@"; do
   case $what in

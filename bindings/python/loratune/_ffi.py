@@ -482,8 +482,6 @@ def _load():
 
 _lib = None
 _path = None
-_lib, _path = _load()
-check_library(_lib.lt_version_number(), lambda n: _lib.lt_struct_size(n.encode()), _path)
 
 
 def lib():
@@ -544,3 +542,8 @@ def call_buffer(fn, *args, initial=4096, kind="char", call=None):
         check(st, call)
         return buf, n.value
     raise LoratuneError(LT_ERR_INTERNAL, "buffer size kept growing", call)
+
+
+# Load and check at import: a library these bindings do not match is refused here.
+_lib, _path = _load()
+check_library(_lib.lt_version_number(), lambda n: _lib.lt_struct_size(n.encode()), _path)

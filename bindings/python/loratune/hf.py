@@ -541,9 +541,9 @@ class _Progress:
         self.bar = None
         if not disable:
             try:
-                from tqdm.auto import tqdm
-                with warnings.catch_warnings():
+                with warnings.catch_warnings():  # tqdm.auto warns where ipywidgets is missing
                     warnings.simplefilter("ignore")
+                    from tqdm.auto import tqdm
                     self.bar = tqdm(total=total, desc="training", unit="step")
             except ImportError:
                 pass

@@ -8,6 +8,7 @@ one with tests/bindings/tiny_model.py (which needs the `loratune` command: LORAT
 """
 import contextlib
 import ctypes
+import gc
 import io
 import json
 import os
@@ -49,7 +50,8 @@ def tiny_model():
 
 def parse_header():
     """{function: [param names]} and {struct: [field names]} from include/loratune.h."""
-    text = open(os.path.join(ROOT, "include", "loratune.h"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "include", "loratune.h"), encoding="utf-8") as f:
+        text = f.read()
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     text = re.sub(r"//[^\n]*", " ", text)
     funcs = {}
@@ -115,6 +117,46 @@ class TestLoadChecks(unittest.TestCase):
         self.assertIn("lt_metrics", str(cm.exception))
         self.assertIn("%d bytes in the library" % (self.sizes("lt_metrics") + 8), str(cm.exception))
 
+    def fake_library(self, version_number, grow):
+        """A stand-in libloratune (built with the system C compiler) that reports
+        `version_number` and the real struct sizes, `grow` bytes more for lt_metrics."""
+        import shutil
+        import subprocess
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            self.skipTest("no C compiler")
+        d = tempfile.mkdtemp(prefix="loratune-fake-")
+        sizes = "".join('if (!strcmp(n, "%s")) return %d;\n' % (name, ctypes.sizeof(cls) + (grow if name == "lt_metrics" else 0))
+                        for name, cls in _ffi.STRUCTS.items())
+        src = os.path.join(d, "fake.c")
+        with open(src, "w") as f:
+            f.write("#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n"
+                    "const char *lt_version(void) { return \"x\"; }\n"
+                    "uint32_t lt_version_number(void) { return %d; }\n"
+                    "size_t lt_struct_size(const char *n) {\n%s return 0; }\n"
+                    "const char *lt_status_string(int s) { return \"LT_ERR_VERSION\"; }\n"
+                    "const char *lt_last_error(void) { return \"\"; }\n" % (version_number, sizes))
+        lib = os.path.join(d, "libloratune.so")
+        subprocess.run([cc, "-shared", "-fPIC", "-o", lib, src], check=True)
+        return lib
+
+    def import_with(self, lib):
+        import subprocess
+        env = dict(os.environ, LORATUNE_LIBRARY=lib, PYTHONPATH=os.path.dirname(HERE))
+        return subprocess.run([sys.executable, "-c", "import loratune"], env=env, stderr=subprocess.PIPE, text=True)
+
+    def test_import_refuses_a_library_of_another_major_version(self):
+        r = self.import_with(self.fake_library(10000 * (_ffi.BINDING_VERSION_MAJOR + 1) + 203, 0))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("LibraryMismatchError", r.stderr)
+        self.assertIn("(major %d) but these Python bindings were written for major %d"
+                      % (_ffi.BINDING_VERSION_MAJOR + 1, _ffi.BINDING_VERSION_MAJOR), r.stderr)
+
+    def test_import_refuses_a_library_with_other_struct_sizes(self):
+        r = self.import_with(self.fake_library(lt.version_number(), 16))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("struct lt_metrics is %d bytes in the library" % (ctypes.sizeof(_ffi.lt_metrics) + 16), r.stderr)
+
     def test_import_without_a_library_says_how_to_fix(self):
         # A library path that is not a loratune library at all is refused with a clear message.
         import subprocess
@@ -178,6 +220,7 @@ class TestCoreLayer(unittest.TestCase):
         recorded = []
         tr = lt.Trainer(model, ds, batch_size=2, grad_accum=1, max_steps=5, warmup_steps=1, lr=1e-3,
                         on_step=lambda m: recorded.append(m.loss))
+        gc.collect()  # the lambda lives on only through the trainer: it must survive this
         stepped = [m.loss for m in tr]
         self.assertTrue(tr.finished)
         self.assertEqual(len(stepped), 5)
@@ -203,7 +246,8 @@ class TestCoreLayer(unittest.TestCase):
 
         adapter = os.path.join(self.out, "lora_model")
         model.save_adapter(adapter, overwrite=True)
-        cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            cfg = json.load(f)
         self.assertEqual(cfg["r"], 8)
         with self.assertRaises(lt.LoratuneError) as cm:
             model.save_adapter(adapter, overwrite=False)
@@ -270,7 +314,8 @@ class TestNotebookLayer(unittest.TestCase):
             model, r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
             lora_alpha=32, lora_dropout=0.1, bias="none", use_gradient_checkpointing="unsloth", random_state=3407,
             use_rslora=False, loftq_config=None)
-        records = json.load(open(DATA, encoding="utf-8"))[:40]
+        with open(DATA, encoding="utf-8") as f:
+            records = json.load(f)[:40]
         eos = tokenizer.eos_token
 
         def fmt(examples):
@@ -309,6 +354,43 @@ class TestNotebookLayer(unittest.TestCase):
             gguf = model.save_pretrained_gguf(os.path.join(out, "model"), tokenizer, quantization_method="q4_k_m")
         with open(gguf, "rb") as f:
             self.assertEqual(f.read(4), b"GGUF")
+
+    def test_dataset_inputs_and_generic_streamer(self):
+        from loratune.transformers import TrainingArguments
+        from loratune.trl import SFTTrainer
+        from loratune.unsloth import FastLanguageModel
+        model, tokenizer = FastLanguageModel.from_pretrained(tiny_model(), max_seq_length=64, device="cpu")
+        model = FastLanguageModel.get_peft_model(model, r=4, lora_alpha=8)
+        args = TrainingArguments(per_device_train_batch_size=1, gradient_accumulation_steps=1, max_steps=1,
+                                 output_dir=None, disable_tqdm=True, save_strategy="no")
+        rows = [{"instruction": "问%d" % i, "input": "", "output": "答%d" % i} for i in range(4)]
+        by_rows = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=rows, max_seq_length=64, args=args)
+        by_file = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=DATA, max_seq_length=64, args=args)
+        by_func = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=rows, max_seq_length=64, args=args,
+                             formatting_func=lambda b: ["Q: %s A: %s" % x for x in zip(b["instruction"], b["output"])])
+        self.assertEqual(len(by_rows.train_dataset), 4)
+        self.assertEqual(len(by_file.train_dataset), 1475)
+        # Alpaca records go through the library's template, which appends EOS; texts go as they are.
+        self.assertEqual(by_rows.train_dataset[0][0][-1], tokenizer.eos_token_id)
+        self.assertEqual(tokenizer.decode(by_func.train_dataset[0][0]), "Q: 问0 A: 答0")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(by_rows.train().global_step, 1)
+
+        class Collect:  # transformers' streamer protocol: put(ids) for the prompt, then each token
+            def __init__(self):
+                self.calls = []
+
+            def put(self, value):
+                self.calls.append(list(value[0]) if isinstance(value[0], list) else list(value))
+
+            def end(self):
+                self.calls.append("end")
+        st = Collect()
+        ids = tokenizer("你好")["input_ids"]
+        out = model.generate(input_ids=[ids], streamer=st, max_new_tokens=4)
+        self.assertEqual(st.calls[0], ids)
+        self.assertEqual(st.calls[-1], "end")
+        self.assertEqual([c[0] for c in st.calls[1:-1]], out[0][len(ids):])
 
     def test_unsupported_options_are_refused(self):
         from loratune.unsloth import FastLanguageModel

@@ -1,16 +1,18 @@
 /* cpu_lm_head.c - the LM head of the CPU backend: logits, and logits fused with cross-entropy
  * and its input gradient, without ever holding a [tokens, vocab] matrix.
  *
- * Tokens go in chunks of up to 64 (the kernel's vector lanes, 16 at a time), chunks in blocks of
- * up to 4; the vocabulary in fixed segments of 1024 rows. For one chunk and one segment s (rows v of W, tokens t):
+ * Tokens go in chunks of up to 64 (the kernel's vector lanes, 16 at a time), chunks in blocks
+ * of up to 4; the vocabulary in fixed segments of 1024 rows. For one chunk and one segment s
+ * (rows v of W, tokens t):
  *   e[v][t]  = exp(l[v][t] - m_s[t]),  l = W h, m_s = max over the segment,  z_s[t] = sum_v e
  *   G_s[c][t] = sum_v W[v][c] e[v][t]                     (while the segment is in cache)
  * and then per token, with lse = log sum_s z_s exp(m_s): loss = lse - l[y], and
  *   dh[t] = grad_scale * (sum_s exp(m_s - lse) G_s[.][t] - W[y]),
- * the softmax-minus-one-hot gradient. Segments are the parallel work; each writes only its own
- * m_s, z_s, G_s, and the per-token sums over s run in segment order afterwards, so every result
- * is the same for any thread count. The head passes through cache once per block of chunks (a
- * segment meets all the block's chunks in turn), and there is one exp per logit.
+ * the softmax-minus-one-hot gradient. Segments are the parallel work, taken by whichever worker
+ * is free; each writes only its own m_s, z_s, G_s, and the per-token sums over s run in segment
+ * order afterwards, so every result is the same for any thread count. The head passes through
+ * cache once per block of chunks (a segment meets all the block's chunks in turn), and there is
+ * one exp per logit.
  * lm_head_logits is lt_cpu_gemm_nt, whose logits are bit-identical to the ones used here. */
 #include "backend/cpu/cpu_internal.h"
 #include <math.h>
@@ -35,6 +37,7 @@ typedef struct head_ctx {
     double *z;             /* [nq, nseg, CE_T] z_s */
     float *ly;             /* [nq * CE_T] the target's logit */
     float *G;              /* [nq, nseg, C, CE_T] G_s, NULL when dh is not wanted */
+    int64_t next_seg;      /* the next segment a worker takes (atomic) */
 } head_ctx;
 
 /* e(rows, Tp) = W[v0 .. v0+rows) h^T for chunk q */
@@ -49,13 +52,15 @@ static void seg_logits(const head_ctx *c, int64_t q, int64_t v0, int64_t rows, f
         }
 }
 
-/* worker w takes segments [w*nseg/nwork, (w+1)*nseg/nwork), and each segment all chunks of the
- * block while its rows of W are in cache: every result is a fixed function of (chunk, segment),
- * whatever the split */
+/* workers take the next segment until none is left (a slow or descheduled thread holds back
+ * nothing), and each segment meets all chunks of the block while its rows of W are in cache:
+ * every result is a fixed function of (chunk, segment), whoever computes it */
 static void ce_work(void *vctx, int64_t w) {
-    const head_ctx *c = vctx;
+    head_ctx *c = vctx;
     float *e = c->scratch + w * CE_VS * CE_T;
-    for (int64_t s = w * c->nseg / c->nwork; s < (w + 1) * c->nseg / c->nwork; s++) {
+    for (;;) {
+        const int64_t s = __atomic_fetch_add(&c->next_seg, 1, __ATOMIC_RELAXED);
+        if (s >= c->nseg) break;
         const int64_t v0 = s * CE_VS, rows = c->V - v0 < CE_VS ? c->V - v0 : CE_VS;
         for (int64_t q = 0; q < c->nq; q++) {
             if (!c->T[q]) continue; /* a chunk without targets */
@@ -166,6 +171,7 @@ lt_status lt_cpu_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const voi
             any_block |= any;
         }
         if (!any_block) continue;
+        c.next_seg = 0;
         lt_parallel_for(c.nwork, (int)c.nwork, ce_work, &c);
         for (int64_t q = 0; q < c.nq; q++) {
             if (!c.T[q]) continue;
