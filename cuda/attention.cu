@@ -13,6 +13,7 @@
 #include "cuda_common.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int g_force_portable = 0;
 void lt_cuda_attention_force_portable(int on) { g_force_portable = on; }
@@ -429,7 +430,7 @@ template <typename T, int HD>
 __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float *dqacc, const T *dout, const T *q,
                                                    const T *k, const T *v, const float *lse, const float *D,
                                                    const int32_t *cu, int tiles_per_seq, int64_t N, int NH, int NKV,
-                                                   float scale, float scale_log2) {
+                                                   float scale, float scale_log2, int vec_dq) {
 #if __CUDA_ARCH__ >= 800
     constexpr int BC = 64, BR = 32, LD = HD + 8, LDS = BR + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -568,8 +569,9 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
             }
 #if __CUDA_ARCH__ >= 900
             /* one 16-byte reduction per lane and n: the even lane of a pair adds row g
-             * (its two columns and its partner's), the odd lane row g + 8 */
-            {
+             * (its two columns and its partner's), the odd lane row g + 8
+             * (LT_CUDA_ATTN_DQ=scalar: the 4-byte reductions instead) */
+            if (vec_dq) {
                 const bool odd = tq & 1;
                 const int row = qb0 + qr + g + (odd ? 8 : 0);
                 float *dst = dqacc + ((s0 + row) * NH + h) * HD + dc + (tq & ~1) * 2;
@@ -581,8 +583,8 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                                          : make_float4(acc[n][0] * scale, acc[n][1] * scale, r0 * scale, r1 * scale);
                     if (row < len) atomicAdd(reinterpret_cast<float4 *>(dst + n * 8), v);
                 }
-            }
-#else
+            } else
+#endif
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const int row = qb0 + qr + g + half * 8;
@@ -594,7 +596,6 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                     atomicAdd(dst + n * 8 + 1, acc[n][2 * half + 1] * scale);
                 }
             }
-#endif
         }
         __syncthreads(); /* dS and this stage are overwritten next */
     }
@@ -704,14 +705,15 @@ static lt_status bwd_t(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, const
         const int tiles = (max_seqlen + 63) / 64;
         dim3 grid((unsigned)(nseq * tiles), (unsigned)NH);
         const size_t smem = bwd_smem(HD);
+        const int vec_dq = !(getenv("LT_CUDA_ATTN_DQ") && strcmp(getenv("LT_CUDA_ATTN_DQ"), "scalar") == 0);
         if (HD == 128) {
             LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             k_flash_bwd<T, 128><<<grid, 128, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, tiles, N, NH, NKV,
-                                                         scale, scale * LT_LOG2E);
+                                                         scale, scale * LT_LOG2E, vec_dq);
         } else {
             LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             k_flash_bwd<T, 64><<<grid, 128, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, tiles, N, NH, NKV,
-                                                        scale, scale * LT_LOG2E);
+                                                        scale, scale * LT_LOG2E, vec_dq);
         }
         LT_LAUNCH_CHECK("k_flash_bwd");
         k_f32_to_t<T><<<lt_blocks(N * NH * HD, 256), 256, 0, s>>>(dq, dqacc, N * NH * HD);

@@ -161,10 +161,18 @@ int lt_export_ckpt_dtype(const lt_exporter *ex) {
 }
 
 void lt_export_round_to_dtype(float *x, int64_t n, int dtype) {
-    if (dtype == LT_DTYPE_BF16)
-        for (int64_t i = 0; i < n; i++) x[i] = lt_bf16_to_f32(lt_f32_to_bf16(x[i]));
-    else if (dtype == LT_DTYPE_F16)
+    if (dtype == LT_DTYPE_BF16) {
+        /* lt_f32_to_bf16 then widened, inline: round to nearest even, NaN kept quiet */
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            if ((u & 0x7fffffffu) > 0x7f800000u) u = (u & 0xffff0000u) | 0x00400000u;
+            else u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+            memcpy(&x[i], &u, 4);
+        }
+    } else if (dtype == LT_DTYPE_F16) {
         for (int64_t i = 0; i < n; i++) x[i] = lt_f16_to_f32(lt_f32_to_f16(x[i]));
+    }
 }
 
 typedef struct { const uint8_t *src; float *dst; int dtype; int64_t n, chunk; } lt_widen_job;
@@ -172,10 +180,19 @@ typedef struct { const uint8_t *src; float *dst; int dtype; int64_t n, chunk; } 
 static void lt_widen_chunk(void *ctx, int64_t c) {
     const lt_widen_job *j = ctx;
     int64_t b = c * j->chunk, e = b + j->chunk < j->n ? b + j->chunk : j->n;
-    for (int64_t i = b; i < e; i++) {
-        uint16_t h;
-        memcpy(&h, j->src + 2 * i, 2);
-        j->dst[i] = j->dtype == LT_ST_BF16 ? lt_bf16_to_f32(h) : lt_f16_to_f32(h);
+    if (j->dtype == LT_ST_BF16) {
+        for (int64_t i = b; i < e; i++) {
+            uint16_t h;
+            memcpy(&h, j->src + 2 * i, 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(&j->dst[i], &u, 4);
+        }
+    } else {
+        for (int64_t i = b; i < e; i++) {
+            uint16_t h;
+            memcpy(&h, j->src + 2 * i, 2);
+            j->dst[i] = lt_f16_to_f32(h);
+        }
     }
 }
 
