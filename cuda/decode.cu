@@ -22,9 +22,14 @@ extern "C" {
 #define DEC_SLICE 256         /* columns per block of the LoRA A products */
 #define DEC_AROWS 8           /* A rows per block of the LoRA A products */
 #define DEC_WARP_MAX_COLS 2048 /* GEMV rows up to this long get one warp per pair, longer a block */
+#define DEC_FIX_STRIDE 32     /* int64 slots between the fixed-point LoRA accumulators (own L2 lines) */
+#define DEC_FIX_MAX_R 64      /* ranks up to this have down_proj's A product folded into gate/up */
+#define DEC_FIX_ONE 4294967296.0f /* fixed-point scale 2^32: integer sums are order-independent */
 
 enum { WK_NF4 = 0, WK_16 = 1 };
-enum { MODE_QKV = 0, MODE_GATEUP = 1, MODE_RESID = 2, MODE_LOGITS = 3 };
+/* MODE_GATEUP_A: MODE_GATEUP plus down_proj's LoRA A product (a separate instance, so that the
+ * plain one keeps its registers) */
+enum { MODE_QKV = 0, MODE_GATEUP = 1, MODE_RESID = 2, MODE_LOGITS = 3, MODE_GATEUP_A = 4 };
 
 /* one weight matrix as the GEMV sees it, with its epilogue inputs */
 struct dec_mat {
@@ -40,6 +45,7 @@ struct dec_mat {
     const float *bias;           /* [rows] or NULL */
     const float *lora_B;         /* f32 [rows, R] or NULL */
     const float *xa;             /* f32 [R]: x @ A^T of this step */
+    const long long *xfix;       /* instead of xa: fixed-point [R][DEC_FIX_STRIDE] (down_proj) */
     int R;
     float scale;
 };
@@ -53,6 +59,11 @@ struct dec_out {
     int64_t kvd;                 /* NKV*HD */
     int HD, NH, NKV;
     float theta;
+    /* GATEUP: down_proj's LoRA A product folded into the SwiGLU epilogue, accumulated in fixed
+     * point (deterministic whatever order the blocks finish in) */
+    const float *adown;          /* f32 [aR, npairs] or NULL */
+    long long *afix;             /* [aR][DEC_FIX_STRIDE], zero on entry (the argmax re-zeroes it) */
+    int aR;
 };
 /* token and position of the step, on the device; the argmax kernel advances them */
 struct dec_io {
@@ -122,13 +133,35 @@ __device__ __forceinline__ float dec_chunk(const dec_mat &m, int64_t row, int64_
     }
 }
 
+/* The epilogue inputs of one row that do not depend on the GEMV (LoRA B[row, lane], xa[lane]
+ * for the first 32 ranks, the bias), loaded before the row's main loop so that their latency
+ * hides under it instead of adding a dependent memory round trip after it. */
+struct dec_pre {
+    float b, xa, bias;
+};
+/* FIX: the matrix may read its xa in fixed point (only down_proj, a MODE_RESID GEMV: the other
+ * instances skip the test and keep their registers) */
+template <bool FIX> __device__ __forceinline__ float dec_xa(const dec_mat &m, int r) {
+    return FIX && m.xfix ? (float)((double)m.xfix[(int64_t)r * DEC_FIX_STRIDE] * (1.0 / 4294967296.0)) : m.xa[r];
+}
+template <bool FIX> __device__ __forceinline__ dec_pre dec_lora_pre(const dec_mat &m, int64_t row, int lane) {
+    dec_pre p = {0.0f, 0.0f, 0.0f};
+    if (row < 0) return p;
+    if (m.lora_B && lane < m.R) {
+        p.b = __ldg(m.lora_B + row * m.R + lane);
+        p.xa = dec_xa<FIX>(m, lane);
+    }
+    if (m.bias && lane == 0) p.bias = __ldg(m.bias + row);
+    return p;
+}
 /* bias + scale * (B[row,:] . xa) of one row, summed by a whole warp (lane 0 has it) */
-__device__ __forceinline__ float dec_lora_bias(const dec_mat &m, int64_t row, int lane) {
-    float s = 0.0f;
+template <bool FIX>
+__device__ __forceinline__ float dec_lora_bias(const dec_mat &m, int64_t row, int lane, const dec_pre &p) {
+    float s = p.b * p.xa;
     if (m.lora_B)
-        for (int r = lane; r < m.R; r += 32) s += m.lora_B[row * m.R + r] * m.xa[r];
+        for (int r = lane + 32; r < m.R; r += 32) s += m.lora_B[row * m.R + r] * dec_xa<FIX>(m, r);
     s = dec_warp_sum(s) * m.scale;
-    return s + (m.bias ? m.bias[row] : 0.0f);
+    return s + p.bias;
 }
 
 /* The rows of pair p. The pairs:
@@ -148,7 +181,7 @@ __device__ __forceinline__ void dec_pair(const dec_mats &M, const dec_out &o, in
         mb = ma;
         ra = (pp / half) * o.HD + pp % half;
         rb = ra + half;
-    } else if constexpr (MODE == MODE_GATEUP) {
+    } else if constexpr (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) {
         mb = 1; ra = rb = p;
     } else {
         ra = p;
@@ -176,7 +209,7 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
             cache[ra] = lt_fromf<T>(y0);
             cache[rb] = lt_fromf<T>(y1);
         }
-    } else if constexpr (MODE == MODE_GATEUP) {
+    } else if constexpr (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) {
         o.out[p] = (y0 / (1.0f + expf(-y0))) * y1;
     } else if constexpr (MODE == MODE_RESID) {
         o.out[ra] += y0;
@@ -195,7 +228,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
                                                            dec_out o, const dec_io *io) {
     __shared__ float qm[3][16];
     __shared__ float red[2][DEC_WARPS];
-    const int nmat = MODE == MODE_QKV ? 3 : MODE == MODE_GATEUP ? 2 : 1;
+    const int nmat = MODE == MODE_QKV ? 3 : (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) ? 2 : 1;
     if constexpr (WK == WK_NF4) {
         for (int t = 0; t < nmat; t++)
             if (threadIdx.x < 16) qm[t][threadIdx.x] = M.m[t].quant_map[threadIdx.x];
@@ -206,11 +239,24 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
     const int64_t first = WARP ? (int64_t)blockIdx.x * DEC_WARPS + warp : (int64_t)blockIdx.x;
     const int64_t stride = WARP ? (int64_t)gridDim.x * DEC_WARPS : (int64_t)gridDim.x;
     const int64_t j0 = WARP ? lane : threadIdx.x, jstep = WARP ? 32 : DEC_THREADS;
+    float dacc0 = 0.0f, dacc1 = 0.0f; /* GATEUP: this warp's share of down_proj's xa[lane], xa[lane+32] */
     for (int64_t p = first; p < npairs; p += stride) {
         int ma, mb;
         int64_t ra, rb;
         dec_pair<MODE>(M, o, p, npairs, ma, mb, ra, rb);
         const dec_mat &A = M.m[ma], &B = M.m[mb];
+        dec_pre pa = {0.0f, 0.0f, 0.0f}, pb = {0.0f, 0.0f, 0.0f};
+        if (WARP || warp == 0) {
+            pa = dec_lora_pre<MODE == MODE_RESID>(A, ra, lane);
+            pb = dec_lora_pre<MODE == MODE_RESID>(B, rb, lane);
+        }
+        float da0 = 0.0f, da1 = 0.0f;
+        if constexpr (MODE == MODE_GATEUP_A) {
+            if (WARP || warp == 0) {
+                if (lane < o.aR) da0 = __ldg(o.adown + (int64_t)lane * npairs + p);
+                if (lane + 32 < o.aR) da1 = __ldg(o.adown + (int64_t)(lane + 32) * npairs + p);
+            }
+        }
         float s0 = 0.0f, s1 = 0.0f;
         for (int64_t j = j0; j < nchunk; j += jstep) {
             s0 += dec_chunk<WK, T>(A, ra, j, x, qm[ma]);
@@ -225,11 +271,33 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
             s1 = dec_warp_sum(lane < DEC_WARPS ? red[1][lane] : 0.0f);
         }
         if (WARP || warp == 0) {
-            const float y0 = s0 + dec_lora_bias(A, ra, lane);
-            const float y1 = rb >= 0 ? s1 + dec_lora_bias(B, rb, lane) : 0.0f;
+            const float y0 = s0 + dec_lora_bias<MODE == MODE_RESID>(A, ra, lane, pa);
+            const float y1 = rb >= 0 ? s1 + dec_lora_bias<MODE == MODE_RESID>(B, rb, lane, pb) : 0.0f;
             if (lane == 0) dec_epilogue<T, MODE>(o, io, ma, p, ra, rb, y0, y1);
+            if constexpr (MODE == MODE_GATEUP_A) {
+                {
+                    const float hv = __shfl_sync(0xffffffffu, (y0 / (1.0f + expf(-y0))) * y1, 0);
+                    dacc0 += hv * da0;
+                    dacc1 += hv * da1;
+                }
+            }
         }
         if (!WARP) __syncthreads();
+    }
+    if constexpr (MODE == MODE_GATEUP_A) {
+        { /* the block's warps summed in a fixed order, then one fixed-point add per rank */
+            __shared__ float ared[DEC_WARPS][DEC_FIX_MAX_R];
+            ared[warp][lane] = dacc0;
+            ared[warp][lane + 32] = dacc1;
+            __syncthreads();
+            for (int r = threadIdx.x; r < o.aR; r += DEC_THREADS) {
+                float v = 0.0f;
+                for (int w = 0; w < (WARP ? DEC_WARPS : 1); w++) v += ared[w][r];
+                const long long f = __float2ll_rn(v * DEC_FIX_ONE);
+                atomicAdd(reinterpret_cast<unsigned long long *>(o.afix + (int64_t)r * DEC_FIX_STRIDE),
+                          (unsigned long long)f);
+            }
+        }
     }
 }
 
@@ -363,8 +431,14 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, const 
     }
 }
 
-/* out[h*HD + d] = merge of the splits of head h */
-__global__ void k_dec_attn_merge(const float *part, int nsplit, int HD, float *out) {
+/* out[h*HD + d] = merge of the splits of head h; then, when o_proj has LoRA (la.n == 1), the
+ * head's share of its A product (apart[h][r] = A[r, h*HD:(h+1)*HD] . out_h), and the last
+ * block to finish sums the heads in a fixed order into la.xa[0] (deterministic) and re-arms
+ * the counter: o_proj's A product needs no launch of its own. */
+__global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int nsplit, int HD, float *out,
+                                                        dec_lora_a la, float *apart, unsigned *counter) {
+    __shared__ float oh[DEC_MAX_HD];
+    __shared__ int last;
     const int h = blockIdx.x;
     const float *p = part + (int64_t)h * nsplit * (HD + 2);
     float M = -INFINITY;
@@ -381,7 +455,30 @@ __global__ void k_dec_attn_merge(const float *part, int nsplit, int HD, float *o
             if (ms != -INFINITY) num += expf(ms - M) * p[s * (HD + 2) + 2 + d];
         }
         out[h * HD + d] = num / den;
+        oh[d] = num / den;
     }
+    if (la.n == 0) return;
+    __syncthreads();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+    const int64_t C = (int64_t)gridDim.x * HD;
+    for (int r = warp; r < la.R; r += nw) {
+        const float *a = la.A[0] + (int64_t)r * C + (int64_t)h * HD;
+        float sacc = 0.0f;
+        for (int d = lane; d < HD; d += 32) sacc += a[d] * oh[d];
+        sacc = dec_warp_sum(sacc);
+        if (lane == 0) apart[(int64_t)h * la.R + r] = sacc;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    for (int r = threadIdx.x; r < la.R; r += blockDim.x) {
+        float sacc = 0.0f;
+        for (unsigned hh = 0; hh < gridDim.x; hh++) sacc += __ldcg(apart + (int64_t)hh * la.R + r);
+        la.xa[0][r] = sacc;
+    }
+    if (threadIdx.x == 0) *counter = 0u;
 }
 
 template <typename T>
@@ -393,7 +490,10 @@ __global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float *
 
 /* argmax (lowest index among equal maxima, as torch.argmax), then the next step's token and
  * position */
-__global__ void __launch_bounds__(1024) k_dec_argmax(const float *logits, int64_t V, dec_io *io) {
+__global__ void __launch_bounds__(1024) k_dec_argmax(const float *logits, int64_t V, dec_io *io, long long *fix,
+                                                     int nfix) {
+    /* every layer's down_proj accumulator is consumed by now: zero them for the next step */
+    for (int i = threadIdx.x; i < nfix; i += blockDim.x) fix[(int64_t)i * DEC_FIX_STRIDE] = 0;
     __shared__ float sv[32];
     __shared__ int64_t si[32];
     float bv = -INFINITY;
@@ -423,6 +523,8 @@ struct dec_layer {
     dec_mats qkv, o, gu, down;
     dec_lora_a a_qkv, a_o, a_gu, a_down;
     const float *ln1, *ln2;
+    const float *adown;          /* down_proj's LoRA A when folded into the gate/up GEMV */
+    long long *afix;
 };
 
 struct lt_cuda_decoder {
@@ -437,6 +539,8 @@ struct lt_cuda_decoder {
     float *x, *xn, *q, *att, *h, *logits, *xa, *part; /* device f32 */
     float *apart;                                     /* f32 [slices, rows] LoRA A partials */
     unsigned *counter;                                /* last-block counter of k_dec_norm_a */
+    long long *afix;                                  /* [L][R][DEC_FIX_STRIDE] down_proj xa, fixed point */
+    int nfix;                                         /* L*R when folded, else 0 */
     dec_io *io;                                       /* device */
     dec_io *pin_in, *pin_out;                          /* pinned host */
     float *pin_logits;                                 /* pinned host [V] */
@@ -493,6 +597,7 @@ extern "C" void lt_cuda_decoder_free(lt_cuda_decoder *d) {
     if (d->graph) cudaGraphDestroy(d->graph);
     float *bufs[] = {d->x, d->xn, d->q, d->att, d->h, d->logits, d->xa, d->part, d->apart};
     lt_cuda_free(c, d->counter);
+    lt_cuda_free(c, d->afix);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) lt_cuda_free(c, bufs[i]);
     lt_cuda_free(c, d->io);
     if (d->pin_in) cudaFreeHost(d->pin_in);
@@ -549,8 +654,13 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     DALLOC(d->io, sizeof(dec_io), "decode token");
     {
         const int64_t widest = C > d->I ? (C > NH * HD ? C : NH * HD) : (d->I > NH * HD ? d->I : NH * HD);
-        DALLOC(d->apart, ((widest + DEC_SLICE - 1) / DEC_SLICE) * 3 * R1 * 4, "decode LoRA partials");
+        int64_t nap = ((widest + DEC_SLICE - 1) / DEC_SLICE) * 3;
+        if (nap < NH) nap = NH; /* the attention merge's per-head partials */
+        DALLOC(d->apart, nap * R1 * 4, "decode LoRA partials");
         DALLOC(d->counter, sizeof(unsigned), "decode counter");
+        DALLOC(d->afix, (int64_t)L * R1 * DEC_FIX_STRIDE * 8, "decode LoRA accumulators");
+        if (st == LT_OK && cudaMemsetAsync(d->afix, 0, (size_t)L * R1 * DEC_FIX_STRIDE * 8, c->stream) != cudaSuccess)
+            st = lt_error(LT_ERR_CUDA, "fast decode: clearing its LoRA accumulators");
         if (st == LT_OK && cudaMemsetAsync(d->counter, 0, sizeof(unsigned), c->stream) != cudaSuccess)
             st = lt_error(LT_ERR_CUDA, "fast decode: clearing its counter");
     }
@@ -587,6 +697,14 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
         if (st == LT_OK)
             st = dec_mat_of(d, Ly->proj[LT_PROJ_DOWN], NULL, lt[LT_PROJ_DOWN], xa[LT_PROJ_DOWN], &dl->down.m[0]);
         if (st != LT_OK) break;
+        if (lt[LT_PROJ_DOWN] && d->R <= DEC_FIX_MAX_R) {
+            /* down_proj's A product comes from the gate/up GEMV's SwiGLU epilogue (no launch) */
+            dl->adown = lt[LT_PROJ_DOWN]->A;
+            dl->afix = d->afix + (int64_t)l * R1 * DEC_FIX_STRIDE;
+            dl->down.m[0].xfix = dl->afix;
+            d->nfix = L * (int)R1;
+            lt[LT_PROJ_DOWN] = NULL; /* keeps it out of the A groups below */
+        }
         if (dl->qkv.m[0].rows != NH * HD || dl->qkv.m[1].rows != NKV * HD || dl->qkv.m[2].rows != NKV * HD ||
             dl->o.m[0].cols != NH * HD || dl->o.m[0].rows != C)
             st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: attention weights of layer %d have unexpected shapes", l);
@@ -667,14 +785,18 @@ static lt_status enqueue(lt_cuda_decoder *d) {
             d->q, (const T *)d->kc[l], (const T *)d->vc[l], d->io, (int)NH, (int)NKV, (int)HD,
             1.0f / sqrtf((float)HD), d->part);
         LT_LAUNCH_CHECK("k_dec_attn");
-        k_dec_attn_merge<<<(unsigned)NH, 128, 0, s>>>(d->part, d->nsplit, (int)HD, d->att);
+        /* the merge also computes o_proj's LoRA A product (no launch of its own) */
+        k_dec_attn_merge<<<(unsigned)NH, 128, 0, s>>>(d->part, d->nsplit, (int)HD, d->att, dl->a_o, d->apart,
+                                                      d->counter);
         LT_LAUNCH_CHECK("k_dec_attn_merge");
-        LT_TRY(norm_a(d, d->att, NULL, NULL, dl->a_o, NH * HD));
         o.out = d->x;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o)));
         LT_TRY(norm_a(d, d->x, dl->ln2, d->xn, dl->a_gu, C));
         o.out = d->h;
-        LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o)));
+        o.adown = dl->adown; o.afix = dl->afix; o.aR = (int)d->R;
+        if (dl->adown) LT_TRY((gemv<T, MODE_GATEUP_A>(d, d->wk, dl->gu, d->xn, C, I, o)));
+        else LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o)));
+        o.adown = NULL; o.afix = NULL; o.aR = 0;
         LT_TRY(norm_a(d, d->h, NULL, NULL, dl->a_down, I));
         o.out = d->x;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o)));
@@ -683,7 +805,7 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     dec_out o = {};
     o.out = d->logits;
     LT_TRY((gemv<T, MODE_LOGITS>(d, WK_16, d->head, d->xn, C, (d->V + 1) / 2, o)));
-    k_dec_argmax<<<1, 1024, 0, s>>>(d->logits, d->V, d->io);
+    k_dec_argmax<<<1, 1024, 0, s>>>(d->logits, d->V, d->io, d->afix, d->nfix);
     LT_LAUNCH_CHECK("k_dec_argmax");
     return LT_OK;
 }

@@ -3,8 +3,9 @@
  *
  * One step runs one token through the whole model with kernels made for a single token: NF4
  * (or 16-bit) GEMVs that read each packed weight once, dequantize in registers (double-quant
- * absmax included) and accumulate in f32, with the bias, the unmerged LoRA branch (x @ A^T by a
- * tiny kernel, @ B^T fused into the GEMV's epilogue), rotary embedding + KV-cache append,
+ * absmax included) and accumulate in f32, with the bias, the unmerged LoRA branch (x @ A^T fused
+ * into the kernel that makes x: the RMSNorm for q/k/v and gate/up, the attention merge for o,
+ * the gate/up SwiGLU epilogue for down; @ B^T fused into the GEMV's epilogue), rotary embedding + KV-cache append,
  * SwiGLU and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
  * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. The token and position
  * live in device memory and the argmax kernel advances them, so the step is captured once

@@ -2,6 +2,9 @@
  * as a Hugging Face checkpoint or a GGUF (with an Ollama Modelfile beside it), or the adapter as
  * a GGUF LoRA. */
 #include "cli.h"
+
+/* internal (lib/model/model_io.h): the export reads the original weights from the checkpoint */
+lt_status lt_model_load_without_projections(const char *dir, const lt_model_params *params, lt_model **out);
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,6 +85,9 @@ int lt_cmd_export(int argc, char **argv) {
     else if (strcmp(device, "auto")) { free(tmpl_text); return cli_usage_error(cmd, "--device is auto, cpu or cuda, not '%s'", device); }
     mp.progress = cli_progress;
     mp.n_threads = ep.n_threads;
+    /* Merging into the original 16-bit weights reads them from the mapped checkpoint: the
+     * backend's copy is not used, so do not spend time quantizing it on the CPU. */
+    if (ep.merge_base != LT_MERGE_DEQUANTIZED) mp.quant = LT_QUANT_NONE;
     cli_enable_logging(LT_LOG_WARN);
 
     int rc = 1;
@@ -89,7 +95,8 @@ int lt_cmd_export(int argc, char **argv) {
     lt_exporter *ex = NULL;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    lt_status st = lt_model_load(model_dir, &mp, &model);
+    lt_status st = ep.merge_base == LT_MERGE_DEQUANTIZED ? lt_model_load(model_dir, &mp, &model)
+                                                         : lt_model_load_without_projections(model_dir, &mp, &model);
     if (st != LT_OK) { rc = cli_fail(cmd, st, "loading the model"); goto done; }
     if (adapter && (st = lt_model_load_adapter(model, adapter)) != LT_OK) { rc = cli_fail(cmd, st, "loading the adapter"); goto done; }
     if ((st = lt_exporter_new(model, NULL, &ep, &ex)) != LT_OK) { rc = cli_fail(cmd, st, "preparing the export"); goto done; }

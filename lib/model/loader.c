@@ -325,6 +325,10 @@ static lt_status report(lt_model *m, uint64_t done, uint64_t total) {
     return LT_OK;
 }
 
+/* Set by lt_model_load_unquantized_base(): the frozen projections are not uploaded (an export
+ * that merges into the checkpoint's own weights never reads them). */
+static _Thread_local int lt_load_skip_projections;
+
 static lt_status load_weights(lt_model *m) {
     const lt_config *c = &m->cfg;
     lt_backend *be = m->be;
@@ -352,7 +356,9 @@ static lt_status load_weights(lt_model *m) {
             char suffix[64], prefix[200];
             snprintf(suffix, sizeof suffix, "%s.%s", lt_proj_parent[p], lt_proj_names[p]);
             lt_layer_tensor_name(prefix, sizeof prefix, l, suffix);
-            if (c->bnb_4bit) {
+            if (lt_load_skip_projections && !c->bnb_4bit) {
+                /* left NULL: see lt_model_load_without_projections() */
+            } else if (c->bnb_4bit) {
                 LT_TRY(upload_bnb(m, prefix, out, in, &L->proj[p]));
             } else {
                 snprintf(name, sizeof name, "%s.weight", prefix);
@@ -406,6 +412,13 @@ lt_status lt_model_load(const char *dir, const lt_model_params *params, lt_model
             m->cfg.hidden_size, m->be->ops.name);
     *out = m;
     return LT_OK;
+}
+
+lt_status lt_model_load_without_projections(const char *dir, const lt_model_params *params, lt_model **out) {
+    lt_load_skip_projections = 1;
+    lt_status s = lt_model_load(dir, params, out);
+    lt_load_skip_projections = 0;
+    return s;
 }
 
 void lt_model_free(lt_model *m) {
@@ -467,7 +480,7 @@ lt_status lt_model_get_info(const lt_model *m, lt_model_info *out) {
     for (int l = 0; l < c->num_layers; l++) {
         wb += 2ull * (uint64_t)c->hidden_size * 4;
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
-            wb += m->be->ops.weight_bytes(m->layers[l].proj[p]);
+            if (m->layers[l].proj[p]) wb += m->be->ops.weight_bytes(m->layers[l].proj[p]);
             if (p <= LT_PROJ_V && m->layers[l].bias[p]) wb += (uint64_t)m->layers[l].lora[p].out * 4;
         }
     }

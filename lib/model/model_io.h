@@ -18,4 +18,8 @@ lt_status lt_model_check_tensors(const lt_config *cfg, const lt_st_set *st);
 void lt_model_lora_release(lt_model *m);
 /* The dtype of a safetensors tensor as lt_dtype (F32/F16/BF16), or -1. */
 int lt_st_to_lt_dtype(int st_dtype);
+/* lt_model_load without uploading the frozen q..down projections (they stay NULL): for an
+ * export that merges into the checkpoint's original weights, which reads those from the mapped
+ * safetensors. The model cannot run forward passes. */
+lt_status lt_model_load_without_projections(const char *dir, const lt_model_params *params, lt_model **out);
 #endif

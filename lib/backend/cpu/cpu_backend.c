@@ -87,6 +87,17 @@ static void nf4_dequant_chunk(void *ctx, int64_t ci) {
     for (int64_t i = lo; i < lo + cnt; i++) j->w[i] = round_to(j->dtype, j->w[i]);
 }
 
+/* 16-bit -> f32 conversion of a weight, in NF4_CHUNK pieces over the threads */
+typedef struct cvt_job { float *w; const uint16_t *h; int64_t n; int32_t dtype; } cvt_job;
+static void cvt_chunk(void *ctx, int64_t ci) {
+    cvt_job *j = ctx;
+    int64_t lo = ci * NF4_CHUNK, hi = j->n - lo < NF4_CHUNK ? j->n : lo + NF4_CHUNK;
+    if (j->dtype == LT_DTYPE_BF16)
+        for (int64_t i = lo; i < hi; i++) j->w[i] = lt_bf16_to_f32(j->h[i]);
+    else
+        for (int64_t i = lo; i < hi; i++) j->w[i] = lt_f16_to_f32(j->h[i]);
+}
+
 static lt_status cpu_weight_create(lt_backend *be, const lt_weight_desc *d, lt_bweight **out) {
     *out = NULL;
     LT_CHECK_ARG(d && d->rows > 0 && d->cols > 0, "cpu weight_create: shape [%lld, %lld] must be positive",
@@ -116,9 +127,8 @@ static lt_status cpu_weight_create(lt_backend *be, const lt_weight_desc *d, lt_b
     if (d->host) {
         if (d->dtype == LT_DTYPE_F32) memcpy(w->w, d->host, (size_t)n * sizeof(float));
         else {
-            const uint16_t *h = d->host;
-            for (int64_t i = 0; i < n; i++)
-                w->w[i] = d->dtype == LT_DTYPE_BF16 ? lt_bf16_to_f32(h[i]) : lt_f16_to_f32(h[i]);
+            cvt_job cj = {w->w, d->host, n, d->dtype};
+            lt_parallel_for(nchunks, nt, cvt_chunk, &cj);
         }
         if (d->quant == LT_QUANT_NF4) {
             job.packed = lt_malloc((size_t)(n + 1) / 2, "nf4 packed");
