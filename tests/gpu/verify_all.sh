@@ -22,7 +22,7 @@ timeout 150 python3 tests/interop/hf_interop.py $LORATUNE_LIBRARY $LORATUNE_CLI 
 sum+=("hf_interop rc=$? $(tail -1 $OUT/interop.log)")
 timeout 120 python3 tests/model_io/peft_interop.py > $OUT/peft_interop.log 2>&1; sum+=("peft_interop rc=$? $(tail -1 $OUT/peft_interop.log)")
 timeout 120 $B/test_cuda_ops > $OUT/ops.log 2>&1; sum+=("test_cuda_ops rc=$? $(tail -1 $OUT/ops.log)")
-(cd tests/cuda && timeout 120 ../../$B/test_cuda_graph > $OUT/graph.log 2>&1); sum+=("test_cuda_graph rc=$? $(tail -1 $OUT/graph.log)")
+timeout 120 $B/test_cuda_graph > $OUT/graph.log 2>&1; sum+=("test_cuda_graph rc=$? $(tail -1 $OUT/graph.log)")
 python3 - <<'PY'
 import json
 json.dump(dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
