@@ -24,7 +24,7 @@ static int print_piece(const char *piece, size_t len, int32_t token, void *ud) {
 
 int lt_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *model_dir = NULL, *adapter = NULL, *prompt = NULL, *instr = NULL, *input = "";
-    const char *tmpl = "alpaca-zh", *device = "auto", *tok_dir = NULL;
+    const char *tmpl = "alpaca-zh", *device = "auto", *quant = "nf4", *tok_dir = NULL;
     lt_generate_params gp;
     lt_generate_params_init(&gp);
     bool ids_only = false, sample_flag = false;
@@ -42,6 +42,7 @@ int lt_cmd_generate(int argc, char **argv) {
         else if ((v = cli_flag(argc, argv, &i, "--input"))) input = v;
         else if ((v = cli_flag(argc, argv, &i, "--template"))) tmpl = v;
         else if ((v = cli_flag(argc, argv, &i, "--device"))) device = v;
+        else if ((v = cli_flag(argc, argv, &i, "--quant"))) quant = v;
         else if ((v = cli_flag(argc, argv, &i, "--tokenizer"))) tok_dir = v;
         else if ((v = cli_flag(argc, argv, &i, "--max-new-tokens"))) { if (!cli_int(cmd, "--max-new-tokens", v, &gp.max_new_tokens)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--temperature"))) { if (!cli_double(cmd, "--temperature", v, &d)) return 2; gp.temperature = (float)d; sample_flag = true; }
@@ -70,6 +71,8 @@ int lt_cmd_generate(int argc, char **argv) {
     lt_model_params_init(&mp);
     if (!strcmp(device, "cpu")) mp.device = LT_DEVICE_CPU;
     else if (!strcmp(device, "cuda")) mp.device = LT_DEVICE_CUDA;
+    if (!strcmp(quant, "none")) mp.quant = LT_QUANT_NONE;
+    else if (strcmp(quant, "nf4")) return cli_usage_error(cmd, "--quant is nf4 or none, not '%s'", quant);
     else if (strcmp(device, "auto")) return cli_usage_error(cmd, "--device is auto, cpu or cuda, not '%s'", device);
     mp.progress = cli_progress;
     cli_enable_logging(LT_LOG_WARN);
