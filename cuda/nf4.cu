@@ -10,25 +10,11 @@
 extern "C" {
 #include "backend/nf4.h"
 }
+#include "backend/nf4_tree.h"
 
 /* ---------------------------------------------------------------- kernels */
-/* bnb's dQuantizeNF4 decision tree (NaN -> 0 since every comparison is false) */
-__device__ __forceinline__ uint8_t nf4_index(float x) {
-    if (x > 0.03979014977812767f) {
-        if (x > 0.3893125355243683f) {
-            if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15 : 14;
-            return x > 0.5016634166240692f ? 13 : 12;
-        }
-        if (x > 0.2035212516784668f) return x > 0.2920137718319893f ? 11 : 10;
-        return x > 0.1202552504837513f ? 9 : 8;
-    }
-    if (x > -0.33967943489551544f) {
-        if (x > -0.13791173323988914f) return x > -0.045525018125772476f ? 7 : 6;
-        return x > -0.23460740596055984f ? 5 : 4;
-    }
-    if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3 : 2;
-    return x > -0.8480964004993439f ? 1 : 0;
-}
+/* bnb's dQuantizeNF4 decision tree, shared with the CPU reference */
+__device__ __forceinline__ uint8_t nf4_index(float x) { return lt_nf4_tree(x); }
 
 /* bnb's dQuantize<0>: binary search over the sorted map, then the midpoint rule */
 __device__ __forceinline__ uint8_t dynamic_index(const float *code, float x) {
