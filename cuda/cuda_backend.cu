@@ -112,7 +112,7 @@ static const char *const prof_names[64] = {
     "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
     "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
     "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", 0, 0, 0, 0, 0, 0, 0,
-    "  (dequant)", "  (gemm)", "  (dropout)"};
+    "  (dequant)", "  (gemm)", "  (dropout)", "  (ce rows)", "  (head gemm)"};
 
 static void prof_harvest(lt_cuda *c) {
     if (!c->prof_pending) return;
@@ -236,6 +236,7 @@ static void op_destroy(lt_backend *be) {
             for (int i = 0; i < 2 * LT_PROF_PENDING; i++) cudaEventDestroy(c->prof_ev[i]);
             free(c->prof_ev);
         }
+        lt_cuda_gemm_tuner_free(c);
         if (c->cublas) cublasDestroy(c->cublas);
         for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
         free(c->allocs);

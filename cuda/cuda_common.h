@@ -54,16 +54,21 @@ typedef struct lt_cuda {
     int prof_pending, prof_depth;
     double prof_ms[64];
     long prof_calls[64];
+    /* GEMM algorithm choices per shape (gemm.cu), made on first use by timing cuBLASLt's
+     * candidates unless deterministic; freed by lt_cuda_gemm_tuner_free */
+    struct lt_gemm_tuner *gemm_tuner;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
 
 /* ---- profiling (LT_CUDA_PROFILE=1) ---- */
 #define LT_PROF_PENDING 256
-enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42 };
+enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44 };
 /* returns a slot to pass to lt_prof_end, or -1 when not profiling */
 int lt_prof_begin(lt_cuda *c, int id);
 void lt_prof_end(lt_cuda *c, int slot);
+
+void lt_cuda_gemm_tuner_free(lt_cuda *c);
 
 /* ---- errors ---- */
 lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);

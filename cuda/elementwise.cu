@@ -152,15 +152,17 @@ __global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = lt_fromf<T>(lt_tof<T>(out[i]) + bias[i % OC]);
 }
-/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature. One Philox block gives
- * the four draws of elements 4j..4j+3 (lt_rng_u32 picks lane i&3 of block i>>2), so each thread
+/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature. One lt_drop_bits draw
+ * gives the four 16-bit numbers of elements 4j..4j+3 (lt_rng_keep's mapping), so each thread
  * takes four consecutive elements. */
 template <typename T>
 __global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
                           int accumulate) {
     const int64_t nq = (n + 3) / 4;
+    const uint64_t key = lt_drop_key(seed, stream);
+    const uint32_t thr = lt_drop_threshold(p);
     for (int64_t qi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; qi < nq; qi += (int64_t)gridDim.x * blockDim.x) {
-        const lt_u32x4 r = lt_philox(seed, stream, (uint64_t)qi);
+        const uint64_t r = lt_drop_bits(key, (uint64_t)qi);
         const int64_t i0 = qi * 4;
         if (i0 + 4 <= n && (n & 3) == 0) {
             /* 8-byte vector access: n divisible by 4 keeps every quad aligned */
@@ -171,14 +173,14 @@ __global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_ke
             if (accumulate) dv = *reinterpret_cast<const uint2 *>(dst + i0);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                const bool keep = (float)(r.v[j] >> 8) * (1.0f / 16777216.0f) >= p;
+                const bool keep = (uint32_t)((r >> (16 * j)) & 0xFFFFu) >= thr;
                 const float v = keep ? lt_tof<T>(sp[j]) * inv_keep : 0.0f;
                 dp[j] = lt_fromf<T>(accumulate ? lt_tof<T>(dp[j]) + v : v);
             }
             *reinterpret_cast<uint2 *>(dst + i0) = dv;
         } else {
             for (int j = 0; j < 4 && i0 + j < n; j++) {
-                const bool keep = (float)(r.v[j] >> 8) * (1.0f / 16777216.0f) >= p;
+                const bool keep = (uint32_t)((r >> (16 * j)) & 0xFFFFu) >= thr;
                 const float v = keep ? lt_tof<T>(src[i0 + j]) * inv_keep : 0.0f;
                 dst[i0 + j] = lt_fromf<T>(accumulate ? lt_tof<T>(dst[i0 + j]) + v : v);
             }

@@ -1,22 +1,31 @@
 /* lm_head_ce.cu - the LM head fused with cross-entropy, over chunks of tokens so that the
  * full-vocabulary logits of a batch never exist: for each chunk a GEMM writes f32 logits
  * (T,V), one block per row takes the log-sum-exp, the loss and the gradient of the logits
- * (bf16/fp16, scaled by grad_scale), and a second GEMM turns that into dh. Per-row losses are
- * summed in a fixed order at the end, so the loss is deterministic. */
+ * (bf16/fp16, scaled by grad_scale, written in place over the f32 row it came from), and a
+ * split-K GEMM turns that into dh: the dh product is only C x T wide but V long, so the
+ * vocabulary is cut into slices multiplied side by side (one batched GEMM) and the f32
+ * partials summed in a fixed order. Per-row losses are summed in a fixed order at the end,
+ * so the loss is deterministic. */
 #include "cuda_common.h"
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------- kernels */
+/* a logit as f32 (logits are f32, or 16-bit with LT_CUDA_CE_LOGITS=act) */
+template <typename L> __device__ __forceinline__ float ce_in(L x) { return lt_tof<L>(x); }
+template <> __device__ __forceinline__ float ce_in<float>(float x) { return x; }
+
 /* one block per row: online max/sum, then the loss and softmax - onehot */
-template <typename T>
-__global__ void k_ce_rows(const float *logits, T *dlogits, const int32_t *targets, float *losses, int64_t V,
+template <typename T, typename L>
+__global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, float *losses, int64_t V,
                           float grad_scale) {
     __shared__ float sm[32], ss[32];
     __shared__ float s_lse;
-    const float *l = logits + blockIdx.x * V;
+    const L *l = logits + blockIdx.x * V;
     float m = -INFINITY, s = 0.0f;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-        const float x = l[j];
+        const float x = ce_in<L>(l[j]);
         if (x > m) { s = s * expf(m - x) + 1.0f; m = x; }
         else s += expf(x - m);
     }
@@ -45,13 +54,39 @@ __global__ void k_ce_rows(const float *logits, T *dlogits, const int32_t *target
     const float lse = s_lse;
     const int32_t tgt = targets[blockIdx.x];
     const bool valid = tgt >= 0 && tgt < V;
-    if (threadIdx.x == 0) losses[blockIdx.x] = valid ? lse - l[tgt] : 0.0f;
+    if (threadIdx.x == 0) losses[blockIdx.x] = valid ? lse - ce_in<L>(l[tgt]) : 0.0f;
     if (!dlogits) return;
-    T *d = dlogits + blockIdx.x * V;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-        float g = 0.0f;
-        if (valid) g = (expf(l[j] - lse) - (j == tgt ? 1.0f : 0.0f)) * grad_scale;
-        d[j] = lt_fromf<T>(g);
+    /* the gradient overwrites the row in place (16-bit value j at byte 2j of the f32 row):
+     * each round reads its 4 x blockDim values into registers before anyone writes; the writes
+     * of a round land below the values later rounds read, so one barrier per round suffices */
+    T *d = dlogits + blockIdx.x * (V * (int64_t)(sizeof(L) / sizeof(T)));
+    __syncthreads(); /* the target logit and the first pass are read */
+    for (int64_t base = 0; base < V; base += 4 * (int64_t)blockDim.x) {
+        float x[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int64_t j = base + u * (int64_t)blockDim.x + threadIdx.x;
+            x[u] = j < V ? ce_in<L>(l[j]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int64_t j = base + u * (int64_t)blockDim.x + threadIdx.x;
+            if (j >= V) continue;
+            float g = 0.0f;
+            if (valid) g = (expf(x[u] - lse) - (j == tgt ? 1.0f : 0.0f)) * grad_scale;
+            d[j] = lt_fromf<T>(g);
+        }
+    }
+}
+
+/* out[i] (16-bit) = sum over s < S of part[s][i], in order */
+template <typename T>
+__global__ void k_sum_slices(T *out, const float *part, int S, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < S; s++) acc += part[(int64_t)s * n + i];
+        out[i] = lt_fromf<T>(acc);
     }
 }
 
@@ -70,6 +105,22 @@ __global__ void k_sum_into(float *sum, const float *x, int64_t n) {
 }
 
 /* ---------------------------------------------------------------- launcher */
+/* LT_CUDA_CE_LOGITS=act: the logits GEMM writes 16-bit logits (as transformers' lm_head does
+ * before its loss upcasts them) instead of f32: half the traffic, bf16-rounded logits */
+static bool ce_logits_act(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("LT_CUDA_CE_LOGITS") && strcmp(getenv("LT_CUDA_CE_LOGITS"), "act") == 0;
+    return v == 1;
+}
+
+/* Vocabulary slices for the dh product: the most (<= 16) that divide V into 16-byte aligned
+ * pieces, so that C x T x S output tiles fill the GPU; 1 means one plain GEMM. */
+static int dh_slices(int64_t V) {
+    for (int s = 16; s > 1; s >>= 1)
+        if (V % (8 * s) == 0) return s;
+    return 1;
+}
+
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale) {
     LT_CHECK_ARG(head->rows == V && head->cols == C, "lm_head_ce: weight is [%lld, %lld], expected [%lld, %lld]",
@@ -77,41 +128,75 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     if (N <= 0) return LT_OK;
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
-    /* a chunk of rows whose f32 logits + 16-bit gradient take about 192 MiB */
-    int64_t T = (int64_t)((192ull << 20) / ((size_t)V * 6));
-    if (T < 16) T = 16;
+    /* a chunk of rows whose f32 logits take about 224 MiB (the 16-bit gradient reuses them), in
+     * 64-row steps: wide enough for the dh product to fill the GPU */
+    int64_t T = (int64_t)((224ull << 20) / ((size_t)V * 4)) / 64 * 64;
+    if (T < 64) T = 64;
     if (T > N) T = N;
+    const int S = dh ? dh_slices(V) : 1;
     const size_t head_b = head->quant != LT_QUANT_NONE ? lt_align256((size_t)(V * C) * 2) : 0;
-    const size_t need = head_b + lt_align256((size_t)(T * V) * 4) + (dh ? lt_align256((size_t)(T * V) * 2) : 0) +
-                        lt_align256((size_t)N * 4);
+    const size_t part_b = S > 1 ? lt_align256((size_t)S * (size_t)(C * T) * 4) : 0;
+    const size_t need = head_b + lt_align256((size_t)(T * V) * 4) + part_b + lt_align256((size_t)N * 4);
     void *scr;
     LT_TRY(lt_cuda_scratch(c, need, &scr));
     char *cur = (char *)scr;
     void *head16_buf = head_b ? lt_carve(&cur, (size_t)(V * C) * 2) : NULL;
     float *logits = (float *)lt_carve(&cur, (size_t)(T * V) * 4);
-    void *dlog = dh ? lt_carve(&cur, (size_t)(T * V) * 2) : NULL;
+    float *part = part_b ? (float *)lt_carve(&cur, (size_t)S * (size_t)(C * T) * 4) : NULL;
     float *losses = (float *)lt_carve(&cur, (size_t)N * 4);
+    void *dlog = dh ? (void *)logits : NULL; /* row r at 16-bit offset 2 r V */
     const void *W16;
     LT_TRY(lt_cuda_weight_16(be, head, head16_buf, &W16));
     const int th = V >= 4096 ? 1024 : 128;
+    const float one = 1.0f, zero = 0.0f;
+    const bool l16 = ce_logits_act();
+    const cudaDataType_t lt = l16 ? t : CUDA_R_32F;
+    const int64_t ldd = l16 ? V : 2 * V; /* 16-bit gradient row stride (in place over the logits) */
     for (int64_t r0 = 0; r0 < N; r0 += T) {
         const int64_t rows = N - r0 < T ? N - r0 : T;
         const char *hc = (const char *)h + (size_t)(r0 * C) * 2;
         /* logits^T (V x rows) = head (col-major C x V)^T . h^T */
-        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, V, rows, C, 1.0f, W16, t, C, hc, t, C, 0.0f, logits,
-                            CUDA_R_32F, V));
-        if (be->act_dtype == LT_DTYPE_BF16)
-            k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>(logits, (__nv_bfloat16 *)dlog, targets + r0, losses + r0, V,
-                                                            grad_scale);
-        else
-            k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>(logits, (__half *)dlog, targets + r0, losses + r0, V,
-                                                            grad_scale);
-        LT_LAUNCH_CHECK("k_ce_rows");
-        if (dh) {
-            /* dh^T (C x rows) = head^T (C x V) . dlogits^T (V x rows) */
-            LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, rows, V, 1.0f, W16, t, C, dlog, t, V, 0.0f,
-                                (char *)dh + (size_t)(r0 * C) * 2, t, C));
+        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, V, rows, C, 1.0f, W16, t, C, hc, t, C, 0.0f, logits, lt, V));
+        int slot = lt_prof_begin(c, LT_PROF_CE);
+        if (be->act_dtype == LT_DTYPE_BF16) {
+            if (l16)
+                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __nv_bfloat16 *)logits, (__nv_bfloat16 *)dlog,
+                                                                targets + r0, losses + r0, V, grad_scale);
+            else
+                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const float *)logits, (__nv_bfloat16 *)dlog,
+                                                                targets + r0, losses + r0, V, grad_scale);
+        } else {
+            if (l16)
+                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __half *)logits, (__half *)dlog, targets + r0,
+                                                                losses + r0, V, grad_scale);
+            else
+                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const float *)logits, (__half *)dlog, targets + r0,
+                                                                losses + r0, V, grad_scale);
         }
+        LT_LAUNCH_CHECK("k_ce_rows");
+        lt_prof_end(c, slot);
+        if (!dh) continue;
+        char *dhc = (char *)dh + (size_t)(r0 * C) * 2;
+        if (S == 1) {
+            /* dh^T (C x rows) = head^T (C x V) . dlogits^T (V x rows) */
+            LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, rows, V, 1.0f, W16, t, C, dlog, t, ldd, 0.0f, dhc,
+                                t, C));
+            continue;
+        }
+        /* part[s]^T (C x rows) = head[slice s]^T (C x V/S) . dlogits[:, slice s]^T */
+        const int64_t VS = V / S;
+        slot = lt_prof_begin(c, LT_PROF_HEAD_GEMM);
+        LT_CUBLAS_TRY(cublasGemmStridedBatchedEx(c->cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)rows, (int)VS, &one,
+                                                 W16, t, (int)C, (long long)(VS * C), dlog, t, (int)ldd,
+                                                 (long long)VS, &zero, part, CUDA_R_32F, (int)C,
+                                                 (long long)(C * rows), S, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        lt_prof_end(c, slot);
+        const int64_t n = C * rows;
+        if (be->act_dtype == LT_DTYPE_BF16)
+            k_sum_slices<<<lt_blocks(n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)dhc, part, S, n);
+        else
+            k_sum_slices<<<lt_blocks(n, 256), 256, 0, c->stream>>>((__half *)dhc, part, S, n);
+        LT_LAUNCH_CHECK("k_sum_slices");
     }
     k_sum_into<<<1, 1024, 0, c->stream>>>(loss_sum, losses, N);
     LT_LAUNCH_CHECK("k_sum_into");

@@ -9,8 +9,8 @@
  *           in a fixed order (deterministic);
  *   addmul: y(N,M) += alpha * drop(coef(N,R) @ W(R,M))  (the LoRA part of dinp): the
  *           read-modify-write of y is the only big traffic; no temporary, no second pass.
- * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one Philox block covers four
- * consecutive elements, so M must be a multiple of 8. Kernels first, launchers after. */
+ * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one lt_drop_bits draw under
+ * key = lt_drop_key(seed, stream) (computed by the launchers) covers four consecutive elements, so M must be a multiple of 8. Kernels first, launchers after. */
 #include "cuda_common.h"
 #include <stdlib.h>
 extern "C" {
@@ -61,25 +61,26 @@ template <typename T> __device__ __forceinline__ uint4 pack8(const float f[8]) {
 }
 
 /* the keep factors (inv or 0) of elements i0..i0+7 (i0 % 4 == 0) */
-__device__ __forceinline__ void keep8(uint64_t seed, uint64_t stream, uint64_t i0, float p, float inv, float s[8]) {
-    const lt_u32x4 a = lt_philox(seed, stream, i0 >> 2), b = lt_philox(seed, stream, (i0 >> 2) + 1);
+__device__ __forceinline__ void keep8(uint64_t key, uint64_t i0, float p, float inv, float s[8]) {
+    const uint64_t a = lt_drop_bits(key, i0 >> 2), b = lt_drop_bits(key, (i0 >> 2) + 1);
+    const uint32_t thr = lt_drop_threshold(p);
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        s[j] = (float)(a.v[j] >> 8) * (1.0f / 16777216.0f) >= p ? inv : 0.0f;
-        s[j + 4] = (float)(b.v[j] >> 8) * (1.0f / 16777216.0f) >= p ? inv : 0.0f;
+        s[j] = (uint32_t)((a >> (16 * j)) & 0xFFFFu) >= thr ? inv : 0.0f;
+        s[j + 4] = (uint32_t)((b >> (16 * j)) & 0xFFFFu) >= thr ? inv : 0.0f;
     }
 }
 
 /* eight consecutive 16-bit values of row t at column c (zeros outside), through the mask */
 template <typename T>
 __device__ __forceinline__ uint4 load8_masked(const T *x, int64_t t, int64_t c, int64_t N, int64_t M, float p,
-                                              float inv, uint64_t seed, uint64_t stream) {
+                                              float inv, uint64_t key) {
     if (t >= N || c >= M) return make_uint4(0, 0, 0, 0);
     uint4 v = *reinterpret_cast<const uint4 *>(x + t * M + c);
     if (p > 0.0f) {
         float f[8], s[8];
         unpack8<T>(v, f);
-        keep8(seed, stream, (uint64_t)(t * M + c), p, inv, s);
+        keep8(key, (uint64_t)(t * M + c), p, inv, s);
 #pragma unroll
         for (int j = 0; j < 8; j++) f[j] *= s[j];
         v = pack8<T>(f);
@@ -96,8 +97,7 @@ __device__ __forceinline__ uint4 load8_masked(const T *x, int64_t t, int64_t c, 
  * W's columns permuted the same way. */
 template <typename T, int R>
 __global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x, const T *W, int64_t N, int64_t M,
-                                                               float alpha, float p, float inv, uint64_t seed,
-                                                               uint64_t stream) {
+                                                               float alpha, float p, float inv, uint64_t key) {
 #if __CUDA_ARCH__ >= 800
     constexpr int NT = R / 8;
     __shared__ float red[RD_WARPS][16][R + 1];
@@ -115,8 +115,8 @@ __global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x,
             const int64_t s2 = st + u * RD_WARPS;
             const int64_t c = s2 * 32 + tq * 8;
             const bool ok = s2 < nsteps;
-            xa[u] = ok ? load8_masked<T>(x, t0 + g, c, N, M, p, inv, seed, stream) : make_uint4(0, 0, 0, 0);
-            xb[u] = ok ? load8_masked<T>(x, t0 + g + 8, c, N, M, p, inv, seed, stream) : make_uint4(0, 0, 0, 0);
+            xa[u] = ok ? load8_masked<T>(x, t0 + g, c, N, M, p, inv, key) : make_uint4(0, 0, 0, 0);
+            xb[u] = ok ? load8_masked<T>(x, t0 + g + 8, c, N, M, p, inv, key) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int n = 0; n < NT; n++)
                 wv[u][n] = ok && c < M ? __ldg(reinterpret_cast<const uint4 *>(W + (int64_t)(n * 8 + g) * M + c))
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x,
 template <typename T, int R>
 __global__ void __launch_bounds__(WG_THREADS) k_lora_wgrad(float *part, const T *x, const T *coef, int64_t N,
                                                            int64_t M, int tok_chunk, float p, float inv,
-                                                           uint64_t seed, uint64_t stream) {
+                                                           uint64_t key) {
 #if __CUDA_ARCH__ >= 800
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
     constexpr int LDX = WG_BM + 8, LDC = RP + 8;
@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(WG_THREADS) k_lora_wgrad(float *part, const T 
         for (int u = 0; u < WG_BT * WG_BM / 8 / WG_THREADS; u++) {
             const int i = threadIdx.x + u * WG_THREADS;
             const int tt = i / (WG_BM / 8), c8 = (i % (WG_BM / 8)) * 8;
-            xv[u] = load8_masked<T>(x, ts + tt, m0 + c8, te, M, p, inv, seed, stream);
+            xv[u] = load8_masked<T>(x, ts + tt, m0 + c8, te, M, p, inv, key);
         }
         constexpr int CV = WG_BT * RP / 8; /* 16-byte pieces of the coef tile */
         uint4 cv[(CV + WG_THREADS - 1) / WG_THREADS];
@@ -259,7 +259,7 @@ __global__ void k_lora_wgrad_reduce(float *G, const float *part, int nchunks, in
 template <typename T, int R>
 __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef, const float *W, int64_t wr,
                                                             int64_t wm, int64_t N, int64_t M, float alpha, float p,
-                                                            float inv, uint64_t seed, uint64_t stream) {
+                                                            float inv, uint64_t key) {
     __shared__ float cs[AM_TOK][R];
     const int64_t t0 = (int64_t)blockIdx.y * AM_TOK;
     for (int i = threadIdx.x; i < AM_TOK * R; i += blockDim.x) {
@@ -316,10 +316,10 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
         }
         if (p > 0.0f) {
             float s[8];
-            keep8(seed, stream, (uint64_t)(t * M + m), p, inv, s);
+            keep8(key, (uint64_t)(t * M + m), p, inv, s);
 #pragma unroll
             for (int j = 0; j < 8; j++) acc0[j] *= s[j];
-            keep8(seed, stream, (uint64_t)((t + 1) * M + m), p, inv, s);
+            keep8(key, (uint64_t)((t + 1) * M + m), p, inv, s);
 #pragma unroll
             for (int j = 0; j < 8; j++) acc1[j] *= s[j];
         }
@@ -373,7 +373,7 @@ static lt_status rowdot_t(lt_cuda *c, void *y, const void *x, const void *W, int
                           float p, uint64_t seed, uint64_t stream) {
     const unsigned blocks = (unsigned)((N + 15) / 16);
     k_lora_rowdot<T, R><<<blocks, RD_WARPS * 32, 0, c->stream>>>((T *)y, (const T *)x, (const T *)W, N, M, alpha, p,
-                                                                p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, seed, stream);
+                                                                p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
     LT_LAUNCH_CHECK("k_lora_rowdot");
     return LT_OK;
 }
@@ -396,7 +396,7 @@ static void wgrad_launch(lt_cuda *c, float *part, const void *x, const void *coe
                          int nchunks, float p, uint64_t seed, uint64_t stream) {
     dim3 grid((unsigned)((M + WG_BM - 1) / WG_BM), (unsigned)nchunks);
     k_lora_wgrad<T, R><<<grid, WG_THREADS, 0, c->stream>>>(part, (const T *)x, (const T *)coef, N, M, chunk, p,
-                                                          p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, seed, stream);
+                                                          p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
 }
 
 /* G (+)= alpha * drop(x)^T @ coef with G[m*sm + r*sr]; part is scratch of nchunks*M*R floats */
@@ -427,7 +427,7 @@ static void addmul_launch(lt_cuda *c, void *y, const void *coef, const float *W,
                           int64_t M, float alpha, float p, uint64_t seed, uint64_t stream) {
     dim3 grid((unsigned)((M / 8 + AM_THREADS - 1) / AM_THREADS), (unsigned)((N + AM_TOK - 1) / AM_TOK));
     k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, W, wr, wm, N, M, alpha, p,
-                                                            p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, seed, stream);
+                                                            p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
 }
 
 /* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W(r, m) = W[r*wr + m*wm] f32 (wm == 1 or wr == 1) */

@@ -88,7 +88,8 @@ typedef struct lt_backend_ops {
     /* LoRA branch, added to a base output:
      *   xd = dropout(inp) (keep prob 1-p, scaled 1/(1-p); mask from lt_rng_keep(seed, stream, i))
      *   xa(N,R) = xd @ A^T (act dtype, saved) ; out(N,OC) += scale * xa @ B^T
-     * A f32 [R,C], B f32 [OC,R]. p = 0 disables dropout. */
+     * A f32 [R,C], B f32 [OC,R]. p = 0 disables dropout. out == NULL: xa only (the checkpoint
+     * recompute of down_proj, whose output the backward does not need). */
     lt_status (*lora_fwd)(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                           uint64_t stream);

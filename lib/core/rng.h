@@ -1,6 +1,7 @@
 /* rng.h - the counter-based random numbers shared by the CPU and CUDA backends, so that both
  * draw the same dropout masks and initialisations for the same (seed, stream, index).
- * Philox-4x32-10 (Salmon et al. 2011), header-only so CUDA kernels include it too. */
+ * Philox-4x32-10 (Salmon et al. 2011) for initialisation, shuffling and sampling; a SplitMix64
+ * hash for dropout masks (below). Header-only so CUDA kernels include it too. */
 #ifndef LT_RNG_H
 #define LT_RNG_H
 #include <stdint.h>
@@ -35,8 +36,31 @@ LT_HD uint32_t lt_rng_u32(uint64_t seed, uint64_t stream, uint64_t index) {
 LT_HD float lt_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     return (float)(lt_rng_u32(seed, stream, index) >> 8) * (1.0f / 16777216.0f);
 }
-/* Dropout keep decision for probability p of dropping. */
+/* ---- dropout masks ----
+ * The LoRA dropout draws one number per input element in the forward pass, again in the
+ * checkpoint recompute and twice in backward (~10^10 draws per step on a 1.5B model), so it
+ * uses a cheaper counter-based generator than Philox-10: SplitMix64's output function (Steele
+ * et al. 2014) over key + (group + 1) * golden gamma, where the key mixes (seed, stream). One
+ * 64-bit draw gives the 16-bit numbers of four consecutive elements (element i: group i >> 2,
+ * bits 16 * (i & 3)); element i is kept when its number is >= round(p * 65536), so the drop
+ * probability is p to within 2^-17. CPU and CUDA share these functions, hence the same masks. */
+LT_HD uint64_t lt_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+LT_HD uint64_t lt_drop_key(uint64_t seed, uint64_t stream) {
+    return lt_mix64(seed ^ lt_mix64(stream ^ 0x6A09E667F3BCC909ull));
+}
+LT_HD uint64_t lt_drop_bits(uint64_t key, uint64_t group) {
+    return lt_mix64(key + (group + 1) * 0x9E3779B97F4A7C15ull);
+}
+LT_HD uint32_t lt_drop_threshold(float p) {
+    return (uint32_t)(p * 65536.0f + 0.5f);
+}
+/* Dropout keep decision of element `index` for probability p of dropping. */
 LT_HD int lt_rng_keep(uint64_t seed, uint64_t stream, uint64_t index, float p) {
-    return lt_rng_uniform(seed, stream, index) >= p;
+    const uint64_t bits = lt_drop_bits(lt_drop_key(seed, stream), index >> 2);
+    return (uint32_t)((bits >> (16 * (index & 3))) & 0xFFFFu) >= lt_drop_threshold(p);
 }
 #endif

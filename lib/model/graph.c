@@ -214,8 +214,11 @@ static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const voi
     return LT_OK;
 }
 
-/* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers. */
-static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out) {
+/* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers.
+ * recompute: the checkpoint recompute before layer_bwd(l); the layer's output is the next
+ * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa, so
+ * down_proj's base GEMM, its LoRA up-projection and the residual add are skipped (out unused). */
+static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out, int recompute) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
     lt_graph *g = x->g;
@@ -240,6 +243,14 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out)
     LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gate, a->ln2, NULL));
     LT_TRY(proj_fwd(x, l, LT_PROJ_UP, a->up, a->ln2, NULL));
     LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
+    if (recompute) {
+        lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
+        if (x->lora_on && t->A)
+            LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_DOWN], a->act, t->A, t->B, N, t->in, t->out, t->r,
+                                    x->m->lora_scale, x->dropout, x->seed,
+                                    lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
+        return LT_OK;
+    }
     LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, g->proj, a->act, NULL));
     LT_TRY(be->ops.add(be, out, a->hmid, g->proj, N * C));
     return LT_OK;
@@ -306,7 +317,7 @@ static lt_status forward_all(const pass_ctx *x) {
     lt_graph *g = x->g;
     lt_backend *be = x->be;
     LT_TRY(be->ops.embedding(be, g->res[0], g->ids, x->m->embed, x->N, c->hidden_size));
-    for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1]));
+    for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 0));
     LT_TRY(be->ops.rmsnorm_fwd(be, g->lnf, g->rstdf, g->res[c->num_layers], x->m->final_norm, x->N,
                                c->hidden_size, (float)c->rms_norm_eps));
     return LT_OK;
@@ -344,9 +355,10 @@ lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_s
     LT_TRY(be->ops.memset0(be, g->dres, (size_t)N * (size_t)C * (size_t)be->act_bytes));
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, g->res[c->num_layers], m->final_norm, g->rstdf, N, C));
     /* layers in reverse; with one activation set, each layer is recomputed from its checkpoint
-     * first (same dropout streams, so the same masks) */
+     * first (same dropout streams, so the same masks), except the last: the forward pass has
+     * just left its activations in that set (the head and the final norm do not touch it) */
     for (int l = c->num_layers - 1; l >= 0; l--) {
-        if (g->n_acts == 1) LT_TRY(layer_fwd(&x, l, g->res[l], g->res[l + 1]));
+        if (g->n_acts == 1 && l < c->num_layers - 1) LT_TRY(layer_fwd(&x, l, g->res[l], g->res[l + 1], 1));
         LT_TRY(layer_bwd(&x, l, g->res[l]));
     }
     return LT_OK;

@@ -5,7 +5,7 @@
 # Usage: tests/cuda/run_gpu.sh [ops] [graph] [bench] [skinny] [peer]
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=build-cuda
+B=${B:-build-cuda}
 export LD_LIBRARY_PATH=$PWD/$B/libs:${LD_LIBRARY_PATH:-}
 export LT_REPO_ROOT=$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

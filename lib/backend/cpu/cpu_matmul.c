@@ -177,15 +177,17 @@ typedef struct drop_ctx {
     float *xd; uint8_t *keep; const float *x; int64_t C; float p, inv; uint64_t seed, stream;
 } drop_ctx;
 
-/* One Philox block gives the keep decisions of 4 consecutive elements (lt_rng_keep's mapping). */
+/* One lt_drop_bits draw gives the keep decisions of 4 consecutive elements (lt_rng_keep's mapping). */
 static void dropout_row(void *vctx, int64_t n) {
     drop_ctx *c = vctx;
     int64_t e = n * c->C;
     const int64_t end = e + c->C;
+    const uint64_t key = lt_drop_key(c->seed, c->stream);
+    const uint32_t thr = lt_drop_threshold(c->p);
     while (e < end) {
-        const lt_u32x4 r = lt_philox(c->seed, c->stream, (uint64_t)e >> 2);
+        const uint64_t bits = lt_drop_bits(key, (uint64_t)e >> 2);
         for (int64_t q = e & 3; q < 4 && e < end; q++, e++) {
-            const int keep = (float)(r.v[q] >> 8) * (1.0f / 16777216.0f) >= c->p;
+            const int keep = (uint32_t)((bits >> (16 * q)) & 0xFFFFu) >= thr;
             c->xd[e] = keep ? c->x[e] * c->inv : 0.0f;
             if (c->keep) c->keep[e] = (uint8_t)keep;
         }
@@ -229,6 +231,11 @@ lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, 
                           uint64_t stream) {
     float *xd = NULL;
     LT_TRY(lora_dropout(be, inp, N, C, p, seed, stream, &xd, NULL));
+    if (!out) { /* xa only (the checkpoint recompute of a projection whose output is not needed) */
+        lt_status st = lt_cpu_gemm_nt(be, xa, xd ? xd : inp, A, NULL, N, R, C);
+        free(xd);
+        return st;
+    }
     float *tmp = lt_malloc((size_t)(N * OC) * sizeof(float), "lora output buffer");
     if (!tmp) { free(xd); return LT_ERR_OUT_OF_MEMORY; }
     lt_status st = lt_cpu_gemm_nt(be, xa, xd ? xd : inp, A, NULL, N, R, C); /* xa(N,R) = xd @ A^T */
