@@ -50,8 +50,9 @@ typedef struct lt_cuda {
     /* LT_CUDA_PROFILE=1: GPU time per op from event pairs, logged (LT_LOG_INFO) at destroy */
     int profile;
     cudaEvent_t *prof_ev;       /* [2 * LT_PROF_PENDING] */
-    int prof_id[256];
+    int prof_id[16384];         /* [LT_PROF_PENDING] */
     int prof_pending, prof_depth;
+    long prof_heads;            /* LM head calls seen (LT_CUDA_PROFILE=k restarts at the k-th) */
     double prof_ms[64];
     long prof_calls[64];
     /* GEMM algorithm choices per shape (gemm.cu), made on first use by timing cuBLASLt's
@@ -62,8 +63,11 @@ typedef struct lt_cuda {
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
 
 /* ---- profiling (LT_CUDA_PROFILE=1) ---- */
-#define LT_PROF_PENDING 256
-enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44 };
+/* events in flight before a harvest (a host sync): large, so that profiling does not make the
+ * host wait every few ops and inflate the small ops' times with launch gaps */
+#define LT_PROF_PENDING 16384
+enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44,
+       LT_PROF_ROWDOT = 45, LT_PROF_WGRAD = 46, LT_PROF_ADDMUL = 47 };
 /* returns a slot to pass to lt_prof_end, or -1 when not profiling */
 int lt_prof_begin(lt_cuda *c, int id);
 void lt_prof_end(lt_cuda *c, int slot);

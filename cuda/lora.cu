@@ -383,12 +383,16 @@ lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void
     if (N <= 0) return LT_OK;
     lt_cuda *c = lt_cuda_of(be);
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-#define RD(TT, RR) return rowdot_t<TT, RR>(c, y, x, W, N, M, alpha, p, seed, stream)
-    if (R == 8) { if (bf) RD(__nv_bfloat16, 8); RD(__half, 8); }
-    if (R == 16) { if (bf) RD(__nv_bfloat16, 16); RD(__half, 16); }
-    if (R == 32) { if (bf) RD(__nv_bfloat16, 32); RD(__half, 32); }
+    const int slot = lt_prof_begin(c, LT_PROF_ROWDOT);
+    lt_status st = LT_OK;
+#define RD(TT, RR) st = rowdot_t<TT, RR>(c, y, x, W, N, M, alpha, p, seed, stream)
+    if (R == 8) { if (bf) RD(__nv_bfloat16, 8); else RD(__half, 8); }
+    else if (R == 16) { if (bf) RD(__nv_bfloat16, 16); else RD(__half, 16); }
+    else if (R == 32) { if (bf) RD(__nv_bfloat16, 32); else RD(__half, 32); }
+    else st = lt_error(LT_ERR_INTERNAL, "lora rowdot: rank %lld has no kernel", (long long)R);
 #undef RD
-    return lt_error(LT_ERR_INTERNAL, "lora rowdot: rank %lld has no kernel", (long long)R);
+    lt_prof_end(c, slot);
+    return st;
 }
 
 template <typename T, int R>
@@ -410,6 +414,7 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
     chunk = (chunk + WG_BT - 1) / WG_BT * WG_BT;
     nchunks = (int)((N + chunk - 1) / chunk);
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const int slot = lt_prof_begin(c, LT_PROF_WGRAD);
 #define WG(TT, RR) wgrad_launch<TT, RR>(c, part, x, coef, N, M, chunk, nchunks, p, seed, stream)
     if (R == 8) { if (bf) WG(__nv_bfloat16, 8); else WG(__half, 8); }
     else if (R == 16) { if (bf) WG(__nv_bfloat16, 16); else WG(__half, 16); }
@@ -419,6 +424,7 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
     LT_LAUNCH_CHECK("k_lora_wgrad");
     k_lora_wgrad_reduce<<<lt_blocks(M * R, 256), 256, 0, c->stream>>>(G, part, nchunks, M, (int)R, sm, sr, alpha);
     LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
+    lt_prof_end(c, slot);
     return LT_OK;
 }
 
@@ -439,6 +445,7 @@ lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const f
                  (long long)wm);
     lt_cuda *c = lt_cuda_of(be);
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
 #define AM(TT, RR) addmul_launch<TT, RR>(c, y, coef, W, wr, wm, N, M, alpha, p, seed, stream)
     if (R == 8) { if (bf) AM(__nv_bfloat16, 8); else AM(__half, 8); }
     else if (R == 16) { if (bf) AM(__nv_bfloat16, 16); else AM(__half, 16); }
@@ -446,6 +453,7 @@ lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const f
     else return lt_error(LT_ERR_INTERNAL, "lora addmul: rank %lld has no kernel", (long long)R);
 #undef AM
     LT_LAUNCH_CHECK("k_lora_addmul");
+    lt_prof_end(c, slot);
     return LT_OK;
 }
 
