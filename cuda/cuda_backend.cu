@@ -111,7 +111,8 @@ static const char *const prof_names[64] = {
     "upload", "download", "memset0", "copy", "to_act", "from_act", "weight_create", "weight_read", "embedding",
     "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
     "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
-    "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", 0, 0, 0, 0, 0, 0, 0,
+    "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", "linear_lora_pair",
+    0, 0, 0, 0, 0, 0,
     "  (dequant)", "  (gemm)", "  (dropout)", "  (ce rows)", "  (head gemm)", "  (rowdot)", "  (wgrad)", "  (addmul)"};
 
 static void prof_harvest(lt_cuda *c) {
@@ -198,11 +199,13 @@ static void op_free(lt_backend *be, void *p) {
     if (!p) return;
     /* the stream may still use p: freeing waits for the device, as cudaFree does anyway */
     cudaStreamSynchronize(c->stream);
+    lt_cuda_w16_invalidate(c, p, 1);
     lt_cuda_free(c, p);
 }
 static lt_status op_upload(lt_backend *be, void *dst, const void *src, size_t bytes) {
     lt_cuda *c = lt_cuda_of(be);
     if (!bytes) return LT_OK;
+    lt_cuda_w16_invalidate(c, dst, bytes);
     LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
     /* the host buffer may be reused by the caller as soon as we return */
     LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
@@ -217,11 +220,13 @@ static lt_status op_download(lt_backend *be, void *dst, const void *src, size_t 
 }
 static lt_status op_memset0(lt_backend *be, void *p, size_t bytes) {
     if (!bytes) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), p, bytes);
     LT_CUDA_TRY(cudaMemsetAsync(p, 0, bytes, lt_cuda_of(be)->stream));
     return LT_OK;
 }
 static lt_status op_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
     if (!bytes) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), dst, bytes);
     LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lt_cuda_of(be)->stream));
     return LT_OK;
 }
@@ -247,6 +252,7 @@ static void op_destroy(lt_backend *be) {
             free(c->prof_ev);
         }
         lt_cuda_gemm_tuner_free(c);
+        lt_cuda_w16_free(c);
         if (c->cublas) cublasDestroy(c->cublas);
         for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
         free(c->allocs);
@@ -392,6 +398,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->nonfinite = LT_PROF(29, lt_cuda_nonfinite);
     o->memory = op_memory;
     o->sumsq_many = lt_cuda_sumsq_many; /* elementwise.cu; one sync for all tensors */
+    o->linear_lora_pair_fwd = LT_PROF(33, lt_cuda_linear_lora_pair_fwd); /* gemm.cu */
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -58,6 +58,9 @@ typedef struct lt_cuda {
     /* GEMM algorithm choices per shape (gemm.cu), made on first use by timing cuBLASLt's
      * candidates unless deterministic; freed by lt_cuda_gemm_tuner_free */
     struct lt_gemm_tuner *gemm_tuner;
+    /* 16-bit copies of the f32 LoRA weights the products read (gemm.cu), made once per
+     * optimizer step instead of once per call; ops that write f32 buffers invalidate them */
+    struct lt_w16_cache *w16;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -73,6 +76,12 @@ int lt_prof_begin(lt_cuda *c, int id);
 void lt_prof_end(lt_cuda *c, int slot);
 
 void lt_cuda_gemm_tuner_free(lt_cuda *c);
+/* *out = the 16-bit copy of the f32 matrix src (rows, cols), transposed when transpose (then
+ * (cols, rows)), made on first use and after src changes through a backend op */
+lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose, const void **out);
+/* marks the copies of anything overlapping [p, p + bytes) stale (a write through an op) */
+void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes);
+void lt_cuda_w16_free(lt_cuda *c);
 
 /* ---- errors ---- */
 lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);
@@ -154,6 +163,10 @@ struct lt_bweight {
 
 /* Dequantizes (or copies) W into a 16-bit act-dtype buffer [rows, cols]; *out points into the
  * scratch at `scratch_off` bytes unless W is already 16-bit (then *out = W->data16). */
+lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off);
+lt_status lt_cuda_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
+                                       const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
+                                       const float *B2, int64_t N, int64_t R, float scale);
 lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, const void **out);
 /* f32 dequantization on the device (code * absmax exactly as bitsandbytes computes it). */
 lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float *dev_out);

@@ -207,6 +207,7 @@ lt_status lt_cuda_f32_to_act(lt_backend *be, void *dst, const float *src, int64_
 
 lt_status lt_cuda_from_act(lt_backend *be, float *dst, const void *src, int64_t n) {
     if (n <= 0) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), dst, (size_t)n * 4);
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (be->act_dtype == LT_DTYPE_BF16)
         k_from_act<<<lt_blocks(n, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(dst, (const __nv_bfloat16 *)src, n);

@@ -209,6 +209,71 @@ lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t t
     return LT_OK;
 }
 
+/* ---------------------------------------------------------------- 16-bit LoRA weights */
+typedef struct lt_w16_entry {
+    const float *src;
+    int64_t rows, cols;
+    int transpose, valid;
+    void *buf;
+} lt_w16_entry;
+
+struct lt_w16_cache {
+    int n, cap;
+    lt_w16_entry *e;
+};
+
+void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes) {
+    struct lt_w16_cache *w = c->w16;
+    if (!w || !p) return;
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < w->n; i++) {
+        const char *s = (const char *)w->e[i].src;
+        if (s < hi && lo < s + (size_t)(w->e[i].rows * w->e[i].cols) * 4) w->e[i].valid = 0;
+    }
+}
+
+void lt_cuda_w16_free(lt_cuda *c) {
+    struct lt_w16_cache *w = c->w16;
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) lt_cuda_free(c, w->e[i].buf);
+    free(w->e);
+    free(w);
+    c->w16 = NULL;
+}
+
+lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose, const void **out) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!c->w16) {
+        c->w16 = (struct lt_w16_cache *)calloc(1, sizeof *c->w16);
+        if (!c->w16) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory (LoRA weight cache)");
+    }
+    struct lt_w16_cache *w = c->w16;
+    lt_w16_entry *e = NULL;
+    for (int i = 0; i < w->n && !e; i++)
+        if (w->e[i].src == src && w->e[i].rows == rows && w->e[i].cols == cols && w->e[i].transpose == transpose)
+            e = &w->e[i];
+    if (!e) {
+        if (w->n == w->cap) {
+            int cap = w->cap ? 2 * w->cap : 64;
+            lt_w16_entry *ne = (lt_w16_entry *)realloc(w->e, (size_t)cap * sizeof *ne);
+            if (!ne) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory (LoRA weight cache)");
+            w->e = ne;
+            w->cap = cap;
+        }
+        lt_w16_entry ne = {src, rows, cols, transpose, 0, NULL};
+        LT_TRY(lt_cuda_malloc(c, (size_t)(rows * cols) * 2, "a 16-bit copy of a LoRA weight", &ne.buf));
+        w->e[w->n] = ne;
+        e = &w->e[w->n++];
+    }
+    if (!e->valid) {
+        if (transpose) LT_TRY(lt_cuda_transpose_to_act(be, e->buf, src, rows, cols));
+        else LT_TRY(lt_cuda_f32_to_act(be, e->buf, src, rows * cols));
+        e->valid = 1;
+    }
+    *out = e->buf;
+    return LT_OK;
+}
+
 lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
                              int64_t N) {
     lt_cuda *c = lt_cuda_of(be);
@@ -221,6 +286,90 @@ lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const l
                         0.0f, out, c->act_type, OC));
     if (bias) LT_TRY(lt_cuda_bias_add(be, out, bias, N, OC));
     return LT_OK;
+}
+
+/* ---------------------------------------------------------------- fused gate/up + LoRA
+ * The LoRA up-projection of gate and up adds scale * xa B^T to an (N, I) output: as a separate
+ * product that is a read-modify-write of 2 x 73 MB per layer at 2x2048. Folded into the base
+ * GEMM by concatenating along the reduction, it costs one (N, C + 2R) copy of the input:
+ * gate = [xa1 | x] . [s B1 | W1]^T and up = [x | xa2] . [W2 | s B2]^T over one buffer
+ * [xa1 | x | xa2], the dequantized weights written straight into the wider rows. */
+template <typename T>
+__global__ void k_pack_ext(T *xe, const T *xa1, const T *x, const T *xa2, int64_t N, int64_t C, int64_t R) {
+    const int64_t W8 = (2 * R + C) / 8, n = N * W8;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = i / W8, j = (i % W8) * 8;
+        const T *src = j < R ? xa1 + t * R + j : j < R + C ? x + t * C + (j - R) : xa2 + t * R + (j - R - C);
+        *reinterpret_cast<uint4 *>(xe + t * (2 * R + C) + j) = *reinterpret_cast<const uint4 *>(src);
+    }
+}
+
+/* w[o * ld + off + r] = scale * B[o][r] in 16-bit */
+template <typename T>
+__global__ void k_fill_b(T *w, const float *B, int64_t OC, int64_t R, int64_t ld, int64_t off, float scale) {
+    const int64_t n = OC * R;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        w[(i / R) * ld + off + i % R] = lt_fromf<T>(scale * B[i]);
+}
+
+/* out += scale * xa(N,R) @ B^T, B f32 (OC,R) */
+static lt_status lora_up_add(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC, int64_t R,
+                             float scale) {
+    const cudaDataType_t t = lt_cuda_of(be)->act_type;
+    const void *B16T;
+    LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &B16T));
+    return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, OC, N, R, scale, B16T, t, OC, xa, t, R, 1.0f, out, t, OC);
+}
+
+static int lora_pair_fused(void) {
+    static int v = -1;
+    if (v < 0) v = !(getenv("LT_CUDA_LORA_FUSE") && atoi(getenv("LT_CUDA_LORA_FUSE")) == 0);
+    return v;
+}
+
+lt_status lt_cuda_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
+                                       const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
+                                       const float *B2, int64_t N, int64_t R, float scale) {
+    const int64_t C = W1->cols, OC1 = W1->rows, OC2 = W2->rows;
+    LT_CHECK_ARG(W2->cols == C, "linear_lora_pair: inputs of %lld and %lld features", (long long)C,
+                 (long long)W2->cols);
+    if (N <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    const cudaDataType_t t = c->act_type;
+    if (!lora_pair_fused() || !lt_cuda_lora_fast_ok(R, C, OC1) || !lt_cuda_lora_fast_ok(R, C, OC2)) {
+        LT_TRY(lt_cuda_linear_fwd(be, out1, inp, W1, NULL, N));
+        LT_TRY(lora_up_add(be, out1, xa1, B1, N, OC1, R, scale));
+        LT_TRY(lt_cuda_linear_fwd(be, out2, inp, W2, NULL, N));
+        return lora_up_add(be, out2, xa2, B2, N, OC2, R, scale);
+    }
+    const int64_t K = C + R, XW = C + 2 * R, OCm = OC1 > OC2 ? OC1 : OC2;
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * XW) * 2) + lt_align256((size_t)(OCm * K) * 2), &scr));
+    char *cur = (char *)scr;
+    void *xe = lt_carve(&cur, (size_t)(N * XW) * 2);
+    void *we = lt_carve(&cur, (size_t)(OCm * K) * 2);
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const unsigned gp = lt_blocks(N * XW / 8, 256);
+    if (bf)
+        k_pack_ext<<<gp, 256, 0, c->stream>>>((__nv_bfloat16 *)xe, (const __nv_bfloat16 *)xa1,
+                                              (const __nv_bfloat16 *)inp, (const __nv_bfloat16 *)xa2, N, C, R);
+    else
+        k_pack_ext<<<gp, 256, 0, c->stream>>>((__half *)xe, (const __half *)xa1, (const __half *)inp,
+                                              (const __half *)xa2, N, C, R);
+    LT_LAUNCH_CHECK("k_pack_ext");
+    /* out1^T (OC1 x N) = [s B1 | W1] (col-major K x OC1, transposed) . [xa1 | x]^T */
+    LT_TRY(lt_cuda_weight_16_into(be, W1, we, K, R));
+    if (bf) k_fill_b<<<lt_blocks(OC1 * R, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)we, B1, OC1, R, K, 0, scale);
+    else k_fill_b<<<lt_blocks(OC1 * R, 256), 256, 0, c->stream>>>((__half *)we, B1, OC1, R, K, 0, scale);
+    LT_LAUNCH_CHECK("k_fill_b");
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC1, N, K, 1.0f, we, t, K, xe, t, XW, 0.0f, out1, t, OC1));
+    /* out2^T = [W2 | s B2] . [x | xa2]^T (the same rows, R elements further) */
+    LT_TRY(lt_cuda_weight_16_into(be, W2, we, K, 0));
+    if (bf) k_fill_b<<<lt_blocks(OC2 * R, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)we, B2, OC2, R, K, C, scale);
+    else k_fill_b<<<lt_blocks(OC2 * R, 256), 256, 0, c->stream>>>((__half *)we, B2, OC2, R, K, C, scale);
+    LT_LAUNCH_CHECK("k_fill_b");
+    return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC2, N, K, 1.0f, we, t, K, (const char *)xe + (size_t)R * 2, t,
+                        XW, 0.0f, out2, t, OC2);
 }
 
 lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
@@ -255,18 +404,13 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
         /* xa from the input with the mask applied on the fly (lora.cu), then out += scale xa B^T
          * (cuBLAS, or lora.cu's addmul reading B in f32 as stored) */
         const bool cub = lora_out_cublas();
-        void *scr;
-        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(R * C) * 2) + (cub ? lt_align256((size_t)(OC * R) * 2) : 0),
-                               &scr));
-        char *cur = (char *)scr;
-        void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
-        void *B16 = cub ? lt_carve(&cur, (size_t)(OC * R) * 2) : NULL;
-        LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
+        const void *A16;
+        LT_TRY(lt_cuda_w16(be, A, R, C, 0, &A16));
         LT_TRY(lt_cuda_lora_rowdot(be, xa, inp, A16, N, C, R, 1.0f, p, seed, stream));
         if (!out) return LT_OK; /* xa only */
         if (!cub) return lt_cuda_lora_addmul(be, out, xa, B, 1, R, N, OC, R, scale, 0.0f, 0, 0);
-        LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
-        return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, R, scale, B16, t, R, xa, t, R, 1.0f, out, t, OC);
+        /* out^T (OC x N) += scale * B (col-major OC x R: B^T row-major, ld OC) . xa^T */
+        return lora_up_add(be, out, xa, B, N, OC, R, scale);
     }
     const size_t xd_b = p > 0.0f ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;
@@ -303,13 +447,12 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
         const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
         const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
         void *scr;
-        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(OC * R) * 2) + lt_align256((size_t)(N * R) * 2) +
-                                      lt_align256((size_t)pb * R * 4), &scr));
+        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
         char *cur = (char *)scr;
-        void *B16T = lt_carve(&cur, (size_t)(OC * R) * 2);
         void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
         float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
-        LT_TRY(lt_cuda_transpose_to_act(be, B16T, B, OC, R));
+        const void *B16T;
+        LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &B16T));
         /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
         LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nchB));
         /* dxa = scale * dout @ B */

@@ -96,7 +96,7 @@ __device__ __forceinline__ float nf4_absmax(const nf4_view &w, int64_t b) {
 
 /* each thread dequantizes 8 elements (4 packed bytes) */
 template <typename O>
-__global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out) {
+__global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out, int64_t cols, int64_t ld, int64_t off) {
     __shared__ float qmap[16];
     if (threadIdx.x < 16) qmap[threadIdx.x] = w.quant_map[threadIdx.x];
     __syncthreads();
@@ -123,7 +123,9 @@ __global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out) {
                 pk.y = lt_t16<O>::pack2(v[2], v[3]);
                 pk.z = lt_t16<O>::pack2(v[4], v[5]);
                 pk.w = lt_t16<O>::pack2(v[6], v[7]);
-                *reinterpret_cast<uint4 *>(out + e0) = pk;
+                /* element e goes to out[(e / cols) * ld + off + e % cols] (ld == cols, off == 0:
+                 * contiguous); cols % 8 == 0 whenever ld != cols, so a group stays in one row */
+                *reinterpret_cast<uint4 *>(out + (ld == cols ? e0 : e0 / cols * ld + off + e0 % cols)) = pk;
             }
         } else {
             for (int64_t e = e0; e < n; e++) {
@@ -344,12 +346,36 @@ lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, cons
     unsigned g = lt_blocks((n + 7) / 8, 256);
     int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DEQUANT);
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst);
+        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, W->cols, 0);
     else
-        k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst);
+        k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst, W->cols, W->cols, 0);
     lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_nf4_dequant");
     *out = dst;
+    return LT_OK;
+}
+
+/* W as the forward sees it (16-bit) into the columns [off, off + cols) of dst, whose rows are
+ * ld elements apart (W->cols % 8 == 0, ld % 8 == 0, off % 8 == 0) */
+lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_CHECK_ARG(W->cols % 8 == 0 && ld % 8 == 0 && off % 8 == 0 && off + W->cols <= ld,
+                 "weight_16_into: cols %lld, ld %lld, offset %lld", (long long)W->cols, (long long)ld, (long long)off);
+    const size_t es = 2;
+    if (W->quant == LT_QUANT_NONE) {
+        LT_CUDA_TRY(cudaMemcpy2DAsync((char *)dst + (size_t)off * es, (size_t)ld * es, W->data16, (size_t)W->cols * es,
+                                      (size_t)W->cols * es, (size_t)W->rows, cudaMemcpyDeviceToDevice, c->stream));
+        return LT_OK;
+    }
+    const int64_t n = W->rows * W->cols;
+    unsigned g = lt_blocks((n + 7) / 8, 256);
+    int slot = lt_prof_begin(c, LT_PROF_DEQUANT);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, c->stream>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, ld, off);
+    else
+        k_nf4_dequant<__half><<<g, 256, 0, c->stream>>>(view_of(W), n, (__half *)dst, W->cols, ld, off);
+    lt_prof_end(c, slot);
+    LT_LAUNCH_CHECK("k_nf4_dequant");
     return LT_OK;
 }
 
@@ -365,7 +391,7 @@ lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float 
         LT_LAUNCH_CHECK("k_convert");
         return LT_OK;
     }
-    k_nf4_dequant<float><<<lt_blocks((n + 7) / 8, 256), 256, 0, s>>>(view_of(W), n, dev_out);
+    k_nf4_dequant<float><<<lt_blocks((n + 7) / 8, 256), 256, 0, s>>>(view_of(W), n, dev_out, W->cols, W->cols, 0);
     LT_LAUNCH_CHECK("k_nf4_dequant");
     return LT_OK;
 }

@@ -140,6 +140,7 @@ lt_status lt_cuda_sumsq(lt_backend *be, const float *g, int64_t n, double *host_
 
 lt_status lt_cuda_scale(lt_backend *be, float *x, int64_t n, float s) {
     if (n <= 0) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), x, (size_t)n * 4);
     k_scale<<<lt_blocks(n, 256), 256, 0, lt_cuda_of(be)->stream>>>(x, n, s);
     LT_LAUNCH_CHECK("k_scale");
     return LT_OK;
@@ -167,6 +168,7 @@ lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, floa
                         float beta1, float beta2, float eps, float wd, int64_t t) {
     LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
     if (n <= 0) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
     /* the same scalars as the CPU reference (doubles rounded to f32) */
     const double dlr = lr, db1 = beta1, db2 = beta2;
     const float decay = (float)(1.0 - dlr * (double)wd);
@@ -186,6 +188,7 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
                             float wd, int64_t t) {
     LT_CHECK_ARG(t >= 1, "adamw8bit: step %lld must be >= 1", (long long)t);
     if (n <= 0) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
     lt_cuda *c = lt_cuda_of(be);
     if (!c->dyn_maps) {
         float maps[512];

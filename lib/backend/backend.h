@@ -159,6 +159,14 @@ typedef struct lt_backend_ops {
      * gradient norm of all LoRA tensors with one synchronization (g and n are host arrays of
      * device pointers and lengths). Optional: NULL means call sumsq per tensor. */
     lt_status (*sumsq_many)(lt_backend *be, int count, const float *const *g, const int64_t *n, double *host_sumsq);
+
+    /* Two projections of one input with their LoRA up-projections folded into the base
+     * products (gate and up of the MLP): out1(N,OC) = inp(N,C) @ W1^T + scale * xa1(N,R) @ B1^T,
+     * out2 likewise with W2, xa2, B2; xa1/xa2 come from lora_fwd with out = NULL (same
+     * dropout masks). No bias. Optional: NULL means linear_fwd + lora_fwd per projection. */
+    lt_status (*linear_lora_pair_fwd)(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
+                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
+                                      const float *B2, int64_t N, int64_t R, float scale);
 } lt_backend_ops;
 
 struct lt_backend {

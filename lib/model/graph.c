@@ -240,8 +240,20 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
     LT_TRY(be->ops.add(be, a->hmid, inp, g->proj, N * C));
     /* MLP block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gate, a->ln2, NULL));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_UP, a->up, a->ln2, NULL));
+    lt_lora_tensor *tg = &L->lora[LT_PROJ_GATE], *tu = &L->lora[LT_PROJ_UP];
+    if (be->ops.linear_lora_pair_fwd && x->lora_on && tg->A && tu->A && tg->r == tu->r) {
+        /* xa of both first, then one call that folds the up-projections into the base products */
+        LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_GATE], a->ln2, tg->A, tg->B, N, tg->in, tg->out, tg->r,
+                                x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, LT_PROJ_GATE)));
+        LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_UP], a->ln2, tu->A, tu->B, N, tu->in, tu->out, tu->r,
+                                x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, LT_PROJ_UP)));
+        LT_TRY(be->ops.linear_lora_pair_fwd(be, a->gate, a->up, a->ln2, L->proj[LT_PROJ_GATE], L->proj[LT_PROJ_UP],
+                                            a->xa[LT_PROJ_GATE], tg->B, a->xa[LT_PROJ_UP], tu->B, N, tg->r,
+                                            x->m->lora_scale));
+    } else {
+        LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gate, a->ln2, NULL));
+        LT_TRY(proj_fwd(x, l, LT_PROJ_UP, a->up, a->ln2, NULL));
+    }
     LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
     if (recompute) {
         lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];

@@ -2,11 +2,14 @@
  * graph) on the CUDA backend against the CPU reference backend, on the tiny transformers
  * fixtures (tests/fixtures/data/tiny-tied and tiny-untied) with their PEFT adapter loaded and
  * LoRA dropout on: the loss and every LoRA gradient must agree within 2e-2 relative in bf16,
- * for a 16-bit base and for an NF4 base. Exits 77 where no GPU is visible. */
+ * for a 16-bit base and for an NF4 base. A second round replaces the fixture's r=4 adapter by a
+ * fresh r=16 one with seeded non-zero B, the rank the CUDA backend's tensor-core LoRA kernels
+ * and its fused gate/up product serve. Exits 77 where no GPU is visible. */
 #include "lt_test.h"
 #include "model/graph.h"
 #include "model/model.h"
 #include "data/dataset.h"
+#include "core/rng.h"
 #include <stdint.h>
 
 typedef struct grads {
@@ -26,8 +29,19 @@ static void collect(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *v
     g->n += (size_t)(t->out * t->r);
 }
 
-/* one forward+backward on `device`; the loss sum and all LoRA gradients come back */
-static int run(const char *fixture, int device, int quant, const lt_batch *b, double *loss, grads *g) {
+/* B of a fresh adapter: seeded values (the same on both devices), so that dA is not zero */
+static void seed_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
+    (void)vctx;
+    size_t n = (size_t)(t->out * t->r);
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = 0.05f * (2.0f * lt_rng_uniform(99, (uint64_t)(layer * 16 + proj), i) - 1.0f);
+    CHECK_OK(m->be->ops.upload(m->be, t->B, h, n * sizeof(float)));
+    free(h);
+}
+
+/* one forward+backward on `device`; the loss sum and all LoRA gradients come back. rank 0:
+ * the fixture's PEFT adapter; else a fresh adapter of that rank on all seven projections. */
+static int run(const char *fixture, int device, int quant, int rank, const lt_batch *b, double *loss, grads *g) {
     char dir[1024], adir[1100];
     const char *root = getenv("LT_REPO_ROOT") ? getenv("LT_REPO_ROOT") : LT_REPO_ROOT;
     snprintf(dir, sizeof dir, "%s/tests/fixtures/data/%s", root, fixture);
@@ -41,7 +55,16 @@ static int run(const char *fixture, int device, int quant, const lt_batch *b, do
     lt_model *m = NULL;
     CHECK_OK(lt_model_load(dir, &mp, &m));
     if (!m) return 0;
-    CHECK_OK(lt_model_load_adapter(m, adir));
+    if (rank == 0) {
+        CHECK_OK(lt_model_load_adapter(m, adir));
+    } else {
+        lt_lora_params lp;
+        lt_lora_params_init(&lp);
+        lp.r = rank;
+        lp.alpha = 2.0f * (float)rank;
+        CHECK_OK(lt_model_add_lora(m, &lp));
+        lt_model_foreach_lora(m, seed_b, NULL);
+    }
     m->lora.dropout = 0.1f; /* exercise the shared dropout masks */
     lt_graph_pass pass = {1, 42, 3, 0};
     double sum = 0;
@@ -67,17 +90,17 @@ int main(void) {
         lt_batch b;
         memset(&b, 0, sizeof b);
         CHECK_OK(lt_batch_pack(&b, 2, ids, labels, lens));
-        for (int q = 0; q < 2; q++) {
-            const int quant = q ? LT_QUANT_NF4 : LT_QUANT_NONE;
+        for (int q = 0; q < 4; q++) {
+            const int quant = q & 1 ? LT_QUANT_NF4 : LT_QUANT_NONE, rank = q < 2 ? 0 : 16;
             double lc = 0, lg = 0;
             grads gc, gg;
-            if (!run(fixtures[f], LT_DEVICE_CPU, quant, &b, &lc, &gc)) continue;
-            if (!run(fixtures[f], LT_DEVICE_CUDA, quant, &b, &lg, &gg)) { free(gc.v); continue; }
+            if (!run(fixtures[f], LT_DEVICE_CPU, quant, rank, &b, &lc, &gc)) continue;
+            if (!run(fixtures[f], LT_DEVICE_CUDA, quant, rank, &b, &lg, &gg)) { free(gc.v); continue; }
             CHECK(gc.n == gg.n && gc.n > 0);
             double el = fabs(lg - lc) / fabs(lc);
             double eg = gc.n == gg.n ? lt_rel_err(gg.v, gc.v, gc.n) : INFINITY;
-            printf("  %s %s: loss cpu %.6f cuda %.6f (rel %.2g), LoRA grads (%zu values) rel err %.3g\n", fixtures[f],
-                   q ? "nf4" : "16-bit", lc, lg, el, gc.n, eg);
+            printf("  %s %s r=%d: loss cpu %.6f cuda %.6f (rel %.2g), LoRA grads (%zu values) rel err %.3g\n",
+                   fixtures[f], q & 1 ? "nf4" : "16-bit", rank ? rank : 4, lc, lg, el, gc.n, eg);
             CHECK_MSG(el <= 2e-2, "%s: loss differs by %.3g", fixtures[f], el);
             CHECK_MSG(eg <= 2e-2, "%s: LoRA gradients differ by %.3g", fixtures[f], eg);
             free(gc.v);

@@ -292,14 +292,20 @@ static void test_layers(ctx *c) {
     free(x); free(w); free(dy); free(d0);
 }
 
-static void test_attention(ctx *c, int HD, int portable) {
-    const int NH = 6, NKV = 2, nseq = 5;
-    const int lens[5] = {37, 130, 1, 64, 200};
-    int32_t cu[6] = {0};
+/* attention kernel paths: auto (the v7 kernels where shared memory allows), portable, the v6
+ * tensor-core kernels (LT_CUDA_ATTN_OLD=1), and deterministic (dQ without atomics, checked to
+ * repeat bit for bit) */
+enum { ATT_AUTO, ATT_PORTABLE, ATT_OLD, ATT_DET };
+static const char *const att_mode_name[] = {"auto", "portable", "v6", "deterministic"};
+
+static void test_attention_shape(ctx *c, int HD, int mode, int NH, int NKV, int nseq, const int *lens) {
+    int32_t cu[16] = {0};
     int maxlen = 0;
     for (int i = 0; i < nseq; i++) { cu[i + 1] = cu[i] + lens[i]; if (lens[i] > maxlen) maxlen = lens[i]; }
     const int64_t N = cu[nseq], nq = N * NH * HD, nk = N * NKV * HD;
-    lt_cuda_attention_force_portable(portable);
+    lt_cuda_attention_force_portable(mode == ATT_PORTABLE);
+    if (mode == ATT_OLD) setenv("LT_CUDA_ATTN_OLD", "1", 1);
+    c->gpu->deterministic = mode == ATT_DET;
     float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1.0f), *dout = rnd(nq, 1.0f);
     round_act(c, q, nq); round_act(c, k, nk); round_act(c, v, nk); round_act(c, dout, nq);
     float *cq = c_buf(c, q, nq), *ck = c_buf(c, k, nk), *cv = c_buf(c, v, nk), *co = c_buf(c, NULL, nq);
@@ -311,7 +317,7 @@ static void test_attention(ctx *c, int HD, int portable) {
     CHECK_OK(c->cpu->ops.attention_fwd(c->cpu, co, cl, cq, ck, cv, ccu, nseq, maxlen, N, NH, NKV, HD));
     CHECK_OK(c->gpu->ops.attention_fwd(c->gpu, go, gl, gq, gk, gv, gcu, nseq, maxlen, N, NH, NKV, HD));
     char name[64];
-    snprintf(name, sizeof name, "attn_fwd HD=%d %s", HD, portable ? "portable" : "auto");
+    snprintf(name, sizeof name, "attn_fwd HD=%d NH=%d %s", HD, NH, att_mode_name[mode]);
     float *r = g_read_act(c, go, nq); compare(c, name, r, co, nq, TOL16(c)); free(r);
     r = g_read_f32(c, gl, N * NH);
     compare(c, "attn_fwd lse", r, cl, N * NH, 2e-3);
@@ -329,15 +335,34 @@ static void test_attention(ctx *c, int HD, int portable) {
                                        NKV, HD));
     CHECK_OK(c->gpu->ops.attention_bwd(c->gpu, gdq, gdk, gdv, gdo, gq, gk, gv, go16, gl2, gcu, nseq, maxlen, N, NH,
                                        NKV, HD));
-    r = g_read_act(c, gdq, nq); compare(c, "attn_bwd dq", r, cdq, nq, 2 * TOL16(c)); free(r);
+    r = g_read_act(c, gdq, nq); compare(c, "attn_bwd dq", r, cdq, nq, 2 * TOL16(c));
+    if (mode == ATT_DET) { /* a second run gives the same bits */
+        float *r1 = g_read_act(c, gdk, nk), *r2 = g_read_act(c, gdv, nk);
+        CHECK_OK(c->gpu->ops.attention_bwd(c->gpu, gdq, gdk, gdv, gdo, gq, gk, gv, go16, gl2, gcu, nseq, maxlen, N,
+                                           NH, NKV, HD));
+        float *s0 = g_read_act(c, gdq, nq), *s1 = g_read_act(c, gdk, nk), *s2 = g_read_act(c, gdv, nk);
+        CHECK_MSG(memcmp(r, s0, (size_t)nq * 4) == 0 && memcmp(r1, s1, (size_t)nk * 4) == 0 &&
+                      memcmp(r2, s2, (size_t)nk * 4) == 0,
+                  "[%s] deterministic attention_bwd: a second run gave different bits", c->tag);
+        printf("  [%s] attn_bwd deterministic: second run bit-identical\n", c->tag);
+        free(r1); free(r2); free(s0); free(s1); free(s2);
+    }
+    free(r);
     r = g_read_act(c, gdk, nk); compare(c, "attn_bwd dk", r, cdk, nk, 2 * TOL16(c)); free(r);
     r = g_read_act(c, gdv, nk); compare(c, "attn_bwd dv", r, cdv, nk, 2 * TOL16(c)); free(r);
     lt_cuda_attention_force_portable(0);
+    unsetenv("LT_CUDA_ATTN_OLD");
+    c->gpu->deterministic = 0;
     void *cb[] = {cq, ck, cv, co, cl, ccu, co16, cdo, cdq, cdk, cdv};
     void *gb[] = {gq, gk, gv, go, gl, gcu, go16, gdo, gdq, gdk, gdv, gl2};
     for (int i = 0; i < 11; i++) c->cpu->ops.free(c->cpu, cb[i]);
     for (int i = 0; i < 12; i++) c->gpu->ops.free(c->gpu, gb[i]);
     free(q); free(k); free(v); free(dout); free(o16);
+}
+
+static void test_attention(ctx *c, int HD, int mode) {
+    const int lens[5] = {37, 130, 1, 64, 200};
+    test_attention_shape(c, HD, mode, 6, 2, 5, lens);
 }
 
 static void test_attention_kv(ctx *c) {
@@ -517,10 +542,17 @@ int main(int argc, char **argv) {
         test_lora(&c, 0.1f, 12); /* no skinny kernel for rank 12: the cuBLAS path */
         lt_cuda_lora_set_skinny(0);
         test_layers(&c);
-        test_attention(&c, 128, 0);
-        test_attention(&c, 64, 0);
-        test_attention(&c, 128, 1);
-        test_attention(&c, 32, 0);
+        test_attention(&c, 128, ATT_AUTO);
+        test_attention(&c, 64, ATT_AUTO);
+        test_attention(&c, 128, ATT_PORTABLE);
+        test_attention(&c, 32, ATT_AUTO);
+        test_attention(&c, 128, ATT_OLD);
+        test_attention(&c, 64, ATT_DET);
+        { /* Qwen2-1.5B heads (12 query, 2 kv), several full 128-row tiles and odd tails */
+            const int lens[4] = {517, 3, 300, 129};
+            test_attention_shape(&c, 128, ATT_AUTO, 12, 2, 4, lens);
+            test_attention_shape(&c, 128, ATT_DET, 12, 2, 4, lens);
+        }
         test_attention_kv(&c);
         test_lm_head(&c, 100, 64, 1000);
         if (di == 0) test_lm_head(&c, 300, 64, 151936); /* two chunks */

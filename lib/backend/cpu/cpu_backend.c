@@ -256,6 +256,7 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->nonfinite = lt_cpu_nonfinite;
     o->memory = cpu_memory;
     o->sumsq_many = cpu_sumsq_many;
+    o->linear_lora_pair_fwd = lt_cpu_linear_lora_pair_fwd;
     *out = be;
     return LT_OK;
 }

@@ -71,6 +71,9 @@ lt_status lt_cpu_linear_fwd(lt_backend *be, void *out, const void *inp, const lt
                             int64_t N);
 lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
                                   int accumulate);
+lt_status lt_cpu_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
+                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
+                                      const float *B2, int64_t N, int64_t R, float scale);
 lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                           uint64_t stream);

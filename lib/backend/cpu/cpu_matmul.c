@@ -248,6 +248,28 @@ lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, 
     return LT_OK;
 }
 
+/* out(N,OC) += scale * xa(N,R) @ B^T, in lt_cpu_lora_fwd's order */
+static lt_status lora_up_add(lt_backend *be, float *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                             int64_t R, float scale) {
+    float *tmp = lt_malloc((size_t)(N * OC) * sizeof(float), "lora output buffer");
+    if (!tmp) return LT_ERR_OUT_OF_MEMORY;
+    lt_status st = lt_cpu_gemm_nt(be, tmp, xa, B, NULL, N, OC, R);
+    if (st == LT_OK)
+        for (int64_t i = 0; i < N * OC; i++) out[i] += tmp[i] * scale;
+    free(tmp);
+    return st;
+}
+
+/* The reference has nothing to fuse: each base product, then its LoRA up-projection. */
+lt_status lt_cpu_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
+                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
+                                      const float *B2, int64_t N, int64_t R, float scale) {
+    LT_TRY(lt_cpu_linear_fwd(be, out1, inp, W1, NULL, N));
+    LT_TRY(lora_up_add(be, out1, xa1, B1, N, W1->rows, R, scale));
+    LT_TRY(lt_cpu_linear_fwd(be, out2, inp, W2, NULL, N));
+    return lora_up_add(be, out2, xa2, B2, N, W2->rows, R, scale);
+}
+
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream) {
