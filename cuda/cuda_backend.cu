@@ -112,7 +112,7 @@ static const char *const prof_names[64] = {
     "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
     "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
     "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", "linear_lora_pair",
-    0, 0, 0, 0, 0, 0,
+    "memset0_many", "adamw_many", 0, 0, 0, 0,
     "  (dequant)", "  (gemm)", "  (dropout)", "  (ce rows)", "  (head gemm)", "  (rowdot)", "  (wgrad)", "  (addmul)"};
 
 static void prof_harvest(lt_cuda *c) {
@@ -399,6 +399,8 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->memory = op_memory;
     o->sumsq_many = lt_cuda_sumsq_many; /* elementwise.cu; one sync for all tensors */
     o->linear_lora_pair_fwd = LT_PROF(33, lt_cuda_linear_lora_pair_fwd); /* gemm.cu */
+    o->memset0_many = LT_PROF(34, lt_cuda_memset0_many);                 /* optim.cu */
+    o->adamw_many = LT_PROF(35, lt_cuda_adamw_many);
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -75,6 +75,10 @@ enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE
 int lt_prof_begin(lt_cuda *c, int id);
 void lt_prof_end(lt_cuda *c, int slot);
 
+lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,
+                             float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
+                             int64_t t);
+lt_status lt_cuda_memset0_many(lt_backend *be, int count, void *const *p, const size_t *bytes);
 void lt_cuda_gemm_tuner_free(lt_cuda *c);
 /* *out = the 16-bit copy of the f32 matrix src (rows, cols), transposed when transpose (then
  * (cols, rows)), made on first use and after src changes through a backend op */

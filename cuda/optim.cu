@@ -6,6 +6,7 @@
  * way, so their results are bit-identical to it. */
 #include "cuda_common.h"
 #include <math.h>
+#include <string.h>
 extern "C" {
 #include "backend/adam8bit.h"
 }
@@ -52,6 +53,44 @@ __global__ void k_adamw(float *p, const float *g, float *m, float *v, int64_t n,
         pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
         p[i] = pi; m[i] = mi; v[i] = vi;
     }
+}
+
+/* many tensors per launch: blockIdx.y picks the tensor (the same arithmetic as k_adamw) */
+#define LT_MT_BATCH 64
+struct lt_adamw_args {
+    float *p[LT_MT_BATCH];
+    const float *g[LT_MT_BATCH];
+    float *m[LT_MT_BATCH], *v[LT_MT_BATCH];
+    int64_t n[LT_MT_BATCH];
+};
+__global__ void k_adamw_many(lt_adamw_args a, float decay, float w1, float w2, float beta2, float step_size,
+                             float bc2_sqrt, float eps) {
+    const int k = blockIdx.y;
+    float *p = a.p[k], *m = a.m[k], *v = a.v[k];
+    const float *g = a.g[k];
+    const int64_t n = a.n[k];
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float pi = __fmul_rn(p[i], decay);
+        const float gi = g[i];
+        float mi = m[i];
+        mi = w1 < 0.5f ? __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)))
+                       : __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
+        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));
+        const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
+        pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
+        p[i] = pi; m[i] = mi; v[i] = vi;
+    }
+}
+struct lt_zero_args {
+    uint4 *p[LT_MT_BATCH];
+    int64_t n16[LT_MT_BATCH]; /* 16-byte words */
+};
+__global__ void k_zero_many(lt_zero_args a) {
+    const int k = blockIdx.y;
+    uint4 *p = a.p[k];
+    const int64_t n = a.n16[k];
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = make_uint4(0, 0, 0, 0);
 }
 
 /* the CPU reference's lt_quantize_2d_ref (bnb quantize_2D as a plain binary search) */
@@ -208,5 +247,69 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
         p, g, state1, state2, absmax1, absmax2, n, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps,
         wd, correction2, step_size);
     LT_LAUNCH_CHECK("k_adamw8bit");
+    return LT_OK;
+}
+
+lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,
+                             float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
+                             int64_t t) {
+    LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
+    lt_cuda *c = lt_cuda_of(be);
+    /* the scalars of lt_cuda_adamw */
+    const double dlr = lr, db1 = beta1, db2 = beta2;
+    const float decay = (float)(1.0 - dlr * (double)wd);
+    const float w1 = (float)(1.0 - db1);
+    const float w2 = (float)(1.0 - db2);
+    const double bc1 = 1.0 - pow(db1, (double)t), bc2 = 1.0 - pow(db2, (double)t);
+    const float step_size = (float)(dlr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
+        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
+        lt_adamw_args a;
+        memset(&a, 0, sizeof a);
+        int64_t most = 1;
+        for (int i = 0; i < nb; i++) {
+            a.p[i] = p[b0 + i]; a.g[i] = g[b0 + i]; a.m[i] = m[b0 + i]; a.v[i] = v[b0 + i]; a.n[i] = n[b0 + i];
+            if (a.n[i] > most) most = a.n[i];
+            lt_cuda_w16_invalidate(c, a.p[i], (size_t)a.n[i] * 4);
+        }
+        unsigned bx = lt_blocks(most, 256);
+        if (bx > 64) bx = 64;
+        k_adamw_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
+        LT_LAUNCH_CHECK("k_adamw_many");
+    }
+    return LT_OK;
+}
+
+lt_status lt_cuda_memset0_many(lt_backend *be, int count, void *const *p, const size_t *bytes) {
+    lt_cuda *c = lt_cuda_of(be);
+    lt_zero_args a;
+    int nb = 0;
+    int64_t most = 1;
+    for (int i = 0; i < count; i++) {
+        if (!bytes[i]) continue;
+        lt_cuda_w16_invalidate(c, p[i], bytes[i]);
+        if (((uintptr_t)p[i] & 15) || (bytes[i] & 15)) { /* not whole 16-byte words: plain memset */
+            LT_CUDA_TRY(cudaMemsetAsync(p[i], 0, bytes[i], c->stream));
+            continue;
+        }
+        a.p[nb] = (uint4 *)p[i];
+        a.n16[nb] = (int64_t)(bytes[i] / 16);
+        if (a.n16[nb] > most) most = a.n16[nb];
+        if (++nb == LT_MT_BATCH || i == count - 1) {
+            unsigned bx = lt_blocks(most, 256);
+            if (bx > 64) bx = 64;
+            k_zero_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a);
+            LT_LAUNCH_CHECK("k_zero_many");
+            nb = 0;
+            most = 1;
+        }
+    }
+    if (nb > 0) { /* the last buffers were skipped or plain */
+        unsigned bx = lt_blocks(most, 256);
+        if (bx > 64) bx = 64;
+        k_zero_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a);
+        LT_LAUNCH_CHECK("k_zero_many");
+    }
     return LT_OK;
 }

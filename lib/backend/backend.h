@@ -167,6 +167,14 @@ typedef struct lt_backend_ops {
     lt_status (*linear_lora_pair_fwd)(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
                                       const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
                                       const float *B2, int64_t N, int64_t R, float scale);
+
+    /* memset0 of count buffers (host arrays of device pointers and byte counts) and AdamW
+     * (as adamw) over count tensors with the same step scalars, in few launches: the per-step
+     * gradient reset and update of ~400 LoRA tensors. Optional: NULL means one call each. */
+    lt_status (*memset0_many)(lt_backend *be, int count, void *const *p, const size_t *bytes);
+    lt_status (*adamw_many)(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,
+                            float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
+                            int64_t t);
 } lt_backend_ops;
 
 struct lt_backend {

@@ -219,6 +219,51 @@ static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_
     return LT_OK;
 }
 
+/* every gradient to zero: one backend call where it has memset0_many */
+static lt_status zero_grads(lt_trainer *tr) {
+    lt_backend *be = tr->m->be;
+    if (!be->ops.memset0_many || tr->n_tensors <= 1) {
+        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->t[i].g, (size_t)tr->t[i].n * 4));
+        return LT_OK;
+    }
+    void **p = (void **)lt_malloc((size_t)tr->n_tensors * sizeof *p, "gradient pointers");
+    size_t *b = (size_t *)lt_malloc((size_t)tr->n_tensors * sizeof *b, "gradient sizes");
+    lt_status st = p && b ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
+        p[i] = tr->t[i].g;
+        b[i] = (size_t)tr->t[i].n * 4;
+    }
+    if (st == LT_OK) st = be->ops.memset0_many(be, tr->n_tensors, p, b);
+    free(p);
+    free(b);
+    return st;
+}
+
+/* the optimizer step of every tensor: fp32 AdamW in one backend call where it has adamw_many
+ * (the same arithmetic), else tensor by tensor */
+static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
+    lt_backend *be = tr->m->be;
+    if (tr->p.optimizer != LT_OPTIM_ADAMW || !be->ops.adamw_many || tr->n_tensors <= 1) {
+        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(apply_update(tr, &tr->t[i], lr, t));
+        return LT_OK;
+    }
+    const int n = tr->n_tensors;
+    float **p = (float **)lt_malloc((size_t)n * sizeof *p, "optimizer pointers");
+    const float **g = (const float **)lt_malloc((size_t)n * sizeof *g, "optimizer pointers");
+    float **m = (float **)lt_malloc((size_t)n * sizeof *m, "optimizer pointers");
+    float **v = (float **)lt_malloc((size_t)n * sizeof *v, "optimizer pointers");
+    int64_t *len = (int64_t *)lt_malloc((size_t)n * sizeof *len, "optimizer sizes");
+    lt_status st = p && g && m && v && len ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; st == LT_OK && i < n; i++) {
+        p[i] = tr->t[i].p; g[i] = tr->t[i].g; m[i] = tr->t[i].m; v[i] = tr->t[i].v; len[i] = tr->t[i].n;
+    }
+    if (st == LT_OK)
+        st = be->ops.adamw_many(be, n, p, g, m, v, len, lr, (float)tr->p.adam_beta1, (float)tr->p.adam_beta2,
+                                (float)tr->p.adam_eps, (float)tr->p.weight_decay, t);
+    free(p); free(g); free(m); free(v); free(len);
+    return st;
+}
+
 LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     LT_CHECK_ARG(tr, "lt_trainer_step: trainer is NULL");
     if (tr->step >= tr->max_steps) return LT_DONE;
@@ -244,7 +289,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     if (items == 0)
         LT_LOGW("step %lld: no labelled tokens in the window; the step only applies weight decay",
                 (long long)tr->step + 1);
-    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->t[i].g, (size_t)tr->t[i].n * 4));
+    LT_TRY(zero_grads(tr));
     double loss_sum = 0;
     double ls = tr->use_loss_scale ? tr->loss_scale : 1.0;
     float grad_scale = items > 0 ? (float)(ls / (double)items) : 0.0f;
@@ -289,7 +334,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         }
     }
     double lr = tr->p.lr * lt_schedule_lambda(tr->p.scheduler, tr->step, tr->warmup, tr->max_steps);
-    for (int i = 0; i < tr->n_tensors && !skip; i++) LT_TRY(apply_update(tr, &tr->t[i], (float)lr, tr->step + 1));
+    if (!skip) LT_TRY(apply_updates(tr, (float)lr, tr->step + 1));
     LT_TRY(be->ops.sync(be));
     tr->step++;
     double dt = lt_time_s() - t0;

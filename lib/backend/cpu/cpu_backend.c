@@ -186,6 +186,18 @@ static size_t cpu_weight_bytes(const lt_bweight *w) {
 }
 
 /* the gradient norm of many tensors: the per-tensor f64 sums, in order */
+/* the reference does one buffer at a time */
+static lt_status cpu_memset0_many(lt_backend *be, int count, void *const *p, const size_t *bytes) {
+    for (int i = 0; i < count; i++) LT_TRY(be->ops.memset0(be, p[i], bytes[i]));
+    return LT_OK;
+}
+static lt_status cpu_adamw_many(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,
+                                float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps,
+                                float wd, int64_t t) {
+    for (int i = 0; i < count; i++) LT_TRY(be->ops.adamw(be, p[i], g[i], m[i], v[i], n[i], lr, beta1, beta2, eps, wd, t));
+    return LT_OK;
+}
+
 static lt_status cpu_sumsq_many(lt_backend *be, int count, const float *const *g, const int64_t *n,
                                 double *host_sumsq) {
     for (int i = 0; i < count; i++) LT_TRY(lt_cpu_sumsq(be, g[i], n[i], host_sumsq));
@@ -257,6 +269,8 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->memory = cpu_memory;
     o->sumsq_many = cpu_sumsq_many;
     o->linear_lora_pair_fwd = lt_cpu_linear_lora_pair_fwd;
+    o->memset0_many = cpu_memset0_many;
+    o->adamw_many = cpu_adamw_many;
     *out = be;
     return LT_OK;
 }
