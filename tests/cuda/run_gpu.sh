@@ -3,6 +3,9 @@
 # graph test (binaries built on the workstation with nvcc and carried in build-cuda/), the
 # benchmark and the transformers+PEFT peer baseline in the same call, then a short table.
 # Usage: tests/cuda/run_gpu.sh [ops] [graph] [bench] [skinny] [peer]
+# B=DIR picks the staged build (default build-cuda): DIR/loratune, DIR/tests/cuda/test_cuda_ops,
+# DIR/tests/cuda/test_cuda_graph, DIR/libs/libutf8proc.so.2 (the GPU image lacks it), stripped,
+# carried with the run tool's carry ["DIR"]. BENCH_ARGS adds flags to `loratune bench`.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-build-cuda}
