@@ -380,9 +380,10 @@ typedef struct lt_train_params {
     double adam_beta1, adam_beta2, adam_eps;  /* 0.9, 0.999, 1e-8 */
     double max_grad_norm;         /* default 1.0; <= 0 disables clipping */
     uint64_t seed;                /* data order and dropout; default 3407 */
-    int32_t packing;              /* padding-free packing of micro-batches; default 0 */
+    int32_t packing;              /* TRL packing=True (fixed-length sequences): not implemented, must be 0;
+                                   * micro-batches are padding-free (records end to end) anyway */
     int32_t gradient_checkpointing; /* default 1 */
-    int32_t offload_checkpoints;  /* keep checkpoints in pinned host memory; default 0 */
+    int32_t offload_checkpoints;  /* keep checkpoints in pinned host memory: not implemented, must be 0 */
     int32_t deterministic;        /* bitwise repeatable kernels; default 0 */
     int32_t log_every;            /* steps between log lines / log.jsonl rows; default 1 */
     int32_t save_every;           /* steps between checkpoints in output_dir; 0 = never */
@@ -394,6 +395,10 @@ typedef struct lt_train_params {
     int32_t rank, world_size;
     const uint8_t *nccl_id;
     double fp16_initial_loss_scale; /* default 65536 (fp16 compute only) */
+    /* Run consecutive micro-batches of a window as one pass while their tokens fit the budget
+     * one micro-batch is sized for (batch_size x the longest record): the same records and loss
+     * normalisation, far fewer passes when records are short. Default 1; 0 = one pass each. */
+    int32_t fuse_micro_batches;
 } lt_train_params;
 LT_API void lt_train_params_init(lt_train_params *params);
 /* Parses a lt_scheduler / lt_optimizer name ("cosine", "adamw_8bit", "adamw_torch" ...). */

@@ -48,6 +48,8 @@ static const char *usage_text =
     "  --lora-dropout X     dropout on the LoRA input (0.1)\n"
     "  --targets LIST       q,k,v,o,gate,up,down or all (all)\n"
     "  --seed N             data order, LoRA init and dropout (3407)\n"
+    "  --fuse-micro-batches 0|1  run a window's short micro-batches as one pass while they fit\n"
+    "                       batch-size x the longest record (1; same records and loss)\n"
     "  --log-every N        steps between log lines / log.jsonl rows (1)\n"
     "  --save-every N       steps between checkpoints in --output, 0 = none (0)\n"
     "  --resume DIR         continue from a checkpoint folder (same model, data and LoRA settings)\n"
@@ -66,7 +68,7 @@ typedef struct train_opts {
     const char *model, *data, *output, *tokenizer, *tmpl, *resume, *init_adapter, *device, *scheduler, *optim,
         *targets, *quant, *gen_instruction, *gen_input;
     int32_t max_seq_len, batch_size, grad_accum, max_steps, warmup_steps, lora_r, log_every, save_every, threads,
-        gen_max_new_tokens;
+        gen_max_new_tokens, fuse_micro_batches;
     double epochs, lr, weight_decay, max_grad_norm, lora_alpha, lora_dropout;
     uint64_t seed;
 } train_opts;
@@ -85,7 +87,7 @@ static const opt_def opt_defs[] = {
     OPT("lr", O_DBL, lr), OPT("weight-decay", O_DBL, weight_decay), OPT("max-grad-norm", O_DBL, max_grad_norm),
     OPT("lora-alpha", O_DBL, lora_alpha), OPT("lora-dropout", O_DBL, lora_dropout), OPT("seed", O_U64, seed),
     OPT("gen-instruction", O_STR, gen_instruction), OPT("gen-input", O_STR, gen_input),
-    OPT("gen-max-new-tokens", O_INT, gen_max_new_tokens),
+    OPT("gen-max-new-tokens", O_INT, gen_max_new_tokens), OPT("fuse-micro-batches", O_INT, fuse_micro_batches),
 };
 #define N_OPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -115,6 +117,7 @@ static void opts_defaults(train_opts *o) {
     o->gen_instruction = "只剩一个心脏了还能活吗？";
     o->gen_input = "";
     o->gen_max_new_tokens = 128;
+    o->fuse_micro_batches = 1;
 }
 
 /* Sets option `d` from text (a flag's value). */
@@ -352,6 +355,7 @@ int lt_cmd_train(int argc, char **argv) {
     tp.weight_decay = o.weight_decay;
     tp.max_grad_norm = o.max_grad_norm;
     tp.seed = o.seed;
+    tp.fuse_micro_batches = o.fuse_micro_batches;
     tp.log_every = o.log_every;
     tp.save_every = o.save_every;
     tp.output_dir = o.output;

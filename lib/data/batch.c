@@ -89,3 +89,26 @@ lt_status lt_batch_from_dataset(lt_batch *b, const lt_dataset *ds, const size_t 
     free(lens);
     return st;
 }
+
+lt_status lt_batch_append(lt_batch *dst, const lt_batch *src) {
+    LT_CHECK_ARG(dst && src, "lt_batch_append: NULL argument");
+    if (src->n_tokens <= 0) return LT_OK;
+    const int64_t n0 = dst->n_tokens > 0 ? dst->n_tokens : 0, total = n0 + src->n_tokens;
+    LT_CHECK_ARG(total < INT32_MAX, "lt_batch_append: %lld tokens do not fit one batch", (long long)total);
+    if (n0 == 0) { /* a fresh destination: no records yet */
+        dst->nseq = 0;
+        dst->max_seqlen = 0;
+        dst->n_targets = 0;
+    }
+    LT_TRY(batch_reserve(dst, total));
+    memcpy(dst->ids + n0, src->ids, (size_t)src->n_tokens * sizeof(int32_t));
+    memcpy(dst->targets + n0, src->targets, (size_t)src->n_tokens * sizeof(int32_t));
+    memcpy(dst->pos + n0, src->pos, (size_t)src->n_tokens * sizeof(int32_t));
+    dst->cu_seqlens[0] = 0;
+    for (int32_t r = 1; r <= src->nseq; r++) dst->cu_seqlens[dst->nseq + r] = (int32_t)n0 + src->cu_seqlens[r];
+    dst->nseq += src->nseq;
+    dst->n_tokens = (int32_t)total;
+    if (src->max_seqlen > dst->max_seqlen) dst->max_seqlen = src->max_seqlen;
+    dst->n_targets += src->n_targets;
+    return LT_OK;
+}

@@ -37,5 +37,7 @@ lt_status lt_batch_pack(lt_batch *b, int nrec, const int32_t *const *ids, const 
                         const size_t *lens);
 /* Packs training records idx[0..nrec) of ds. */
 lt_status lt_batch_from_dataset(lt_batch *b, const lt_dataset *ds, const size_t *idx, int nrec, int eval_split);
+/* Appends src's records after dst's (an empty dst: n_tokens = nseq = 0) */
+lt_status lt_batch_append(lt_batch *dst, const lt_batch *src);
 void lt_batch_free(lt_batch *b);
 #endif

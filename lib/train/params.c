@@ -31,6 +31,7 @@ LT_API void lt_train_params_init(lt_train_params *p) {
     p->rank = 0;
     p->world_size = 1;
     p->fp16_initial_loss_scale = 65536.0;
+    p->fuse_micro_batches = 1;
 }
 
 LT_API lt_status lt_scheduler_parse(const char *name, int32_t *out) {

@@ -93,6 +93,16 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     LT_CHECK_ARG(p.adam_beta1 >= 0 && p.adam_beta1 < 1 && p.adam_beta2 >= 0 && p.adam_beta2 < 1,
                  "adam betas must be in [0, 1) (got %g, %g)", p.adam_beta1, p.adam_beta2);
     LT_CHECK_ARG(p.log_every >= 0 && p.save_every >= 0, "log_every and save_every must be >= 0");
+    if (params && params->struct_size < offsetof(lt_train_params, fuse_micro_batches) + sizeof(int32_t))
+        p.fuse_micro_batches = 1; /* a caller built against an older header */
+    if (p.packing)
+        return lt_error(LT_ERR_UNSUPPORTED, "packing=1 (TRL's fixed-length sequence packing) is not implemented; "
+                        "loratune's micro-batches are already padding-free (records end to end, block-diagonal "
+                        "attention) and short micro-batches are fused (fuse_micro_batches): set packing to 0");
+    if (p.offload_checkpoints)
+        return lt_error(LT_ERR_UNSUPPORTED, "offload_checkpoints=1 is not implemented: the checkpoints stay on the "
+                        "device (one residual tensor per layer); set it to 0, or lower batch_size / max_seq_len "
+                        "if memory is short");
     if (p.world_size > 1)
         return lt_error(LT_ERR_UNSUPPORTED, "world_size %d: data-parallel training runs on the CUDA backend with "
                         "NCCL, which this trainer does not drive yet; train on one device (world_size 1)",
@@ -123,7 +133,8 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     lt_status st = LT_OK;
     tr->perm = lt_malloc(n * sizeof(size_t), "data order");
     tr->batches = lt_calloc((size_t)p.grad_accum, sizeof(lt_batch), "micro-batches");
-    if (!tr->perm || !tr->batches) st = LT_ERR_OUT_OF_MEMORY;
+    tr->fused = lt_calloc((size_t)p.grad_accum, sizeof(lt_batch), "fused micro-batches");
+    if (!tr->perm || !tr->batches || !tr->fused) st = LT_ERR_OUT_OF_MEMORY;
     if (st == LT_OK && p.output_dir) {
         tr->output_dir = lt_strdup(p.output_dir);
         if (!tr->output_dir) st = LT_ERR_OUT_OF_MEMORY;
@@ -137,6 +148,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         ds_stats.struct_size = sizeof ds_stats;
         int64_t max_len = 0;
         if (lt_dataset_get_stats(ds, &ds_stats) == LT_OK) max_len = ds_stats.max_len;
+        tr->fuse_cap = (int64_t)p.batch_size * max_len;
         if (max_len > 0)
             st = lt_graph_reserve(model, (int64_t)p.batch_size * max_len,
                                   p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
@@ -160,6 +172,8 @@ LT_API void lt_trainer_free(lt_trainer *tr) {
     free(tr->t);
     for (int a = 0; tr->batches && a < tr->p.grad_accum; a++) lt_batch_free(&tr->batches[a]);
     free(tr->batches);
+    for (int a = 0; tr->fused && a < tr->p.grad_accum; a++) lt_batch_free(&tr->fused[a]);
+    free(tr->fused);
     free(tr->perm);
     free(tr->hist_step);
     free(tr->hist_loss);
@@ -293,10 +307,27 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     double loss_sum = 0;
     double ls = tr->use_loss_scale ? tr->loss_scale : 1.0;
     float grad_scale = items > 0 ? (float)(ls / (double)items) : 0.0f;
-    for (int a = 0; a < A; a++) {
+    /* the passes: the micro-batches as they are, or consecutive ones fused while their tokens fit
+     * the budget one micro-batch was sized for (ruozhiba's ~130-token records make the notebook's
+     * 8 micro-batches of 2 records one pass of 16) */
+    const lt_batch *runs = tr->batches;
+    int R = A;
+    if (tr->p.fuse_micro_batches && A > 1 && tr->fuse_cap > 0) {
+        R = 0;
+        for (int a = 0; a < A; a++) {
+            if (R == 0 || (int64_t)tr->fused[R - 1].n_tokens + tr->batches[a].n_tokens > tr->fuse_cap) {
+                tr->fused[R].n_tokens = tr->fused[R].nseq = 0;
+                R++;
+            }
+            lt_status st = lt_batch_append(&tr->fused[R - 1], &tr->batches[a]);
+            if (st != LT_OK) return lt_error_wrap(st, "step %lld: fusing micro-batch %d", (long long)tr->step + 1, a);
+        }
+        runs = tr->fused;
+    }
+    for (int a = 0; a < R; a++) {
         lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1};
         tr->micro_index++;
-        LT_TRY(lt_graph_forward_backward(m, &tr->batches[a], grad_scale, &pass, &loss_sum));
+        LT_TRY(lt_graph_forward_backward(m, &runs[a], grad_scale, &pass, &loss_sum));
     }
     /* loss scaling: skip a step whose gradients overflowed, else unscale them */
     int skip = 0;

@@ -42,6 +42,8 @@ struct lt_trainer {
     lt_opt_tensor *t;
     /* micro-batches of one window */
     lt_batch *batches;         /* [grad_accum] */
+    lt_batch *fused;           /* [grad_accum] consecutive micro-batches run as one pass */
+    int64_t fuse_cap;          /* tokens one pass may hold: batch_size x the longest record */
     /* progress */
     double t_start;
     double elapsed_before;     /* seconds trained before a resume */

@@ -246,6 +246,7 @@ class lt_train_params(ctypes.Structure):
         ("world_size", ctypes.c_int32),
         ("nccl_id", ctypes.POINTER(ctypes.c_uint8)),
         ("fp16_initial_loss_scale", ctypes.c_double),
+        ("fuse_micro_batches", ctypes.c_int32),
     ]
 
 

@@ -636,7 +636,7 @@ class Trainer(_Handle):
                  warmup_steps=50, warmup_ratio=0.0, scheduler="cosine", optimizer="adamw_8bit", weight_decay=0.01,
                  adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8, max_grad_norm=1.0, seed=3407, packing=False,
                  gradient_checkpointing=True, offload_checkpoints=False, deterministic=False, log_every=1,
-                 save_every=0, output_dir=None, on_step=None, fp16_initial_loss_scale=None):
+                 save_every=0, output_dir=None, on_step=None, fp16_initial_loss_scale=None, fuse_micro_batches=True):
         super().__init__()
         self.model, self.dataset = model, dataset  # both must outlive the trainer
         self._guard = _CallbackGuard()
@@ -658,6 +658,7 @@ class Trainer(_Handle):
             p.output_dir = b
         if fp16_initial_loss_scale is not None:
             p.fp16_initial_loss_scale = float(fp16_initial_loss_scale)
+        p.fuse_micro_batches = int(bool(fuse_micro_batches))
         self._callbacks = [] if on_step is None else (list(on_step) if isinstance(on_step, (list, tuple))
                                                       else [on_step])
         if self._callbacks:

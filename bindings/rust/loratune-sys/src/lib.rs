@@ -264,6 +264,7 @@ lt_structs! {
         pub world_size: i32,
         pub nccl_id: *const u8,
         pub fp16_initial_loss_scale: f64,
+        pub fuse_micro_batches: i32,
     }
     pub struct lt_generate_params {
         pub struct_size: u32,

@@ -859,6 +859,7 @@ pub struct TrainParams {
     pub save_every: i32,
     pub output_dir: Option<String>,
     pub fp16_initial_loss_scale: f64,
+    pub fuse_micro_batches: bool,
 }
 
 impl Default for TrainParams {
@@ -873,7 +874,7 @@ impl Default for TrainParams {
             max_grad_norm: p.max_grad_norm, seed: p.seed, packing: p.packing != 0,
             gradient_checkpointing: p.gradient_checkpointing != 0, offload_checkpoints: p.offload_checkpoints != 0,
             deterministic: p.deterministic != 0, log_every: p.log_every, save_every: p.save_every, output_dir: None,
-            fp16_initial_loss_scale: p.fp16_initial_loss_scale,
+            fp16_initial_loss_scale: p.fp16_initial_loss_scale, fuse_micro_batches: p.fuse_micro_batches != 0,
         }
     }
 }
@@ -938,6 +939,7 @@ impl<'a> Trainer<'a> {
         p.log_every = params.log_every;
         p.save_every = params.save_every;
         p.fp16_initial_loss_scale = params.fp16_initial_loss_scale;
+        p.fuse_micro_batches = params.fuse_micro_batches as i32;
         let output_dir = opt_cstring(&params.output_dir, CALL)?;
         p.output_dir = ptr_of(&output_dir);
         let mut callback = on_step.map(|f| Box::new(Callback { panic: None, f }));
