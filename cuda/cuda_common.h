@@ -141,6 +141,20 @@ template <> struct lt_t16<__half> {
 };
 template <typename T> __device__ __forceinline__ float lt_tof(T x) { return lt_t16<T>::to_f(x); }
 template <typename T> __device__ __forceinline__ T lt_fromf(float x) { return lt_t16<T>::from_f(x); }
+/* eight 16-bit values in one 16-byte word <-> eight floats */
+template <typename T> __device__ __forceinline__ void lt_unpack8(const uint4 &v, float f[8]) {
+    const T *h = reinterpret_cast<const T *>(&v);
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = lt_tof<T>(h[j]);
+}
+template <typename T> __device__ __forceinline__ uint4 lt_pack8(const float f[8]) {
+    uint4 v;
+    v.x = lt_t16<T>::pack2(f[0], f[1]);
+    v.y = lt_t16<T>::pack2(f[2], f[3]);
+    v.z = lt_t16<T>::pack2(f[4], f[5]);
+    v.w = lt_t16<T>::pack2(f[6], f[7]);
+    return v;
+}
 
 /* Calls `launch.template operator()<T>()` with T the backend's activation type. */
 #define LT_DISPATCH_ACT(be, ...) \

@@ -77,18 +77,6 @@ __device__ __forceinline__ void load_w8(const float *w, int64_t c, float f[8]) {
     const float4 a = __ldg(reinterpret_cast<const float4 *>(w + c)), b = __ldg(reinterpret_cast<const float4 *>(w + c + 4));
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
-template <typename T>
-__device__ __forceinline__ void unpack8_ew(const uint4 &v, float f[8]) {
-    const T *h = reinterpret_cast<const T *>(&v);
-#pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = lt_tof<T>(h[j]);
-}
-template <typename T> __device__ __forceinline__ uint4 pack8_ew(const float f[8]) {
-    uint4 v;
-    v.x = lt_t16<T>::pack2(f[0], f[1]); v.y = lt_t16<T>::pack2(f[2], f[3]);
-    v.z = lt_t16<T>::pack2(f[4], f[5]); v.w = lt_t16<T>::pack2(f[6], f[7]);
-    return v;
-}
 
 template <typename T>
 __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, const T *inp, const float *w, int64_t N,
@@ -106,7 +94,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, cons
         if (i < nvec) {
             xv[v] = x[i];
             float f[8];
-            unpack8_ew<T>(xv[v], f);
+            lt_unpack8<T>(xv[v], f);
 #pragma unroll
             for (int j = 0; j < 8; j++) ss += f[j] * f[j];
         }
@@ -120,11 +108,11 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, cons
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             float f[8], wf[8];
-            unpack8_ew<T>(xv[v], f);
+            lt_unpack8<T>(xv[v], f);
             load_w8(w, i * 8, wf);
 #pragma unroll
             for (int j = 0; j < 8; j++) f[j] = wf[j] * (f[j] * r);
-            y[i] = pack8_ew<T>(f);
+            y[i] = lt_pack8<T>(f);
         }
     }
 }
@@ -147,8 +135,8 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
             xv[v] = x[i];
             gv[v] = g[i];
             float xf[8], gf[8], wf[8];
-            unpack8_ew<T>(xv[v], xf);
-            unpack8_ew<T>(gv[v], gf);
+            lt_unpack8<T>(xv[v], xf);
+            lt_unpack8<T>(gv[v], gf);
             load_w8(w, i * 8, wf);
 #pragma unroll
             for (int j = 0; j < 8; j++) dot += gf[j] * wf[j] * xf[j];
@@ -163,13 +151,13 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             float xf[8], gf[8], wf[8], df[8];
-            unpack8_ew<T>(xv[v], xf);
-            unpack8_ew<T>(gv[v], gf);
-            unpack8_ew<T>(dx[i], df);
+            lt_unpack8<T>(xv[v], xf);
+            lt_unpack8<T>(gv[v], gf);
+            lt_unpack8<T>(dx[i], df);
             load_w8(w, i * 8, wf);
 #pragma unroll
             for (int j = 0; j < 8; j++) df[j] += r * wf[j] * gf[j] - xf[j] * k;
-            dx[i] = pack8_ew<T>(df);
+            dx[i] = lt_pack8<T>(df);
         }
     }
 }

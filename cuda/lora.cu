@@ -46,19 +46,6 @@ __device__ __forceinline__ void lldsm4t(uint32_t r[4], const void *p) {
 #endif
 }
 
-template <typename T> __device__ __forceinline__ void unpack8(const uint4 &v, float f[8]) {
-    const T *h = reinterpret_cast<const T *>(&v);
-#pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = lt_tof<T>(h[j]);
-}
-template <typename T> __device__ __forceinline__ uint4 pack8(const float f[8]) {
-    uint4 v;
-    v.x = lt_t16<T>::pack2(f[0], f[1]);
-    v.y = lt_t16<T>::pack2(f[2], f[3]);
-    v.z = lt_t16<T>::pack2(f[4], f[5]);
-    v.w = lt_t16<T>::pack2(f[6], f[7]);
-    return v;
-}
 
 /* the keep factors (inv or 0) of elements i0..i0+7 (i0 % 4 == 0) */
 __device__ __forceinline__ void keep8(uint64_t key, uint64_t i0, float p, float inv, float s[8]) {
@@ -79,11 +66,11 @@ __device__ __forceinline__ uint4 load8_masked(const T *x, int64_t t, int64_t c, 
     uint4 v = *reinterpret_cast<const uint4 *>(x + t * M + c);
     if (p > 0.0f) {
         float f[8], s[8];
-        unpack8<T>(v, f);
+        lt_unpack8<T>(v, f);
         keep8(key, (uint64_t)(t * M + c), p, inv, s);
 #pragma unroll
         for (int j = 0; j < 8; j++) f[j] *= s[j];
-        v = pack8<T>(f);
+        v = lt_pack8<T>(f);
     }
     return v;
 }
@@ -276,7 +263,7 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
             const float4 a = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m));
             const float4 b = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m + 4));
             const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-            wv[r] = pack8<T>(f);
+            wv[r] = lt_pack8<T>(f);
         }
     } else { /* wr == 1: the R values of each column are contiguous */
 #pragma unroll
@@ -288,7 +275,7 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
                 f[0][j] = a.x; f[1][j] = a.y; f[2][j] = a.z; f[3][j] = a.w;
             }
 #pragma unroll
-            for (int i = 0; i < 4; i++) wv[r4 + i] = pack8<T>(f[i]);
+            for (int i = 0; i < 4; i++) wv[r4 + i] = lt_pack8<T>(f[i]);
         }
     }
     /* two tokens at a time: both rows of y are loaded before either is computed */
@@ -306,7 +293,7 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
 #pragma unroll
         for (int r = 0; r < R; r++) {
             float w[8];
-            unpack8<T>(wv[r], w);
+            lt_unpack8<T>(wv[r], w);
             const float c0 = cs[tt][r], c1 = cs[tt + 1][r];
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -324,15 +311,15 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
             for (int j = 0; j < 8; j++) acc1[j] *= s[j];
         }
         float yv[8];
-        unpack8<T>(y0, yv);
+        lt_unpack8<T>(y0, yv);
 #pragma unroll
         for (int j = 0; j < 8; j++) yv[j] += acc0[j];
-        *yp0 = pack8<T>(yv);
+        *yp0 = lt_pack8<T>(yv);
         if (two) {
-            unpack8<T>(y1, yv);
+            lt_unpack8<T>(y1, yv);
 #pragma unroll
             for (int j = 0; j < 8; j++) yv[j] += acc1[j];
-            *yp1 = pack8<T>(yv);
+            *yp1 = lt_pack8<T>(yv);
         }
     }
 }

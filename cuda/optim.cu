@@ -40,19 +40,37 @@ __global__ void k_nonfinite(const float *g, int64_t n, int *flag) {
 }
 
 /* torch's _single_tensor_adamw in the CPU reference's order */
+/* the step scalars, as the CPU reference computes them (doubles rounded to f32) */
+static void adamw_scalars(float lr, float beta1, float beta2, float wd, int64_t t, float *decay, float *w1, float *w2,
+                          float *step_size, float *bc2_sqrt) {
+    const double dlr = lr, db1 = beta1, db2 = beta2;
+    *decay = (float)(1.0 - dlr * (double)wd);
+    *w1 = (float)(1.0 - db1);
+    *w2 = (float)(1.0 - db2);
+    const double bc1 = 1.0 - pow(db1, (double)t), bc2 = 1.0 - pow(db2, (double)t);
+    *step_size = (float)(dlr / bc1);
+    *bc2_sqrt = (float)sqrt(bc2);
+}
+
+/* one element of torch's AdamW, operation by operation as the CPU reference does it */
+__device__ __forceinline__ void adamw_elem(float *p, const float *g, float *m, float *v, int64_t i, float decay,
+                                           float w1, float w2, float beta2, float step_size, float bc2_sqrt,
+                                           float eps) {
+    float pi = __fmul_rn(p[i], decay);
+    const float gi = g[i];
+    float mi = m[i];
+    mi = w1 < 0.5f ? __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)))
+                   : __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
+    const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));
+    const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
+    pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
+    p[i] = pi; m[i] = mi; v[i] = vi;
+}
+
 __global__ void k_adamw(float *p, const float *g, float *m, float *v, int64_t n, float decay, float w1, float w2,
                         float beta2, float step_size, float bc2_sqrt, float eps) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float pi = __fmul_rn(p[i], decay);
-        const float gi = g[i];
-        float mi = m[i];
-        mi = w1 < 0.5f ? __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)))
-                       : __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
-        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));
-        const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
-        pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
-        p[i] = pi; m[i] = mi; v[i] = vi;
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        adamw_elem(p, g, m, v, i, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
 }
 
 /* many tensors per launch: blockIdx.y picks the tensor (the same arithmetic as k_adamw) */
@@ -69,17 +87,8 @@ __global__ void k_adamw_many(lt_adamw_args a, float decay, float w1, float w2, f
     float *p = a.p[k], *m = a.m[k], *v = a.v[k];
     const float *g = a.g[k];
     const int64_t n = a.n[k];
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float pi = __fmul_rn(p[i], decay);
-        const float gi = g[i];
-        float mi = m[i];
-        mi = w1 < 0.5f ? __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)))
-                       : __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
-        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));
-        const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
-        pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
-        p[i] = pi; m[i] = mi; v[i] = vi;
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        adamw_elem(p, g, m, v, i, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
 }
 struct lt_zero_args {
     uint4 *p[LT_MT_BATCH];
@@ -209,13 +218,8 @@ lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, floa
     if (n <= 0) return LT_OK;
     lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
     /* the same scalars as the CPU reference (doubles rounded to f32) */
-    const double dlr = lr, db1 = beta1, db2 = beta2;
-    const float decay = (float)(1.0 - dlr * (double)wd);
-    const float w1 = (float)(1.0 - db1);
-    const float w2 = (float)(1.0 - db2);
-    const double bc1 = 1.0 - pow(db1, (double)t), bc2 = 1.0 - pow(db2, (double)t);
-    const float step_size = (float)(dlr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
+    float decay, w1, w2, step_size, bc2_sqrt;
+    adamw_scalars(lr, beta1, beta2, wd, t, &decay, &w1, &w2, &step_size, &bc2_sqrt);
     k_adamw<<<lt_blocks(n, 256), 256, 0, lt_cuda_of(be)->stream>>>(p, g, m, v, n, decay, w1, w2, beta2, step_size,
                                                                    bc2_sqrt, eps);
     LT_LAUNCH_CHECK("k_adamw");
@@ -256,13 +260,8 @@ lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const f
     LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
     lt_cuda *c = lt_cuda_of(be);
     /* the scalars of lt_cuda_adamw */
-    const double dlr = lr, db1 = beta1, db2 = beta2;
-    const float decay = (float)(1.0 - dlr * (double)wd);
-    const float w1 = (float)(1.0 - db1);
-    const float w2 = (float)(1.0 - db2);
-    const double bc1 = 1.0 - pow(db1, (double)t), bc2 = 1.0 - pow(db2, (double)t);
-    const float step_size = (float)(dlr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
+    float decay, w1, w2, step_size, bc2_sqrt;
+    adamw_scalars(lr, beta1, beta2, wd, t, &decay, &w1, &w2, &step_size, &bc2_sqrt);
     for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
         const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
         lt_adamw_args a;
