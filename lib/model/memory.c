@@ -5,11 +5,14 @@
  *                the CPU reference keeps everything in f32.
  *   lora         f32 A and B, their f32 gradients, and AdamW state: fp32 m and v (8 bytes per
  *                value), or bitsandbytes 8-bit (2 bytes + two f32 absmax per 256-block; tensors
- *                under 4096 values keep fp32 state, as bnb does).
+ *                under 4096 values keep fp32 state, as bnb does); on CUDA also the 16-bit copies
+ *                of A and B the products read (2 bytes per value).
  *   activations  the graph's buffers (lt_graph_bytes): with gradient checkpointing one (N,C)
  *                tensor per layer, plus one layer's recomputed activations and their
  *                gradients; without it every layer keeps its activations; plus one chunk of
- *                the fused LM head + cross-entropy (f32 logits of LT_MEM_HEAD_CHUNK tokens).
+ *                the fused LM head + cross-entropy (f32 logits of a chunk of tokens: 1024 on the
+ *                CPU; on CUDA ~224 MiB of logits in 64-token steps plus the split-K partials of
+ *                the gradient product, as lm_head_ce.cu sizes them).
  *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace.
  * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). */
 #include "model/model_io.h"
@@ -77,15 +80,23 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         int64_t in, o;
         lt_proj_dims(&c, p, &in, &o);
         uint64_t na = R * (uint64_t)in, nbb = (uint64_t)o * R;
-        lora += Lyr * ((na + nbb) * 8 + adam_bytes(na, optim8) + adam_bytes(nbb, optim8));
+        lora += Lyr * ((na + nbb) * (cpu ? 8 : 10) + adam_bytes(na, optim8) + adam_bytes(nbb, optim8));
     }
     out->lora = lora;
 
     /* activations: the graph's own buffers (graph.c sizes them with lt_graph_bytes), plus one
      * chunk of f32 logits inside the fused LM head + cross-entropy */
-    uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK;
+    uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK, head = 0;
+    if (cpu) {
+        head = chunk * V * 4;
+    } else {
+        chunk = ((224ull << 20) / (V * 4)) / 64 * 64;
+        if (chunk < 64) chunk = 64;
+        if (chunk > N) chunk = N;
+        head = chunk * V * 4 + 16 * (uint64_t)C * chunk * 4;
+    }
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, ckpt ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP) +
-                       chunk * V * 4;
+                       head;
 
     out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE;
     out->total = out->weights + out->lora + out->activations + out->workspace;
