@@ -68,13 +68,7 @@ for r in json.load(open('$WORK/train6.json', encoding='utf-8'))[:3]: print(r['in
         $P "$WORK/run-trained" --name trained --model "$WORK/tiny" --adapter "$WORK/tiny-trained" "${prompts[@]}" || rc=1 ;;
     1.5b|1p5b)
         if [ ! -f "$WORK/q15/model.safetensors" ]; then
-            python3 -c "
-import json
-json.dump(dict(architectures=['Qwen2ForCausalLM'], model_type='qwen2', vocab_size=151936, hidden_size=1536,
-    intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-    max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-    hidden_act='silu', use_sliding_window=False, bos_token_id=151643, eos_token_id=151645,
-    initializer_range=0.02, torch_dtype='bfloat16'), open('$WORK/q15.json', 'w'))"
+            cp "$ROOT/assets/qwen2-1.5b/config.json" "$WORK/q15.json"
             nice "$LORATUNE_CLI" init-random --config "$WORK/q15.json" --output "$WORK/q15" --seed 1 \
                 --tokenizer "$ROOT/assets/qwen2-tokenizer" --threads $T >/dev/null || exit 1
             python3 "$HERE/llamacpp_random_adapter.py" "$WORK/q15" "$WORK/q15-lora" || exit 1

@@ -24,14 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 python3 -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1
 python3 -c "import matplotlib; print('matplotlib', matplotlib.__version__)" 2>&1 | tail -1
-python3 - <<'PY'
-import json
-json.dump(dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
-    intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-    max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-    hidden_act="silu", use_sliding_window=False, bos_token_id=151643, eos_token_id=151645,
-    initializer_range=0.02, torch_dtype="bfloat16"), open("/tmp/q15.json", "w"))
-PY
+cp assets/qwen2-1.5b/config.json /tmp/q15.json
 [ -f /tmp/q15/model.safetensors ] || \
   $B/loratune init-random --config /tmp/q15.json --output /tmp/q15 --seed 1 --tokenizer assets/qwen2-tokenizer > /dev/null 2>&1
 W=/tmp/p15; mkdir -p $W

@@ -48,15 +48,7 @@ for what in "$@"; do
       PYTHONUNBUFFERED=1 timeout 120 python3 /tmp/hf_interop_q16.py $B/libloratune.so $B/loratune /tmp/interop --cuda \
         > $OUT/interop.log 2>&1; echo "hf_interop rc=$?"; grep -E "^\||passed" $OUT/interop.log | tail -24 ;;
     bench)
-      python3 - <<'PY'
-import json
-json.dump(dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
-               intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-               max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-               hidden_act="silu", use_sliding_window=False, sliding_window=32768, max_window_layers=28,
-               bos_token_id=151643, eos_token_id=151645, initializer_range=0.02, torch_dtype="bfloat16",
-               attention_dropout=0.0), open("/tmp/q15.json", "w"))
-PY
+      cp assets/qwen2-1.5b/config.json /tmp/q15.json
       $B/loratune init-random --config /tmp/q15.json --output /tmp/q15 --seed 1 --dtype bf16 --overwrite > /dev/null \
         || { echo "init-random failed"; exit 1; }
       $T/bench_generate /tmp/q15 32 128 512 > $OUT/bench.json 2> $OUT/bench.err; echo "bench rc=$?"; cat $OUT/bench.json
