@@ -15,6 +15,7 @@
  * (its backward adds dK/dV with atomics: not bit-reproducible). Softmax statistics are f32; P
  * is rounded to 16 bits for the P@V product as flash attention does. */
 #include "cuda_common.h"
+#include "mma.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,42 +221,9 @@ __global__ void k_group_sum(T *dst, const float *part, int64_t N, int NKV, int G
 }
 
 /* ================================================================ tensor-core kernels */
-template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]);
-template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
 
 template <typename T> __device__ __forceinline__ uint32_t ld32(const T *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
-/* ldmatrix: four 8x8 16-bit matrices from shared memory; lane l gives the address of row l%8 of
- * matrix l/8. Plain: lane t gets (row t/4, cols 2(t%4), +1) of each; .trans: (rows 2(t%4), +1, col t/4). */
-__device__ __forceinline__ void ldsm4(uint32_t r[4], const void *p) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#endif
-}
-__device__ __forceinline__ void ldsm4t(uint32_t r[4], const void *p) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#endif
-}
 /* two 16-bit values from two addresses, lo first */
 template <typename T> __device__ __forceinline__ uint32_t pack16(const T *lo, const T *hi) {
     return (uint32_t)*reinterpret_cast<const uint16_t *>(lo) | ((uint32_t)*reinterpret_cast<const uint16_t *>(hi) << 16);

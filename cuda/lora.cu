@@ -12,41 +12,13 @@
  * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one lt_drop_bits draw under
  * key = lt_drop_key(seed, stream) (computed by the launchers) covers four consecutive elements, so M must be a multiple of 8. Kernels first, launchers after. */
 #include "cuda_common.h"
+#include "mma.h"
 #include <stdlib.h>
 extern "C" {
 #include "core/rng.h"
 }
 
 /* ---------------------------------------------------------------- helpers */
-template <typename T> __device__ __forceinline__ void lmma16816(float c[4], const uint32_t a[4], uint32_t b0,
-                                                                uint32_t b1);
-template <> __device__ __forceinline__ void lmma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0,
-                                                                     uint32_t b1) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-template <> __device__ __forceinline__ void lmma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0,
-                                                              uint32_t b1) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-__device__ __forceinline__ void lldsm4t(uint32_t r[4], const void *p) {
-#if __CUDA_ARCH__ >= 800
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-#endif
-}
-
-
 /* the keep factors (inv or 0) of elements i0..i0+7 (i0 % 4 == 0) */
 __device__ __forceinline__ void keep8(uint64_t key, uint64_t i0, float p, float inv, float s[8]) {
     const uint64_t a = lt_drop_bits(key, i0 >> 2), b = lt_drop_bits(key, (i0 >> 2) + 1);
@@ -115,8 +87,8 @@ __global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x,
             const uint32_t a2[4] = {xa[u].z, xb[u].z, xa[u].w, xb[u].w};
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                lmma16816<T>(acc[n], a1, wv[u][n].x, wv[u][n].y);
-                lmma16816<T>(acc[n], a2, wv[u][n].z, wv[u][n].w);
+                mma16816<T>(acc[n], a1, reinterpret_cast<const uint32_t *>(&wv[u][n]));
+                mma16816<T>(acc[n], a2, reinterpret_cast<const uint32_t *>(&wv[u][n]) + 2);
             }
         }
     }
@@ -199,13 +171,13 @@ __global__ void __launch_bounds__(WG_THREADS) k_lora_wgrad(float *part, const T 
 #pragma unroll
         for (int kk = 0; kk < WG_BT / 16; kk++) {
             uint32_t a[4];
-            lldsm4t(a, xs + (kk * 16 + (mi / 2) * 8 + rr) * LDX + warp * 16 + (mi % 2) * 8);
+            ldsm4t(a, xs + (kk * 16 + (mi / 2) * 8 + rr) * LDX + warp * 16 + (mi % 2) * 8);
 #pragma unroll
             for (int n = 0; n < RP / 8; n += 2) {
                 uint32_t b[4];
-                lldsm4t(b, cs + (kk * 16 + (mi % 2) * 8 + rr) * LDC + (n + mi / 2) * 8);
-                lmma16816<T>(acc[n], a, b[0], b[1]);
-                lmma16816<T>(acc[n + 1], a, b[2], b[3]);
+                ldsm4t(b, cs + (kk * 16 + (mi % 2) * 8 + rr) * LDC + (n + mi / 2) * 8);
+                mma16816<T>(acc[n], a, b);
+                mma16816<T>(acc[n + 1], a, b + 2);
             }
         }
     }
