@@ -29,7 +29,7 @@ usage: python3 tests/interop/loss_curve_1p5b.py MODEL_DIR WORK OUT --lr 4e-5 [--
 import argparse, json, math, os, shutil, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lt_order import micro_batches
+from lt_order import micro_batches, padded_rows
 PLOT_ONLY = "--plot-only" in sys.argv
 try:
     import loratune as lt
@@ -145,13 +145,7 @@ def run_peft():
         n_items = sum(sum(1 for x in lab[1:] if x != -100) for mb in window for _, lab in mb)
         loss_sum = 0.0
         for mb in [sum(window, [])]:  # the whole window at once (see the top of the file)
-            T = max(len(i) for i, _ in mb)
-            ids = torch.zeros(len(mb), T, dtype=torch.long)
-            att = torch.zeros(len(mb), T, dtype=torch.long)
-            lab = torch.full((len(mb), T), -100, dtype=torch.long)
-            for r, (i, l) in enumerate(mb):
-                ids[r, :len(i)] = torch.tensor(i); att[r, :len(i)] = 1; lab[r, :len(l)] = torch.tensor(l)
-            ids, att, lab = ids.to(tdev), att.to(tdev), lab.to(tdev)
+            ids, att, lab = padded_rows(mb, tdev)
             logits = pm(input_ids=ids, attention_mask=att).logits.float()
             ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                    lab[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")

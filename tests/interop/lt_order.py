@@ -67,3 +67,16 @@ if __name__ == "__main__":
     import sys
     n, seed, epoch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     print(" ".join(map(str, permutation(n, seed, epoch))))
+
+
+def padded_rows(mb, device):
+    """A micro-batch of (ids, labels) records as transformers takes it: right-padded [k, T] ids,
+    attention mask and labels (-100 on padding), on `device` (torch is imported here only)."""
+    import torch
+    T = max(len(i) for i, _ in mb)
+    ids = torch.zeros(len(mb), T, dtype=torch.long)
+    att = torch.zeros(len(mb), T, dtype=torch.long)
+    lab = torch.full((len(mb), T), -100, dtype=torch.long)
+    for r, (i, l) in enumerate(mb):
+        ids[r, :len(i)] = torch.tensor(i); att[r, :len(i)] = 1; lab[r, :len(l)] = torch.tensor(l)
+    return ids.to(device), att.to(device), lab.to(device)

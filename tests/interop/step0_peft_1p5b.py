@@ -29,7 +29,7 @@ try:
     import loratune as lt
 except ImportError as e:
     print("SKIP:", e); sys.exit(77)
-from lt_order import micro_batches
+from lt_order import micro_batches, padded_rows
 
 ap = argparse.ArgumentParser()
 ap.add_argument("model"); ap.add_argument("work")
@@ -87,23 +87,11 @@ model.close()
 # ---- transformers + PEFT ----
 tdev = "cuda" if dev == "cuda" else "cpu"
 
-
-def rows(mb):
-    """right-padded [k, T] ids, attention mask, labels (-100 on padding)"""
-    T = max(len(i) for i, _ in mb)
-    ids = torch.zeros(len(mb), T, dtype=torch.long)
-    att = torch.zeros(len(mb), T, dtype=torch.long)
-    lab = torch.full((len(mb), T), -100, dtype=torch.long)
-    for r, (i, l) in enumerate(mb):
-        ids[r, :len(i)] = torch.tensor(i); att[r, :len(i)] = 1; lab[r, :len(l)] = torch.tensor(l)
-    return ids.to(tdev), att.to(tdev), lab.to(tdev)
-
-
 def hf_step0(pm):
     pm.zero_grad(set_to_none=True)
     loss_sum = 0.0
     for mb in recs:
-        ids, att, lab = rows(mb)
+        ids, att, lab = padded_rows(mb, tdev)
         logits = pm(input_ids=ids, attention_mask=att).logits.float()
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1),
                                                ignore_index=-100, reduction="sum")
