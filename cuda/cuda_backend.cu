@@ -111,8 +111,8 @@ static const char *const prof_names[64] = {
     "upload", "download", "memset0", "copy", "to_act", "from_act", "weight_create", "weight_read", "embedding",
     "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
     "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
-    "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", "linear_lora_pair",
-    "memset0_many", "adamw_many", 0, 0, 0, 0,
+    "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", "linear_lora_group",
+    "memset0_many", "adamw_many", "lora_xa_multi", "lora_bwd_multi", "add_lora", 0,
     "  (dequant)", "  (gemm)", "  (dropout)", "  (ce rows)", "  (head gemm)", "  (rowdot)", "  (wgrad)", "  (addmul)"};
 
 static void prof_harvest(lt_cuda *c) {
@@ -253,6 +253,7 @@ static void op_destroy(lt_backend *be) {
         }
         lt_cuda_gemm_tuner_free(c);
         lt_cuda_w16_free(c);
+        lt_cuda_wcache_free(c);
         if (c->cublas) cublasDestroy(c->cublas);
         for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
         free(c->allocs);
@@ -398,9 +399,12 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->nonfinite = LT_PROF(29, lt_cuda_nonfinite);
     o->memory = op_memory;
     o->sumsq_many = lt_cuda_sumsq_many; /* elementwise.cu; one sync for all tensors */
-    o->linear_lora_pair_fwd = LT_PROF(33, lt_cuda_linear_lora_pair_fwd); /* gemm.cu */
+    o->linear_lora_group_fwd = LT_PROF(33, lt_cuda_linear_lora_group_fwd); /* gemm.cu */
     o->memset0_many = LT_PROF(34, lt_cuda_memset0_many);                 /* optim.cu */
     o->adamw_many = LT_PROF(35, lt_cuda_adamw_many);
+    o->lora_xa_multi = LT_PROF(36, lt_cuda_lora_xa_multi); /* gemm.cu */
+    o->lora_bwd_multi = LT_PROF(37, lt_cuda_lora_bwd_multi);
+    o->add_lora = LT_PROF(38, lt_cuda_add_lora);
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -61,6 +61,10 @@ typedef struct lt_cuda {
     /* 16-bit copies of the f32 LoRA weights the products read (gemm.cu), made once per
      * optimizer step instead of once per call; ops that write f32 buffers invalidate them */
     struct lt_w16_cache *w16;
+    /* the dequantized 16-bit copies of the last few frozen weights used (gemm.cu): the
+     * checkpoint recompute of a layer and its backward, which follows at once, dequantize
+     * each weight once between them instead of twice */
+    struct lt_wcache *wcache;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -86,6 +90,9 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
 /* marks the copies of anything overlapping [p, p + bytes) stale (a write through an op) */
 void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes);
 void lt_cuda_w16_free(lt_cuda *c);
+/* forget W's cached 16-bit copy (called when W is freed: its address may come back) */
+void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W);
+void lt_cuda_wcache_free(lt_cuda *c);
 
 /* ---- errors ---- */
 lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);
@@ -182,9 +189,18 @@ struct lt_bweight {
 /* Dequantizes (or copies) W into a 16-bit act-dtype buffer [rows, cols]; *out points into the
  * scratch at `scratch_off` bytes unless W is already 16-bit (then *out = W->data16). */
 lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off);
-lt_status lt_cuda_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
-                                       const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
-                                       const float *B2, int64_t N, int64_t R, float scale);
+lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
+                                        const lt_bweight *const *W, const float *const *bias, const void *const *xa,
+                                        const float *const *B, int64_t N, int64_t R, float scale);
+lt_status lt_cuda_lora_xa_multi(lt_backend *be, int n, void *const *xa, const void *inp, const float *const *A,
+                                int64_t N, int64_t C, int64_t R, float p, uint64_t seed, const uint64_t *streams);
+lt_status lt_cuda_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float *const *dB, void *dinp,
+                                 const void *const *dout, const void *inp, const void *const *xa,
+                                 const float *const *A, const float *const *B, int64_t N, int64_t C,
+                                 const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
+                                 const uint64_t *streams);
+lt_status lt_cuda_add_lora(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
+                           int64_t N, int64_t OC, int64_t R, float scale);
 lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, const void **out);
 /* f32 dequantization on the device (code * absmax exactly as bitsandbytes computes it). */
 lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float *dev_out);
@@ -248,6 +264,23 @@ int lt_cuda_lora_wg_chunks(int64_t N, int64_t M);
 lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
                               int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
                               uint64_t stream);
+/* Up to LT_LORA_MULTI LoRA modules over one shared input x(N,M) (q/k/v over ln1, gate/up over
+ * ln2): x is read once for all of them; module s keeps its own dropout mask (the one a single
+ * call with streams[s] draws). Each result equals that of n single calls (addmul: one rounding
+ * of y instead of n). W/coef/G/y of different modules never alias. */
+#define LT_LORA_MULTI 3
+/* y[s](N,R) = alpha * drop_s(x)(N,M) @ W[s](R,M)^T */
+lt_status lt_cuda_lora_rowdot_multi(lt_backend *be, int n, void *const *y, const void *x, const void *const *W,
+                                    int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
+                                    const uint64_t *streams);
+/* G[s][m*sm + r*sr] += alpha * (drop_s(x)^T @ coef[s])[m][r]; part: scratch of n*nchunks*M*R floats */
+lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64_t sm, int64_t sr, const void *x,
+                                   const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                   uint64_t seed, const uint64_t *streams, float *part, int nchunks);
+/* y(N,M) += alpha * sum_s drop_s(coef[s](N,R) @ W[s](R,M)), W[s](r, m) = W[s][r*wr + m*wm] f32 */
+lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *const *coef, const float *const *W,
+                                    int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                    uint64_t seed, const uint64_t *streams);
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);

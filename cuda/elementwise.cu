@@ -78,7 +78,7 @@ __device__ __forceinline__ void load_w8(const float *w, int64_t c, float f[8]) {
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
 
-template <typename T>
+template <typename T, int NV>
 __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, const T *inp, const float *w, int64_t N,
                                                        int64_t C, float eps) {
     const int64_t row = (int64_t)blockIdx.x * 8 + threadIdx.x / 32;
@@ -86,10 +86,10 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, cons
     if (row >= N) return;
     const int64_t nvec = C / 8;
     const uint4 *x = reinterpret_cast<const uint4 *>(inp + row * C);
-    uint4 xv[NV_MAX];
+    uint4 xv[NV];
     float ss = 0.0f;
 #pragma unroll
-    for (int v = 0; v < NV_MAX; v++) {
+    for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             xv[v] = x[i];
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, cons
     if (lane == 0) rstd[row] = r;
     uint4 *y = reinterpret_cast<uint4 *>(out + row * C);
 #pragma unroll
-    for (int v = 0; v < NV_MAX; v++) {
+    for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             float f[8], wf[8];
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_fwd_w(T *out, float *rstd, cons
     }
 }
 
-template <typename T>
+template <typename T, int NV>
 __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, const T *inp, const float *w,
                                                        const float *rstd, int64_t N, int64_t C) {
     const int64_t row = (int64_t)blockIdx.x * 8 + threadIdx.x / 32;
@@ -126,10 +126,10 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     const int64_t nvec = C / 8;
     const uint4 *x = reinterpret_cast<const uint4 *>(inp + row * C);
     const uint4 *g = reinterpret_cast<const uint4 *>(dout + row * C);
-    uint4 xv[NV_MAX], gv[NV_MAX];
+    uint4 xv[NV], gv[NV];
     float dot = 0.0f;
 #pragma unroll
-    for (int v = 0; v < NV_MAX; v++) {
+    for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             xv[v] = x[i];
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     const float k = dot * r * r * r / (float)C;
     uint4 *dx = reinterpret_cast<uint4 *>(dinp + row * C);
 #pragma unroll
-    for (int v = 0; v < NV_MAX; v++) {
+    for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
         if (i < nvec) {
             float xf[8], gf[8], wf[8], df[8];
@@ -167,6 +167,13 @@ static bool norm_warp_ok(int64_t C) {
     static int off = -1;
     if (off < 0) off = getenv("LT_CUDA_NORM_OLD") && atoi(getenv("LT_CUDA_NORM_OLD")) > 0;
     return !off && C % 8 == 0 && C / 8 <= 32 * NV_MAX;
+}
+
+/* 16-byte pieces per lane for a row of C: the kernels are instantiated for the exact count of
+ * common widths (1536 -> 6), so that the row's registers are no more than it needs */
+static int norm_pieces(int64_t C) {
+    const int v = (int)((C / 8 + 31) / 32);
+    return v <= 8 ? v : v <= 12 ? 12 : NV_MAX;
 }
 
 /* one block per token; cos/sin of the token's angles in shared memory, then every head */
@@ -333,10 +340,15 @@ lt_status lt_cuda_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (norm_warp_ok(C)) {
         const unsigned g = (unsigned)((N + 7) / 8);
-        if (be->act_dtype == LT_DTYPE_BF16)
-            k_rmsnorm_fwd_w<<<g, 256, 0, s>>>((__nv_bfloat16 *)out, rstd, (const __nv_bfloat16 *)inp, w, N, C, eps);
-        else
-            k_rmsnorm_fwd_w<<<g, 256, 0, s>>>((__half *)out, rstd, (const __half *)inp, w, N, C, eps);
+        const bool bf = be->act_dtype == LT_DTYPE_BF16;
+#define NF(NV)                                                                                                     \
+    case NV:                                                                                                       \
+        if (bf) k_rmsnorm_fwd_w<__nv_bfloat16, NV><<<g, 256, 0, s>>>((__nv_bfloat16 *)out, rstd,                   \
+                                                                      (const __nv_bfloat16 *)inp, w, N, C, eps);   \
+        else k_rmsnorm_fwd_w<__half, NV><<<g, 256, 0, s>>>((__half *)out, rstd, (const __half *)inp, w, N, C, eps); \
+        break;
+        switch (norm_pieces(C)) { NF(1) NF(2) NF(3) NF(4) NF(5) NF(6) NF(7) NF(8) NF(12) default: NF(NV_MAX) }
+#undef NF
         LT_LAUNCH_CHECK("k_rmsnorm_fwd_w");
         return LT_OK;
     }
@@ -355,11 +367,17 @@ lt_status lt_cuda_rmsnorm_bwd(lt_backend *be, void *dinp, const void *dout, cons
     cudaStream_t s = lt_cuda_of(be)->stream;
     if (norm_warp_ok(C)) {
         const unsigned g = (unsigned)((N + 7) / 8);
-        if (be->act_dtype == LT_DTYPE_BF16)
-            k_rmsnorm_bwd_w<<<g, 256, 0, s>>>((__nv_bfloat16 *)dinp, (const __nv_bfloat16 *)dout,
-                                              (const __nv_bfloat16 *)inp, w, rstd, N, C);
-        else
-            k_rmsnorm_bwd_w<<<g, 256, 0, s>>>((__half *)dinp, (const __half *)dout, (const __half *)inp, w, rstd, N, C);
+        const bool bf = be->act_dtype == LT_DTYPE_BF16;
+#define NB(NV)                                                                                                     \
+    case NV:                                                                                                       \
+        if (bf) k_rmsnorm_bwd_w<__nv_bfloat16, NV><<<g, 256, 0, s>>>((__nv_bfloat16 *)dinp,                        \
+                                                                      (const __nv_bfloat16 *)dout,                 \
+                                                                      (const __nv_bfloat16 *)inp, w, rstd, N, C);  \
+        else k_rmsnorm_bwd_w<__half, NV><<<g, 256, 0, s>>>((__half *)dinp, (const __half *)dout,                   \
+                                                           (const __half *)inp, w, rstd, N, C);                    \
+        break;
+        switch (norm_pieces(C)) { NB(1) NB(2) NB(3) NB(4) NB(5) NB(6) NB(7) NB(8) NB(12) default: NB(NV_MAX) }
+#undef NB
         LT_LAUNCH_CHECK("k_rmsnorm_bwd_w");
         return LT_OK;
     }

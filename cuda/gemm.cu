@@ -279,42 +279,197 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
     return LT_OK;
 }
 
+/* ---------------------------------------------------------------- dequantized weight cache
+ * An NF4 weight is dequantized for every product that reads it: in the forward, in the
+ * checkpoint recompute and in the backward. A layer's recompute is followed at once by its
+ * backward, so keeping the 16-bit copies of the last few weights (one layer's worth, ~95 MB for
+ * Qwen2-1.5B) spares the backward six of its seven dequantizations. A slot holds W's values in
+ * rows ld elements apart from column off (the wider rows of the K-concatenated LoRA products
+ * below); a plain product reads W from there with leading dimension ld. A new weight takes an
+ * empty slot, else the smallest slot that fits (the least recently used of equals): over a
+ * layer's cycle each weight then takes the slot of its counterpart in the layer before, and
+ * nothing the pending backward needs is evicted. LT_CUDA_WCACHE=0 turns it off. */
+#define LT_WC_SLOTS 8
+typedef struct lt_wc_slot {
+    const lt_bweight *W; /* whose values the slot holds (NULL: none) */
+    int64_t ld, off;
+    size_t cap;
+    void *buf;
+    uint64_t used;
+} lt_wc_slot;
+
+struct lt_wcache {
+    lt_wc_slot s[LT_WC_SLOTS];
+    uint64_t clock;
+};
+
+static int wcache_on(void) {
+    static int v = -1;
+    if (v < 0) v = !(getenv("LT_CUDA_WCACHE") && atoi(getenv("LT_CUDA_WCACHE")) == 0);
+    return v;
+}
+
+void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W) {
+    if (!c->wcache) return;
+    for (int i = 0; i < LT_WC_SLOTS; i++)
+        if (c->wcache->s[i].W == W) c->wcache->s[i].W = NULL;
+}
+
+void lt_cuda_wcache_free(lt_cuda *c) {
+    if (!c->wcache) return;
+    for (int i = 0; i < LT_WC_SLOTS; i++) lt_cuda_free(c, c->wcache->s[i].buf);
+    free(c->wcache);
+    c->wcache = NULL;
+}
+
+/* W(0,0) of a cached copy in any layout, and its leading dimension; NULL when none */
+static const void *wcache_find(lt_cuda *c, const lt_bweight *W, int64_t *ld) {
+    if (!c->wcache) return NULL;
+    for (int i = 0; i < LT_WC_SLOTS; i++) {
+        lt_wc_slot *s = &c->wcache->s[i];
+        if (s->W == W) {
+            s->used = ++c->wcache->clock;
+            *ld = s->ld;
+            return (const char *)s->buf + (size_t)s->off * 2;
+        }
+    }
+    return NULL;
+}
+
+/* A buffer of W->rows rows ld elements apart holding W's 16-bit values at columns [off, off +
+ * cols): cached, or filled now. *buf = NULL (and LT_OK) when the cache is off or has no memory
+ * for it: the caller dequantizes into scratch instead. */
+static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int64_t off, void **buf) {
+    lt_cuda *c = lt_cuda_of(be);
+    *buf = NULL;
+    if (!wcache_on()) return LT_OK;
+    if (!c->wcache) {
+        c->wcache = (struct lt_wcache *)calloc(1, sizeof *c->wcache);
+        if (!c->wcache) return LT_OK;
+    }
+    struct lt_wcache *w = c->wcache;
+    const size_t need = (size_t)(W->rows * ld) * 2;
+    lt_wc_slot *pick = NULL;
+    for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
+        if (w->s[i].W == W) pick = &w->s[i];
+    if (pick && pick->ld == ld && pick->off == off) {
+        pick->used = ++w->clock;
+        *buf = pick->buf;
+        return LT_OK;
+    }
+    if (pick && pick->cap < need) { pick->W = NULL; pick = NULL; }
+    for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
+        if (!w->s[i].buf) pick = &w->s[i];
+    for (int i = 0; i < LT_WC_SLOTS; i++) {
+        lt_wc_slot *s = &w->s[i];
+        if (pick && !pick->buf) break;
+        if (s->cap >= need && (!pick || s->cap < pick->cap || (s->cap == pick->cap && s->used < pick->used)))
+            pick = s;
+    }
+    if (!pick) { /* nothing fits: grow the least recently used */
+        pick = &w->s[0];
+        for (int i = 1; i < LT_WC_SLOTS; i++)
+            if (w->s[i].used < pick->used) pick = &w->s[i];
+    }
+    pick->W = NULL;
+    if (pick->cap < need) {
+        if (pick->buf) {
+            LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+            lt_cuda_free(c, pick->buf);
+            pick->buf = NULL;
+            pick->cap = 0;
+        }
+        if (lt_cuda_malloc(c, need, "a cached dequantized weight", &pick->buf) != LT_OK) {
+            pick->buf = NULL;
+            return LT_OK; /* no room: the caller uses scratch */
+        }
+        pick->cap = need;
+    }
+    LT_TRY(lt_cuda_weight_16_into(be, W, pick->buf, ld, off));
+    pick->W = W;
+    pick->ld = ld;
+    pick->off = off;
+    pick->used = ++w->clock;
+    *buf = pick->buf;
+    return LT_OK;
+}
+
+/* W in 16 bits for a plain product: its own values, a cached copy, or dequantized into the
+ * scratch buffer (which the caller must not use for anything else meanwhile) */
+static lt_status weight_plain(lt_backend *be, const lt_bweight *W, const void **W16, int64_t *ld) {
+    lt_cuda *c = lt_cuda_of(be);
+    *ld = W->cols;
+    if (W->quant == LT_QUANT_NONE) { *W16 = W->data16; return LT_OK; }
+    if ((*W16 = wcache_find(c, W, ld))) return LT_OK;
+    void *b;
+    LT_TRY(wcache_get(be, W, W->cols, 0, &b));
+    if (b) { *W16 = b; return LT_OK; }
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, (size_t)(W->rows * W->cols) * 2, &scr));
+    return lt_cuda_weight_16(be, W, scr, W16);
+}
+
 lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
                              int64_t N) {
     lt_cuda *c = lt_cuda_of(be);
     const int64_t OC = W->rows, C = W->cols;
-    void *scr = NULL;
-    if (W->quant != LT_QUANT_NONE) LT_TRY(lt_cuda_scratch(c, (size_t)(OC * C) * 2, &scr));
     const void *W16;
-    LT_TRY(lt_cuda_weight_16(be, W, scr, &W16));
-    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, C, inp, c->act_type, C,
+    int64_t ld;
+    LT_TRY(weight_plain(be, W, &W16, &ld));
+    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, ld, inp, c->act_type, C,
                         0.0f, out, c->act_type, OC));
     if (bias) LT_TRY(lt_cuda_bias_add(be, out, bias, N, OC));
     return LT_OK;
 }
 
-/* ---------------------------------------------------------------- fused gate/up + LoRA
- * The LoRA up-projection of gate and up adds scale * xa B^T to an (N, I) output: as a separate
- * product that is a read-modify-write of 2 x 73 MB per layer at 2x2048. Folded into the base
- * GEMM by concatenating along the reduction, it costs one (N, C + 2R) copy of the input:
- * gate = [xa1 | x] . [s B1 | W1]^T and up = [x | xa2] . [W2 | s B2]^T over one buffer
- * [xa1 | x | xa2], the dequantized weights written straight into the wider rows. */
+/* ---------------------------------------------------------------- grouped products + LoRA
+ * The LoRA up-projection adds scale * xa B^T to an (N, OC) output: as a separate product that
+ * is a read-modify-write of the output (2 x 73 MB for gate and up per layer at 2x2048), and the
+ * q/k/v bias is another. Both fold into the base GEMM by concatenating along the reduction.
+ * Projections s = 0..n-1 of one input x share one buffer
+ *     xe = [ e | xa_0 | x | xa_1 | ... | xa_{n-1} | e ]      (e = [1 0 0 0 0 0 0 0] when a bias)
+ * out_0 reads its first E + R + C columns against rows [bias_0 0.. | s B_0 | W_0]; out_s (s >= 1)
+ * reads the columns from x on against rows [W_s | 0.. s B_s ..0 | bias_s 0..]. The dequantized
+ * W_s are written straight into those wider rows (and cached there for the backward). */
 template <typename T>
-__global__ void k_pack_ext(T *xe, const T *xa1, const T *x, const T *xa2, int64_t N, int64_t C, int64_t R) {
-    const int64_t W8 = (2 * R + C) / 8, n = N * W8;
+__global__ void k_pack_group(T *xe, const T *x, const T *xa0, const T *xa1, const T *xa2, int64_t N, int64_t C,
+                             int64_t R, int64_t E, int64_t XW) {
+    const int64_t W8 = XW / 8, n = N * W8;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t t = i / W8, j = (i % W8) * 8;
-        const T *src = j < R ? xa1 + t * R + j : j < R + C ? x + t * C + (j - R) : xa2 + t * R + (j - R - C);
-        *reinterpret_cast<uint4 *>(xe + t * (2 * R + C) + j) = *reinterpret_cast<const uint4 *>(src);
+        uint4 v;
+        if (j < E || j >= XW - E) {
+            const T one = lt_fromf<T>(1.0f), zero = lt_fromf<T>(0.0f);
+            T e[8] = {one, zero, zero, zero, zero, zero, zero, zero};
+            v = *reinterpret_cast<const uint4 *>(e);
+        } else {
+            const int64_t k = j - E;
+            const T *src;
+            if (k < R) src = xa0 + t * R + k;
+            else if (k < R + C) src = x + t * C + (k - R);
+            else {
+                const int64_t q = k - R - C, s = q / R;
+                src = (s == 0 ? xa1 : xa2) + t * R + (q - s * R);
+            }
+            v = *reinterpret_cast<const uint4 *>(src);
+        }
+        *reinterpret_cast<uint4 *>(xe + t * XW + j) = v;
     }
 }
 
-/* w[o * ld + off + r] = scale * B[o][r] in 16-bit */
+/* columns [lo, hi) of the K-wide rows of w: scale * B[o][.] at [offB, offB + R), bias[o] at
+ * offBias, zero elsewhere (B or bias NULL: zeros) */
 template <typename T>
-__global__ void k_fill_b(T *w, const float *B, int64_t OC, int64_t R, int64_t ld, int64_t off, float scale) {
-    const int64_t n = OC * R;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        w[(i / R) * ld + off + i % R] = lt_fromf<T>(scale * B[i]);
+__global__ void k_fill_ext(T *w, int64_t OC, int64_t K, int64_t lo, int64_t hi, const float *B, int64_t offB,
+                           int64_t R, const float *bias, int64_t offBias, float scale) {
+    const int64_t wd = hi - lo, n = OC * wd;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t o = i / wd, j = lo + i % wd;
+        float v = 0.0f;
+        if (B && j >= offB && j < offB + R) v = scale * B[o * R + (j - offB)];
+        else if (bias && j == offBias) v = bias[o];
+        w[o * K + j] = lt_fromf<T>(v);
+    }
 }
 
 /* out += scale * xa(N,R) @ B^T, B f32 (OC,R) */
@@ -326,68 +481,251 @@ static lt_status lora_up_add(lt_backend *be, void *out, const void *xa, const fl
     return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, OC, N, R, scale, B16T, t, OC, xa, t, R, 1.0f, out, t, OC);
 }
 
-static int lora_pair_fused(void) {
+static int lora_group_fused(void) {
     static int v = -1;
     if (v < 0) v = !(getenv("LT_CUDA_LORA_FUSE") && atoi(getenv("LT_CUDA_LORA_FUSE")) == 0);
     return v;
 }
 
-lt_status lt_cuda_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
-                                       const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
-                                       const float *B2, int64_t N, int64_t R, float scale) {
-    const int64_t C = W1->cols, OC1 = W1->rows, OC2 = W2->rows;
-    LT_CHECK_ARG(W2->cols == C, "linear_lora_pair: inputs of %lld and %lld features", (long long)C,
-                 (long long)W2->cols);
+lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
+                                        const lt_bweight *const *W, const float *const *bias, const void *const *xa,
+                                        const float *const *B, int64_t N, int64_t R, float scale) {
+    LT_CHECK_ARG(n >= 1 && n <= 3, "linear_lora_group: %d projections (1 to 3)", n);
+    const int64_t C = W[0]->cols;
+    bool fused = lora_group_fused(), any_bias = false;
+    for (int s = 0; s < n; s++) {
+        LT_CHECK_ARG(W[s]->cols == C, "linear_lora_group: projection %d reads %lld features, projection 0 %lld", s,
+                     (long long)W[s]->cols, (long long)C);
+        fused = fused && lt_cuda_lora_fast_ok(R, C, W[s]->rows);
+        any_bias = any_bias || bias[s];
+    }
     if (N <= 0) return LT_OK;
+    if (!fused) {
+        for (int s = 0; s < n; s++) {
+            LT_TRY(lt_cuda_linear_fwd(be, out[s], inp, W[s], bias[s], N));
+            LT_TRY(lora_up_add(be, out[s], xa[s], B[s], N, W[s]->rows, R, scale));
+        }
+        return LT_OK;
+    }
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
-    if (!lora_pair_fused() || !lt_cuda_lora_fast_ok(R, C, OC1) || !lt_cuda_lora_fast_ok(R, C, OC2)) {
-        LT_TRY(lt_cuda_linear_fwd(be, out1, inp, W1, NULL, N));
-        LT_TRY(lora_up_add(be, out1, xa1, B1, N, OC1, R, scale));
-        LT_TRY(lt_cuda_linear_fwd(be, out2, inp, W2, NULL, N));
-        return lora_up_add(be, out2, xa2, B2, N, OC2, R, scale);
-    }
-    const int64_t K = C + R, XW = C + 2 * R, OCm = OC1 > OC2 ? OC1 : OC2;
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const int64_t E = any_bias ? 8 : 0;
+    const int64_t XW = E + R + C + (n > 1 ? (n - 1) * R + E : 0);
+    int64_t OCm = 0;
+    for (int s = 0; s < n; s++) OCm = W[s]->rows > OCm ? W[s]->rows : OCm;
+    const int64_t Km = XW - (n > 1 ? E + R : 0) > E + R + C ? XW - (n > 1 ? E + R : 0) : E + R + C;
     void *scr;
-    LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * XW) * 2) + lt_align256((size_t)(OCm * K) * 2), &scr));
+    LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * XW) * 2) + lt_align256((size_t)(OCm * Km) * 2), &scr));
     char *cur = (char *)scr;
     void *xe = lt_carve(&cur, (size_t)(N * XW) * 2);
-    void *we = lt_carve(&cur, (size_t)(OCm * K) * 2);
-    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    void *wscr = lt_carve(&cur, (size_t)(OCm * Km) * 2);
     const unsigned gp = lt_blocks(N * XW / 8, 256);
+    const void *xa1 = n > 1 ? xa[1] : NULL, *xa2 = n > 2 ? xa[2] : NULL;
     if (bf)
-        k_pack_ext<<<gp, 256, 0, c->stream>>>((__nv_bfloat16 *)xe, (const __nv_bfloat16 *)xa1,
-                                              (const __nv_bfloat16 *)inp, (const __nv_bfloat16 *)xa2, N, C, R);
+        k_pack_group<<<gp, 256, 0, c->stream>>>((__nv_bfloat16 *)xe, (const __nv_bfloat16 *)inp,
+                                                (const __nv_bfloat16 *)xa[0], (const __nv_bfloat16 *)xa1,
+                                                (const __nv_bfloat16 *)xa2, N, C, R, E, XW);
     else
-        k_pack_ext<<<gp, 256, 0, c->stream>>>((__half *)xe, (const __half *)xa1, (const __half *)inp,
-                                              (const __half *)xa2, N, C, R);
-    LT_LAUNCH_CHECK("k_pack_ext");
-    /* out1^T (OC1 x N) = [s B1 | W1] (col-major K x OC1, transposed) . [xa1 | x]^T */
-    LT_TRY(lt_cuda_weight_16_into(be, W1, we, K, R));
-    if (bf) k_fill_b<<<lt_blocks(OC1 * R, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)we, B1, OC1, R, K, 0, scale);
-    else k_fill_b<<<lt_blocks(OC1 * R, 256), 256, 0, c->stream>>>((__half *)we, B1, OC1, R, K, 0, scale);
-    LT_LAUNCH_CHECK("k_fill_b");
-    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC1, N, K, 1.0f, we, t, K, xe, t, XW, 0.0f, out1, t, OC1));
-    /* out2^T = [W2 | s B2] . [x | xa2]^T (the same rows, R elements further) */
-    LT_TRY(lt_cuda_weight_16_into(be, W2, we, K, 0));
-    if (bf) k_fill_b<<<lt_blocks(OC2 * R, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)we, B2, OC2, R, K, C, scale);
-    else k_fill_b<<<lt_blocks(OC2 * R, 256), 256, 0, c->stream>>>((__half *)we, B2, OC2, R, K, C, scale);
-    LT_LAUNCH_CHECK("k_fill_b");
-    return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC2, N, K, 1.0f, we, t, K, (const char *)xe + (size_t)R * 2, t,
-                        XW, 0.0f, out2, t, OC2);
+        k_pack_group<<<gp, 256, 0, c->stream>>>((__half *)xe, (const __half *)inp, (const __half *)xa[0],
+                                                (const __half *)xa1, (const __half *)xa2, N, C, R, E, XW);
+    LT_LAUNCH_CHECK("k_pack_group");
+    for (int s = 0; s < n; s++) {
+        const int64_t OC = W[s]->rows;
+        /* the view of xe, the width of the rows, where W_s, s B_s and the bias go */
+        const int64_t x0 = s == 0 ? 0 : E + R;
+        const int64_t K = s == 0 ? E + R + C : XW - E - R;
+        const int64_t offW = s == 0 ? E + R : 0;
+        const int64_t offB = s == 0 ? E : C + (s - 1) * R;
+        const int64_t offBias = s == 0 ? 0 : K - E;
+        const int64_t lo = s == 0 ? 0 : C, hi = s == 0 ? E + R : K;
+        void *wb;
+        LT_TRY(wcache_get(be, W[s], K, offW, &wb));
+        if (!wb) {
+            wb = wscr;
+            LT_TRY(lt_cuda_weight_16_into(be, W[s], wb, K, offW));
+        }
+        const float *bs = E ? bias[s] : NULL;
+        if (bf)
+            k_fill_ext<<<lt_blocks(OC * (hi - lo), 256), 256, 0, c->stream>>>((__nv_bfloat16 *)wb, OC, K, lo, hi, B[s],
+                                                                            offB, R, bs, offBias, scale);
+        else
+            k_fill_ext<<<lt_blocks(OC * (hi - lo), 256), 256, 0, c->stream>>>((__half *)wb, OC, K, lo, hi, B[s], offB,
+                                                                            R, bs, offBias, scale);
+        LT_LAUNCH_CHECK("k_fill_ext");
+        /* out_s^T (OC x N) = rows^T . view^T */
+        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, K, 1.0f, wb, t, K, (const char *)xe + (size_t)x0 * 2,
+                            t, XW, 0.0f, out[s], t, OC));
+    }
+    return LT_OK;
 }
 
 lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
                                    int accumulate) {
     lt_cuda *c = lt_cuda_of(be);
     const int64_t OC = W->rows, C = W->cols;
-    void *scr = NULL;
-    if (W->quant != LT_QUANT_NONE) LT_TRY(lt_cuda_scratch(c, (size_t)(OC * C) * 2, &scr));
     const void *W16;
-    LT_TRY(lt_cuda_weight_16(be, W, scr, &W16));
+    int64_t ld;
+    LT_TRY(weight_plain(be, W, &W16, &ld));
     /* dinp^T (C x N) = W^T (C x OC) . dout^T (OC x N) */
-    return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, W16, c->act_type, C, dout, c->act_type, OC,
+    return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, W16, c->act_type, ld, dout, c->act_type, OC,
                         accumulate ? 1.0f : 0.0f, dinp, c->act_type, C);
+}
+
+/* ---------------------------------------------------------------- residual add + LoRA
+ * out = a + b + scale * xa B^T in one pass: o_proj's and down_proj's up-projections ride on
+ * the residual add that reads their product anyway (the separate product was a read-modify-
+ * write of the whole output). B is read as stored (f32, OC x R) and rounded to 16 bits as the
+ * cuBLAS operand was; a block keeps its 8 x R slice in registers across 16 tokens. */
+#define AL_THREADS 64
+#define AL_TOK 16
+template <typename T, int R>
+__global__ void __launch_bounds__(AL_THREADS) k_add_lora(T *out, const T *a, const T *b, const T *xa, const float *B,
+                                                         int64_t N, int64_t OC, float scale) {
+    __shared__ float cs[AL_TOK][R];
+    const int64_t t0 = (int64_t)blockIdx.y * AL_TOK;
+    for (int i = threadIdx.x; i < AL_TOK * R; i += blockDim.x) {
+        const int tt = i / R, r = i % R;
+        cs[tt][r] = t0 + tt < N ? scale * lt_tof<T>(xa[(t0 + tt) * R + r]) : 0.0f;
+    }
+    __syncthreads();
+    const int64_t m = ((int64_t)blockIdx.x * AL_THREADS + threadIdx.x) * 8;
+    if (m >= OC) return;
+    uint4 wv[R];
+#pragma unroll
+    for (int r4 = 0; r4 < R; r4 += 4) {
+        float f[4][8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float4 q = __ldg(reinterpret_cast<const float4 *>(B + (m + j) * R + r4));
+            f[0][j] = q.x; f[1][j] = q.y; f[2][j] = q.z; f[3][j] = q.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) wv[r4 + i] = lt_pack8<T>(f[i]);
+    }
+    for (int tt = 0; tt < AL_TOK; tt += 2) {
+        const int64_t t = t0 + tt;
+        if (t >= N) break;
+        const bool two = t + 1 < N;
+        const uint4 a0 = *reinterpret_cast<const uint4 *>(a + t * OC + m);
+        const uint4 b0 = *reinterpret_cast<const uint4 *>(b + t * OC + m);
+        const uint4 a1 = two ? *reinterpret_cast<const uint4 *>(a + (t + 1) * OC + m) : make_uint4(0, 0, 0, 0);
+        const uint4 b1 = two ? *reinterpret_cast<const uint4 *>(b + (t + 1) * OC + m) : make_uint4(0, 0, 0, 0);
+        float acc0[8], acc1[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc0[j] = acc1[j] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float w[8];
+            lt_unpack8<T>(wv[r], w);
+            const float c0 = cs[tt][r], c1 = cs[tt + 1][r];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                acc0[j] += c0 * w[j];
+                acc1[j] += c1 * w[j];
+            }
+        }
+        float fa[8], fb[8];
+        lt_unpack8<T>(a0, fa);
+        lt_unpack8<T>(b0, fb);
+#pragma unroll
+        for (int j = 0; j < 8; j++) fa[j] = fa[j] + fb[j] + acc0[j];
+        *reinterpret_cast<uint4 *>(out + t * OC + m) = lt_pack8<T>(fa);
+        if (two) {
+            lt_unpack8<T>(a1, fa);
+            lt_unpack8<T>(b1, fb);
+#pragma unroll
+            for (int j = 0; j < 8; j++) fa[j] = fa[j] + fb[j] + acc1[j];
+            *reinterpret_cast<uint4 *>(out + (t + 1) * OC + m) = lt_pack8<T>(fa);
+        }
+    }
+}
+
+template <typename T, int R>
+static void add_lora_launch(lt_cuda *c, void *out, const void *a, const void *b, const void *xa, const float *B,
+                            int64_t N, int64_t OC, float scale) {
+    dim3 grid((unsigned)((OC / 8 + AL_THREADS - 1) / AL_THREADS), (unsigned)((N + AL_TOK - 1) / AL_TOK));
+    k_add_lora<T, R><<<grid, AL_THREADS, 0, c->stream>>>((T *)out, (const T *)a, (const T *)b, (const T *)xa, B, N, OC,
+                                                         scale);
+}
+
+lt_status lt_cuda_add_lora(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
+                           int64_t N, int64_t OC, int64_t R, float scale) {
+    if (N <= 0) return LT_OK;
+    lt_cuda *c = lt_cuda_of(be);
+    if (!lora_group_fused() || !lt_cuda_lora_fast_ok(R, 8, OC)) {
+        /* b += the up-projection (b is the graph's scratch product), then the add */
+        LT_TRY(lora_up_add(be, (void *)b, xa, B, N, OC, R, scale));
+        return lt_cuda_add(be, out, a, b, N * OC);
+    }
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+#define AL(TT, RR) add_lora_launch<TT, RR>(c, out, a, b, xa, B, N, OC, scale)
+    if (R == 8) { if (bf) AL(__nv_bfloat16, 8); else AL(__half, 8); }
+    else if (R == 16) { if (bf) AL(__nv_bfloat16, 16); else AL(__half, 16); }
+    else { if (bf) AL(__nv_bfloat16, 32); else AL(__half, 32); }
+#undef AL
+    LT_LAUNCH_CHECK("k_add_lora");
+    return LT_OK;
+}
+
+/* ---------------------------------------------------------------- LoRA over a shared input */
+lt_status lt_cuda_lora_xa_multi(lt_backend *be, int n, void *const *xa, const void *inp, const float *const *A,
+                                int64_t N, int64_t C, int64_t R, float p, uint64_t seed, const uint64_t *streams) {
+    LT_CHECK_ARG(n >= 1 && n <= LT_LORA_MULTI, "lora_xa_multi: %d modules (1 to %d)", n, LT_LORA_MULTI);
+    LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    if (N <= 0) return LT_OK;
+    if (!lt_cuda_lora_fast_ok(R, C, 8)) {
+        for (int s = 0; s < n; s++)
+            LT_TRY(lt_cuda_lora_fwd(be, NULL, xa[s], inp, A[s], NULL, N, C, 8, R, 1.0f, p, seed, streams[s]));
+        return LT_OK;
+    }
+    const void *A16[LT_LORA_MULTI];
+    for (int s = 0; s < n; s++) LT_TRY(lt_cuda_w16(be, A[s], R, C, 0, &A16[s]));
+    return lt_cuda_lora_rowdot_multi(be, n, xa, inp, A16, N, C, R, 1.0f, p, seed, streams);
+}
+
+lt_status lt_cuda_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float *const *dB, void *dinp,
+                                 const void *const *dout, const void *inp, const void *const *xa,
+                                 const float *const *A, const float *const *B, int64_t N, int64_t C,
+                                 const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
+                                 const uint64_t *streams) {
+    LT_CHECK_ARG(n >= 1 && n <= LT_LORA_MULTI, "lora_bwd_multi: %d modules (1 to %d)", n, LT_LORA_MULTI);
+    LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    LT_CHECK_ARG(dinp, "lora_bwd_multi: needs the input gradient");
+    if (N <= 0) return LT_OK;
+    bool fast = true;
+    for (int s = 0; s < n; s++) fast = fast && lt_cuda_lora_fast_ok(R, C, OC[s]);
+    if (!fast) {
+        for (int s = 0; s < n; s++)
+            LT_TRY(lt_cuda_lora_bwd(be, dA[s], dB[s], dinp, dout[s], inp, xa[s], A[s], B[s], N, C, OC[s], R, scale, p,
+                                    seed, streams[s]));
+        return LT_OK;
+    }
+    lt_cuda *c = lt_cuda_of(be);
+    const int nchA = lt_cuda_lora_wg_chunks(N, C);
+    int64_t pb = (int64_t)n * nchA * C;
+    for (int s = 0; s < n; s++) {
+        const int64_t b = (int64_t)lt_cuda_lora_wg_chunks(N, OC[s]) * OC[s];
+        pb = b > pb ? b : pb;
+    }
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, (size_t)n * lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
+    char *cur = (char *)scr;
+    void *dxa[LT_LORA_MULTI];
+    for (int s = 0; s < n; s++) dxa[s] = lt_carve(&cur, (size_t)(N * R) * 2);
+    float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
+    for (int s = 0; s < n; s++) {
+        const void *B16T;
+        LT_TRY(lt_cuda_w16(be, B[s], OC[s], R, 1, &B16T));
+        /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] ; dxa = scale * dout @ B */
+        LT_TRY(lt_cuda_lora_wgrad(be, dB[s], R, 1, dout[s], xa[s], N, OC[s], R, scale, 0.0f, 0, 0, part,
+                                  lt_cuda_lora_wg_chunks(N, OC[s])));
+        LT_TRY(lt_cuda_lora_rowdot(be, dxa[s], dout[s], B16T, N, OC[s], R, scale, 0.0f, 0, 0));
+    }
+    /* dA[s][r][c] += sum_t drop_s(inp)[t][c] dxa[s][t][r], the input read once */
+    LT_TRY(lt_cuda_lora_wgrad_multi(be, n, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, streams, part, nchA));
+    /* dinp += sum_s drop_s(dxa[s] A[s]) in one read-modify-write */
+    return lt_cuda_lora_addmul_multi(be, n, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, streams);
 }
 
 /* The forward's out += scale xa B^T: cuBLAS with beta = 1 by default (measured ~3% faster on
@@ -425,7 +763,7 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
     void *A16 = lt_carve(&cur, (size_t)(R * C) * 2);
     void *B16 = lt_carve(&cur, (size_t)(OC * R) * 2);
     LT_TRY(lt_cuda_f32_to_act(be, A16, A, R * C));
-    LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
+    if (out) LT_TRY(lt_cuda_f32_to_act(be, B16, B, OC * R));
     const void *x = inp;
     if (p > 0.0f) {
         LT_TRY(lt_cuda_dropout_apply(be, xd, inp, N, C, p, seed, stream, 0));

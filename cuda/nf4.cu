@@ -190,6 +190,7 @@ void lt_cuda_weight_free(lt_backend *be, lt_bweight *w) {
     if (!w) return;
     lt_cuda *c = lt_cuda_of(be);
     cudaStreamSynchronize(c->stream);
+    lt_cuda_wcache_forget(c, w);
     lt_cuda_free(c, w->data16);
     lt_cuda_free(c, w->packed);
     lt_cuda_free(c, w->absmax_f32);

@@ -160,13 +160,13 @@ typedef struct lt_backend_ops {
      * device pointers and lengths). Optional: NULL means call sumsq per tensor. */
     lt_status (*sumsq_many)(lt_backend *be, int count, const float *const *g, const int64_t *n, double *host_sumsq);
 
-    /* Two projections of one input with their LoRA up-projections folded into the base
-     * products (gate and up of the MLP): out1(N,OC) = inp(N,C) @ W1^T + scale * xa1(N,R) @ B1^T,
-     * out2 likewise with W2, xa2, B2; xa1/xa2 come from lora_fwd with out = NULL (same
-     * dropout masks). No bias. Optional: NULL means linear_fwd + lora_fwd per projection. */
-    lt_status (*linear_lora_pair_fwd)(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
-                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
-                                      const float *B2, int64_t N, int64_t R, float scale);
+    /* n (2 or 3) projections of one input with their LoRA up-projections folded into the base
+     * products (q/k/v, gate/up): out[s](N,OC_s) = inp(N,C) @ W[s]^T + bias[s] + scale * xa[s](N,R)
+     * @ B[s]^T; xa[s] come from lora_fwd (out = NULL) or lora_xa_multi; bias[s] f32 or NULL.
+     * Optional: NULL means linear_fwd + lora_fwd per projection. */
+    lt_status (*linear_lora_group_fwd)(lt_backend *be, int n, void *const *out, const void *inp,
+                                       const lt_bweight *const *W, const float *const *bias, const void *const *xa,
+                                       const float *const *B, int64_t N, int64_t R, float scale);
 
     /* memset0 of count buffers (host arrays of device pointers and byte counts) and AdamW
      * (as adamw) over count tensors with the same step scalars, in few launches: the per-step
@@ -175,6 +175,24 @@ typedef struct lt_backend_ops {
     lt_status (*adamw_many)(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,
                             float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
                             int64_t t);
+
+    /* The LoRA branches of n (<= 3) modules over one input, the input read once:
+     * lora_xa_multi: xa[s](N,R) = drop_s(inp) @ A[s]^T (lora_fwd with out = NULL, per module);
+     * lora_bwd_multi: lora_bwd per module (dA[s], dB[s] +=, dxa from dout[s](N,OC[s])), with
+     * dinp(N,C) += the sum of their input gradients (dinp required). Module s uses dropout stream
+     * streams[s]. Optional: NULL means one lora_fwd / lora_bwd per module. */
+    lt_status (*lora_xa_multi)(lt_backend *be, int n, void *const *xa, const void *inp, const float *const *A,
+                               int64_t N, int64_t C, int64_t R, float p, uint64_t seed, const uint64_t *streams);
+    lt_status (*lora_bwd_multi)(lt_backend *be, int n, float *const *dA, float *const *dB, void *dinp,
+                                const void *const *dout, const void *inp, const void *const *xa,
+                                const float *const *A, const float *const *B, int64_t N, int64_t C,
+                                const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
+                                const uint64_t *streams);
+    /* out(N,OC) = a + b + scale * xa(N,R) @ B^T (a residual add with the LoRA up-projection of
+     * the product b, for o_proj and down_proj; out may alias a). Optional: NULL means lora_fwd
+     * on b, then add. */
+    lt_status (*add_lora)(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
+                          int64_t N, int64_t OC, int64_t R, float scale);
 } lt_backend_ops;
 
 struct lt_backend {

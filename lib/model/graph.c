@@ -214,6 +214,92 @@ static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const voi
     return LT_OK;
 }
 
+/* n projections of one input (q/k/v, gate/up): their LoRA down-projections in one pass over
+ * the input, then the base products with the up-projections (and bias) folded in, when the
+ * backend has those ops and every module has an adapter of one rank; else one at a time. */
+static int group_ok(const pass_ctx *x, const lt_layer *L, int n, const int *p) {
+    if (!x->lora_on || !x->be->ops.linear_lora_group_fwd) return 0;
+    for (int s = 0; s < n; s++)
+        if (!L->lora[p[s]].A || L->lora[p[s]].r != L->lora[p[0]].r || L->lora[p[s]].in != L->lora[p[0]].in) return 0;
+    return 1;
+}
+
+static lt_status group_fwd(const pass_ctx *x, int l, int n, const int *p, void *const *out, const void *inp,
+                           const float *const *bias) {
+    lt_layer *L = &x->m->layers[l];
+    lt_backend *be = x->be;
+    if (!group_ok(x, L, n, p)) {
+        for (int s = 0; s < n; s++) LT_TRY(proj_fwd(x, l, p[s], out[s], inp, bias[s]));
+        return LT_OK;
+    }
+    layer_acts *a = acts_of(x, l);
+    const lt_lora_tensor *t0 = &L->lora[p[0]];
+    void *xa[3];
+    const float *A[3], *B[3];
+    const lt_bweight *W[3];
+    uint64_t st[3];
+    for (int s = 0; s < n; s++) {
+        xa[s] = a->xa[p[s]];
+        A[s] = L->lora[p[s]].A;
+        B[s] = L->lora[p[s]].B;
+        W[s] = L->proj[p[s]];
+        st[s] = lt_graph_stream(x->stream_base, l, p[s]);
+    }
+    if (be->ops.lora_xa_multi)
+        LT_TRY(be->ops.lora_xa_multi(be, n, xa, inp, A, x->N, t0->in, t0->r, x->dropout, x->seed, st));
+    else
+        for (int s = 0; s < n; s++)
+            LT_TRY(be->ops.lora_fwd(be, NULL, xa[s], inp, A[s], B[s], x->N, t0->in, L->lora[p[s]].out, t0->r,
+                                    x->m->lora_scale, x->dropout, x->seed, st[s]));
+    return be->ops.linear_lora_group_fwd(be, n, out, inp, W, bias, (const void *const *)xa, B, x->N, t0->r,
+                                         x->m->lora_scale);
+}
+
+/* dinp = sum over the group of (dout[s] @ W[s] + the LoRA input gradients), dA and dB +=; the
+ * LoRA parts of the group in one pass over the input when the backend can */
+static lt_status group_bwd(const pass_ctx *x, int l, int n, const int *p, void *dinp, const void *const *dout,
+                           const void *inp) {
+    lt_layer *L = &x->m->layers[l];
+    lt_backend *be = x->be;
+    if (!be->ops.lora_bwd_multi || !group_ok(x, L, n, p)) {
+        for (int s = 0; s < n; s++) LT_TRY(proj_bwd(x, l, p[s], dinp, dout[s], inp, s > 0));
+        return LT_OK;
+    }
+    layer_acts *a = acts_of(x, l);
+    const lt_lora_tensor *t0 = &L->lora[p[0]];
+    float *dA[3], *dB[3];
+    const void *xa[3];
+    const float *A[3], *B[3];
+    int64_t OC[3];
+    uint64_t st[3];
+    for (int s = 0; s < n; s++) {
+        const lt_lora_tensor *t = &L->lora[p[s]];
+        LT_TRY(be->ops.linear_bwd_input(be, dinp, dout[s], L->proj[p[s]], x->N, s > 0));
+        dA[s] = t->dA; dB[s] = t->dB; xa[s] = a->xa[p[s]]; A[s] = t->A; B[s] = t->B; OC[s] = t->out;
+        st[s] = lt_graph_stream(x->stream_base, l, p[s]);
+    }
+    return be->ops.lora_bwd_multi(be, n, dA, dB, dinp, dout, inp, xa, A, B, x->N, t0->in, OC, t0->r,
+                                  x->m->lora_scale, x->dropout, x->seed, st);
+}
+
+/* out = resid + (inp @ W^T + LoRA) for o_proj and down_proj: the LoRA up-projection rides on
+ * the residual add when the backend can (add_lora) */
+static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const void *resid, const void *inp) {
+    lt_layer *L = &x->m->layers[l];
+    lt_lora_tensor *t = &L->lora[p];
+    lt_backend *be = x->be;
+    int64_t OC = x->m->cfg.hidden_size; /* o_proj and down_proj write the residual stream */
+    if (!(be->ops.add_lora && x->lora_on && t->A)) {
+        LT_TRY(proj_fwd(x, l, p, x->g->proj, inp, NULL));
+        return be->ops.add(be, out, resid, x->g->proj, x->N * OC);
+    }
+    void *xa = acts_of(x, l)->xa[p];
+    LT_TRY(be->ops.linear_fwd(be, x->g->proj, inp, L->proj[p], NULL, x->N));
+    LT_TRY(be->ops.lora_fwd(be, NULL, xa, inp, t->A, t->B, x->N, t->in, t->out, t->r, x->m->lora_scale, x->dropout,
+                            x->seed, lt_graph_stream(x->stream_base, l, p)));
+    return be->ops.add_lora(be, out, resid, x->g->proj, xa, t->B, x->N, OC, t->r, x->m->lora_scale);
+}
+
 /* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers.
  * recompute: the checkpoint recompute before layer_bwd(l); the layer's output is the next
  * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa, so
@@ -229,30 +315,24 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
     /* attention block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln1, a->rstd1, inp, L->ln1, N, C, eps));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_Q, a->q, a->ln1, L->bias[0]));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_K, a->k, a->ln1, L->bias[1]));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_V, a->v, a->ln1, L->bias[2]));
+    {
+        static const int qkv[3] = {LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V};
+        void *out[3] = {a->q, a->k, a->v};
+        const float *bias[3] = {L->bias[0], L->bias[1], L->bias[2]};
+        LT_TRY(group_fwd(x, l, 3, qkv, out, a->ln1, bias));
+    }
     LT_TRY(be->ops.rope_fwd(be, a->q, g->pos, N, NH, HD, theta));
     LT_TRY(be->ops.rope_fwd(be, a->k, g->pos, N, NKV, HD, theta));
     LT_TRY(be->ops.attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, g->cu, x->nseq, x->max_seqlen, N, NH, NKV,
                                  HD));
-    LT_TRY(proj_fwd(x, l, LT_PROJ_O, g->proj, a->att, NULL));
-    LT_TRY(be->ops.add(be, a->hmid, inp, g->proj, N * C));
+    LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att));
     /* MLP block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
-    lt_lora_tensor *tg = &L->lora[LT_PROJ_GATE], *tu = &L->lora[LT_PROJ_UP];
-    if (be->ops.linear_lora_pair_fwd && x->lora_on && tg->A && tu->A && tg->r == tu->r) {
-        /* xa of both first, then one call that folds the up-projections into the base products */
-        LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_GATE], a->ln2, tg->A, tg->B, N, tg->in, tg->out, tg->r,
-                                x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, LT_PROJ_GATE)));
-        LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_UP], a->ln2, tu->A, tu->B, N, tu->in, tu->out, tu->r,
-                                x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, LT_PROJ_UP)));
-        LT_TRY(be->ops.linear_lora_pair_fwd(be, a->gate, a->up, a->ln2, L->proj[LT_PROJ_GATE], L->proj[LT_PROJ_UP],
-                                            a->xa[LT_PROJ_GATE], tg->B, a->xa[LT_PROJ_UP], tu->B, N, tg->r,
-                                            x->m->lora_scale));
-    } else {
-        LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gate, a->ln2, NULL));
-        LT_TRY(proj_fwd(x, l, LT_PROJ_UP, a->up, a->ln2, NULL));
+    {
+        static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
+        void *out[2] = {a->gate, a->up};
+        const float *bias[2] = {NULL, NULL};
+        LT_TRY(group_fwd(x, l, 2, gu, out, a->ln2, bias));
     }
     LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
     if (recompute) {
@@ -263,9 +343,7 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
                                     lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
         return LT_OK;
     }
-    LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, g->proj, a->act, NULL));
-    LT_TRY(be->ops.add(be, out, a->hmid, g->proj, N * C));
-    return LT_OK;
+    return proj_fwd_add(x, l, LT_PROJ_DOWN, out, a->hmid, a->act);
 }
 
 /* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
@@ -282,8 +360,11 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
     /* MLP block: out = hmid + down(swiglu(gate(ln2), up(ln2))) */
     LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0));
     LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
-    LT_TRY(proj_bwd(x, l, LT_PROJ_GATE, g->dln, g->dgate, a->ln2, 0));
-    LT_TRY(proj_bwd(x, l, LT_PROJ_UP, g->dln, g->dup, a->ln2, 1));
+    {
+        static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
+        const void *dout[2] = {g->dgate, g->dup};
+        LT_TRY(group_bwd(x, l, 2, gu, g->dln, dout, a->ln2));
+    }
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, a->hmid, L->ln2, a->rstd2, N, C)); /* dres: d hmid */
     /* attention block: hmid = inp + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
     LT_TRY(proj_bwd(x, l, LT_PROJ_O, g->datt, g->dres, a->att, 0));
@@ -291,9 +372,11 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
                                  x->nseq, x->max_seqlen, N, NH, NKV, HD));
     LT_TRY(be->ops.rope_bwd(be, g->dq, g->pos, N, NH, HD, theta));
     LT_TRY(be->ops.rope_bwd(be, g->dk, g->pos, N, NKV, HD, theta));
-    LT_TRY(proj_bwd(x, l, LT_PROJ_Q, g->dln, g->dq, a->ln1, 0));
-    LT_TRY(proj_bwd(x, l, LT_PROJ_K, g->dln, g->dk, a->ln1, 1));
-    LT_TRY(proj_bwd(x, l, LT_PROJ_V, g->dln, g->dv, a->ln1, 1));
+    {
+        static const int qkv[3] = {LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V};
+        const void *dout[3] = {g->dq, g->dk, g->dv};
+        LT_TRY(group_bwd(x, l, 3, qkv, g->dln, dout, a->ln1));
+    }
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, inp, L->ln1, a->rstd1, N, C)); /* dres: d inp */
     return LT_OK;
 }

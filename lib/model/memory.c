@@ -13,7 +13,10 @@
  *                the fused LM head + cross-entropy (f32 logits of a chunk of tokens: 1024 on the
  *                CPU; on CUDA ~224 MiB of logits in 64-token steps plus the split-K partials of
  *                the gradient product, as lm_head_ce.cu sizes them).
- *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace.
+ *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace;
+ *                on CUDA also the cache of one layer's 16-bit projections (the
+ *                recompute of a layer and its backward share them), in rows widened by the
+ *                folded LoRA up-projection and bias (gemm.cu).
  * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). */
 #include "model/model_io.h"
 #include "model/graph.h"
@@ -98,7 +101,13 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, ckpt ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP) +
                        head;
 
-    out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE;
+    uint64_t layer16 = 0; /* one layer's projections in 16 bits, rows widened by 2R + 8 */
+    for (int p = 0; p < LT_PROJ_COUNT; p++) {
+        int64_t in, o;
+        lt_proj_dims(&c, p, &in, &o);
+        layer16 += (uint64_t)o * ((uint64_t)in + 2 * R + 8) * 2;
+    }
+    out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE + layer16;
     out->total = out->weights + out->lora + out->activations + out->workspace;
     return LT_OK;
 }

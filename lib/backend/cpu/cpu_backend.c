@@ -268,9 +268,12 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->nonfinite = lt_cpu_nonfinite;
     o->memory = cpu_memory;
     o->sumsq_many = cpu_sumsq_many;
-    o->linear_lora_pair_fwd = lt_cpu_linear_lora_pair_fwd;
+    o->linear_lora_group_fwd = lt_cpu_linear_lora_group_fwd;
     o->memset0_many = cpu_memset0_many;
     o->adamw_many = cpu_adamw_many;
+    o->lora_xa_multi = lt_cpu_lora_xa_multi;
+    o->lora_bwd_multi = lt_cpu_lora_bwd_multi;
+    o->add_lora = lt_cpu_add_lora;
     *out = be;
     return LT_OK;
 }

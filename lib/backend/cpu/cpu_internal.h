@@ -71,9 +71,18 @@ lt_status lt_cpu_linear_fwd(lt_backend *be, void *out, const void *inp, const lt
                             int64_t N);
 lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
                                   int accumulate);
-lt_status lt_cpu_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
-                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
-                                      const float *B2, int64_t N, int64_t R, float scale);
+lt_status lt_cpu_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
+                                       const lt_bweight *const *W, const float *const *bias, const void *const *xa,
+                                       const float *const *B, int64_t N, int64_t R, float scale);
+lt_status lt_cpu_lora_xa_multi(lt_backend *be, int n, void *const *xa, const void *inp, const float *const *A,
+                               int64_t N, int64_t C, int64_t R, float p, uint64_t seed, const uint64_t *streams);
+lt_status lt_cpu_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float *const *dB, void *dinp,
+                                const void *const *dout, const void *inp, const void *const *xa,
+                                const float *const *A, const float *const *B, int64_t N, int64_t C,
+                                const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
+                                const uint64_t *streams);
+lt_status lt_cpu_add_lora(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
+                          int64_t N, int64_t OC, int64_t R, float scale);
 lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                           uint64_t stream);

@@ -260,14 +260,49 @@ static lt_status lora_up_add(lt_backend *be, float *out, const void *xa, const f
     return st;
 }
 
-/* The reference has nothing to fuse: each base product, then its LoRA up-projection. */
-lt_status lt_cpu_linear_lora_pair_fwd(lt_backend *be, void *out1, void *out2, const void *inp, const lt_bweight *W1,
-                                      const lt_bweight *W2, const void *xa1, const float *B1, const void *xa2,
-                                      const float *B2, int64_t N, int64_t R, float scale) {
-    LT_TRY(lt_cpu_linear_fwd(be, out1, inp, W1, NULL, N));
-    LT_TRY(lora_up_add(be, out1, xa1, B1, N, W1->rows, R, scale));
-    LT_TRY(lt_cpu_linear_fwd(be, out2, inp, W2, NULL, N));
-    return lora_up_add(be, out2, xa2, B2, N, W2->rows, R, scale);
+/* The reference has nothing to fuse: each base product (with its bias), then its LoRA
+ * up-projection. */
+lt_status lt_cpu_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
+                                       const lt_bweight *const *W, const float *const *bias, const void *const *xa,
+                                       const float *const *B, int64_t N, int64_t R, float scale) {
+    for (int s = 0; s < n; s++) {
+        LT_TRY(lt_cpu_linear_fwd(be, out[s], inp, W[s], bias[s], N));
+        LT_TRY(lora_up_add(be, out[s], xa[s], B[s], N, W[s]->rows, R, scale));
+    }
+    return LT_OK;
+}
+
+/* The ops that fuse several LoRA modules or a residual add on the GPU are, in the reference,
+ * the plain ops one after the other. */
+lt_status lt_cpu_lora_xa_multi(lt_backend *be, int n, void *const *xa, const void *inp, const float *const *A,
+                               int64_t N, int64_t C, int64_t R, float p, uint64_t seed, const uint64_t *streams) {
+    for (int s = 0; s < n; s++)
+        LT_TRY(lt_cpu_lora_fwd(be, NULL, xa[s], inp, A[s], NULL, N, C, 0, R, 1.0f, p, seed, streams[s]));
+    return LT_OK;
+}
+
+lt_status lt_cpu_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float *const *dB, void *dinp,
+                                const void *const *dout, const void *inp, const void *const *xa,
+                                const float *const *A, const float *const *B, int64_t N, int64_t C,
+                                const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
+                                const uint64_t *streams) {
+    for (int s = 0; s < n; s++)
+        LT_TRY(lt_cpu_lora_bwd(be, dA[s], dB[s], dinp, dout[s], inp, xa[s], A[s], B[s], N, C, OC[s], R, scale, p, seed,
+                               streams[s]));
+    return LT_OK;
+}
+
+/* out = a + (b + scale * xa @ B^T): the up-projection added to the product first, as
+ * lt_cpu_lora_fwd does, then the residual */
+lt_status lt_cpu_add_lora(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
+                          int64_t N, int64_t OC, int64_t R, float scale) {
+    float *t = lt_malloc((size_t)(N * OC) * sizeof(float), "add_lora buffer");
+    if (!t) return LT_ERR_OUT_OF_MEMORY;
+    memcpy(t, b, (size_t)(N * OC) * sizeof(float));
+    lt_status st = lora_up_add(be, t, xa, B, N, OC, R, scale);
+    if (st == LT_OK) st = lt_cpu_add(be, out, a, t, N * OC);
+    free(t);
+    return st;
 }
 
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
