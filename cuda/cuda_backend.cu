@@ -202,20 +202,29 @@ static void op_free(lt_backend *be, void *p) {
     lt_cuda_w16_invalidate(c, p, 1);
     lt_cuda_free(c, p);
 }
+cudaError_t lt_cuda_stream_sync(lt_cuda *c) {
+    if (!c->synctime) return cudaStreamSynchronize(c->stream);
+    const double t0 = lt_time_s();
+    const cudaError_t e = cudaStreamSynchronize(c->stream);
+    c->sync_wait_s += lt_time_s() - t0;
+    c->syncs++;
+    return e;
+}
+
 static lt_status op_upload(lt_backend *be, void *dst, const void *src, size_t bytes) {
     lt_cuda *c = lt_cuda_of(be);
     if (!bytes) return LT_OK;
     lt_cuda_w16_invalidate(c, dst, bytes);
     LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
     /* the host buffer may be reused by the caller as soon as we return */
-    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
     return LT_OK;
 }
 static lt_status op_download(lt_backend *be, void *dst, const void *src, size_t bytes) {
     lt_cuda *c = lt_cuda_of(be);
     if (!bytes) return LT_OK;
     LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
-    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
     return LT_OK;
 }
 static lt_status op_memset0(lt_backend *be, void *p, size_t bytes) {
@@ -231,7 +240,7 @@ static lt_status op_copy(lt_backend *be, void *dst, const void *src, size_t byte
     return LT_OK;
 }
 static lt_status op_sync(lt_backend *be) {
-    LT_CUDA_TRY(cudaStreamSynchronize(lt_cuda_of(be)->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(lt_cuda_of(be)));
     return LT_OK;
 }
 static void op_memory(lt_backend *be, uint64_t *in_use, uint64_t *peak) {
@@ -246,6 +255,9 @@ static void op_destroy(lt_backend *be) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->synctime)
+            lt_log(LT_LOG_INFO, "CUDA backend: the host waited %.1f ms in %ld stream synchronizations", 1e3 * c->sync_wait_s,
+                   c->syncs);
         if (c->profile && c->prof_ev) {
             prof_report(c);
             for (int i = 0; i < 2 * LT_PROF_PENDING; i++) cudaEventDestroy(c->prof_ev[i]);
@@ -359,6 +371,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
 
     c->profile = getenv("LT_CUDA_PROFILE") ? atoi(getenv("LT_CUDA_PROFILE")) : 0;
     if (c->profile < 0) c->profile = 0;
+    c->synctime = getenv("LT_CUDA_SYNCTIME") && atoi(getenv("LT_CUDA_SYNCTIME")) > 0;
     lt_backend_ops *o = &be->ops;
     o->name = "cuda";
     o->destroy = op_destroy;

@@ -65,6 +65,11 @@ typedef struct lt_cuda {
      * checkpoint recompute of a layer and its backward, which follows at once, dequantize
      * each weight once between them instead of twice */
     struct lt_wcache *wcache;
+    /* LT_CUDA_SYNCTIME=1: wall time the host spent waiting in stream synchronizations, logged at
+     * destroy (a host that hardly waits is the bottleneck: the GPU idles between kernels) */
+    int synctime;
+    double sync_wait_s;
+    long syncs;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -93,6 +98,8 @@ void lt_cuda_w16_free(lt_cuda *c);
 /* forget W's cached 16-bit copy (called when W is freed: its address may come back) */
 void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W);
 void lt_cuda_wcache_free(lt_cuda *c);
+/* cudaStreamSynchronize on the backend's stream, timed when LT_CUDA_SYNCTIME is set */
+cudaError_t lt_cuda_stream_sync(lt_cuda *c);
 
 /* ---- errors ---- */
 lt_status lt_cuda_err(cudaError_t e, const char *what, const char *file, int line);
@@ -188,7 +195,18 @@ struct lt_bweight {
 
 /* Dequantizes (or copies) W into a 16-bit act-dtype buffer [rows, cols]; *out points into the
  * scratch at `scratch_off` bytes unless W is already 16-bit (then *out = W->data16). */
-lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off);
+/* the extra columns [lo, hi) of the wider rows the grouped LoRA products read (gemm.cu): row o
+ * holds scale * B[o][j - offB] at j in [offB, offB + R), bias[o] at offBias (B, bias may be
+ * NULL), zero elsewhere; written by the same launch that dequantizes W into the row */
+typedef struct lt_wext {
+    int64_t lo, hi, offB, R, offBias;
+    const float *B, *bias;
+    float scale;
+} lt_wext;
+lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off,
+                                 const lt_wext *ext);
+/* the extra columns alone, into rows ld elements apart of dst */
+lt_status lt_cuda_weight_ext(lt_backend *be, int64_t rows, void *dst, int64_t ld, const lt_wext *e);
 lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
                                         const lt_bweight *const *W, const float *const *bias, const void *const *xa,
                                         const float *const *B, int64_t N, int64_t R, float scale);

@@ -392,15 +392,56 @@ lt_status lt_cuda_rmsnorm_bwd(lt_backend *be, void *dinp, const void *dout, cons
     return LT_OK;
 }
 
+/* Eight rotation pairs per thread with 16-byte accesses (HD % 16 == 0): unit u = (token, head,
+ * i0) rotates elements i0..i0+7 with i0+half..i0+half+7 of one head. The frequencies are the
+ * per-block table of k_rope's formula; the angles are computed per element as there. */
+template <typename T>
+__global__ void __launch_bounds__(256) k_rope8(T *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                                               float theta, int dir) {
+    __shared__ float inv[512];
+    const int64_t half = HD / 2, per_head = half / 8, units = N * H * per_head;
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+    __syncthreads();
+    for (int64_t u = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; u < units; u += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = u / (H * per_head), rem = u % (H * per_head), h = rem / per_head, i0 = (rem % per_head) * 8;
+        T *v = x + (t * H + h) * HD;
+        const uint4 lo4 = *reinterpret_cast<const uint4 *>(v + i0), hi4 = *reinterpret_cast<const uint4 *>(v + i0 + half);
+        float a[8], b[8];
+        lt_unpack8<T>(lo4, a);
+        lt_unpack8<T>(hi4, b);
+        const float p = (float)pos[t];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float sn, cs;
+            sincosf(p * inv[i0 + j], &sn, &cs);
+            const float lo = dir > 0 ? a[j] * cs - b[j] * sn : a[j] * cs + b[j] * sn;
+            const float hi = dir > 0 ? b[j] * cs + a[j] * sn : b[j] * cs - a[j] * sn;
+            a[j] = lo;
+            b[j] = hi;
+        }
+        *reinterpret_cast<uint4 *>(v + i0) = lt_pack8<T>(a);
+        *reinterpret_cast<uint4 *>(v + i0 + half) = lt_pack8<T>(b);
+    }
+}
+
+/* one block per token (k_rope), or k_rope8 when the head dimension allows 16-byte accesses */
 static lt_status rope(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD, float theta,
                       int dir) {
     LT_CHECK_ARG(HD > 0 && HD % 2 == 0 && HD <= 1024, "rope: head dim %lld must be even and at most 1024",
                  (long long)HD);
     if (N <= 0) return LT_OK;
     cudaStream_t s = lt_cuda_of(be)->stream;
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    if (HD % 16 == 0) {
+        const unsigned g = lt_blocks(N * H * (HD / 16), 256);
+        if (bf) k_rope8<<<g, 256, 0, s>>>((__nv_bfloat16 *)x, pos, N, H, HD, theta, dir);
+        else k_rope8<<<g, 256, 0, s>>>((__half *)x, pos, N, H, HD, theta, dir);
+        LT_LAUNCH_CHECK("k_rope8");
+        return LT_OK;
+    }
     size_t smem = (size_t)HD * sizeof(float);
     int th = H * HD / 2 >= 256 ? 256 : 64;
-    if (be->act_dtype == LT_DTYPE_BF16)
+    if (bf)
         k_rope<<<(unsigned)N, th, smem, s>>>((__nv_bfloat16 *)x, pos, H, HD, theta, dir);
     else
         k_rope<<<(unsigned)N, th, smem, s>>>((__half *)x, pos, H, HD, theta, dir);
@@ -538,7 +579,7 @@ lt_status lt_cuda_sumsq_many(lt_backend *be, int count, const float *const *g, c
         LT_LAUNCH_CHECK("k_sumsq_many");
     }
     LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, pb, cudaMemcpyDeviceToHost, c->stream));
-    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
     double s = 0.0;
     for (size_t i = 0; i < (size_t)count * LT_SQM_BLOCKS; i++) s += ((const double *)hb)[i];
     *host_sumsq += s;

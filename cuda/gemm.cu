@@ -153,10 +153,11 @@ static void tune_entry(lt_cuda *c, lt_gemm_entry *e, const float *alpha, const v
 static lt_gemm_entry *tuned(lt_backend *be, const lt_gemm_key *key, const float *alpha, const void *A, const void *B,
                             const float *beta, void *C) {
     if (!tune_enabled(be)) return NULL;
-    /* only shapes that recur: every dimension a multiple of 64 (fixed benchmark and padded
-     * batches, the LM head's full chunks). Packed micro-batches have a new token count nearly
-     * every time, and timing candidates for each would cost more than it saves. */
-    if (key->m % 64 || key->n % 64 || key->k % 64) return NULL;
+    /* only shapes that recur: a token count (n) that is a multiple of 64 (fixed benchmark and
+     * padded batches, the LM head's full chunks). Packed micro-batches have a new token count
+     * nearly every time, and timing candidates for each would cost more than it saves. The
+     * other dimensions come from the model (k of the grouped LoRA products is C + R + 8). */
+    if (key->n % 64 || key->m % 8 || key->k % 8) return NULL;
     lt_cuda *c = lt_cuda_of(be);
     struct lt_gemm_tuner *t = c->gemm_tuner;
     if (t)
@@ -339,7 +340,8 @@ static const void *wcache_find(lt_cuda *c, const lt_bweight *W, int64_t *ld) {
 /* A buffer of W->rows rows ld elements apart holding W's 16-bit values at columns [off, off +
  * cols): cached, or filled now. *buf = NULL (and LT_OK) when the cache is off or has no memory
  * for it: the caller dequantizes into scratch instead. */
-static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int64_t off, void **buf) {
+static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int64_t off, const lt_wext *ext,
+                             void **buf) {
     lt_cuda *c = lt_cuda_of(be);
     *buf = NULL;
     if (!wcache_on()) return LT_OK;
@@ -355,7 +357,8 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
     if (pick && pick->ld == ld && pick->off == off) {
         pick->used = ++w->clock;
         *buf = pick->buf;
-        return LT_OK;
+        /* W is there; the extra columns (LoRA B changes every step) are rewritten */
+        return ext && ext->hi > ext->lo ? lt_cuda_weight_ext(be, W->rows, pick->buf, ld, ext) : LT_OK;
     }
     if (pick && pick->cap < need) { pick->W = NULL; pick = NULL; }
     for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
@@ -385,7 +388,7 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
         }
         pick->cap = need;
     }
-    LT_TRY(lt_cuda_weight_16_into(be, W, pick->buf, ld, off));
+    LT_TRY(lt_cuda_weight_16_into(be, W, pick->buf, ld, off, ext));
     pick->W = W;
     pick->ld = ld;
     pick->off = off;
@@ -402,7 +405,7 @@ static lt_status weight_plain(lt_backend *be, const lt_bweight *W, const void **
     if (W->quant == LT_QUANT_NONE) { *W16 = W->data16; return LT_OK; }
     if ((*W16 = wcache_find(c, W, ld))) return LT_OK;
     void *b;
-    LT_TRY(wcache_get(be, W, W->cols, 0, &b));
+    LT_TRY(wcache_get(be, W, W->cols, 0, NULL, &b));
     if (b) { *W16 = b; return LT_OK; }
     void *scr;
     LT_TRY(lt_cuda_scratch(c, (size_t)(W->rows * W->cols) * 2, &scr));
@@ -454,21 +457,6 @@ __global__ void k_pack_group(T *xe, const T *x, const T *xa0, const T *xa1, cons
             v = *reinterpret_cast<const uint4 *>(src);
         }
         *reinterpret_cast<uint4 *>(xe + t * XW + j) = v;
-    }
-}
-
-/* columns [lo, hi) of the K-wide rows of w: scale * B[o][.] at [offB, offB + R), bias[o] at
- * offBias, zero elsewhere (B or bias NULL: zeros) */
-template <typename T>
-__global__ void k_fill_ext(T *w, int64_t OC, int64_t K, int64_t lo, int64_t hi, const float *B, int64_t offB,
-                           int64_t R, const float *bias, int64_t offBias, float scale) {
-    const int64_t wd = hi - lo, n = OC * wd;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t o = i / wd, j = lo + i % wd;
-        float v = 0.0f;
-        if (B && j >= offB && j < offB + R) v = scale * B[o * R + (j - offB)];
-        else if (bias && j == offBias) v = bias[o];
-        w[o * K + j] = lt_fromf<T>(v);
     }
 }
 
@@ -539,20 +527,15 @@ lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out,
         const int64_t offB = s == 0 ? E : C + (s - 1) * R;
         const int64_t offBias = s == 0 ? 0 : K - E;
         const int64_t lo = s == 0 ? 0 : C, hi = s == 0 ? E + R : K;
+        lt_wext ext;
+        ext.lo = lo; ext.hi = hi; ext.offB = offB; ext.R = R; ext.offBias = offBias;
+        ext.B = B[s]; ext.bias = E ? bias[s] : NULL; ext.scale = scale;
         void *wb;
-        LT_TRY(wcache_get(be, W[s], K, offW, &wb));
+        LT_TRY(wcache_get(be, W[s], K, offW, &ext, &wb));
         if (!wb) {
             wb = wscr;
-            LT_TRY(lt_cuda_weight_16_into(be, W[s], wb, K, offW));
+            LT_TRY(lt_cuda_weight_16_into(be, W[s], wb, K, offW, &ext));
         }
-        const float *bs = E ? bias[s] : NULL;
-        if (bf)
-            k_fill_ext<<<lt_blocks(OC * (hi - lo), 256), 256, 0, c->stream>>>((__nv_bfloat16 *)wb, OC, K, lo, hi, B[s],
-                                                                            offB, R, bs, offBias, scale);
-        else
-            k_fill_ext<<<lt_blocks(OC * (hi - lo), 256), 256, 0, c->stream>>>((__half *)wb, OC, K, lo, hi, B[s], offB,
-                                                                            R, bs, offBias, scale);
-        LT_LAUNCH_CHECK("k_fill_ext");
         /* out_s^T (OC x N) = rows^T . view^T */
         LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, K, 1.0f, wb, t, K, (const char *)xe + (size_t)x0 * 2,
                             t, XW, 0.0f, out[s], t, OC));
@@ -575,12 +558,14 @@ lt_status lt_cuda_linear_bwd_input(lt_backend *be, void *dinp, const void *dout,
 /* ---------------------------------------------------------------- residual add + LoRA
  * out = a + b + scale * xa B^T in one pass: o_proj's and down_proj's up-projections ride on
  * the residual add that reads their product anyway (the separate product was a read-modify-
- * write of the whole output). B is read as stored (f32, OC x R) and rounded to 16 bits as the
- * cuBLAS operand was; a block keeps its 8 x R slice in registers across 16 tokens. */
+ * write of the whole output). B comes as the cached 16-bit B^T (R x OC, the rounding the
+ * cuBLAS operand had); a thread keeps its 8 x R slice in registers across 32 tokens and has
+ * four tokens' loads in flight. */
 #define AL_THREADS 64
-#define AL_TOK 16
+#define AL_TOK 32
+#define AL_U 4
 template <typename T, int R>
-__global__ void __launch_bounds__(AL_THREADS) k_add_lora(T *out, const T *a, const T *b, const T *xa, const float *B,
+__global__ void __launch_bounds__(AL_THREADS) k_add_lora(T *out, const T *a, const T *b, const T *xa, const T *BT,
                                                          int64_t N, int64_t OC, float scale) {
     __shared__ float cs[AL_TOK][R];
     const int64_t t0 = (int64_t)blockIdx.y * AL_TOK;
@@ -593,60 +578,51 @@ __global__ void __launch_bounds__(AL_THREADS) k_add_lora(T *out, const T *a, con
     if (m >= OC) return;
     uint4 wv[R];
 #pragma unroll
-    for (int r4 = 0; r4 < R; r4 += 4) {
-        float f[4][8];
+    for (int r = 0; r < R; r++) wv[r] = __ldg(reinterpret_cast<const uint4 *>(BT + r * OC + m));
+    for (int tt = 0; tt < AL_TOK; tt += AL_U) {
+        uint4 av[AL_U], bv[AL_U];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float4 q = __ldg(reinterpret_cast<const float4 *>(B + (m + j) * R + r4));
-            f[0][j] = q.x; f[1][j] = q.y; f[2][j] = q.z; f[3][j] = q.w;
+        for (int u = 0; u < AL_U; u++) {
+            const int64_t t = t0 + tt + u;
+            av[u] = t < N ? *reinterpret_cast<const uint4 *>(a + t * OC + m) : make_uint4(0, 0, 0, 0);
+            bv[u] = t < N ? *reinterpret_cast<const uint4 *>(b + t * OC + m) : make_uint4(0, 0, 0, 0);
         }
+        float acc[AL_U][8];
 #pragma unroll
-        for (int i = 0; i < 4; i++) wv[r4 + i] = lt_pack8<T>(f[i]);
-    }
-    for (int tt = 0; tt < AL_TOK; tt += 2) {
-        const int64_t t = t0 + tt;
-        if (t >= N) break;
-        const bool two = t + 1 < N;
-        const uint4 a0 = *reinterpret_cast<const uint4 *>(a + t * OC + m);
-        const uint4 b0 = *reinterpret_cast<const uint4 *>(b + t * OC + m);
-        const uint4 a1 = two ? *reinterpret_cast<const uint4 *>(a + (t + 1) * OC + m) : make_uint4(0, 0, 0, 0);
-        const uint4 b1 = two ? *reinterpret_cast<const uint4 *>(b + (t + 1) * OC + m) : make_uint4(0, 0, 0, 0);
-        float acc0[8], acc1[8];
+        for (int u = 0; u < AL_U; u++)
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc0[j] = acc1[j] = 0.0f;
+            for (int j = 0; j < 8; j++) acc[u][j] = 0.0f;
 #pragma unroll
         for (int r = 0; r < R; r++) {
             float w[8];
             lt_unpack8<T>(wv[r], w);
-            const float c0 = cs[tt][r], c1 = cs[tt + 1][r];
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                acc0[j] += c0 * w[j];
-                acc1[j] += c1 * w[j];
+            for (int u = 0; u < AL_U; u++) {
+                const float cu = cs[tt + u][r];
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[u][j] += cu * w[j];
             }
         }
-        float fa[8], fb[8];
-        lt_unpack8<T>(a0, fa);
-        lt_unpack8<T>(b0, fb);
 #pragma unroll
-        for (int j = 0; j < 8; j++) fa[j] = fa[j] + fb[j] + acc0[j];
-        *reinterpret_cast<uint4 *>(out + t * OC + m) = lt_pack8<T>(fa);
-        if (two) {
-            lt_unpack8<T>(a1, fa);
-            lt_unpack8<T>(b1, fb);
+        for (int u = 0; u < AL_U; u++) {
+            const int64_t t = t0 + tt + u;
+            if (t >= N) break;
+            float fa[8], fb[8];
+            lt_unpack8<T>(av[u], fa);
+            lt_unpack8<T>(bv[u], fb);
 #pragma unroll
-            for (int j = 0; j < 8; j++) fa[j] = fa[j] + fb[j] + acc1[j];
-            *reinterpret_cast<uint4 *>(out + (t + 1) * OC + m) = lt_pack8<T>(fa);
+            for (int j = 0; j < 8; j++) fa[j] = fa[j] + fb[j] + acc[u][j];
+            *reinterpret_cast<uint4 *>(out + t * OC + m) = lt_pack8<T>(fa);
         }
     }
 }
 
 template <typename T, int R>
-static void add_lora_launch(lt_cuda *c, void *out, const void *a, const void *b, const void *xa, const float *B,
+static void add_lora_launch(lt_cuda *c, void *out, const void *a, const void *b, const void *xa, const void *BT,
                             int64_t N, int64_t OC, float scale) {
     dim3 grid((unsigned)((OC / 8 + AL_THREADS - 1) / AL_THREADS), (unsigned)((N + AL_TOK - 1) / AL_TOK));
-    k_add_lora<T, R><<<grid, AL_THREADS, 0, c->stream>>>((T *)out, (const T *)a, (const T *)b, (const T *)xa, B, N, OC,
-                                                         scale);
+    k_add_lora<T, R><<<grid, AL_THREADS, 0, c->stream>>>((T *)out, (const T *)a, (const T *)b, (const T *)xa,
+                                                         (const T *)BT, N, OC, scale);
 }
 
 lt_status lt_cuda_add_lora(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
@@ -659,7 +635,9 @@ lt_status lt_cuda_add_lora(lt_backend *be, void *out, const void *a, const void 
         return lt_cuda_add(be, out, a, b, N * OC);
     }
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-#define AL(TT, RR) add_lora_launch<TT, RR>(c, out, a, b, xa, B, N, OC, scale)
+    const void *BT;
+    LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &BT));
+#define AL(TT, RR) add_lora_launch<TT, RR>(c, out, a, b, xa, BT, N, OC, scale)
     if (R == 8) { if (bf) AL(__nv_bfloat16, 8); else AL(__half, 8); }
     else if (R == 16) { if (bf) AL(__nv_bfloat16, 16); else AL(__half, 16); }
     else { if (bf) AL(__nv_bfloat16, 32); else AL(__half, 32); }

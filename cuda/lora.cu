@@ -8,12 +8,21 @@
  *           of M and a chunk of tokens; per-chunk f32 partials are summed by a second kernel
  *           in a fixed order (deterministic);
  *   addmul: y(N,M) += alpha * drop(coef(N,R) @ W(R,M))  (the LoRA part of dinp): the
- *           read-modify-write of y is the only big traffic; no temporary, no second pass.
+ *           read-modify-write of y is the only big traffic; no temporary, no second pass;
+ *           W's slice of a block sits in shared memory as 16-bit values.
+ * rowdot and wgrad also serve up to LT_LORA_MULTI modules over one shared input (q/k/v over
+ * ln1, gate/up over ln2): x is read once, each module applies its own mask to the loaded
+ * values and keeps its own accumulators, in the order a single call has, so each module's
+ * result is bit for bit that of a single call (the single calls are the NM = 1 kernels).
+ * addmul_multi reads and writes y once for all modules (each module's contribution computed
+ * as the single kernel computes it, summed in f32, one rounding of y).
  * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one lt_drop_bits draw under
- * key = lt_drop_key(seed, stream) (computed by the launchers) covers four consecutive elements, so M must be a multiple of 8. Kernels first, launchers after. */
+ * key = lt_drop_key(seed, stream) (computed by the launchers) covers four consecutive
+ * elements, so M must be a multiple of 8. Kernels first, launchers after, test hooks last. */
 #include "cuda_common.h"
 #include "mma.h"
 #include <stdlib.h>
+#include <string.h>
 extern "C" {
 #include "core/rng.h"
 }
@@ -30,22 +39,27 @@ __device__ __forceinline__ void keep8(uint64_t key, uint64_t i0, float p, float 
     }
 }
 
-/* eight consecutive 16-bit values of row t at column c (zeros outside), through the mask */
+/* eight consecutive 16-bit values of row t at column c (zeros outside), unmasked */
 template <typename T>
-__device__ __forceinline__ uint4 load8_masked(const T *x, int64_t t, int64_t c, int64_t N, int64_t M, float p,
-                                              float inv, uint64_t key) {
+__device__ __forceinline__ uint4 load8(const T *x, int64_t t, int64_t c, int64_t N, int64_t M) {
     if (t >= N || c >= M) return make_uint4(0, 0, 0, 0);
-    uint4 v = *reinterpret_cast<const uint4 *>(x + t * M + c);
-    if (p > 0.0f) {
-        float f[8], s[8];
-        lt_unpack8<T>(v, f);
-        keep8(key, (uint64_t)(t * M + c), p, inv, s);
-#pragma unroll
-        for (int j = 0; j < 8; j++) f[j] *= s[j];
-        v = lt_pack8<T>(f);
-    }
-    return v;
+    return *reinterpret_cast<const uint4 *>(x + t * M + c);
 }
+
+/* v (eight elements from flat index i0) through one module's mask, rounded back to 16 bits */
+template <typename T>
+__device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float p, float inv) {
+    float f[8], s[8];
+    lt_unpack8<T>(v, f);
+    keep8(key, i0, p, inv, s);
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] *= s[j];
+    return lt_pack8<T>(f);
+}
+
+/* per-module pointers and mask keys, passed by value (kernel parameters) */
+template <typename T> struct lora_ptrs { T *p[LT_LORA_MULTI]; };
+struct lora_keys { uint64_t k[LT_LORA_MULTI]; };
 
 /* ---------------------------------------------------------------- rowdot */
 #define RD_WARPS 8 /* warps per block, splitting the M reduction; 16 tokens per block */
@@ -53,61 +67,85 @@ __device__ __forceinline__ uint4 load8_masked(const T *x, int64_t t, int64_t c, 
 /* The reduction order inside a 32-column step is free, so thread (g, tq) loads the eight
  * contiguous columns 8tq..8tq+7 of rows g and g+8 (one 16-byte load each, one Philox pair
  * each) and feeds columns {0,1 | 2,3} to the first mma and {4,5 | 6,7} to the second, with
- * W's columns permuted the same way. */
-template <typename T, int R>
-__global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x, const T *W, int64_t N, int64_t M,
-                                                               float alpha, float p, float inv, uint64_t key) {
+ * W's columns permuted the same way. Warp w takes the steps w, w + 8, w + 16, ... in order
+ * (U of them in flight); the warps' sums meet in shared memory in warp order. Each of the NM
+ * modules masks the loaded x with its own key and has its own accumulators, so module s gets
+ * exactly the sums a single (NM = 1) launch gives. */
+template <typename T, int R, int NM>
+__global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y, const T *x, lora_ptrs<const T> W,
+                                                               int64_t N, int64_t M, float alpha, float p, float inv,
+                                                               lora_keys key) {
 #if __CUDA_ARCH__ >= 800
     constexpr int NT = R / 8;
+    /* steps in flight per warp: as many as 128 registers hold without spilling (sm_90 ptxas;
+     * W fragments take U * NM * NT of them) */
+    constexpr int U = NM * R <= 16 ? 4 : NM * R <= 48 ? 2 : 1;
     __shared__ float red[RD_WARPS][16][R + 1];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-    const int64_t t0 = (int64_t)blockIdx.x * 16;
-    float acc[NT][4];
+    const int64_t t0 = (int64_t)blockIdx.x * 16, ta = t0 + g, tb = t0 + g + 8;
+    float acc[NM][NT][4];
 #pragma unroll
-    for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int s = 0; s < NM; s++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) acc[s][n][0] = acc[s][n][1] = acc[s][n][2] = acc[s][n][3] = 0.0f;
     const int64_t nsteps = (M + 31) / 32;
-    for (int64_t st = warp; st < nsteps; st += 2 * RD_WARPS) {
-        /* two steps in flight: loads of both first */
-        uint4 xa[2], xb[2], wv[2][NT];
+    for (int64_t st = warp; st < nsteps; st += U * RD_WARPS) {
+        /* the loads of all U steps first */
+        uint4 xa[U], xb[U], wv[U][NM][NT];
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
+        for (int u = 0; u < U; u++) {
             const int64_t s2 = st + u * RD_WARPS;
             const int64_t c = s2 * 32 + tq * 8;
-            const bool ok = s2 < nsteps;
-            xa[u] = ok ? load8_masked<T>(x, t0 + g, c, N, M, p, inv, key) : make_uint4(0, 0, 0, 0);
-            xb[u] = ok ? load8_masked<T>(x, t0 + g + 8, c, N, M, p, inv, key) : make_uint4(0, 0, 0, 0);
+            const bool ok = s2 < nsteps && c < M;
+            xa[u] = ok ? load8<T>(x, ta, c, N, M) : make_uint4(0, 0, 0, 0);
+            xb[u] = ok ? load8<T>(x, tb, c, N, M) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-            for (int n = 0; n < NT; n++)
-                wv[u][n] = ok && c < M ? __ldg(reinterpret_cast<const uint4 *>(W + (int64_t)(n * 8 + g) * M + c))
-                                       : make_uint4(0, 0, 0, 0);
+            for (int s = 0; s < NM; s++)
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+                    wv[u][s][n] = ok ? __ldg(reinterpret_cast<const uint4 *>(W.p[s] + (int64_t)(n * 8 + g) * M + c))
+                                     : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const uint32_t a1[4] = {xa[u].x, xb[u].x, xa[u].y, xb[u].y};
-            const uint32_t a2[4] = {xa[u].z, xb[u].z, xa[u].w, xb[u].w};
+        for (int u = 0; u < U; u++) {
+            const int64_t c = (st + u * RD_WARPS) * 32 + tq * 8; /* >= M past the last step */
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
-                mma16816<T>(acc[n], a1, reinterpret_cast<const uint32_t *>(&wv[u][n]));
-                mma16816<T>(acc[n], a2, reinterpret_cast<const uint32_t *>(&wv[u][n]) + 2);
+            for (int s = 0; s < NM; s++) {
+                uint4 va = xa[u], vb = xb[u];
+                if (p > 0.0f && c < M) {
+                    if (ta < N) va = mask8<T>(va, key.k[s], (uint64_t)(ta * M + c), p, inv);
+                    if (tb < N) vb = mask8<T>(vb, key.k[s], (uint64_t)(tb * M + c), p, inv);
+                }
+                const uint32_t a1[4] = {va.x, vb.x, va.y, vb.y};
+                const uint32_t a2[4] = {va.z, vb.z, va.w, vb.w};
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    mma16816<T>(acc[s][n], a1, reinterpret_cast<const uint32_t *>(&wv[u][s][n]));
+                    mma16816<T>(acc[s][n], a2, reinterpret_cast<const uint32_t *>(&wv[u][s][n]) + 2);
+                }
             }
         }
     }
-    /* c0,c1: (row g, r = 8n + 2tq, +1); c2,c3: row g + 8 */
+    /* c0,c1: (row g, r = 8n + 2tq, +1); c2,c3: row g + 8; one module at a time through red */
 #pragma unroll
-    for (int n = 0; n < NT; n++) {
-        red[warp][g][n * 8 + tq * 2] = acc[n][0];
-        red[warp][g][n * 8 + tq * 2 + 1] = acc[n][1];
-        red[warp][g + 8][n * 8 + tq * 2] = acc[n][2];
-        red[warp][g + 8][n * 8 + tq * 2 + 1] = acc[n][3];
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < 16 * R; i += blockDim.x) {
-        const int row = i / R, r = i % R;
-        if (t0 + row >= N) continue;
-        float s = 0.0f;
+    for (int s = 0; s < NM; s++) {
+        if (s > 0) __syncthreads(); /* the previous module's sums are read */
 #pragma unroll
-        for (int w = 0; w < RD_WARPS; w++) s += red[w][row][r];
-        y[(t0 + row) * R + r] = lt_fromf<T>(alpha * s);
+        for (int n = 0; n < NT; n++) {
+            red[warp][g][n * 8 + tq * 2] = acc[s][n][0];
+            red[warp][g][n * 8 + tq * 2 + 1] = acc[s][n][1];
+            red[warp][g + 8][n * 8 + tq * 2] = acc[s][n][2];
+            red[warp][g + 8][n * 8 + tq * 2 + 1] = acc[s][n][3];
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < 16 * R; i += blockDim.x) {
+            const int row = i / R, r = i % R;
+            if (t0 + row >= N) continue;
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < RD_WARPS; w++) sum += red[w][row][r];
+            y.p[s][(t0 + row) * R + r] = lt_fromf<T>(alpha * sum);
+        }
     }
 #endif
 }
@@ -117,94 +155,128 @@ __global__ void __launch_bounds__(RD_WARPS * 32) k_lora_rowdot(T *y, const T *x,
 #define WG_BT 64   /* tokens per shared-memory tile */
 #define WG_THREADS 128
 
-/* part[chunk][m][r] = sum over the chunk's tokens of drop(x)[t][m] * coef[t][r]. The x tile
- * is stored [token][m] and the coef tile [token][r]; ldmatrix.trans turns both into the
- * fragments of x^T (m x tokens) and coef (tokens x r). */
-template <typename T, int R>
-__global__ void __launch_bounds__(WG_THREADS) k_lora_wgrad(float *part, const T *x, const T *coef, int64_t N,
-                                                           int64_t M, int tok_chunk, float p, float inv,
-                                                           uint64_t key) {
+/* part[s][chunk][m][r] = sum over the chunk's tokens of drop_s(x)[t][m] * coef_s[t][r]
+ * (modules pstride floats apart). The x tile is stored [token][m] once per module (each
+ * through its own mask) and the coef tiles [token][r]; ldmatrix.trans turns both into the
+ * fragments of x^T (m x tokens) and coef (tokens x r). The next tile's global loads are in
+ * flight while the current one is multiplied. */
+template <typename T, int R, int NM>
+__global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64_t pstride, const T *x,
+                                                           lora_ptrs<const T> coef, int64_t N, int64_t M, int tok_chunk,
+                                                           float p, float inv, lora_keys key) {
 #if __CUDA_ARCH__ >= 800
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
     constexpr int LDX = WG_BM + 8, LDC = RP + 8;
-    __shared__ __align__(16) T xs[WG_BT * LDX];
-    __shared__ __align__(16) T cs[WG_BT * LDC];
+    constexpr int XU = WG_BT * WG_BM / 8 / WG_THREADS; /* 16-byte pieces of the x tile per thread */
+    constexpr int CV = WG_BT * RP / 8;                 /* 16-byte pieces of a coef tile */
+    constexpr int CU = (CV + WG_THREADS - 1) / WG_THREADS;
+    __shared__ __align__(16) T xs[NM][WG_BT * LDX];
+    __shared__ __align__(16) T cs[NM][WG_BT * LDC];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const int mi = lane / 8, rr = lane % 8;
     const int64_t m0 = (int64_t)blockIdx.x * WG_BM;
     const int64_t tb = (int64_t)blockIdx.y * tok_chunk;
     const int64_t te = tb + tok_chunk < N ? tb + tok_chunk : N;
-    float acc[RP / 8][4];
+    float acc[NM][RP / 8][4];
 #pragma unroll
-    for (int n = 0; n < RP / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    for (int64_t ts = tb; ts < te; ts += WG_BT) {
-        uint4 xv[WG_BT * WG_BM / 8 / WG_THREADS];
+    for (int s = 0; s < NM; s++)
 #pragma unroll
-        for (int u = 0; u < WG_BT * WG_BM / 8 / WG_THREADS; u++) {
+        for (int n = 0; n < RP / 8; n++) acc[s][n][0] = acc[s][n][1] = acc[s][n][2] = acc[s][n][3] = 0.0f;
+    uint4 xv[XU], cv[NM][CU];
+    /* the raw x pieces and the coef pieces of the tile at token ts, into registers */
+    auto load_tile = [&](int64_t ts) {
+#pragma unroll
+        for (int u = 0; u < XU; u++) {
             const int i = threadIdx.x + u * WG_THREADS;
             const int tt = i / (WG_BM / 8), c8 = (i % (WG_BM / 8)) * 8;
-            xv[u] = load8_masked<T>(x, ts + tt, m0 + c8, te, M, p, inv, key);
+            xv[u] = load8<T>(x, ts + tt, m0 + c8, te, M);
         }
-        constexpr int CV = WG_BT * RP / 8; /* 16-byte pieces of the coef tile */
-        uint4 cv[(CV + WG_THREADS - 1) / WG_THREADS];
 #pragma unroll
-        for (int u = 0; u < (CV + WG_THREADS - 1) / WG_THREADS; u++) {
-            const int i = threadIdx.x + u * WG_THREADS;
-            const int tt = i / (RP / 8), c8 = (i % (RP / 8)) * 8;
-            cv[u] = make_uint4(0, 0, 0, 0);
-            if (i < CV && ts + tt < te && c8 < R) cv[u] = *reinterpret_cast<const uint4 *>(coef + (ts + tt) * R + c8);
-        }
+        for (int s = 0; s < NM; s++)
+#pragma unroll
+            for (int u = 0; u < CU; u++) {
+                const int i = threadIdx.x + u * WG_THREADS;
+                const int tt = i / (RP / 8), c8 = (i % (RP / 8)) * 8;
+                cv[s][u] = make_uint4(0, 0, 0, 0);
+                if (i < CV && ts + tt < te && c8 < R)
+                    cv[s][u] = *reinterpret_cast<const uint4 *>(coef.p[s] + (ts + tt) * R + c8);
+            }
+    };
+    if (tb < te) load_tile(tb);
+    for (int64_t ts = tb; ts < te; ts += WG_BT) {
         __syncthreads(); /* the previous tile is consumed */
 #pragma unroll
-        for (int u = 0; u < WG_BT * WG_BM / 8 / WG_THREADS; u++) {
+        for (int u = 0; u < XU; u++) {
             const int i = threadIdx.x + u * WG_THREADS;
             const int tt = i / (WG_BM / 8), c8 = (i % (WG_BM / 8)) * 8;
-            *reinterpret_cast<uint4 *>(xs + tt * LDX + c8) = xv[u];
+            const bool in = ts + tt < te && m0 + c8 < M;
+#pragma unroll
+            for (int s = 0; s < NM; s++) {
+                uint4 v = xv[u];
+                if (p > 0.0f && in) v = mask8<T>(v, key.k[s], (uint64_t)((ts + tt) * M + m0 + c8), p, inv);
+                *reinterpret_cast<uint4 *>(&xs[s][tt * LDX + c8]) = v;
+            }
         }
 #pragma unroll
-        for (int u = 0; u < (CV + WG_THREADS - 1) / WG_THREADS; u++) {
-            const int i = threadIdx.x + u * WG_THREADS;
-            const int tt = i / (RP / 8), c8 = (i % (RP / 8)) * 8;
-            if (i < CV) *reinterpret_cast<uint4 *>(cs + tt * LDC + c8) = cv[u];
-        }
+        for (int s = 0; s < NM; s++)
+#pragma unroll
+            for (int u = 0; u < CU; u++) {
+                const int i = threadIdx.x + u * WG_THREADS;
+                const int tt = i / (RP / 8), c8 = (i % (RP / 8)) * 8;
+                if (i < CV) *reinterpret_cast<uint4 *>(&cs[s][tt * LDC + c8]) = cv[s][u];
+            }
         __syncthreads();
+        if (ts + WG_BT < te) load_tile(ts + WG_BT);
 #pragma unroll
         for (int kk = 0; kk < WG_BT / 16; kk++) {
-            uint32_t a[4];
-            ldsm4t(a, xs + (kk * 16 + (mi / 2) * 8 + rr) * LDX + warp * 16 + (mi % 2) * 8);
 #pragma unroll
-            for (int n = 0; n < RP / 8; n += 2) {
-                uint32_t b[4];
-                ldsm4t(b, cs + (kk * 16 + (mi % 2) * 8 + rr) * LDC + (n + mi / 2) * 8);
-                mma16816<T>(acc[n], a, b);
-                mma16816<T>(acc[n + 1], a, b + 2);
+            for (int s = 0; s < NM; s++) {
+                uint32_t a[4];
+                ldsm4t(a, &xs[s][(kk * 16 + (mi / 2) * 8 + rr) * LDX + warp * 16 + (mi % 2) * 8]);
+#pragma unroll
+                for (int n = 0; n < RP / 8; n += 2) {
+                    uint32_t b[4];
+                    ldsm4t(b, &cs[s][(kk * 16 + (mi % 2) * 8 + rr) * LDC + (n + mi / 2) * 8]);
+                    mma16816<T>(acc[s][n], a, b);
+                    mma16816<T>(acc[s][n + 1], a, b + 2);
+                }
             }
         }
     }
     /* c0,c1: (m = warp*16 + g, r = 8n + 2tq, +1); c2,c3: m + 8 */
-    float *dst = part + (int64_t)blockIdx.y * M * R;
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int64_t m = m0 + warp * 16 + g + half * 8;
-        if (m >= M) continue;
+    for (int s = 0; s < NM; s++) {
+        float *dst = part + s * pstride + (int64_t)blockIdx.y * M * R;
 #pragma unroll
-        for (int n = 0; n < RP / 8; n++) {
-            const int r = n * 8 + tq * 2;
-            if (r < R) *reinterpret_cast<float2 *>(dst + m * R + r) = make_float2(acc[n][2 * half], acc[n][2 * half + 1]);
+        for (int half = 0; half < 2; half++) {
+            const int64_t m = m0 + warp * 16 + g + half * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int n = 0; n < RP / 8; n++) {
+                const int r = n * 8 + tq * 2;
+                if (r < R)
+                    *reinterpret_cast<float2 *>(dst + m * R + r) =
+                        make_float2(acc[s][n][2 * half], acc[s][n][2 * half + 1]);
+            }
         }
     }
 #endif
 }
 
-/* G[m*sm + r*sr] += alpha * sum over chunks of part[chunk][m][r], chunks in order */
-__global__ void k_lora_wgrad_reduce(float *G, const float *part, int nchunks, int64_t M, int R, int64_t sm,
-                                    int64_t sr, float alpha) {
-    const int64_t n = M * R;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float s = 0.0f;
-        for (int c = 0; c < nchunks; c++) s += part[(int64_t)c * n + i];
-        const int64_t m = i / R, r = i % R;
-        G[m * sm + r * sr] += alpha * s;
+/* G[s][m*sm + r*sr] += alpha * sum over chunks of part[s][chunk][m][r], chunks in order */
+__global__ void k_lora_wgrad_reduce(lora_ptrs<float> G, const float *part, int n, int nchunks, int64_t M, int R,
+                                    int64_t sm, int64_t sr, float alpha) {
+    const int64_t per = M * R, total = per * n;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int s = (int)(i / per);
+        const int64_t j = i - s * per;
+        const float *ps = part + s * nchunks * per + j;
+        float sum = 0.0f;
+        for (int c = 0; c < nchunks; c++) sum += ps[(int64_t)c * per];
+        const int64_t m = j / R, r = j % R;
+        float *g = s == 0 ? G.p[0] : s == 1 ? G.p[1] : G.p[2];
+        g[m * sm + r * sr] += alpha * sum;
     }
 }
 
@@ -296,6 +368,220 @@ __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef,
     }
 }
 
+/* addmul over NM modules: the NM W slices cannot all stay in registers, so a block keeps
+ * them in shared memory (16-bit, rounded as the single kernel rounds them) for BC columns
+ * and BT tokens; a thread takes 8 columns and TPG tokens, KT at a time: y is loaded once,
+ * each module's sum is formed exactly as the single kernel forms it (same products, same r
+ * order, same mask), added to y in f32, and y is rounded once. */
+#define AMM_THREADS 256
+template <int R, int NM> struct amm_shape {
+    static constexpr int CT = NM * R >= 64 ? 16 : 32;  /* threads across the columns, 8 columns each */
+    static constexpr int BC = CT * 8;                  /* columns per block */
+    static constexpr int TG = AMM_THREADS / CT;        /* token groups */
+    static constexpr int LDC = R + 4;                  /* floats per coef row (float4 reads, no bank clash) */
+    static constexpr int BT = NM * R * BC * 2 + NM * 64 * LDC * 4 <= 40960 ? 64 : 32; /* tokens per block */
+    static constexpr int TPG = BT / TG;                /* tokens per group */
+    static constexpr int KT = TPG < 4 ? TPG : 4;       /* tokens per pass */
+};
+
+template <typename T, int R, int NM>
+__global__ void __launch_bounds__(AMM_THREADS, 2) k_lora_addmul_multi(T *y, lora_ptrs<const T> coef,
+                                                                   lora_ptrs<const float> W, int64_t wr, int64_t wm,
+                                                                   int64_t N, int64_t M, float alpha, float p,
+                                                                   float inv, lora_keys key) {
+    using S = amm_shape<R, NM>;
+    __shared__ __align__(16) uint4 ws[NM][R][S::CT];      /* W_s(r, m0 + 8cx .. +7), 16-bit */
+    __shared__ __align__(16) float cs[NM][S::BT][S::LDC]; /* alpha * coef_s[t0 + tt][r] */
+    const int64_t m0 = (int64_t)blockIdx.x * S::BC, t0 = (int64_t)blockIdx.y * S::BT;
+    const int cx = threadIdx.x % S::CT, tg = threadIdx.x / S::CT;
+    const int64_t m = m0 + cx * 8;
+    /* y (f32) of the KT tokens from tt0 (zeros past N) */
+    float tot[S::KT][8];
+    auto load_y = [&](int tt0) {
+#pragma unroll
+        for (int k = 0; k < S::KT; k++) {
+            const int64_t t = t0 + tt0 + k;
+            const uint4 v = t < N ? *reinterpret_cast<const uint4 *>(y + t * M + m) : make_uint4(0, 0, 0, 0);
+            lt_unpack8<T>(v, tot[k]);
+        }
+    };
+    if (m < M) load_y(tg * S::TPG); /* the first pass's y is in flight while the tiles fill */
+#pragma unroll
+    for (int s = 0; s < NM; s++) {
+        for (int i = threadIdx.x; i < S::BT * R; i += AMM_THREADS) {
+            const int tt = i / R, r = i % R;
+            cs[s][tt][r] = t0 + tt < N ? alpha * lt_tof<T>(coef.p[s][(t0 + tt) * R + r]) : 0.0f;
+        }
+        if (wm == 1) {
+            for (int i = threadIdx.x; i < R * S::CT; i += AMM_THREADS) {
+                const int r = i / S::CT, cx = i % S::CT;
+                const int64_t m = m0 + cx * 8;
+                uint4 v = make_uint4(0, 0, 0, 0);
+                if (m < M) {
+                    const float4 a = __ldg(reinterpret_cast<const float4 *>(W.p[s] + r * wr + m));
+                    const float4 b = __ldg(reinterpret_cast<const float4 *>(W.p[s] + r * wr + m + 4));
+                    const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+                    v = lt_pack8<T>(f);
+                }
+                ws[s][r][cx] = v;
+            }
+        } else { /* wr == 1: the R values of each column are contiguous */
+            for (int i = threadIdx.x; i < (R / 4) * S::CT; i += AMM_THREADS) {
+                const int r4 = (i / S::CT) * 4, cx = i % S::CT;
+                const int64_t m = m0 + cx * 8;
+                float f[4][8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (m < M) a = __ldg(reinterpret_cast<const float4 *>(W.p[s] + (m + j) * wm + r4));
+                    f[0][j] = a.x; f[1][j] = a.y; f[2][j] = a.z; f[3][j] = a.w;
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) ws[s][r4 + q][cx] = lt_pack8<T>(f[q]);
+            }
+        }
+    }
+    __syncthreads();
+    if (m >= M) return;
+    for (int i0 = 0; i0 < S::TPG; i0 += S::KT) {
+        const int tt0 = tg * S::TPG + i0;
+        if (t0 + tt0 >= N) break;
+        if (i0 > 0) load_y(tt0);
+#pragma unroll
+        for (int s = 0; s < NM; s++) {
+            float acc[S::KT][8];
+#pragma unroll
+            for (int k = 0; k < S::KT; k++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[k][j] = 0.0f;
+#pragma unroll
+            for (int r4 = 0; r4 < R; r4 += 4) {
+                float c4[S::KT][4];
+#pragma unroll
+                for (int k = 0; k < S::KT; k++) {
+                    const float4 cv = *reinterpret_cast<const float4 *>(&cs[s][tt0 + k][r4]);
+                    c4[k][0] = cv.x; c4[k][1] = cv.y; c4[k][2] = cv.z; c4[k][3] = cv.w;
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    float w[8];
+                    lt_unpack8<T>(ws[s][r4 + q][cx], w);
+#pragma unroll
+                    for (int k = 0; k < S::KT; k++)
+#pragma unroll
+                        for (int j = 0; j < 8; j++) acc[k][j] += c4[k][q] * w[j];
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < S::KT; k++) {
+                const int64_t t = t0 + tt0 + k;
+                if (p > 0.0f && t < N) {
+                    float sk[8];
+                    keep8(key.k[s], (uint64_t)(t * M + m), p, inv, sk);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) acc[k][j] *= sk[j];
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) tot[k][j] += acc[k][j];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < S::KT; k++) {
+            const int64_t t = t0 + tt0 + k;
+            if (t < N) *reinterpret_cast<uint4 *>(y + t * M + m) = lt_pack8<T>(tot[k]);
+        }
+    }
+}
+
+/* The same sum on tensor cores: coef(N,R) @ W(R,M) is a product with a reduction only R long,
+ * which the CUDA-core kernels above spend most of their time on (R FMAs per output element and
+ * module, plus unpacking W). A warp takes 16 tokens x 64 columns: per module, mma.sync with A =
+ * coef rows (loaded straight from global) and B = W^T (16-bit, (M, R): each column's R values
+ * contiguous), the mask applied in the fragment layout, the modules summed in f32; then the
+ * tile goes through shared memory so that y is read and written in 16-byte pieces. */
+#define ATC_WARPS 4
+template <typename T, int R, int NM>
+__global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_ptrs<const T> coef, lora_ptrs<const T> WT,
+                                                                   int64_t N, int64_t M, float alpha, float p,
+                                                                   float inv, lora_keys key) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int KS = (R + 15) / 16; /* k-steps of 16 (rank 8: one, upper half zero) */
+    __shared__ float tile[ATC_WARPS][16][64 + 4];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+    const int64_t t0 = (int64_t)blockIdx.y * 16, m0 = ((int64_t)blockIdx.x * ATC_WARPS + warp) * 64;
+    /* this lane's four 8-column pieces of y (row i / 8, columns (i % 8) * 8), loaded first so
+     * that their latency hides behind the products */
+    uint4 yv[4];
+    float res[4][8];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int i = lane + 32 * u;
+        const int64_t t = t0 + i / 8, m = m0 + (i % 8) * 8;
+        yv[u] = t < N && m < M ? *reinterpret_cast<const uint4 *>(y + t * M + m) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int q = 0; q < 8; q++) res[u][q] = 0.0f;
+    }
+#pragma unroll
+    for (int s = 0; s < NM; s++) {
+        float acc[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const int k0 = kk * 16 + 2 * tq;
+            uint32_t a[4];
+            const T *c0 = coef.p[s] + (t0 + g) * R, *c1 = coef.p[s] + (t0 + g + 8) * R;
+            const bool r0 = t0 + g < N, r1 = t0 + g + 8 < N, hi = k0 + 8 < R;
+            a[0] = r0 ? *reinterpret_cast<const uint32_t *>(c0 + k0) : 0u;
+            a[1] = r1 ? *reinterpret_cast<const uint32_t *>(c1 + k0) : 0u;
+            a[2] = r0 && hi ? *reinterpret_cast<const uint32_t *>(c0 + k0 + 8) : 0u;
+            a[3] = r1 && hi ? *reinterpret_cast<const uint32_t *>(c1 + k0 + 8) : 0u;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int64_t col = m0 + j * 8 + g;
+                uint32_t b[2] = {0u, 0u};
+                if (col < M) {
+                    const T *w = WT.p[s] + col * R;
+                    b[0] = __ldg(reinterpret_cast<const unsigned int *>(w + k0));
+                    if (hi) b[1] = __ldg(reinterpret_cast<const unsigned int *>(w + k0 + 8));
+                }
+                mma16816<T>(acc[j], a, b);
+            }
+        }
+        /* acc[j]: (row g, cols 8j + 2tq, +1) and (row g + 8, the same cols) into the warp's tile,
+         * then each lane takes its pieces back with the module's mask (one draw per 4 columns) */
+        if (s > 0) __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            tile[warp][g][8 * j + 2 * tq] = acc[j][0];
+            tile[warp][g][8 * j + 2 * tq + 1] = acc[j][1];
+            tile[warp][g + 8][8 * j + 2 * tq] = acc[j][2];
+            tile[warp][g + 8][8 * j + 2 * tq + 1] = acc[j][3];
+        }
+        __syncwarp();
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = lane + 32 * u, row = i / 8, c8 = (i % 8) * 8;
+            float kf[8];
+            if (p > 0.0f) keep8(key.k[s], (uint64_t)((t0 + row) * M + m0 + c8), p, inv, kf);
+#pragma unroll
+            for (int q = 0; q < 8; q++) res[u][q] += tile[warp][row][c8 + q] * (p > 0.0f ? kf[q] : 1.0f);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int i = lane + 32 * u;
+        const int64_t t = t0 + i / 8, m = m0 + (i % 8) * 8;
+        if (t >= N || m >= M) continue;
+        float f[8];
+        lt_unpack8<T>(yv[u], f);
+#pragma unroll
+        for (int q = 0; q < 8; q++) f[q] += alpha * res[u][q];
+        *reinterpret_cast<uint4 *>(y + t * M + m) = lt_pack8<T>(f);
+    }
+#endif
+}
+
 /* dst(R,M) = act(src(M,R))^T */
 template <typename T>
 __global__ void k_transpose_to_act(T *dst, const float *src, int64_t M, int R) {
@@ -311,10 +597,18 @@ __global__ void k_transpose_to_act(T *dst, const float *src, int64_t M, int R) {
  * hook selects dropout + cuBLAS instead. */
 static int g_skinny = -1;
 void lt_cuda_lora_set_skinny(int on) { g_skinny = on ? 1 : 0; }
+/* whether the current device runs the mma.sync kernels (compute capability 8.0+); on an older
+ * one (sm_75) rowdot and wgrad are compiled empty, so the callers must take the cuBLAS path */
+static int g_mma_ok = -1;
 
 bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC) {
     if (g_skinny < 0) g_skinny = !(getenv("LT_CUDA_LORA_SKINNY") && atoi(getenv("LT_CUDA_LORA_SKINNY")) == 0);
-    return g_skinny && (R == 8 || R == 16 || R == 32) && C % 8 == 0 && OC % 8 == 0;
+    if (g_mma_ok < 0) {
+        int d = 0, major = 0;
+        g_mma_ok = cudaGetDevice(&d) == cudaSuccess &&
+                   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d) == cudaSuccess && major >= 8;
+    }
+    return g_skinny && g_mma_ok && (R == 8 || R == 16 || R == 32) && C % 8 == 0 && OC % 8 == 0;
 }
 
 /* token chunks of the split-K weight gradient over M columns: enough blocks to fill the GPU
@@ -327,64 +621,123 @@ int lt_cuda_lora_wg_chunks(int64_t N, int64_t M) {
     return (int)(want < 1 ? 1 : want > 1024 ? 1024 : want);
 }
 
-template <typename T, int R>
-static lt_status rowdot_t(lt_cuda *c, void *y, const void *x, const void *W, int64_t N, int64_t M, float alpha,
-                          float p, uint64_t seed, uint64_t stream) {
+/* F<T, R, NM>(args) for the act type, rank (8, 16, 32; checked before) and module count (1..3) */
+#define LORA_DISPATCH_N(F, T, RR, n, ...) do { \
+    if ((n) == 1) F<T, RR, 1>(__VA_ARGS__); \
+    else if ((n) == 2) F<T, RR, 2>(__VA_ARGS__); \
+    else F<T, RR, 3>(__VA_ARGS__); } while (0)
+#define LORA_DISPATCH_T(F, T, R, n, ...) do { \
+    if ((R) == 8) LORA_DISPATCH_N(F, T, 8, n, __VA_ARGS__); \
+    else if ((R) == 16) LORA_DISPATCH_N(F, T, 16, n, __VA_ARGS__); \
+    else LORA_DISPATCH_N(F, T, 32, n, __VA_ARGS__); } while (0)
+#define LORA_DISPATCH(F, bf, R, n, ...) do { \
+    if (bf) LORA_DISPATCH_T(F, __nv_bfloat16, R, n, __VA_ARGS__); \
+    else LORA_DISPATCH_T(F, __half, R, n, __VA_ARGS__); } while (0)
+
+/* what every launcher checks: module count, rank, width, and (mma kernels) the architecture */
+static lt_status lora_check(const lt_cuda *c, const char *what, int n, int64_t M, int64_t R, bool mma) {
+    if (n < 1 || n > LT_LORA_MULTI)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "lora %s: %d modules, expected 1 to %d", what, n, LT_LORA_MULTI);
+    if (R != 8 && R != 16 && R != 32)
+        return lt_error(LT_ERR_INTERNAL, "lora %s: rank %lld has no kernel (8, 16 or 32; check lt_cuda_lora_fast_ok)",
+                        what, (long long)R);
+    if (M % 8 != 0)
+        return lt_error(LT_ERR_INTERNAL, "lora %s: %lld columns is not a multiple of 8 (check lt_cuda_lora_fast_ok)",
+                        what, (long long)M);
+    if (mma && c->cc < 80)
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "lora %s: the tensor-core kernels need compute capability 8.0 or newer (this GPU is %d.%d); "
+                        "check lt_cuda_lora_fast_ok and take the cuBLAS path", what, c->cc / 10, c->cc % 10);
+    return LT_OK;
+}
+
+static inline float keep_inv(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
+
+static lora_keys lora_keys_of(int n, uint64_t seed, const uint64_t *streams) {
+    lora_keys k = {};
+    for (int s = 0; s < n; s++) k.k[s] = lt_drop_key(seed, streams[s]);
+    return k;
+}
+
+template <typename T, int R, int NM>
+static void rowdot_launch(lt_cuda *c, void *const *y, const void *x, const void *const *W, int64_t N, int64_t M,
+                          float alpha, float p, const lora_keys &key) {
+    lora_ptrs<T> yp = {};
+    lora_ptrs<const T> wp = {};
+    for (int s = 0; s < NM; s++) { yp.p[s] = (T *)y[s]; wp.p[s] = (const T *)W[s]; }
     const unsigned blocks = (unsigned)((N + 15) / 16);
-    k_lora_rowdot<T, R><<<blocks, RD_WARPS * 32, 0, c->stream>>>((T *)y, (const T *)x, (const T *)W, N, M, alpha, p,
-                                                                p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
+    k_lora_rowdot<T, R, NM><<<blocks, RD_WARPS * 32, 0, c->stream>>>(yp, (const T *)x, wp, N, M, alpha, p,
+                                                                    keep_inv(p), key);
+}
+
+lt_status lt_cuda_lora_rowdot_multi(lt_backend *be, int n, void *const *y, const void *x, const void *const *W,
+                                    int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
+                                    const uint64_t *streams) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lora_check(c, "rowdot", n, M, R, true));
+    if (N <= 0) return LT_OK;
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const lora_keys key = lora_keys_of(n, seed, streams);
+    const int slot = lt_prof_begin(c, LT_PROF_ROWDOT);
+    LORA_DISPATCH(rowdot_launch, bf, R, n, c, y, x, W, N, M, alpha, p, key);
     LT_LAUNCH_CHECK("k_lora_rowdot");
+    lt_prof_end(c, slot);
     return LT_OK;
 }
 
 lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void *W, int64_t N, int64_t M, int64_t R,
                               float alpha, float p, uint64_t seed, uint64_t stream) {
-    if (N <= 0) return LT_OK;
-    lt_cuda *c = lt_cuda_of(be);
-    const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const int slot = lt_prof_begin(c, LT_PROF_ROWDOT);
-    lt_status st = LT_OK;
-#define RD(TT, RR) st = rowdot_t<TT, RR>(c, y, x, W, N, M, alpha, p, seed, stream)
-    if (R == 8) { if (bf) RD(__nv_bfloat16, 8); else RD(__half, 8); }
-    else if (R == 16) { if (bf) RD(__nv_bfloat16, 16); else RD(__half, 16); }
-    else if (R == 32) { if (bf) RD(__nv_bfloat16, 32); else RD(__half, 32); }
-    else st = lt_error(LT_ERR_INTERNAL, "lora rowdot: rank %lld has no kernel", (long long)R);
-#undef RD
-    lt_prof_end(c, slot);
-    return st;
+    void *yy[1] = {y};
+    const void *ww[1] = {W};
+    return lt_cuda_lora_rowdot_multi(be, 1, yy, x, ww, N, M, R, alpha, p, seed, &stream);
 }
 
-template <typename T, int R>
-static void wgrad_launch(lt_cuda *c, float *part, const void *x, const void *coef, int64_t N, int64_t M, int chunk,
-                         int nchunks, float p, uint64_t seed, uint64_t stream) {
+template <typename T, int R, int NM>
+static void wgrad_launch(lt_cuda *c, float *part, int64_t pstride, const void *x, const void *const *coef, int64_t N,
+                         int64_t M, int chunk, int nchunks, float p, const lora_keys &key) {
+    lora_ptrs<const T> cp = {};
+    for (int s = 0; s < NM; s++) cp.p[s] = (const T *)coef[s];
     dim3 grid((unsigned)((M + WG_BM - 1) / WG_BM), (unsigned)nchunks);
-    k_lora_wgrad<T, R><<<grid, WG_THREADS, 0, c->stream>>>(part, (const T *)x, (const T *)coef, N, M, chunk, p,
-                                                          p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
+    k_lora_wgrad<T, R, NM><<<grid, WG_THREADS, 0, c->stream>>>(part, pstride, (const T *)x, cp, N, M, chunk, p,
+                                                              keep_inv(p), key);
+}
+
+/* G[s] (+)= alpha * drop_s(x)^T @ coef[s] with G[s][m*sm + r*sr]; part: scratch of
+ * n*nchunks*M*R floats (nchunks from lt_cuda_lora_wg_chunks; the same nchunks gives the same
+ * bits as single calls) */
+lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64_t sm, int64_t sr, const void *x,
+                                   const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                   uint64_t seed, const uint64_t *streams, float *part, int nchunks) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lora_check(c, "wgrad", n, M, R, true));
+    if (N <= 0) return LT_OK;
+    LT_CHECK_ARG(part && nchunks >= 1, "lora wgrad: no partial-sum scratch (%d chunks)", nchunks);
+    /* whole shared-memory tiles per chunk */
+    int chunk = (int)((N + nchunks - 1) / nchunks);
+    chunk = (chunk + WG_BT - 1) / WG_BT * WG_BT;
+    nchunks = (int)((N + chunk - 1) / chunk);
+    const int64_t pstride = (int64_t)nchunks * M * R;
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const lora_keys key = lora_keys_of(n, seed, streams);
+    const int slot = lt_prof_begin(c, LT_PROF_WGRAD);
+    LORA_DISPATCH(wgrad_launch, bf, R, n, c, part, pstride, x, coef, N, M, chunk, nchunks, p, key);
+    LT_LAUNCH_CHECK("k_lora_wgrad");
+    lora_ptrs<float> gp = {};
+    for (int s = 0; s < n; s++) gp.p[s] = G[s];
+    k_lora_wgrad_reduce<<<lt_blocks(n * M * R, 256), 256, 0, c->stream>>>(gp, part, n, nchunks, M, (int)R, sm, sr,
+                                                                         alpha);
+    LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
+    lt_prof_end(c, slot);
+    return LT_OK;
 }
 
 /* G (+)= alpha * drop(x)^T @ coef with G[m*sm + r*sr]; part is scratch of nchunks*M*R floats */
 lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *x, const void *coef,
                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                              float *part, int nchunks) {
-    if (N <= 0) return LT_OK;
-    lt_cuda *c = lt_cuda_of(be);
-    /* whole shared-memory tiles per chunk */
-    int chunk = (int)((N + nchunks - 1) / nchunks);
-    chunk = (chunk + WG_BT - 1) / WG_BT * WG_BT;
-    nchunks = (int)((N + chunk - 1) / chunk);
-    const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const int slot = lt_prof_begin(c, LT_PROF_WGRAD);
-#define WG(TT, RR) wgrad_launch<TT, RR>(c, part, x, coef, N, M, chunk, nchunks, p, seed, stream)
-    if (R == 8) { if (bf) WG(__nv_bfloat16, 8); else WG(__half, 8); }
-    else if (R == 16) { if (bf) WG(__nv_bfloat16, 16); else WG(__half, 16); }
-    else if (R == 32) { if (bf) WG(__nv_bfloat16, 32); else WG(__half, 32); }
-    else return lt_error(LT_ERR_INTERNAL, "lora wgrad: rank %lld has no kernel", (long long)R);
-#undef WG
-    LT_LAUNCH_CHECK("k_lora_wgrad");
-    k_lora_wgrad_reduce<<<lt_blocks(M * R, 256), 256, 0, c->stream>>>(G, part, nchunks, M, (int)R, sm, sr, alpha);
-    LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
-    lt_prof_end(c, slot);
-    return LT_OK;
+    float *gg[1] = {G};
+    const void *cc[1] = {coef};
+    return lt_cuda_lora_wgrad_multi(be, 1, gg, sm, sr, x, cc, N, M, R, alpha, p, seed, &stream, part, nchunks);
 }
 
 template <typename T, int R>
@@ -392,13 +745,12 @@ static void addmul_launch(lt_cuda *c, void *y, const void *coef, const float *W,
                           int64_t M, float alpha, float p, uint64_t seed, uint64_t stream) {
     dim3 grid((unsigned)((M / 8 + AM_THREADS - 1) / AM_THREADS), (unsigned)((N + AM_TOK - 1) / AM_TOK));
     k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, W, wr, wm, N, M, alpha, p,
-                                                            p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, lt_drop_key(seed, stream));
+                                                            keep_inv(p), lt_drop_key(seed, stream));
 }
 
-/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W(r, m) = W[r*wr + m*wm] f32 (wm == 1 or wr == 1) */
-lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
-                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
-                              uint64_t stream) {
+/* the register kernel k_lora_addmul for one module */
+static lt_status addmul_regs(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
+                             int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream) {
     if (N <= 0) return LT_OK;
     LT_CHECK_ARG(wm == 1 || wr == 1, "lora addmul: W strides (%lld, %lld) need one of them 1", (long long)wr,
                  (long long)wm);
@@ -416,6 +768,85 @@ lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const f
     return LT_OK;
 }
 
+/* Single calls run the shared-memory kernel with one module (k_lora_addmul_multi<T, R, 1>):
+ * the same products, order, mask and rounding as k_lora_addmul, hence the same bits (the test
+ * checks it), at twice the warps per SM (k_lora_addmul keeps W unpacked in 203 registers for
+ * rank 16, 255 with spills for 32: 8 warps per SM). LT_CUDA_LORA_ADDMUL=regs selects
+ * k_lora_addmul. */
+static bool addmul_use_regs(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("LT_CUDA_LORA_ADDMUL") && strcmp(getenv("LT_CUDA_LORA_ADDMUL"), "regs") == 0;
+    return v;
+}
+
+/* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W(r, m) = W[r*wr + m*wm] f32 (wm == 1 or wr == 1) */
+lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
+                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
+                              uint64_t stream) {
+    if (addmul_use_regs()) return addmul_regs(be, y, coef, W, wr, wm, N, M, R, alpha, p, seed, stream);
+    const void *cc[1] = {coef};
+    const float *ww[1] = {W};
+    return lt_cuda_lora_addmul_multi(be, 1, y, cc, ww, wr, wm, N, M, R, alpha, p, seed, &stream);
+}
+
+template <typename T, int R, int NM>
+static void addmul_multi_launch(lt_cuda *c, void *y, const void *const *coef, const float *const *W, int64_t wr,
+                                int64_t wm, int64_t N, int64_t M, float alpha, float p, const lora_keys &key) {
+    using S = amm_shape<R, NM>;
+    lora_ptrs<const T> cp = {};
+    lora_ptrs<const float> wp = {};
+    for (int s = 0; s < NM; s++) { cp.p[s] = (const T *)coef[s]; wp.p[s] = W[s]; }
+    dim3 grid((unsigned)((M + S::BC - 1) / S::BC), (unsigned)((N + S::BT - 1) / S::BT));
+    k_lora_addmul_multi<T, R, NM><<<grid, AMM_THREADS, 0, c->stream>>>((T *)y, cp, wp, wr, wm, N, M, alpha, p,
+                                                                      keep_inv(p), key);
+}
+
+template <typename T, int R, int NM>
+static void addmul_tc_launch(lt_cuda *c, void *y, const void *const *coef, const void *const *wt, int64_t N, int64_t M,
+                             float alpha, float p, const lora_keys &key) {
+    lora_ptrs<const T> cp = {}, wp = {};
+    for (int s = 0; s < NM; s++) { cp.p[s] = (const T *)coef[s]; wp.p[s] = (const T *)wt[s]; }
+    dim3 grid((unsigned)((M + 64 * ATC_WARPS - 1) / (64 * ATC_WARPS)), (unsigned)((N + 15) / 16));
+    k_lora_addmul_tc<T, R, NM><<<grid, ATC_WARPS * 32, 0, c->stream>>>((T *)y, cp, wp, N, M, alpha, p, keep_inv(p),
+                                                                      key);
+}
+
+/* the tensor-core kernel (sm_80+) unless LT_CUDA_LORA_ADDMUL=smem or regs picks a CUDA-core one */
+static bool addmul_tc(void) {
+    static int v = -1;
+    if (v < 0) v = !getenv("LT_CUDA_LORA_ADDMUL") || strcmp(getenv("LT_CUDA_LORA_ADDMUL"), "tc") == 0;
+    return v;
+}
+
+/* y(N,M) += alpha * sum_s drop_s(coef[s](N,R) @ W[s](R,M)), one read and one rounding of y */
+lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *const *coef, const float *const *W,
+                                    int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                    uint64_t seed, const uint64_t *streams) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lora_check(c, "addmul", n, M, R, false));
+    LT_CHECK_ARG(wm == 1 || wr == 1, "lora addmul: W strides (%lld, %lld) need one of them 1", (long long)wr,
+                 (long long)wm);
+    if (N <= 0) return LT_OK;
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
+    const lora_keys key = lora_keys_of(n, seed, streams);
+    if (c->cc >= 80 && addmul_tc()) {
+        /* W^T in 16 bits, (M, R): A (wm == 1, rows M apart) transposed, or B (wr == 1) as stored */
+        const void *wt[LT_LORA_MULTI];
+        for (int s = 0; s < n; s++)
+            LT_TRY(wm == 1 ? lt_cuda_w16(be, W[s], R, M, 1, &wt[s]) : lt_cuda_w16(be, W[s], M, R, 0, &wt[s]));
+        const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
+        LORA_DISPATCH(addmul_tc_launch, bf, R, n, c, y, coef, wt, N, M, alpha, p, key);
+        LT_LAUNCH_CHECK("k_lora_addmul_tc");
+        lt_prof_end(c, slot);
+        return LT_OK;
+    }
+    const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
+    LORA_DISPATCH(addmul_multi_launch, bf, R, n, c, y, coef, W, wr, wm, N, M, alpha, p, key);
+    LT_LAUNCH_CHECK("k_lora_addmul_multi");
+    lt_prof_end(c, slot);
+    return LT_OK;
+}
+
 lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R) {
     lt_cuda *c = lt_cuda_of(be);
     if (be->act_dtype == LT_DTYPE_BF16)
@@ -423,5 +854,59 @@ lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, 
     else
         k_transpose_to_act<<<lt_blocks(M * R, 256), 256, 0, c->stream>>>((__half *)dst, src, M, (int)R);
     LT_LAUNCH_CHECK("k_transpose_to_act");
+    return LT_OK;
+}
+
+/* ---------------------------------------------------------------- test hooks */
+/* C-callable for tests/cuda/test_cuda_ops.c (declared there): one multi call (multi = 1) or
+ * n single calls on the same arguments (multi = 0; addmul: 2 = through the register kernel
+ * k_lora_addmul). The wgrad hook uses lt_cuda_lora_wg_chunks(N, M) chunks, as the graph does, with
+ * the partial sums in `scratch` (n * chunks * M * R floats) or, when NULL, in a buffer of its own
+ * (then it waits for the stream). */
+extern "C" int lt_cuda_lora_test_wg_chunks(int64_t N, int64_t M) { return lt_cuda_lora_wg_chunks(N, M); }
+
+extern "C" lt_status lt_cuda_lora_test_rowdot(lt_backend *be, int multi, int n, void *const *y, const void *x,
+                                              const void *const *W, int64_t N, int64_t M, int64_t R, float alpha,
+                                              float p, uint64_t seed, const uint64_t *streams) {
+    if (multi) return lt_cuda_lora_rowdot_multi(be, n, y, x, W, N, M, R, alpha, p, seed, streams);
+    for (int s = 0; s < n; s++) LT_TRY(lt_cuda_lora_rowdot(be, y[s], x, W[s], N, M, R, alpha, p, seed, streams[s]));
+    return LT_OK;
+}
+
+extern "C" lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, float *const *G, int64_t sm, int64_t sr,
+                                             const void *x, const void *const *coef, int64_t N, int64_t M, int64_t R,
+                                             float alpha, float p, uint64_t seed, const uint64_t *streams,
+                                             float *scratch) {
+    lt_cuda *c = lt_cuda_of(be);
+    const int nch = lt_cuda_lora_wg_chunks(N, M);
+    if (scratch) { /* the caller's n * nch * M * R floats: no allocation, no wait (timing) */
+        if (multi)
+            return lt_cuda_lora_wgrad_multi(be, n, G, sm, sr, x, coef, N, M, R, alpha, p, seed, streams, scratch, nch);
+        for (int s = 0; s < n; s++)
+            LT_TRY(lt_cuda_lora_wgrad(be, G[s], sm, sr, x, coef[s], N, M, R, alpha, p, seed, streams[s], scratch, nch));
+        return LT_OK;
+    }
+    void *part = NULL;
+    LT_TRY(lt_cuda_malloc(c, (size_t)n * nch * M * R * 4, "lora wgrad test partial sums", &part));
+    lt_status st = LT_OK;
+    if (multi)
+        st = lt_cuda_lora_wgrad_multi(be, n, G, sm, sr, x, coef, N, M, R, alpha, p, seed, streams, (float *)part, nch);
+    else
+        for (int s = 0; s < n && st == LT_OK; s++)
+            st = lt_cuda_lora_wgrad(be, G[s], sm, sr, x, coef[s], N, M, R, alpha, p, seed, streams[s], (float *)part,
+                                    nch);
+    const cudaError_t e = cudaStreamSynchronize(c->stream);
+    lt_cuda_free(c, part);
+    if (st == LT_OK && e != cudaSuccess) st = lt_cuda_err(e, "lora wgrad test", __FILE__, __LINE__);
+    return st;
+}
+
+extern "C" lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
+                                              const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M,
+                                              int64_t R, float alpha, float p, uint64_t seed, const uint64_t *streams) {
+    if (multi == 1) return lt_cuda_lora_addmul_multi(be, n, y, coef, W, wr, wm, N, M, R, alpha, p, seed, streams);
+    for (int s = 0; s < n; s++)
+        LT_TRY(multi == 2 ? addmul_regs(be, y, coef[s], W[s], wr, wm, N, M, R, alpha, p, seed, streams[s])
+                          : lt_cuda_lora_addmul(be, y, coef[s], W[s], wr, wm, N, M, R, alpha, p, seed, streams[s]));
     return LT_OK;
 }

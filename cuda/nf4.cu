@@ -94,9 +94,24 @@ __device__ __forceinline__ float nf4_absmax(const nf4_view &w, int64_t b) {
     return __fadd_rn(__fmul_rn(w.nested_code[w.absmax_u8[b]], w.nested_absmax[b / LT_NF4_NESTED_BLOCK]), w.offset);
 }
 
+/* the value of extra column j of row o (lt_wext) */
+__device__ __forceinline__ float wext_value(const lt_wext &e, int64_t o, int64_t j) {
+    if (e.B && j >= e.offB && j < e.offB + e.R) return e.scale * e.B[o * e.R + (j - e.offB)];
+    if (e.bias && j == e.offBias) return e.bias[o];
+    return 0.0f;
+}
+
+/* the extra columns alone (a 16-bit weight copied into the wider rows) */
+template <typename O>
+__global__ void k_fill_ext(O *out, int64_t rows, int64_t ld, lt_wext e) {
+    const int64_t wd = e.hi - e.lo, n = rows * wd;
+    for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < n; q += (int64_t)gridDim.x * blockDim.x)
+        out[(q / wd) * ld + e.lo + q % wd] = lt_fromf<O>(wext_value(e, q / wd, e.lo + q % wd));
+}
+
 /* each thread dequantizes 8 elements (4 packed bytes) */
 template <typename O>
-__global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out, int64_t cols, int64_t ld, int64_t off) {
+__global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out, int64_t cols, int64_t ld, int64_t off, lt_wext ext) {
     __shared__ float qmap[16];
     if (threadIdx.x < 16) qmap[threadIdx.x] = w.quant_map[threadIdx.x];
     __syncthreads();
@@ -135,6 +150,14 @@ __global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out, int64_t cols, int64
                 else out[e] = lt_fromf<O>(v);
             }
         }
+    }
+    /* the extra columns of the wider rows (ext.hi > ext.lo), in the same launch */
+    const int64_t wd = ext.hi - ext.lo, nf = wd > 0 ? n / cols * wd : 0;
+    for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < nf; q += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t o = q / wd, jj = ext.lo + q % wd;
+        const float v = wext_value(ext, o, jj);
+        if constexpr (sizeof(O) == 4) out[o * ld + jj] = v;
+        else out[o * ld + jj] = lt_fromf<O>(v);
     }
 }
 
@@ -347,9 +370,9 @@ lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, cons
     unsigned g = lt_blocks((n + 7) / 8, 256);
     int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DEQUANT);
     if (be->act_dtype == LT_DTYPE_BF16)
-        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, W->cols, 0);
+        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, W->cols, 0, lt_wext{});
     else
-        k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst, W->cols, W->cols, 0);
+        k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst, W->cols, W->cols, 0, lt_wext{});
     lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_nf4_dequant");
     *out = dst;
@@ -358,23 +381,36 @@ lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, cons
 
 /* W as the forward sees it (16-bit) into the columns [off, off + cols) of dst, whose rows are
  * ld elements apart (W->cols % 8 == 0, ld % 8 == 0, off % 8 == 0) */
-lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off) {
+lt_status lt_cuda_weight_ext(lt_backend *be, int64_t rows, void *dst, int64_t ld, const lt_wext *e) {
+    lt_cuda *c = lt_cuda_of(be);
+    const unsigned g = lt_blocks(rows * (e->hi - e->lo), 256);
+    if (be->act_dtype == LT_DTYPE_BF16) k_fill_ext<<<g, 256, 0, c->stream>>>((__nv_bfloat16 *)dst, rows, ld, *e);
+    else k_fill_ext<<<g, 256, 0, c->stream>>>((__half *)dst, rows, ld, *e);
+    LT_LAUNCH_CHECK("k_fill_ext");
+    return LT_OK;
+}
+
+lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off,
+                                 const lt_wext *ext) {
     lt_cuda *c = lt_cuda_of(be);
     LT_CHECK_ARG(W->cols % 8 == 0 && ld % 8 == 0 && off % 8 == 0 && off + W->cols <= ld,
                  "weight_16_into: cols %lld, ld %lld, offset %lld", (long long)W->cols, (long long)ld, (long long)off);
     const size_t es = 2;
+    const lt_wext e = ext ? *ext : lt_wext{};
+    const bool bf = be->act_dtype == LT_DTYPE_BF16;
     if (W->quant == LT_QUANT_NONE) {
         LT_CUDA_TRY(cudaMemcpy2DAsync((char *)dst + (size_t)off * es, (size_t)ld * es, W->data16, (size_t)W->cols * es,
                                       (size_t)W->cols * es, (size_t)W->rows, cudaMemcpyDeviceToDevice, c->stream));
-        return LT_OK;
+        return e.hi > e.lo ? lt_cuda_weight_ext(be, W->rows, dst, ld, &e) : LT_OK;
     }
     const int64_t n = W->rows * W->cols;
-    unsigned g = lt_blocks((n + 7) / 8, 256);
+    const int64_t units = (n + 7) / 8 > W->rows * (e.hi - e.lo) ? (n + 7) / 8 : W->rows * (e.hi - e.lo);
+    unsigned g = lt_blocks(units, 256);
     int slot = lt_prof_begin(c, LT_PROF_DEQUANT);
-    if (be->act_dtype == LT_DTYPE_BF16)
-        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, c->stream>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, ld, off);
+    if (bf)
+        k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, c->stream>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, ld, off, e);
     else
-        k_nf4_dequant<__half><<<g, 256, 0, c->stream>>>(view_of(W), n, (__half *)dst, W->cols, ld, off);
+        k_nf4_dequant<__half><<<g, 256, 0, c->stream>>>(view_of(W), n, (__half *)dst, W->cols, ld, off, e);
     lt_prof_end(c, slot);
     LT_LAUNCH_CHECK("k_nf4_dequant");
     return LT_OK;
@@ -392,7 +428,7 @@ lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float 
         LT_LAUNCH_CHECK("k_convert");
         return LT_OK;
     }
-    k_nf4_dequant<float><<<lt_blocks((n + 7) / 8, 256), 256, 0, s>>>(view_of(W), n, dev_out, W->cols, W->cols, 0);
+    k_nf4_dequant<float><<<lt_blocks((n + 7) / 8, 256), 256, 0, s>>>(view_of(W), n, dev_out, W->cols, W->cols, 0, lt_wext{});
     LT_LAUNCH_CHECK("k_nf4_dequant");
     return LT_OK;
 }

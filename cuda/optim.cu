@@ -179,7 +179,7 @@ lt_status lt_cuda_sumsq(lt_backend *be, const float *g, int64_t n, double *host_
     k_sumsq<<<LT_SUMSQ_BLOCKS, 256, 0, c->stream>>>(g, n, (double *)scr);
     LT_LAUNCH_CHECK("k_sumsq");
     LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, LT_SUMSQ_BLOCKS * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
-    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
     double s = 0;
     for (int i = 0; i < LT_SUMSQ_BLOCKS; i++) s += ((double *)hb)[i];
     *host_sumsq += s;
@@ -207,7 +207,7 @@ lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host
     k_nonfinite<<<blocks, 256, 0, c->stream>>>(g, n, (int *)scr);
     LT_LAUNCH_CHECK("k_nonfinite");
     LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
-    LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
     *host_flag = *(int *)hb != 0;
     return LT_OK;
 }
@@ -239,7 +239,7 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
         lt_dynamic_map(0, maps + 256);
         LT_TRY(lt_cuda_malloc(c, sizeof maps, "the 8-bit dynamic maps", (void **)&c->dyn_maps));
         LT_CUDA_TRY(cudaMemcpyAsync(c->dyn_maps, maps, sizeof maps, cudaMemcpyHostToDevice, c->stream));
-        LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+        LT_CUDA_TRY(lt_cuda_stream_sync(c));
     }
     /* the step scalars exactly as lt_adamw8bit_ref takes them */
     const float correction1 = 1.0f - powf(beta1, (float)t);

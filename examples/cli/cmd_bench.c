@@ -32,7 +32,8 @@ static void usage(void) {
            "  --tokenizer DIR    tokenizer folder (default assets/qwen2-tokenizer)\n"
            "  --device-index N   CUDA device (default 0)\n"
            "  --json FILE        write the results as JSON\n"
-           "  --profile          log the GPU time of every backend op per run (LT_CUDA_PROFILE=1)\n");
+           "  --profile          log the GPU time of every backend op per run (LT_CUDA_PROFILE=1)\n"
+           "  --verbose          log the library's information messages (e.g. LT_CUDA_SYNCTIME=1's host waits)\n");
 }
 
 /* Dense bf16 tensor-core peak (FLOP/s) by device name; 0 when unknown. */
@@ -266,6 +267,7 @@ int lt_cmd_bench(int argc, char **argv) {
         else if ((v = cli_flag(argc, argv, &i, "--device-index"))) { if (!cli_int(cmd, "--device-index", v, &o.device_index)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--json"))) json = v;
         else if (cli_switch(argv, i, "--profile")) { o.profile = 1; cli_enable_logging(LT_LOG_INFO); }
+        else if (cli_switch(argv, i, "--verbose")) cli_enable_logging(LT_LOG_INFO);
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
     }
     if (o.steps < 1 || o.warmup < 0) return cli_usage_error(cmd, "--steps must be >= 1 and --warmup >= 0");

@@ -2,13 +2,18 @@
  * random inputs: f32 ops to 1e-5 relative (optimizer ops bit for bit), 16-bit ops within bf16 /
  * fp16 tolerance (1e-2), NF4 quantization bit-identical to lib/backend/cpu/nf4_ref.c with exact
  * dequantization, 8-bit AdamW states and parameters equal to lt_adamw8bit_ref, attention on
- * both kernel paths (tensor cores and portable) with packed sequences, and the error paths
- * (out of memory). Exits 77 where no GPU is visible. Argument: a seed (default: time). */
+ * both kernel paths (tensor cores and portable) with packed sequences, lora.cu's kernels for
+ * several LoRA modules over one input (rowdot / wgrad bit-identical to single calls, addmul
+ * within rounding, all against a CPU reference with per-module dropout masks), the graph's
+ * fused ops (grouped products with folded LoRA up-projections and bias, the residual add with an
+ * up-projection, the grouped LoRA backward) against the CPU ops they replace, and the error
+ * paths (out of memory). Exits 77 where no GPU is visible. Argument: a seed (default: time). */
 #include "lt_test.h"
 #include "backend/backend.h"
 #include "backend/nf4.h"
 #include "backend/adam8bit.h"
 #include "core/core.h"
+#include "core/rng.h"
 #include <stdint.h>
 #include <time.h>
 
@@ -24,7 +29,7 @@ static float frand(void) { /* xorshift64*, uniform in [-1, 1) */
     return (float)((rng_state * 2685821657736338717ull) >> 40) / 8388608.0f - 1.0f;
 }
 static float *rnd(int64_t n, float scale) {
-    float *x = malloc((size_t)n * sizeof(float));
+    float *x = calloc((size_t)n, sizeof(float)); /* calloc: gcc cannot see that n > 0 fills it */
     for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
     return x;
 }
@@ -226,6 +231,353 @@ static void test_lora(ctx *c, float p, int64_t R) {
     void *cb[] = {cx, cA, cB, cy, cxa, cdA, cdB, cdx, cdy}, *gb[] = {gx, gA, gB, gy, gxa, gdA, gdB, gdx, gdy};
     for (int i = 0; i < 9; i++) { c->cpu->ops.free(c->cpu, cb[i]); c->gpu->ops.free(c->gpu, gb[i]); }
     free(x); free(A); free(B); free(base); free(dy); free(dx0); free(dA0); free(dB0);
+}
+
+/* ---- LoRA modules sharing one input (lora.cu's *_multi kernels) ---- */
+/* C-callable hooks of cuda/lora.cu: one multi call (multi = 1) or n single calls (0) */
+int lt_cuda_lora_test_wg_chunks(int64_t N, int64_t M); /* lt_cuda_lora_wg_chunks */
+lt_status lt_cuda_lora_test_rowdot(lt_backend *be, int multi, int n, void *const *y, const void *x,
+                                   const void *const *W, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                   uint64_t seed, const uint64_t *streams);
+lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, float *const *G, int64_t sm, int64_t sr,
+                                  const void *x, const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha,
+                                  float p, uint64_t seed, const uint64_t *streams, float *scratch);
+lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
+                                   const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R,
+                                   float alpha, float p, uint64_t seed, const uint64_t *streams);
+
+/* the raw bytes of a device buffer */
+static void *g_raw(ctx *c, const void *d, size_t bytes) {
+    void *h = malloc(bytes);
+    CHECK_OK(c->gpu->ops.download(c->gpu, h, d, bytes));
+    return h;
+}
+
+/* drop(x) as the kernels form it: kept values times 1/(1-p), rounded to the act dtype */
+static float *drop_ref(ctx *c, const float *x, int64_t N, int64_t M, float p, uint64_t seed, uint64_t stream) {
+    float *d = malloc((size_t)(N * M) * 4);
+    const float inv = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    for (int64_t i = 0; i < N * M; i++)
+        d[i] = p > 0.0f ? (lt_rng_keep(seed, stream, (uint64_t)i, p) ? x[i] * inv : 0.0f) : x[i];
+    if (p > 0.0f) round_act(c, d, N * M);
+    return d;
+}
+
+/* n modules (rank R) over one input x(N,M): rowdot_multi and wgrad_multi give the bits of n
+ * single calls; addmul_multi equals the singles up to rounding (bit for bit when n = 1); single
+ * addmul calls on the default (tensor-core) kernel match the register kernel within rounding; all three
+ * match a CPU f64 reference with each module's own dropout mask (when small enough) */
+static void test_lora_multi_case(ctx *c, int n, int64_t R, int64_t N, int64_t M, float p) {
+    const uint64_t seed = 987654321ull + (uint64_t)M, streams[3] = {3 * (uint64_t)N + 1, 70001, 70002 + (uint64_t)R};
+    const float alpha = 1.5f, galpha = 0.75f;
+    const int ref = (double)N * M * R * n <= 1e8;
+    const int layout = (int)((N + M + R + n) & 1); /* W / G stored (R, M) or (M, R) */
+    const int64_t wr = layout ? M : 1, wm = layout ? 1 : R, sm = layout ? 1 : R, sr = layout ? M : 1;
+    float *x = rnd(N * M, 1.0f), *y0 = rnd(N * M, 0.1f);
+    round_act(c, x, N * M); round_act(c, y0, N * M);
+    void *gx = g_act(c, x, N * M);
+    float *W[3], *coef[3], *G0[3], *Wf[3];
+    void *gW[3], *gcoef[3], *gWf[3], *ys[3], *ym[3], *Gs[3], *Gm[3];
+    for (int s = 0; s < n; s++) {
+        W[s] = rnd(R * M, 0.5f); round_act(c, W[s], R * M);
+        coef[s] = rnd(N * R, 1.0f); round_act(c, coef[s], N * R);
+        G0[s] = rnd(M * R, 0.01f);
+        Wf[s] = rnd(R * M, 0.5f); /* f32, W(r, m) = Wf[r*wr + m*wm] */
+        gW[s] = g_act(c, W[s], R * M); gcoef[s] = g_act(c, coef[s], N * R); gWf[s] = g_f32(c, Wf[s], R * M);
+        ys[s] = g_act(c, NULL, N * R); ym[s] = g_act(c, NULL, N * R);
+        Gs[s] = g_f32(c, G0[s], M * R); Gm[s] = g_f32(c, G0[s], M * R);
+    }
+    void *yas = g_act(c, y0, N * M), *yam = g_act(c, y0, N * M), *yar = g_act(c, y0, N * M);
+    CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 0, n, ys, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
+    CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 1, n, ym, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
+    CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 0, n, (float *const *)Gs, sm, sr, gx, (const void *const *)gcoef, N, M, R,
+                                     galpha, p, seed, streams, NULL));
+    CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 1, n, (float *const *)Gm, sm, sr, gx, (const void *const *)gcoef, N, M, R,
+                                     galpha, p, seed, streams, NULL));
+    CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 0, n, yas, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
+                                      N, M, R, alpha, p, seed, streams));
+    CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 1, n, yam, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
+                                      N, M, R, alpha, p, seed, streams));
+    /* the singles again through the register kernel (k_lora_addmul), which single calls ran before */
+    CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 2, n, yar, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
+                                      N, M, R, alpha, p, seed, streams));
+    double e_rd = 0, e_wg = 0, e_am = 0;
+    for (int s = 0; s < n; s++) {
+        void *a = g_raw(c, ys[s], (size_t)(N * R) * 2), *b = g_raw(c, ym[s], (size_t)(N * R) * 2);
+        CHECK_MSG(memcmp(a, b, (size_t)(N * R) * 2) == 0,
+                  "[%s] lora rowdot_multi n=%d R=%lld N=%lld M=%lld p=%.1f: module %d differs from the single call",
+                  c->tag, n, (long long)R, (long long)N, (long long)M, p, s);
+        free(a); free(b);
+        a = g_raw(c, Gs[s], (size_t)(M * R) * 4); b = g_raw(c, Gm[s], (size_t)(M * R) * 4);
+        CHECK_MSG(memcmp(a, b, (size_t)(M * R) * 4) == 0,
+                  "[%s] lora wgrad_multi n=%d R=%lld N=%lld M=%lld p=%.1f: module %d differs from the single call",
+                  c->tag, n, (long long)R, (long long)N, (long long)M, p, s);
+        free(a); free(b);
+    }
+    float *rs = g_read_act(c, yas, N * M), *rm = g_read_act(c, yam, N * M), *rg = g_read_act(c, yar, N * M);
+    const double e_rg = lt_rel_err(rs, rg, (size_t)(N * M));
+    CHECK_MSG(e_rg <= TOL16(c),
+              "[%s] lora addmul n=%d R=%lld N=%lld M=%lld p=%.1f: the single calls differ between the default "
+              "(tensor-core) and the register kernels by %.3g", c->tag, n, (long long)R, (long long)N, (long long)M, p,
+              e_rg);
+    free(rg);
+    const double e_ms = lt_rel_err(rm, rs, (size_t)(N * M));
+    CHECK_MSG(e_ms <= TOL16(c), "[%s] lora addmul_multi n=%d R=%lld N=%lld M=%lld p=%.1f: relative error %.3g vs the "
+              "single calls", c->tag, n, (long long)R, (long long)N, (long long)M, p, e_ms);
+    if (n == 1)
+        CHECK_MSG(memcmp(rs, rm, (size_t)(N * M) * 4) == 0,
+                  "[%s] lora addmul_multi n=1 R=%lld N=%lld M=%lld p=%.1f: differs from the single call", c->tag,
+                  (long long)R, (long long)N, (long long)M, p);
+    if (ref) {
+        float *yr = malloc((size_t)(N * M) * 4);
+        memcpy(yr, y0, (size_t)(N * M) * 4);
+        const float inv = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+        for (int s = 0; s < n; s++) {
+            float *xd = drop_ref(c, x, N, M, p, seed, streams[s]);
+            /* rowdot: y = alpha * drop(x) W^T */
+            float *yref = malloc((size_t)(N * R) * 4);
+            for (int64_t t = 0; t < N; t++)
+                for (int64_t r = 0; r < R; r++) {
+                    double acc = 0;
+                    for (int64_t m = 0; m < M; m++) acc += (double)xd[t * M + m] * W[s][r * M + m];
+                    yref[t * R + r] = (float)(alpha * acc);
+                }
+            float *got = g_read_act(c, ym[s], N * R);
+            const double e = lt_rel_err(got, yref, (size_t)(N * R));
+            if (e > e_rd) e_rd = e;
+            free(got); free(yref);
+            /* wgrad: G += galpha * drop(x)^T coef */
+            float *gref = malloc((size_t)(M * R) * 4);
+            double *gacc = calloc((size_t)(M * R), sizeof(double));
+            for (int64_t t = 0; t < N; t++)
+                for (int64_t m = 0; m < M; m++) {
+                    const double xv = xd[t * M + m];
+                    if (xv != 0.0)
+                        for (int64_t r = 0; r < R; r++) gacc[m * R + r] += xv * coef[s][t * R + r];
+                }
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t r = 0; r < R; r++)
+                    gref[m * sm + r * sr] = G0[s][m * sm + r * sr] + (float)(galpha * gacc[m * R + r]);
+            free(gacc);
+            got = g_read_f32(c, Gm[s], M * R);
+            const double e2 = lt_rel_err(got, gref, (size_t)(M * R));
+            if (e2 > e_wg) e_wg = e2;
+            free(got); free(gref); free(xd);
+            /* addmul: y += alpha * drop(coef W16) with W rounded to the act dtype as the kernels do */
+            float *w16 = malloc((size_t)(R * M) * 4);
+            memcpy(w16, Wf[s], (size_t)(R * M) * 4);
+            round_act(c, w16, R * M);
+            double *row = malloc((size_t)M * sizeof(double));
+            for (int64_t t = 0; t < N; t++) {
+                for (int64_t m = 0; m < M; m++) row[m] = 0.0;
+                for (int64_t r = 0; r < R; r++) {
+                    const double cr = coef[s][t * R + r];
+                    for (int64_t m = 0; m < M; m++) row[m] += cr * w16[r * wr + m * wm];
+                }
+                for (int64_t m = 0; m < M; m++) {
+                    float v = (float)(alpha * row[m]);
+                    if (p > 0.0f) v = lt_rng_keep(seed, streams[s], (uint64_t)(t * M + m), p) ? v * inv : 0.0f;
+                    yr[t * M + m] += v;
+                }
+            }
+            free(row); free(w16);
+        }
+        e_am = lt_rel_err(rm, yr, (size_t)(N * M));
+        free(yr);
+        CHECK_MSG(e_rd <= TOL16(c), "[%s] lora rowdot_multi n=%d R=%lld N=%lld M=%lld p=%.1f: relative error %.3g vs "
+                  "the CPU", c->tag, n, (long long)R, (long long)N, (long long)M, p, e_rd);
+        CHECK_MSG(e_wg <= 1e-4, "[%s] lora wgrad_multi n=%d R=%lld N=%lld M=%lld p=%.1f: relative error %.3g vs the "
+                  "CPU", c->tag, n, (long long)R, (long long)N, (long long)M, p, e_wg);
+        CHECK_MSG(e_am <= TOL16(c), "[%s] lora addmul_multi n=%d R=%lld N=%lld M=%lld p=%.1f: relative error %.3g vs "
+                  "the CPU", c->tag, n, (long long)R, (long long)N, (long long)M, p, e_am);
+    }
+    printf("  [%s] lora multi n=%d R=%-2lld N=%-4lld M=%-4lld p=%.1f: rowdot/wgrad = singles bit for bit; addmul vs "
+           "singles %.2g", c->tag, n, (long long)R, (long long)N, (long long)M, p, e_ms);
+    if (ref) printf("; vs CPU rowdot %.2g wgrad %.2g addmul %.2g", e_rd, e_wg, e_am);
+    printf("\n");
+    free(rs); free(rm);
+    for (int s = 0; s < n; s++) {
+        void *gb[] = {gW[s], gcoef[s], gWf[s], ys[s], ym[s], Gs[s], Gm[s]};
+        for (int i = 0; i < 7; i++) c->gpu->ops.free(c->gpu, gb[i]);
+        free(W[s]); free(coef[s]); free(G0[s]); free(Wf[s]);
+    }
+    c->gpu->ops.free(c->gpu, gx); c->gpu->ops.free(c->gpu, yas); c->gpu->ops.free(c->gpu, yam);
+    c->gpu->ops.free(c->gpu, yar);
+    free(x); free(y0);
+}
+
+/* GPU time per call (no check): n modules over one input as n single calls and as one multi
+ * call, and single addmul calls on the register kernel and the default one */
+#define LM_TIME(out, expr) do { \
+        CHECK_OK(c->gpu->ops.sync(c->gpu)); \
+        const double t0_ = lt_time_s(); \
+        for (int i_ = 0; i_ < 20; i_++) CHECK_OK(expr); \
+        CHECK_OK(c->gpu->ops.sync(c->gpu)); \
+        (out) = (lt_time_s() - t0_) * 1e6 / 20; \
+    } while (0)
+static void test_lora_multi_speed(ctx *c, int n, int64_t R, int64_t N, int64_t M, float p) {
+    const uint64_t seed = 5, streams[3] = {1, 2, 3};
+    const int nch = lt_cuda_lora_test_wg_chunks(N, M);
+    void *gx = g_act(c, NULL, N * M), *gy = g_act(c, NULL, N * M), *part = g_f32(c, NULL, (int64_t)n * nch * M * R);
+    CHECK_OK(c->gpu->ops.memset0(c->gpu, gx, (size_t)(N * M) * 2));
+    CHECK_OK(c->gpu->ops.memset0(c->gpu, gy, (size_t)(N * M) * 2));
+    void *gW[3], *gco[3], *gWf[3], *gya[3], *gG[3];
+    for (int s = 0; s < n; s++) {
+        gW[s] = g_act(c, NULL, R * M); gco[s] = g_act(c, NULL, N * R); gWf[s] = g_f32(c, NULL, R * M);
+        gya[s] = g_act(c, NULL, N * R); gG[s] = g_f32(c, NULL, M * R);
+        CHECK_OK(c->gpu->ops.memset0(c->gpu, gW[s], (size_t)(R * M) * 2));
+        CHECK_OK(c->gpu->ops.memset0(c->gpu, gco[s], (size_t)(N * R) * 2));
+        CHECK_OK(c->gpu->ops.memset0(c->gpu, gWf[s], (size_t)(R * M) * 4));
+        CHECK_OK(c->gpu->ops.memset0(c->gpu, gG[s], (size_t)(M * R) * 4));
+    }
+    double t[7];
+    const void *const *W = (const void *const *)gW, *const *co = (const void *const *)gco;
+    const float *const *Wf = (const float *const *)gWf;
+    float *const *G = (float *const *)gG;
+    LM_TIME(t[0], lt_cuda_lora_test_rowdot(c->gpu, 0, n, gya, gx, W, N, M, R, 1.0f, p, seed, streams));
+    LM_TIME(t[1], lt_cuda_lora_test_rowdot(c->gpu, 1, n, gya, gx, W, N, M, R, 1.0f, p, seed, streams));
+    LM_TIME(t[2], lt_cuda_lora_test_wgrad(c->gpu, 0, n, G, 1, M, gx, co, N, M, R, 1.0f, p, seed, streams, part));
+    LM_TIME(t[3], lt_cuda_lora_test_wgrad(c->gpu, 1, n, G, 1, M, gx, co, N, M, R, 1.0f, p, seed, streams, part));
+    LM_TIME(t[4], lt_cuda_lora_test_addmul(c->gpu, 2, n, gy, co, Wf, M, 1, N, M, R, 1.0f, p, seed, streams));
+    LM_TIME(t[5], lt_cuda_lora_test_addmul(c->gpu, 0, n, gy, co, Wf, M, 1, N, M, R, 1.0f, p, seed, streams));
+    LM_TIME(t[6], lt_cuda_lora_test_addmul(c->gpu, 1, n, gy, co, Wf, M, 1, N, M, R, 1.0f, p, seed, streams));
+    printf("  [%s] lora speed n=%d R=%lld N=%lld M=%lld p=%.1f, us per n modules: rowdot %.1f singles / %.1f multi; "
+           "wgrad %.1f / %.1f; addmul %.1f singles (register kernel) / %.1f singles / %.1f multi\n", c->tag, n,
+           (long long)R, (long long)N, (long long)M, p, t[0], t[1], t[2], t[3], t[4], t[5], t[6]);
+    for (int s = 0; s < n; s++) {
+        void *gb[] = {gW[s], gco[s], gWf[s], gya[s], gG[s]};
+        for (int i = 0; i < 5; i++) c->gpu->ops.free(c->gpu, gb[i]);
+    }
+    c->gpu->ops.free(c->gpu, gx); c->gpu->ops.free(c->gpu, gy); c->gpu->ops.free(c->gpu, part);
+}
+
+/* every module count and rank at a small ragged shape, with and without dropout; then the
+ * Qwen2-1.5B widths (1536 hidden, 8960 intermediate) at ragged token counts (every count and
+ * rank, dropout on or off by turns; three pairs at the largest); then the benchmark's q/k/v
+ * call (2 x 2048 tokens) */
+static void test_lora_multi(ctx *c) {
+    static const int64_t ranks[3] = {8, 16, 32};
+    for (int n = 1; n <= 3; n++)
+        for (int ri = 0; ri < 3; ri++)
+            for (int pi = 0; pi < 2; pi++) test_lora_multi_case(c, n, ranks[ri], 77, 264, pi ? 0.1f : 0.0f);
+    static const int64_t shapes[4][2] = {{77, 1536}, {1000, 1536}, {77, 8960}, {1000, 8960}};
+    for (int si = 0; si < 4; si++)
+        for (int n = 1; n <= 3; n++)
+            for (int ri = 0; ri < 3; ri++) {
+                if (si == 3 && (n + ri) % 3 != 1) continue; /* (1, 8), (2, 32), (3, 16) */
+                test_lora_multi_case(c, n, ranks[ri], shapes[si][0], shapes[si][1], (n + ri + si) % 2 ? 0.1f : 0.0f);
+            }
+    test_lora_multi_case(c, 3, 16, 4096, 1536, 0.1f);
+    test_lora_multi_speed(c, 3, 16, 4096, 1536, 0.1f); /* q/k/v over ln1 at 2 x 2048 tokens */
+    test_lora_multi_speed(c, 2, 16, 4096, 1536, 0.1f); /* gate/up over ln2 */
+    test_lora_multi_speed(c, 1, 16, 4096, 8960, 0.0f); /* down's dxa, dB, dinp widths */
+}
+
+/* ---- the graph's fused ops (gemm.cu): LoRA down-projections over one shared input, grouped
+ * products with their LoRA up-projections and bias folded in, the residual add with an
+ * up-projection, the grouped LoRA backward; each against the CPU ops it replaces ---- */
+static void test_fused(ctx *c, int quant, float p, int64_t R) {
+    const int64_t N = 70, C = 160, OC[3] = {160, 32, 48};
+    const float scale = 2.0f;
+    const uint64_t seed = 99, streams[3] = {11, 12, 13};
+    CHECK(c->gpu->ops.lora_xa_multi && c->gpu->ops.lora_bwd_multi && c->gpu->ops.add_lora && c->gpu->ops.linear_lora_group_fwd);
+    float *x = rnd(N * C, 1.0f);
+    round_act(c, x, N * C);
+    void *cx = c_buf(c, x, N * C), *gx = g_act(c, x, N * C);
+    lt_bweight *cw[3], *gw[3];
+    float *hA[3], *hB[3], *hb[3], *hdy[3];
+    void *cA[3], *gA[3], *cB[3], *gB[3], *cb[3], *gb[3], *cxa[3], *gxa[3], *cy[3], *gy[3], *cdy[3], *gdy[3];
+    void *cdA[3], *gdA[3], *cdB[3], *gdB[3];
+    for (int s = 0; s < 3; s++) {
+        make_weights(c, OC[s], C, quant, &cw[s], &gw[s], 0.1f);
+        hA[s] = rnd(R * C, 0.1f); hB[s] = rnd(OC[s] * R, 0.1f); hb[s] = rnd(OC[s], 0.5f); hdy[s] = rnd(N * OC[s], 1.0f);
+        round_act(c, hdy[s], N * OC[s]);
+        cA[s] = c_buf(c, hA[s], R * C); gA[s] = g_f32(c, hA[s], R * C);
+        cB[s] = c_buf(c, hB[s], OC[s] * R); gB[s] = g_f32(c, hB[s], OC[s] * R);
+        cb[s] = c_buf(c, hb[s], OC[s]); gb[s] = g_f32(c, hb[s], OC[s]);
+        cxa[s] = c_buf(c, NULL, N * R); gxa[s] = g_act(c, NULL, N * R);
+        cy[s] = c_buf(c, NULL, N * OC[s]); gy[s] = g_act(c, NULL, N * OC[s]);
+        cdy[s] = c_buf(c, hdy[s], N * OC[s]); gdy[s] = g_act(c, hdy[s], N * OC[s]);
+        float *z = calloc((size_t)(R * (C > OC[s] ? C : OC[s])), 4);
+        cdA[s] = c_buf(c, z, R * C); gdA[s] = g_f32(c, z, R * C);
+        cdB[s] = c_buf(c, z, OC[s] * R); gdB[s] = g_f32(c, z, OC[s] * R);
+        free(z);
+    }
+    char nm[96];
+    /* xa of the three modules, each with its own mask */
+    for (int s = 0; s < 3; s++)
+        CHECK_OK(c->cpu->ops.lora_fwd(c->cpu, NULL, cxa[s], cx, cA[s], cB[s], N, C, OC[s], R, scale, p, seed,
+                                      streams[s]));
+    CHECK_OK(c->gpu->ops.lora_xa_multi(c->gpu, 3, gxa, gx, (const float *const *)gA, N, C, R, p, seed, streams));
+    for (int s = 0; s < 3; s++) {
+        float *r = g_read_act(c, gxa[s], N * R);
+        snprintf(nm, sizeof nm, "lora_xa_multi xa[%d] (p=%.1f r=%lld)", s, p, (long long)R);
+        compare(c, nm, r, cxa[s], N * R, TOL16(c));
+        free(r);
+    }
+    /* three projections with bias (q/k/v), two without (gate/up) */
+    for (int n = 2; n <= 3; n++) {
+        const float *cbias[3] = {NULL, NULL, NULL}, *gbias[3] = {NULL, NULL, NULL};
+        if (n == 3) for (int s = 0; s < 3; s++) { cbias[s] = cb[s]; gbias[s] = gb[s]; }
+        CHECK_OK(c->cpu->ops.linear_lora_group_fwd(c->cpu, n, cy, cx, (const lt_bweight *const *)cw, cbias,
+                                                   (const void *const *)cxa, (const float *const *)cB, N, R, scale));
+        CHECK_OK(c->gpu->ops.linear_lora_group_fwd(c->gpu, n, gy, gx, (const lt_bweight *const *)gw, gbias,
+                                                   (const void *const *)gxa, (const float *const *)gB, N, R, scale));
+        for (int s = 0; s < n; s++) {
+            float *r = g_read_act(c, gy[s], N * OC[s]);
+            snprintf(nm, sizeof nm, "linear_lora_group n=%d out[%d]%s", n, s, n == 3 ? " +bias" : "");
+            compare(c, nm, r, cy[s], N * OC[s], TOL16(c));
+            free(r);
+        }
+    }
+    /* out = a + b + scale xa B^T (o_proj: OC = C), out aliasing a; the CPU: lora_fwd into b, add */
+    {
+        float *ha = rnd(N * C, 1.0f), *hbb = rnd(N * C, 1.0f);
+        round_act(c, ha, N * C); round_act(c, hbb, N * C);
+        void *ca = c_buf(c, ha, N * C), *cbb = c_buf(c, hbb, N * C), *ga = g_act(c, ha, N * C), *gbb = g_act(c, hbb, N * C);
+        CHECK_OK(c->cpu->ops.lora_fwd(c->cpu, cbb, cxa[0], cx, cA[0], cB[0], N, C, C, R, scale, p, seed, streams[0]));
+        CHECK_OK(c->cpu->ops.add(c->cpu, ca, ca, cbb, N * C));
+        CHECK_OK(c->gpu->ops.add_lora(c->gpu, ga, ga, gbb, gxa[0], gB[0], N, C, R, scale));
+        float *r = g_read_act(c, ga, N * C);
+        compare(c, "add_lora (out = a)", r, ca, N * C, TOL16(c));
+        free(r); free(ha); free(hbb);
+        c->cpu->ops.free(c->cpu, ca); c->cpu->ops.free(c->cpu, cbb);
+        c->gpu->ops.free(c->gpu, ga); c->gpu->ops.free(c->gpu, gbb);
+    }
+    /* the grouped backward against lora_bwd per module, dinp accumulated over them */
+    {
+        float *hd = rnd(N * C, 1.0f);
+        round_act(c, hd, N * C);
+        void *cd = c_buf(c, hd, N * C), *gd = g_act(c, hd, N * C);
+        for (int s = 0; s < 3; s++)
+            CHECK_OK(c->cpu->ops.lora_bwd(c->cpu, cdA[s], cdB[s], cd, cdy[s], cx, cxa[s], cA[s], cB[s], N, C, OC[s], R,
+                                          scale, p, seed, streams[s]));
+        CHECK_OK(c->gpu->ops.lora_bwd_multi(c->gpu, 3, (float *const *)gdA, (float *const *)gdB, gd,
+                                            (const void *const *)gdy, gx, (const void *const *)gxa,
+                                            (const float *const *)gA, (const float *const *)gB, N, C, OC, R, scale, p,
+                                            seed, streams));
+        for (int s = 0; s < 3; s++) {
+            float *r = g_read_f32(c, gdA[s], R * C);
+            snprintf(nm, sizeof nm, "lora_bwd_multi dA[%d]", s);
+            compare(c, nm, r, cdA[s], R * C, TOL16(c)); free(r);
+            r = g_read_f32(c, gdB[s], OC[s] * R);
+            snprintf(nm, sizeof nm, "lora_bwd_multi dB[%d]", s);
+            compare(c, nm, r, cdB[s], OC[s] * R, TOL16(c)); free(r);
+        }
+        float *r = g_read_act(c, gd, N * C);
+        compare(c, "lora_bwd_multi dinp (+=)", r, cd, N * C, TOL16(c));
+        free(r); free(hd);
+        c->cpu->ops.free(c->cpu, cd); c->gpu->ops.free(c->gpu, gd);
+    }
+    for (int s = 0; s < 3; s++) {
+        c->cpu->ops.weight_free(c->cpu, cw[s]); c->gpu->ops.weight_free(c->gpu, gw[s]);
+        void *cs[] = {cA[s], cB[s], cb[s], cxa[s], cy[s], cdy[s], cdA[s], cdB[s]};
+        void *gs[] = {gA[s], gB[s], gb[s], gxa[s], gy[s], gdy[s], gdA[s], gdB[s]};
+        for (int i = 0; i < 8; i++) { c->cpu->ops.free(c->cpu, cs[i]); c->gpu->ops.free(c->gpu, gs[i]); }
+        free(hA[s]); free(hB[s]); free(hb[s]); free(hdy[s]);
+    }
+    c->cpu->ops.free(c->cpu, cx); c->gpu->ops.free(c->gpu, gx);
+    free(x);
 }
 
 static void test_layers(ctx *c) {
@@ -540,7 +892,12 @@ int main(int argc, char **argv) {
         }
         lt_cuda_lora_set_skinny(1);
         test_lora(&c, 0.1f, 12); /* no skinny kernel for rank 12: the cuBLAS path */
+        if (cc >= 80) test_lora_multi(&c); /* the mma kernels of lora.cu (sm_80+) */
+        test_fused(&c, LT_QUANT_NF4, 0.1f, 16); /* the graph's fused ops, tensor-core path */
+        test_fused(&c, LT_QUANT_NONE, 0.0f, 8);
+        test_fused(&c, LT_QUANT_NF4, 0.1f, 12); /* rank 12: their unfused fallbacks */
         lt_cuda_lora_set_skinny(0);
+        test_fused(&c, LT_QUANT_NF4, 0.1f, 16);
         test_layers(&c);
         test_attention(&c, 128, ATT_AUTO);
         test_attention(&c, 64, ATT_AUTO);
