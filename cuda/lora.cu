@@ -49,12 +49,22 @@ __device__ __forceinline__ uint4 load8(const T *x, int64_t t, int64_t c, int64_t
 /* v (eight elements from flat index i0) through one module's mask, rounded back to 16 bits */
 template <typename T>
 __device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float p, float inv) {
-    float f[8], s[8];
-    lt_unpack8<T>(v, f);
-    keep8(key, i0, p, inv, s);
+    /* the dropped 16-bit values zeroed by bit masks; the kept ones stay as they are: the kernels
+     * scale their f32 sums by inv = 1 / (1 - p) instead (cheaper than unpacking, scaling and
+     * rounding every element, and the kept values are not rounded a second time) */
+    (void)inv;
+    const uint64_t a = lt_drop_bits(key, i0 >> 2), b = lt_drop_bits(key, (i0 >> 2) + 1);
+    const uint32_t thr = lt_drop_threshold(p);
+    uint32_t w[4];
 #pragma unroll
-    for (int j = 0; j < 8; j++) f[j] *= s[j];
-    return lt_pack8<T>(f);
+    for (int j = 0; j < 4; j++) {
+        const uint64_t q = j < 2 ? a : b;
+        const int sh = 32 * (j & 1);
+        const uint32_t lo = (uint32_t)((q >> sh) & 0xFFFFu) >= thr ? 0x0000FFFFu : 0u;
+        const uint32_t hi = (uint32_t)((q >> (sh + 16)) & 0xFFFFu) >= thr ? 0xFFFF0000u : 0u;
+        w[j] = lo | hi;
+    }
+    return make_uint4(v.x & w[0], v.y & w[1], v.z & w[2], v.w & w[3]);
 }
 
 /* per-module pointers and mask keys, passed by value (kernel parameters) */
@@ -126,7 +136,9 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
             }
         }
     }
-    /* c0,c1: (row g, r = 8n + 2tq, +1); c2,c3: row g + 8; one module at a time through red */
+    /* c0,c1: (row g, r = 8n + 2tq, +1); c2,c3: row g + 8; one module at a time through red;
+     * the mask kept values unscaled: 1 / (1 - p) comes in here */
+    const float ascale = p > 0.0f ? alpha * inv : alpha;
 #pragma unroll
     for (int s = 0; s < NM; s++) {
         if (s > 0) __syncthreads(); /* the previous module's sums are read */
@@ -144,7 +156,7 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
             float sum = 0.0f;
 #pragma unroll
             for (int w = 0; w < RD_WARPS; w++) sum += red[w][row][r];
-            y.p[s][(t0 + row) * R + r] = lt_fromf<T>(alpha * sum);
+            y.p[s][(t0 + row) * R + r] = lt_fromf<T>(ascale * sum);
         }
     }
 #endif
@@ -724,8 +736,9 @@ lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64
     LT_LAUNCH_CHECK("k_lora_wgrad");
     lora_ptrs<float> gp = {};
     for (int s = 0; s < n; s++) gp.p[s] = G[s];
+    /* the masked x tiles hold the kept values unscaled: 1 / (1 - p) comes in with alpha */
     k_lora_wgrad_reduce<<<lt_blocks(n * M * R, 256), 256, 0, c->stream>>>(gp, part, n, nchunks, M, (int)R, sm, sr,
-                                                                         alpha);
+                                                                         alpha * keep_inv(p));
     LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
     lt_prof_end(c, slot);
     return LT_OK;
