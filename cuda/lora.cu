@@ -46,13 +46,11 @@ __device__ __forceinline__ uint4 load8(const T *x, int64_t t, int64_t c, int64_t
     return *reinterpret_cast<const uint4 *>(x + t * M + c);
 }
 
-/* v (eight elements from flat index i0) through one module's mask, rounded back to 16 bits */
-template <typename T>
-__device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float p, float inv) {
-    /* the dropped 16-bit values zeroed by bit masks; the kept ones stay as they are: the kernels
-     * scale their f32 sums by inv = 1 / (1 - p) instead (cheaper than unpacking, scaling and
-     * rounding every element, and the kept values are not rounded a second time) */
-    (void)inv;
+/* v (eight elements from flat index i0) through one module's mask: the dropped 16-bit values
+ * zeroed by bit masks, the kept ones as they are; the kernels scale their f32 sums by
+ * 1 / (1 - p) instead (cheaper than unpacking, scaling and rounding every element, and the
+ * kept values are not rounded a second time) */
+__device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float p) {
     const uint64_t a = lt_drop_bits(key, i0 >> 2), b = lt_drop_bits(key, (i0 >> 2) + 1);
     const uint32_t thr = lt_drop_threshold(p);
     uint32_t w[4];
@@ -123,8 +121,8 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
             for (int s = 0; s < NM; s++) {
                 uint4 va = xa[u], vb = xb[u];
                 if (p > 0.0f && c < M) {
-                    if (ta < N) va = mask8<T>(va, key.k[s], (uint64_t)(ta * M + c), p, inv);
-                    if (tb < N) vb = mask8<T>(vb, key.k[s], (uint64_t)(tb * M + c), p, inv);
+                    if (ta < N) va = mask8(va, key.k[s], (uint64_t)(ta * M + c), p);
+                    if (tb < N) vb = mask8(vb, key.k[s], (uint64_t)(tb * M + c), p);
                 }
                 const uint32_t a1[4] = {va.x, vb.x, va.y, vb.y};
                 const uint32_t a2[4] = {va.z, vb.z, va.w, vb.w};
@@ -225,7 +223,7 @@ __global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64
 #pragma unroll
             for (int s = 0; s < NM; s++) {
                 uint4 v = xv[u];
-                if (p > 0.0f && in) v = mask8<T>(v, key.k[s], (uint64_t)((ts + tt) * M + m0 + c8), p, inv);
+                if (p > 0.0f && in) v = mask8(v, key.k[s], (uint64_t)((ts + tt) * M + m0 + c8), p);
                 *reinterpret_cast<uint4 *>(&xs[s][tt * LDX + c8]) = v;
             }
         }

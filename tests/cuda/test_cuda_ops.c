@@ -255,8 +255,7 @@ static void *g_raw(ctx *c, const void *d, size_t bytes) {
 
 /* drop(x) as the CPU backend forms it: kept values times 1/(1-p) in f32 (the kernels zero the
  * dropped 16-bit values and scale their f32 sums, which is the same up to f32 rounding) */
-static float *drop_ref(ctx *c, const float *x, int64_t N, int64_t M, float p, uint64_t seed, uint64_t stream) {
-    (void)c;
+static float *drop_ref(const float *x, int64_t N, int64_t M, float p, uint64_t seed, uint64_t stream) {
     float *d = malloc((size_t)(N * M) * 4);
     const float inv = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     for (int64_t i = 0; i < N * M; i++)
@@ -334,7 +333,7 @@ static void test_lora_multi_case(ctx *c, int n, int64_t R, int64_t N, int64_t M,
         memcpy(yr, y0, (size_t)(N * M) * 4);
         const float inv = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
         for (int s = 0; s < n; s++) {
-            float *xd = drop_ref(c, x, N, M, p, seed, streams[s]);
+            float *xd = drop_ref(x, N, M, p, seed, streams[s]);
             /* rowdot: y = alpha * drop(x) W^T */
             float *yref = malloc((size_t)(N * R) * 4);
             for (int64_t t = 0; t < N; t++)
