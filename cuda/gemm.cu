@@ -360,15 +360,17 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
         /* W is there; the extra columns (LoRA B changes every step) are rewritten */
         return ext && ext->hi > ext->lo ? lt_cuda_weight_ext(be, W->rows, pick->buf, ld, ext) : LT_OK;
     }
+    /* W's own slot when it is big enough for the new layout (one slot per weight), else an empty
+     * slot, else the smallest that fits (least recently used of equals) */
     if (pick && pick->cap < need) { pick->W = NULL; pick = NULL; }
     for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
         if (!w->s[i].buf) pick = &w->s[i];
-    for (int i = 0; i < LT_WC_SLOTS; i++) {
-        lt_wc_slot *s = &w->s[i];
-        if (pick && !pick->buf) break;
-        if (s->cap >= need && (!pick || s->cap < pick->cap || (s->cap == pick->cap && s->used < pick->used)))
-            pick = s;
-    }
+    if (!pick)
+        for (int i = 0; i < LT_WC_SLOTS; i++) {
+            lt_wc_slot *q = &w->s[i];
+            if (q->cap >= need && (!pick || q->cap < pick->cap || (q->cap == pick->cap && q->used < pick->used)))
+                pick = q;
+        }
     if (!pick) { /* nothing fits: grow the least recently used */
         pick = &w->s[0];
         for (int i = 1; i < LT_WC_SLOTS; i++)
@@ -502,7 +504,8 @@ lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out,
     const int64_t XW = E + R + C + (n > 1 ? (n - 1) * R + E : 0);
     int64_t OCm = 0;
     for (int s = 0; s < n; s++) OCm = W[s]->rows > OCm ? W[s]->rows : OCm;
-    const int64_t Km = XW - (n > 1 ? E + R : 0) > E + R + C ? XW - (n > 1 ? E + R : 0) : E + R + C;
+    /* the reduction length of projection 0's view, and of the others' (from x on) */
+    const int64_t K0 = E + R + C, K1 = XW - E - R, Km = n > 1 && K1 > K0 ? K1 : K0;
     void *scr;
     LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * XW) * 2) + lt_align256((size_t)(OCm * Km) * 2), &scr));
     char *cur = (char *)scr;
@@ -522,7 +525,7 @@ lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out,
         const int64_t OC = W[s]->rows;
         /* the view of xe, the width of the rows, where W_s, s B_s and the bias go */
         const int64_t x0 = s == 0 ? 0 : E + R;
-        const int64_t K = s == 0 ? E + R + C : XW - E - R;
+        const int64_t K = s == 0 ? K0 : K1;
         const int64_t offW = s == 0 ? E + R : 0;
         const int64_t offB = s == 0 ? E : C + (s - 1) * R;
         const int64_t offBias = s == 0 ? 0 : K - E;
