@@ -1,10 +1,11 @@
 /* lm_head_ce.cu - the LM head fused with cross-entropy, over chunks of tokens so that the
- * full-vocabulary logits of a batch never exist: for each chunk a GEMM writes f32 logits
- * (T,V), one block per row takes the log-sum-exp, the loss and the gradient of the logits
- * (bf16/fp16, scaled by grad_scale, written in place over the f32 row it came from), and a
- * split-K GEMM turns that into dh: the dh product is only C x T wide but V long, so the
- * vocabulary is cut into slices multiplied side by side (one batched GEMM) and the f32
- * partials summed in a fixed order. Per-row losses are summed in a fixed order at the end,
+ * full-vocabulary logits of a batch never exist: for each chunk a GEMM writes the logits (T,V)
+ * in the activation type, as transformers' lm_head does before its loss upcasts them (f32 with
+ * LT_CUDA_CE_LOGITS=f32), one block per row takes the log-sum-exp in f32, the loss and the
+ * gradient of the logits (bf16/fp16, scaled by grad_scale, written in place over the row it
+ * came from), and a split-K GEMM turns that into dh: the dh product is only C x T wide but V
+ * long, so the vocabulary is cut into slices multiplied side by side (one batched GEMM) and the
+ * f32 partials summed in a fixed order. Per-row losses are summed in a fixed order at the end,
  * so the loss is deterministic. */
 #include "cuda_common.h"
 #include <math.h>
@@ -12,9 +13,27 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- kernels */
-/* a logit as f32 (logits are f32, or 16-bit with LT_CUDA_CE_LOGITS=act) */
+/* a logit as f32 (logits are 16-bit, or f32 with LT_CUDA_CE_LOGITS=f32) */
 template <typename L> __device__ __forceinline__ float ce_in(L x) { return lt_tof<L>(x); }
 template <> __device__ __forceinline__ float ce_in<float>(float x) { return x; }
+
+/* eight 16-bit values of a 16-byte piece as f32, and back (unused for f32 logits) */
+template <typename L> __device__ __forceinline__ void ce_unpack8(uint4 v, float x[8]) {
+    const L *h = reinterpret_cast<const L *>(&v);
+#pragma unroll
+    for (int u = 0; u < 8; u++) x[u] = ce_in<L>(h[u]);
+}
+template <> __device__ __forceinline__ void ce_unpack8<float>(uint4, float x[8]) {
+#pragma unroll
+    for (int u = 0; u < 8; u++) x[u] = 0.0f;
+}
+template <typename T> __device__ __forceinline__ uint4 ce_pack8(const float x[8]) {
+    uint4 v;
+    T *h = reinterpret_cast<T *>(&v);
+#pragma unroll
+    for (int u = 0; u < 8; u++) h[u] = lt_fromf<T>(x[u]);
+    return v;
+}
 
 /* one block per row: online max/sum, then the loss and softmax - onehot */
 template <typename T, typename L>
@@ -32,6 +51,19 @@ __global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, f
             const float mx = fmaxf(fmaxf(q.x, q.y), fmaxf(q.z, q.w));
             if (mx > m) { s *= expf(m - mx); m = mx; }
             s += expf(q.x - m) + expf(q.y - m) + expf(q.z - m) + expf(q.w - m);
+        }
+    } else if (sizeof(L) == 2 && V % 8 == 0) {
+        /* 16-bit logits eight at a time (16-byte loads) */
+        const uint4 *l8 = reinterpret_cast<const uint4 *>(l);
+        for (int64_t j = threadIdx.x; j < V / 8; j += blockDim.x) {
+            float x[8];
+            ce_unpack8<L>(l8[j], x);
+            float mx = x[0];
+#pragma unroll
+            for (int u = 1; u < 8; u++) mx = fmaxf(mx, x[u]);
+            if (mx > m) { s *= expf(m - mx); m = mx; }
+#pragma unroll
+            for (int u = 0; u < 8; u++) s += expf(x[u] - m);
         }
     } else {
         for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
@@ -72,6 +104,22 @@ __global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, f
      * of a round land below the values later rounds read, so one barrier per round suffices */
     T *d = dlogits + blockIdx.x * (V * (int64_t)(sizeof(L) / sizeof(T)));
     __syncthreads(); /* the target logit and the first pass are read */
+    if (sizeof(L) == sizeof(T) && V % 8 == 0) {
+        /* same-size values: each thread overwrites only the eight it read, no barrier needed */
+        const uint4 *l8 = reinterpret_cast<const uint4 *>(l);
+        uint4 *d8 = reinterpret_cast<uint4 *>(d);
+        for (int64_t j = threadIdx.x; j < V / 8; j += blockDim.x) {
+            float x[8];
+            ce_unpack8<L>(l8[j], x);
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                const int64_t col = 8 * j + u;
+                x[u] = valid ? (expf(x[u] - lse) - (col == tgt ? 1.0f : 0.0f)) * grad_scale : 0.0f;
+            }
+            d8[j] = ce_pack8<T>(x);
+        }
+        return;
+    }
     for (int64_t base = 0; base < V; base += 4 * (int64_t)blockDim.x) {
         float x[4];
 #pragma unroll
@@ -116,11 +164,12 @@ __global__ void k_sum_into(float *sum, const float *x, int64_t n) {
 }
 
 /* ---------------------------------------------------------------- launcher */
-/* LT_CUDA_CE_LOGITS=act: the logits GEMM writes 16-bit logits (as transformers' lm_head does
- * before its loss upcasts them) instead of f32: half the traffic, bf16-rounded logits */
+/* The logits GEMM writes 16-bit logits, as transformers' lm_head does before its loss upcasts
+ * them: half the traffic of f32 logits, and twice the rows per chunk in the same memory.
+ * LT_CUDA_CE_LOGITS=f32 keeps them in f32 (the CPU backend's precision). */
 static bool ce_logits_act(void) {
     static int v = -1;
-    if (v < 0) v = getenv("LT_CUDA_CE_LOGITS") && strcmp(getenv("LT_CUDA_CE_LOGITS"), "act") == 0;
+    if (v < 0) v = !(getenv("LT_CUDA_CE_LOGITS") && strcmp(getenv("LT_CUDA_CE_LOGITS"), "f32") == 0);
     return v == 1;
 }
 
@@ -139,20 +188,24 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     if (N <= 0) return LT_OK;
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
-    /* a chunk of rows whose f32 logits take about 224 MiB (the 16-bit gradient reuses them), in
+    const bool l16 = ce_logits_act();
+    const size_t lb = l16 ? 2 : 4; /* bytes per logit */
+    /* a chunk of rows whose logits take about 224 MiB (the 16-bit gradient reuses them), in
      * 64-row steps: wide enough for the dh product to fill the GPU */
-    int64_t T = (int64_t)((224ull << 20) / ((size_t)V * 4)) / 64 * 64;
+    int64_t T = (int64_t)((224ull << 20) / ((size_t)V * lb)) / 64 * 64;
     if (T < 64) T = 64;
     if (T > N) T = N;
-    const int S = dh ? dh_slices(V) : 1;
+    /* vocabulary slices: no more than 16 x 384 slice-rows of partials (the f32 logits' figure) */
+    int S = dh ? dh_slices(V) : 1;
+    while (S > 1 && (int64_t)S * T > 16 * 384) S /= 2;
     const size_t head_b = head->quant != LT_QUANT_NONE ? lt_align256((size_t)(V * C) * 2) : 0;
     const size_t part_b = S > 1 ? lt_align256((size_t)S * (size_t)(C * T) * 4) : 0;
-    const size_t need = head_b + lt_align256((size_t)(T * V) * 4) + part_b + lt_align256((size_t)N * 4);
+    const size_t need = head_b + lt_align256((size_t)(T * V) * lb) + part_b + lt_align256((size_t)N * 4);
     void *scr;
     LT_TRY(lt_cuda_scratch(c, need, &scr));
     char *cur = (char *)scr;
     void *head16_buf = head_b ? lt_carve(&cur, (size_t)(V * C) * 2) : NULL;
-    float *logits = (float *)lt_carve(&cur, (size_t)(T * V) * 4);
+    float *logits = (float *)lt_carve(&cur, (size_t)(T * V) * lb);
     float *part = part_b ? (float *)lt_carve(&cur, (size_t)S * (size_t)(C * T) * 4) : NULL;
     float *losses = (float *)lt_carve(&cur, (size_t)N * 4);
     void *dlog = dh ? (void *)logits : NULL; /* row r at 16-bit offset 2 r V */
@@ -161,7 +214,6 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     /* 512 threads: four rows per SM at once, so a 384-row chunk runs in one wave */
     const int th = V >= 4096 ? 512 : 128;
     const float one = 1.0f, zero = 0.0f;
-    const bool l16 = ce_logits_act();
     const cudaDataType_t lt = l16 ? t : CUDA_R_32F;
     const int64_t ldd = l16 ? V : 2 * V; /* 16-bit gradient row stride (in place over the logits) */
     for (int64_t r0 = 0; r0 < N; r0 += T) {

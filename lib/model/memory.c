@@ -88,15 +88,17 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     out->lora = lora;
 
     /* activations: the graph's own buffers (graph.c sizes them with lt_graph_bytes), plus one
-     * chunk of f32 logits inside the fused LM head + cross-entropy */
+     * chunk of logits inside the fused LM head + cross-entropy (f32 on the CPU, 16-bit on CUDA) */
     uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK, head = 0;
     if (cpu) {
         head = chunk * V * 4;
     } else {
-        chunk = ((224ull << 20) / (V * 4)) / 64 * 64;
+        chunk = ((224ull << 20) / (V * ab)) / 64 * 64;
         if (chunk < 64) chunk = 64;
         if (chunk > N) chunk = N;
-        head = chunk * V * 4 + 16 * (uint64_t)C * chunk * 4;
+        uint64_t slices = 16; /* lm_head_ce.cu: at most 16 x 384 slice-rows of f32 partials */
+        while (slices > 1 && slices * chunk > 16 * 384) slices /= 2;
+        head = chunk * V * ab + slices * (uint64_t)C * chunk * 4;
     }
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, ckpt ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP) +
                        head;
