@@ -37,6 +37,8 @@ lt_status lt_cuda_malloc(lt_cuda *c, size_t bytes, const char *what, void **out)
     if (bytes == 0) bytes = 1;
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
+    c->mallocs++;
+    if (c->synctime > 1) lt_log(LT_LOG_INFO, "CUDA malloc %ld: %.2f MiB for %s", c->mallocs, bytes / 1048576.0, what);
     if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError(); /* clear the sticky-free error */
         size_t free_b = 0, total_b = 0;
@@ -136,6 +138,7 @@ int lt_prof_begin(lt_cuda *c, int id) {
         prof_harvest(c);
         memset(c->prof_ms, 0, sizeof c->prof_ms);
         memset(c->prof_calls, 0, sizeof c->prof_calls);
+        memset(c->prof_host_s, 0, sizeof c->prof_host_s);
     }
     /* harvest only between outermost ops: an open op's slot must survive until its end */
     if (c->prof_depth == 0 && c->prof_pending >= LT_PROF_PENDING - 16) prof_harvest(c);
@@ -165,10 +168,11 @@ static void prof_report(lt_cuda *c) {
         for (int i = 0; i < 64; i++)
             if (c->prof_calls[i] > 0 && (best < 0 || c->prof_ms[i] > c->prof_ms[best])) best = i;
         if (best < 0) break;
-        lt_log(LT_LOG_INFO, "  %-18s %9.2f ms %5.1f%% %8ld calls %8.1f us/call %8.2f ms/mb",
+        lt_log(LT_LOG_INFO, "  %-18s %9.2f ms %5.1f%% %8ld calls %8.1f us/call %8.2f ms/mb  host %7.1f us/call",
                prof_names[best] ? prof_names[best] : "?", c->prof_ms[best],
                total > 0 ? 100 * c->prof_ms[best] / total : 0, c->prof_calls[best],
-               1000 * c->prof_ms[best] / c->prof_calls[best], c->prof_ms[best] / steps);
+               1000 * c->prof_ms[best] / c->prof_calls[best], c->prof_ms[best] / steps,
+               1e6 * c->prof_host_s[best] / c->prof_calls[best]);
         c->prof_calls[best] = 0;
     }
 }
@@ -180,7 +184,9 @@ struct lt_prof_op<ID, R(lt_backend *, A...), fn> {
     static R call(lt_backend *be, A... a) {
         lt_cuda *c = lt_cuda_of(be);
         int slot = lt_prof_begin(c, ID);
+        const double t0 = lt_time_s();
         R r = fn(be, a...);
+        c->prof_host_s[ID] += lt_time_s() - t0;
         lt_prof_end(c, slot);
         return r;
     }
@@ -199,15 +205,23 @@ static void op_free(lt_backend *be, void *p) {
     if (!p) return;
     /* the stream may still use p: freeing waits for the device, as cudaFree does anyway */
     cudaStreamSynchronize(c->stream);
-    lt_cuda_w16_invalidate(c, p, 1);
+    size_t bytes = 1;
+    for (size_t i = 0; i < c->n_allocs; i++)
+        if (c->allocs[i].ptr == p) bytes = c->allocs[i].bytes;
+    lt_cuda_w16_forget(c, p, bytes);
     lt_cuda_free(c, p);
 }
 cudaError_t lt_cuda_stream_sync(lt_cuda *c) {
     if (!c->synctime) return cudaStreamSynchronize(c->stream);
     const double t0 = lt_time_s();
     const cudaError_t e = cudaStreamSynchronize(c->stream);
-    c->sync_wait_s += lt_time_s() - t0;
+    const double t1 = lt_time_s();
+    c->sync_wait_s += t1 - t0;
     c->syncs++;
+    if (c->synctime > 1 && c->sync_last_s > 0)
+        lt_log(LT_LOG_INFO, "CUDA sync %ld: host busy %.2f ms since the last one, then waited %.2f ms", c->syncs,
+               1e3 * (t0 - c->sync_last_s), 1e3 * (t1 - t0));
+    c->sync_last_s = t1;
     return e;
 }
 
@@ -256,8 +270,8 @@ static void op_destroy(lt_backend *be) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
         if (c->synctime)
-            lt_log(LT_LOG_INFO, "CUDA backend: the host waited %.1f ms in %ld stream synchronizations", 1e3 * c->sync_wait_s,
-                   c->syncs);
+            lt_log(LT_LOG_INFO, "CUDA backend: the host waited %.1f ms in %ld stream synchronizations; %ld cudaMalloc calls",
+                   1e3 * c->sync_wait_s, c->syncs, c->mallocs);
         if (c->profile && c->prof_ev) {
             prof_report(c);
             for (int i = 0; i < 2 * LT_PROF_PENDING; i++) cudaEventDestroy(c->prof_ev[i]);
@@ -371,7 +385,8 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
 
     c->profile = getenv("LT_CUDA_PROFILE") ? atoi(getenv("LT_CUDA_PROFILE")) : 0;
     if (c->profile < 0) c->profile = 0;
-    c->synctime = getenv("LT_CUDA_SYNCTIME") && atoi(getenv("LT_CUDA_SYNCTIME")) > 0;
+    c->synctime = getenv("LT_CUDA_SYNCTIME") ? atoi(getenv("LT_CUDA_SYNCTIME")) : 0;
+    if (c->synctime < 0) c->synctime = 0;
     lt_backend_ops *o = &be->ops;
     o->name = "cuda";
     o->destroy = op_destroy;

@@ -247,6 +247,61 @@ void lt_cuda_w16_free(lt_cuda *c) {
     c->w16 = NULL;
 }
 
+/* Every stale copy made again, up to LT_W16_BATCH per launch: after an optimizer step all of
+ * them are stale at once, and one launch per batch replaces one per LoRA matrix (~600 launches
+ * per step for Qwen2-1.5B with seven target modules). The bits are those of
+ * lt_cuda_f32_to_act / lt_cuda_transpose_to_act. */
+#define LT_W16_BATCH 48
+typedef struct lt_w16_args {
+    const float *src[LT_W16_BATCH];
+    void *dst[LT_W16_BATCH];
+    int64_t rows[LT_W16_BATCH], cols[LT_W16_BATCH];
+    int transpose[LT_W16_BATCH];
+} lt_w16_args;
+
+/* copy e of the batch (blockIdx.y): dst = act(src), or dst(cols, rows) = act(src(rows, cols))^T */
+template <typename T>
+__global__ void k_w16_many(lt_w16_args a) {
+    const int e = blockIdx.y;
+    const int64_t rows = a.rows[e], n = rows * a.cols[e];
+    const float *src = a.src[e];
+    T *dst = (T *)a.dst[e];
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = lt_fromf<T>(a.transpose[e] ? src[(i % rows) * a.cols[e] + i / rows] : src[i]);
+}
+
+static lt_status w16_launch(lt_backend *be, const lt_w16_args *a, int nb, int64_t most) {
+    lt_cuda *c = lt_cuda_of(be);
+    unsigned bx = lt_blocks(most, 256);
+    if (bx > 128) bx = 128;
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_w16_many<__nv_bfloat16><<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(*a);
+    else
+        k_w16_many<__half><<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(*a);
+    LT_LAUNCH_CHECK("k_w16_many");
+    return LT_OK;
+}
+
+static lt_status w16_refresh(lt_backend *be, struct lt_w16_cache *w) {
+    lt_w16_args a;
+    int nb = 0;
+    int64_t most = 1;
+    for (int i = 0; i < w->n; i++) {
+        lt_w16_entry *e = &w->e[i];
+        if (e->valid) continue;
+        a.src[nb] = e->src; a.dst[nb] = e->buf; a.rows[nb] = e->rows; a.cols[nb] = e->cols;
+        a.transpose[nb] = e->transpose;
+        if (e->rows * e->cols > most) most = e->rows * e->cols;
+        e->valid = 1;
+        if (++nb == LT_W16_BATCH) {
+            LT_TRY(w16_launch(be, &a, nb, most));
+            nb = 0;
+            most = 1;
+        }
+    }
+    return nb > 0 ? w16_launch(be, &a, nb, most) : LT_OK;
+}
+
 lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose, const void **out) {
     lt_cuda *c = lt_cuda_of(be);
     if (!c->w16) {
@@ -271,13 +326,27 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
         w->e[w->n] = ne;
         e = &w->e[w->n++];
     }
-    if (!e->valid) {
-        if (transpose) LT_TRY(lt_cuda_transpose_to_act(be, e->buf, src, rows, cols));
-        else LT_TRY(lt_cuda_f32_to_act(be, e->buf, src, rows * cols));
-        e->valid = 1;
-    }
+    /* stale: every stale copy is made again now (they go stale together, at the optimizer step) */
+    if (!e->valid) LT_TRY(w16_refresh(be, w));
     *out = e->buf;
     return LT_OK;
+}
+
+/* the copies made from the allocation at p are dropped (p is being freed: a later refresh must
+ * not read it, and the address may come back for something else) */
+void lt_cuda_w16_forget(lt_cuda *c, const void *p, size_t bytes) {
+    struct lt_w16_cache *w = c->w16;
+    if (!w || !p) return;
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < w->n;) {
+        const char *s = (const char *)w->e[i].src;
+        if (s >= lo && s < hi) {
+            lt_cuda_free(c, w->e[i].buf);
+            w->e[i] = w->e[--w->n];
+        } else {
+            i++;
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- dequantized weight cache
