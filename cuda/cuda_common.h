@@ -55,6 +55,7 @@ typedef struct lt_cuda {
     long prof_heads;            /* LM head calls seen (LT_CUDA_PROFILE=k restarts at the k-th) */
     double prof_ms[64];
     long prof_calls[64];
+    double prof_host_s[64]; /* host wall time inside each op (launch cost, host work, hidden waits) */
     /* GEMM algorithm choices per shape (gemm.cu), made on first use by timing cuBLASLt's
      * candidates unless deterministic; freed by lt_cuda_gemm_tuner_free */
     struct lt_gemm_tuner *gemm_tuner;
@@ -65,11 +66,16 @@ typedef struct lt_cuda {
      * checkpoint recompute of a layer and its backward, which follows at once, dequantize
      * each weight once between them instead of twice */
     struct lt_wcache *wcache;
+    /* LT_LORA_COUNTERS zeroed counters for lora.cu's split-K weight gradient (the last block of
+     * a column block to finish sums the partials); each user leaves them zero again */
+    unsigned *lora_counters;
     /* LT_CUDA_SYNCTIME=1: wall time the host spent waiting in stream synchronizations, logged at
-     * destroy (a host that hardly waits is the bottleneck: the GPU idles between kernels) */
+     * destroy (a host that hardly waits is the bottleneck: the GPU idles between kernels);
+     * LT_CUDA_SYNCTIME=2 also logs each synchronization: the host's time since the previous one
+     * (enqueueing work) and the wait */
     int synctime;
-    double sync_wait_s;
-    long syncs;
+    double sync_wait_s, sync_last_s;
+    long syncs, mallocs;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -78,6 +84,7 @@ static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; 
 /* events in flight before a harvest (a host sync): large, so that profiling does not make the
  * host wait every few ops and inflate the small ops' times with launch gaps */
 #define LT_PROF_PENDING 16384
+#define LT_LORA_COUNTERS 4096
 enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44,
        LT_PROF_ROWDOT = 45, LT_PROF_WGRAD = 46, LT_PROF_ADDMUL = 47 };
 /* returns a slot to pass to lt_prof_end, or -1 when not profiling */
@@ -95,6 +102,8 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
 /* marks the copies of anything overlapping [p, p + bytes) stale (a write through an op) */
 void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes);
 void lt_cuda_w16_free(lt_cuda *c);
+/* drops the copies made from [p, p + bytes) (an allocation being freed) */
+void lt_cuda_w16_forget(lt_cuda *c, const void *p, size_t bytes);
 /* forget W's cached 16-bit copy (called when W is freed: its address may come back) */
 void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W);
 void lt_cuda_wcache_free(lt_cuda *c);
