@@ -396,8 +396,9 @@ typedef struct lt_train_params {
     const uint8_t *nccl_id;
     double fp16_initial_loss_scale; /* default 65536 (fp16 compute only) */
     /* Run consecutive micro-batches of a window as one pass while their tokens fit the budget
-     * one micro-batch is sized for (batch_size x the longest record): the same records and loss
-     * normalisation, far fewer passes when records are short. Default 1; 0 = one pass each. */
+     * one micro-batch is sized for (batch_size x the longest record, or 4096 tokens where
+     * batch_size x max_seq_len allows that many): the same records and loss normalisation, far
+     * fewer passes when records are short. Default 1; 0 = one pass each. */
     int32_t fuse_micro_batches;
 } lt_train_params;
 LT_API void lt_train_params_init(lt_train_params *params);

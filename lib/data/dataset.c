@@ -617,6 +617,7 @@ LT_API size_t lt_dataset_size(const lt_dataset *ds) {
 }
 
 int32_t lt_dataset_format(const lt_dataset *ds) { return ds ? ds->format : LT_DATA_AUTO; }
+int32_t lt_dataset_max_seq_len(const lt_dataset *ds) { return ds ? ds->p.max_seq_len : 0; }
 
 LT_API lt_status lt_dataset_get(const lt_dataset *ds, size_t index, int32_t *ids, int32_t *labels, size_t cap,
                                 size_t *n) {

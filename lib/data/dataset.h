@@ -14,6 +14,8 @@ lt_status lt_dataset_eval_record(const lt_dataset *ds, size_t i, const int32_t *
                                  size_t *n);
 /* The lt_data_format the records were read as (LT_DATA_AUTO until the first record fixed it). */
 int32_t lt_dataset_format(const lt_dataset *ds);
+/* The max_seq_len records are truncated to. */
+int32_t lt_dataset_max_seq_len(const lt_dataset *ds);
 /* The order of epoch `epoch` (0-based): a permutation of [0, size) from (seed, epoch),
  * Fisher-Yates over Philox draws; the same for the same inputs on every machine. */
 void lt_dataset_permutation(size_t size, uint64_t seed, int64_t epoch, size_t *perm);

@@ -148,10 +148,17 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         ds_stats.struct_size = sizeof ds_stats;
         int64_t max_len = 0;
         if (lt_dataset_get_stats(ds, &ds_stats) == LT_OK) max_len = ds_stats.max_len;
-        tr->fuse_cap = (int64_t)p.batch_size * max_len;
+        /* a pass holds batch_size x the longest record, or (fused short records) up to
+         * LT_FUSE_TOKENS tokens where batch_size x max_seq_len (what the memory estimate and
+         * the user's settings allow for) is at least that: the notebook's ruozhiba window of
+         * 16 records (~1,400 tokens) is then one pass instead of two */
+        int64_t cap = (int64_t)p.batch_size * max_len;
+        int64_t allowed = (int64_t)p.batch_size * lt_dataset_max_seq_len(ds);
+        int64_t fused = allowed < LT_FUSE_TOKENS ? allowed : LT_FUSE_TOKENS;
+        if (p.fuse_micro_batches && p.grad_accum > 1 && fused > cap) cap = fused;
+        tr->fuse_cap = max_len > 0 ? cap : 0;
         if (max_len > 0)
-            st = lt_graph_reserve(model, (int64_t)p.batch_size * max_len,
-                                  p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
+            st = lt_graph_reserve(model, cap, p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
     }
     if (st != LT_OK) {
         lt_trainer_free(tr);

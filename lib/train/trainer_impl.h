@@ -7,6 +7,9 @@
 #include "model/graph.h"
 #include "data/dataset.h"
 
+/* the most tokens fused micro-batches fill in one pass (batch_size x max_seq_len permitting) */
+#define LT_FUSE_TOKENS 4096
+
 /* One trainable tensor (a lora_A or lora_B) and its optimizer state. */
 typedef struct lt_opt_tensor {
     int layer, proj, is_b;     /* which tensor: layer, LT_PROJ_*, 0 = lora_A, 1 = lora_B */
@@ -43,7 +46,8 @@ struct lt_trainer {
     /* micro-batches of one window */
     lt_batch *batches;         /* [grad_accum] */
     lt_batch *fused;           /* [grad_accum] consecutive micro-batches run as one pass */
-    int64_t fuse_cap;          /* tokens one pass may hold: batch_size x the longest record */
+    int64_t fuse_cap;          /* tokens one pass may hold: batch_size x the longest record, or
+                                * up to LT_FUSE_TOKENS when fusing (trainer.c) */
     /* progress */
     double t_start;
     double elapsed_before;     /* seconds trained before a resume */
