@@ -114,7 +114,7 @@ static const char *const prof_names[64] = {
     "rmsnorm_fwd", "rmsnorm_bwd", "linear_fwd", "linear_bwd_input", "lora_fwd", "lora_bwd", "rope_fwd", "rope_bwd",
     "attention_fwd", "attention_bwd", "swiglu_fwd", "swiglu_bwd", "add", "lm_head_ce", "lm_head_logits",
     "attention_kv", "sumsq", "scale", "adamw", "adamw8bit", "nonfinite", "alloc", "free", "sync", "linear_lora_group",
-    "memset0_many", "adamw_many", "lora_xa_multi", "lora_bwd_multi", "add_lora", 0,
+    "memset0_many", "adamw_many", "lora_xa_multi", "lora_bwd_multi", "add_lora", "linear_fwd_add",
     "  (dequant)", "  (gemm)", "  (dropout)", "  (ce rows)", "  (head gemm)", "  (rowdot)", "  (wgrad)", "  (addmul)"};
 
 static void prof_harvest(lt_cuda *c) {
@@ -433,6 +433,8 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->lora_xa_multi = LT_PROF(36, lt_cuda_lora_xa_multi); /* gemm.cu */
     o->lora_bwd_multi = LT_PROF(37, lt_cuda_lora_bwd_multi);
     o->add_lora = LT_PROF(38, lt_cuda_add_lora);
+    o->linear_fwd_add = LT_PROF(39, lt_cuda_linear_fwd_add);
+    o->lora_up_add = LT_PROF(13, lt_cuda_lora_up_add); /* counted with lora_fwd */
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -236,6 +236,15 @@ lt_status lt_cuda_weight_dequant_f32(lt_backend *be, const lt_bweight *W, float 
 lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
                        int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
                        cudaDataType_t bt, int64_t ldb, float beta, void *C, cudaDataType_t ct, int64_t ldc);
+/* the same with a separate output: D = alpha op(A) op(B) + beta C (C is read, D written) */
+lt_status lt_cuda_gemm_cd(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                          int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
+                          cudaDataType_t bt, int64_t ldb, float beta, const void *C, void *D, cudaDataType_t ct,
+                          int64_t ldc);
+lt_status lt_cuda_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                 int64_t N);
+lt_status lt_cuda_lora_up_add(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                              int64_t R, float scale);
 /* f32 -> act conversion of n values on the stream (used for LoRA weights in GEMMs). */
 lt_status lt_cuda_f32_to_act(lt_backend *be, void *dst, const float *src, int64_t n);
 

@@ -12,6 +12,9 @@ extern "C" {
  * NULL. LT_ERR_INVALID_ARGUMENT for a 16-bit weight. */
 lt_status lt_cuda_weight_nf4_state(lt_backend *be, const lt_bweight *W, uint8_t *packed, float *absmax_f32,
                                    uint8_t *absmax_u8, float *nested_absmax, float *offset, int *double_quant);
+/* W in the act type into dst: rows ld elements apart from column off (ld == cols, off == 0: the
+ * contiguous path the plain products take, else the wider rows of the grouped products) */
+lt_status lt_cuda_weight_test_16(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off);
 void lt_cuda_attention_force_portable(int on);
 /* Selects the skinny LoRA kernels of lora.cu (1) or dropout + cuBLAS (0, the default). */
 void lt_cuda_lora_set_skinny(int on);

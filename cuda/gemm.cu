@@ -185,31 +185,47 @@ static lt_gemm_entry *tuned(lt_backend *be, const lt_gemm_key *key, const float 
 lt_status lt_cuda_gemm(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
                        int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
                        cudaDataType_t bt, int64_t ldb, float beta, void *C, cudaDataType_t ct, int64_t ldc) {
+    return lt_cuda_gemm_cd(be, ta, tb, m, n, k, alpha, A, at, lda, B, bt, ldb, beta, C, C, ct, ldc);
+}
+
+lt_status lt_cuda_gemm_cd(lt_backend *be, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                          int64_t k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
+                          cudaDataType_t bt, int64_t ldb, float beta, const void *C, void *D, cudaDataType_t ct,
+                          int64_t ldc) {
     if (m <= 0 || n <= 0) return LT_OK;
     LT_CHECK_ARG(m < (1ll << 31) && n < (1ll << 31) && k < (1ll << 31), "gemm: a dimension exceeds 2^31");
     lt_cuda *c = lt_cuda_of(be);
+    const size_t es = ct == CUDA_R_32F ? 4 : 2;
+    LT_CHECK_ARG(C == D || beta == 0.0f || beta == 1.0f, "gemm: a separate output needs beta 0 or 1 (got %g)",
+                 (double)beta);
     if (k <= 0) {
-        /* an empty sum: C = beta * C, which cuBLAS does not promise for k = 0 */
-        if (beta == 0.0f) {
-            size_t es = ct == CUDA_R_32F ? 4 : 2;
+        /* an empty sum: D = beta * C, which cuBLAS does not promise for k = 0 */
+        if (beta == 0.0f)
             for (int64_t j = 0; j < n; j++)
-                LT_CUDA_TRY(cudaMemsetAsync((char *)C + (size_t)j * ldc * es, 0, (size_t)m * es, c->stream));
-        }
+                LT_CUDA_TRY(cudaMemsetAsync((char *)D + (size_t)j * ldc * es, 0, (size_t)m * es, c->stream));
+        else if (C != D)
+            LT_CUDA_TRY(cudaMemcpy2DAsync(D, (size_t)ldc * es, C, (size_t)ldc * es, (size_t)m * es, (size_t)n,
+                                          cudaMemcpyDeviceToDevice, c->stream));
         return LT_OK;
     }
     lt_gemm_key key;
     memset(&key, 0, sizeof key); /* the key is compared bytewise */
     key.ta = ta; key.tb = tb; key.at = at; key.bt = bt; key.ct = ct; key.acc = beta != 0.0f;
-    key.align = ptr_align(A, B, C);
+    key.align = ptr_align(A, B, D) < ptr_align(A, B, C) ? ptr_align(A, B, D) : ptr_align(A, B, C);
     key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldc = ldc;
-    const lt_gemm_entry *e = tuned(be, &key, &alpha, A, B, &beta, C);
+    const lt_gemm_entry *e = tuned(be, &key, &alpha, A, B, &beta, beta != 0.0f ? (void *)C : D);
+    if (!e && C != D && beta != 0.0f) { /* no tuned cuBLASLt entry to read C and write D: D = C, then in place */
+        LT_CUDA_TRY(cudaMemcpy2DAsync(D, (size_t)ldc * es, C, (size_t)ldc * es, (size_t)m * es, (size_t)n,
+                                      cudaMemcpyDeviceToDevice, c->stream));
+        C = D;
+    }
     int slot = lt_prof_begin(c, LT_PROF_GEMM);
     if (e) {
-        LT_CUBLAS_TRY(cublasLtMatmul(c->gemm_tuner->lt, e->op, &alpha, A, e->la, B, e->lb, &beta, C, e->lc, C, e->lc,
+        LT_CUBLAS_TRY(cublasLtMatmul(c->gemm_tuner->lt, e->op, &alpha, A, e->la, B, e->lb, &beta, C, e->lc, D, e->lc,
                                      &e->algo, c->cublas_ws, c->cublas_ws_bytes, c->stream));
     } else {
         LT_CUBLAS_TRY(cublasGemmEx(c->cublas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, at, (int)lda, B, bt, (int)ldb,
-                                   &beta, C, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                   &beta, D, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     lt_prof_end(c, slot);
     return LT_OK;
@@ -496,6 +512,19 @@ lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const l
     return LT_OK;
 }
 
+/* out = inp W^T + resid: the residual add in the product's epilogue (cuBLASLt reads resid as C
+ * and writes out as D), instead of a product buffer and a separate add */
+lt_status lt_cuda_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                 int64_t N) {
+    lt_cuda *c = lt_cuda_of(be);
+    const int64_t OC = W->rows, C = W->cols;
+    const void *W16;
+    int64_t ld;
+    LT_TRY(weight_plain(be, W, &W16, &ld));
+    return lt_cuda_gemm_cd(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, ld, inp, c->act_type, C,
+                           1.0f, resid, out, c->act_type, OC);
+}
+
 /* ---------------------------------------------------------------- grouped products + LoRA
  * The LoRA up-projection adds scale * xa B^T to an (N, OC) output: as a separate product that
  * is a read-modify-write of the output (2 x 73 MB for gate and up per layer at 2x2048), and the
@@ -538,6 +567,11 @@ static lt_status lora_up_add(lt_backend *be, void *out, const void *xa, const fl
     const void *B16T;
     LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &B16T));
     return lt_cuda_gemm(be, CUBLAS_OP_N, CUBLAS_OP_N, OC, N, R, scale, B16T, t, OC, xa, t, R, 1.0f, out, t, OC);
+}
+
+lt_status lt_cuda_lora_up_add(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                              int64_t R, float scale) {
+    return lora_up_add(be, out, xa, B, N, OC, R, scale);
 }
 
 static int lora_group_fused(void) {

@@ -109,13 +109,42 @@ __global__ void k_fill_ext(O *out, int64_t rows, int64_t ld, lt_wext e) {
         out[(q / wd) * ld + e.lo + q % wd] = lt_fromf<O>(wext_value(e, q / wd, e.lo + q % wd));
 }
 
-/* each thread dequantizes 8 elements (4 packed bytes) */
-template <typename O>
+/* each thread dequantizes 8 elements (4 packed bytes); with W32 (16-bit output, n % 32 == 0,
+ * and cols % 32 == 0 when ld != cols) 32 elements from one 16-byte load: four times the bytes in
+ * flight per thread, which the small projections (k/v: 0.4 M elements) need to approach the
+ * copy bandwidth */
+template <typename O, bool W32 = false>
 __global__ void k_nf4_dequant(nf4_view w, int64_t n, O *out, int64_t cols, int64_t ld, int64_t off, lt_wext ext) {
     __shared__ float qmap[16];
     if (threadIdx.x < 16) qmap[threadIdx.x] = w.quant_map[threadIdx.x];
     __syncthreads();
-    const int64_t nq = (n + 7) / 8;
+    if constexpr (W32 && sizeof(O) == 2) {
+        for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < n / 32;
+             q += (int64_t)gridDim.x * blockDim.x) {
+            const int64_t e0 = q * 32;
+            const float am = nf4_absmax(w, e0 / LT_NF4_BLOCK); /* 32 | 64: one block's absmax */
+            const uint4 raw = *reinterpret_cast<const uint4 *>(w.packed + e0 / 2);
+            const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+            O *dst = out + (ld == cols ? e0 : e0 / cols * ld + off + e0 % cols);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const uint32_t byte = (words[k] >> (8 * j)) & 0xFF;
+                    v[2 * j] = __fmul_rn(qmap[byte >> 4], am);
+                    v[2 * j + 1] = __fmul_rn(qmap[byte & 15], am);
+                }
+                uint4 pk;
+                pk.x = lt_t16<O>::pack2(v[0], v[1]);
+                pk.y = lt_t16<O>::pack2(v[2], v[3]);
+                pk.z = lt_t16<O>::pack2(v[4], v[5]);
+                pk.w = lt_t16<O>::pack2(v[6], v[7]);
+                reinterpret_cast<uint4 *>(dst)[k] = pk;
+            }
+        }
+    }
+    const int64_t nq = W32 ? 0 : (n + 7) / 8;
     for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < nq; q += (int64_t)gridDim.x * blockDim.x) {
         const int64_t e0 = q * 8;
         const float am = nf4_absmax(w, e0 / LT_NF4_BLOCK);
@@ -367,10 +396,16 @@ lt_status lt_cuda_weight_16(lt_backend *be, const lt_bweight *W, void *dst, cons
     if (W->quant == LT_QUANT_NONE) { *out = W->data16; return LT_OK; }
     cudaStream_t s = lt_cuda_of(be)->stream;
     const int64_t n = W->rows * W->cols;
-    unsigned g = lt_blocks((n + 7) / 8, 256);
+    const bool w32 = n % 32 == 0 && ((uintptr_t)dst & 15) == 0 && ((uintptr_t)W->packed & 15) == 0;
+    unsigned g = lt_blocks(w32 ? n / 32 : (n + 7) / 8, 256);
     int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DEQUANT);
-    if (be->act_dtype == LT_DTYPE_BF16)
+    if (be->act_dtype == LT_DTYPE_BF16 && w32)
+        k_nf4_dequant<__nv_bfloat16, true><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, W->cols, 0,
+                                                             lt_wext{});
+    else if (be->act_dtype == LT_DTYPE_BF16)
         k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, s>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, W->cols, 0, lt_wext{});
+    else if (w32)
+        k_nf4_dequant<__half, true><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst, W->cols, W->cols, 0, lt_wext{});
     else
         k_nf4_dequant<__half><<<g, 256, 0, s>>>(view_of(W), n, (__half *)dst, W->cols, W->cols, 0, lt_wext{});
     lt_prof_end(lt_cuda_of(be), slot);
@@ -404,11 +439,20 @@ lt_status lt_cuda_weight_16_into(lt_backend *be, const lt_bweight *W, void *dst,
         return e.hi > e.lo ? lt_cuda_weight_ext(be, W->rows, dst, ld, &e) : LT_OK;
     }
     const int64_t n = W->rows * W->cols;
-    const int64_t units = (n + 7) / 8 > W->rows * (e.hi - e.lo) ? (n + 7) / 8 : W->rows * (e.hi - e.lo);
+    /* 32 elements per thread where whole 32-groups stay inside a row and 16-byte aligned */
+    const bool w32 = n % 32 == 0 && (ld == W->cols || W->cols % 32 == 0) && ((uintptr_t)dst & 15) == 0 &&
+                     ((uintptr_t)W->packed & 15) == 0;
+    const int64_t per = w32 ? 32 : 8;
+    const int64_t units = (n + per - 1) / per > W->rows * (e.hi - e.lo) ? (n + per - 1) / per : W->rows * (e.hi - e.lo);
     unsigned g = lt_blocks(units, 256);
     int slot = lt_prof_begin(c, LT_PROF_DEQUANT);
-    if (bf)
+    if (bf && w32)
+        k_nf4_dequant<__nv_bfloat16, true><<<g, 256, 0, c->stream>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, ld,
+                                                                     off, e);
+    else if (bf)
         k_nf4_dequant<__nv_bfloat16><<<g, 256, 0, c->stream>>>(view_of(W), n, (__nv_bfloat16 *)dst, W->cols, ld, off, e);
+    else if (w32)
+        k_nf4_dequant<__half, true><<<g, 256, 0, c->stream>>>(view_of(W), n, (__half *)dst, W->cols, ld, off, e);
     else
         k_nf4_dequant<__half><<<g, 256, 0, c->stream>>>(view_of(W), n, (__half *)dst, W->cols, ld, off, e);
     lt_prof_end(c, slot);
@@ -486,5 +530,13 @@ extern "C" lt_status lt_cuda_weight_nf4_state(lt_backend *be, const lt_bweight *
         if (offset) *offset = W->nested_offset;
     }
     (void)c;
+    return LT_OK;
+}
+
+extern "C" lt_status lt_cuda_weight_test_16(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off) {
+    if (ld != W->cols || off != 0) return lt_cuda_weight_16_into(be, W, dst, ld, off, NULL);
+    const void *out = NULL;
+    LT_TRY(lt_cuda_weight_16(be, W, dst, &out));
+    if (out != dst) return lt_error(LT_ERR_INVALID_ARGUMENT, "weight_test_16: a 16-bit weight is not dequantized");
     return LT_OK;
 }

@@ -193,6 +193,14 @@ typedef struct lt_backend_ops {
      * on b, then add. */
     lt_status (*add_lora)(lt_backend *be, void *out, const void *a, const void *b, const void *xa, const float *B,
                           int64_t N, int64_t OC, int64_t R, float scale);
+    /* out(N,OC) = inp(N,C) @ W^T + resid(N,OC) (no bias; out may alias resid, not inp): the
+     * residual add of o_proj and down_proj inside the product */
+    lt_status (*linear_fwd_add)(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                int64_t N);
+    /* out(N,OC) += scale * xa(N,R) @ B^T: lora_fwd's up-projection alone, for an xa kept from
+     * the forward pass (the checkpoint recompute) */
+    lt_status (*lora_up_add)(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                             int64_t R, float scale);
 } lt_backend_ops;
 
 struct lt_backend {

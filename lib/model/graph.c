@@ -35,6 +35,10 @@ struct lt_graph {
      * gradient_checkpointing off: no recompute, more memory) */
     layer_acts *acts;
     int32_t n_acts;
+    /* [L * LT_PROJ_COUNT] x (N,R): with checkpointing and LoRA, every layer's LoRA A outputs from
+     * the forward pass (N x 224 bytes per layer for r = 16, 16-bit), so that the recompute reuses
+     * them instead of drawing the dropout masks and multiplying again (the set's xa unused) */
+    void **xa_keep;
     void *proj;             /* (N,C) o_proj / down_proj output (scratch) */
     void *lnf;              /* (N,C) final norm output */
     float *rstdf;           /* (N) */
@@ -76,6 +80,8 @@ void lt_graph_free(lt_graph *g) {
         for (int p = 0; p < LT_PROJ_COUNT; p++) gfree(be, &a->xa[p]);
     }
     free(g->acts);
+    for (int i = 0; g->xa_keep && i < g->n_layers * LT_PROJ_COUNT; i++) gfree(be, &g->xa_keep[i]);
+    free(g->xa_keep);
     if (g->res)
         for (int l = 0; l <= g->n_layers; l++) gfree(be, &g->res[l]);
     free(g->res);
@@ -90,8 +96,9 @@ uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, in
     uint64_t bytes = 4 * (4 * n + 1);                               /* ids, pos, targets, cu */
     bytes += (uint64_t)(c->num_layers + 1) * n * C * a;            /* checkpoints */
     bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD + 3 * I)      /* layer activations */
-                     + n * a * (uint64_t)r * LT_PROJ_COUNT            /* xa */
                      + 4 * n * (2 + (uint64_t)c->num_heads));         /* rstd, lse */
+    /* xa: per set, or per layer when checkpointing keeps them (lt_graph_reserve) */
+    bytes += (train == LT_GRAPH_TRAIN && r > 0 ? (uint64_t)c->num_layers : sets) * n * a * (uint64_t)r * LT_PROJ_COUNT;
     bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
     if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD + 3 * I);  /* backward */
     return bytes;
@@ -149,7 +156,13 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     g->acts = lt_calloc((size_t)n_acts, sizeof *g->acts, "graph activations");
     if (!g->acts) st = LT_ERR_OUT_OF_MEMORY;
     else g->n_acts = n_acts;
-    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, r);
+    const int keep_xa = train == LT_GRAPH_TRAIN && r > 0;
+    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, keep_xa ? 0 : r);
+    if (st == LT_OK && keep_xa) {
+        g->xa_keep = lt_calloc((size_t)c->num_layers * LT_PROJ_COUNT, sizeof(void *), "graph LoRA xa");
+        if (!g->xa_keep) st = LT_ERR_OUT_OF_MEMORY;
+        for (int i = 0; st == LT_OK && i < c->num_layers * LT_PROJ_COUNT; i++) A(g->xa_keep[i], N * (size_t)r * ab);
+    }
     A(g->proj, N * C * ab); A(g->lnf, N * C * ab); A(g->rstdf, 4 * N); A(g->loss, 4);
     if (train) {
         A(g->dres, N * C * ab); A(g->dln, N * C * ab); A(g->dq, N * QD * ab); A(g->datt, N * QD * ab);
@@ -190,13 +203,18 @@ static layer_acts *acts_of(const pass_ctx *x, int l) {
     return &x->g->acts[x->g->n_acts == 1 ? 0 : l];
 }
 
+/* The LoRA A output (N,R) of (layer l, projection p). */
+static void *xa_of(const pass_ctx *x, int l, int p) {
+    return x->g->xa_keep ? x->g->xa_keep[l * LT_PROJ_COUNT + p] : acts_of(x, l)->xa[p];
+}
+
 /* out(N,OC) = inp @ W^T + bias, plus the LoRA branch of (layer, proj) when attached. */
 static lt_status proj_fwd(const pass_ctx *x, int l, int p, void *out, const void *inp, const float *bias) {
     lt_layer *L = &x->m->layers[l];
     LT_TRY(x->be->ops.linear_fwd(x->be, out, inp, L->proj[p], bias, x->N));
     lt_lora_tensor *t = &L->lora[p];
     if (x->lora_on && t->A)
-        LT_TRY(x->be->ops.lora_fwd(x->be, out, acts_of(x, l)->xa[p], inp, t->A, t->B, x->N, t->in, t->out, t->r,
+        LT_TRY(x->be->ops.lora_fwd(x->be, out, xa_of(x, l, p), inp, t->A, t->B, x->N, t->in, t->out, t->r,
                                    x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, p)));
     return LT_OK;
 }
@@ -208,7 +226,7 @@ static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const voi
     LT_TRY(x->be->ops.linear_bwd_input(x->be, dinp, dout, L->proj[p], x->N, accumulate));
     lt_lora_tensor *t = &L->lora[p];
     if (x->lora_on && t->A)
-        LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, acts_of(x, l)->xa[p], t->A, t->B, x->N,
+        LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, xa_of(x, l, p), t->A, t->B, x->N,
                                    t->in, t->out, t->r, x->m->lora_scale, x->dropout, x->seed,
                                    lt_graph_stream(x->stream_base, l, p)));
     return LT_OK;
@@ -225,27 +243,28 @@ static int group_ok(const pass_ctx *x, const lt_layer *L, int n, const int *p) {
 }
 
 static lt_status group_fwd(const pass_ctx *x, int l, int n, const int *p, void *const *out, const void *inp,
-                           const float *const *bias) {
+                           const float *const *bias, int recompute) {
     lt_layer *L = &x->m->layers[l];
     lt_backend *be = x->be;
     if (!group_ok(x, L, n, p)) {
         for (int s = 0; s < n; s++) LT_TRY(proj_fwd(x, l, p[s], out[s], inp, bias[s]));
         return LT_OK;
     }
-    layer_acts *a = acts_of(x, l);
     const lt_lora_tensor *t0 = &L->lora[p[0]];
     void *xa[3];
     const float *A[3], *B[3];
     const lt_bweight *W[3];
     uint64_t st[3];
     for (int s = 0; s < n; s++) {
-        xa[s] = a->xa[p[s]];
+        xa[s] = xa_of(x, l, p[s]);
         A[s] = L->lora[p[s]].A;
         B[s] = L->lora[p[s]].B;
         W[s] = L->proj[p[s]];
         st[s] = lt_graph_stream(x->stream_base, l, p[s]);
     }
-    if (be->ops.lora_xa_multi)
+    if (recompute && x->g->xa_keep) {
+        /* the forward pass's xa are kept */
+    } else if (be->ops.lora_xa_multi)
         LT_TRY(be->ops.lora_xa_multi(be, n, xa, inp, A, x->N, t0->in, t0->r, x->dropout, x->seed, st));
     else
         for (int s = 0; s < n; s++)
@@ -265,7 +284,6 @@ static lt_status group_bwd(const pass_ctx *x, int l, int n, const int *p, void *
         for (int s = 0; s < n; s++) LT_TRY(proj_bwd(x, l, p[s], dinp, dout[s], inp, s > 0));
         return LT_OK;
     }
-    layer_acts *a = acts_of(x, l);
     const lt_lora_tensor *t0 = &L->lora[p[0]];
     float *dA[3], *dB[3];
     const void *xa[3];
@@ -275,25 +293,36 @@ static lt_status group_bwd(const pass_ctx *x, int l, int n, const int *p, void *
     for (int s = 0; s < n; s++) {
         const lt_lora_tensor *t = &L->lora[p[s]];
         LT_TRY(be->ops.linear_bwd_input(be, dinp, dout[s], L->proj[p[s]], x->N, s > 0));
-        dA[s] = t->dA; dB[s] = t->dB; xa[s] = a->xa[p[s]]; A[s] = t->A; B[s] = t->B; OC[s] = t->out;
+        dA[s] = t->dA; dB[s] = t->dB; xa[s] = xa_of(x, l, p[s]); A[s] = t->A; B[s] = t->B; OC[s] = t->out;
         st[s] = lt_graph_stream(x->stream_base, l, p[s]);
     }
     return be->ops.lora_bwd_multi(be, n, dA, dB, dinp, dout, inp, xa, A, B, x->N, t0->in, OC, t0->r,
                                   x->m->lora_scale, x->dropout, x->seed, st);
 }
 
-/* out = resid + (inp @ W^T + LoRA) for o_proj and down_proj: the LoRA up-projection rides on
- * the residual add when the backend can (add_lora) */
-static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const void *resid, const void *inp) {
+/* out = resid + (inp @ W^T + LoRA) for o_proj and down_proj: the residual add inside the base
+ * product when the backend can (linear_fwd_add), then the LoRA up-projection added to out;
+ * else the LoRA up-projection rides on the residual add (add_lora) */
+static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const void *resid, const void *inp,
+                              int recompute) {
     lt_layer *L = &x->m->layers[l];
     lt_lora_tensor *t = &L->lora[p];
     lt_backend *be = x->be;
     int64_t OC = x->m->cfg.hidden_size; /* o_proj and down_proj write the residual stream */
-    if (!(be->ops.add_lora && x->lora_on && t->A)) {
+    const int lora = x->lora_on && t->A;
+    void *xa = xa_of(x, l, p);
+    if (be->ops.linear_fwd_add) {
+        LT_TRY(be->ops.linear_fwd_add(be, out, inp, L->proj[p], resid, x->N));
+        if (!lora) return LT_OK;
+        if (recompute && x->g->xa_keep && be->ops.lora_up_add) /* xa kept from the forward pass */
+            return be->ops.lora_up_add(be, out, xa, t->B, x->N, t->out, t->r, x->m->lora_scale);
+        return be->ops.lora_fwd(be, out, xa, inp, t->A, t->B, x->N, t->in, t->out, t->r, x->m->lora_scale,
+                                x->dropout, x->seed, lt_graph_stream(x->stream_base, l, p));
+    }
+    if (!(be->ops.add_lora && lora)) {
         LT_TRY(proj_fwd(x, l, p, x->g->proj, inp, NULL));
         return be->ops.add(be, out, resid, x->g->proj, x->N * OC);
     }
-    void *xa = acts_of(x, l)->xa[p];
     LT_TRY(be->ops.linear_fwd(be, x->g->proj, inp, L->proj[p], NULL, x->N));
     LT_TRY(be->ops.lora_fwd(be, NULL, xa, inp, t->A, t->B, x->N, t->in, t->out, t->r, x->m->lora_scale, x->dropout,
                             x->seed, lt_graph_stream(x->stream_base, l, p)));
@@ -319,31 +348,31 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
         static const int qkv[3] = {LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V};
         void *out[3] = {a->q, a->k, a->v};
         const float *bias[3] = {L->bias[0], L->bias[1], L->bias[2]};
-        LT_TRY(group_fwd(x, l, 3, qkv, out, a->ln1, bias));
+        LT_TRY(group_fwd(x, l, 3, qkv, out, a->ln1, bias, recompute));
     }
     LT_TRY(be->ops.rope_fwd(be, a->q, g->pos, N, NH, HD, theta));
     LT_TRY(be->ops.rope_fwd(be, a->k, g->pos, N, NKV, HD, theta));
     LT_TRY(be->ops.attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, g->cu, x->nseq, x->max_seqlen, N, NH, NKV,
                                  HD));
-    LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att));
+    LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att, recompute));
     /* MLP block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
     {
         static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
         void *out[2] = {a->gate, a->up};
         const float *bias[2] = {NULL, NULL};
-        LT_TRY(group_fwd(x, l, 2, gu, out, a->ln2, bias));
+        LT_TRY(group_fwd(x, l, 2, gu, out, a->ln2, bias, recompute));
     }
     LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
     if (recompute) {
         lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
-        if (x->lora_on && t->A)
-            LT_TRY(be->ops.lora_fwd(be, NULL, a->xa[LT_PROJ_DOWN], a->act, t->A, t->B, N, t->in, t->out, t->r,
+        if (x->lora_on && t->A && !x->g->xa_keep)
+            LT_TRY(be->ops.lora_fwd(be, NULL, xa_of(x, l, LT_PROJ_DOWN), a->act, t->A, t->B, N, t->in, t->out, t->r,
                                     x->m->lora_scale, x->dropout, x->seed,
                                     lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
         return LT_OK;
     }
-    return proj_fwd_add(x, l, LT_PROJ_DOWN, out, a->hmid, a->act);
+    return proj_fwd_add(x, l, LT_PROJ_DOWN, out, a->hmid, a->act, 0);
 }
 
 /* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).

@@ -139,6 +139,25 @@ static void test_nf4(ctx *c, int64_t rows, int64_t cols, int dq, int src_dt) {
     CHECK_OK(c->gpu->ops.weight_read(c->gpu, w, got));
     CHECK_MSG(memcmp(ref, got, (size_t)n * 4) == 0, "NF4 dequantization is not exact (%lldx%lld dq=%d)",
               (long long)rows, (long long)cols, dq);
+    /* the 16-bit dequantization the products read: contiguous, and into wider rows at an offset
+     * (the grouped products' layout), equal to the reference rounded once to the act type */
+    for (int wide = 0; wide < 2 && (wide == 0 || cols % 8 == 0); wide++) {
+        const int64_t ld = wide ? cols + 40 : cols, off = wide ? 16 : 0;
+        void *d16 = NULL;
+        CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)(rows * ld) * 2, &d16));
+        CHECK_OK(lt_cuda_weight_test_16(c->gpu, w, d16, ld, off));
+        float *h16 = g_read_act(c, d16, rows * ld), *r16 = malloc((size_t)n * 4);
+        memcpy(r16, ref, (size_t)n * 4);
+        round_act(c, r16, n);
+        int64_t bad = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++)
+                if (memcmp(&h16[r * ld + off + j], &r16[r * cols + j], 4) != 0) bad++;
+        CHECK_MSG(bad == 0, "[%s] NF4 -> 16-bit dequantization (%lldx%lld, ld %lld, offset %lld): %lld values differ",
+                  c->tag, (long long)rows, (long long)cols, (long long)ld, (long long)off, (long long)bad);
+        free(h16); free(r16);
+        c->gpu->ops.free(c->gpu, d16);
+    }
     /* the same state loaded as a pre-quantized bitsandbytes tensor */
     lt_weight_desc p = {0};
     p.dtype = LT_DTYPE_BF16; p.rows = rows; p.cols = cols; p.quant = LT_QUANT_NF4; p.double_quant = dq;
@@ -183,6 +202,25 @@ static void test_linear(ctx *c, int quant) {
     float *r = g_read_act(c, gy, N * OC);
     compare(c, quant == LT_QUANT_NF4 ? "linear_fwd nf4+bias" : "linear_fwd 16bit+bias", r, cy, N * OC, TOL16(c));
     free(r);
+    /* out = x W^T + resid: a token count off the tuned shapes (copy + accumulate) and one on them
+     * (cuBLASLt reads resid, writes out), and out aliasing resid */
+    for (int v = 0; v < 3; v++) {
+        const int64_t n = v == 0 ? N : 128;
+        float *x2 = rnd(n * C, 1.0f), *res = rnd(n * OC, 1.0f);
+        round_act(c, x2, n * C); round_act(c, res, n * OC);
+        float *cx2 = c_buf(c, x2, n * C), *cres = c_buf(c, res, n * OC), *cout = c_buf(c, NULL, n * OC);
+        void *gx2 = g_act(c, x2, n * C), *gres = g_act(c, res, n * OC), *gout = v == 2 ? gres : g_act(c, NULL, n * OC);
+        CHECK_OK(c->cpu->ops.linear_fwd_add(c->cpu, cout, cx2, cw, cres, n));
+        CHECK_OK(c->gpu->ops.linear_fwd_add(c->gpu, gout, gx2, gw, gres, n));
+        r = g_read_act(c, gout, n * OC);
+        compare(c, v == 0 ? "linear_fwd_add N=77" : v == 1 ? "linear_fwd_add N=128" : "linear_fwd_add in place", r,
+                cout, n * OC, TOL16(c));
+        free(r);
+        c->cpu->ops.free(c->cpu, cx2); c->cpu->ops.free(c->cpu, cres); c->cpu->ops.free(c->cpu, cout);
+        c->gpu->ops.free(c->gpu, gx2); c->gpu->ops.free(c->gpu, gres);
+        if (v != 2) c->gpu->ops.free(c->gpu, gout);
+        free(x2); free(res);
+    }
     for (int acc = 0; acc < 2; acc++) {
         float *cdy = c_buf(c, dy, N * OC), *cdx = c_buf(c, d0, N * C);
         void *gdy = g_act(c, dy, N * OC), *gdx = g_act(c, d0, N * C);
@@ -245,6 +283,9 @@ lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, float *const
 lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
                                    const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R,
                                    float alpha, float p, uint64_t seed, const uint64_t *streams);
+/* 0: the weight gradient's partial sums reduced by a second launch; 1 (default): by the last
+ * block of each column block inside the wgrad launch */
+void lt_cuda_lora_test_set_wgrad_fused(int on);
 
 /* the raw bytes of a device buffer */
 static void *g_raw(ctx *c, const void *d, size_t bytes) {
@@ -290,8 +331,12 @@ static void test_lora_multi_case(ctx *c, int n, int64_t R, int64_t N, int64_t M,
     void *yas = g_act(c, y0, N * M), *yam = g_act(c, y0, N * M), *yar = g_act(c, y0, N * M);
     CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 0, n, ys, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
     CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 1, n, ym, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
+    /* the singles with a separate reduction launch, the multi call with the in-launch one: equal
+     * bits prove both the multi kernel and the last-block reduction */
+    lt_cuda_lora_test_set_wgrad_fused(0);
     CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 0, n, (float *const *)Gs, sm, sr, gx, (const void *const *)gcoef, N, M, R,
                                      galpha, p, seed, streams, NULL));
+    lt_cuda_lora_test_set_wgrad_fused(1);
     CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 1, n, (float *const *)Gm, sm, sr, gx, (const void *const *)gcoef, N, M, R,
                                      galpha, p, seed, streams, NULL));
     CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 0, n, yas, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
@@ -878,6 +923,7 @@ int main(int argc, char **argv) {
             test_nf4(&c, 96, 256, 1, LT_DTYPE_BF16);
             test_nf4(&c, 96, 256, 0, LT_DTYPE_BF16);
             test_nf4(&c, 3, 70, 1, LT_DTYPE_F32);
+            test_nf4(&c, 40, 72, 1, LT_DTYPE_BF16); /* 32-groups cross rows */
             test_nf4(&c, 1536, 8960 / 8, 1, LT_DTYPE_F16);
             test_optim(&c);
             test_memory(&c);

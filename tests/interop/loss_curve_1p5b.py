@@ -45,7 +45,7 @@ ap.add_argument("model"); ap.add_argument("work"); ap.add_argument("out")
 ap.add_argument("--lr", type=float, default=4e-5)
 ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--warmup", type=int, default=50)
-ap.add_argument("--runs", default="lt_bf16,lt_fp16,peft")
+ap.add_argument("--runs", default="lt_bf16,lt_fp16,peft", help="of lt_bf16, lt_fp16, peft, peft_fp32")
 ap.add_argument("--device", default="cuda")
 ap.add_argument("--plot-only", action="store_true")
 ap.add_argument("--save-adapter", default=None, help="where loratune's bf16 adapter goes after training")
@@ -123,10 +123,18 @@ def run_loratune(dtype):
     return {"loss": losses, "grad_norm": norms, "seconds": dt}
 
 
-def run_peft():
+def run_peft(fp32=False):
+    """PEFT on the dequantized weights in bf16 (as the notebook runs it), or with fp32=True in
+    fp32 on the GPU too (no TF32): the reference without 16-bit rounding, to tell precision
+    effects from errors"""
     tdev = "cuda" if a.device == "cuda" else "cpu"
+    name = "peft_fp32" if fp32 else "peft"
     torch.manual_seed(SEED)
-    base = Qwen2ForCausalLM.from_pretrained(os.path.join(a.work, "deq"), dtype=torch.bfloat16 if tdev == "cuda" else torch.float32,
+    if fp32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    base = Qwen2ForCausalLM.from_pretrained(os.path.join(a.work, "deq"),
+                                            dtype=torch.bfloat16 if tdev == "cuda" and not fp32 else torch.float32,
                                             attn_implementation="sdpa").to(tdev)
     pm = PeftModel.from_pretrained(base, a0d, is_trainable=True)
     pm.train()
@@ -138,7 +146,7 @@ def run_peft():
     sched = get_cosine_schedule_with_warmup(opt, a.warmup, a.steps)
     mbs = micro_batches(len(ds), BS, ACC * a.steps, SEED)
     losses, norms = [], []
-    curves["peft"] = {"loss": losses, "grad_norm": norms, "seconds": None}
+    curves[name] = {"loss": losses, "grad_norm": norms, "seconds": None}
     t = time.time()
     for s in range(a.steps):
         window = [[ds[i] for i in mb] for mb in mbs[s * ACC:(s + 1) * ACC]]
@@ -160,13 +168,14 @@ def run_peft():
         if (s + 1) % 25 == 0:
             print(f"  PEFT step {s + 1}: loss {losses[-1]:.4f} ({time.time() - t:.1f}s)", flush=True)
     dt = time.time() - t
-    print(f"[{time.time() - t0:.0f}s] PEFT bf16 ({optim_name}): {len(losses)} steps in {dt:.1f}s, "
+    print(f"[{time.time() - t0:.0f}s] PEFT {'fp32' if fp32 else 'bf16'} ({optim_name}): {len(losses)} steps in {dt:.1f}s, "
           f"loss {losses[0]:.4f} -> {losses[-1]:.4f}", flush=True)
     return {"loss": losses, "grad_norm": norms, "seconds": dt}
 
 
 for r in ([] if PLOT_ONLY else runs):  # the json after each run: a timeout keeps the earlier ones
-    curves[r] = run_loratune("bf16") if r == "lt_bf16" else run_loratune("f16") if r == "lt_fp16" else run_peft()
+    curves[r] = (run_loratune("bf16") if r == "lt_bf16" else run_loratune("f16") if r == "lt_fp16" else
+                 run_peft(fp32=True) if r == "peft_fp32" else run_peft())
     save_json()
 
 
@@ -182,7 +191,11 @@ except ImportError:
 logged = {int(k): v for k, v in extra.get("peft_logged", {}).items()}
 pairs = [("lt_bf16", "peft", "loratune (CUDA, NF4, bf16)", "transformers + PEFT (bf16, dequantized NF4)",
           f"loss_curve_1p5b_{tag}.png"),
-         ("lt_fp16", "lt_bf16", "loratune fp16 (forced)", "loratune bf16", f"fp16_vs_bf16_1p5b_{tag}.png")]
+         ("lt_fp16", "lt_bf16", "loratune fp16 (forced)", "loratune bf16", f"fp16_vs_bf16_1p5b_{tag}.png"),
+         ("lt_bf16", "peft_fp32", "loratune (CUDA, NF4, bf16)", "transformers + PEFT in fp32 (dequantized NF4)",
+          f"loss_curve_1p5b_vs_fp32_{tag}.png"),
+         ("peft", "peft_fp32", "transformers + PEFT bf16", "transformers + PEFT in fp32 (dequantized NF4)",
+          f"peft_bf16_vs_fp32_{tag}.png")]
 for x, y, lx, ly, png in pairs:
     if x not in curves or (y not in curves and not (y == "peft" and logged)):
         continue

@@ -274,6 +274,8 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->lora_xa_multi = lt_cpu_lora_xa_multi;
     o->lora_bwd_multi = lt_cpu_lora_bwd_multi;
     o->add_lora = lt_cpu_add_lora;
+    o->linear_fwd_add = lt_cpu_linear_fwd_add;
+    o->lora_up_add = lt_cpu_lora_up_add;
     *out = be;
     return LT_OK;
 }

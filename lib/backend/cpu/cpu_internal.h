@@ -69,6 +69,10 @@ lt_status lt_cpu_gemm_nt(lt_backend *be, float *out, const float *a, const float
                          int64_t M, int64_t K);
 lt_status lt_cpu_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
                             int64_t N);
+lt_status lt_cpu_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                int64_t N);
+lt_status lt_cpu_lora_up_add(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                             int64_t R, float scale);
 lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
                                   int accumulate);
 lt_status lt_cpu_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,

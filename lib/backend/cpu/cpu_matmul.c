@@ -305,6 +305,22 @@ lt_status lt_cpu_add_lora(lt_backend *be, void *out, const void *a, const void *
     return st;
 }
 
+lt_status lt_cpu_lora_up_add(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
+                             int64_t R, float scale) {
+    return lora_up_add(be, (float *)out, xa, B, N, OC, R, scale);
+}
+
+/* out = (inp @ W^T) + resid, the product in a buffer of its own so that out may alias resid */
+lt_status lt_cpu_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                int64_t N) {
+    float *t = lt_malloc((size_t)(N * W->rows) * sizeof(float), "linear_fwd_add buffer");
+    if (!t) return LT_ERR_OUT_OF_MEMORY;
+    lt_status st = lt_cpu_linear_fwd(be, t, inp, W, NULL, N);
+    if (st == LT_OK) st = lt_cpu_add(be, out, resid, t, N * W->rows);
+    free(t);
+    return st;
+}
+
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream) {
