@@ -435,6 +435,9 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->add_lora = LT_PROF(38, lt_cuda_add_lora);
     o->linear_fwd_add = LT_PROF(39, lt_cuda_linear_fwd_add);
     o->lora_up_add = LT_PROF(13, lt_cuda_lora_up_add); /* counted with lora_fwd */
+    o->scale_many = LT_PROF(26, lt_cuda_scale_many);      /* counted with scale */
+    o->nonfinite_many = LT_PROF(29, lt_cuda_nonfinite_many); /* counted with nonfinite */
+    o->adamw8bit_many = LT_PROF(28, lt_cuda_adamw8bit_many); /* counted with adamw8bit */
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -95,6 +95,12 @@ lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const f
                              float *const *v, const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
                              int64_t t);
 lt_status lt_cuda_memset0_many(lt_backend *be, int count, void *const *p, const size_t *bytes);
+lt_status lt_cuda_scale_many(lt_backend *be, int count, float *const *x, const int64_t *n, float s);
+lt_status lt_cuda_nonfinite_many(lt_backend *be, int count, const float *const *g, const int64_t *n, int *host_flag);
+lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, const float *const *g,
+                                 uint8_t *const *state1, uint8_t *const *state2, float *const *absmax1,
+                                 float *const *absmax2, const int64_t *n, float lr, float beta1, float beta2,
+                                 float eps, float wd, int64_t t);
 void lt_cuda_gemm_tuner_free(lt_cuda *c);
 /* *out = the 16-bit copy of the f32 matrix src (rows, cols), transposed when transpose (then
  * (cols, rows)), made on first use and after src changes through a backend op */

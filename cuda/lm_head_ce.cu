@@ -211,8 +211,10 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     void *dlog = dh ? (void *)logits : NULL; /* row r at 16-bit offset 2 r V */
     const void *W16;
     LT_TRY(lt_cuda_weight_16(be, head, head16_buf, &W16));
-    /* 512 threads: four rows per SM at once, so a 384-row chunk runs in one wave */
-    const int th = V >= 4096 ? 512 : 128;
+    /* a chunk's rows in one wave where possible: 512 threads (four rows per SM) when the chunk
+     * fits that (f32 logits: 384 rows), else 256 (eight per SM: 16-bit logits, 768 rows); a
+     * second, partly filled wave cost ~45% more time per row */
+    const int th = V < 4096 ? 128 : T <= 4 * (int64_t)c->sm_count ? 512 : 256;
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t lt = l16 ? t : CUDA_R_32F;
     const int64_t ldd = l16 ? V : 2 * V; /* 16-bit gradient row stride (in place over the logits) */

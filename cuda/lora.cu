@@ -813,13 +813,15 @@ static void wgrad_launch(lt_cuda *c, float *part, int64_t pstride, const void *x
                                                               keep_inv(p), key, gp, sm, sr, galpha, counters);
 }
 
-/* whether k_lora_wgrad adds the chunks into G itself (one launch, the default) or leaves that
- * to k_lora_wgrad_reduce (LT_CUDA_LORA_WGRAD=reduce or the test hook: the two-launch path,
- * the same bits) */
+/* whether k_lora_wgrad adds the chunks into G itself (LT_CUDA_LORA_WGRAD=fused or the test
+ * hook: one launch) or leaves that to k_lora_wgrad_reduce (the default: the same bits). Measured
+ * on an H200 at 16x512 (cuda/NOTES.md v10): the in-launch reduction saves ~300 launches per step
+ * but its last blocks read every chunk's partials alone, and the wgrad time grows by about what
+ * the launches cost (11.6 vs 11.0 ms of GPU time per step, 50.1k vs 50.7k tok/s) */
 static int g_wg_fused = -1;
 static bool wgrad_fused(void) {
     if (g_wg_fused < 0)
-        g_wg_fused = !(getenv("LT_CUDA_LORA_WGRAD") && strcmp(getenv("LT_CUDA_LORA_WGRAD"), "reduce") == 0);
+        g_wg_fused = getenv("LT_CUDA_LORA_WGRAD") && strcmp(getenv("LT_CUDA_LORA_WGRAD"), "fused") == 0;
     return g_wg_fused;
 }
 

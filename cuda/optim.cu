@@ -121,20 +121,18 @@ __device__ __forceinline__ uint8_t quantize_2d(const float *code, int is_signed,
     }
 }
 
-/* one block of 256 threads per 256-element block */
-__global__ void k_adamw8bit(float *p, const float *g, uint8_t *state1, uint8_t *state2, float *absmax1,
-                            float *absmax2, int64_t n, const float *code1_g, const float *code2_g, float lr,
-                            float beta1, float beta2, float eps, float wd, float correction2, float step_size) {
-    __shared__ float code1[256], code2[256];
-    __shared__ float red1[8], red2[8];
-    code1[threadIdx.x] = code1_g[threadIdx.x];
-    code2[threadIdx.x] = code2_g[threadIdx.x];
-    const int64_t b = blockIdx.x;
+/* one block of 256 threads per 256-element block: block b of a tensor (k_adamw8bit, and
+ * k_adamw8bit_many after it found the tensor) */
+__device__ __forceinline__ void adamw8bit_block(float *p, const float *g, uint8_t *state1, uint8_t *state2,
+                                                float *absmax1, float *absmax2, int64_t n, int64_t b,
+                                                const float *code1, const float *code2, float *red1, float *red2,
+                                                float lr, float beta1, float beta2, float eps, float wd,
+                                                float correction2, float step_size) {
     const int64_t i = b * LT_ADAM8BIT_BLOCK + threadIdx.x;
     const float am1 = absmax1[b], am2 = absmax2[b];
     const float gv = i < n ? g[i] : 0.0f;
     const uint8_t q1 = i < n ? state1[i] : 128, q2 = i < n ? state2[i] : 0;
-    __syncthreads();
+    __syncthreads(); /* the codes are in shared memory */
     float s1 = 0.0f, s2 = 0.0f;
     if (isfinite(gv)) {
         float vv = __fmul_rn(code2[q2], am2);
@@ -167,6 +165,69 @@ __global__ void k_adamw8bit(float *p, const float *g, uint8_t *state1, uint8_t *
     }
     state1[i] = c1;
     state2[i] = c2;
+}
+
+/* one block of 256 threads per 256-element block */
+__global__ void k_adamw8bit(float *p, const float *g, uint8_t *state1, uint8_t *state2, float *absmax1,
+                            float *absmax2, int64_t n, const float *code1_g, const float *code2_g, float lr,
+                            float beta1, float beta2, float eps, float wd, float correction2, float step_size) {
+    __shared__ float code1[256], code2[256];
+    __shared__ float red1[8], red2[8];
+    code1[threadIdx.x] = code1_g[threadIdx.x];
+    code2[threadIdx.x] = code2_g[threadIdx.x];
+    adamw8bit_block(p, g, state1, state2, absmax1, absmax2, n, blockIdx.x, code1, code2, red1, red2, lr, beta1, beta2,
+                    eps, wd, correction2, step_size);
+}
+
+/* many tensors per launch: block x is block x - first[k] of the tensor k with first[k] <= x <
+ * first[k + 1] (first: the tensors' 256-element blocks, summed) */
+#define LT_A8_BATCH 32
+struct lt_adamw8_args {
+    float *p[LT_A8_BATCH];
+    const float *g[LT_A8_BATCH];
+    uint8_t *s1[LT_A8_BATCH], *s2[LT_A8_BATCH];
+    float *a1[LT_A8_BATCH], *a2[LT_A8_BATCH];
+    int64_t n[LT_A8_BATCH];
+    int64_t first[LT_A8_BATCH + 1];
+    int count;
+};
+__global__ void k_adamw8bit_many(lt_adamw8_args a, const float *code1_g, const float *code2_g, float lr, float beta1,
+                                 float beta2, float eps, float wd, float correction2, float step_size) {
+    __shared__ float code1[256], code2[256];
+    __shared__ float red1[8], red2[8];
+    code1[threadIdx.x] = code1_g[threadIdx.x];
+    code2[threadIdx.x] = code2_g[threadIdx.x];
+    const int64_t x = blockIdx.x;
+    int k = 0;
+    while (k + 1 < a.count && a.first[k + 1] <= x) k++;
+    adamw8bit_block(a.p[k], a.g[k], a.s1[k], a.s2[k], a.a1[k], a.a2[k], a.n[k], x - a.first[k], code1, code2, red1,
+                    red2, lr, beta1, beta2, eps, wd, correction2, step_size);
+}
+
+struct lt_check_args {
+    const float *g[LT_MT_BATCH];
+    int64_t n[LT_MT_BATCH];
+};
+__global__ void k_nonfinite_many(lt_check_args a, int *flag) {
+    const int k = blockIdx.y;
+    const float *g = a.g[k];
+    const int64_t n = a.n[k];
+    int bad = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        bad |= !isfinite(g[i]);
+    if (__any_sync(0xffffffffu, bad) && threadIdx.x % 32 == 0) *flag = 1;
+}
+
+struct lt_scale_args {
+    float *x[LT_MT_BATCH];
+    int64_t n[LT_MT_BATCH];
+};
+__global__ void k_scale_many(lt_scale_args a, float s) {
+    const int k = blockIdx.y;
+    float *x = a.x[k];
+    const int64_t n = a.n[k];
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], s);
 }
 
 /* ---------------------------------------------------------------- launchers */
@@ -212,6 +273,33 @@ lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host
     return LT_OK;
 }
 
+lt_status lt_cuda_nonfinite_many(lt_backend *be, int count, const float *const *g, const int64_t *n, int *host_flag) {
+    *host_flag = 0;
+    lt_cuda *c = lt_cuda_of(be);
+    void *scr, *hb;
+    LT_TRY(lt_cuda_scratch(c, sizeof(int), &scr));
+    LT_TRY(lt_cuda_host_buf(c, sizeof(int), &hb));
+    LT_CUDA_TRY(cudaMemsetAsync(scr, 0, sizeof(int), c->stream));
+    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
+        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
+        lt_check_args a;
+        memset(&a, 0, sizeof a);
+        int64_t most = 1;
+        for (int i = 0; i < nb; i++) {
+            a.g[i] = g[b0 + i]; a.n[i] = n[b0 + i];
+            if (a.n[i] > most) most = a.n[i];
+        }
+        unsigned bx = lt_blocks(most, 256);
+        if (bx > 64) bx = 64;
+        k_nonfinite_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a, (int *)scr);
+        LT_LAUNCH_CHECK("k_nonfinite_many");
+    }
+    LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
+    *host_flag = *(int *)hb != 0;
+    return LT_OK;
+}
+
 lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float wd, int64_t t) {
     LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
@@ -226,6 +314,25 @@ lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, floa
     return LT_OK;
 }
 
+/* the signed and unsigned dynamic maps on the device, made on first use */
+static lt_status dyn_maps(lt_cuda *c) {
+    if (c->dyn_maps) return LT_OK;
+    float maps[512];
+    lt_dynamic_map(1, maps);
+    lt_dynamic_map(0, maps + 256);
+    LT_TRY(lt_cuda_malloc(c, sizeof maps, "the 8-bit dynamic maps", (void **)&c->dyn_maps));
+    LT_CUDA_TRY(cudaMemcpyAsync(c->dyn_maps, maps, sizeof maps, cudaMemcpyHostToDevice, c->stream));
+    LT_CUDA_TRY(lt_cuda_stream_sync(c));
+    return LT_OK;
+}
+
+/* the step scalars exactly as lt_adamw8bit_ref takes them */
+static void adamw8bit_scalars(float lr, float beta1, float beta2, int64_t t, float *correction2, float *step_size) {
+    const float correction1 = 1.0f - powf(beta1, (float)t);
+    *correction2 = sqrtf(1.0f - powf(beta2, (float)t));
+    *step_size = (-lr * *correction2) / correction1;
+}
+
 lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *state1, uint8_t *state2,
                             float *absmax1, float *absmax2, int64_t n, float lr, float beta1, float beta2, float eps,
                             float wd, int64_t t) {
@@ -233,24 +340,70 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
     if (n <= 0) return LT_OK;
     lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
     lt_cuda *c = lt_cuda_of(be);
-    if (!c->dyn_maps) {
-        float maps[512];
-        lt_dynamic_map(1, maps);
-        lt_dynamic_map(0, maps + 256);
-        LT_TRY(lt_cuda_malloc(c, sizeof maps, "the 8-bit dynamic maps", (void **)&c->dyn_maps));
-        LT_CUDA_TRY(cudaMemcpyAsync(c->dyn_maps, maps, sizeof maps, cudaMemcpyHostToDevice, c->stream));
-        LT_CUDA_TRY(lt_cuda_stream_sync(c));
-    }
-    /* the step scalars exactly as lt_adamw8bit_ref takes them */
-    const float correction1 = 1.0f - powf(beta1, (float)t);
-    const float correction2 = sqrtf(1.0f - powf(beta2, (float)t));
-    const float step_size = (-lr * correction2) / correction1;
+    LT_TRY(dyn_maps(c));
+    float correction2, step_size;
+    adamw8bit_scalars(lr, beta1, beta2, t, &correction2, &step_size);
     const int64_t nblocks = (n + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
     LT_CHECK_ARG(nblocks < (1ll << 31), "adamw8bit: %lld elements is too many", (long long)n);
     k_adamw8bit<<<(unsigned)nblocks, LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
         p, g, state1, state2, absmax1, absmax2, n, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps,
         wd, correction2, step_size);
     LT_LAUNCH_CHECK("k_adamw8bit");
+    return LT_OK;
+}
+
+lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, const float *const *g,
+                                 uint8_t *const *state1, uint8_t *const *state2, float *const *absmax1,
+                                 float *const *absmax2, const int64_t *n, float lr, float beta1, float beta2,
+                                 float eps, float wd, int64_t t) {
+    LT_CHECK_ARG(t >= 1, "adamw8bit: step %lld must be >= 1", (long long)t);
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(dyn_maps(c));
+    float correction2, step_size;
+    adamw8bit_scalars(lr, beta1, beta2, t, &correction2, &step_size);
+    lt_adamw8_args a;
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < count; i++) {
+        if (n[i] <= 0) continue;
+        lt_cuda_w16_invalidate(c, p[i], (size_t)n[i] * 4);
+        const int k = a.count++;
+        a.p[k] = p[i]; a.g[k] = g[i]; a.s1[k] = state1[i]; a.s2[k] = state2[i]; a.a1[k] = absmax1[i];
+        a.a2[k] = absmax2[i]; a.n[k] = n[i];
+        a.first[k + 1] = a.first[k] + (n[i] + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
+        if (a.count == LT_A8_BATCH || i == count - 1) {
+            LT_CHECK_ARG(a.first[a.count] < (1ll << 31), "adamw8bit: %lld blocks is too many",
+                         (long long)a.first[a.count]);
+            k_adamw8bit_many<<<(unsigned)a.first[a.count], LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
+                a, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps, wd, correction2, step_size);
+            LT_LAUNCH_CHECK("k_adamw8bit_many");
+            memset(&a, 0, sizeof a);
+        }
+    }
+    if (a.count > 0) { /* the last tensors were empty: the batch is still open */
+        k_adamw8bit_many<<<(unsigned)a.first[a.count], LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
+            a, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps, wd, correction2, step_size);
+        LT_LAUNCH_CHECK("k_adamw8bit_many");
+    }
+    return LT_OK;
+}
+
+lt_status lt_cuda_scale_many(lt_backend *be, int count, float *const *x, const int64_t *n, float s) {
+    lt_cuda *c = lt_cuda_of(be);
+    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
+        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
+        lt_scale_args a;
+        memset(&a, 0, sizeof a);
+        int64_t most = 1;
+        for (int i = 0; i < nb; i++) {
+            a.x[i] = x[b0 + i]; a.n[i] = n[b0 + i];
+            if (a.n[i] > most) most = a.n[i];
+            lt_cuda_w16_invalidate(c, a.x[i], (size_t)a.n[i] * 4);
+        }
+        unsigned bx = lt_blocks(most, 256);
+        if (bx > 64) bx = 64;
+        k_scale_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a, s);
+        LT_LAUNCH_CHECK("k_scale_many");
+    }
     return LT_OK;
 }
 

@@ -49,13 +49,16 @@ static const char *usage_text =
     "  --targets LIST       q,k,v,o,gate,up,down or all (all)\n"
     "  --seed N             data order, LoRA init and dropout (3407)\n"
     "  --fuse-micro-batches 0|1  run a window's short micro-batches as one pass while they fit\n"
-    "                       batch-size x the longest record (1; same records and loss)\n"
+    "                       batch-size x the longest record, or 4096 tokens where batch-size x\n"
+    "                       max-seq-len allows (1; same records and loss)\n"
     "  --log-every N        steps between log lines / log.jsonl rows (1)\n"
     "  --save-every N       steps between checkpoints in --output, 0 = none (0)\n"
     "  --resume DIR         continue from a checkpoint folder (same model, data and LoRA settings)\n"
     "  --init-adapter DIR   start from an existing PEFT adapter instead of a fresh one\n"
     "  --device NAME        auto (default), cpu or cuda\n"
     "  --quant NAME         base weights: nf4 (default) or none (16-bit / f32)\n"
+    "  --dtype NAME         compute type on CUDA: auto (bf16 where the GPU has it, else fp16 with\n"
+    "                       loss scaling), bf16 or fp16\n"
     "  --threads N          CPU threads (0 = all cores)\n"
     "  --gen-instruction T  the instruction generated for before and after training, through the\n"
     "                       template, as the notebook does (a ruozhiba question); \"\" = no generation\n"
@@ -66,7 +69,7 @@ typedef enum { O_STR, O_INT, O_DBL, O_U64 } opt_kind;
 
 typedef struct train_opts {
     const char *model, *data, *output, *tokenizer, *tmpl, *resume, *init_adapter, *device, *scheduler, *optim,
-        *targets, *quant, *gen_instruction, *gen_input;
+        *targets, *quant, *gen_instruction, *gen_input, *dtype;
     int32_t max_seq_len, batch_size, grad_accum, max_steps, warmup_steps, lora_r, log_every, save_every, threads,
         gen_max_new_tokens, fuse_micro_batches;
     double epochs, lr, weight_decay, max_grad_norm, lora_alpha, lora_dropout;
@@ -79,7 +82,7 @@ static const opt_def opt_defs[] = {
     OPT("model", O_STR, model), OPT("data", O_STR, data), OPT("output", O_STR, output),
     OPT("tokenizer", O_STR, tokenizer), OPT("template", O_STR, tmpl), OPT("resume", O_STR, resume),
     OPT("init-adapter", O_STR, init_adapter), OPT("device", O_STR, device), OPT("scheduler", O_STR, scheduler),
-    OPT("optim", O_STR, optim), OPT("targets", O_STR, targets), OPT("quant", O_STR, quant),
+    OPT("optim", O_STR, optim), OPT("targets", O_STR, targets), OPT("quant", O_STR, quant), OPT("dtype", O_STR, dtype),
     OPT("max-seq-len", O_INT, max_seq_len), OPT("batch-size", O_INT, batch_size),
     OPT("grad-accum", O_INT, grad_accum), OPT("max-steps", O_INT, max_steps),
     OPT("warmup-steps", O_INT, warmup_steps), OPT("lora-r", O_INT, lora_r), OPT("log-every", O_INT, log_every),
@@ -99,6 +102,7 @@ static void opts_defaults(train_opts *o) {
     o->optim = "adamw_8bit";
     o->targets = "all";
     o->quant = "nf4";
+    o->dtype = "auto";
     o->max_seq_len = 2048;
     o->batch_size = 2;
     o->grad_accum = 8;
@@ -332,6 +336,9 @@ int lt_cmd_train(int argc, char **argv) {
     else if (strcmp(o.device, "auto")) USAGE("--device is auto, cpu or cuda, not '%s'", o.device);
     if (!strcmp(o.quant, "none")) mp.quant = LT_QUANT_NONE;
     else if (strcmp(o.quant, "nf4")) USAGE("--quant is nf4 or none, not '%s'", o.quant);
+    if (!strcmp(o.dtype, "bf16")) mp.compute_dtype = LT_DTYPE_BF16;
+    else if (!strcmp(o.dtype, "fp16") || !strcmp(o.dtype, "f16")) mp.compute_dtype = LT_DTYPE_F16;
+    else if (strcmp(o.dtype, "auto")) USAGE("--dtype is auto, bf16 or fp16, not '%s'", o.dtype);
     mp.max_seq_len = o.max_seq_len;
     mp.n_threads = o.threads;
     mp.progress = cli_progress;

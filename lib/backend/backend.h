@@ -201,6 +201,18 @@ typedef struct lt_backend_ops {
      * the forward pass (the checkpoint recompute) */
     lt_status (*lora_up_add)(lt_backend *be, void *out, const void *xa, const float *B, int64_t N, int64_t OC,
                              int64_t R, float scale);
+    /* scale (x[i] *= s over n[i] values) and adamw8bit over count tensors with the same step
+     * scalars, in few launches: the gradient clipping and the 8-bit update of ~400 LoRA tensors
+     * (the notebook's optimizer). The bits of one call per tensor. Optional: NULL means one call
+     * each. */
+    lt_status (*scale_many)(lt_backend *be, int count, float *const *x, const int64_t *n, float s);
+    /* *host_flag = 1 if any value of the count tensors is inf/nan (fp16's overflow check: one
+     * synchronization instead of one per tensor). Optional: NULL means nonfinite per tensor. */
+    lt_status (*nonfinite_many)(lt_backend *be, int count, const float *const *g, const int64_t *n, int *host_flag);
+    lt_status (*adamw8bit_many)(lt_backend *be, int count, float *const *p, const float *const *g,
+                                uint8_t *const *state1, uint8_t *const *state2, float *const *absmax1,
+                                float *const *absmax2, const int64_t *n, float lr, float beta1, float beta2, float eps,
+                                float wd, int64_t t);
 } lt_backend_ops;
 
 struct lt_backend {

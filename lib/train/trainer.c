@@ -240,6 +240,26 @@ static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_
     return LT_OK;
 }
 
+/* every gradient times s: one backend call where it has scale_many */
+static lt_status scale_grads(lt_trainer *tr, float s) {
+    lt_backend *be = tr->m->be;
+    if (!be->ops.scale_many || tr->n_tensors <= 1) {
+        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, s));
+        return LT_OK;
+    }
+    float **x = (float **)lt_malloc((size_t)tr->n_tensors * sizeof *x, "gradient pointers");
+    int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
+    lt_status st = x && n ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
+        x[i] = tr->t[i].g;
+        n[i] = tr->t[i].n;
+    }
+    if (st == LT_OK) st = be->ops.scale_many(be, tr->n_tensors, x, n, s);
+    free(x);
+    free(n);
+    return st;
+}
+
 /* every gradient to zero: one backend call where it has memset0_many */
 static lt_status zero_grads(lt_trainer *tr) {
     lt_backend *be = tr->m->be;
@@ -262,8 +282,39 @@ static lt_status zero_grads(lt_trainer *tr) {
 
 /* the optimizer step of every tensor: fp32 AdamW in one backend call where it has adamw_many
  * (the same arithmetic), else tensor by tensor */
+/* the 8-bit tensors in one backend call (adamw8bit_many), the exact fp32 ones one by one */
+static lt_status apply_updates_8bit(lt_trainer *tr, float lr, int64_t t) {
+    lt_backend *be = tr->m->be;
+    const int n = tr->n_tensors;
+    float **p = (float **)lt_malloc((size_t)n * sizeof *p, "optimizer pointers");
+    const float **g = (const float **)lt_malloc((size_t)n * sizeof *g, "optimizer pointers");
+    uint8_t **s1 = (uint8_t **)lt_malloc((size_t)n * sizeof *s1, "optimizer pointers");
+    uint8_t **s2 = (uint8_t **)lt_malloc((size_t)n * sizeof *s2, "optimizer pointers");
+    float **a1 = (float **)lt_malloc((size_t)n * sizeof *a1, "optimizer pointers");
+    float **a2 = (float **)lt_malloc((size_t)n * sizeof *a2, "optimizer pointers");
+    int64_t *len = (int64_t *)lt_malloc((size_t)n * sizeof *len, "optimizer sizes");
+    lt_status st = p && g && s1 && s2 && a1 && a2 && len ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    int k = 0;
+    for (int i = 0; st == LT_OK && i < n; i++) {
+        lt_opt_tensor *o = &tr->t[i];
+        if (!o->is8bit) {
+            st = apply_update(tr, o, lr, t);
+            continue;
+        }
+        p[k] = o->p; g[k] = o->g; s1[k] = o->s1; s2[k] = o->s2; a1[k] = o->a1; a2[k] = o->a2; len[k] = o->n;
+        k++;
+    }
+    if (st == LT_OK && k > 0)
+        st = be->ops.adamw8bit_many(be, k, p, g, s1, s2, a1, a2, len, lr, (float)tr->p.adam_beta1,
+                                    (float)tr->p.adam_beta2, (float)tr->p.adam_eps, (float)tr->p.weight_decay, t);
+    free(p); free(g); free(s1); free(s2); free(a1); free(a2); free(len);
+    return st;
+}
+
 static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
     lt_backend *be = tr->m->be;
+    if (tr->p.optimizer == LT_OPTIM_ADAMW_8BIT && be->ops.adamw8bit_many && tr->n_tensors > 1)
+        return apply_updates_8bit(tr, lr, t);
     if (tr->p.optimizer != LT_OPTIM_ADAMW || !be->ops.adamw_many || tr->n_tensors <= 1) {
         for (int i = 0; i < tr->n_tensors; i++) LT_TRY(apply_update(tr, &tr->t[i], lr, t));
         return LT_OK;
@@ -339,7 +390,20 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     /* loss scaling: skip a step whose gradients overflowed, else unscale them */
     int skip = 0;
     if (tr->use_loss_scale) {
-        for (int i = 0; i < tr->n_tensors && !skip; i++) {
+        if (be->ops.nonfinite_many && tr->n_tensors > 1) {
+            const float **g = (const float **)lt_malloc((size_t)tr->n_tensors * sizeof *g, "gradient pointers");
+            int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
+            lt_status st = g && n ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+            for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
+                g[i] = tr->t[i].g;
+                n[i] = tr->t[i].n;
+            }
+            if (st == LT_OK) st = be->ops.nonfinite_many(be, tr->n_tensors, g, n, &skip);
+            free(g);
+            free(n);
+            LT_TRY(st);
+        }
+        for (int i = 0; i < tr->n_tensors && !skip && !(be->ops.nonfinite_many && tr->n_tensors > 1); i++) {
             int bad = 0;
             LT_TRY(be->ops.nonfinite(be, tr->t[i].g, tr->t[i].n, &bad));
             skip = bad;
@@ -350,8 +414,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             tr->loss_scale = ls * 0.5;
             tr->good_steps = 0;
         } else {
-            for (int i = 0; i < tr->n_tensors; i++)
-                LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)(1.0 / ls)));
+            LT_TRY(scale_grads(tr, (float)(1.0 / ls)));
             if (++tr->good_steps >= LT_LOSS_SCALE_INTERVAL) {
                 tr->loss_scale = ls * 2.0;
                 tr->good_steps = 0;
@@ -366,9 +429,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         norm = sqrt(sumsq);
         if (tr->p.max_grad_norm > 0) {
             double coef = tr->p.max_grad_norm / (norm + 1e-6);
-            if (coef < 1.0)
-                for (int i = 0; i < tr->n_tensors; i++)
-                    LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, (float)coef));
+            if (coef < 1.0) LT_TRY(scale_grads(tr, (float)coef));
         }
     }
     double lr = tr->p.lr * lt_schedule_lambda(tr->p.scheduler, tr->step, tr->warmup, tr->max_steps);

@@ -283,7 +283,7 @@ lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, float *const
 lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
                                    const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R,
                                    float alpha, float p, uint64_t seed, const uint64_t *streams);
-/* 0: the weight gradient's partial sums reduced by a second launch; 1 (default): by the last
+/* 0 (default): the weight gradient's partial sums reduced by a second launch; 1: by the last
  * block of each column block inside the wgrad launch */
 void lt_cuda_lora_test_set_wgrad_fused(int on);
 
@@ -339,6 +339,7 @@ static void test_lora_multi_case(ctx *c, int n, int64_t R, int64_t N, int64_t M,
     lt_cuda_lora_test_set_wgrad_fused(1);
     CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 1, n, (float *const *)Gm, sm, sr, gx, (const void *const *)gcoef, N, M, R,
                                      galpha, p, seed, streams, NULL));
+    lt_cuda_lora_test_set_wgrad_fused(0);
     CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 0, n, yas, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
                                       N, M, R, alpha, p, seed, streams));
     CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 1, n, yam, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
@@ -882,6 +883,82 @@ static void test_optim(ctx *c) {
     free(p); free(g); free(m); free(v); free(s1); free(s2); free(a1); free(a2); free(pp);
 }
 
+/* adamw8bit_many and scale_many over 40 tensors (two launches of the 8-bit kernel) of uneven
+ * sizes, empty ones among them: the bits of the CPU reference, tensor by tensor */
+static void test_optim_many(ctx *c) {
+    enum { K = 40 };
+    int64_t n[K];
+    float *pp[K], *hg[K], *a1[K], *a2[K];
+    uint8_t *s1[K], *s2[K];
+    void *gp[K], *gg[K], *gs1[K], *gs2[K], *ga1[K], *ga2[K];
+    for (int k = 0; k < K; k++) {
+        n[k] = k % 13 == 5 ? 0 : 37 + 301 * (int64_t)k + (k % 3) * 4096;
+        const int64_t nb = (n[k] + 255) / 256 + 1;
+        pp[k] = rnd(n[k] + 1, 1.0f);
+        s1[k] = calloc((size_t)n[k] + 1, 1); s2[k] = calloc((size_t)n[k] + 1, 1);
+        a1[k] = calloc((size_t)nb, 4); a2[k] = calloc((size_t)nb, 4);
+        gp[k] = g_f32(c, pp[k], n[k] + 1);
+        CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n[k] + 1, &gs1[k]));
+        CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n[k] + 1, &gs2[k]));
+        ga1[k] = g_f32(c, a1[k], nb); ga2[k] = g_f32(c, a2[k], nb);
+    }
+    for (int t = 1; t <= 3; t++) {
+        for (int k = 0; k < K; k++) {
+            hg[k] = rnd(n[k] + 1, 0.02f);
+            if (t == 2 && n[k] > 100) hg[k][77] = NAN;
+            gg[k] = g_f32(c, hg[k], n[k] + 1);
+            lt_adamw8bit_ref(pp[k], hg[k], s1[k], s2[k], a1[k], a2[k], n[k], 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t, 1);
+        }
+        CHECK_OK(c->gpu->ops.adamw8bit_many(c->gpu, K, (float *const *)gp, (const float *const *)gg,
+                                            (uint8_t *const *)gs1, (uint8_t *const *)gs2, (float *const *)ga1,
+                                            (float *const *)ga2, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, t));
+        for (int k = 0; k < K; k++) { c->gpu->ops.free(c->gpu, gg[k]); free(hg[k]); }
+    }
+    int bad = 0;
+    for (int k = 0; k < K; k++) {
+        if (n[k] == 0) continue;
+        const int64_t nb = (n[k] + 255) / 256;
+        float *r = g_read_f32(c, gp[k], n[k]), *r1 = g_read_f32(c, ga1[k], nb), *r2 = g_read_f32(c, ga2[k], nb);
+        uint8_t *h1 = malloc((size_t)n[k]), *h2 = malloc((size_t)n[k]);
+        CHECK_OK(c->gpu->ops.download(c->gpu, h1, gs1[k], (size_t)n[k]));
+        CHECK_OK(c->gpu->ops.download(c->gpu, h2, gs2[k], (size_t)n[k]));
+        bad += memcmp(r, pp[k], (size_t)n[k] * 4) != 0 || memcmp(h1, s1[k], (size_t)n[k]) != 0 ||
+               memcmp(h2, s2[k], (size_t)n[k]) != 0 || memcmp(r1, a1[k], (size_t)nb * 4) != 0 ||
+               memcmp(r2, a2[k], (size_t)nb * 4) != 0;
+        free(r); free(r1); free(r2); free(h1); free(h2);
+    }
+    CHECK_MSG(bad == 0, "[%s] adamw8bit_many: %d of %d tensors differ from the CPU reference", c->tag, bad, K);
+    /* scale_many: x *= s, as the CPU's scale */
+    float *want[K];
+    for (int k = 0; k < K; k++) {
+        want[k] = malloc((size_t)(n[k] + 1) * 4);
+        for (int64_t i = 0; i < n[k]; i++) want[k][i] = pp[k][i] * 0.37f;
+    }
+    CHECK_OK(c->gpu->ops.scale_many(c->gpu, K, (float *const *)gp, n, 0.37f));
+    int sbad = 0;
+    for (int k = 0; k < K; k++) {
+        if (n[k] == 0) continue;
+        float *r = g_read_f32(c, gp[k], n[k]);
+        sbad += memcmp(r, want[k], (size_t)n[k] * 4) != 0;
+        free(r);
+    }
+    CHECK_MSG(sbad == 0, "[%s] scale_many: %d of %d tensors differ", c->tag, sbad, K);
+    /* nonfinite_many: clean, then one inf in the last tensor */
+    int flag = -1;
+    CHECK_OK(c->gpu->ops.nonfinite_many(c->gpu, K, (const float *const *)gp, n, &flag));
+    CHECK_MSG(flag == 0, "[%s] nonfinite_many flags finite tensors", c->tag);
+    const float inf = INFINITY;
+    CHECK_OK(c->gpu->ops.upload(c->gpu, (float *)gp[K - 1] + 3, &inf, sizeof inf));
+    CHECK_OK(c->gpu->ops.nonfinite_many(c->gpu, K, (const float *const *)gp, n, &flag));
+    CHECK_MSG(flag == 1, "[%s] nonfinite_many misses an inf in tensor %d", c->tag, K - 1);
+    printf("  [%s] adamw8bit_many, scale_many over %d tensors: bit-identical to the CPU; nonfinite_many\n", c->tag, K);
+    for (int k = 0; k < K; k++) {
+        void *gb[] = {gp[k], gs1[k], gs2[k], ga1[k], ga2[k]};
+        for (int i = 0; i < 5; i++) c->gpu->ops.free(c->gpu, gb[i]);
+        free(pp[k]); free(s1[k]); free(s2[k]); free(a1[k]); free(a2[k]); free(want[k]);
+    }
+}
+
 static void test_memory(ctx *c) {
     uint64_t use0 = 0, peak0 = 0, use1 = 0, peak1 = 0;
     c->gpu->ops.memory(c->gpu, &use0, &peak0);
@@ -926,6 +1003,7 @@ int main(int argc, char **argv) {
             test_nf4(&c, 40, 72, 1, LT_DTYPE_BF16); /* 32-groups cross rows */
             test_nf4(&c, 1536, 8960 / 8, 1, LT_DTYPE_F16);
             test_optim(&c);
+            test_optim_many(&c);
             test_memory(&c);
         }
         test_linear(&c, LT_QUANT_NF4);

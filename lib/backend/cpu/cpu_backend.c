@@ -198,6 +198,25 @@ static lt_status cpu_adamw_many(lt_backend *be, int count, float *const *p, cons
     return LT_OK;
 }
 
+static lt_status cpu_scale_many(lt_backend *be, int count, float *const *x, const int64_t *n, float s) {
+    for (int i = 0; i < count; i++) LT_TRY(be->ops.scale(be, x[i], n[i], s));
+    return LT_OK;
+}
+static lt_status cpu_nonfinite_many(lt_backend *be, int count, const float *const *g, const int64_t *n,
+                                    int *host_flag) {
+    *host_flag = 0;
+    for (int i = 0; i < count && !*host_flag; i++) LT_TRY(be->ops.nonfinite(be, g[i], n[i], host_flag));
+    return LT_OK;
+}
+static lt_status cpu_adamw8bit_many(lt_backend *be, int count, float *const *p, const float *const *g,
+                                    uint8_t *const *s1, uint8_t *const *s2, float *const *a1, float *const *a2,
+                                    const int64_t *n, float lr, float beta1, float beta2, float eps, float wd,
+                                    int64_t t) {
+    for (int i = 0; i < count; i++)
+        LT_TRY(be->ops.adamw8bit(be, p[i], g[i], s1[i], s2[i], a1[i], a2[i], n[i], lr, beta1, beta2, eps, wd, t));
+    return LT_OK;
+}
+
 static lt_status cpu_sumsq_many(lt_backend *be, int count, const float *const *g, const int64_t *n,
                                 double *host_sumsq) {
     for (int i = 0; i < count; i++) LT_TRY(lt_cpu_sumsq(be, g[i], n[i], host_sumsq));
@@ -271,6 +290,9 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->linear_lora_group_fwd = lt_cpu_linear_lora_group_fwd;
     o->memset0_many = cpu_memset0_many;
     o->adamw_many = cpu_adamw_many;
+    o->scale_many = cpu_scale_many;
+    o->nonfinite_many = cpu_nonfinite_many;
+    o->adamw8bit_many = cpu_adamw8bit_many;
     o->lora_xa_multi = lt_cpu_lora_xa_multi;
     o->lora_bwd_multi = lt_cpu_lora_bwd_multi;
     o->add_lora = lt_cpu_add_lora;
