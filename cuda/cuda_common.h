@@ -299,7 +299,6 @@ lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void
 lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *x, const void *coef,
                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                              float *part, int nchunks);
-lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R);
 int lt_cuda_lora_wg_chunks(int64_t N, int64_t M);
 /* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)) in place, W(r, m) = W[r*wr + m*wm] f32 (the LoRA
  * output of the forward with W = B^T, and the LoRA part of dinp with W = A) */

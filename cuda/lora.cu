@@ -692,16 +692,6 @@ __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_pt
 #endif
 }
 
-/* dst(R,M) = act(src(M,R))^T */
-template <typename T>
-__global__ void k_transpose_to_act(T *dst, const float *src, int64_t M, int R) {
-    const int64_t n = M * R;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / M, m = i % M;
-        dst[i] = lt_fromf<T>(src[m * R + r]);
-    }
-}
-
 /* ---------------------------------------------------------------- launchers */
 /* On by default (tensor-core kernels, cuda/NOTES.md v5); LT_CUDA_LORA_SKINNY=0 or the test
  * hook selects dropout + cuBLAS instead. */
@@ -982,16 +972,6 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
     LORA_DISPATCH(addmul_multi_launch, bf, R, n, c, y, coef, W, wr, wm, N, M, alpha, p, key);
     LT_LAUNCH_CHECK("k_lora_addmul_multi");
     lt_prof_end(c, slot);
-    return LT_OK;
-}
-
-lt_status lt_cuda_transpose_to_act(lt_backend *be, void *dst, const float *src, int64_t M, int64_t R) {
-    lt_cuda *c = lt_cuda_of(be);
-    if (be->act_dtype == LT_DTYPE_BF16)
-        k_transpose_to_act<<<lt_blocks(M * R, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)dst, src, M, (int)R);
-    else
-        k_transpose_to_act<<<lt_blocks(M * R, 256), 256, 0, c->stream>>>((__half *)dst, src, M, (int)R);
-    LT_LAUNCH_CHECK("k_transpose_to_act");
     return LT_OK;
 }
 

@@ -41,7 +41,7 @@ curves() { # lr timeout
   while read -r l; do sum+=("    $l"); done < <(grep " vs " $OUT/curve_$1.log)
 }
 # the notebook's lr first; the merged check uses its trained adapter; lr 2e-4 (curves that move) last
-has curves && curves 4e-5 190
+has curves && curves 4e-5 ${CURVE_TIMEOUT:-190}
 if has merged; then
   s=$(t); timeout 110 python3 tests/interop/merged_bf16_1p5b.py $LORATUNE_CLI /tmp/q15 /tmp/m15 $W/trained_4e-5 \
     > $OUT/merged.log 2>&1; rc=$?
