@@ -506,30 +506,27 @@ static lt_status weight_plain(lt_backend *be, const lt_bweight *W, const void **
     return lt_cuda_weight_16(be, W, scr, W16);
 }
 
-lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
-                             int64_t N) {
-    lt_cuda *c = lt_cuda_of(be);
-    const int64_t OC = W->rows, C = W->cols;
-    const void *W16;
-    int64_t ld;
-    LT_TRY(weight_plain(be, W, &W16, &ld));
-    LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, ld, inp, c->act_type, C,
-                        0.0f, out, c->act_type, OC));
-    if (bias) LT_TRY(lt_cuda_bias_add(be, out, bias, N, OC));
-    return LT_OK;
-}
-
-/* out = inp W^T + resid: the residual add in the product's epilogue (cuBLASLt reads resid as C
- * and writes out as D), instead of a product buffer and a separate add */
-lt_status lt_cuda_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+/* out = inp W^T (+ resid: the residual add in the product's epilogue, cuBLASLt reading resid as
+ * C and writing out as D, instead of a product buffer and a separate add) */
+static lt_status linear_fwd_into(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
                                  int64_t N) {
     lt_cuda *c = lt_cuda_of(be);
-    const int64_t OC = W->rows, C = W->cols;
     const void *W16;
     int64_t ld;
     LT_TRY(weight_plain(be, W, &W16, &ld));
-    return lt_cuda_gemm_cd(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W16, c->act_type, ld, inp, c->act_type, C,
-                           1.0f, resid, out, c->act_type, OC);
+    return lt_cuda_gemm_cd(be, CUBLAS_OP_T, CUBLAS_OP_N, W->rows, N, W->cols, 1.0f, W16, c->act_type, ld, inp,
+                           c->act_type, W->cols, resid ? 1.0f : 0.0f, resid ? resid : out, out, c->act_type, W->rows);
+}
+
+lt_status lt_cuda_linear_fwd(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const float *bias,
+                             int64_t N) {
+    LT_TRY(linear_fwd_into(be, out, inp, W, NULL, N));
+    return bias ? lt_cuda_bias_add(be, out, bias, N, W->rows) : LT_OK;
+}
+
+lt_status lt_cuda_linear_fwd_add(lt_backend *be, void *out, const void *inp, const lt_bweight *W, const void *resid,
+                                 int64_t N) {
+    return linear_fwd_into(be, out, inp, W, resid, N);
 }
 
 /* ---------------------------------------------------------------- grouped products + LoRA
