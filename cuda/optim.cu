@@ -204,25 +204,22 @@ __global__ void k_adamw8bit_many(lt_adamw8_args a, const float *code1_g, const f
                     red2, lr, beta1, beta2, eps, wd, correction2, step_size);
 }
 
-struct lt_check_args {
-    const float *g[LT_MT_BATCH];
+/* up to LT_MT_BATCH f32 tensors for the check and the scaling of many gradients (blockIdx.y
+ * picks the tensor) */
+struct lt_f32_many {
+    float *x[LT_MT_BATCH];
     int64_t n[LT_MT_BATCH];
 };
-__global__ void k_nonfinite_many(lt_check_args a, int *flag) {
+__global__ void k_nonfinite_many(lt_f32_many a, int *flag) {
     const int k = blockIdx.y;
-    const float *g = a.g[k];
+    const float *g = a.x[k];
     const int64_t n = a.n[k];
     int bad = 0;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         bad |= !isfinite(g[i]);
     if (__any_sync(0xffffffffu, bad) && threadIdx.x % 32 == 0) *flag = 1;
 }
-
-struct lt_scale_args {
-    float *x[LT_MT_BATCH];
-    int64_t n[LT_MT_BATCH];
-};
-__global__ void k_scale_many(lt_scale_args a, float s) {
+__global__ void k_scale_many(lt_f32_many a, float s) {
     const int k = blockIdx.y;
     float *x = a.x[k];
     const int64_t n = a.n[k];
@@ -273,6 +270,26 @@ lt_status lt_cuda_nonfinite(lt_backend *be, const float *g, int64_t n, int *host
     return LT_OK;
 }
 
+/* launch(a, grid) once per batch of LT_MT_BATCH tensors: a holds the batch, the grid has a
+ * row of blocks per tensor sized for the longest */
+template <typename Launch>
+static lt_status f32_many(int count, float *const *x, const int64_t *n, Launch launch) {
+    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
+        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
+        lt_f32_many a;
+        memset(&a, 0, sizeof a);
+        int64_t most = 1;
+        for (int i = 0; i < nb; i++) {
+            a.x[i] = x[b0 + i]; a.n[i] = n[b0 + i];
+            if (a.n[i] > most) most = a.n[i];
+        }
+        unsigned bx = lt_blocks(most, 256);
+        if (bx > 64) bx = 64;
+        LT_TRY(launch(a, dim3(bx, (unsigned)nb)));
+    }
+    return LT_OK;
+}
+
 lt_status lt_cuda_nonfinite_many(lt_backend *be, int count, const float *const *g, const int64_t *n, int *host_flag) {
     *host_flag = 0;
     lt_cuda *c = lt_cuda_of(be);
@@ -280,20 +297,11 @@ lt_status lt_cuda_nonfinite_many(lt_backend *be, int count, const float *const *
     LT_TRY(lt_cuda_scratch(c, sizeof(int), &scr));
     LT_TRY(lt_cuda_host_buf(c, sizeof(int), &hb));
     LT_CUDA_TRY(cudaMemsetAsync(scr, 0, sizeof(int), c->stream));
-    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
-        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
-        lt_check_args a;
-        memset(&a, 0, sizeof a);
-        int64_t most = 1;
-        for (int i = 0; i < nb; i++) {
-            a.g[i] = g[b0 + i]; a.n[i] = n[b0 + i];
-            if (a.n[i] > most) most = a.n[i];
-        }
-        unsigned bx = lt_blocks(most, 256);
-        if (bx > 64) bx = 64;
-        k_nonfinite_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a, (int *)scr);
+    LT_TRY(f32_many(count, (float *const *)g, n, [&](const lt_f32_many &a, dim3 grid) -> lt_status {
+        k_nonfinite_many<<<grid, 256, 0, c->stream>>>(a, (int *)scr);
         LT_LAUNCH_CHECK("k_nonfinite_many");
-    }
+        return LT_OK;
+    }));
     LT_CUDA_TRY(cudaMemcpyAsync(hb, scr, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
     LT_CUDA_TRY(lt_cuda_stream_sync(c));
     *host_flag = *(int *)hb != 0;
@@ -363,14 +371,9 @@ lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, con
     adamw8bit_scalars(lr, beta1, beta2, t, &correction2, &step_size);
     lt_adamw8_args a;
     memset(&a, 0, sizeof a);
-    for (int i = 0; i < count; i++) {
-        if (n[i] <= 0) continue;
-        lt_cuda_w16_invalidate(c, p[i], (size_t)n[i] * 4);
-        const int k = a.count++;
-        a.p[k] = p[i]; a.g[k] = g[i]; a.s1[k] = state1[i]; a.s2[k] = state2[i]; a.a1[k] = absmax1[i];
-        a.a2[k] = absmax2[i]; a.n[k] = n[i];
-        a.first[k + 1] = a.first[k] + (n[i] + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
-        if (a.count == LT_A8_BATCH || i == count - 1) {
+    for (int i = 0; i <= count; i++) {
+        /* the batch goes when it is full or the tensors are done */
+        if (a.count > 0 && (i == count || a.count == LT_A8_BATCH)) {
             LT_CHECK_ARG(a.first[a.count] < (1ll << 31), "adamw8bit: %lld blocks is too many",
                          (long long)a.first[a.count]);
             k_adamw8bit_many<<<(unsigned)a.first[a.count], LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
@@ -378,33 +381,24 @@ lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, con
             LT_LAUNCH_CHECK("k_adamw8bit_many");
             memset(&a, 0, sizeof a);
         }
-    }
-    if (a.count > 0) { /* the last tensors were empty: the batch is still open */
-        k_adamw8bit_many<<<(unsigned)a.first[a.count], LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
-            a, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps, wd, correction2, step_size);
-        LT_LAUNCH_CHECK("k_adamw8bit_many");
+        if (i == count || n[i] <= 0) continue;
+        lt_cuda_w16_invalidate(c, p[i], (size_t)n[i] * 4);
+        const int k = a.count++;
+        a.p[k] = p[i]; a.g[k] = g[i]; a.s1[k] = state1[i]; a.s2[k] = state2[i]; a.a1[k] = absmax1[i];
+        a.a2[k] = absmax2[i]; a.n[k] = n[i];
+        a.first[k + 1] = a.first[k] + (n[i] + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
     }
     return LT_OK;
 }
 
 lt_status lt_cuda_scale_many(lt_backend *be, int count, float *const *x, const int64_t *n, float s) {
     lt_cuda *c = lt_cuda_of(be);
-    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
-        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
-        lt_scale_args a;
-        memset(&a, 0, sizeof a);
-        int64_t most = 1;
-        for (int i = 0; i < nb; i++) {
-            a.x[i] = x[b0 + i]; a.n[i] = n[b0 + i];
-            if (a.n[i] > most) most = a.n[i];
-            lt_cuda_w16_invalidate(c, a.x[i], (size_t)a.n[i] * 4);
-        }
-        unsigned bx = lt_blocks(most, 256);
-        if (bx > 64) bx = 64;
-        k_scale_many<<<dim3(bx, (unsigned)nb), 256, 0, c->stream>>>(a, s);
+    for (int i = 0; i < count; i++) lt_cuda_w16_invalidate(c, x[i], (size_t)n[i] * 4);
+    return f32_many(count, x, n, [&](const lt_f32_many &a, dim3 grid) -> lt_status {
+        k_scale_many<<<grid, 256, 0, c->stream>>>(a, s);
         LT_LAUNCH_CHECK("k_scale_many");
-    }
-    return LT_OK;
+        return LT_OK;
+    });
 }
 
 lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const float *const *g, float *const *m,

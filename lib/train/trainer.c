@@ -32,6 +32,10 @@ lt_status lt_trainer_bind_tensors(lt_trainer *tr) {
     if (!t) return LT_ERR_OUT_OF_MEMORY;
     tr->t = t;
     tr->n_tensors = n;
+    tr->grad = lt_calloc((size_t)n, sizeof *tr->grad, "gradient pointers");
+    tr->grad_n = lt_calloc((size_t)n, sizeof *tr->grad_n, "gradient sizes");
+    tr->grad_bytes = lt_calloc((size_t)n, sizeof *tr->grad_bytes, "gradient sizes");
+    if (!tr->grad || !tr->grad_n || !tr->grad_bytes) return LT_ERR_OUT_OF_MEMORY;
     int k = 0;
     for (int l = 0; l < m->cfg.num_layers; l++)
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
@@ -46,6 +50,9 @@ lt_status lt_trainer_bind_tensors(lt_trainer *tr) {
                 if (!o->g)
                     return lt_error(LT_ERR_STATE, "layer %d %s lora_%c has no gradient buffer (an adapter loaded "
                                     "for inference?)", l, lt_proj_names[p], b ? 'B' : 'A');
+                tr->grad[k] = o->g;
+                tr->grad_n[k] = o->n;
+                tr->grad_bytes[k] = (size_t)o->n * 4;
                 o->is8bit = tr->p.optimizer == LT_OPTIM_ADAMW_8BIT && o->n >= LT_BNB_MIN_8BIT_SIZE;
                 size_t nb = (size_t)((o->n + LT_BNB_BLOCK - 1) / LT_BNB_BLOCK);
                 lt_status st;
@@ -177,6 +184,9 @@ LT_API void lt_trainer_free(lt_trainer *tr) {
     if (!tr) return;
     for (int i = 0; tr->t && i < tr->n_tensors; i++) free_state(tr->m->be, &tr->t[i]);
     free(tr->t);
+    free(tr->grad);
+    free(tr->grad_n);
+    free(tr->grad_bytes);
     for (int a = 0; tr->batches && a < tr->p.grad_accum; a++) lt_batch_free(&tr->batches[a]);
     free(tr->batches);
     for (int a = 0; tr->fused && a < tr->p.grad_accum; a++) lt_batch_free(&tr->fused[a]);
@@ -209,22 +219,10 @@ static int next_records(lt_trainer *tr, size_t *idx) {
  * has sumsq_many, else one call per tensor */
 static lt_status grad_sumsq(lt_trainer *tr, double *sumsq) {
     lt_backend *be = tr->m->be;
-    if (!be->ops.sumsq_many || tr->n_tensors <= 1) {
-        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->t[i].g, tr->t[i].n, sumsq));
-        return LT_OK;
-    }
-    const float **g = (const float **)lt_malloc((size_t)tr->n_tensors * sizeof *g, "gradient pointers");
-    int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
-    lt_status st = LT_OK;
-    if (!g || !n) st = LT_ERR_OUT_OF_MEMORY; /* lt_malloc said what */
-    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
-        g[i] = tr->t[i].g;
-        n[i] = tr->t[i].n;
-    }
-    if (st == LT_OK) st = be->ops.sumsq_many(be, tr->n_tensors, g, n, sumsq);
-    free(g);
-    free(n);
-    return st;
+    if (be->ops.sumsq_many && tr->n_tensors > 1)
+        return be->ops.sumsq_many(be, tr->n_tensors, (const float *const *)tr->grad, tr->grad_n, sumsq);
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.sumsq(be, tr->grad[i], tr->grad_n[i], sumsq));
+    return LT_OK;
 }
 
 static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_t t) {
@@ -243,45 +241,30 @@ static lt_status apply_update(lt_trainer *tr, lt_opt_tensor *o, float lr, int64_
 /* every gradient times s: one backend call where it has scale_many */
 static lt_status scale_grads(lt_trainer *tr, float s) {
     lt_backend *be = tr->m->be;
-    if (!be->ops.scale_many || tr->n_tensors <= 1) {
-        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.scale(be, tr->t[i].g, tr->t[i].n, s));
-        return LT_OK;
-    }
-    float **x = (float **)lt_malloc((size_t)tr->n_tensors * sizeof *x, "gradient pointers");
-    int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
-    lt_status st = x && n ? LT_OK : LT_ERR_OUT_OF_MEMORY;
-    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
-        x[i] = tr->t[i].g;
-        n[i] = tr->t[i].n;
-    }
-    if (st == LT_OK) st = be->ops.scale_many(be, tr->n_tensors, x, n, s);
-    free(x);
-    free(n);
-    return st;
+    if (be->ops.scale_many && tr->n_tensors > 1) return be->ops.scale_many(be, tr->n_tensors, tr->grad, tr->grad_n, s);
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.scale(be, tr->grad[i], tr->grad_n[i], s));
+    return LT_OK;
 }
 
 /* every gradient to zero: one backend call where it has memset0_many */
 static lt_status zero_grads(lt_trainer *tr) {
     lt_backend *be = tr->m->be;
-    if (!be->ops.memset0_many || tr->n_tensors <= 1) {
-        for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->t[i].g, (size_t)tr->t[i].n * 4));
-        return LT_OK;
-    }
-    void **p = (void **)lt_malloc((size_t)tr->n_tensors * sizeof *p, "gradient pointers");
-    size_t *b = (size_t *)lt_malloc((size_t)tr->n_tensors * sizeof *b, "gradient sizes");
-    lt_status st = p && b ? LT_OK : LT_ERR_OUT_OF_MEMORY;
-    for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
-        p[i] = tr->t[i].g;
-        b[i] = (size_t)tr->t[i].n * 4;
-    }
-    if (st == LT_OK) st = be->ops.memset0_many(be, tr->n_tensors, p, b);
-    free(p);
-    free(b);
-    return st;
+    if (be->ops.memset0_many && tr->n_tensors > 1)
+        return be->ops.memset0_many(be, tr->n_tensors, (void *const *)tr->grad, tr->grad_bytes);
+    for (int i = 0; i < tr->n_tensors; i++) LT_TRY(be->ops.memset0(be, tr->grad[i], tr->grad_bytes[i]));
+    return LT_OK;
 }
 
-/* the optimizer step of every tensor: fp32 AdamW in one backend call where it has adamw_many
- * (the same arithmetic), else tensor by tensor */
+/* *bad = 1 when a gradient holds inf/nan: one backend call (one sync) where it has nonfinite_many */
+static lt_status grads_nonfinite(lt_trainer *tr, int *bad) {
+    lt_backend *be = tr->m->be;
+    *bad = 0;
+    if (be->ops.nonfinite_many && tr->n_tensors > 1)
+        return be->ops.nonfinite_many(be, tr->n_tensors, (const float *const *)tr->grad, tr->grad_n, bad);
+    for (int i = 0; i < tr->n_tensors && !*bad; i++) LT_TRY(be->ops.nonfinite(be, tr->grad[i], tr->grad_n[i], bad));
+    return LT_OK;
+}
+
 /* the 8-bit tensors in one backend call (adamw8bit_many), the exact fp32 ones one by one */
 static lt_status apply_updates_8bit(lt_trainer *tr, float lr, int64_t t) {
     lt_backend *be = tr->m->be;
@@ -311,6 +294,8 @@ static lt_status apply_updates_8bit(lt_trainer *tr, float lr, int64_t t) {
     return st;
 }
 
+/* the optimizer step of every tensor: AdamW (fp32 or 8-bit) in one backend call where it has
+ * adamw_many / adamw8bit_many (the same arithmetic), else tensor by tensor */
 static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
     lt_backend *be = tr->m->be;
     if (tr->p.optimizer == LT_OPTIM_ADAMW_8BIT && be->ops.adamw8bit_many && tr->n_tensors > 1)
@@ -390,24 +375,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     /* loss scaling: skip a step whose gradients overflowed, else unscale them */
     int skip = 0;
     if (tr->use_loss_scale) {
-        if (be->ops.nonfinite_many && tr->n_tensors > 1) {
-            const float **g = (const float **)lt_malloc((size_t)tr->n_tensors * sizeof *g, "gradient pointers");
-            int64_t *n = (int64_t *)lt_malloc((size_t)tr->n_tensors * sizeof *n, "gradient sizes");
-            lt_status st = g && n ? LT_OK : LT_ERR_OUT_OF_MEMORY;
-            for (int i = 0; st == LT_OK && i < tr->n_tensors; i++) {
-                g[i] = tr->t[i].g;
-                n[i] = tr->t[i].n;
-            }
-            if (st == LT_OK) st = be->ops.nonfinite_many(be, tr->n_tensors, g, n, &skip);
-            free(g);
-            free(n);
-            LT_TRY(st);
-        }
-        for (int i = 0; i < tr->n_tensors && !skip && !(be->ops.nonfinite_many && tr->n_tensors > 1); i++) {
-            int bad = 0;
-            LT_TRY(be->ops.nonfinite(be, tr->t[i].g, tr->t[i].n, &bad));
-            skip = bad;
-        }
+        LT_TRY(grads_nonfinite(tr, &skip));
         if (skip) {
             LT_LOGW("step %lld: gradients overflowed at loss scale %g: the update is skipped and the scale halved",
                     (long long)tr->step + 1, ls);

@@ -43,6 +43,10 @@ struct lt_trainer {
     /* optimizer */
     int n_tensors;
     lt_opt_tensor *t;
+    /* [n_tensors] the gradients as the backend's *_many calls take them, built once */
+    float **grad;
+    int64_t *grad_n;           /* elements */
+    size_t *grad_bytes;
     /* micro-batches of one window */
     lt_batch *batches;         /* [grad_accum] */
     lt_batch *fused;           /* [grad_accum] consecutive micro-batches run as one pass */
