@@ -76,6 +76,7 @@ void lt_cuda_free(lt_cuda *c, void *p) {
             break;
         }
     }
+    c->mem_epoch++; /* a recorded graph may point into p */
     cudaFree(p);
 }
 
@@ -263,6 +264,69 @@ static void op_memory(lt_backend *be, uint64_t *in_use, uint64_t *peak) {
     if (peak) *peak = c->peak;
 }
 
+/* ---- ops: graphs of a whole pass ---- */
+__global__ void k_set_drop(uint64_t *d, uint64_t seed, uint64_t sx) {
+    d[0] = seed;
+    d[1] = sx;
+}
+
+static lt_status op_graph_begin(lt_backend *be) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!c->graphs || c->profile || c->graph_capture)
+        return lt_error(LT_ERR_UNSUPPORTED, "CUDA graphs are off (LT_CUDA_GRAPHS=0 or profiling)");
+    if (!c->drop_dev) LT_TRY(lt_cuda_malloc(c, 2 * sizeof(uint64_t), "the graph dropout keys", (void **)&c->drop_dev));
+    /* stale 16-bit LoRA copies are made now, outside the graph (a replay refreshes them itself
+     * first); the weight cache starts empty, so the graph dequantizes every weight it reads */
+    LT_TRY(lt_cuda_w16_refresh(be));
+    lt_cuda_wcache_drop(c);
+    /* relaxed: a first-use allocation (a new 16-bit copy) may happen inside; anything that
+     * synchronizes makes the capture fail, and graph_end says so */
+    LT_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
+    c->graph_capture = 1;
+    return LT_OK;
+}
+
+static lt_status op_graph_end(lt_backend *be, int ok, void **graph) {
+    lt_cuda *c = lt_cuda_of(be);
+    *graph = NULL;
+    if (!c->graph_capture) return lt_error(LT_ERR_STATE, "CUDA graph: graph_end without graph_begin");
+    c->graph_capture = 0;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    cudaGraphExec_t x = NULL;
+    if (ok && e == cudaSuccess && g) e = cudaGraphInstantiate(&x, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (ok && e == cudaSuccess && x) {
+        *graph = x;
+        return LT_OK;
+    }
+    /* nothing ran: copies marked fresh and weights marked cached by the recording are not */
+    cudaGetLastError();
+    lt_cuda_w16_stale_all(c);
+    lt_cuda_wcache_drop(c);
+    return e != cudaSuccess ? lt_cuda_err(e, "recording a CUDA graph of the pass", __FILE__, __LINE__)
+                            : lt_error(LT_ERR_CUDA, "recording a CUDA graph of the pass failed");
+}
+
+static lt_status op_graph_launch(lt_backend *be, void *graph, uint64_t seed, uint64_t stream_xor) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lt_cuda_w16_refresh(be));
+    k_set_drop<<<1, 1, 0, c->stream>>>(c->drop_dev, seed, stream_xor);
+    LT_LAUNCH_CHECK("k_set_drop");
+    LT_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+    c->graph_launches++;
+    return LT_OK;
+}
+
+extern "C" long lt_cuda_graph_launches(lt_backend *be) { return be ? lt_cuda_of(be)->graph_launches : 0; }
+
+static void op_graph_free(lt_backend *be, void *graph) {
+    (void)be;
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
+static uint64_t op_graph_epoch(lt_backend *be) { return lt_cuda_of(be)->mem_epoch; }
+
 static void op_destroy(lt_backend *be) {
     if (!be) return;
     lt_cuda *c = lt_cuda_of(be);
@@ -387,6 +451,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     if (c->profile < 0) c->profile = 0;
     c->synctime = getenv("LT_CUDA_SYNCTIME") ? atoi(getenv("LT_CUDA_SYNCTIME")) : 0;
     if (c->synctime < 0) c->synctime = 0;
+    c->graphs = !(getenv("LT_CUDA_GRAPHS") && atoi(getenv("LT_CUDA_GRAPHS")) == 0);
     lt_backend_ops *o = &be->ops;
     o->name = "cuda";
     o->destroy = op_destroy;
@@ -438,6 +503,11 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->scale_many = LT_PROF(26, lt_cuda_scale_many);      /* counted with scale */
     o->nonfinite_many = LT_PROF(29, lt_cuda_nonfinite_many); /* counted with nonfinite */
     o->adamw8bit_many = LT_PROF(28, lt_cuda_adamw8bit_many); /* counted with adamw8bit */
+    o->graph_begin = op_graph_begin;
+    o->graph_end = op_graph_end;
+    o->graph_launch = op_graph_launch;
+    o->graph_free = op_graph_free;
+    o->graph_epoch = op_graph_epoch;
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

@@ -76,6 +76,13 @@ typedef struct lt_cuda {
     int synctime;
     double sync_wait_s, sync_last_s;
     long syncs, mallocs;
+    /* CUDA graphs of whole training passes (graph_begin/end/launch): while capturing, the dropout
+     * kernels read (seed, stream xor) from drop_dev (lora.cu); mem_epoch counts frees, so that a
+     * graph holding a pointer to freed memory is never replayed; graphs = 0: LT_CUDA_GRAPHS=0 */
+    int graph_capture, graphs;
+    uint64_t *drop_dev;
+    uint64_t mem_epoch;
+    long graph_launches;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -113,6 +120,14 @@ void lt_cuda_w16_forget(lt_cuda *c, const void *p, size_t bytes);
 /* forget W's cached 16-bit copy (called when W is freed: its address may come back) */
 void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W);
 void lt_cuda_wcache_free(lt_cuda *c);
+/* every stale 16-bit copy made again now (before a graph replay that reads them) */
+lt_status lt_cuda_w16_refresh(lt_backend *be);
+/* every 16-bit copy marked stale (a capture that failed may have marked copies fresh whose
+ * refresh it only recorded) */
+void lt_cuda_w16_stale_all(lt_cuda *c);
+/* the dequantized-weight cache forgets what its slots hold (the buffers stay): a graph captured
+ * after this dequantizes every weight itself instead of relying on what an earlier pass left */
+void lt_cuda_wcache_drop(lt_cuda *c);
 /* cudaStreamSynchronize on the backend's stream, timed when LT_CUDA_SYNCTIME is set */
 cudaError_t lt_cuda_stream_sync(lt_cuda *c);
 

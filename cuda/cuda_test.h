@@ -18,6 +18,8 @@ lt_status lt_cuda_weight_test_16(lt_backend *be, const lt_bweight *W, void *dst,
 void lt_cuda_attention_force_portable(int on);
 /* Selects the skinny LoRA kernels of lora.cu (1) or dropout + cuBLAS (0, the default). */
 void lt_cuda_lora_set_skinny(int on);
+/* How many passes ran as a replayed CUDA graph on this backend (graph_launch calls). */
+long lt_cuda_graph_launches(lt_backend *be);
 #ifdef __cplusplus
 }
 #endif

@@ -271,9 +271,10 @@ __global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
  * takes four consecutive elements. */
 template <typename T>
 __global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
-                          int accumulate) {
+                          int accumulate, const uint64_t *kdev) {
     const int64_t nq = (n + 3) / 4;
-    const uint64_t key = lt_drop_key(seed, stream);
+    /* kdev: captured into a CUDA graph, (seed, stream xor) come from device memory (lora.cu) */
+    const uint64_t key = kdev ? lt_drop_key(kdev[0], stream ^ kdev[1]) : lt_drop_key(seed, stream);
     const uint32_t thr = lt_drop_threshold(p);
     for (int64_t qi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; qi < nq; qi += (int64_t)gridDim.x * blockDim.x) {
         const uint64_t r = lt_drop_bits(key, (uint64_t)qi);
@@ -514,15 +515,17 @@ lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int6
                                 uint64_t seed, uint64_t stream, int accumulate) {
     const int64_t n = N * C;
     if (n <= 0) return LT_OK;
-    cudaStream_t s = lt_cuda_of(be)->stream;
+    lt_cuda *c = lt_cuda_of(be);
+    cudaStream_t s = c->stream;
     const float inv_keep = 1.0f / (1.0f - p);
-    int slot = lt_prof_begin(lt_cuda_of(be), LT_PROF_DROPOUT);
+    const uint64_t *kdev = c->graph_capture ? c->drop_dev : NULL;
+    int slot = lt_prof_begin(c, LT_PROF_DROPOUT);
     if (be->act_dtype == LT_DTYPE_BF16)
         k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
-            (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, p, inv_keep, seed, stream, accumulate);
+            (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, p, inv_keep, seed, stream, accumulate, kdev);
     else
         k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, p,
-                                                                          inv_keep, seed, stream, accumulate);
+                                                                          inv_keep, seed, stream, accumulate, kdev);
     lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_dropout");
     return LT_OK;

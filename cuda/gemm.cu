@@ -325,6 +325,16 @@ static lt_status w16_refresh(lt_backend *be, struct lt_w16_cache *w) {
     return nb > 0 ? w16_launch(be, &a, nb, most) : LT_OK;
 }
 
+lt_status lt_cuda_w16_refresh(lt_backend *be) {
+    struct lt_w16_cache *w = lt_cuda_of(be)->w16;
+    return w ? w16_refresh(be, w) : LT_OK;
+}
+
+void lt_cuda_w16_stale_all(lt_cuda *c) {
+    if (c->w16)
+        for (int i = 0; i < c->w16->n; i++) c->w16->e[i].valid = 0;
+}
+
 lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose, const void **out) {
     lt_cuda *c = lt_cuda_of(be);
     if (!c->w16) {
@@ -406,6 +416,11 @@ void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W) {
     if (!c->wcache) return;
     for (int i = 0; i < LT_WC_SLOTS; i++)
         if (c->wcache->s[i].W == W) c->wcache->s[i].W = NULL;
+}
+
+void lt_cuda_wcache_drop(lt_cuda *c) {
+    if (!c->wcache) return;
+    for (int i = 0; i < LT_WC_SLOTS; i++) c->wcache->s[i].W = NULL;
 }
 
 void lt_cuda_wcache_free(lt_cuda *c) {

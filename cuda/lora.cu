@@ -65,9 +65,23 @@ __device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float
     return make_uint4(v.x & w[0], v.y & w[1], v.z & w[2], v.w & w[3]);
 }
 
-/* per-module pointers and mask keys, passed by value (kernel parameters) */
+/* per-module pointers and mask keys, passed by value (kernel parameters). Inside a CUDA graph
+ * capture the keys cannot be kernel parameters (a replay would draw one micro-batch's masks
+ * forever): then dev points at (seed, stream xor) in device memory, written before each replay,
+ * k[s] holds the stream of the captured pass, and the kernel derives its keys itself. */
 template <typename T> struct lora_ptrs { T *p[LT_LORA_MULTI]; };
-struct lora_keys { uint64_t k[LT_LORA_MULTI]; };
+struct lora_keys {
+    uint64_t k[LT_LORA_MULTI];
+    const uint64_t *dev;
+};
+
+template <int NM>
+__device__ __forceinline__ void keys_resolve(lora_keys &key) {
+    if (!key.dev) return;
+    const uint64_t seed = key.dev[0], sx = key.dev[1];
+#pragma unroll
+    for (int s = 0; s < NM; s++) key.k[s] = lt_drop_key(seed, key.k[s] ^ sx);
+}
 
 /* ---------------------------------------------------------------- rowdot */
 #define RD_WARPS 8 /* warps per block, splitting the M reduction; 16 tokens per block */
@@ -84,6 +98,7 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
                                                                int64_t N, int64_t M, float alpha, float p, float inv,
                                                                lora_keys key) {
 #if __CUDA_ARCH__ >= 800
+    keys_resolve<NM>(key);
     constexpr int NT = R / 8;
     /* steps in flight per warp: as many as 128 registers hold without spilling (sm_90 ptxas;
      * W fragments take U * NM * NT of them) */
@@ -273,6 +288,7 @@ __global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64
                                                            float p, float inv, lora_keys key, lora_ptrs<float> G,
                                                            int64_t sm, int64_t sr, float galpha, unsigned *counters) {
 #if __CUDA_ARCH__ >= 800
+    keys_resolve<NM>(key);
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
     constexpr int LDX = WG_BM + 8, LDC = RP + 8;
     constexpr int XU = WG_BT * WG_BM / 8 / WG_THREADS; /* 16-byte pieces of the x tile per thread */
@@ -400,7 +416,9 @@ __global__ void k_lora_wgrad_reduce(lora_ptrs<float> G, const float *part, int n
 template <typename T, int R>
 __global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef, const float *W, int64_t wr,
                                                             int64_t wm, int64_t N, int64_t M, float alpha, float p,
-                                                            float inv, uint64_t key) {
+                                                            float inv, lora_keys keys) {
+    keys_resolve<1>(keys);
+    const uint64_t key = keys.k[0];
     __shared__ float cs[AM_TOK][R];
     const int64_t t0 = (int64_t)blockIdx.y * AM_TOK;
     for (int i = threadIdx.x; i < AM_TOK * R; i += blockDim.x) {
@@ -499,6 +517,7 @@ __global__ void __launch_bounds__(AMM_THREADS, 2) k_lora_addmul_multi(T *y, lora
                                                                    lora_ptrs<const float> W, int64_t wr, int64_t wm,
                                                                    int64_t N, int64_t M, float alpha, float p,
                                                                    float inv, lora_keys key) {
+    keys_resolve<NM>(key);
     using S = amm_shape<R, NM>;
     __shared__ __align__(16) uint4 ws[NM][R][S::CT];      /* W_s(r, m0 + 8cx .. +7), 16-bit */
     __shared__ __align__(16) float cs[NM][S::BT][S::LDC]; /* alpha * coef_s[t0 + tt][r] */
@@ -615,6 +634,7 @@ __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_pt
                                                                    int64_t N, int64_t M, float alpha, float p,
                                                                    float inv, lora_keys key) {
 #if __CUDA_ARCH__ >= 800
+    keys_resolve<NM>(key);
     constexpr int KS = (R + 15) / 16; /* k-steps of 16 (rank 8: one, upper half zero) */
     __shared__ float tile[ATC_WARPS][16][64 + 4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
@@ -753,9 +773,10 @@ static lt_status lora_check(const lt_cuda *c, const char *what, int n, int64_t M
 
 static inline float keep_inv(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
-static lora_keys lora_keys_of(int n, uint64_t seed, const uint64_t *streams) {
+static lora_keys lora_keys_of(const lt_cuda *c, int n, uint64_t seed, const uint64_t *streams) {
     lora_keys k = {};
-    for (int s = 0; s < n; s++) k.k[s] = lt_drop_key(seed, streams[s]);
+    k.dev = c->graph_capture ? c->drop_dev : NULL;
+    for (int s = 0; s < n; s++) k.k[s] = k.dev ? streams[s] : lt_drop_key(seed, streams[s]);
     return k;
 }
 
@@ -777,7 +798,7 @@ lt_status lt_cuda_lora_rowdot_multi(lt_backend *be, int n, void *const *y, const
     LT_TRY(lora_check(c, "rowdot", n, M, R, true));
     if (N <= 0) return LT_OK;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams);
     const int slot = lt_prof_begin(c, LT_PROF_ROWDOT);
     LORA_DISPATCH(rowdot_launch, bf, R, n, c, y, x, W, N, M, alpha, p, key);
     LT_LAUNCH_CHECK("k_lora_rowdot");
@@ -831,7 +852,7 @@ lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64
     nchunks = (int)((N + chunk - 1) / chunk);
     const int64_t pstride = (int64_t)nchunks * M * R;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams);
     lora_ptrs<float> gp = {};
     for (int s = 0; s < n; s++) gp.p[s] = G[s];
     /* the masked x tiles hold the kept values unscaled: 1 / (1 - p) comes in with alpha */
@@ -873,7 +894,7 @@ static void addmul_launch(lt_cuda *c, void *y, const void *coef, const float *W,
                           int64_t M, float alpha, float p, uint64_t seed, uint64_t stream) {
     dim3 grid((unsigned)((M / 8 + AM_THREADS - 1) / AM_THREADS), (unsigned)((N + AM_TOK - 1) / AM_TOK));
     k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, W, wr, wm, N, M, alpha, p,
-                                                            keep_inv(p), lt_drop_key(seed, stream));
+                                                            keep_inv(p), lora_keys_of(c, 1, seed, &stream));
 }
 
 /* the register kernel k_lora_addmul for one module */
@@ -956,7 +977,7 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
                  (long long)wm);
     if (N <= 0) return LT_OK;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams);
     if (c->cc >= 80 && addmul_tc()) {
         /* W^T in 16 bits, (M, R): A (wm == 1, rows M apart) transposed, or B (wr == 1) as stored */
         const void *wt[LT_LORA_MULTI];

@@ -213,6 +213,18 @@ typedef struct lt_backend_ops {
                                 uint8_t *const *state1, uint8_t *const *state2, float *const *absmax1,
                                 float *const *absmax2, const int64_t *n, float lr, float beta1, float beta2, float eps,
                                 float wd, int64_t t);
+    /* Graphs of a whole pass (optional; NULL: none). graph_begin: the ops that follow are
+     * recorded instead of run (LT_ERR_UNSUPPORTED: not now); the dropout ops record their
+     * streams, not their keys. graph_end(ok): recording stops; when ok and every op could be
+     * recorded, *graph = a replayable graph; else an error, nothing kept, and the backend as if
+     * nothing had been recorded. graph_launch runs the graph with the masks of seed and each
+     * recorded stream xor stream_xor. graph_epoch changes whenever backend memory is freed: a
+     * graph recorded in an older epoch may point at freed memory and must not be launched. */
+    lt_status (*graph_begin)(lt_backend *be);
+    lt_status (*graph_end)(lt_backend *be, int ok, void **graph);
+    lt_status (*graph_launch)(lt_backend *be, void *graph, uint64_t seed, uint64_t stream_xor);
+    void (*graph_free)(lt_backend *be, void *graph);
+    uint64_t (*graph_epoch)(lt_backend *be);
 } lt_backend_ops;
 
 struct lt_backend {

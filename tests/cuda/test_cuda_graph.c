@@ -4,12 +4,16 @@
  * LoRA dropout on: the loss and every LoRA gradient must agree within 2e-2 relative in bf16,
  * for a 16-bit base and for an NF4 base. A second round replaces the fixture's r=4 adapter by a
  * fresh r=16 one with seeded non-zero B, the rank the CUDA backend's tensor-core LoRA kernels
- * and its fused gate/up product serve. Exits 77 where no GPU is visible. */
+ * and its fused gate/up product serve. A third part runs six passes of one shape (different
+ * tokens, dropout streams and LoRA weights each time) with CUDA graphs on and off: the passes
+ * recorded once and replayed must give the bits of the passes run op by op. Exits 77 where no
+ * GPU is visible. */
 #include "lt_test.h"
 #include "model/graph.h"
 #include "model/model.h"
 #include "data/dataset.h"
 #include "core/rng.h"
+#include "../../cuda/cuda_test.h"
 #include <stdint.h>
 
 typedef struct grads {
@@ -77,8 +81,89 @@ static int run(const char *fixture, int device, int quant, int rank, const lt_ba
     return st == LT_OK;
 }
 
+static void shrink_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
+    (void)layer; (void)proj; (void)vctx;
+    CHECK_OK(m->be->ops.scale(m->be, t->B, (int64_t)(t->out * t->r), 0.75f)); /* as an optimizer step would */
+}
+
+/* six passes over two batches of one shape on CUDA (graphs on or off): each pass's loss, then
+ * the accumulated LoRA gradients; *launches = passes that ran as a graph */
+static int passes(int graphs, const lt_batch *b2, double *loss, grads *g, long *launches) {
+    char dir[1024];
+    const char *root = getenv("LT_REPO_ROOT") ? getenv("LT_REPO_ROOT") : LT_REPO_ROOT;
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/data/tiny-untied", root);
+    if (!graphs) setenv("LT_CUDA_GRAPHS", "0", 1);
+    lt_model_params mp;
+    lt_model_params_init(&mp);
+    mp.device = LT_DEVICE_CUDA;
+    mp.quant = LT_QUANT_NF4;
+    mp.max_seq_len = 256;
+    lt_model *m = NULL;
+    CHECK_OK(lt_model_load(dir, &mp, &m));
+    unsetenv("LT_CUDA_GRAPHS");
+    if (!m) return 0;
+    lt_lora_params lp;
+    lt_lora_params_init(&lp);
+    lp.r = 16;
+    lp.alpha = 32;
+    CHECK_OK(lt_model_add_lora(m, &lp));
+    lt_model_foreach_lora(m, seed_b, NULL);
+    m->lora.dropout = 0.1f;
+    m->be->deterministic = 1; /* no atomics: two op-by-op runs give the same bits too */
+    lt_status st = LT_OK;
+    for (int i = 0; i < 6 && st == LT_OK; i++) {
+        lt_graph_pass pass = {1, 42, (uint64_t)(3 + i), 0};
+        double sum = 0;
+        const lt_batch *b = &b2[i & 1];
+        st = lt_graph_forward_backward(m, b, (float)(1.0 / (double)b->n_targets), &pass, &sum);
+        CHECK_OK(st);
+        loss[i] = sum;
+        lt_model_foreach_lora(m, shrink_b, NULL);
+    }
+    *launches = lt_cuda_graph_launches(m->be);
+    memset(g, 0, sizeof *g);
+    lt_model_foreach_lora(m, collect, g);
+    lt_model_free(m);
+    return st == LT_OK;
+}
+
+static void graphs_vs_ops(void) {
+    lt_batch b2[2];
+    for (int v = 0; v < 2; v++) {
+        int32_t r0[30], r1[34];
+        for (int i = 0; i < 30; i++) r0[i] = (i * (37 + 2 * v) + 11 + v) % 256;
+        for (int i = 0; i < 34; i++) r1[i] = (i * (91 - 4 * v) + 5) % 256;
+        const int32_t *ids[2] = {r0, r1}, *labels[2] = {r0, r1};
+        const size_t lens[2] = {30, 34};
+        memset(&b2[v], 0, sizeof b2[v]);
+        CHECK_OK(lt_batch_pack(&b2[v], 2, ids, labels, lens));
+    }
+    double lo[6], lg[6];
+    grads go, gg;
+    long lo_n = 0, lg_n = 0;
+    if (passes(0, b2, lo, &go, &lo_n)) {
+        if (passes(1, b2, lg, &gg, &lg_n)) {
+            printf("  graphs: %ld of 6 passes replayed (graphs off: %ld); losses", lg_n, lo_n);
+            for (int i = 0; i < 6; i++) printf(" %.6f/%.6f", lg[i], lo[i]);
+            printf("\n");
+            CHECK_MSG(lo_n == 0 && lg_n >= 3, "graph launches: %ld with graphs on, %ld off", lg_n, lo_n);
+            for (int i = 0; i < 6; i++) CHECK_MSG(lg[i] == lo[i], "pass %d: loss %.9g as a graph, %.9g op by op", i, lg[i], lo[i]);
+            CHECK(lo[0] != lo[2]); /* the LoRA weights and masks changed between passes */
+            CHECK(go.n == gg.n && go.n > 0);
+            size_t diff = 0;
+            for (size_t i = 0; go.n == gg.n && i < go.n; i++) diff += memcmp(&go.v[i], &gg.v[i], 4) != 0;
+            CHECK_MSG(diff == 0, "%zu of %zu LoRA gradient values differ between graph and op-by-op passes", diff, go.n);
+            free(gg.v);
+        }
+        free(go.v);
+    }
+    lt_batch_free(&b2[0]);
+    lt_batch_free(&b2[1]);
+}
+
 int main(void) {
     if (lt_cuda_device_count() <= 0) LT_TEST_SKIP("no CUDA device visible (or a CPU-only build)");
+    graphs_vs_ops();
     const char *fixtures[2] = {"tiny-tied", "tiny-untied"};
     for (int f = 0; f < 2; f++) {
         /* two records packed end to end: 23 and 41 tokens of a 256-token vocabulary */
