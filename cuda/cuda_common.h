@@ -185,6 +185,9 @@ template <> struct lt_t16<__half> {
 };
 template <typename T> __device__ __forceinline__ float lt_tof(T x) { return lt_t16<T>::to_f(x); }
 template <typename T> __device__ __forceinline__ T lt_fromf(float x) { return lt_t16<T>::from_f(x); }
+/* swiglu's value silu(g) * u before rounding: k_swiglu_fwd and the LoRA weight gradient that
+ * makes down_proj's input on the fly (lora.cu) share it, so both round the same number */
+__device__ __forceinline__ float lt_silu_mul(float g, float u) { return (g / (1.0f + expf(-g))) * u; }
 /* eight 16-bit values in one 16-byte word <-> eight floats */
 template <typename T> __device__ __forceinline__ void lt_unpack8(const uint4 &v, float f[8]) {
     const T *h = reinterpret_cast<const T *>(&v);
@@ -305,6 +308,13 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
 lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                            const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                            int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
+/* lt_cuda_lora_bwd for an input swiglu(gate, up) that is not in memory (down_proj in the
+ * checkpoint recompute): made on the fly where it is read, or written into act first when the
+ * module has no fast path */
+lt_status lt_cuda_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
+                                  const void *gate, const void *up, void *act, const void *xa, const float *A,
+                                  const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
+                                  uint64_t seed, uint64_t stream);
 lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                  int64_t C, int64_t V);
 /* lora.cu: the skinny LoRA products on tensor cores (rank 8, 16 or 32; C and OC multiples of 8) */
@@ -314,6 +324,9 @@ lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void
 lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *x, const void *coef,
                              int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                              float *part, int nchunks);
+lt_status lt_cuda_lora_wgrad_swiglu(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *gate,
+                                    const void *up, const void *coef, int64_t N, int64_t M, int64_t R, float alpha,
+                                    float p, uint64_t seed, uint64_t stream, float *part, int nchunks);
 int lt_cuda_lora_wg_chunks(int64_t N, int64_t M);
 /* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)) in place, W(r, m) = W[r*wr + m*wm] f32 (the LoRA
  * output of the forward with W = B^T, and the LoRA part of dinp with W = A) */

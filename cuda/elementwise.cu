@@ -232,8 +232,7 @@ __global__ void k_swiglu_fwd(T *out, const T *gate, const T *up, int64_t n) {
     LT_VEC4_LOOP(n, {
         vec4<T> g = ld4(gate + i0, W), u = ld4(up + i0, W), o;
         for (int j = 0; j < W; j++) {
-            const float gv = lt_tof<T>(g.v[j]);
-            o.v[j] = lt_fromf<T>((gv / (1.0f + expf(-gv))) * lt_tof<T>(u.v[j]));
+            o.v[j] = lt_fromf<T>(lt_silu_mul(lt_tof<T>(g.v[j]), lt_tof<T>(u.v[j])));
         }
         st4(out + i0, o, W);
     })

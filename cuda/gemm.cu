@@ -802,6 +802,48 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
     return lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, R, scale, B16, t, R, xa, t, R, 1.0f, out, t, OC);
 }
 
+/* the fast path of lt_cuda_lora_bwd: dB and dA from the inputs read once (mask on the fly), dxa
+ * = scale dout B, and dinp += drop(dxa A) in place: no dropped copy of the input, no temporary.
+ * The input is inp, or swiglu(gate, up) made as it is read when inp is NULL. */
+static lt_status lora_bwd_fast(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
+                               const void *gate, const void *up, const void *xa, const float *A, const float *B,
+                               int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
+                               uint64_t stream) {
+    lt_cuda *c = lt_cuda_of(be);
+    const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
+    const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
+    void *scr;
+    LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
+    char *cur = (char *)scr;
+    void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
+    float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
+    const void *B16T;
+    LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &B16T));
+    /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
+    LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nchB));
+    /* dxa = scale * dout @ B */
+    LT_TRY(lt_cuda_lora_rowdot(be, dxa, dout, B16T, N, OC, R, scale, 0.0f, 0, 0));
+    /* dA[r][c] += sum_t drop(inp)[t][c] dxa[t][r] */
+    if (inp)
+        LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
+    else
+        LT_TRY(lt_cuda_lora_wgrad_swiglu(be, dA, 1, C, gate, up, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
+    if (!dinp) return LT_OK;
+    return lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream);
+}
+
+lt_status lt_cuda_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
+                                  const void *gate, const void *up, void *act, const void *xa, const float *A,
+                                  const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
+                                  uint64_t seed, uint64_t stream) {
+    LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    if (N <= 0) return LT_OK;
+    if (lt_cuda_lora_fast_ok(R, C, OC))
+        return lora_bwd_fast(be, dA, dB, dinp, dout, NULL, gate, up, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+    LT_TRY(lt_cuda_swiglu_fwd(be, act, gate, up, N * C));
+    return lt_cuda_lora_bwd(be, dA, dB, dinp, dout, act, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+}
+
 lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                            const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                            int64_t R, float scale, float p, uint64_t seed, uint64_t stream) {
@@ -810,27 +852,8 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
     const bool drop = p > 0.0f;
-    if (lt_cuda_lora_fast_ok(R, C, OC)) {
-        /* dB and dA from the inputs read once (mask on the fly), dxa = scale dout B, and
-         * dinp += drop(dxa A) in place: no dropped copy of the input, no temporary */
-        const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
-        const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
-        void *scr;
-        LT_TRY(lt_cuda_scratch(c, lt_align256((size_t)(N * R) * 2) + lt_align256((size_t)pb * R * 4), &scr));
-        char *cur = (char *)scr;
-        void *dxa = lt_carve(&cur, (size_t)(N * R) * 2);
-        float *part = (float *)lt_carve(&cur, (size_t)pb * R * 4);
-        const void *B16T;
-        LT_TRY(lt_cuda_w16(be, B, OC, R, 1, &B16T));
-        /* dB[o][r] += scale * sum_t dout[t][o] xa[t][r] */
-        LT_TRY(lt_cuda_lora_wgrad(be, dB, R, 1, dout, xa, N, OC, R, scale, 0.0f, 0, 0, part, nchB));
-        /* dxa = scale * dout @ B */
-        LT_TRY(lt_cuda_lora_rowdot(be, dxa, dout, B16T, N, OC, R, scale, 0.0f, 0, 0));
-        /* dA[r][c] += sum_t drop(inp)[t][c] dxa[t][r] */
-        LT_TRY(lt_cuda_lora_wgrad(be, dA, 1, C, inp, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
-        if (!dinp) return LT_OK;
-        return lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream);
-    }
+    if (lt_cuda_lora_fast_ok(R, C, OC))
+        return lora_bwd_fast(be, dA, dB, dinp, dout, inp, NULL, NULL, xa, A, B, N, C, OC, R, scale, p, seed, stream);
     const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;
     LT_TRY(lt_cuda_scratch(c, 2 * xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +

@@ -65,6 +65,17 @@ __device__ __forceinline__ uint4 mask8(uint4 v, uint64_t key, uint64_t i0, float
     return make_uint4(v.x & w[0], v.y & w[1], v.z & w[2], v.w & w[3]);
 }
 
+/* swiglu of eight gate and eight up values, rounded as k_swiglu_fwd rounds them */
+template <typename T>
+__device__ __forceinline__ uint4 swiglu8(uint4 g, uint4 u) {
+    const T *gp = reinterpret_cast<const T *>(&g), *up = reinterpret_cast<const T *>(&u);
+    uint4 r;
+    T *rp = reinterpret_cast<T *>(&r);
+#pragma unroll
+    for (int j = 0; j < 8; j++) rp[j] = lt_fromf<T>(lt_silu_mul(lt_tof<T>(gp[j]), lt_tof<T>(up[j])));
+    return r;
+}
+
 /* per-module pointers and mask keys, passed by value (kernel parameters). Inside a CUDA graph
  * capture the keys cannot be kernel parameters (a replay would draw one micro-batch's masks
  * forever): then dev points at (seed, stream xor) in device memory, written before each replay,
@@ -282,11 +293,12 @@ __device__ __noinline__ void wgrad_last_block_sum(lora_ptrs<float> G, int64_t sm
  * flight while the current one is multiplied. With counters (one per column block, zero),
  * the last block of each column block then adds the chunks into G (wgrad_last_block_sum,
  * galpha = alpha / (1 - p)); without, k_lora_wgrad_reduce does it in a second launch. */
-template <typename T, int R, int NM>
+template <typename T, int R, int NM, bool SW = false>
 __global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64_t pstride, const T *x,
                                                            lora_ptrs<const T> coef, int64_t N, int64_t M, int tok_chunk,
                                                            float p, float inv, lora_keys key, lora_ptrs<float> G,
-                                                           int64_t sm, int64_t sr, float galpha, unsigned *counters) {
+                                                           int64_t sm, int64_t sr, float galpha, unsigned *counters,
+                                                           const T *x2) {
 #if __CUDA_ARCH__ >= 800
     keys_resolve<NM>(key);
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
@@ -306,14 +318,16 @@ __global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64
     for (int s = 0; s < NM; s++)
 #pragma unroll
         for (int n = 0; n < RP / 8; n++) acc[s][n][0] = acc[s][n][1] = acc[s][n][2] = acc[s][n][3] = 0.0f;
-    uint4 xv[XU], cv[NM][CU];
-    /* the raw x pieces and the coef pieces of the tile at token ts, into registers */
+    uint4 xv[XU], xv2[SW ? XU : 1], cv[NM][CU];
+    /* the raw x pieces (SW: gate's, and up's in xv2) and the coef pieces of the tile at token
+     * ts, into registers */
     auto load_tile = [&](int64_t ts) {
 #pragma unroll
         for (int u = 0; u < XU; u++) {
             const int i = threadIdx.x + u * WG_THREADS;
             const int tt = i / (WG_BM / 8), c8 = (i % (WG_BM / 8)) * 8;
             xv[u] = load8<T>(x, ts + tt, m0 + c8, te, M);
+            if (SW) xv2[u] = load8<T>(x2, ts + tt, m0 + c8, te, M);
         }
 #pragma unroll
         for (int s = 0; s < NM; s++)
@@ -334,6 +348,7 @@ __global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64
             const int i = threadIdx.x + u * WG_THREADS;
             const int tt = i / (WG_BM / 8), c8 = (i % (WG_BM / 8)) * 8;
             const bool in = ts + tt < te && m0 + c8 < M;
+            if (SW) xv[u] = swiglu8<T>(xv[u], xv2[u]); /* zeros (outside) stay zeros */
 #pragma unroll
             for (int s = 0; s < NM; s++) {
                 uint4 v = xv[u];
@@ -814,14 +829,21 @@ lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void
 }
 
 template <typename T, int R, int NM>
-static void wgrad_launch(lt_cuda *c, float *part, int64_t pstride, const void *x, const void *const *coef, int64_t N,
-                         int64_t M, int chunk, int nchunks, float p, const lora_keys &key, const lora_ptrs<float> &gp,
-                         int64_t sm, int64_t sr, float galpha, unsigned *counters) {
+static void wgrad_launch(lt_cuda *c, float *part, int64_t pstride, const void *x, const void *x2,
+                         const void *const *coef, int64_t N, int64_t M, int chunk, int nchunks, float p,
+                         const lora_keys &key, const lora_ptrs<float> &gp, int64_t sm, int64_t sr, float galpha,
+                         unsigned *counters) {
     lora_ptrs<const T> cp = {};
     for (int s = 0; s < NM; s++) cp.p[s] = (const T *)coef[s];
     dim3 grid((unsigned)((M + WG_BM - 1) / WG_BM), (unsigned)nchunks);
-    k_lora_wgrad<T, R, NM><<<grid, WG_THREADS, 0, c->stream>>>(part, pstride, (const T *)x, cp, N, M, chunk, p,
-                                                              keep_inv(p), key, gp, sm, sr, galpha, counters);
+    if (NM == 1 && x2) /* x = swiglu(x, x2) */
+        k_lora_wgrad<T, R, 1, true><<<grid, WG_THREADS, 0, c->stream>>>(
+            part, pstride, (const T *)x, cp, N, M, chunk, p, keep_inv(p), key, gp, sm, sr, galpha, counters,
+            (const T *)x2);
+    else
+        k_lora_wgrad<T, R, NM><<<grid, WG_THREADS, 0, c->stream>>>(part, pstride, (const T *)x, cp, N, M, chunk, p,
+                                                                  keep_inv(p), key, gp, sm, sr, galpha, counters,
+                                                                  (const T *)NULL);
 }
 
 /* whether k_lora_wgrad adds the chunks into G itself (LT_CUDA_LORA_WGRAD=fused or the test
@@ -839,11 +861,12 @@ static bool wgrad_fused(void) {
 /* G[s] (+)= alpha * drop_s(x)^T @ coef[s] with G[s][m*sm + r*sr]; part: scratch of
  * n*nchunks*M*R floats (nchunks from lt_cuda_lora_wg_chunks; the same nchunks gives the same
  * bits as single calls) */
-lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64_t sm, int64_t sr, const void *x,
-                                   const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha, float p,
-                                   uint64_t seed, const uint64_t *streams, float *part, int nchunks) {
+static lt_status wgrad_any(lt_backend *be, int n, float *const *G, int64_t sm, int64_t sr, const void *x,
+                           const void *x2, const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha,
+                           float p, uint64_t seed, const uint64_t *streams, float *part, int nchunks) {
     lt_cuda *c = lt_cuda_of(be);
     LT_TRY(lora_check(c, "wgrad", n, M, R, true));
+    LT_CHECK_ARG(!x2 || n == 1, "lora wgrad: a swiglu input serves one module, not %d", n);
     if (N <= 0) return LT_OK;
     LT_CHECK_ARG(part && nchunks >= 1, "lora wgrad: no partial-sum scratch (%d chunks)", nchunks);
     /* whole shared-memory tiles per chunk */
@@ -868,8 +891,8 @@ lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64
         c->lora_counters = (unsigned *)cnt;
     }
     const int slot = lt_prof_begin(c, LT_PROF_WGRAD);
-    LORA_DISPATCH(wgrad_launch, bf, R, n, c, part, pstride, x, coef, N, M, chunk, nchunks, p, key, gp, sm, sr, galpha,
-                  fused ? c->lora_counters : NULL);
+    LORA_DISPATCH(wgrad_launch, bf, R, n, c, part, pstride, x, x2, coef, N, M, chunk, nchunks, p, key, gp, sm, sr,
+                  galpha, fused ? c->lora_counters : NULL);
     LT_LAUNCH_CHECK("k_lora_wgrad");
     if (!fused) {
         k_lora_wgrad_reduce<<<lt_blocks(n * M * R, 256), 256, 0, c->stream>>>(gp, part, n, nchunks, M, (int)R, sm, sr,
@@ -878,6 +901,22 @@ lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64
     }
     lt_prof_end(c, slot);
     return LT_OK;
+}
+
+lt_status lt_cuda_lora_wgrad_multi(lt_backend *be, int n, float *const *G, int64_t sm, int64_t sr, const void *x,
+                                   const void *const *coef, int64_t N, int64_t M, int64_t R, float alpha, float p,
+                                   uint64_t seed, const uint64_t *streams, float *part, int nchunks) {
+    return wgrad_any(be, n, G, sm, sr, x, NULL, coef, N, M, R, alpha, p, seed, streams, part, nchunks);
+}
+
+/* lt_cuda_lora_wgrad with x = swiglu(gate, up), made tile by tile as it is read: the bits of
+ * swiglu_fwd into a buffer, then lt_cuda_lora_wgrad over it */
+lt_status lt_cuda_lora_wgrad_swiglu(lt_backend *be, float *G, int64_t sm, int64_t sr, const void *gate,
+                                    const void *up, const void *coef, int64_t N, int64_t M, int64_t R, float alpha,
+                                    float p, uint64_t seed, uint64_t stream, float *part, int nchunks) {
+    float *gg[1] = {G};
+    const void *cc[1] = {coef};
+    return wgrad_any(be, 1, gg, sm, sr, gate, up, cc, N, M, R, alpha, p, seed, &stream, part, nchunks);
 }
 
 /* G (+)= alpha * drop(x)^T @ coef with G[m*sm + r*sr]; part is scratch of nchunks*M*R floats */

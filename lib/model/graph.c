@@ -341,6 +341,14 @@ static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const 
     return be->ops.add_lora(be, out, resid, x->g->proj, xa, t->B, x->N, OC, t->r, x->m->lora_scale);
 }
 
+/* Whether layer l's checkpoint recompute can skip swiglu_fwd: down_proj's input act is needed
+ * by its LoRA backward only (the base product's input gradient does not read it), the LoRA A
+ * output is kept from the forward pass, and lora_bwd_swiglu makes act where it reads it. */
+static int recompute_skips_act(const pass_ctx *x, const lt_layer *L) {
+    if (!(x->lora_on && L->lora[LT_PROJ_DOWN].A)) return 1;
+    return x->g->xa_keep && x->be->ops.lora_bwd_swiglu;
+}
+
 /* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers.
  * recompute: the checkpoint recompute before layer_bwd(l); the layer's output is the next
  * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa, so
@@ -375,6 +383,7 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
         const float *bias[2] = {NULL, NULL};
         LT_TRY(group_fwd(x, l, 2, gu, out, a->ln2, bias, recompute));
     }
+    if (recompute && recompute_skips_act(x, L)) return LT_OK;
     LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
     if (recompute) {
         lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
@@ -388,8 +397,9 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
 }
 
 /* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
- * Needs layer_fwd(l) to have just run (the activations in the graph buffers). */
-static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
+ * Needs layer_fwd(l) to have just run (the activations in the graph buffers; recomputed: the
+ * checkpoint recompute, which may have left act out). */
+static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp, int recomputed) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
     lt_graph *g = x->g;
@@ -399,7 +409,16 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
     int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
     float theta = (float)c->rope_theta;
     /* MLP block: out = hmid + down(swiglu(gate(ln2), up(ln2))) */
-    LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0));
+    lt_lora_tensor *td = &L->lora[LT_PROJ_DOWN];
+    if (recomputed && recompute_skips_act(x, L) && x->lora_on && td->A) {
+        LT_TRY(be->ops.linear_bwd_input(be, g->dact, g->dres, L->proj[LT_PROJ_DOWN], N, 0));
+        LT_TRY(be->ops.lora_bwd_swiglu(be, td->dA, td->dB, g->dact, g->dres, a->gate, a->up, a->act,
+                                       xa_of(x, l, LT_PROJ_DOWN), td->A, td->B, N, td->in, td->out, td->r,
+                                       x->m->lora_scale, x->dropout, x->seed,
+                                       lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
+    } else {
+        LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0)); /* act unread without LoRA */
+    }
     LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
     {
         static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
@@ -483,8 +502,9 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
      * first (same dropout streams, so the same masks), except the last: the forward pass has
      * just left its activations in that set (the head and the final norm do not touch it) */
     for (int l = c->num_layers - 1; l >= 0; l--) {
-        if (g->n_acts == 1 && l < c->num_layers - 1) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
-        LT_TRY(layer_bwd(x, l, g->res[l]));
+        const int recompute = g->n_acts == 1 && l < c->num_layers - 1;
+        if (recompute) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
+        LT_TRY(layer_bwd(x, l, g->res[l], recompute));
     }
     return LT_OK;
 }
@@ -492,7 +512,8 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
 static int rec_key_eq(const struct rec_key *a, const struct rec_key *b) {
     return a->N == b->N && a->nseq == b->nseq && a->max_seqlen == b->max_seqlen && a->keep == b->keep &&
            a->lora_on == b->lora_on && a->deterministic == b->deterministic && a->dropout == b->dropout &&
-           a->grad_scale == b->grad_scale && a->lora_scale == b->lora_scale && !memcmp(&a->lora, &b->lora, sizeof a->lora) && a->epoch == b->epoch;
+           a->grad_scale == b->grad_scale && a->lora_scale == b->lora_scale &&
+           !memcmp(&a->lora, &b->lora, sizeof a->lora) && a->epoch == b->epoch;
 }
 
 /* Fixed shapes (a benchmark, packed or padded batches of one size) repeat the same ~3,000

@@ -271,6 +271,63 @@ static void test_lora(ctx *c, float p, int64_t R) {
     free(x); free(A); free(B); free(base); free(dy); free(dx0); free(dA0); free(dB0);
 }
 
+/* the raw bytes of a device buffer */
+static void *g_raw(ctx *c, const void *d, size_t bytes) {
+    void *h = malloc(bytes);
+    CHECK_OK(c->gpu->ops.download(c->gpu, h, d, bytes));
+    return h;
+}
+
+/* lora_bwd_swiglu (down_proj's LoRA backward making its input swiglu(gate, up) as it reads it):
+ * the bits of swiglu_fwd into a buffer followed by lora_bwd on the GPU, and the CPU's within
+ * 16-bit tolerance. Rank 12 has no fast kernel: the op writes act and runs lora_bwd. */
+static void test_lora_swiglu(ctx *c, float p, int64_t R, int64_t N) {
+    const int64_t C = 448, OC = 96;
+    const float scale = 2.0f;
+    const uint64_t seed = 99, stream = 5;
+    float *gate = rnd(N * C, 3.0f), *up = rnd(N * C, 1.0f), *A = rnd(R * C, 0.1f), *B = rnd(OC * R, 0.1f);
+    float *dy = rnd(N * OC, 1.0f), *dx0 = rnd(N * C, 1.0f), *xa = rnd(N * R, 1.0f), *dA0 = rnd(R * C, 0.01f);
+    round_act(c, gate, N * C); round_act(c, up, N * C); round_act(c, dy, N * OC); round_act(c, dx0, N * C);
+    round_act(c, xa, N * R);
+    void *gg = g_act(c, gate, N * C), *gu = g_act(c, up, N * C), *gact = g_act(c, NULL, N * C);
+    void *gact2 = g_act(c, NULL, N * C), *gA = g_f32(c, A, R * C), *gB = g_f32(c, B, OC * R);
+    void *gdy = g_act(c, dy, N * OC), *gxa = g_act(c, xa, N * R);
+    void *gdA[2], *gdB[2], *gdx[2];
+    for (int k = 0; k < 2; k++) {
+        gdA[k] = g_f32(c, dA0, R * C); gdB[k] = g_f32(c, NULL, OC * R); gdx[k] = g_act(c, dx0, N * C);
+    }
+    CHECK_OK(c->gpu->ops.swiglu_fwd(c->gpu, gact, gg, gu, N * C));
+    CHECK_OK(c->gpu->ops.lora_bwd(c->gpu, gdA[0], gdB[0], gdx[0], gdy, gact, gxa, gA, gB, N, C, OC, R, scale, p, seed,
+                                  stream));
+    CHECK_OK(c->gpu->ops.lora_bwd_swiglu(c->gpu, gdA[1], gdB[1], gdx[1], gdy, gg, gu, gact2, gxa, gA, gB, N, C, OC, R,
+                                         scale, p, seed, stream));
+    void *ra[2], *rx[2];
+    for (int k = 0; k < 2; k++) { ra[k] = g_raw(c, gdA[k], (size_t)(R * C) * 4); rx[k] = g_raw(c, gdx[k], (size_t)(N * C) * 2); }
+    CHECK_MSG(!memcmp(ra[0], ra[1], (size_t)(R * C) * 4) && !memcmp(rx[0], rx[1], (size_t)(N * C) * 2),
+              "[%s] lora_bwd_swiglu (r=%lld, N=%lld, p=%.1f): not the bits of swiglu_fwd + lora_bwd", c->tag,
+              (long long)R, (long long)N, (double)p);
+    /* the CPU reference of the op */
+    float *cg = c_buf(c, gate, N * C), *cu = c_buf(c, up, N * C), *cact = c_buf(c, NULL, N * C);
+    float *cA = c_buf(c, A, R * C), *cB = c_buf(c, B, OC * R), *cdy = c_buf(c, dy, N * OC), *cxa = c_buf(c, xa, N * R);
+    float *cdA = c_buf(c, dA0, R * C), *cdB = c_buf(c, NULL, OC * R), *cdx = c_buf(c, dx0, N * C);
+    CHECK_OK(c->cpu->ops.lora_bwd_swiglu(c->cpu, cdA, cdB, cdx, cdy, cg, cu, cact, cxa, cA, cB, N, C, OC, R, scale, p,
+                                         seed, stream));
+    char nm[80];
+    float *r = g_read_f32(c, gdA[1], R * C);
+    snprintf(nm, sizeof nm, "lora_bwd_swiglu dA r=%lld N=%lld", (long long)R, (long long)N);
+    compare(c, nm, r, cdA, R * C, TOL16(c));
+    free(r);
+    r = g_read_act(c, gdx[1], N * C);
+    compare(c, "lora_bwd_swiglu dinp", r, cdx, N * C, TOL16(c));
+    free(r);
+    void *cb[] = {cg, cu, cact, cA, cB, cdy, cxa, cdA, cdB, cdx};
+    for (int i = 0; i < 10; i++) c->cpu->ops.free(c->cpu, cb[i]);
+    void *gb[] = {gg, gu, gact, gact2, gA, gB, gdy, gxa, gdA[0], gdA[1], gdB[0], gdB[1], gdx[0], gdx[1]};
+    for (int i = 0; i < 14; i++) c->gpu->ops.free(c->gpu, gb[i]);
+    for (int k = 0; k < 2; k++) { free(ra[k]); free(rx[k]); }
+    free(gate); free(up); free(A); free(B); free(dy); free(dx0); free(xa); free(dA0);
+}
+
 /* ---- LoRA modules sharing one input (lora.cu's *_multi kernels) ---- */
 /* C-callable hooks of cuda/lora.cu: one multi call (multi = 1) or n single calls (0) */
 int lt_cuda_lora_test_wg_chunks(int64_t N, int64_t M); /* lt_cuda_lora_wg_chunks */
@@ -287,12 +344,6 @@ lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, co
  * block of each column block inside the wgrad launch */
 void lt_cuda_lora_test_set_wgrad_fused(int on);
 
-/* the raw bytes of a device buffer */
-static void *g_raw(ctx *c, const void *d, size_t bytes) {
-    void *h = malloc(bytes);
-    CHECK_OK(c->gpu->ops.download(c->gpu, h, d, bytes));
-    return h;
-}
 
 /* drop(x) as the CPU backend forms it: kept values times 1/(1-p) in f32 (the kernels zero the
  * dropped 16-bit values and scale their f32 sums, which is the same up to f32 rounding) */
@@ -1012,6 +1063,10 @@ int main(int argc, char **argv) {
             lt_cuda_lora_set_skinny(sk);
             test_lora(&c, 0.1f, 16);
             test_lora(&c, 0.0f, 16);
+            test_lora_swiglu(&c, 0.1f, 16, 77);
+            test_lora_swiglu(&c, 0.1f, 16, 256);
+            test_lora_swiglu(&c, 0.0f, 16, 128);
+            test_lora_swiglu(&c, 0.1f, 12, 77);
             test_lora(&c, 0.1f, 8);
         }
         lt_cuda_lora_set_skinny(1);

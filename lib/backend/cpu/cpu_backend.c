@@ -270,6 +270,7 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->linear_bwd_input = lt_cpu_linear_bwd_input;
     o->lora_fwd = lt_cpu_lora_fwd;
     o->lora_bwd = lt_cpu_lora_bwd;
+    o->lora_bwd_swiglu = lt_cpu_lora_bwd_swiglu;
     o->rope_fwd = lt_cpu_rope_fwd;
     o->rope_bwd = lt_cpu_rope_bwd;
     o->attention_fwd = lt_cpu_attention_fwd;
