@@ -186,8 +186,10 @@ template <> struct lt_t16<__half> {
 template <typename T> __device__ __forceinline__ float lt_tof(T x) { return lt_t16<T>::to_f(x); }
 template <typename T> __device__ __forceinline__ T lt_fromf(float x) { return lt_t16<T>::from_f(x); }
 /* swiglu's value silu(g) * u before rounding: k_swiglu_fwd and the LoRA weight gradient that
- * makes down_proj's input on the fly (lora.cu) share it, so both round the same number */
-__device__ __forceinline__ float lt_silu_mul(float g, float u) { return (g / (1.0f + expf(-g))) * u; }
+ * makes down_proj's input on the fly (lora.cu) share it, so both round the same number. The
+ * fast exponential and division (a few ulp of f32, far below the 16-bit rounding that follows)
+ * keep the on-the-fly version cheap next to its memory traffic. */
+__device__ __forceinline__ float lt_silu_mul(float g, float u) { return __fdividef(g, 1.0f + __expf(-g)) * u; }
 /* eight 16-bit values in one 16-byte word <-> eight floats */
 template <typename T> __device__ __forceinline__ void lt_unpack8(const uint4 &v, float f[8]) {
     const T *h = reinterpret_cast<const T *>(&v);

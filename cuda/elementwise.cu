@@ -126,7 +126,9 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     const int64_t nvec = C / 8;
     const uint4 *x = reinterpret_cast<const uint4 *>(inp + row * C);
     const uint4 *g = reinterpret_cast<const uint4 *>(dout + row * C);
-    uint4 xv[NV], gv[NV];
+    uint4 *dx = reinterpret_cast<uint4 *>(dinp + row * C);
+    /* dinp's old values are loaded with the others, so their latency hides behind the sum */
+    uint4 xv[NV], gv[NV], dv[NV];
     float dot = 0.0f;
 #pragma unroll
     for (int v = 0; v < NV; v++) {
@@ -134,6 +136,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
         if (i < nvec) {
             xv[v] = x[i];
             gv[v] = g[i];
+            dv[v] = dx[i];
             float xf[8], gf[8], wf[8];
             lt_unpack8<T>(xv[v], xf);
             lt_unpack8<T>(gv[v], gf);
@@ -145,7 +148,6 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     dot = warp_sum(dot);
     const float r = rstd[row];
     const float k = dot * r * r * r / (float)C;
-    uint4 *dx = reinterpret_cast<uint4 *>(dinp + row * C);
 #pragma unroll
     for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
@@ -153,7 +155,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
             float xf[8], gf[8], wf[8], df[8];
             lt_unpack8<T>(xv[v], xf);
             lt_unpack8<T>(gv[v], gf);
-            lt_unpack8<T>(dx[i], df);
+            lt_unpack8<T>(dv[v], df);
             load_w8(w, i * 8, wf);
 #pragma unroll
             for (int j = 0; j < 8; j++) df[j] += r * wf[j] * gf[j] - xf[j] * k;

@@ -294,7 +294,7 @@ __device__ __noinline__ void wgrad_last_block_sum(lora_ptrs<float> G, int64_t sm
  * the last block of each column block then adds the chunks into G (wgrad_last_block_sum,
  * galpha = alpha / (1 - p)); without, k_lora_wgrad_reduce does it in a second launch. */
 template <typename T, int R, int NM, bool SW = false>
-__global__ void __launch_bounds__(WG_THREADS, 4) k_lora_wgrad(float *part, int64_t pstride, const T *x,
+__global__ void __launch_bounds__(WG_THREADS, SW ? 5 : 4) k_lora_wgrad(float *part, int64_t pstride, const T *x,
                                                            lora_ptrs<const T> coef, int64_t N, int64_t M, int tok_chunk,
                                                            float p, float inv, lora_keys key, lora_ptrs<float> G,
                                                            int64_t sm, int64_t sr, float galpha, unsigned *counters,

@@ -138,25 +138,39 @@ static void graphs_vs_ops(void) {
         memset(&b2[v], 0, sizeof b2[v]);
         CHECK_OK(lt_batch_pack(&b2[v], 2, ids, labels, lens));
     }
-    double lo[6], lg[6];
-    grads go, gg;
-    long lo_n = 0, lg_n = 0;
-    if (passes(0, b2, lo, &go, &lo_n)) {
-        if (passes(1, b2, lg, &gg, &lg_n)) {
-            printf("  graphs: %ld of 6 passes replayed (graphs off: %ld); losses", lg_n, lo_n);
-            for (int i = 0; i < 6; i++) printf(" %.6f/%.6f", lg[i], lo[i]);
-            printf("\n");
-            CHECK_MSG(lo_n == 0 && lg_n >= 3, "graph launches: %ld with graphs on, %ld off", lg_n, lo_n);
-            for (int i = 0; i < 6; i++) CHECK_MSG(lg[i] == lo[i], "pass %d: loss %.9g as a graph, %.9g op by op", i, lg[i], lo[i]);
-            CHECK(lo[0] != lo[2]); /* the LoRA weights and masks changed between passes */
-            CHECK(go.n == gg.n && go.n > 0);
-            size_t diff = 0;
-            for (size_t i = 0; go.n == gg.n && i < go.n; i++) diff += memcmp(&go.v[i], &gg.v[i], 4) != 0;
-            CHECK_MSG(diff == 0, "%zu of %zu LoRA gradient values differ between graph and op-by-op passes", diff, go.n);
-            free(gg.v);
+    double lo[6], lo2[6], lg[6];
+    grads go = {0}, go2 = {0}, gg = {0};
+    long lo_n = 0, lo2_n = 0, lg_n = 0;
+    if (passes(0, b2, lo, &go, &lo_n) && passes(0, b2, lo2, &go2, &lo2_n) && passes(1, b2, lg, &gg, &lg_n)) {
+        printf("  graphs: %ld of 6 passes replayed (graphs off: %ld); losses", lg_n, lo_n);
+        for (int i = 0; i < 6; i++) printf(" %.6f/%.6f", lg[i], lo[i]);
+        printf("\n");
+        CHECK_MSG(lo_n == 0 && lg_n >= 3, "graph launches: %ld with graphs on, %ld off", lg_n, lo_n);
+        for (int i = 0; i < 6; i++) CHECK_MSG(lg[i] == lo[i], "pass %d: loss %.9g as a graph, %.9g op by op", i, lg[i], lo[i]);
+        CHECK(lo[0] != lo[2]); /* the LoRA weights and masks changed between passes */
+        CHECK(go.n == gg.n && go.n == go2.n && go.n > 0);
+        size_t diff = 0, diff2 = 0;
+        double worst = 0, worst2 = 0;
+        for (size_t i = 0; go.n == gg.n && go.n == go2.n && i < go.n; i++) {
+            const double d = fabs((double)go.v[i] - gg.v[i]), d2 = fabs((double)go.v[i] - go2.v[i]);
+            diff += memcmp(&go.v[i], &gg.v[i], 4) != 0;
+            diff2 += memcmp(&go.v[i], &go2.v[i], 4) != 0;
+            if (d > worst) worst = d;
+            if (d2 > worst2) worst2 = d2;
         }
-        free(go.v);
+        printf("  graphs vs op by op: %zu of %zu gradient values differ (max |diff| %.3g); op by op twice: %zu (%.3g)\n",
+               diff, go.n, worst, diff2, worst2);
+        /* the tiny fixtures' head size takes the portable attention backward, whose dK/dV f32
+         * atomics make op-by-op passes differ in the last bits too: the graph must stay within
+         * that, not bit-equal */
+        const double rel = go.n == gg.n ? lt_rel_err(gg.v, go.v, go.n) : INFINITY;
+        CHECK_MSG(rel <= 1e-6 && worst <= 4 * worst2 + 1e-7,
+                  "LoRA gradients: graph vs op by op rel err %.3g, max |diff| %.3g (op by op twice: %.3g)", rel, worst,
+                  worst2);
+        free(gg.v);
+        free(go2.v);
     }
+    free(go.v);
     lt_batch_free(&b2[0]);
     lt_batch_free(&b2[1]);
 }
