@@ -190,6 +190,13 @@ template <typename T> __device__ __forceinline__ T lt_fromf(float x) { return lt
  * fast exponential and division (a few ulp of f32, far below the 16-bit rounding that follows)
  * keep the on-the-fly version cheap next to its memory traffic. */
 __device__ __forceinline__ float lt_silu_mul(float g, float u) { return __fdividef(g, 1.0f + __expf(-g)) * u; }
+/* swiglu's backward for one element: d = dL/d(silu(g) u) -> dL/dg, dL/du (k_swiglu_bwd and the
+ * LoRA input-gradient kernel that ends in it, lora.cu, share it) */
+__device__ __forceinline__ void lt_swiglu_bwd1(float d, float g, float u, float *dg, float *du) {
+    const float sg = 1.0f / (1.0f + expf(-g));
+    *du = d * (g * sg);
+    *dg = d * u * sg * (1.0f + g * (1.0f - sg));
+}
 /* eight 16-bit values in one 16-byte word <-> eight floats */
 template <typename T> __device__ __forceinline__ void lt_unpack8(const uint4 &v, float f[8]) {
     const T *h = reinterpret_cast<const T *>(&v);
@@ -312,11 +319,15 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
                            int64_t R, float scale, float p, uint64_t seed, uint64_t stream);
 /* lt_cuda_lora_bwd for an input swiglu(gate, up) that is not in memory (down_proj in the
  * checkpoint recompute): made on the fly where it is read, or written into act first when the
- * module has no fast path */
+ * module has no fast path; with dgate/dup, swiglu_bwd of the total input gradient follows
+ * (fused into the input-gradient kernel where it runs) */
 lt_status lt_cuda_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
                                   const void *gate, const void *up, void *act, const void *xa, const float *A,
                                   const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
-                                  uint64_t seed, uint64_t stream);
+                                  uint64_t seed, uint64_t stream, void *dgate, void *dup);
+lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *coef, const float *A, int64_t N,
+                                     int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
+                                     const void *gate, const void *up, void *dgate, void *dup);
 lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                  int64_t C, int64_t V);
 /* lora.cu: the skinny LoRA products on tensor cores (rank 8, 16 or 32; C and OC multiples of 8) */

@@ -126,9 +126,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     const int64_t nvec = C / 8;
     const uint4 *x = reinterpret_cast<const uint4 *>(inp + row * C);
     const uint4 *g = reinterpret_cast<const uint4 *>(dout + row * C);
-    uint4 *dx = reinterpret_cast<uint4 *>(dinp + row * C);
-    /* dinp's old values are loaded with the others, so their latency hides behind the sum */
-    uint4 xv[NV], gv[NV], dv[NV];
+    uint4 xv[NV], gv[NV];
     float dot = 0.0f;
 #pragma unroll
     for (int v = 0; v < NV; v++) {
@@ -136,7 +134,6 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
         if (i < nvec) {
             xv[v] = x[i];
             gv[v] = g[i];
-            dv[v] = dx[i];
             float xf[8], gf[8], wf[8];
             lt_unpack8<T>(xv[v], xf);
             lt_unpack8<T>(gv[v], gf);
@@ -148,6 +145,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
     dot = warp_sum(dot);
     const float r = rstd[row];
     const float k = dot * r * r * r / (float)C;
+    uint4 *dx = reinterpret_cast<uint4 *>(dinp + row * C);
 #pragma unroll
     for (int v = 0; v < NV; v++) {
         const int64_t i = v * 32 + lane;
@@ -155,7 +153,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
             float xf[8], gf[8], wf[8], df[8];
             lt_unpack8<T>(xv[v], xf);
             lt_unpack8<T>(gv[v], gf);
-            lt_unpack8<T>(dv[v], df);
+            lt_unpack8<T>(dx[i], df);
             load_w8(w, i * 8, wf);
 #pragma unroll
             for (int j = 0; j < 8; j++) df[j] += r * wf[j] * gf[j] - xf[j] * k;
@@ -244,10 +242,10 @@ __global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, con
     LT_VEC4_LOOP(n, {
         vec4<T> g = ld4(gate + i0, W), u = ld4(up + i0, W), d = ld4(dout + i0, W), dg, du;
         for (int j = 0; j < W; j++) {
-            const float gv = lt_tof<T>(g.v[j]), uv = lt_tof<T>(u.v[j]), dv = lt_tof<T>(d.v[j]);
-            const float sg = 1.0f / (1.0f + expf(-gv));
-            du.v[j] = lt_fromf<T>(dv * (gv * sg));
-            dg.v[j] = lt_fromf<T>(dv * uv * sg * (1.0f + gv * (1.0f - sg)));
+            float dgf, duf;
+            lt_swiglu_bwd1(lt_tof<T>(d.v[j]), lt_tof<T>(g.v[j]), lt_tof<T>(u.v[j]), &dgf, &duf);
+            du.v[j] = lt_fromf<T>(duf);
+            dg.v[j] = lt_fromf<T>(dgf);
         }
         st4(dup + i0, du, W);
         st4(dgate + i0, dg, W);

@@ -804,11 +804,12 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
 
 /* the fast path of lt_cuda_lora_bwd: dB and dA from the inputs read once (mask on the fly), dxa
  * = scale dout B, and dinp += drop(dxa A) in place: no dropped copy of the input, no temporary.
- * The input is inp, or swiglu(gate, up) made as it is read when inp is NULL. */
+ * The input is inp, or swiglu(gate, up) made as it is read when inp is NULL; with dgate, the
+ * swiglu backward of dinp + drop(dxa A) goes into dgate and dup instead of dinp. */
 static lt_status lora_bwd_fast(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                                const void *gate, const void *up, const void *xa, const float *A, const float *B,
                                int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
-                               uint64_t stream) {
+                               uint64_t stream, void *dgate, void *dup) {
     lt_cuda *c = lt_cuda_of(be);
     const int nchB = lt_cuda_lora_wg_chunks(N, OC), nchA = lt_cuda_lora_wg_chunks(N, C);
     const int64_t pb = (int64_t)nchB * OC > (int64_t)nchA * C ? (int64_t)nchB * OC : (int64_t)nchA * C;
@@ -829,19 +830,28 @@ static lt_status lora_bwd_fast(lt_backend *be, float *dA, float *dB, void *dinp,
     else
         LT_TRY(lt_cuda_lora_wgrad_swiglu(be, dA, 1, C, gate, up, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
     if (!dinp) return LT_OK;
-    return lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream);
+    if (dgate) {
+        const lt_status st = lt_cuda_lora_addmul_swiglu(be, dinp, dxa, A, N, C, R, 1.0f, p, seed, stream, gate, up,
+                                                        dgate, dup);
+        if (st != LT_ERR_UNSUPPORTED) return st;
+    }
+    LT_TRY(lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream));
+    return dgate ? lt_cuda_swiglu_bwd(be, dgate, dup, dinp, gate, up, N * C) : LT_OK;
 }
 
 lt_status lt_cuda_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
                                   const void *gate, const void *up, void *act, const void *xa, const float *A,
                                   const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
-                                  uint64_t seed, uint64_t stream) {
+                                  uint64_t seed, uint64_t stream, void *dgate, void *dup) {
     LT_CHECK_ARG(p >= 0.0f && p < 1.0f, "lora: dropout %g must be in [0, 1)", (double)p);
+    LT_CHECK_ARG(!dgate == !dup, "lora_bwd_swiglu: dgate and dup go together");
     if (N <= 0) return LT_OK;
     if (lt_cuda_lora_fast_ok(R, C, OC))
-        return lora_bwd_fast(be, dA, dB, dinp, dout, NULL, gate, up, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+        return lora_bwd_fast(be, dA, dB, dinp, dout, NULL, gate, up, xa, A, B, N, C, OC, R, scale, p, seed, stream,
+                             dgate, dup);
     LT_TRY(lt_cuda_swiglu_fwd(be, act, gate, up, N * C));
-    return lt_cuda_lora_bwd(be, dA, dB, dinp, dout, act, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+    LT_TRY(lt_cuda_lora_bwd(be, dA, dB, dinp, dout, act, xa, A, B, N, C, OC, R, scale, p, seed, stream));
+    return dgate ? lt_cuda_swiglu_bwd(be, dgate, dup, dinp, gate, up, N * C) : LT_OK;
 }
 
 lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
@@ -853,7 +863,8 @@ lt_status lt_cuda_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, con
     const cudaDataType_t t = c->act_type;
     const bool drop = p > 0.0f;
     if (lt_cuda_lora_fast_ok(R, C, OC))
-        return lora_bwd_fast(be, dA, dB, dinp, dout, inp, NULL, NULL, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+        return lora_bwd_fast(be, dA, dB, dinp, dout, inp, NULL, NULL, xa, A, B, N, C, OC, R, scale, p, seed, stream,
+                             NULL, NULL);
     const size_t xd_b = drop ? lt_align256((size_t)(N * C) * 2) : 0;
     void *scr;
     LT_TRY(lt_cuda_scratch(c, 2 * xd_b + lt_align256((size_t)(R * C) * 2) + lt_align256((size_t)(OC * R) * 2) +

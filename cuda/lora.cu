@@ -644,10 +644,11 @@ __global__ void __launch_bounds__(AMM_THREADS, 2) k_lora_addmul_multi(T *y, lora
  * contiguous), the mask applied in the fragment layout, the modules summed in f32; then the
  * tile goes through shared memory so that y is read and written in 16-byte pieces. */
 #define ATC_WARPS 4
-template <typename T, int R, int NM>
+template <typename T, int R, int NM, bool SWB = false>
 __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_ptrs<const T> coef, lora_ptrs<const T> WT,
                                                                    int64_t N, int64_t M, float alpha, float p,
-                                                                   float inv, lora_keys key) {
+                                                                   float inv, lora_keys key, const T *gate,
+                                                                   const T *up, T *dgate, T *dup) {
 #if __CUDA_ARCH__ >= 800
     keys_resolve<NM>(key);
     constexpr int KS = (R + 15) / 16; /* k-steps of 16 (rank 8: one, upper half zero) */
@@ -722,7 +723,20 @@ __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_pt
         lt_unpack8<T>(yv[u], f);
 #pragma unroll
         for (int q = 0; q < 8; q++) f[q] += alpha * res[u][q];
-        *reinterpret_cast<uint4 *>(y + t * M + m) = lt_pack8<T>(f);
+        if (!SWB) {
+            *reinterpret_cast<uint4 *>(y + t * M + m) = lt_pack8<T>(f);
+            continue;
+        }
+        /* SWB: y is swiglu's output gradient; its 16-bit value goes through swiglu's backward
+         * (as k_swiglu_bwd would read it back) into dgate and dup instead of being stored */
+        lt_unpack8<T>(lt_pack8<T>(f), f);
+        float gf[8], uf[8], dg[8], du[8];
+        lt_unpack8<T>(*reinterpret_cast<const uint4 *>(gate + t * M + m), gf);
+        lt_unpack8<T>(*reinterpret_cast<const uint4 *>(up + t * M + m), uf);
+#pragma unroll
+        for (int q = 0; q < 8; q++) lt_swiglu_bwd1(f[q], gf[q], uf[q], &dg[q], &du[q]);
+        *reinterpret_cast<uint4 *>(dgate + t * M + m) = lt_pack8<T>(dg);
+        *reinterpret_cast<uint4 *>(dup + t * M + m) = lt_pack8<T>(du);
     }
 #endif
 }
@@ -995,8 +1009,20 @@ static void addmul_tc_launch(lt_cuda *c, void *y, const void *const *coef, const
     lora_ptrs<const T> cp = {}, wp = {};
     for (int s = 0; s < NM; s++) { cp.p[s] = (const T *)coef[s]; wp.p[s] = (const T *)wt[s]; }
     dim3 grid((unsigned)((M + 64 * ATC_WARPS - 1) / (64 * ATC_WARPS)), (unsigned)((N + 15) / 16));
-    k_lora_addmul_tc<T, R, NM><<<grid, ATC_WARPS * 32, 0, c->stream>>>((T *)y, cp, wp, N, M, alpha, p, keep_inv(p),
-                                                                      key);
+    k_lora_addmul_tc<T, R, NM><<<grid, ATC_WARPS * 32, 0, c->stream>>>(
+        (T *)y, cp, wp, N, M, alpha, p, keep_inv(p), key, (const T *)NULL, (const T *)NULL, (T *)NULL, (T *)NULL);
+}
+
+template <typename T, int R>
+static void addmul_swb_launch(lt_cuda *c, const void *y, const void *coef, const void *wt, int64_t N, int64_t M,
+                              float alpha, float p, const lora_keys &key, const void *gate, const void *up, void *dgate,
+                              void *dup) {
+    lora_ptrs<const T> cp = {}, wp = {};
+    cp.p[0] = (const T *)coef;
+    wp.p[0] = (const T *)wt;
+    dim3 grid((unsigned)((M + 64 * ATC_WARPS - 1) / (64 * ATC_WARPS)), (unsigned)((N + 15) / 16));
+    k_lora_addmul_tc<T, R, 1, true><<<grid, ATC_WARPS * 32, 0, c->stream>>>(
+        (T *)y, cp, wp, N, M, alpha, p, keep_inv(p), key, (const T *)gate, (const T *)up, (T *)dgate, (T *)dup);
 }
 
 /* the tensor-core kernel (sm_80+) unless LT_CUDA_LORA_ADDMUL=smem or regs picks a CUDA-core one */
@@ -1031,6 +1057,36 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
     const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
     LORA_DISPATCH(addmul_multi_launch, bf, R, n, c, y, coef, W, wr, wm, N, M, alpha, p, key);
     LT_LAUNCH_CHECK("k_lora_addmul_multi");
+    lt_prof_end(c, slot);
+    return LT_OK;
+}
+
+/* lt_cuda_lora_addmul (one module, W = A as stored: wr = M, wm = 1) followed by swiglu_bwd:
+ * y = dact + alpha drop(coef A), rounded, then dgate and dup from it, gate and up, in one pass;
+ * y is read, not written. The bits of the two calls. LT_ERR_UNSUPPORTED where the tensor-core
+ * kernel does not run (the caller composes the two). */
+lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *coef, const float *A, int64_t N,
+                                     int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
+                                     const void *gate, const void *up, void *dgate, void *dup) {
+    lt_cuda *c = lt_cuda_of(be);
+    LT_TRY(lora_check(c, "addmul", 1, M, R, false));
+    if (!(c->cc >= 80 && addmul_tc()) || addmul_use_regs())
+        return lt_error(LT_ERR_UNSUPPORTED, "lora addmul + swiglu backward: needs the tensor-core kernel");
+    if (N <= 0) return LT_OK;
+    const void *wt;
+    LT_TRY(lt_cuda_w16(be, A, R, M, 1, &wt));
+    const lora_keys key = lora_keys_of(c, 1, seed, &stream);
+    const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
+    if (be->act_dtype == LT_DTYPE_BF16) {
+        if (R == 8) addmul_swb_launch<__nv_bfloat16, 8>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+        else if (R == 16) addmul_swb_launch<__nv_bfloat16, 16>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+        else addmul_swb_launch<__nv_bfloat16, 32>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+    } else {
+        if (R == 8) addmul_swb_launch<__half, 8>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+        else if (R == 16) addmul_swb_launch<__half, 16>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+        else addmul_swb_launch<__half, 32>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);
+    }
+    LT_LAUNCH_CHECK("k_lora_addmul_tc (swiglu backward)");
     lt_prof_end(c, slot);
     return LT_OK;
 }

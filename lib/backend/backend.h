@@ -213,13 +213,15 @@ typedef struct lt_backend_ops {
                                 uint8_t *const *state1, uint8_t *const *state2, float *const *absmax1,
                                 float *const *absmax2, const int64_t *n, float lr, float beta1, float beta2, float eps,
                                 float wd, int64_t t);
-    /* lora_bwd of a module whose input is swiglu(gate, up) (down_proj) when that input is not in
+    /* lora_bwd of a module whose input is swiglu(gate, up) (down_proj), that input not read from
      * memory (the checkpoint recompute skips it): the backend makes it where it reads it, or
-     * writes it into act (N,C) first. The bits of swiglu_fwd into act, then lora_bwd. */
+     * writes it into act (N,C) first. With dgate and dup (else NULL), swiglu_bwd of the total
+     * input gradient follows into them (dinp's content is then unspecified). The bits of
+     * swiglu_fwd into act, lora_bwd, then swiglu_bwd. */
     lt_status (*lora_bwd_swiglu)(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
                                  const void *gate, const void *up, void *act, const void *xa, const float *A,
                                  const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
-                                 uint64_t seed, uint64_t stream);
+                                 uint64_t seed, uint64_t stream, void *dgate, void *dup);
     /* Graphs of a whole pass (optional; NULL: none). graph_begin: the ops that follow are
      * recorded instead of run (LT_ERR_UNSUPPORTED: not now); the dropout ops record their
      * streams, not their keys. graph_end(ok): recording stops; when ok and every op could be

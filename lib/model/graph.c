@@ -397,9 +397,9 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
 }
 
 /* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
- * Needs layer_fwd(l) to have just run (the activations in the graph buffers; recomputed: the
- * checkpoint recompute, which may have left act out). */
-static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp, int recomputed) {
+ * Needs layer_fwd(l) to have just run (the activations in the graph buffers; act only where
+ * recompute_skips_act says the recompute makes it). */
+static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
     lt_graph *g = x->g;
@@ -410,16 +410,19 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp, int recomp
     float theta = (float)c->rope_theta;
     /* MLP block: out = hmid + down(swiglu(gate(ln2), up(ln2))) */
     lt_lora_tensor *td = &L->lora[LT_PROJ_DOWN];
-    if (recomputed && recompute_skips_act(x, L) && x->lora_on && td->A) {
+    if (x->lora_on && td->A && be->ops.lora_bwd_swiglu) {
+        /* down_proj's LoRA backward and swiglu's backward in one op: act is made from gate and
+         * up where it is read (the recompute may have skipped it), dact never round-trips */
         LT_TRY(be->ops.linear_bwd_input(be, g->dact, g->dres, L->proj[LT_PROJ_DOWN], N, 0));
         LT_TRY(be->ops.lora_bwd_swiglu(be, td->dA, td->dB, g->dact, g->dres, a->gate, a->up, a->act,
                                        xa_of(x, l, LT_PROJ_DOWN), td->A, td->B, N, td->in, td->out, td->r,
                                        x->m->lora_scale, x->dropout, x->seed,
-                                       lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
+                                       lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN), g->dgate, g->dup));
     } else {
-        LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0)); /* act unread without LoRA */
+        /* act: made by the recompute, unless down_proj has no LoRA (then nothing reads it) */
+        LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0));
+        LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
     }
-    LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
     {
         static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
         const void *dout[2] = {g->dgate, g->dup};
@@ -502,9 +505,8 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
      * first (same dropout streams, so the same masks), except the last: the forward pass has
      * just left its activations in that set (the head and the final norm do not touch it) */
     for (int l = c->num_layers - 1; l >= 0; l--) {
-        const int recompute = g->n_acts == 1 && l < c->num_layers - 1;
-        if (recompute) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
-        LT_TRY(layer_bwd(x, l, g->res[l], recompute));
+        if (g->n_acts == 1 && l < c->num_layers - 1) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
+        LT_TRY(layer_bwd(x, l, g->res[l]));
     }
     return LT_OK;
 }

@@ -278,10 +278,11 @@ static void *g_raw(ctx *c, const void *d, size_t bytes) {
     return h;
 }
 
-/* lora_bwd_swiglu (down_proj's LoRA backward making its input swiglu(gate, up) as it reads it):
- * the bits of swiglu_fwd into a buffer followed by lora_bwd on the GPU, and the CPU's within
- * 16-bit tolerance. Rank 12 has no fast kernel: the op writes act and runs lora_bwd. */
-static void test_lora_swiglu(ctx *c, float p, int64_t R, int64_t N) {
+/* lora_bwd_swiglu (down_proj's LoRA backward making its input swiglu(gate, up) as it reads it,
+ * then, with dgate/dup, swiglu's backward): the bits of swiglu_fwd into a buffer, lora_bwd and
+ * swiglu_bwd on the GPU, and the CPU's within 16-bit tolerance. Rank 12 has no fast kernel: the
+ * op composes the three. */
+static void test_lora_swiglu(ctx *c, float p, int64_t R, int64_t N, int with_bwd) {
     const int64_t C = 448, OC = 96;
     const float scale = 2.0f;
     const uint64_t seed = 99, stream = 5;
@@ -292,39 +293,56 @@ static void test_lora_swiglu(ctx *c, float p, int64_t R, int64_t N) {
     void *gg = g_act(c, gate, N * C), *gu = g_act(c, up, N * C), *gact = g_act(c, NULL, N * C);
     void *gact2 = g_act(c, NULL, N * C), *gA = g_f32(c, A, R * C), *gB = g_f32(c, B, OC * R);
     void *gdy = g_act(c, dy, N * OC), *gxa = g_act(c, xa, N * R);
-    void *gdA[2], *gdB[2], *gdx[2];
+    void *gdA[2], *gdB[2], *gdx[2], *gdg[2], *gdu[2];
     for (int k = 0; k < 2; k++) {
         gdA[k] = g_f32(c, dA0, R * C); gdB[k] = g_f32(c, NULL, OC * R); gdx[k] = g_act(c, dx0, N * C);
+        gdg[k] = g_act(c, NULL, N * C); gdu[k] = g_act(c, NULL, N * C);
     }
     CHECK_OK(c->gpu->ops.swiglu_fwd(c->gpu, gact, gg, gu, N * C));
     CHECK_OK(c->gpu->ops.lora_bwd(c->gpu, gdA[0], gdB[0], gdx[0], gdy, gact, gxa, gA, gB, N, C, OC, R, scale, p, seed,
                                   stream));
+    if (with_bwd) CHECK_OK(c->gpu->ops.swiglu_bwd(c->gpu, gdg[0], gdu[0], gdx[0], gg, gu, N * C));
     CHECK_OK(c->gpu->ops.lora_bwd_swiglu(c->gpu, gdA[1], gdB[1], gdx[1], gdy, gg, gu, gact2, gxa, gA, gB, N, C, OC, R,
-                                         scale, p, seed, stream));
-    void *ra[2], *rx[2];
-    for (int k = 0; k < 2; k++) { ra[k] = g_raw(c, gdA[k], (size_t)(R * C) * 4); rx[k] = g_raw(c, gdx[k], (size_t)(N * C) * 2); }
-    CHECK_MSG(!memcmp(ra[0], ra[1], (size_t)(R * C) * 4) && !memcmp(rx[0], rx[1], (size_t)(N * C) * 2),
-              "[%s] lora_bwd_swiglu (r=%lld, N=%lld, p=%.1f): not the bits of swiglu_fwd + lora_bwd", c->tag,
-              (long long)R, (long long)N, (double)p);
+                                         scale, p, seed, stream, with_bwd ? gdg[1] : NULL, with_bwd ? gdu[1] : NULL));
+    /* what the op promises: dA, dB, and dinp (without the swiglu backward) or dgate and dup */
+    const size_t na = (size_t)(R * C) * 4, nb = (size_t)(OC * R) * 4, nx = (size_t)(N * C) * 2;
+    int same = 1;
+    void *const *outs[3][2] = {{gdA, gdA}, {gdB, gdB}, {with_bwd ? gdg : gdx, with_bwd ? gdu : gdx}};
+    const size_t sizes[3] = {na, nb, nx};
+    for (int o = 0; o < 3; o++)
+        for (int h = 0; h < (o == 2 && with_bwd ? 2 : 1); h++) {
+            void *r0 = g_raw(c, outs[o][h][0], sizes[o]), *r1 = g_raw(c, outs[o][h][1], sizes[o]);
+            same &= !memcmp(r0, r1, sizes[o]);
+            free(r0); free(r1);
+        }
+    CHECK_MSG(same, "[%s] lora_bwd_swiglu (r=%lld, N=%lld, p=%.1f, swiglu_bwd %d): not the bits of the composed ops",
+              c->tag, (long long)R, (long long)N, (double)p, with_bwd);
     /* the CPU reference of the op */
     float *cg = c_buf(c, gate, N * C), *cu = c_buf(c, up, N * C), *cact = c_buf(c, NULL, N * C);
     float *cA = c_buf(c, A, R * C), *cB = c_buf(c, B, OC * R), *cdy = c_buf(c, dy, N * OC), *cxa = c_buf(c, xa, N * R);
     float *cdA = c_buf(c, dA0, R * C), *cdB = c_buf(c, NULL, OC * R), *cdx = c_buf(c, dx0, N * C);
+    float *cdg = c_buf(c, NULL, N * C), *cdu = c_buf(c, NULL, N * C);
     CHECK_OK(c->cpu->ops.lora_bwd_swiglu(c->cpu, cdA, cdB, cdx, cdy, cg, cu, cact, cxa, cA, cB, N, C, OC, R, scale, p,
-                                         seed, stream));
+                                         seed, stream, with_bwd ? cdg : NULL, with_bwd ? cdu : NULL));
     char nm[80];
     float *r = g_read_f32(c, gdA[1], R * C);
-    snprintf(nm, sizeof nm, "lora_bwd_swiglu dA r=%lld N=%lld", (long long)R, (long long)N);
+    snprintf(nm, sizeof nm, "lora_bwd_swiglu dA r=%lld N=%lld%s", (long long)R, (long long)N, with_bwd ? " +bwd" : "");
     compare(c, nm, r, cdA, R * C, TOL16(c));
     free(r);
-    r = g_read_act(c, gdx[1], N * C);
-    compare(c, "lora_bwd_swiglu dinp", r, cdx, N * C, TOL16(c));
-    free(r);
-    void *cb[] = {cg, cu, cact, cA, cB, cdy, cxa, cdA, cdB, cdx};
-    for (int i = 0; i < 10; i++) c->cpu->ops.free(c->cpu, cb[i]);
-    void *gb[] = {gg, gu, gact, gact2, gA, gB, gdy, gxa, gdA[0], gdA[1], gdB[0], gdB[1], gdx[0], gdx[1]};
-    for (int i = 0; i < 14; i++) c->gpu->ops.free(c->gpu, gb[i]);
-    for (int k = 0; k < 2; k++) { free(ra[k]); free(rx[k]); }
+    if (with_bwd) {
+        r = g_read_act(c, gdg[1], N * C); compare(c, "lora_bwd_swiglu dgate", r, cdg, N * C, TOL16(c)); free(r);
+        r = g_read_act(c, gdu[1], N * C); compare(c, "lora_bwd_swiglu dup", r, cdu, N * C, TOL16(c)); free(r);
+    } else {
+        r = g_read_act(c, gdx[1], N * C); compare(c, "lora_bwd_swiglu dinp", r, cdx, N * C, TOL16(c)); free(r);
+    }
+    void *cb[] = {cg, cu, cact, cA, cB, cdy, cxa, cdA, cdB, cdx, cdg, cdu};
+    for (int i = 0; i < 12; i++) c->cpu->ops.free(c->cpu, cb[i]);
+    void *gb[] = {gg, gu, gact, gact2, gA, gB, gdy, gxa};
+    for (int i = 0; i < 8; i++) c->gpu->ops.free(c->gpu, gb[i]);
+    for (int k = 0; k < 2; k++) {
+        c->gpu->ops.free(c->gpu, gdA[k]); c->gpu->ops.free(c->gpu, gdB[k]); c->gpu->ops.free(c->gpu, gdx[k]);
+        c->gpu->ops.free(c->gpu, gdg[k]); c->gpu->ops.free(c->gpu, gdu[k]);
+    }
     free(gate); free(up); free(A); free(B); free(dy); free(dx0); free(xa); free(dA0);
 }
 
@@ -1063,10 +1081,12 @@ int main(int argc, char **argv) {
             lt_cuda_lora_set_skinny(sk);
             test_lora(&c, 0.1f, 16);
             test_lora(&c, 0.0f, 16);
-            test_lora_swiglu(&c, 0.1f, 16, 77);
-            test_lora_swiglu(&c, 0.1f, 16, 256);
-            test_lora_swiglu(&c, 0.0f, 16, 128);
-            test_lora_swiglu(&c, 0.1f, 12, 77);
+            for (int wb = 0; wb < 2; wb++) {
+                test_lora_swiglu(&c, 0.1f, 16, 77, wb);
+                test_lora_swiglu(&c, 0.1f, 16, 256, wb);
+                test_lora_swiglu(&c, 0.0f, 16, 128, wb);
+                test_lora_swiglu(&c, 0.1f, 12, 77, wb);
+            }
             test_lora(&c, 0.1f, 8);
         }
         lt_cuda_lora_set_skinny(1);

@@ -93,7 +93,7 @@ lt_status lt_cpu_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, 
 lt_status lt_cpu_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *gate,
                                  const void *up, void *act, const void *xa, const float *A, const float *B, int64_t N,
                                  int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
-                                 uint64_t stream);
+                                 uint64_t stream, void *dgate, void *dup);
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream);

@@ -321,13 +321,14 @@ lt_status lt_cpu_linear_fwd_add(lt_backend *be, void *out, const void *inp, cons
     return st;
 }
 
-/* the reference: the input made into act, then lora_bwd */
+/* the reference: the input made into act, lora_bwd, then swiglu_bwd */
 lt_status lt_cpu_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *gate,
                                  const void *up, void *act, const void *xa, const float *A, const float *B, int64_t N,
                                  int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
-                                 uint64_t stream) {
+                                 uint64_t stream, void *dgate, void *dup) {
     LT_TRY(be->ops.swiglu_fwd(be, act, gate, up, N * C));
-    return lt_cpu_lora_bwd(be, dA, dB, dinp, dout, act, xa, A, B, N, C, OC, R, scale, p, seed, stream);
+    LT_TRY(lt_cpu_lora_bwd(be, dA, dB, dinp, dout, act, xa, A, B, N, C, OC, R, scale, p, seed, stream));
+    return dgate ? be->ops.swiglu_bwd(be, dgate, dup, dinp, gate, up, N * C) : LT_OK;
 }
 
 lt_status lt_cpu_lora_bwd(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
