@@ -246,19 +246,34 @@ typedef struct lt_w16_entry {
     void *buf;
 } lt_w16_entry;
 
+/* entries sorted by src, so that an op's write finds the copies it overlaps by binary search:
+ * every gradient zeroing, optimizer update and upload asks, ~1,000 times per step */
 struct lt_w16_cache {
     int n, cap;
     lt_w16_entry *e;
+    size_t maxb; /* the largest source in bytes */
 };
+
+static size_t w16_bytes(const lt_w16_entry *e) { return (size_t)(e->rows * e->cols) * 4; }
+
+/* the first entry whose src is >= p */
+static int w16_lower(const struct lt_w16_cache *w, uintptr_t p) {
+    int lo = 0, hi = w->n;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if ((uintptr_t)w->e[mid].src < p) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
 
 void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes) {
     struct lt_w16_cache *w = c->w16;
-    if (!w || !p) return;
-    const char *lo = (const char *)p, *hi = lo + bytes;
-    for (int i = 0; i < w->n; i++) {
-        const char *s = (const char *)w->e[i].src;
-        if (s < hi && lo < s + (size_t)(w->e[i].rows * w->e[i].cols) * 4) w->e[i].valid = 0;
-    }
+    if (!w || !p || !w->n) return;
+    const uintptr_t lo = (uintptr_t)p, hi = lo + bytes;
+    /* a source overlapping [lo, hi) starts in [lo - maxb, hi) */
+    for (int i = w16_lower(w, lo > w->maxb ? lo - w->maxb : 0); i < w->n && (uintptr_t)w->e[i].src < hi; i++)
+        if ((uintptr_t)w->e[i].src + w16_bytes(&w->e[i]) > lo) w->e[i].valid = 0;
 }
 
 void lt_cuda_w16_free(lt_cuda *c) {
@@ -343,9 +358,9 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
     }
     struct lt_w16_cache *w = c->w16;
     lt_w16_entry *e = NULL;
-    for (int i = 0; i < w->n && !e; i++)
-        if (w->e[i].src == src && w->e[i].rows == rows && w->e[i].cols == cols && w->e[i].transpose == transpose)
-            e = &w->e[i];
+    const int at = w16_lower(w, (uintptr_t)src);
+    for (int i = at; i < w->n && w->e[i].src == src && !e; i++)
+        if (w->e[i].rows == rows && w->e[i].cols == cols && w->e[i].transpose == transpose) e = &w->e[i];
     if (!e) {
         if (w->n == w->cap) {
             int cap = w->cap ? 2 * w->cap : 64;
@@ -356,8 +371,11 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
         }
         lt_w16_entry ne = {src, rows, cols, transpose, 0, NULL};
         LT_TRY(lt_cuda_malloc(c, (size_t)(rows * cols) * 2, "a 16-bit copy of a LoRA weight", &ne.buf));
-        w->e[w->n] = ne;
-        e = &w->e[w->n++];
+        memmove(&w->e[at + 1], &w->e[at], (size_t)(w->n - at) * sizeof *w->e);
+        w->e[at] = ne;
+        w->n++;
+        e = &w->e[at];
+        if (w16_bytes(e) > w->maxb) w->maxb = w16_bytes(e);
     }
     /* stale: every stale copy is made again now (they go stale together, at the optimizer step) */
     if (!e->valid) LT_TRY(w16_refresh(be, w));
@@ -370,16 +388,12 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
 void lt_cuda_w16_forget(lt_cuda *c, const void *p, size_t bytes) {
     struct lt_w16_cache *w = c->w16;
     if (!w || !p) return;
-    const char *lo = (const char *)p, *hi = lo + bytes;
-    for (int i = 0; i < w->n;) {
-        const char *s = (const char *)w->e[i].src;
-        if (s >= lo && s < hi) {
-            lt_cuda_free(c, w->e[i].buf);
-            w->e[i] = w->e[--w->n];
-        } else {
-            i++;
-        }
-    }
+    const uintptr_t lo = (uintptr_t)p, hi = lo + bytes;
+    const int a = w16_lower(w, lo);
+    int b = a;
+    while (b < w->n && (uintptr_t)w->e[b].src < hi) lt_cuda_free(c, w->e[b++].buf);
+    memmove(&w->e[a], &w->e[b], (size_t)(w->n - b) * sizeof *w->e); /* sorted order kept */
+    w->n -= b - a;
 }
 
 /* ---------------------------------------------------------------- dequantized weight cache

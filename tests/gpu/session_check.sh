@@ -33,7 +33,7 @@ OUT=/tmp/vout CURVE_NOTEBOOK_LR_ONLY=1 CURVE_RUNS=${CURVE_RUNS:-lt_bf16,peft} ti
 tail -${VERIFY_TAIL:-6} /tmp/verify.log; grep -E "loss|norm" /tmp/vout/step0.log | tail -6
 cp /tmp/vout/*.png /tmp/vout/*.json "$R"/ 2>/dev/null
 unset LD_LIBRARY_PATH
-B=build-s1 OUT=$R BENCH_ARGS="--shapes 2x512,2x2048,16x512 --steps 6 --warmup 2 --data assets/ruozhiba/ruozhiba_qa.json --data-steps 3" \
+B=build-s1 OUT=$R BENCH_ARGS="--shapes 2x512,2x2048,16x512 --steps 6 --warmup 3 --data assets/ruozhiba/ruozhiba_qa.json --data-steps 3" \
   bash tests/cuda/run_gpu.sh bench peer 2>&1 | tail -6
 # PEER_RUNS=2: the peer again (its speed moves between runs more than loratune's), against the same bench
 if [ "${PEER_RUNS:-1}" -ge 2 ]; then
