@@ -352,7 +352,8 @@ static int recompute_skips_act(const pass_ctx *x, const lt_layer *L) {
 /* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers.
  * recompute: the checkpoint recompute before layer_bwd(l); the layer's output is the next
  * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa, so
- * down_proj's base GEMM, its LoRA up-projection and the residual add are skipped (out unused). */
+ * down_proj's base GEMM, its LoRA up-projection and the residual add are skipped (out unused),
+ * and so is down_proj's input where recompute_skips_act says the backward makes it itself. */
 static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out, int recompute) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
@@ -531,7 +532,7 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
     *st = LT_OK;
     if (!be->ops.graph_begin) return 0;
     struct rec_key k;
-    memset(&k, 0, sizeof k); /* padding: compared with memcmp */
+    memset(&k, 0, sizeof k);
     k.N = x->N; k.nseq = x->nseq; k.max_seqlen = x->max_seqlen; k.keep = pass->keep_activations;
     k.lora_on = x->lora_on; k.dropout = x->dropout; k.grad_scale = grad_scale; k.lora_scale = m->lora_scale;
     k.lora = m->lora;

@@ -31,7 +31,9 @@ typedef struct lt_graph_pass {
     int32_t keep_activations; /* 1: gradient checkpointing off (keep every layer's activations) */
 } lt_graph_pass;
 
-/* The dropout stream of (micro-batch stream base, layer, projection). */
+/* The dropout stream of (micro-batch stream base, layer, projection). Xor-linear in the base:
+ * a pass recorded as a backend graph with base b0 replays with base b1's masks by xoring every
+ * recorded stream with lt_graph_stream(b1, 0, 0) ^ lt_graph_stream(b0, 0, 0) (graph.c). */
 static inline uint64_t lt_graph_stream(uint64_t stream_base, int layer, int proj) {
     return (stream_base << 24) ^ ((uint64_t)layer << 4) ^ (uint64_t)proj;
 }
