@@ -147,7 +147,8 @@ __global__ void k_attn_D8(float *D, const T *dout, const T *out, int64_t N, int 
     }
 }
 
-/* one warp per (token, head): dq directly, dk/dv by f32 atomics into dkf/dvf (N,NKV,HD) */
+/* one warp per (token, head): dq directly, dk/dv by f32 atomics into dkf/dvf (N,NKV,HD), or
+ * not at all when dkf is NULL (deterministic mode: k_attn_bwd_portable_kv makes them) */
 template <typename T>
 __global__ void k_attn_bwd_portable(T *dq, float *dkf, float *dvf, const T *dout, const T *q, const T *k, const T *v,
                                     const float *lse, const float *D, const int32_t *cu, int nseq, int64_t N, int NH,
@@ -184,8 +185,10 @@ __global__ void k_attn_bwd_portable(T *dq, float *dkf, float *dvf, const T *dout
             int d = lane + 32 * i;
             if (d < HD) {
                 dqv[i] += ds * lt_tof<T>(kr[d]);
-                atomicAdd(dkr + d, ds * qv[i] * scale);
-                atomicAdd(dvr + d, p * dov[i]);
+                if (dkf) {
+                    atomicAdd(dkr + d, ds * qv[i] * scale);
+                    atomicAdd(dvr + d, p * dov[i]);
+                }
             }
         }
     }
@@ -193,6 +196,59 @@ __global__ void k_attn_bwd_portable(T *dq, float *dkf, float *dvf, const T *dout
     for (int i = 0; i < LT_PD; i++) {
         int d = lane + 32 * i;
         if (d < HD) dq[(t * NH + h) * HD + d] = lt_fromf<T>(dqv[i] * scale);
+    }
+}
+
+/* deterministic dk/dv of the portable path: one warp per (key token, kv head) sums over the
+ * group's query heads and the sequence's later tokens in a fixed order (no atomics); the
+ * probabilities are recomputed as k_attn_bwd_portable computes them */
+template <typename T>
+__global__ void k_attn_bwd_portable_kv(float *dkf, float *dvf, const T *dout, const T *q, const T *k, const T *v,
+                                       const float *lse, const float *D, const int32_t *cu, int nseq, int64_t N,
+                                       int NH, int NKV, int HD, float scale) {
+    const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= N * NKV) return;
+    const int64_t j = w / NKV;
+    const int kvh = (int)(w % NKV), G = NH / NKV;
+    float kv[LT_PD], vv[LT_PD], dk[LT_PD], dv[LT_PD];
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        const int d = lane + 32 * i;
+        kv[i] = d < HD ? lt_tof<T>(k[(j * NKV + kvh) * HD + d]) : 0.0f;
+        vv[i] = d < HD ? lt_tof<T>(v[(j * NKV + kvh) * HD + d]) : 0.0f;
+        dk[i] = dv[i] = 0.0f;
+    }
+    const int64_t end = j < cu[nseq] ? cu[find_seq(cu, nseq, j) + 1] : j; /* past the last sequence: zeros */
+    for (int gi = 0; gi < G; gi++) {
+        const int h = kvh * G + gi;
+        for (int64_t t = j; t < end; t++) {
+            const T *qr = q + (t * NH + h) * HD, *dor = dout + (t * NH + h) * HD;
+            float qv[LT_PD], dov[LT_PD], sp = 0.0f, dpp = 0.0f;
+#pragma unroll
+            for (int i = 0; i < LT_PD; i++) {
+                const int d = lane + 32 * i;
+                qv[i] = d < HD ? lt_tof<T>(qr[d]) : 0.0f;
+                dov[i] = d < HD ? lt_tof<T>(dor[d]) : 0.0f;
+                sp += qv[i] * kv[i];
+                dpp += dov[i] * vv[i];
+            }
+            const float p = expf(warp_sum(sp) * scale - lse[(int64_t)h * N + t]);
+            const float ds = p * (warp_sum(dpp) - D[(int64_t)h * N + t]);
+#pragma unroll
+            for (int i = 0; i < LT_PD; i++) {
+                dk[i] += ds * qv[i] * scale;
+                dv[i] += p * dov[i];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < LT_PD; i++) {
+        const int d = lane + 32 * i;
+        if (d < HD) {
+            dkf[(j * NKV + kvh) * HD + d] = dk[i];
+            dvf[(j * NKV + kvh) * HD + d] = dv[i];
+        }
     }
 }
 
@@ -1449,9 +1505,16 @@ static lt_status bwd_t(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, const
         LT_LAUNCH_CHECK("k_group_sum");
         return LT_OK;
     }
-    LT_CUDA_TRY(cudaMemsetAsync(dkf, 0, 2 * kv_b, s));
-    k_attn_bwd_portable<T><<<(unsigned)((wthreads + 127) / 128), 128, 0, s>>>(dq, dkf, dvf, dout, q, k, v, lse, D, cu,
-                                                                            nseq, N, NH, NKV, HD, scale);
+    if (det) {
+        k_attn_bwd_portable<T><<<(unsigned)((wthreads + 127) / 128), 128, 0, s>>>(
+            dq, NULL, NULL, dout, q, k, v, lse, D, cu, nseq, N, NH, NKV, HD, scale);
+        k_attn_bwd_portable_kv<T><<<(unsigned)((N * NKV * 32 + 127) / 128), 128, 0, s>>>(
+            dkf, dvf, dout, q, k, v, lse, D, cu, nseq, N, NH, NKV, HD, scale);
+    } else {
+        LT_CUDA_TRY(cudaMemsetAsync(dkf, 0, 2 * kv_b, s));
+        k_attn_bwd_portable<T><<<(unsigned)((wthreads + 127) / 128), 128, 0, s>>>(dq, dkf, dvf, dout, q, k, v, lse, D,
+                                                                                cu, nseq, N, NH, NKV, HD, scale);
+    }
     LT_LAUNCH_CHECK("k_attn_bwd_portable");
     k_f32_to_t<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dk, dkf, N * NKV * HD);
     k_f32_to_t<T><<<lt_blocks(N * NKV * HD, 256), 256, 0, s>>>(dv, dvf, N * NKV * HD);

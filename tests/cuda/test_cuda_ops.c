@@ -1104,6 +1104,7 @@ int main(int argc, char **argv) {
         test_attention(&c, 32, ATT_AUTO);
         test_attention(&c, 128, ATT_OLD);
         test_attention(&c, 64, ATT_DET);
+        test_attention(&c, 32, ATT_DET); /* the portable path: dK/dV without atomics */
         { /* Qwen2-1.5B heads (12 query, 2 kv), several full 128-row tiles and odd tails */
             const int lens[4] = {517, 3, 300, 129};
             test_attention_shape(&c, 128, ATT_AUTO, 12, 2, 4, lens);
