@@ -325,6 +325,7 @@ lt_status lt_cuda_lora_bwd_swiglu(lt_backend *be, float *dA, float *dB, void *di
                                   const void *gate, const void *up, void *act, const void *xa, const float *A,
                                   const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,
                                   uint64_t seed, uint64_t stream, void *dgate, void *dup);
+bool lt_cuda_lora_addmul_swiglu_ok(const lt_cuda *c);
 lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *coef, const float *A, int64_t N,
                                      int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                                      const void *gate, const void *up, void *dgate, void *dup);

@@ -844,11 +844,8 @@ static lt_status lora_bwd_fast(lt_backend *be, float *dA, float *dB, void *dinp,
     else
         LT_TRY(lt_cuda_lora_wgrad_swiglu(be, dA, 1, C, gate, up, dxa, N, C, R, 1.0f, p, seed, stream, part, nchA));
     if (!dinp) return LT_OK;
-    if (dgate) {
-        const lt_status st = lt_cuda_lora_addmul_swiglu(be, dinp, dxa, A, N, C, R, 1.0f, p, seed, stream, gate, up,
-                                                        dgate, dup);
-        if (st != LT_ERR_UNSUPPORTED) return st;
-    }
+    if (dgate && lt_cuda_lora_addmul_swiglu_ok(c))
+        return lt_cuda_lora_addmul_swiglu(be, dinp, dxa, A, N, C, R, 1.0f, p, seed, stream, gate, up, dgate, dup);
     LT_TRY(lt_cuda_lora_addmul(be, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, stream));
     return dgate ? lt_cuda_swiglu_bwd(be, dgate, dup, dinp, gate, up, N * C) : LT_OK;
 }

@@ -1061,16 +1061,19 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
     return LT_OK;
 }
 
+/* whether lt_cuda_lora_addmul_swiglu runs here (its tensor-core kernel is the default addmul) */
+bool lt_cuda_lora_addmul_swiglu_ok(const lt_cuda *c) { return c->cc >= 80 && addmul_tc() && !addmul_use_regs(); }
+
 /* lt_cuda_lora_addmul (one module, W = A as stored: wr = M, wm = 1) followed by swiglu_bwd:
  * y = dact + alpha drop(coef A), rounded, then dgate and dup from it, gate and up, in one pass;
  * y is read, not written. The bits of the two calls. LT_ERR_UNSUPPORTED where the tensor-core
- * kernel does not run (the caller composes the two). */
+ * kernel does not run (lt_cuda_lora_addmul_swiglu_ok: the caller composes the two). */
 lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *coef, const float *A, int64_t N,
                                      int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream,
                                      const void *gate, const void *up, void *dgate, void *dup) {
     lt_cuda *c = lt_cuda_of(be);
     LT_TRY(lora_check(c, "addmul", 1, M, R, false));
-    if (!(c->cc >= 80 && addmul_tc()) || addmul_use_regs())
+    if (!lt_cuda_lora_addmul_swiglu_ok(c))
         return lt_error(LT_ERR_UNSUPPORTED, "lora addmul + swiglu backward: needs the tensor-core kernel");
     if (N <= 0) return LT_OK;
     const void *wt;
