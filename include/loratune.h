@@ -359,6 +359,14 @@ typedef struct lt_metrics {
     double tokens_per_s;      /* this step */
     double elapsed_s;         /* since the trainer was created */
     uint64_t peak_memory;     /* device bytes (CUDA) or 0 */
+    /* evaluation (lt_train_params.eval_every): filled on steps after which an evaluation ran */
+    double eval_loss;         /* mean cross-entropy per labelled eval token; NaN when no eval ran */
+    double eval_accuracy;     /* labelled eval tokens whose argmax prediction is the label, as a
+                               * share in [0, 1]; NaN when no eval ran */
+    double best_eval_loss;    /* the lowest eval loss so far; NaN before the first evaluation */
+    int64_t best_eval_step;   /* the step of best_eval_loss; 0 before the first evaluation */
+    int32_t early_stop;       /* 1: early stopping ends training after this step (the next
+                               * lt_trainer_step returns LT_DONE) */
 } lt_metrics;
 
 /* Called after every optimizer step. Return non-zero to stop: lt_trainer_step then returns
@@ -400,6 +408,33 @@ typedef struct lt_train_params {
      * batch_size x max_seq_len allows that many): the same records and loss normalisation, far
      * fewer passes when records are short. Default 1; 0 = one pass each. */
     int32_t fuse_micro_batches;
+    /* ---- evaluation, early stopping, checkpoint retention ----
+     * Eval records: every training-split record of eval_data when it is set (load it with
+     * eval_fraction 0), else the held-out split of the training dataset
+     * (lt_dataset_params.eval_fraction). Evaluation is a forward pass without gradient or dropout,
+     * on the trainer's backend, eval_batch_size records per pass; it draws no random numbers, so
+     * the training losses are the same with and without it. */
+    const lt_dataset *eval_data;  /* NULL (default): the training dataset's held-out split. Must
+                                   * outlive the trainer; its tokenizer must be the model's */
+    int32_t eval_every;           /* 0 (default): evaluate at every log step (log_every) when there
+                                   * are eval records; N > 0: every N steps; < 0: never on its own
+                                   * (lt_trainer_evaluate_v2 still works). With eval records and
+                                   * eval_every >= 0, the last step is always evaluated */
+    int32_t eval_batch_size;      /* records per evaluation pass; 0 (default) = batch_size */
+    int32_t early_stopping_patience; /* stop once this many evaluations in a row did not lower the
+                                   * best eval loss by more than early_stopping_threshold; the step
+                                   * that saw it reports early_stop = 1. 0 (default) = off; > 0
+                                   * needs eval records */
+    double early_stopping_threshold; /* default 0 */
+    int32_t save_total_limit;     /* keep at most N checkpoint-<step> folders in output_dir: after
+                                   * each save the oldest are deleted (with load_best_at_end the
+                                   * best eval step's folder is kept and counts among the N).
+                                   * 0 (default) = keep all */
+    int32_t load_best_at_end;     /* 1: when training ends (the lt_trainer_step call that returns
+                                   * LT_DONE, after the last step or early stopping) the LoRA
+                                   * weights become those of the best evaluation, so the adapter
+                                   * saved next is the best one. Not on LT_STOPPED (an interrupt).
+                                   * Default 0; 1 needs eval records */
 } lt_train_params;
 LT_API void lt_train_params_init(lt_train_params *params);
 /* Parses a lt_scheduler / lt_optimizer name ("cosine", "adamw_8bit", "adamw_torch" ...). */
@@ -413,8 +448,41 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
 LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics);
 /* Runs steps until done, stopped or failed. */
 LT_API lt_status lt_trainer_run(lt_trainer *tr);
-/* Mean loss on the held-out records. */
+/* Mean loss on the eval records (lt_train_params.eval_data, else the held-out split);
+ * LT_ERR_STATE when there are none. */
 LT_API lt_status lt_trainer_evaluate(lt_trainer *tr, double *loss);
+
+typedef struct lt_eval_result {
+    uint32_t struct_size;
+    double loss;              /* sum of cross-entropy over labelled tokens / labelled tokens */
+    double accuracy;          /* labelled tokens whose argmax prediction is the label, in [0, 1] */
+    int64_t n_records;
+    int64_t n_tokens;         /* labelled tokens */
+    double seconds;
+} lt_eval_result;
+/* Evaluates the eval records now (no gradient, no dropout, no effect on training or its random
+ * streams); also what the trainer runs every eval_every steps. */
+LT_API lt_status lt_trainer_evaluate_v2(lt_trainer *tr, lt_eval_result *out);
+
+typedef struct lt_train_summary {
+    uint32_t struct_size;
+    int64_t steps;            /* optimizer steps done (a resumed run counts the checkpoint's) */
+    int64_t max_steps;
+    int64_t steps_run;        /* steps this trainer ran (after a resume: since it) */
+    int64_t total_tokens;     /* tokens trained on */
+    int64_t records_seen;     /* training records consumed (an epoch = the training split) */
+    double elapsed_s;         /* training time, a resumed run's earlier time included */
+    double tokens_per_s;      /* total_tokens / elapsed_s */
+    double mean_loss;         /* mean of the step losses this trainer ran (TRL's training_loss) */
+    double last_loss;
+    double best_eval_loss;    /* NaN when no evaluation ran */
+    int64_t best_eval_step;
+    int32_t n_evals;          /* evaluations run */
+    int32_t early_stopped;    /* training ended by early stopping */
+    int32_t best_loaded;      /* load_best_at_end put the best evaluation's weights back */
+} lt_train_summary;
+/* Where training stands; for the end-of-run report (CLI summary, TRL's TrainOutput). */
+LT_API lt_status lt_trainer_get_summary(const lt_trainer *tr, lt_train_summary *out);
 /* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Atomic. */
 LT_API lt_status lt_trainer_save_checkpoint(lt_trainer *tr, const char *dir);
 LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir);

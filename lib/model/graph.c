@@ -590,6 +590,49 @@ lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_s
 }
 
 lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum) {
+    return lt_graph_eval(m, b, loss_sum, NULL);
+}
+
+/* argmax of each labelled row's logits against its target: the logits of LT_LOGITS_CHUNK_FLOATS
+ * at a time, downloaded (no argmax op in the backend table; evaluation is occasional) */
+static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_correct) {
+    lt_model *m = x->m;
+    lt_graph *g = x->g;
+    lt_backend *be = x->be;
+    int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+    int64_t rows = (int64_t)(LT_LOGITS_CHUNK_FLOATS / (uint64_t)V);
+    if (rows < 1) rows = 1;
+    if (rows > x->N) rows = x->N;
+    if (!g->logits || g->logits_rows < rows) {
+        gfree(be, (void **)&g->logits);
+        g->logits_rows = 0;
+        LT_TRY(galloc(be, (void **)&g->logits, (size_t)rows * (size_t)V * sizeof(float)));
+        g->logits_rows = rows;
+    }
+    float *host = lt_malloc((size_t)rows * (size_t)V * sizeof(float), "eval logits");
+    if (!host) return LT_ERR_OUT_OF_MEMORY;
+    lt_status st = LT_OK;
+    for (int64_t t0 = 0; t0 < x->N && st == LT_OK; t0 += rows) {
+        int64_t n = x->N - t0 < rows ? x->N - t0 : rows, any = 0;
+        for (int64_t t = 0; t < n && !any; t++) any = b->targets[t0 + t] != -100;
+        if (!any) continue;
+        st = be->ops.lm_head_logits(be, g->logits, act_at(x, g->lnf, t0, C), m->head, n, C, V);
+        if (st == LT_OK) st = be->ops.download(be, host, g->logits, (size_t)n * (size_t)V * 4);
+        for (int64_t t = 0; t < n && st == LT_OK; t++) {
+            int32_t y = b->targets[t0 + t];
+            if (y == -100) continue;
+            const float *r = host + (size_t)t * (size_t)V;
+            int64_t best = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (r[v] > r[best]) best = v;
+            *n_correct += best == y;
+        }
+    }
+    free(host);
+    return st;
+}
+
+lt_status lt_graph_eval(lt_model *m, const lt_batch *b, double *loss_sum, int64_t *n_correct) {
     LT_CHECK_ARG(loss_sum && b && b->targets, "lt_graph_loss: needs a batch with targets and a loss accumulator");
     pass_ctx x;
     LT_TRY(pass_begin(m, b, LT_GRAPH_INFER, &x));
@@ -597,7 +640,8 @@ lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum) {
     LT_TRY(x.be->ops.memset0(x.be, x.g->loss, sizeof(float)));
     LT_TRY(x.be->ops.lm_head_ce(x.be, x.g->loss, NULL, x.g->lnf, m->head, x.g->targets, x.N, m->cfg.hidden_size,
                                 m->cfg.vocab_size, 1.0f));
-    return read_loss(&x, loss_sum);
+    LT_TRY(read_loss(&x, loss_sum));
+    return n_correct ? count_correct(&x, b, n_correct) : LT_OK;
 }
 
 lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits) {

@@ -54,6 +54,9 @@ lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_s
                                     double *loss_sum);
 /* Forward only: adds sum(CE over b->targets) to *loss_sum (dropout off). */
 lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum);
+/* lt_graph_loss, and (n_correct non-NULL) adds the labelled tokens whose argmax logit is the
+ * target (lowest index among equals) to *n_correct. */
+lt_status lt_graph_eval(lt_model *m, const lt_batch *b, double *loss_sum, int64_t *n_correct);
 /* Forward only: logits of every token of b, f32 [b->n_tokens, V] into host memory. */
 lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits);
 

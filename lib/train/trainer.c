@@ -1,7 +1,7 @@
 /* trainer.c - the step-driven training loop: data order and cursor, gradient accumulation with
  * the window-wide token count (transformers >= 5.17: sum of CE over the window / shifted labels
  * in the window), global-norm clipping, AdamW (torch) or 8-bit AdamW (bitsandbytes), the
- * schedule, metrics, the step callback, evaluation. Checkpoints are in checkpoint.c. */
+ * schedule, metrics, the step callback. Checkpoints are in checkpoint.c, evaluation in eval.c. */
 #include "train/trainer_impl.h"
 
 #include <math.h>
@@ -149,6 +149,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     }
     tr->p.output_dir = tr->output_dir;
     if (st == LT_OK) st = lt_trainer_bind_tensors(tr);
+    if (st == LT_OK) st = lt_eval_init(tr);
     if (st == LT_OK) {
         lt_dataset_stats ds_stats;
         memset(&ds_stats, 0, sizeof ds_stats);
@@ -172,6 +173,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         return st;
     }
     lt_trainer_shuffle(tr);
+    lt_schedule_warn(tr);
     tr->t_start = lt_time_s();
     tr->log_fresh = 1;
     tr->use_loss_scale = model->be->act_dtype == LT_DTYPE_F16;
@@ -194,6 +196,7 @@ LT_API void lt_trainer_free(lt_trainer *tr) {
     free(tr->perm);
     free(tr->hist_step);
     free(tr->hist_loss);
+    lt_eval_free(tr);
     free(tr->output_dir);
     free(tr);
 }
@@ -323,7 +326,10 @@ static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
 
 LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     LT_CHECK_ARG(tr, "lt_trainer_step: trainer is NULL");
-    if (tr->step >= tr->max_steps) return LT_DONE;
+    if (tr->step >= tr->max_steps || tr->early_stopped) {
+        LT_TRY(lt_eval_finish(tr));
+        return LT_DONE;
+    }
     lt_model *m = tr->m;
     lt_backend *be = m->be;
     double t0 = lt_time_s();
@@ -425,6 +431,10 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         be->ops.memory(be, &in_use, &peak);
         mt.peak_memory = peak;
     }
+    tr->steps_run++;
+    tr->run_loss_sum += mt.loss;
+    tr->last_loss = mt.loss;
+    LT_TRY(lt_eval_after_step(tr, &mt));
     if (metrics) {
         uint32_t sz = metrics->struct_size && metrics->struct_size < sizeof mt ? metrics->struct_size : sizeof mt;
         memcpy(metrics, &mt, sz);
@@ -450,6 +460,7 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         lt_status st = lt_trainer_save_checkpoint(tr, dir);
         free(dir);
         LT_TRY(st);
+        LT_TRY(lt_checkpoints_prune(tr));
     }
     if (tr->p.on_step && tr->p.on_step(&mt, tr->p.user_data) != 0) return LT_STOPPED;
     return LT_OK;
@@ -462,34 +473,4 @@ LT_API lt_status lt_trainer_run(lt_trainer *tr) {
         if (st == LT_OK) continue;
         return st == LT_DONE ? LT_OK : st;
     }
-}
-
-LT_API lt_status lt_trainer_evaluate(lt_trainer *tr, double *loss) {
-    LT_CHECK_ARG(tr && loss, "lt_trainer_evaluate: trainer and loss must not be NULL");
-    size_t n = lt_dataset_eval_size(tr->ds);
-    if (n == 0) return lt_error(LT_ERR_STATE, "the dataset holds no evaluation records: set eval_fraction > 0 in "
-                                "lt_dataset_params");
-    size_t bs = (size_t)tr->p.batch_size;
-    size_t *idx = lt_malloc(bs * sizeof(size_t), "eval indices");
-    if (!idx) return LT_ERR_OUT_OF_MEMORY;
-    lt_batch b;
-    memset(&b, 0, sizeof b);
-    double sum = 0;
-    int64_t items = 0;
-    lt_status st = LT_OK;
-    for (size_t i = 0; i < n && st == LT_OK; i += bs) {
-        size_t k = n - i < bs ? n - i : bs;
-        for (size_t j = 0; j < k; j++) idx[j] = i + j;
-        st = lt_batch_from_dataset(&b, tr->ds, idx, (int)k, 1);
-        if (st == LT_OK && b.n_targets > 0) {
-            st = lt_graph_loss(tr->m, &b, &sum);
-            items += b.n_targets;
-        }
-    }
-    lt_batch_free(&b);
-    free(idx);
-    LT_TRY(st);
-    if (items == 0) return lt_error(LT_ERR_DATA, "the evaluation records carry no labelled tokens");
-    *loss = sum / (double)items;
-    return LT_OK;
 }

@@ -69,6 +69,22 @@ struct lt_trainer {
     int use_loss_scale;
     double loss_scale;
     int64_t good_steps;
+    /* evaluation, early stopping, load-best (eval.c) */
+    const lt_dataset *eval_ds; /* the eval records' dataset (eval_data, else ds's held-out split) */
+    int eval_split;            /* 1: eval_ds's held-out split, 0: its training split */
+    size_t n_eval;             /* eval records (0: no evaluation) */
+    int32_t n_evals;
+    double best_eval_loss;     /* NaN before the first evaluation */
+    int64_t best_eval_step;
+    int32_t evals_no_better;   /* evaluations in a row without improvement (early stopping) */
+    int early_stopped, best_loaded;
+    float **best_w;            /* [n_tensors] host copies of the LoRA weights at the best eval */
+    int64_t *hist_eval_step;   /* eval history for loss.svg */
+    double *hist_eval_loss;
+    size_t hist_eval_n, hist_eval_cap;
+    /* this trainer's run (summary) */
+    int64_t steps_run;
+    double run_loss_sum, last_loss;
 };
 
 #define LT_LOSS_SCALE_INTERVAL 2000
@@ -80,6 +96,20 @@ double lt_schedule_lambda(int32_t scheduler, int64_t s, int64_t warmup, int64_t 
 lt_status lt_trainer_bind_tensors(lt_trainer *tr);
 /* Writes the permutation of tr->epoch into tr->perm. */
 void lt_trainer_shuffle(lt_trainer *tr);
+
+/* Sets up eval_ds / n_eval from the params and checks eval-dependent options (eval.c). */
+lt_status lt_eval_init(lt_trainer *tr);
+/* After step tr->step: evaluates when due, tracks the best, decides early stopping and keeps the
+ * best weights; fills mt's eval fields (NaN when no evaluation ran). */
+lt_status lt_eval_after_step(lt_trainer *tr, lt_metrics *mt);
+/* On LT_DONE: puts the best evaluation's weights back (load_best_at_end), once. */
+lt_status lt_eval_finish(lt_trainer *tr);
+void lt_eval_free(lt_trainer *tr);
+/* Deletes checkpoint-<step> folders of output_dir beyond save_total_limit (eval.c). */
+lt_status lt_checkpoints_prune(lt_trainer *tr);
+/* Warns through the log callback when warmup >= max_steps or the peak lr is never reached
+ * (schedule.c). */
+void lt_schedule_warn(const lt_trainer *tr);
 
 /* log.jsonl row + loss.svg (report.c). */
 lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss);
