@@ -62,12 +62,34 @@ class LoratuneError(Exception):
         super().__init__("%s%s: %s" % (where, self.status_name, message or "(no message)"))
 
 
+class InvalidArgumentError(LoratuneError, ValueError):
+    """LT_ERR_INVALID_ARGUMENT: a parameter out of range, not finite, or too large for its
+    field (the message names the parameter and the value)."""
+
+
+class UnsupportedError(LoratuneError, NotImplementedError):
+    """LT_ERR_UNSUPPORTED: a valid request this version cannot do (the message names it)."""
+
+
+class NonFiniteError(LoratuneError, FloatingPointError):
+    """LT_ERR_NONFINITE: a loss or gradient norm became NaN/Inf; training stopped (the message
+    names the step, the value and the last good checkpoint)."""
+
+
+def error_class(status):
+    """The LoratuneError subclass raised for an lt_status."""
+    return _ERROR_CLASSES.get(int(status), LoratuneError)
+
+
 class LibraryMismatchError(LoratuneError, ImportError):
     """The loaded libloratune does not match these bindings (major version or struct layout)."""
 
 
 class LibraryNotFoundError(ImportError):
     pass
+
+
+_ERROR_CLASSES = {LT_ERR_INVALID_ARGUMENT: InvalidArgumentError, LT_ERR_UNSUPPORTED: UnsupportedError}
 
 
 # ---- callback types ------------------------------------------------------------------------
@@ -508,7 +530,7 @@ def check(status, call=None):
     carrying lt_last_error()'s text otherwise."""
     status = int(status)
     if status < 0:
-        raise LoratuneError(status, last_error(), call)
+        raise error_class(status)(status, last_error(), call)
     return status
 
 

@@ -7,7 +7,10 @@ the library; closing a handle first closes the handles that depend on it.
 import ctypes
 import json
 import os
+import math
+import operator
 import queue
+import signal
 import threading
 import weakref
 
@@ -43,36 +46,52 @@ def cuda_device_info(index=0):
 
 
 class _CallbackGuard:
-    """Runs a Python callback for C: an exception inside it stops the C call (non-zero return)
-    and is raised again once the C call is back, so errors are never swallowed."""
+    """Runs Python callbacks for C: an exception raised anywhere in one (argument conversion
+    included) stops the C call (non-zero return) and is raised again, as it was, once the C call
+    is back; ctypes never sees it, so it is never printed and dropped."""
 
     def __init__(self):
         self.error = None
 
-    def run(self, fn, *args):
-        if self.error is not None:
-            return 1
-        try:
-            return 1 if fn(*args) else 0
-        except BaseException as e:  # KeyboardInterrupt too: stop the C loop cleanly
-            self.error = e
-            return 1
+    def wrap(self, fn):
+        """A trampoline for a C callback type: fn(*c_args) -> stop?; 1 when fn raised."""
+        def tramp(*args):
+            try:
+                if self.error is not None:
+                    return 1
+                return 1 if fn(*args) else 0
+            except BaseException as e:  # KeyboardInterrupt too: stop the C loop cleanly
+                if self.error is None:
+                    self.error = e
+                return 1
+        return tramp
 
     def reraise(self):
+        """Raises the callback's exception (or one a log callback raised meanwhile)."""
         if self.error is not None:
             e, self.error = self.error, None
             raise e
+        _raise_log_error()
 
 
 def _progress_fn(progress, guard):
     """An lt_progress_fn around a Python callable progress(what, done, total) -> stop?"""
     if progress is None:
         return _ffi.PROGRESS_FN()
-    return _ffi.PROGRESS_FN(lambda what, done, total, ud: guard.run(
-        progress, (what or b"").decode("utf-8", "replace"), int(done), int(total)))
+    return _ffi.PROGRESS_FN(guard.wrap(lambda what, done, total, ud: progress(
+        (what or b"").decode("utf-8", "replace"), int(done), int(total))))
 
 
 _log_keep = None
+_log_error = [None]  # an exception the log callback raised, not yet raised to the caller
+_log_lock = threading.Lock()
+
+
+def _raise_log_error():
+    with _log_lock:
+        e, _log_error[0] = _log_error[0], None
+    if e is not None:
+        raise e
 
 
 def set_log_callback(fn, max_level=_ffi.LT_LOG_INFO):
@@ -85,13 +104,62 @@ def set_log_callback(fn, max_level=_ffi.LT_LOG_INFO):
         return
 
     def tramp(level, msg, ud):
+        # The library goes on after a log line whatever happens here: an exception is kept and
+        # raised by the next binding call that returns (a trainer step, a load, an export).
         try:
             fn(int(level), (msg or b"").decode("utf-8", "replace"))
-        except Exception:  # a logger must never take the library down
-            pass
+        except BaseException as e:
+            with _log_lock:
+                if _log_error[0] is None:
+                    _log_error[0] = e
 
     _log_keep = _ffi.LOG_FN(tramp)
     _L.lt_set_log_callback(_log_keep, int(max_level), None)
+
+
+_INT_RANGES = {ctypes.c_int32: (-2 ** 31, 2 ** 31 - 1), ctypes.c_uint32: (0, 2 ** 32 - 1),
+               ctypes.c_int64: (-2 ** 63, 2 ** 63 - 1), ctypes.c_uint64: (0, 2 ** 64 - 1)}
+
+
+def _bad(what, name, message):
+    e = _ffi.InvalidArgumentError(_ffi.LT_ERR_INVALID_ARGUMENT, "%s=%s" % (name, message), what)
+    e.param = name
+    return e
+
+
+def _set_fields(p, what, **values):
+    """p.<field> = value for each value that is not None, refusing what the field cannot hold:
+    ctypes would silently wrap 99999999999 into a 32-bit field, or turn a string into a crash.
+    Ranges and finiteness are the library's to check (one set of rules for every front end);
+    here only what would not reach it intact."""
+    types = dict(p._fields_)
+    for name, value in values.items():
+        if value is None:
+            continue
+        ctype = types[name]
+        if ctype in _INT_RANGES:
+            if isinstance(value, float):
+                if not math.isfinite(value) or value != int(value):
+                    raise _bad(what, name, "%r: expected an integer" % value)
+                value = int(value)
+            else:
+                try:
+                    value = operator.index(value)  # int, bool, numpy integers
+                except TypeError:
+                    raise _bad(what, name, "%r: expected an integer, not %s" % (value, type(value).__name__))
+            lo, hi = _INT_RANGES[ctype]
+            if not lo <= value <= hi:
+                bits = ctypes.sizeof(ctype) * 8
+                raise _bad(what, name, "%d is out of range: it must fit a%s %d-bit integer (%d to %d)"
+                           % (value, "n unsigned" if lo == 0 else "", bits, lo, hi))
+        elif ctype in (ctypes.c_double, ctypes.c_float):
+            if isinstance(value, (str, bytes)):
+                raise _bad(what, name, "%r: expected a number, not a string" % (value,))
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise _bad(what, name, "%r: expected a number" % (value,))
+        setattr(p, name, value)
 
 
 def _enum(value, table, what):
@@ -344,18 +412,17 @@ class Model(_Handle):
     _free = "lt_model_free"
     _what = "model"
 
-    def __init__(self, path, device="auto", quant="nf4", dtype="auto", max_seq_len=2048, double_quant=True,
-                 n_threads=0, progress=None):
+    def __init__(self, path, device=None, quant=None, dtype=None, max_seq_len=None, double_quant=None,
+                 n_threads=None, progress=None):
         super().__init__()
         self.path = os.fspath(path)
         guard = _CallbackGuard()
         p = init_struct(_ffi.lt_model_params, _L.lt_model_params_init)
-        p.device, p.device_index = _parse_device(device)
-        p.quant = _enum(quant, _QUANTS, "quant") if quant is not None else p.quant
-        p.compute_dtype = _enum(dtype, _DTYPES, "dtype")
-        p.double_quant = int(bool(double_quant))
-        p.max_seq_len = int(max_seq_len)
-        p.n_threads = int(n_threads)
+        if device is not None:
+            p.device, p.device_index = _parse_device(device)
+        _set_fields(p, "Model", quant=_enum(quant, _QUANTS, "quant") if quant is not None else None,
+                    compute_dtype=_enum(dtype, _DTYPES, "dtype") if dtype is not None else None,
+                    double_quant=double_quant, max_seq_len=max_seq_len, n_threads=n_threads)
         cb = _progress_fn(progress, guard)
         p.progress = cb
         st = _L.lt_model_load(encode_str(self.path), ctypes.byref(p), ctypes.byref(self._h))
@@ -374,14 +441,13 @@ class Model(_Handle):
         for child in list(self._children):
             child.close()
 
-    def add_lora(self, r=16, alpha=32.0, dropout=0.1, targets="all", use_rslora=False, seed=3407):
-        """Attaches a fresh adapter (replacing any; open trainers and exporters are closed)."""
-        self._drop_dependents()
+    def add_lora(self, r=None, alpha=None, dropout=None, targets=None, use_rslora=None, seed=None):
+        """Attaches a fresh adapter (replacing any; open trainers and exporters are closed).
+        Arguments left at None take lt_lora_params_init's defaults."""
         p = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
-        p.r, p.alpha, p.dropout = int(r), float(alpha), float(dropout)
-        p.use_rslora = int(bool(use_rslora))
-        p.targets = parse_targets(targets)
-        p.seed = int(seed)
+        _set_fields(p, "add_lora", r=r, alpha=alpha, dropout=dropout, use_rslora=use_rslora, seed=seed,
+                    targets=parse_targets(targets) if targets is not None else None)
+        self._drop_dependents()
         check(_L.lt_model_add_lora(self.handle, ctypes.byref(p)), "lt_model_add_lora")
         return self
 
@@ -422,16 +488,15 @@ class Model(_Handle):
         check(_L.lt_model_loss(self.handle, arr, lab, n, ctypes.byref(out)), "lt_model_loss")
         return out.value
 
-    def generate(self, prompt_ids, max_new_tokens=128, tokenizer=None, on_text=None, do_sample=False,
-                 temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=3407,
+    def generate(self, prompt_ids, max_new_tokens=None, tokenizer=None, on_text=None, do_sample=None,
+                 temperature=None, top_k=None, top_p=None, min_p=None, repetition_penalty=None, seed=None,
                  stop_ids=None, stop_strings=None):
         """Generates after prompt_ids; returns the new ids. on_text(piece, token) receives each
-        complete piece of text as it comes (needs `tokenizer`); a truthy return stops."""
+        complete piece of text as it comes (needs `tokenizer`); a truthy return stops. Arguments
+        left at None take lt_generate_params_init's defaults."""
         p = init_struct(_ffi.lt_generate_params, _L.lt_generate_params_init)
-        p.max_new_tokens = int(max_new_tokens)
-        p.do_sample = int(bool(do_sample))
-        p.temperature, p.top_k, p.top_p = float(temperature), int(top_k), float(top_p)
-        p.min_p, p.repetition_penalty, p.seed = float(min_p), float(repetition_penalty), int(seed)
+        _set_fields(p, "generate", max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                    top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
         keep = []
         if stop_ids is not None:
             arr, n = _int_array(stop_ids)
@@ -449,13 +514,12 @@ class Model(_Handle):
             if tokenizer is None:
                 raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "on_text needs a tokenizer", "generate")
 
-            def tramp(piece, length, token, ud):
-                return guard.run(on_text, ctypes.string_at(piece, length).decode("utf-8", "replace"), int(token))
-            cb = _ffi.STREAM_FN(tramp)
+            cb = _ffi.STREAM_FN(guard.wrap(lambda piece, length, token, ud: on_text(
+                ctypes.string_at(piece, length).decode("utf-8", "replace"), int(token))))
             keep.append(cb)
             p.on_text = cb
         prompt, n_prompt = _int_array(prompt_ids)
-        cap = max(int(max_new_tokens), 0) + 1
+        cap = max(int(p.max_new_tokens), 0) + 1
         out = (ctypes.c_int32 * cap)()
         n_out = ctypes.c_size_t()
         st = _L.lt_generate(self.handle, prompt, n_prompt, ctypes.byref(p), out, cap, ctypes.byref(n_out))
@@ -524,15 +588,14 @@ class Dataset(_Handle):
     _free = "lt_dataset_free"
     _what = "dataset"
 
-    def __init__(self, tokenizer, path=None, format="auto", template=None, template_text=None,
+    def __init__(self, tokenizer, path=None, format=None, template=None, template_text=None,
                  instruction_field=None, input_field=None, output_field=None, text_field=None,
-                 max_seq_len=2048, loss_on="all", add_eos=True, skip_bad_records=False, eval_fraction=0.0,
-                 seed=3407, n_threads=0, progress=None):
+                 max_seq_len=None, loss_on=None, add_eos=None, skip_bad_records=None, eval_fraction=None,
+                 seed=None, n_threads=None, progress=None):
         super().__init__()
         self.tokenizer = tokenizer  # must outlive the dataset
         guard = _CallbackGuard()
         p = init_struct(_ffi.lt_dataset_params, _L.lt_dataset_params_init)
-        p.format = _enum(format, _FORMATS, "format")
         strings = {"template_name": template, "template_text": template_text,
                    "instruction_field": instruction_field, "input_field": input_field,
                    "output_field": output_field, "text_field": text_field}
@@ -541,13 +604,10 @@ class Dataset(_Handle):
                 b = encode_str(value)
                 self._keep.append(b)
                 setattr(p, field, b)
-        p.max_seq_len = int(max_seq_len)
-        p.loss_on = _enum(loss_on, _LOSS_ON, "loss_on")
-        p.add_eos = int(bool(add_eos))
-        p.skip_bad_records = int(bool(skip_bad_records))
-        p.eval_fraction = float(eval_fraction)
-        p.seed = int(seed)
-        p.n_threads = int(n_threads)
+        _set_fields(p, "Dataset", format=_enum(format, _FORMATS, "format") if format is not None else None,
+                    loss_on=_enum(loss_on, _LOSS_ON, "loss_on") if loss_on is not None else None,
+                    max_seq_len=max_seq_len, add_eos=add_eos, skip_bad_records=skip_bad_records,
+                    eval_fraction=eval_fraction, seed=seed, n_threads=n_threads)
         cb = _progress_fn(progress, guard)
         self._keep.append(cb)
         p.progress = cb
@@ -626,43 +686,100 @@ class Metrics:
         return "Metrics(step=%d, loss=%.4f, lr=%.3g, grad_norm=%.3f)" % (self.step, self.loss, self.lr, self.grad_norm)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a trainer call: the step in progress was finished (or abandoned by
+    the library), a checkpoint was written where the trainer has an output_dir, and the trainer
+    and model stay usable. .step: the steps done; .checkpoint: the folder written, or None."""
+
+    def __init__(self, message, step=0, checkpoint=None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class _DeferSigint:
+    """While a trainer call runs on the main thread with Python's default SIGINT handling, a
+    first Ctrl-C only asks the trainer to stop (the C call finishes its step, or abandons it where
+    the library can, and the trainer raises TrainingInterrupted after it); a second one raises
+    KeyboardInterrupt at once, as the default handler would. A callback's Python code never sees
+    the first interrupt, so no step is left half-reported."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.hits = 0
+        self.error = None
+        self._prev = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._prev = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.hits += 1
+        if self.hits > 1:
+            raise KeyboardInterrupt
+        self.trainer._request_stop()
+
+    def poll(self):
+        """Runs the Python signal handlers now, so a Ctrl-C that came during the C call is
+        counted before its result is looked at; what a handler raised is kept in .error."""
+        try:
+            _check_signals()
+        except BaseException as e:
+            self.error = e
+
+    def __exit__(self, *exc):
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+            self._prev = None
+
+
+_check_signals = ctypes.pythonapi.PyErr_CheckSignals
+_check_signals.restype = ctypes.c_int
+_check_signals.argtypes = []
+
+
 class Trainer(_Handle):
     """The step loop. on_step: a callable (or a list) called with Metrics after every optimizer
-    step; a truthy return stops training after that step."""
+    step; a truthy return stops training after that step; an exception it raises stops training
+    and is raised again from step()/run(). Ctrl-C during step()/run()/iteration raises
+    TrainingInterrupted (a KeyboardInterrupt) after at most the step in progress, with a
+    checkpoint in output_dir. Arguments left at None take lt_train_params_init's defaults."""
     _free = "lt_trainer_free"
     _what = "trainer"
 
-    def __init__(self, model, dataset, batch_size=2, grad_accum=8, max_steps=100, epochs=1.0, lr=4e-5,
-                 warmup_steps=50, warmup_ratio=0.0, scheduler="cosine", optimizer="adamw_8bit", weight_decay=0.01,
-                 adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8, max_grad_norm=1.0, seed=3407, packing=False,
-                 gradient_checkpointing=True, offload_checkpoints=False, deterministic=False, log_every=1,
-                 save_every=0, output_dir=None, on_step=None, fp16_initial_loss_scale=None, fuse_micro_batches=True):
+    def __init__(self, model, dataset, batch_size=None, grad_accum=None, max_steps=None, epochs=None, lr=None,
+                 warmup_steps=None, warmup_ratio=None, scheduler=None, optimizer=None, weight_decay=None,
+                 adam_beta1=None, adam_beta2=None, adam_eps=None, max_grad_norm=None, seed=None, packing=None,
+                 gradient_checkpointing=None, offload_checkpoints=None, deterministic=None, log_every=None,
+                 save_every=None, output_dir=None, on_step=None, fp16_initial_loss_scale=None,
+                 fuse_micro_batches=None):
         super().__init__()
         self.model, self.dataset = model, dataset  # both must outlive the trainer
         self._guard = _CallbackGuard()
         p = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
-        p.batch_size, p.grad_accum, p.max_steps = int(batch_size), int(grad_accum), int(max_steps)
-        p.epochs, p.lr, p.warmup_steps, p.warmup_ratio = float(epochs), float(lr), int(warmup_steps), float(warmup_ratio)
-        p.scheduler = _parse_with(_L.lt_scheduler_parse, scheduler, "lt_scheduler_parse")
-        p.optimizer = _parse_with(_L.lt_optimizer_parse, optimizer, "lt_optimizer_parse")
-        p.weight_decay, p.adam_beta1, p.adam_beta2 = float(weight_decay), float(adam_beta1), float(adam_beta2)
-        p.adam_eps, p.max_grad_norm, p.seed = float(adam_eps), float(max_grad_norm), int(seed)
-        p.packing = int(bool(packing))
-        p.gradient_checkpointing = int(bool(gradient_checkpointing))
-        p.offload_checkpoints = int(bool(offload_checkpoints))
-        p.deterministic = int(bool(deterministic))
-        p.log_every, p.save_every = int(log_every), int(save_every)
+        _set_fields(p, "Trainer", batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, epochs=epochs,
+                    lr=lr, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                    adam_beta1=adam_beta1, adam_beta2=adam_beta2, adam_eps=adam_eps, max_grad_norm=max_grad_norm,
+                    seed=seed, packing=packing, gradient_checkpointing=gradient_checkpointing,
+                    offload_checkpoints=offload_checkpoints, deterministic=deterministic, log_every=log_every,
+                    save_every=save_every, fp16_initial_loss_scale=fp16_initial_loss_scale,
+                    fuse_micro_batches=fuse_micro_batches)
+        if scheduler is not None:
+            p.scheduler = _parse_with(_L.lt_scheduler_parse, scheduler, "lt_scheduler_parse")
+        if optimizer is not None:
+            p.optimizer = _parse_with(_L.lt_optimizer_parse, optimizer, "lt_optimizer_parse")
+        self.output_dir = os.fspath(output_dir) if output_dir is not None else None
         if output_dir is not None:
-            b = encode_str(os.fspath(output_dir))
+            b = encode_str(self.output_dir)
             self._keep.append(b)
             p.output_dir = b
-        if fp16_initial_loss_scale is not None:
-            p.fp16_initial_loss_scale = float(fp16_initial_loss_scale)
-        p.fuse_micro_batches = int(bool(fuse_micro_batches))
         self._callbacks = [] if on_step is None else (list(on_step) if isinstance(on_step, (list, tuple))
                                                       else [on_step])
         if self._callbacks:
-            cb = _ffi.STEP_FN(self._on_step)
+            cb = _ffi.STEP_FN(self._guard.wrap(self._on_step))
             self._keep.append(cb)
             p.on_step = cb
         self._params = p
@@ -671,27 +788,62 @@ class Trainer(_Handle):
         model._adopt(self)
         dataset._adopt(self)
         self._metrics = init_struct(_ffi.lt_metrics)
+        self.last_metrics = None  # the Metrics of the last step taken
         self.finished = False
         self.stopped = False
 
     def _on_step(self, mp, ud):
         m = Metrics(mp.contents)
-        stop = 0
+        stop = False
         for fn in self._callbacks:
-            stop |= self._guard.run(fn, m)
+            stop = bool(fn(m)) or stop
         return stop
+
+    def _request_stop(self):
+        """Asks the library to end the step in progress early (a signal handler calls it)."""
+        req = getattr(_L, "lt_trainer_request_stop", None)
+        if req is not None and not isinstance(req, _ffi._Missing) and self._h:
+            req(self._h)
+
+    def _interrupted(self):
+        """After a Ctrl-C: a checkpoint of the steps done, then TrainingInterrupted."""
+        step = self.last_metrics.step if self.last_metrics is not None else 0
+        where = None
+        if self.finished:
+            note = "training had already finished (step %d); nothing to resume" % step
+        elif step == 0:
+            note = "before the first step ended; no checkpoint was written"
+        elif self.output_dir is None:
+            note = ("no output_dir, so no checkpoint was written; the trainer goes on with step() or run(), "
+                    "or save_checkpoint(path) keeps its state")
+        else:
+            where = os.path.join(self.output_dir, "checkpoint-%d" % step)
+            if not os.path.isdir(where):  # save_every may have written this step's already
+                self.save_checkpoint(where)
+            note = "checkpoint written to %s (resume: load_checkpoint(%r), then run())" % (where, where)
+        raise TrainingInterrupted("training interrupted after step %d: %s" % (step, note), step, where)
 
     def step(self):
         """One optimizer step: its Metrics (.stopped set when a callback asked to stop), or
         None when training is complete."""
-        st = _L.lt_trainer_step(self.handle, ctypes.byref(self._metrics))
-        self._guard.reraise()
-        check(st, "lt_trainer_step")
+        with _DeferSigint(self) as sigint:
+            st = _L.lt_trainer_step(self.handle, ctypes.byref(self._metrics))
+            sigint.poll()
+        m = None
         if st == _ffi.LT_DONE:
             self.finished = True
-            return None
-        self.stopped = st == _ffi.LT_STOPPED
-        return Metrics(self._metrics, self.stopped)
+        elif st == _ffi.LT_OK or (st == _ffi.LT_STOPPED and self._metrics.step != getattr(self.last_metrics, "step", 0)):
+            # a step was taken (an LT_STOPPED that reports no new step: the library abandoned
+            # the step in progress on request)
+            self.stopped = st == _ffi.LT_STOPPED
+            m = self.last_metrics = Metrics(self._metrics, self.stopped)
+        if sigint.error is not None:  # the second Ctrl-C
+            raise sigint.error
+        self._guard.reraise()
+        check(st, "lt_trainer_step")
+        if sigint.hits:
+            self._interrupted()
+        return m
 
     def __iter__(self):
         while True:
@@ -703,12 +855,10 @@ class Trainer(_Handle):
                 return
 
     def run(self):
-        """Runs until done ("done"), stopped by a callback ("stopped") or an error (raised)."""
-        st = _L.lt_trainer_run(self.handle)
-        self._guard.reraise()
-        check(st, "lt_trainer_run")
-        self.stopped = st == _ffi.LT_STOPPED
-        self.finished = not self.stopped
+        """Runs until done ("done"), stopped by a callback ("stopped"), an error (raised) or
+        Ctrl-C (TrainingInterrupted)."""
+        for _ in self:
+            pass
         return "stopped" if self.stopped else "done"
 
     def evaluate(self):
@@ -729,26 +879,24 @@ class Exporter(_Handle):
     _free = "lt_exporter_free"
     _what = "exporter"
 
-    def __init__(self, model, tokenizer=None, format="gguf", quant="q4_k_m", merge_base="auto", template=None,
-                 template_text=None, tokenizer_dir=None, overwrite=False, write_modelfile=True, n_threads=0,
+    def __init__(self, model, tokenizer=None, format=None, quant=None, merge_base=None, template=None,
+                 template_text=None, tokenizer_dir=None, overwrite=None, write_modelfile=None, n_threads=None,
                  max_shard_bytes=None, progress=None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self._guard = _CallbackGuard()
         p = init_struct(_ffi.lt_export_params, _L.lt_export_params_init)
-        p.format = _parse_with(_L.lt_export_format_parse, format, "lt_export_format_parse")
+        if format is not None:
+            p.format = _parse_with(_L.lt_export_format_parse, format, "lt_export_format_parse")
         for field, value in (("quant", quant), ("template_name", template), ("template_text", template_text),
                              ("tokenizer_dir", tokenizer_dir)):
             if value is not None:
                 b = encode_str(os.fspath(value) if field == "tokenizer_dir" else value)
                 self._keep.append(b)
                 setattr(p, field, b)
-        p.merge_base = _enum(merge_base, _MERGE, "merge_base")
-        p.overwrite = int(bool(overwrite))
-        p.write_modelfile = int(bool(write_modelfile))
-        p.n_threads = int(n_threads)
-        if max_shard_bytes is not None:
-            p.max_shard_bytes = int(max_shard_bytes)
+        _set_fields(p, "Exporter", merge_base=_enum(merge_base, _MERGE, "merge_base") if merge_base is not None
+                    else None, overwrite=overwrite, write_modelfile=write_modelfile, n_threads=n_threads,
+                    max_shard_bytes=max_shard_bytes)
         cb = _progress_fn(progress, self._guard)
         self._keep.append(cb)
         p.progress = cb
@@ -774,20 +922,20 @@ def export(model, path, tokenizer=None, **kwargs):
         return ex.write(path)
 
 
-def estimate_memory(model_dir, device="auto", quant="nf4", dtype="auto", max_seq_len=2048, r=16,
-                    targets="all", batch_size=2, grad_accum=8, gradient_checkpointing=True):
+def estimate_memory(model_dir, device=None, quant=None, dtype=None, max_seq_len=None, r=None, targets=None,
+                    batch_size=None, grad_accum=None, gradient_checkpointing=None):
     """Device bytes a training config needs, without loading weights: a dict of
-    weights/lora/activations/workspace/total."""
+    weights/lora/activations/workspace/total. None takes the lt_*_params_init default."""
     mp = init_struct(_ffi.lt_model_params, _L.lt_model_params_init)
-    mp.device, mp.device_index = _parse_device(device)
-    mp.quant = _enum(quant, _QUANTS, "quant")
-    mp.compute_dtype = _enum(dtype, _DTYPES, "dtype")
-    mp.max_seq_len = int(max_seq_len)
+    if device is not None:
+        mp.device, mp.device_index = _parse_device(device)
+    _set_fields(mp, "estimate_memory", quant=_enum(quant, _QUANTS, "quant") if quant is not None else None,
+                compute_dtype=_enum(dtype, _DTYPES, "dtype") if dtype is not None else None, max_seq_len=max_seq_len)
     lp = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
-    lp.r, lp.targets = int(r), parse_targets(targets)
+    _set_fields(lp, "estimate_memory", r=r, targets=parse_targets(targets) if targets is not None else None)
     tp = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
-    tp.batch_size, tp.grad_accum = int(batch_size), int(grad_accum)
-    tp.gradient_checkpointing = int(bool(gradient_checkpointing))
+    _set_fields(tp, "estimate_memory", batch_size=batch_size, grad_accum=grad_accum,
+                gradient_checkpointing=gradient_checkpointing)
     out = init_struct(_ffi.lt_memory_estimate)
     check(_L.lt_estimate_memory(encode_str(os.fspath(model_dir)), ctypes.byref(mp), ctypes.byref(lp),
                                 ctypes.byref(tp), ctypes.byref(out)), "lt_estimate_memory")
