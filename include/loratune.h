@@ -69,6 +69,9 @@ typedef enum lt_status {
     LT_ERR_UTF8 = -13,            /* invalid UTF-8 (the message gives the byte offset) */
     LT_ERR_NCCL = -14,            /* a NCCL failure */
     LT_ERR_NO_DEVICE = -15,       /* CUDA was asked for and no usable GPU is there */
+    LT_ERR_NONFINITE = -16,       /* a loss, gradient norm or value to be saved is NaN or infinite
+                                   * (the message names the step or tensor, the value and the last
+                                   * good checkpoint); nothing non-finite is ever written */
     LT_ERR_INTERNAL = -99         /* a bug in loratune: please report it with the message */
 } lt_status;
 
@@ -463,6 +466,17 @@ typedef struct lt_eval_result {
 /* Evaluates the eval records now (no gradient, no dropout, no effect on training or its random
  * streams); also what the trainer runs every eval_every steps. */
 LT_API lt_status lt_trainer_evaluate_v2(lt_trainer *tr, lt_eval_result *out);
+/* Asks the trainer to stop, from any thread or a signal handler (it only sets a flag: async-
+ * signal-safe). The running (or next) lt_trainer_step checks it between micro-batch passes and
+ * returns LT_STOPPED: either the step it had begun is abandoned (no update; the data cursor,
+ * dropout stream and metrics stay those of the last complete step, so that a checkpoint saved
+ * now and resumed gives the same losses as an uninterrupted run), or, when the request came
+ * after the last pass, the step is completed and reported as with an on_step stop. The request
+ * is consumed by the LT_STOPPED it causes: a later lt_trainer_step trains on. A front end's
+ * SIGINT/SIGTERM handler calls this, then saves a checkpoint with lt_trainer_save_checkpoint. */
+LT_API void lt_trainer_request_stop(lt_trainer *tr);
+/* Optimizer steps done so far (after a resume: counted from the checkpoint's), 0 for NULL. */
+LT_API int64_t lt_trainer_get_step(const lt_trainer *tr);
 
 typedef struct lt_train_summary {
     uint32_t struct_size;

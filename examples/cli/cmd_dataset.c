@@ -2,8 +2,8 @@
  * `loratune train` (lt_dataset_load) and prints its statistics and the first N examples with
  * their loss mask made visible (masked text dimmed on a terminal, else inside ⟦ ⟧). */
 #include "cli.h"
+#include "options.h"
 #include "data/dataset.h"
-#include "data/template.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,32 +12,9 @@
 static void usage(void) {
     printf("usage: loratune dataset --data FILE --tokenizer DIR [flags]\n\n"
            "Reads a JSON array or JSONL training file, renders and tokenizes every record as training\n"
-           "would, and prints statistics and the first examples with their loss mask.\n\n"
-           "  --data FILE             .json (array of objects) or .jsonl (one object per line)\n"
-           "  --tokenizer DIR         folder with tokenizer.json (+ tokenizer_config.json)\n"
-           "  --template T            alpaca-zh (default), alpaca, chatml, a template text with\n"
-           "                          {instruction} {input} {output}, or a file holding one\n"
-           "                          (chatml is '<|im_start|>user\\n{instruction}\\n{input}<|im_end|>\\n"
-           "<|im_start|>assistant\\n{output}',\n"
-           "                          then EOS; Python str.format rules: {} positional, {{ }} literal braces)\n"
-           "  --format F              auto (default), alpaca, chat, text, tokens\n"
-           "  --max-seq-len N         truncate longer records (default 2048; counted)\n"
-           "  --response-only         loss on the response only (default: every token)\n"
-           "  --skip-bad              skip bad records (counted, warned) instead of stopping\n"
-           "  --no-eos                do not append the tokenizer's EOS\n"
-           "  --eval-fraction F       hold out a fraction for evaluation (default 0)\n"
-           "  --seed N                split seed (default 3407)\n"
-           "  --instruction-field K, --input-field K, --output-field K, --text-field K\n"
-           "  --threads N             tokenization threads (default: all cores)\n"
-           "  --show N                examples to print (default 3)\n"
-           "  --color / --no-color    dim masked text (default: when stdout is a terminal)\n");
-}
-
-static int parse_format(const char *s, int32_t *out) {
-    static const char *names[] = {"auto", "alpaca", "chat", "text", "tokens"};
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, names[i])) { *out = i; return 1; }
-    return 0;
+           "would (the data flags are those of `loratune train`), and prints statistics and the first\n"
+           "examples with their loss mask.\n");
+    cli_opts_help(stdout, CLI_CMD_DATASET);
 }
 
 static int cmp_i32(const void *a, const void *b) {
@@ -73,51 +50,25 @@ static void show_example(const lt_tokenizer *tok, const int32_t *ids, const int3
 }
 
 int lt_cmd_dataset(int argc, char **argv) {
-    const char *cmd = argv[0], *data = NULL, *tokdir = NULL, *tpl = NULL;
-    lt_dataset_params p;
-    lt_dataset_params_init(&p);
-    int32_t show = 3, color = cli_is_tty(stdout);
-    for (int i = 1; i < argc; i++) {
-        const char *v;
+    const char *cmd = argv[0];
+    for (int i = 1; i < argc; i++)
         if (cli_switch(argv, i, "--help") || cli_switch(argv, i, "-h")) { usage(); return 0; }
-        else if ((v = cli_flag(argc, argv, &i, "--data"))) data = v;
-        else if ((v = cli_flag(argc, argv, &i, "--tokenizer"))) tokdir = v;
-        else if ((v = cli_flag(argc, argv, &i, "--template"))) tpl = v;
-        else if ((v = cli_flag(argc, argv, &i, "--format"))) {
-            if (!parse_format(v, &p.format)) return cli_usage_error(cmd, "--format: unknown format '%s'", v);
-        } else if ((v = cli_flag(argc, argv, &i, "--max-seq-len"))) { if (!cli_int(cmd, "--max-seq-len", v, &p.max_seq_len)) return 2; }
-        else if ((v = cli_flag(argc, argv, &i, "--show"))) { if (!cli_int(cmd, "--show", v, &show)) return 2; }
-        else if ((v = cli_flag(argc, argv, &i, "--threads"))) { if (!cli_int(cmd, "--threads", v, &p.n_threads)) return 2; }
-        else if ((v = cli_flag(argc, argv, &i, "--eval-fraction"))) { if (!cli_double(cmd, "--eval-fraction", v, &p.eval_fraction)) return 2; }
-        else if ((v = cli_flag(argc, argv, &i, "--seed"))) { if (!cli_u64(cmd, "--seed", v, &p.seed)) return 2; }
-        else if ((v = cli_flag(argc, argv, &i, "--instruction-field"))) p.instruction_field = v;
-        else if ((v = cli_flag(argc, argv, &i, "--input-field"))) p.input_field = v;
-        else if ((v = cli_flag(argc, argv, &i, "--output-field"))) p.output_field = v;
-        else if ((v = cli_flag(argc, argv, &i, "--text-field"))) p.text_field = v;
-        else if (cli_switch(argv, i, "--response-only")) p.loss_on = LT_LOSS_RESPONSE;
-        else if (cli_switch(argv, i, "--skip-bad")) p.skip_bad_records = 1;
-        else if (cli_switch(argv, i, "--no-eos")) p.add_eos = 0;
-        else if (cli_switch(argv, i, "--color")) color = 1;
-        else if (cli_switch(argv, i, "--no-color")) color = 0;
-        else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
-    }
-    if (!data || !tokdir) return cli_usage_error(cmd, "--data and --tokenizer are required");
+    cli_opts o;
+    cli_opts_init(&o, CLI_CMD_DATASET);
+    int rc = cli_opts_parse(&o, cmd, argc, argv);
+    if (rc < 0) rc = cli_opts_finish(&o, cmd);
+    if (rc >= 0) { cli_opts_free(&o); return rc; }
+    const char *data = o.data, *tokdir = o.tokenizer;
+    if (!data || !tokdir) { cli_opts_free(&o); return cli_usage_error(cmd, "--data and --tokenizer are required"); }
     cli_enable_logging(LT_LOG_WARN);
-    char *tpl_file = NULL;
-    struct stat sb;
-    if (tpl && !lt_template_builtin(tpl) && !strchr(tpl, '{')) {
-        if (stat(tpl, &sb) != 0) return cli_usage_error(cmd, "--template: '%s' is neither a built-in name (alpaca-zh, "
-                                                        "alpaca, chatml), a template text nor a file", tpl);
-        lt_status st = lt_template_read_file(tpl, &tpl_file);
-        if (st != LT_OK) return cli_fail(cmd, st, "reading the template");
-        p.template_text = tpl_file;
-    } else if (tpl && lt_template_builtin(tpl)) p.template_name = tpl;
-    else if (tpl) p.template_text = tpl;
+    lt_dataset_params p = o.dp;
     p.progress = cli_progress;
+    int32_t show = o.show, color = o.color;
+    struct stat sb;
 
     lt_tokenizer *tok = NULL;
     lt_dataset *ds = NULL;
-    int rc = 0;
+    rc = 0;
     lt_status st = lt_tokenizer_load(tokdir, &tok);
     if (st != LT_OK) { rc = cli_fail(cmd, st, "loading the tokenizer"); goto out; }
     struct timespec a, b;
@@ -144,7 +95,7 @@ int lt_cmd_dataset(int argc, char **argv) {
     int32_t fmt = lt_dataset_format(ds);
     printf("  format        %s", fmt_names[fmt >= 0 && fmt <= 4 ? fmt : 0]);
     if (fmt == LT_DATA_ALPACA)
-        printf(" (template %s)", tpl_file ? tpl : p.template_text ? "given as text" : p.template_name);
+        printf(" (template %s)", o.template_file_text ? o.tmpl : p.template_text ? "given as text" : p.template_name);
     else if (fmt == LT_DATA_CHAT) printf(" (the tokenizer's chat template)");
     printf("\n");
     printf("  records       %llu (train %llu, eval %llu)\n", (unsigned long long)n_all,
@@ -174,6 +125,6 @@ int lt_cmd_dataset(int argc, char **argv) {
 out:
     lt_dataset_free(ds);
     lt_tokenizer_free(tok);
-    free(tpl_file);
+    cli_opts_free(&o);
     return rc;
 }

@@ -1,6 +1,9 @@
 /* main.c - the `loratune` command: dispatches to the subcommands (one file each). */
 #include "cli.h"
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,24 +64,47 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "\n(see 'loratune %s --help')\n", cmd);
     return 2;
 }
-bool cli_int(const char *cmd, const char *flag, const char *v, int32_t *out) {
+bool cli_int_range(const char *cmd, const char *flag, const char *v, int32_t lo, int32_t hi, int32_t *out) {
     char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end) { cli_usage_error(cmd, "%s expects an integer, got '%s'", flag, v); return false; }
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || end == v) { cli_usage_error(cmd, "%s expects an integer, got '%s'", flag, v); return false; }
+    if (errno == ERANGE || x < lo || x > hi) {
+        cli_usage_error(cmd, "%s %s is out of range (an integer from %d to %d)", flag, v, lo, hi);
+        return false;
+    }
     *out = (int32_t)x;
     return true;
 }
+bool cli_int(const char *cmd, const char *flag, const char *v, int32_t *out) {
+    return cli_int_range(cmd, flag, v, INT32_MIN, INT32_MAX, out);
+}
 bool cli_double(const char *cmd, const char *flag, const char *v, double *out) {
     char *end;
+    errno = 0;
     double x = strtod(v, &end);
     if (!*v || *end) { cli_usage_error(cmd, "%s expects a number, got '%s'", flag, v); return false; }
-    *out = x;
+    if (errno == ERANGE && (x == HUGE_VAL || x == -HUGE_VAL)) {
+        cli_usage_error(cmd, "%s %s is out of range", flag, v);
+        return false;
+    }
+    *out = x; /* nan / inf are left to the library's checks, which name the field */
     return true;
 }
 bool cli_u64(const char *cmd, const char *flag, const char *v, uint64_t *out) {
     char *end;
+    errno = 0;
+    const char *p = v;
+    while (*p == ' ' || *p == '\t') p++;
     unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end) { cli_usage_error(cmd, "%s expects a non-negative integer, got '%s'", flag, v); return false; }
+    if (!*v || *end || *p == '-' || *p == '+') {
+        cli_usage_error(cmd, "%s expects a non-negative integer, got '%s'", flag, v);
+        return false;
+    }
+    if (errno == ERANGE) {
+        cli_usage_error(cmd, "%s %s is out of range (at most %llu)", flag, v, (unsigned long long)UINT64_MAX);
+        return false;
+    }
     *out = x;
     return true;
 }
@@ -87,6 +113,7 @@ bool cli_is_tty(FILE *f) { return isatty(fileno(f)); }
 
 int cli_progress(const char *what, uint64_t done, uint64_t total, void *user_data) {
     (void)user_data;
+    if (cli_stop_signal()) return 1; /* Ctrl-C / SIGTERM: the library cancels, leaving nothing half-written */
     if (!cli_is_tty(stderr) || total == 0) return 0;
     int width = 30, fill = (int)(width * (double)done / (double)total);
     char bar[64];

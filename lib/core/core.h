@@ -61,14 +61,40 @@ lt_status lt_mkdirs(const char *path);
 /* path join into a fresh string ("a" + "b" -> "a/b"); NULL on OOM */
 char *lt_path_join(const char *dir, const char *name);
 
-/* Atomic file write: data goes to "<path>.tmp.<pid>", fsync, then rename over path.
- * overwrite=0 refuses an existing path with LT_ERR_EXISTS. On failure nothing is left. */
+/* ---- whole-or-absent outputs (fs.c) ---- */
+/* Atomic file write: data goes to "<path>.tmp-<pid>-<n>" (write(2)), fsync, rename over path,
+ * fsync of the folder. overwrite=0 refuses an existing path with LT_ERR_EXISTS. On failure
+ * nothing is left. */
 typedef struct lt_atomic_file lt_atomic_file;
 lt_status lt_atomic_open(const char *path, int overwrite, lt_atomic_file **out);
 lt_status lt_atomic_write(lt_atomic_file *f, const void *data, size_t len);
 lt_status lt_atomic_commit(lt_atomic_file *f); /* closes, renames, frees */
 void lt_atomic_abort(lt_atomic_file *f);       /* closes, unlinks, frees; NULL-safe */
 lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, int overwrite);
+/* write(2) until done (EINTR retried); the message names `what`. */
+lt_status lt_fs_write_all(int fd, const void *data, size_t len, const char *what);
+/* A fresh temporary name beside path: "<path>.tmp-<pid>-<n>" (caller frees). */
+char *lt_fs_tmp_name(const char *path);
+lt_status lt_fs_sync_dir(const char *dir);
+/* rm -r without following links; a missing path is LT_OK. */
+lt_status lt_fs_remove_tree(const char *path);
+int lt_fs_dir_is_empty(const char *path);
+/* A folder of several files: lt_fs_dir_begin creates "<dir>.tmp-<pid>-<n>/" (and dir's parent);
+ * fill it, then lt_fs_dir_commit renames it to dir as one, replacing an existing dir (exchange,
+ * or moved aside and removed); on failure the temporary is removed. Both take ownership of
+ * *tmp_dir / tmp_dir. lt_fs_dir_abort removes it (NULL-safe) and keeps the last error. */
+lt_status lt_fs_dir_begin(const char *dir, char **tmp_dir);
+lt_status lt_fs_dir_commit(char *tmp_dir, const char *dir);
+void lt_fs_dir_abort(char *tmp_dir);
+/* A name a killed run may leave: "<x>.tmp-<pid>-<n>", "<x>.old-<pid>-<n>", "<x>.tmp.<pid>". */
+int lt_fs_is_temp_name(const char *name);
+/* Removes the temporaries in dir left by processes that are gone (only those of <only_base>
+ * when not NULL), restoring a ".old-" folder whose final name is missing; logs each (warning).
+ * Returns how many were removed. Keeps the last error. */
+int lt_fs_clean_stale(const char *dir, const char *only_base);
+/* The outermost missing part of path ("a/b" for "a/b/c/f" when only "a" exists), or NULL when
+ * path exists: what a failed command that created it removes again. Caller frees. */
+char *lt_fs_first_missing(const char *path);
 
 /* ---- half precision ---- */
 float lt_bf16_to_f32(uint16_t h);

@@ -27,6 +27,7 @@ const char *lt_status_string(lt_status s) {
     case LT_ERR_UTF8: return "LT_ERR_UTF8: invalid UTF-8";
     case LT_ERR_NCCL: return "LT_ERR_NCCL: NCCL failure";
     case LT_ERR_NO_DEVICE: return "LT_ERR_NO_DEVICE: no usable GPU";
+    case LT_ERR_NONFINITE: return "LT_ERR_NONFINITE: a non-finite (NaN or infinite) value";
     case LT_ERR_INTERNAL: return "LT_ERR_INTERNAL: internal error";
     }
     return "unknown lt_status";

@@ -1,5 +1,5 @@
-/* util.c - checked allocation, clocks, a small parallel-for, files (atomic writes, mkdir -p)
- * and the bf16/f16 conversions. */
+/* util.c - checked allocation, clocks, a small parallel-for, files (read, mkdir -p) and the
+ * bf16/f16 conversions. Whole-or-absent writes are in fs.c. */
 #include "core/core.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -130,63 +130,6 @@ char *lt_path_join(const char *dir, const char *name) {
     if (a && dir[a - 1] != '/') p[k++] = '/';
     memcpy(p + k, name, b + 1);
     return p;
-}
-
-struct lt_atomic_file { FILE *f; char *path, *tmp; };
-
-lt_status lt_atomic_open(const char *path, int overwrite, lt_atomic_file **out) {
-    *out = NULL;
-    if (!overwrite && access(path, F_OK) == 0)
-        return lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite to replace it)", path);
-    lt_atomic_file *a = lt_calloc(1, sizeof *a, "an output file");
-    if (!a) return LT_ERR_OUT_OF_MEMORY;
-    a->path = lt_strdup(path);
-    a->tmp = lt_malloc(strlen(path) + 32, "a path");
-    if (!a->path || !a->tmp) { free(a->path); free(a->tmp); free(a); return LT_ERR_OUT_OF_MEMORY; }
-    snprintf(a->tmp, strlen(path) + 32, "%s.tmp.%ld", path, (long)getpid());
-    a->f = fopen(a->tmp, "wb");
-    if (!a->f) {
-        lt_status st = lt_error(LT_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        free(a->path); free(a->tmp); free(a);
-        return st;
-    }
-    *out = a;
-    return LT_OK;
-}
-
-lt_status lt_atomic_write(lt_atomic_file *a, const void *data, size_t len) {
-    if (len && fwrite(data, 1, len, a->f) != len)
-        return lt_error(LT_ERR_IO, "writing %s failed (disk full?): %s", a->path, strerror(errno));
-    return LT_OK;
-}
-
-void lt_atomic_abort(lt_atomic_file *a) {
-    if (!a) return;
-    if (a->f) fclose(a->f);
-    unlink(a->tmp);
-    free(a->path); free(a->tmp); free(a);
-}
-
-lt_status lt_atomic_commit(lt_atomic_file *a) {
-    lt_status st = LT_OK;
-    if (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0)
-        st = lt_error(LT_ERR_IO, "writing %s failed (disk full?): %s", a->path, strerror(errno));
-    if (fclose(a->f) != 0 && st == LT_OK)
-        st = lt_error(LT_ERR_IO, "closing %s failed: %s", a->path, strerror(errno));
-    a->f = NULL;
-    if (st == LT_OK && rename(a->tmp, a->path) != 0)
-        st = lt_error(LT_ERR_IO, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
-    if (st != LT_OK) unlink(a->tmp);
-    free(a->path); free(a->tmp); free(a);
-    return st;
-}
-
-lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, int overwrite) {
-    lt_atomic_file *a;
-    LT_TRY(lt_atomic_open(path, overwrite, &a));
-    lt_status st = lt_atomic_write(a, data, len);
-    if (st != LT_OK) { lt_atomic_abort(a); return st; }
-    return lt_atomic_commit(a);
 }
 
 float lt_bf16_to_f32(uint16_t h) {

@@ -47,6 +47,13 @@ lt_status lt_export_merged_f32(lt_exporter *ex, const lt_export_tensor *t, float
 int lt_export_ckpt_dtype(const lt_exporter *ex);
 /* Rounds n values to the checkpoint dtype and back (what a merged 16-bit checkpoint holds). */
 void lt_export_round_to_dtype(float *x, int64_t n, int dtype);
+/* LT_ERR_NONFINITE naming the tensor when x[n] holds a NaN or an infinity (nothing non-finite is
+ * ever exported). */
+lt_status lt_export_check_finite(const char *name, const float *x, int64_t n);
+/* The Modelfile beside a GGUF: "Modelfile" when free, when it is already this GGUF's, or with
+ * overwrite; else "<gguf name without .gguf>.Modelfile", so that several quantizations share a
+ * folder. LT_ERR_EXISTS when that one exists without overwrite. */
+lt_status lt_export_modelfile_path(const lt_exporter *ex, const char *gguf_path, char **out);
 /* Progress: adds `units` and calls params.progress; LT_STOPPED when the host cancels. */
 lt_status lt_export_progress(lt_exporter *ex, uint64_t units);
 /* The tokenizer folder: params.tokenizer_dir or the model's folder. */

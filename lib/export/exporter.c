@@ -5,6 +5,7 @@
 #include "export/export.h"
 #include "model/model_io.h"
 #include "tok/tok.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +124,31 @@ lt_status lt_export_fetch_lora(lt_exporter *ex) {
             LT_TRY(m->be->ops.download(m->be, ex->lora_A[k], t->A, (size_t)(t->r * t->in) * 4));
             LT_TRY(m->be->ops.download(m->be, ex->lora_B[k], t->B, (size_t)(t->out * t->r) * 4));
         }
-    return m->be->ops.sync ? m->be->ops.sync(m->be) : LT_OK;
+    LT_TRY(m->be->ops.sync ? m->be->ops.sync(m->be) : LT_OK);
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int p = 0; p < LT_PROJ_COUNT; p++) {
+            const lt_lora_tensor *t = &m->layers[l].lora[p];
+            size_t k = (size_t)l * LT_PROJ_COUNT + p;
+            if (!ex->lora_A[k]) continue;
+            char name[128];
+            snprintf(name, sizeof name, "layer %d %s.lora_A", l, lt_proj_names[p]);
+            LT_TRY(lt_export_check_finite(name, ex->lora_A[k], t->r * t->in));
+            snprintf(name, sizeof name, "layer %d %s.lora_B", l, lt_proj_names[p]);
+            LT_TRY(lt_export_check_finite(name, ex->lora_B[k], t->out * t->r));
+        }
+    return LT_OK;
+}
+
+lt_status lt_export_check_finite(const char *name, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) {
+            int64_t bad = 0;
+            for (int64_t j = i; j < n; j++) bad += !isfinite(x[j]);
+            return lt_error(LT_ERR_NONFINITE, "tensor %s holds %lld non-finite value%s (the first, %g, at index %lld); "
+                            "refusing to export it (was the adapter trained into NaN, or does the base hold NaN/Inf?)",
+                            name, (long long)bad, bad == 1 ? "" : "s", (double)x[i], (long long)i);
+        }
+    return LT_OK;
 }
 
 typedef struct {
@@ -231,16 +256,15 @@ static lt_status lt_export_base_f32(lt_exporter *ex, const lt_export_tensor *t, 
 
 lt_status lt_export_merged_f32(lt_exporter *ex, const lt_export_tensor *t, float *out) {
     LT_TRY(lt_export_base_f32(ex, t, out));
-    if (t->kind != LT_XT_PROJ || !ex->lora_A) return LT_OK;
-    size_t k = (size_t)t->layer * LT_PROJ_COUNT + t->proj;
+    size_t k = t->kind == LT_XT_PROJ ? (size_t)t->layer * LT_PROJ_COUNT + t->proj : 0;
+    if (t->kind != LT_XT_PROJ || !ex->lora_A || !ex->lora_A[k]) return lt_export_check_finite(t->hf, out, t->numel);
     const lt_lora_tensor *lt = &ex->model->layers[t->layer].lora[t->proj];
-    if (!ex->lora_A[k]) return LT_OK;
     if (lt->in != t->shape[1] || lt->out != t->shape[0])
         return lt_error(LT_ERR_STATE, "export: LoRA of %s is [%lld x %lld], the weight [%lld x %lld]", t->hf,
                         (long long)lt->out, (long long)lt->in, (long long)t->shape[0], (long long)t->shape[1]);
     lt_merge_job j = {out, ex->lora_A[k], ex->lora_B[k], lt->in, lt->r, ex->model->lora_scale};
     lt_parallel_for(t->shape[0], ex->n_threads, lt_merge_row, &j);
-    return LT_OK;
+    return lt_export_check_finite(t->hf, out, t->numel);
 }
 
 lt_status lt_export_progress(lt_exporter *ex, uint64_t units) {
@@ -356,9 +380,7 @@ lt_status lt_exporter_new(lt_model *model, const lt_tokenizer *tok, const lt_exp
     return LT_OK;
 }
 
-lt_status lt_exporter_write(lt_exporter *ex, const char *path) {
-    LT_CHECK_ARG(ex && path && *path, "lt_exporter_write: NULL %s", ex ? "path" : "exporter");
-    ex->progress_done = ex->progress_total = 0;
+static lt_status lt_exporter_dispatch(lt_exporter *ex, const char *path) {
     switch (ex->p.format) {
     case LT_EXPORT_PEFT: {
         lt_status s = lt_model_save_adapter(ex->model, path, ex->p.overwrite);
@@ -369,4 +391,25 @@ lt_status lt_exporter_write(lt_exporter *ex, const char *path) {
     case LT_EXPORT_GGUF_LORA: return lt_export_write_gguf_lora(ex, path);
     }
     return lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_write: format %d", ex->p.format);
+}
+
+lt_status lt_exporter_write(lt_exporter *ex, const char *path) {
+    LT_CHECK_ARG(ex && path && *path, "lt_exporter_write: NULL %s", ex ? "path" : "exporter");
+    ex->progress_done = ex->progress_total = 0;
+    /* temporaries of this output left by a killed export go first; folders this call creates
+     * (the output's missing parents) go again when it fails */
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    char *clean = lt_strndup(path, n);
+    if (!clean) return LT_ERR_OUT_OF_MEMORY;
+    const char *slash = strrchr(clean, '/');
+    char *parent = slash ? lt_strndup(clean, slash == clean ? 1 : (size_t)(slash - clean)) : lt_strdup(".");
+    char *created = lt_fs_first_missing(clean);
+    if (parent) lt_fs_clean_stale(parent, slash ? slash + 1 : clean);
+    lt_status st = lt_exporter_dispatch(ex, clean);
+    if (st != LT_OK && created && lt_dir_exists(created)) lt_fs_remove_tree(created);
+    free(created);
+    free(parent);
+    free(clean);
+    return st;
 }

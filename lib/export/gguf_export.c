@@ -60,19 +60,12 @@ lt_status lt_export_write_gguf(lt_exporter *ex, const char *path) {
     lt_gguf_ftype ft;
     LT_TRY(lt_gguf_ftype_parse(ex->quant, &ft));
     if (!ex->p.overwrite && lt_file_exists(path))
-        return lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite / --overwrite to replace it)", path);
+        return lt_error(LT_ERR_EXISTS, "%s already exists (pass --overwrite, or overwrite=1, to replace it)", path);
     LT_TRY(lt_export_parent_dir(path));
-    if (ex->p.write_modelfile && !ex->p.overwrite) {
-        const char *slash = strrchr(path, '/');
-        char *dir = slash ? lt_strndup(path, (size_t)(slash - path) + 1) : lt_strdup("");
-        char *mf = dir ? lt_path_join(dir, "Modelfile") : NULL;
-        int exists = mf && lt_file_exists(mf);
-        lt_status e = exists ? lt_error(LT_ERR_EXISTS, "%s already exists beside the GGUF (pass overwrite / --overwrite "
-                                                       "to replace it)", mf)
-                             : (mf ? LT_OK : LT_ERR_OUT_OF_MEMORY);
-        free(dir);
+    if (ex->p.write_modelfile) { /* refuse before the GGUF is written, not after */
+        char *mf = NULL;
+        LT_TRY(lt_export_modelfile_path(ex, path, &mf));
         free(mf);
-        LT_TRY(e);
     }
     lt_gguf_writer *w = NULL;
     float *buf = NULL;

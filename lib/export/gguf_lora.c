@@ -14,7 +14,7 @@ lt_status lt_export_write_gguf_lora(lt_exporter *ex, const char *path) {
         return lt_error(LT_ERR_UNSUPPORTED, "GGUF LoRA export of model_type '%s': only qwen2 is supported",
                         m->cfg.model_type);
     if (!ex->p.overwrite && lt_file_exists(path))
-        return lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite / --overwrite to replace it)", path);
+        return lt_error(LT_ERR_EXISTS, "%s already exists (pass --overwrite, or overwrite=1, to replace it)", path);
     LT_TRY(lt_export_parent_dir(path));
     LT_TRY(lt_export_fetch_lora(ex));
     lt_gguf_writer *w = NULL;

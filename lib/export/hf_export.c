@@ -2,7 +2,8 @@
  * model-0000K-of-0000N.safetensors shards + model.safetensors.index.json past max_shard_bytes,
  * as huggingface_hub splits them) in the checkpoint's dtype, config.json (without a
  * quantization_config: the merged weights are plain floats), generation_config.json and the
- * tokenizer files copied. Every file is written atomically. */
+ * tokenizer files copied. The folder is built as "<dir>.tmp-<pid>-<n>/" and renamed into place
+ * as one (lib/core/fs.c): it is whole or absent. */
 #include "export/export.h"
 #include "model/model_io.h"
 #include <jansson.h>
@@ -84,8 +85,24 @@ static lt_status lt_copy_file(const char *from_dir, const char *to_dir, const ch
 static const char *const lt_tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json",
                                                  "merges.txt", "special_tokens_map.json", "added_tokens.json"};
 
-lt_status lt_export_write_merged(lt_exporter *ex, const char *dir) {
-    lt_status st = lt_mkdirs(dir);
+lt_status lt_export_write_merged(lt_exporter *ex, const char *out_dir) {
+    /* an existing folder is replaced only with overwrite, and only when it is empty or a model
+     * folder (a training output with checkpoints is never swept away) */
+    lt_status st = LT_OK;
+    if (lt_file_exists(out_dir)) return lt_error(LT_ERR_EXISTS, "merged export: %s exists and is a file", out_dir);
+    if (lt_dir_exists(out_dir) && !lt_fs_dir_is_empty(out_dir)) {
+        char *cfg = lt_path_join(out_dir, "config.json");
+        int is_model = cfg && lt_file_exists(cfg);
+        free(cfg);
+        if (!ex->p.overwrite)
+            return lt_error(LT_ERR_EXISTS, "merged export: %s already exists and is not empty (pass --overwrite, or "
+                            "overwrite=1, to replace it)", out_dir);
+        if (!is_model)
+            return lt_error(LT_ERR_EXISTS, "merged export: %s holds files but no config.json, so it is not a model "
+                            "folder that overwrite may replace; choose another output folder", out_dir);
+    }
+    char *dir = NULL;
+    st = lt_fs_dir_begin(out_dir, &dir);
     if (st != LT_OK) return lt_error_wrap(st, "merged export");
     int dt = lt_export_ckpt_dtype(ex);
     int st_dtype = dt == LT_DTYPE_F32 ? LT_ST_F32 : dt == LT_DTYPE_F16 ? LT_ST_F16 : LT_ST_BF16;
@@ -94,7 +111,7 @@ lt_status lt_export_write_merged(lt_exporter *ex, const char *dir) {
     uint64_t limit = ex->p.max_shard_bytes ? ex->p.max_shard_bytes : 5000000000ull;
     int *shard = lt_calloc(ex->n_t ? ex->n_t : 1, sizeof *shard, "shard map");
     lt_fill_ctx *fc = lt_calloc(ex->n_t ? ex->n_t : 1, sizeof *fc, "fill contexts");
-    if (!shard || !fc) { free(shard); free(fc); return LT_ERR_OUT_OF_MEMORY; }
+    if (!shard || !fc) { free(shard); free(fc); lt_fs_dir_abort(dir); return LT_ERR_OUT_OF_MEMORY; }
     int n_shards = 1;
     uint64_t cur = 0, total = 0;
     int64_t max_numel = 0;
@@ -107,21 +124,13 @@ lt_status lt_export_write_merged(lt_exporter *ex, const char *dir) {
         if (ex->t[i].numel > max_numel) max_numel = ex->t[i].numel;
     }
     char **names = lt_calloc((size_t)n_shards, sizeof *names, "shard names");
-    if (!names) { free(shard); free(fc); return LT_ERR_OUT_OF_MEMORY; }
+    if (!names) { free(shard); free(fc); lt_fs_dir_abort(dir); return LT_ERR_OUT_OF_MEMORY; }
     for (int s = 0; s < n_shards; s++) {
         char nm[64];
         if (n_shards == 1) snprintf(nm, sizeof nm, "model.safetensors");
         else snprintf(nm, sizeof nm, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
         names[s] = lt_strdup(nm);
         if (!names[s]) st = LT_ERR_OUT_OF_MEMORY;
-    }
-    /* refuse before writing anything, so that a refused export leaves the folder as it was */
-    static const char *const others[] = {"config.json", "model.safetensors.index.json", "model.safetensors"};
-    for (size_t k = 0; st == LT_OK && !ex->p.overwrite && k < 3 + (size_t)n_shards; k++) {
-        char *p = lt_path_join(dir, k < 3 ? others[k] : names[k - 3]);
-        if (!p) st = LT_ERR_OUT_OF_MEMORY;
-        else if (lt_file_exists(p)) st = lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite / --overwrite to replace it)", p);
-        free(p);
     }
     float *buf = NULL;
     if (st == LT_OK) st = lt_export_fetch_lora(ex);
@@ -169,6 +178,11 @@ lt_status lt_export_write_merged(lt_exporter *ex, const char *dir) {
     free(names);
     free(shard);
     free(fc);
-    if (st != LT_OK && st != LT_STOPPED) return lt_error_wrap(st, "merged export to %s", dir);
+    if (st == LT_OK) {
+        st = lt_fs_dir_commit(dir, out_dir);
+        return st == LT_OK ? st : lt_error_wrap(st, "merged export to %s", out_dir);
+    }
+    lt_fs_dir_abort(dir);
+    if (st != LT_STOPPED) return lt_error_wrap(st, "merged export to %s", out_dir);
     return st;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct { char *p; size_t len, cap; int oom; } lt_mbuf;
 
@@ -54,6 +55,48 @@ static void lt_piece(int kind, const char *text, size_t len, void *user) {
     }
 }
 
+lt_status lt_export_modelfile_path(const lt_exporter *ex, const char *gguf_path, char **out) {
+    *out = NULL;
+    const char *slash = strrchr(gguf_path, '/');
+    char *dir = slash ? lt_strndup(gguf_path, (size_t)(slash - gguf_path) + 1) : lt_strdup("");
+    const char *file = slash ? slash + 1 : gguf_path;
+    char *plain = dir ? lt_path_join(dir, "Modelfile") : NULL;
+    if (!plain) { free(dir); return LT_ERR_OUT_OF_MEMORY; }
+    int use_plain = !lt_file_exists(plain) || ex->p.overwrite;
+    if (!use_plain) { /* taken: is it this GGUF's own (FROM ./<file>)? */
+        char *text = NULL;
+        size_t len = 0;
+        if (lt_read_file(plain, &text, &len) == LT_OK) {
+            char want[1100];
+            snprintf(want, sizeof want, "\nFROM ./%s\n", file);
+            use_plain = strstr(text, want) != NULL;
+        }
+        lt_clear_error();
+        free(text);
+    }
+    if (use_plain) {
+        free(dir);
+        *out = plain;
+        return LT_OK;
+    }
+    free(plain);
+    size_t n = strlen(file);
+    if (n > 5 && !strcasecmp(file + n - 5, ".gguf")) n -= 5;
+    char name[1100];
+    snprintf(name, sizeof name, "%.*s.Modelfile", (int)(n < 1000 ? n : 1000), file);
+    char *named = lt_path_join(dir, name);
+    free(dir);
+    if (!named) return LT_ERR_OUT_OF_MEMORY;
+    if (lt_file_exists(named) && !ex->p.overwrite) {
+        lt_status st = lt_error(LT_ERR_EXISTS, "%s already exists beside the GGUF (pass --overwrite, or overwrite=1, "
+                                "to replace it)", named);
+        free(named);
+        return st;
+    }
+    *out = named;
+    return LT_OK;
+}
+
 lt_status lt_export_write_modelfile(lt_exporter *ex, const char *gguf_path) {
     const char *tpl = lt_template_resolve(ex->template_text ? ex->template_text : ex->template_name);
     if (!tpl) return lt_error_wrap(LT_ERR_NOT_FOUND, "Modelfile");
@@ -87,11 +130,9 @@ lt_status lt_export_write_modelfile(lt_exporter *ex, const char *gguf_path) {
         st = lt_error(LT_ERR_UNSUPPORTED, "Modelfile: the template contains \"\"\", which a Modelfile TEMPLATE cannot hold");
     if (st == LT_OK && (b.oom || !dir)) st = LT_ERR_OUT_OF_MEMORY;
     char *path = NULL;
-    if (st == LT_OK) {
-        path = lt_path_join(dir, "Modelfile");
-        if (!path) st = LT_ERR_OUT_OF_MEMORY;
-    }
-    if (st == LT_OK) st = lt_write_file_atomic(path, b.p, b.len, ex->p.overwrite);
+    if (st == LT_OK) st = lt_export_modelfile_path(ex, gguf_path, &path);
+    if (st == LT_OK) st = lt_write_file_atomic(path, b.p, b.len, 1);
+    if (st == LT_OK) LT_LOGI("wrote %s", path);
     for (size_t i = 0; i < n_stops; i++) free(stops[i]);
     free(stops);
     free(path);

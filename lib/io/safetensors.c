@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -619,6 +620,36 @@ static int cmp_wentry(const void *a, const void *b) {
 }
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* A float tensor about to be written must be finite: a NaN/Inf weight is never saved. Returns
+ * LT_ERR_NONFINITE naming the tensor, the first bad index and value, and how many there are. */
+static lt_status st_check_finite(const st_wentry *e, const void *data, const char *path) {
+    size_t n = 0, first = 0, bad = 0;
+    double v = 0;
+    const uint8_t *b = data;
+    switch (e->dtype) {
+    case LT_ST_F32: n = e->nbytes / 4; break;
+    case LT_ST_F64: n = e->nbytes / 8; break;
+    case LT_ST_F16: case LT_ST_BF16: n = e->nbytes / 2; break;
+    default: return LT_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double x;
+        if (e->dtype == LT_ST_F32) { float f; memcpy(&f, b + 4 * i, 4); x = f; }
+        else if (e->dtype == LT_ST_F64) memcpy(&x, b + 8 * i, 8);
+        else { /* 16-bit: the exponent bits all set is inf or nan */
+            uint16_t h;
+            memcpy(&h, b + 2 * i, 2);
+            uint16_t mask = e->dtype == LT_ST_F16 ? 0x7c00u : 0x7f80u;
+            if ((h & mask) != mask) continue;
+            x = e->dtype == LT_ST_F16 ? lt_f16_to_f32(h) : lt_bf16_to_f32(h);
+        }
+        if (!isfinite(x) && !bad++) { first = i; v = x; }
+    }
+    if (!bad) return LT_OK;
+    return lt_error(LT_ERR_NONFINITE, "%s: tensor '%s' holds %zu non-finite value%s (the first, %g, at index %zu); "
+                    "refusing to save it", path, e->name, bad, bad == 1 ? "" : "s", v, first);
+}
+
 lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite) {
     LT_CHECK_ARG(w && path, "lt_st_writer_write: NULL argument");
     int has_format = 0;
@@ -660,8 +691,13 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite) {
     free(mkeys);
     if (b.oom) { free(b.p); free(order); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory writing %s", path); }
 
+    /* tensors given as data are checked before anything is created; filled ones as they come */
+    lt_status st = LT_OK;
+    for (size_t i = 0; st == LT_OK && i < w->n; i++)
+        if (!w->e[i].fill && w->e[i].nbytes) st = st_check_finite(&w->e[i], w->e[i].data, path);
+    if (st != LT_OK) { free(b.p); free(order); return st; }
     lt_atomic_file *af = NULL;
-    lt_status st = lt_atomic_open(path, overwrite, &af);
+    st = lt_atomic_open(path, overwrite, &af);
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)b.n >> (8 * i));
     if (st == LT_OK) st = lt_atomic_write(af, len8, 8);
@@ -681,6 +717,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite) {
                 if (!scratch) { st = LT_ERR_OUT_OF_MEMORY; break; }
             }
             st = e->fill(e->fill_ctx, e->name, scratch, e->nbytes);
+            if (st == LT_OK) st = st_check_finite(e, scratch, path);
             if (st == LT_OK) st = lt_atomic_write(af, scratch, e->nbytes);
         } else {
             st = lt_atomic_write(af, e->data, e->nbytes);

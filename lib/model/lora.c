@@ -7,11 +7,13 @@
  * cannot equal torch's generator (a different RNG), only its distribution U(-1/sqrt(in), 1/sqrt(in)). */
 #include "model/model_io.h"
 #include "core/rng.h"
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LT_PEFT_PREFIX "base_model.model.model.layers."
 
@@ -277,12 +279,73 @@ static void peft_key(char *buf, size_t cap, int layer, int proj, char ab) {
     snprintf(buf, cap, LT_PEFT_PREFIX "%d.%s.%s.lora_%c.weight", layer, lt_proj_parent[proj], lt_proj_names[proj], ab);
 }
 
+/* Saving into a folder that already holds files (a training output: an adapter, logs,
+ * checkpoints) cannot rename the two adapter files as one. The new pair is built as
+ * "<dir>/.adapter-pending.tmp-<pid>-<n>/", renamed to "<dir>/.adapter-pending/" (the commit
+ * point: from then on the new adapter is the adapter), then each file is moved over its final
+ * name and the folder removed. A run killed between those moves leaves .adapter-pending/: the
+ * loader takes the files still in it, and the next save (or lt_adapter_recover) finishes the
+ * moves. Before the commit point the previous adapter is untouched. */
+#define LT_ADAPTER_PENDING ".adapter-pending"
+static const char *const lt_adapter_files[2] = {"adapter_model.safetensors", "adapter_config.json"};
+
+/* An adapter file's path: in the pending folder while a committed save is being moved in. */
+static char *adapter_path(const char *dir, const char *name) {
+    char *pend = lt_path_join(dir, LT_ADAPTER_PENDING);
+    char *p = pend ? lt_path_join(pend, name) : NULL;
+    free(pend);
+    if (p && lt_file_exists(p)) return p;
+    free(p);
+    return lt_path_join(dir, name);
+}
+
+/* Finishes a committed save whose files were not all moved in yet. */
+static lt_status adapter_roll_forward(const char *dir) {
+    char *pend = lt_path_join(dir, LT_ADAPTER_PENDING);
+    if (!pend) return LT_ERR_OUT_OF_MEMORY;
+    lt_status s = LT_OK;
+    if (lt_dir_exists(pend)) {
+        for (int i = 0; s == LT_OK && i < 2; i++) {
+            char *src = lt_path_join(pend, lt_adapter_files[i]), *dst = lt_path_join(dir, lt_adapter_files[i]);
+            if (!src || !dst) s = LT_ERR_OUT_OF_MEMORY;
+            else if (lt_file_exists(src) && rename(src, dst) != 0)
+                s = lt_error(LT_ERR_IO, "cannot move %s to %s: %s", src, dst, strerror(errno));
+            free(src);
+            free(dst);
+        }
+        if (s == LT_OK) s = lt_fs_sync_dir(dir);
+        if (s == LT_OK && rmdir(pend) != 0)
+            s = lt_error(LT_ERR_IO, "cannot remove %s: %s", pend, strerror(errno));
+    }
+    free(pend);
+    return s;
+}
+
+/* Writes the two files into a folder (the weights first: a config without weights would look
+ * like an adapter). */
+static lt_status write_adapter_files(const char *dir, lt_st_writer *w, const char *json, int overwrite) {
+    char *cfg_path = lt_path_join(dir, "adapter_config.json"), *st_path = lt_path_join(dir, "adapter_model.safetensors");
+    lt_status s = cfg_path && st_path ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    if (s == LT_OK) s = lt_st_writer_write(w, st_path, overwrite);
+    if (s == LT_OK) s = lt_write_file_atomic(cfg_path, json, strlen(json), overwrite);
+    free(cfg_path);
+    free(st_path);
+    return s;
+}
+
 lt_status lt_model_save_adapter(const lt_model *m, const char *dir, int32_t overwrite) {
-    LT_CHECK_ARG(m && dir, "lt_model_save_adapter: NULL %s", m ? "dir" : "model");
+    LT_CHECK_ARG(m && dir && *dir, "lt_model_save_adapter: NULL %s", m ? "dir" : "model");
     if (!m->has_lora)
         return lt_error(LT_ERR_STATE, "no LoRA adapter is attached to save (call lt_model_add_lora first)");
-    lt_status s = lt_mkdirs(dir);
-    if (s != LT_OK) return lt_error_wrap(s, "saving the adapter");
+    int existed = lt_dir_exists(dir);
+    lt_status s = LT_OK;
+    if (existed) {
+        lt_fs_clean_stale(dir, LT_ADAPTER_PENDING);
+        s = adapter_roll_forward(dir);
+        if (s != LT_OK) return lt_error_wrap(s, "finishing an interrupted adapter save in %s", dir);
+    } else if (lt_file_exists(dir)) {
+        return lt_error(LT_ERR_EXISTS, "%s exists and is not a folder", dir);
+    }
     char *cfg_path = lt_path_join(dir, "adapter_config.json");
     char *st_path = lt_path_join(dir, "adapter_model.safetensors");
     char *json = adapter_config_json(m);
@@ -291,12 +354,11 @@ lt_status lt_model_save_adapter(const lt_model *m, const char *dir, int32_t over
     float **host = lt_calloc((size_t)L * LT_PROJ_COUNT * 2, sizeof *host, "the adapter");
     if (!cfg_path || !st_path || !json || !host) s = lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory saving %s", dir);
     /* refuse before writing anything, so that a refused save leaves the folder as it was */
-    if (s == LT_OK && !overwrite) {
-        if (lt_file_exists(cfg_path) || lt_dir_exists(cfg_path))
-            s = lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite to replace the adapter)", cfg_path);
-        else if (lt_file_exists(st_path) || lt_dir_exists(st_path))
-            s = lt_error(LT_ERR_EXISTS, "%s already exists (pass overwrite to replace the adapter)", st_path);
-    }
+    int has_adapter = existed && (lt_file_exists(cfg_path) || lt_file_exists(st_path));
+    if (s == LT_OK && !overwrite && has_adapter)
+        s = lt_error(LT_ERR_EXISTS, "%s already holds an adapter (pass --overwrite, or overwrite=1, to replace it)", dir);
+    if (s == LT_OK && (lt_dir_exists(cfg_path) || lt_dir_exists(st_path)))
+        s = lt_error(LT_ERR_EXISTS, "%s: an adapter file name is taken by a folder", dir);
     if (s == LT_OK) s = lt_st_writer_new(&w);
     for (int l = 0; s == LT_OK && l < L; l++) {
         for (int q = 0; s == LT_OK && q < LT_PROJ_COUNT; q++) {
@@ -317,13 +379,33 @@ lt_status lt_model_save_adapter(const lt_model *m, const char *dir, int32_t over
         }
     }
     if (s == LT_OK) s = m->be->ops.sync(m->be);
-    /* the weights first: a folder with a config but no weights would look like an adapter */
-    if (s == LT_OK) s = lt_st_writer_write(w, st_path, 1);
-    if (s == LT_OK) s = lt_write_file_atomic(cfg_path, json, strlen(json), 1);
+    if (s == LT_OK && !existed) {
+        /* a new folder: built aside and renamed into place as one */
+        char *tmp = NULL;
+        s = lt_fs_dir_begin(dir, &tmp);
+        if (s == LT_OK) s = write_adapter_files(tmp, w, json, 0);
+        if (s == LT_OK) s = lt_fs_dir_commit(tmp, dir);
+        else lt_fs_dir_abort(tmp);
+    } else if (s == LT_OK && lt_fs_dir_is_empty(dir)) {
+        s = write_adapter_files(dir, w, json, 0); /* nothing to keep whole but these two */
+    } else if (s == LT_OK) {
+        char *pend = lt_path_join(dir, LT_ADAPTER_PENDING), *tmp = NULL;
+        s = pend ? lt_fs_dir_begin(pend, &tmp) : LT_ERR_OUT_OF_MEMORY;
+        if (s == LT_OK) s = write_adapter_files(tmp, w, json, 0);
+        if (s == LT_OK) s = lt_fs_dir_commit(tmp, pend);
+        else lt_fs_dir_abort(tmp);
+        if (s == LT_OK) {
+            s = adapter_roll_forward(dir);
+            if (s != LT_OK)
+                s = lt_error_wrap(s, "the new adapter is complete in %s (loading %s reads it there; the next save "
+                                  "finishes the move)", pend, dir);
+        }
+        free(pend);
+    }
     lt_st_writer_free(w);
     for (int i = 0; host && i < L * LT_PROJ_COUNT * 2; i++) free(host[i]);
     free(host); free(json); free(cfg_path); free(st_path);
-    return s;
+    return s == LT_OK ? s : lt_error_wrap(s, "saving the adapter to %s", dir);
 }
 
 /* ---- loading a PEFT adapter ---- */
@@ -356,7 +438,7 @@ static lt_status parse_targets_json(json_t *tm, const char *path, uint32_t *mask
 }
 
 static lt_status read_adapter_config(const char *dir, lt_lora_params *p) {
-    char *path = lt_path_join(dir, "adapter_config.json");
+    char *path = adapter_path(dir, "adapter_config.json");
     if (!path) return LT_ERR_OUT_OF_MEMORY;
     char *text = NULL;
     size_t len = 0;
@@ -450,9 +532,12 @@ static int parse_peft_key(const char *k, int L, int *layer, int *proj, int *isB)
 
 lt_status lt_model_load_adapter(lt_model *m, const char *dir) {
     LT_CHECK_ARG(m && dir, "lt_model_load_adapter: NULL %s", m ? "dir" : "model");
+    if (!lt_dir_exists(dir))
+        return lt_error(LT_ERR_NOT_FOUND, "%s: no such adapter folder (a PEFT adapter is a folder with "
+                        "adapter_config.json and adapter_model.safetensors)", dir);
     lt_lora_params p;
     LT_TRY(read_adapter_config(dir, &p));
-    char *st_path = lt_path_join(dir, "adapter_model.safetensors");
+    char *st_path = adapter_path(dir, "adapter_model.safetensors");
     if (!st_path) return LT_ERR_OUT_OF_MEMORY;
     lt_st_set *set = NULL;
     lt_status s = lt_st_open_file(st_path, &set);

@@ -1,5 +1,5 @@
-/* checkpoint.c - the trainer's full state in a folder, written atomically (into "<dir>.tmp",
- * then renamed over <dir>):
+/* checkpoint.c - the trainer's full state in a folder, written whole or not at all (built as
+ * "<dir>.tmp-<pid>-<n>/" and renamed over <dir> as one, lib/core/fs.c):
  *   adapter_config.json + adapter_model.safetensors  the adapter as PEFT loads it
  *   optimizer.safetensors  per LoRA tensor "<layer>.<proj>.lora_<A|B>": .weight (F32, the exact
  *                          master weights), .exp_avg/.exp_avg_sq (F32) or, for 8-bit state,
@@ -25,28 +25,11 @@ static void tensor_key(char *buf, size_t cap, const lt_opt_tensor *o, const char
     snprintf(buf, cap, "%d.%s.lora_%c.%s", o->layer, lt_proj_names[o->proj], o->is_b ? 'B' : 'A', field);
 }
 
-/* Removes a folder of plain files (our own .tmp / .old folders). */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = lt_path_join(dir, e->d_name);
-        if (p) { unlink(p); free(p); }
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static char *suffixed(const char *dir, const char *suffix) {
-    size_t n = strlen(dir), k = strlen(suffix);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    char *s = lt_malloc(n + k + 1, "path");
-    if (!s) return NULL;
-    memcpy(s, dir, n);
-    memcpy(s + n, suffix, k + 1);
-    return s;
+void lt_trainer_note_checkpoint(lt_trainer *tr, const char *dir) {
+    char *d = lt_strdup(dir);
+    if (!d) return; /* only the message's "last good checkpoint" would be missing */
+    free(tr->last_checkpoint);
+    tr->last_checkpoint = d;
 }
 
 /* ---- save ---- */
@@ -157,38 +140,35 @@ static lt_status write_state(lt_trainer *tr, const char *path) {
 
 LT_API lt_status lt_trainer_save_checkpoint(lt_trainer *tr, const char *dir) {
     LT_CHECK_ARG(tr && dir && *dir, "lt_trainer_save_checkpoint: trainer and dir must not be NULL/empty");
-    char *tmp = suffixed(dir, ".tmp"), *old = suffixed(dir, ".old");
-    char *opt = tmp ? lt_path_join(tmp, "optimizer.safetensors") : NULL;
-    char *state = tmp ? lt_path_join(tmp, "trainer_state.json") : NULL;
-    lt_status st = (tmp && old && opt && state) ? LT_OK : lt_error(LT_ERR_OUT_OF_MEMORY, "checkpoint paths");
+    if (tr->rank != 0) return LT_OK; /* data parallel: every rank holds the same state; rank 0 writes it */
+    /* a killed earlier save of this folder left its temporary beside it */
+    const char *slash = strrchr(dir, '/');
+    char *parent = slash ? lt_strndup(dir, slash == dir ? 1 : (size_t)(slash - dir)) : lt_strdup(".");
+    if (parent) {
+        lt_fs_clean_stale(parent, slash ? slash + 1 : dir);
+        free(parent);
+    }
+    char *tmp = NULL, *opt = NULL, *state = NULL;
+    lt_status st = lt_fs_dir_begin(dir, &tmp);
     if (st == LT_OK) {
-        remove_flat_dir(tmp);
-        st = lt_mkdirs(tmp);
+        opt = lt_path_join(tmp, "optimizer.safetensors");
+        state = lt_path_join(tmp, "trainer_state.json");
+        if (!opt || !state) st = lt_error(LT_ERR_OUT_OF_MEMORY, "checkpoint paths");
     }
     if (st == LT_OK) st = tr->m->be->ops.sync(tr->m->be);
     if (st == LT_OK) st = lt_model_save_adapter(tr->m, tmp, 1);
     if (st == LT_OK) st = write_optimizer(tr, opt);
     if (st == LT_OK) st = write_state(tr, state);
+    free(opt);
+    free(state);
     if (st == LT_OK) {
-        /* swap in: the old checkpoint (if any) moves aside first, so a crash leaves one whole copy */
-        int had_old = lt_dir_exists(dir);
-        if (had_old) {
-            remove_flat_dir(old);
-            if (rename(dir, old) != 0)
-                st = lt_error(LT_ERR_IO, "%s: cannot move the previous checkpoint aside: %s", dir, strerror(errno));
-        }
-        if (st == LT_OK && rename(tmp, dir) != 0) {
-            st = lt_error(LT_ERR_IO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
-            if (had_old) rename(old, dir);
-        }
-        if (st == LT_OK && had_old) remove_flat_dir(old);
+        st = lt_fs_dir_commit(tmp, dir); /* replaces an older checkpoint of the same name as one */
+    } else {
+        lt_fs_dir_abort(tmp);
     }
-    if (st != LT_OK) {
-        if (tmp) remove_flat_dir(tmp);
-        st = lt_error_wrap(st, "saving checkpoint %s", dir);
-    }
-    free(tmp); free(old); free(opt); free(state);
-    return st;
+    if (st != LT_OK) return lt_error_wrap(st, "saving checkpoint %s", dir);
+    lt_trainer_note_checkpoint(tr, dir);
+    return LT_OK;
 }
 
 /* ---- load ---- */
@@ -313,6 +293,7 @@ LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir) {
         tr->t_start = lt_time_s();
         tr->log_fresh = 0;
         lt_trainer_shuffle(tr);
+        lt_trainer_note_checkpoint(tr, dir);
         tr->hist_n = 0;
         json_t *hist = json_object_get(j, "loss_history");
         size_t hi;
@@ -335,6 +316,8 @@ LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir) {
         }
     }
     if (st == LT_OK) st = tr->m->be->ops.sync(tr->m->be);
+    /* the rows logged after the checkpoint by the interrupted run are logged again from here */
+    if (st == LT_OK) st = lt_report_truncate_log(tr, step);
     if (st != LT_OK) st = lt_error_wrap(st, "resuming from %s", dir);
     lt_st_close(set);
     json_decref(j);

@@ -2,6 +2,7 @@
  * name parsers (transformers' lr_scheduler_type and optim names). */
 #include "train/trainer_impl.h"
 
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 
@@ -56,4 +57,50 @@ LT_API lt_status lt_optimizer_parse(const char *name, int32_t *out) {
         if (!strcasecmp(name, names[i].name)) { *out = names[i].v; return LT_OK; }
     return lt_error(LT_ERR_INVALID_ARGUMENT, "unknown optimizer '%s': use adamw_torch (fp32 states) or adamw_8bit "
                     "(bitsandbytes)", name);
+}
+
+/* Strict checks of every lt_train_params field the trainer reads, so that every front end (C,
+ * CLI, Python, Go, Rust) gets the same message: finite numbers, ranges, integers that fit. */
+lt_status lt_train_params_check(const lt_train_params *p) {
+#define LT_REQUIRE(cond, ...) do { if (!(cond)) return lt_error(LT_ERR_INVALID_ARGUMENT, __VA_ARGS__); } while (0)
+    LT_REQUIRE(p->batch_size >= 1 && p->batch_size <= (1 << 20), "batch_size must be in [1, 1048576] (got %d)",
+               p->batch_size);
+    LT_REQUIRE(p->grad_accum >= 1 && p->grad_accum <= (1 << 20), "grad_accum must be in [1, 1048576] (got %d)",
+               p->grad_accum);
+    LT_REQUIRE(isfinite(p->epochs) && p->epochs >= 0 && p->epochs <= 1e6,
+               "epochs must be a finite number in [0, 1e6] (got %g)", p->epochs);
+    LT_REQUIRE(p->max_steps > 0 || p->epochs > 0, "set max_steps > 0 or epochs > 0 (got %d and %g)", p->max_steps,
+               p->epochs);
+    LT_REQUIRE(isfinite(p->lr) && p->lr >= 0, "lr must be a finite number >= 0 (got %g)", p->lr);
+    LT_REQUIRE(isfinite(p->warmup_ratio) && p->warmup_ratio >= 0 && p->warmup_ratio <= 1,
+               "warmup_ratio must be a finite number in [0, 1] (got %g)", p->warmup_ratio);
+    LT_REQUIRE(p->warmup_steps >= 0 || p->warmup_ratio > 0,
+               "warmup_steps is %d: a negative value means 'use warmup_ratio', but warmup_ratio is 0; set "
+               "warmup_steps >= 0 (0 = no warmup) or warmup_ratio in (0, 1]", p->warmup_steps);
+    LT_REQUIRE(p->scheduler >= LT_SCHED_LINEAR && p->scheduler <= LT_SCHED_CONSTANT,
+               "scheduler %d is not an lt_scheduler", p->scheduler);
+    LT_REQUIRE(p->optimizer == LT_OPTIM_ADAMW || p->optimizer == LT_OPTIM_ADAMW_8BIT,
+               "optimizer %d is not an lt_optimizer", p->optimizer);
+    LT_REQUIRE(isfinite(p->weight_decay) && p->weight_decay >= 0,
+               "weight_decay must be a finite number >= 0 (got %g)", p->weight_decay);
+    LT_REQUIRE(p->adam_beta1 >= 0 && p->adam_beta1 < 1 && p->adam_beta2 >= 0 && p->adam_beta2 < 1,
+               "adam betas must be in [0, 1) (got %g, %g)", p->adam_beta1, p->adam_beta2);
+    LT_REQUIRE(isfinite(p->adam_eps) && p->adam_eps > 0, "adam_eps must be a finite number > 0 (got %g)",
+               p->adam_eps);
+    LT_REQUIRE(isfinite(p->max_grad_norm), "max_grad_norm must be a finite number (<= 0 turns clipping off; got %g)",
+               p->max_grad_norm);
+    LT_REQUIRE(p->log_every >= 0, "log_every must be >= 0 (got %d)", p->log_every);
+    LT_REQUIRE(p->save_every >= 0, "save_every must be >= 0 (got %d)", p->save_every);
+    LT_REQUIRE(p->gradient_checkpointing == 0 || p->gradient_checkpointing == 1,
+               "gradient_checkpointing must be 0 or 1 (got %d)", p->gradient_checkpointing);
+    LT_REQUIRE(p->deterministic == 0 || p->deterministic == 1, "deterministic must be 0 or 1 (got %d)",
+               p->deterministic);
+    LT_REQUIRE(p->fuse_micro_batches == 0 || p->fuse_micro_batches == 1, "fuse_micro_batches must be 0 or 1 (got %d)",
+               p->fuse_micro_batches);
+    LT_REQUIRE(isfinite(p->fp16_initial_loss_scale) && p->fp16_initial_loss_scale >= 0,
+               "fp16_initial_loss_scale must be a finite number >= 0 (0 = 65536; got %g)", p->fp16_initial_loss_scale);
+    LT_REQUIRE(p->world_size >= 0 && p->rank >= 0 && (p->rank < p->world_size || (p->rank == 0 && p->world_size <= 1)),
+               "rank %d is not in [0, world_size %d)", p->rank, p->world_size);
+#undef LT_REQUIRE
+    return LT_OK;
 }

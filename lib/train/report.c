@@ -3,10 +3,13 @@
 #include "train/trainer_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* A growing text buffer for the SVG. */
 typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
@@ -122,32 +125,77 @@ lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss
     if (!tr->output_dir) return LT_OK;
     char *path = lt_path_join(tr->output_dir, "log.jsonl");
     if (!path) return lt_error(LT_ERR_OUT_OF_MEMORY, "log path");
-    FILE *f = fopen(path, tr->log_fresh ? "w" : "a");
-    tr->log_fresh = 0;
-    if (!f) {
-        lt_status st = lt_error(LT_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
-        free(path);
-        return st;
-    }
     char loss[32], lr[32], gn[32], tps[32], ep[32];
     jnum(loss, sizeof loss, logged_loss);
     jnum(lr, sizeof lr, mt->lr);
     jnum(gn, sizeof gn, mt->grad_norm);
     jnum(tps, sizeof tps, mt->tokens_per_s);
     jnum(ep, sizeof ep, mt->epoch);
-    int ok = fprintf(f, "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
+    char row[512];
+    int n = snprintf(row, sizeof row, "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
                      "\"tokens_per_s\": %s, \"epoch\": %s}\n", (long long)mt->step, loss, lr, gn,
-                     (long long)mt->tokens, tps, ep) > 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        lt_status st = lt_error(LT_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+                     (long long)mt->tokens, tps, ep);
+    /* one write(2) per row on an O_APPEND file; a short or failed write is cut back off, so the
+     * file holds whole rows only */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (tr->log_fresh ? O_TRUNC : 0), 0666);
+    if (fd < 0) {
+        lt_status st = lt_error(LT_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+        free(path);
+        return st;
+    }
+    tr->log_fresh = 0;
+    struct stat sb;
+    off_t size0 = fstat(fd, &sb) == 0 ? sb.st_size : -1;
+    lt_status st = lt_fs_write_all(fd, row, (size_t)n, path);
+    if (st != LT_OK && size0 >= 0 && ftruncate(fd, size0) != 0) { /* the error already names the write */ }
+    if (close(fd) != 0 && st == LT_OK) st = lt_error(LT_ERR_IO, "%s: closing failed: %s", path, strerror(errno));
+    if (st != LT_OK) {
         free(path);
         return st;
     }
     free(path);
     char *svg = lt_path_join(tr->output_dir, "loss.svg");
     if (!svg) return lt_error(LT_ERR_OUT_OF_MEMORY, "svg path");
-    lt_status st = lt_report_svg(svg, tr->hist_step, tr->hist_loss, tr->hist_n);
+    st = lt_report_svg(svg, tr->hist_step, tr->hist_loss, tr->hist_n);
     free(svg);
+    return st;
+}
+
+lt_status lt_report_truncate_log(lt_trainer *tr, int64_t step) {
+    if (!tr->output_dir) return LT_OK;
+    char *path = lt_path_join(tr->output_dir, "log.jsonl");
+    if (!path) return lt_error(LT_ERR_OUT_OF_MEMORY, "log path");
+    char *text = NULL;
+    size_t len = 0;
+    if (!lt_file_exists(path) || lt_read_file(path, &text, &len) != LT_OK) {
+        lt_clear_error();
+        free(path);
+        return LT_OK;
+    }
+    /* keep whole rows whose "step" is at most `step`; drop later ones and a torn last line */
+    size_t keep = 0, dropped = 0;
+    for (size_t i = 0; i < len;) {
+        char *nl = memchr(text + i, '\n', len - i);
+        if (!nl) { dropped++; break; }
+        size_t end = (size_t)(nl - text) + 1;
+        const char *k = strstr(text + i, "\"step\":");
+        long long row_step = k && k < nl ? strtoll(k + 7, NULL, 10) : -1;
+        if (row_step >= 0 && row_step <= step) {
+            memmove(text + keep, text + i, end - i);
+            keep += end - i;
+        } else {
+            dropped++;
+        }
+        i = end;
+    }
+    lt_status st = LT_OK;
+    if (dropped) {
+        st = lt_write_file_atomic(path, text, keep, 1);
+        if (st == LT_OK)
+            LT_LOGI("%s: %zu row%s after step %lld removed (they are trained again)", path, dropped,
+                    dropped == 1 ? "" : "s", (long long)step);
+    }
+    free(text);
+    free(path);
     return st;
 }

@@ -85,6 +85,18 @@ struct lt_trainer {
     /* this trainer's run (summary) */
     int64_t steps_run;
     double run_loss_sum, last_loss;
+    /* stops and failures (issue 15): lt_trainer_request_stop's flag (read and written with
+     * __atomic builtins: a signal handler or another thread sets it), and the checkpoint last
+     * written or resumed from (NULL = none), named when a run stops on a non-finite value */
+    int stop_requested;
+    char *last_checkpoint;
+    /* data parallel (lib/dist/dist_train.c): this rank of world; a window is n_micro =
+     * grad_accum x world micro-batches over all ranks (every rank packs all of them); coll is
+     * NULL when training alone without a collective; pass_owner[n_micro] deals the passes */
+    int32_t world, rank;
+    int n_micro;
+    struct lt_coll *coll;
+    int *pass_owner;
 };
 
 #define LT_LOSS_SCALE_INTERVAL 2000
@@ -110,6 +122,25 @@ lt_status lt_checkpoints_prune(lt_trainer *tr);
 /* Warns through the log callback when warmup >= max_steps or the peak lr is never reached
  * (schedule.c). */
 void lt_schedule_warn(const lt_trainer *tr);
+
+/* Strict checks of a params struct (params.c): every front end gets these messages. */
+lt_status lt_train_params_check(const lt_train_params *p);
+/* Remembers dir as the last good checkpoint (checkpoint.c). */
+void lt_trainer_note_checkpoint(lt_trainer *tr, const char *dir);
+/* Keeps only the log.jsonl rows up to `step` (a resume), atomically (report.c). */
+lt_status lt_report_truncate_log(lt_trainer *tr, int64_t step);
+
+/* Data parallel (lib/dist/dist_train.c): the checks of p's world_size / rank / comm /
+ * nccl_id; tr->world, rank and coll from tr->p (after the tensors are bound); the rank that runs
+ * each of R passes; the gradient and loss sums over the ranks after a window (pass_loss[R]: this
+ * rank's pass losses, 0 for the others'; *loss_sum += their sum in pass order); agreeing on a
+ * stop (any rank's stop stops all); aborting the group after this rank failed with st. */
+lt_status lt_dist_check(const lt_train_params *p, const lt_model *m);
+lt_status lt_dist_trainer_init(lt_trainer *tr);
+void lt_dist_plan(const lt_batch *runs, int R, int world, int *owner);
+lt_status lt_dist_reduce_window(lt_trainer *tr, double *pass_loss, int R, double *loss_sum);
+lt_status lt_dist_vote_stop(lt_trainer *tr, int *stop);
+void lt_dist_abort(lt_trainer *tr, lt_status st);
 
 /* log.jsonl row + loss.svg (report.c). */
 lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss);
