@@ -51,6 +51,7 @@ const (
 	ErrUTF8            Status = C.LT_ERR_UTF8
 	ErrNCCL            Status = C.LT_ERR_NCCL
 	ErrNoDevice        Status = C.LT_ERR_NO_DEVICE
+	ErrNonfinite       Status = C.LT_ERR_NONFINITE
 	ErrInternal        Status = C.LT_ERR_INTERNAL
 )
 

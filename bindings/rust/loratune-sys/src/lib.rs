@@ -32,6 +32,7 @@ pub const LT_ERR_BUFFER_TOO_SMALL: lt_status = -12;
 pub const LT_ERR_UTF8: lt_status = -13;
 pub const LT_ERR_NCCL: lt_status = -14;
 pub const LT_ERR_NO_DEVICE: lt_status = -15;
+pub const LT_ERR_NONFINITE: lt_status = -16;
 pub const LT_ERR_INTERNAL: lt_status = -99;
 
 pub const LT_LOG_ERROR: i32 = 0;
