@@ -1,0 +1,51 @@
+# LoratuneCudaArchs.cmake - which GPU architectures the CUDA backend is compiled for, when
+# CMAKE_CUDA_ARCHITECTURES is not given. LT_CUDA_ARCHS:
+#   all     sm_75 (T4) .. sm_90 (H100/H200) as machine code, plus sm_90 PTX for newer GPUs
+#           (the default of a plain CMake build: a library that runs on every supported GPU)
+#   native  the GPUs of this machine (CMake asks the driver; fails where there is none)
+#   auto    the compute capabilities nvidia-smi reports on this machine, else `all` (the
+#           default of `pip install`: a quick build for the GPU at hand, a portable one without)
+#   a list  e.g. "90" or "80;90", passed through as CMAKE_CUDA_ARCHITECTURES
+# Call before enable_language(CUDA).
+set(LT_CUDA_ARCHS_ALL "75-real;80-real;86-real;89-real;90")
+
+function(lt_choose_cuda_architectures)
+  if(DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+    message(STATUS "loratune: CUDA architectures ${CMAKE_CUDA_ARCHITECTURES} (CMAKE_CUDA_ARCHITECTURES)")
+    return()
+  endif()
+  set(archs "${LT_CUDA_ARCHS}")
+  set(why "LT_CUDA_ARCHS=${LT_CUDA_ARCHS}")
+  if(archs STREQUAL "auto")
+    set(archs "all")
+    find_program(LT_NVIDIA_SMI nvidia-smi)
+    if(LT_NVIDIA_SMI)
+      execute_process(COMMAND ${LT_NVIDIA_SMI} --query-gpu=compute_cap --format=csv,noheader
+        OUTPUT_VARIABLE caps RESULT_VARIABLE rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE TIMEOUT 30)
+      if(rc EQUAL 0 AND caps MATCHES "^[0-9]+\\.[0-9]+")
+        string(REPLACE "\n" ";" caps "${caps}")
+        set(found "")
+        foreach(cap IN LISTS caps)
+          string(STRIP "${cap}" cap)
+          if(cap MATCHES "^([0-9]+)\\.([0-9]+)$")
+            list(APPEND found "${CMAKE_MATCH_1}${CMAKE_MATCH_2}")
+          endif()
+        endforeach()
+        list(REMOVE_DUPLICATES found)
+        if(found)
+          set(archs "${found}")
+          set(why "LT_CUDA_ARCHS=auto: the GPUs nvidia-smi reports")
+        endif()
+      endif()
+    endif()
+    if(archs STREQUAL "all")
+      set(why "LT_CUDA_ARCHS=auto: no GPU found, so every supported architecture")
+    endif()
+  endif()
+  if(archs STREQUAL "all")
+    set(archs "${LT_CUDA_ARCHS_ALL}")
+  endif()
+  set(CMAKE_CUDA_ARCHITECTURES "${archs}" PARENT_SCOPE)
+  message(STATUS "loratune: CUDA architectures ${archs} (${why}; "
+    "set LT_CUDA_ARCHS or CMAKE_CUDA_ARCHITECTURES to choose)")
+endfunction()
