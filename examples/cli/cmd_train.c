@@ -10,7 +10,9 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,12 +43,6 @@ typedef struct progress {
     int64_t first_step; /* the step before this run's first (resume), -1 until known */
 } progress;
 
-static volatile sig_atomic_t interrupted = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    if (interrupted) _exit(130); /* a second Ctrl-C quits at once */
-    interrupted = 1;
-}
 
 static void fmt_duration(char *buf, size_t cap, double s) {
     if (!(s >= 0) || s > 1e7) { snprintf(buf, cap, "?"); return; }
@@ -96,7 +92,7 @@ static int on_step(const lt_metrics *mt, void *ud) {
     if (mt->early_stop)
         printf("early stopping after step %lld: no better eval loss than %.4f (step %lld) in the last evaluations\n",
                (long long)mt->step, mt->best_eval_loss, (long long)mt->best_eval_step);
-    return interrupted ? 1 : 0;
+    return cli_stop_signal() ? 1 : 0;
 }
 
 /* The end-of-run summary: steps, tokens, time, throughput, losses and the best evaluation. */
@@ -165,8 +161,55 @@ done:
     return rc;
 }
 
+/* --output already holds a run: an adapter, a log or checkpoints */
+static bool holds_run(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)))
+        found = !strcmp(e->d_name, "adapter_config.json") || !strcmp(e->d_name, "adapter_model.safetensors") ||
+                !strcmp(e->d_name, "log.jsonl") || !strncmp(e->d_name, "checkpoint-", 11);
+    closedir(d);
+    return found;
+}
+
+/* --resume names a checkpoint inside --output (resuming a run in its own folder) */
+static bool resume_inside(const char *resume, const char *output) {
+    if (!resume) return false;
+    char *r = realpath(resume, NULL), *o = realpath(output, NULL);
+    bool inside = false;
+    if (r && o) {
+        char *slash = strrchr(r, '/');
+        if (slash && slash != r) *slash = 0;
+        inside = !strcmp(r, o);
+    }
+    free(r);
+    free(o);
+    return inside;
+}
+
+/* internal (lib/core/core.h): the outermost missing part of a path, to remove after a failure */
+char *lt_fs_first_missing(const char *path);
+
 int lt_cmd_train(int argc, char **argv) {
     const char *cmd = "train";
+    /* --overwrite is taken out before the options are parsed */
+    bool overwrite = false;
+    int full_argc = argc;
+    char **full_argv = argv;
+    char **args = malloc(sizeof *args * (size_t)(argc + 1));
+    if (!args) return 1;
+    int n_args = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && !strcmp(argv[i], "--overwrite")) overwrite = true;
+        else args[n_args++] = argv[i];
+    }
+    args[n_args] = NULL;
+    argc = n_args;
+    argv = args;
+    char *created = NULL;     /* the folder this run created for --output (removed if setup fails) */
+    int64_t first_step = -1;  /* the step training started from (-1: it did not start) */
     for (int i = 1; i < argc; i++)
         if (cli_switch(argv, i, "--help") || cli_switch(argv, i, "-h")) { usage(); return 0; }
     cli_opts o;
@@ -176,6 +219,7 @@ int lt_cmd_train(int argc, char **argv) {
         if (prc < 0) prc = cli_opts_finish(&o, cmd);
         if (prc >= 0) { cli_opts_free(&o); return prc; }
     }
+    overwrite = overwrite || o.overwrite;
     int rc = 2;
     lt_tokenizer *tok = NULL;
     lt_dataset *ds = NULL, *eval_ds = NULL;
@@ -187,6 +231,18 @@ int lt_cmd_train(int argc, char **argv) {
     if (!o.model) USAGE("--model DIR is required");
     if (!o.data) USAGE("--data FILE is required");
     if (!o.output) USAGE("--output DIR is required");
+    struct stat sb;
+    if (stat(o.model, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        USAGE("--model %s: no such folder (a Hugging Face model folder with config.json and *.safetensors)", o.model);
+    if (stat(o.output, &sb) != 0) {
+        created = lt_fs_first_missing(o.output);
+    } else if (!S_ISDIR(sb.st_mode)) {
+        USAGE("--output %s exists and is not a folder", o.output);
+    } else if (!overwrite && holds_run(o.output) && !resume_inside(o.resume, o.output)) {
+        USAGE("--output %s already holds a training run (an adapter, log.jsonl or checkpoints): pass --overwrite to "
+              "train into it anyway (its adapter is replaced when the new run completes), or --resume %s/checkpoint-N "
+              "to continue it", o.output, o.output);
+    }
     lt_model_params mp = o.mp;
     mp.progress = cli_progress;
     lt_lora_params lp = o.lp;
@@ -202,7 +258,6 @@ int lt_cmd_train(int argc, char **argv) {
     lt_dataset_params dp = o.dp;
     dp.progress = cli_progress;
     if ((st = lt_dataset_load(o.data, tok, &dp, &ds)) != LT_OK) FAIL(st, "loading the training data");
-truncated to %d\n",
     lt_dataset_stats dst = {sizeof dst};
     if (lt_dataset_get_stats(ds, &dst) == LT_OK)
         printf("data: %s: %llu records, %llu tokens (%llu with loss), lengths %d..%d (mean %.0f), %llu truncated to %d, "
@@ -240,26 +295,43 @@ truncated to %d\n",
         if ((st = lt_trainer_load_checkpoint(tr, o.resume)) != LT_OK) FAIL(st, "resuming");
         printf("resumed from %s\n", o.resume);
     }
+    /* from here Ctrl-C / SIGTERM stop after (or abandon) the current step and save a checkpoint */
+    cli_stop_install();
+    cli_stop_set_trainer(tr);
     if (train_generation_hook("before", model, tok, &o) != 0) goto done;
     printf("training: batch %d x accumulation %d, lr %g (%s, warmup %d), %s, weight decay %g, clip %g, LoRA r %d "
            "alpha %g dropout %g, seed %llu\n", tp.batch_size, tp.grad_accum, tp.lr, cli_opts_enum_name("scheduler", tp.scheduler),
            tp.warmup_steps, cli_opts_enum_name("optim", tp.optimizer), tp.weight_decay, tp.max_grad_norm, lp.r, lp.alpha, lp.dropout, (unsigned long long)tp.seed);
     fflush(stdout);
 
-    signal(SIGINT, on_sigint);
     prog.t0 = now_s();
     lt_metrics mt = {sizeof mt};
-    while ((st = lt_trainer_step(tr, &mt)) == LT_OK) {
+    first_step = lt_trainer_get_step(tr);
+    st = cli_stop_signal() ? LT_STOPPED : LT_OK; /* a signal during the "before" generation */
+    while (st == LT_OK && (st = lt_trainer_step(tr, &mt)) == LT_OK) {
     }
-    signal(SIGINT, SIG_DFL);
-    if (st < 0) FAIL(st, "training");
+    if (st < 0) {
+        /* the final adapter stays what it was: a failed run never replaces it */
+        rc = cli_fail(cmd, st, "training");
+        if (cli_stop_signal()) rc = cli_stop_exit_code();
+        goto done;
+    }
     if (st == LT_STOPPED) {
         if (prog.tty) fputc('\n', stderr);
+        int64_t step = lt_trainer_get_step(tr);
         char dir[4096];
-        snprintf(dir, sizeof dir, "%s/checkpoint-%lld", o.output, (long long)mt.step);
-        if ((st = lt_trainer_save_checkpoint(tr, dir)) != LT_OK) FAIL(st, "saving the checkpoint after the interrupt");
-        printf("interrupted after step %lld; checkpoint saved to %s\n  resume with: loratune train ... --resume %s\n",
-               (long long)mt.step, dir, dir);
+        snprintf(dir, sizeof dir, "%s/checkpoint-%lld", o.output, (long long)step);
+        rc = cli_stop_exit_code() ? cli_stop_exit_code() : 130;
+        if ((st = lt_trainer_save_checkpoint(tr, dir)) != LT_OK) {
+            cli_fail(cmd, st, "saving the checkpoint after the stop");
+            goto done;
+        }
+        printf("stopped by %s at step %lld of %lld; the adapter in %s was left as it was.\n", cli_stop_signal_name(),
+               (long long)step, (long long)(mt.max_steps > 0 ? mt.max_steps : tp.max_steps), o.output);
+        printf("checkpoint: %s\nresume with:\n  ", dir);
+        cli_print_resume_command(stdout, argc, argv, dir);
+        fflush(stdout);
+        goto done;
     }
     if (train_generation_hook("after", model, tok, &o) != 0) goto done;
     if ((st = lt_model_save_adapter(model, o.output, 1)) != LT_OK) FAIL(st, "saving the adapter");
@@ -268,13 +340,39 @@ truncated to %d\n",
     printf("  loss log:    %s/log.jsonl, %s/log.csv   chart: %s/loss.svg\n", o.output, o.output, o.output);
     if (tp.save_every > 0) printf("  checkpoints: %s/checkpoint-N (resume with --resume DIR)\n", o.output);
     printf("next:\n");
-    printf("  loratune generate --model %s --adapter %s --instruction \"...\"\n", o.model, o.output);
-    printf("  loratune export --model %s --adapter %s --format gguf --quant q4_k_m --output %s/model.gguf\n", o.model,
-           o.output, o.output);
-    printf("  loratune export --model %s --adapter %s --format merged --output %s/merged\n", o.model, o.output,
-           o.output);
-    rc = st == LT_STOPPED ? 130 : 0;
+    printf("  loratune generate --model ");
+    cli_print_quoted(stdout, o.model);
+    printf(" --adapter ");
+    cli_print_quoted(stdout, o.output);
+    printf(" --instruction '...'\n");
+    char *gguf = malloc(strlen(o.output) + 32), *merged = malloc(strlen(o.output) + 32);
+    if (gguf && merged) {
+        sprintf(gguf, "%s/model.gguf", o.output);
+        sprintf(merged, "%s/merged", o.output);
+        printf("  loratune export --model ");
+        cli_print_quoted(stdout, o.model);
+        printf(" --adapter ");
+        cli_print_quoted(stdout, o.output);
+        printf(" --format gguf --quant q4_k_m --output ");
+        cli_print_quoted(stdout, gguf);
+        printf("\n  loratune export --model ");
+        cli_print_quoted(stdout, o.model);
+        printf(" --adapter ");
+        cli_print_quoted(stdout, o.output);
+        printf(" --format merged --output ");
+        cli_print_quoted(stdout, merged);
+        printf("\n");
+    }
+    free(gguf);
+    free(merged);
+    rc = cli_stop_exit_code(); /* a signal after the last step: the run is complete and saved, yet say it came */
 done:
+    /* setup failed (nothing trained): the folder this run created goes again */
+    if (rc != 0 && first_step < 0 && !cli_stop_signal() && created) cli_remove_created(created);
+    free(created);
+    free(args);
+    (void)full_argc;
+    (void)full_argv;
     lt_trainer_free(tr);
     lt_model_free(model);
     lt_dataset_free(ds);

@@ -17,7 +17,10 @@ from .core import (Dataset, Exporter, Metrics, Model, Tokenizer, TokenStream, Tr
 from .hf import (FastLanguageModel, FastModel, SFTConfig, SFTTrainer, TextStreamer, TrainingArguments,
                  is_bfloat16_supported)
 
-__version__ = "0.1.0"
+try:  # written by the pip build from CMakeLists.txt's project version
+    from ._version import __version__
+except ImportError:  # a source checkout (PYTHONPATH=bindings/python): the loaded library's version
+    __version__ = version()
 
 __all__ = ["InvalidArgumentError", "LibraryMismatchError", "LibraryNotFoundError", "LoratuneError",
            "NonFiniteError", "UnsupportedError", "check_library", "library_path",
