@@ -3,6 +3,7 @@
  * the scratch buffer, host transfers, and the op table; plus the public device queries
  * (lt_cuda_device_count, lt_cuda_device_info) and lt_nccl_get_unique_id. */
 #include "cuda_common.h"
+#include "decode.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,28 @@ static lt_status op_copy(lt_backend *be, void *dst, const void *src, size_t byte
     lt_cuda_w16_invalidate(lt_cuda_of(be), dst, bytes);
     LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lt_cuda_of(be)->stream));
     return LT_OK;
+}
+static lt_status op_copy2d(lt_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                           int64_t rows) {
+    if (!width || rows <= 0) return LT_OK;
+    lt_cuda_w16_invalidate(lt_cuda_of(be), dst, (size_t)(rows - 1) * dpitch + width);
+    LT_CUDA_TRY(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, (size_t)rows, cudaMemcpyDeviceToDevice,
+                                  lt_cuda_of(be)->stream));
+    return LT_OK;
+}
+/* the single-token decoder of decode.cu (it checks the model's layer description) */
+static lt_status op_decoder_create(lt_backend *be, struct lt_model *m, void *const *kc, void *const *vc,
+                                   int64_t max_len, void **out) {
+    (void)be;
+    return lt_cuda_decoder_create(m, kc, vc, max_len, (lt_cuda_decoder **)out);
+}
+static lt_status op_decoder_step(lt_backend *be, void *d, int32_t tok, int64_t pos, float *logits, int32_t *argmax) {
+    (void)be;
+    return lt_cuda_decoder_step((lt_cuda_decoder *)d, tok, pos, logits, argmax);
+}
+static void op_decoder_free(lt_backend *be, void *d) {
+    (void)be;
+    lt_cuda_decoder_free((lt_cuda_decoder *)d);
 }
 static lt_status op_sync(lt_backend *be) {
     LT_CUDA_TRY(lt_cuda_stream_sync(lt_cuda_of(be)));
@@ -511,6 +534,11 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->graph_launch = op_graph_launch;
     o->graph_free = op_graph_free;
     o->graph_epoch = op_graph_epoch;
+    o->copy2d = LT_PROF(3, op_copy2d); /* counted with copy */
+    o->decoder_create = op_decoder_create;
+    o->decoder_step = op_decoder_step;
+    o->decoder_free = op_decoder_free;
+    lt_backend_fill_defaults(be); /* the family ops this backend has no kernels for yet */
 
     lt_status st = LT_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);

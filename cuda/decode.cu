@@ -623,6 +623,13 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
                         (long long)NKV, (long long)HD, cf->intermediate_size);
     if (m->embed->quant != LT_QUANT_NONE || m->head->quant != LT_QUANT_NONE || m->head->cols % 64)
         return lt_error(LT_ERR_UNSUPPORTED, "fast decode: the embedding and LM head must be 16-bit");
+    /* the kernels run the Qwen2 / Llama layer: pre-norms, SiLU, default rope, plain causal attention */
+    if (cf->norm_one_plus || cf->sandwich_norm || cf->qk_norm || cf->act != LT_ACT_SILU || cf->fused_qkv ||
+        cf->fused_gate_up || cf->attn_softcap > 0 || cf->final_softcap > 0 || cf->embed_scale != 1.0f ||
+        cf->attn_scale != (float)(1.0 / sqrt((double)HD)) || cf->sliding_window > 0 ||
+        !lt_rope_is_plain(&cf->rope, max_len))
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: the %s layer (norms, activation, rope, attention options) "
+                        "is outside what its kernels cover", cf->architecture);
     lt_cuda_decoder *d = (lt_cuda_decoder *)calloc(1, sizeof *d);
     if (!d) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
     lt_cuda *c = lt_cuda_of(be);

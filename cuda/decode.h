@@ -1,5 +1,6 @@
-/* decode.h - the CUDA fast path of generation's decode step (cuda/decode.cu), called from
- * lib/infer/generate.c in builds with LT_HAVE_CUDA.
+/* decode.h - the CUDA backend's single-token decoder (cuda/decode.cu), installed as the
+ * backend's decoder_create / decoder_step / decoder_free ops (cuda_backend.cu); generation
+ * reaches it only through the op table.
  *
  * One step runs one token through the whole model with kernels made for a single token: NF4
  * (or 16-bit) GEMVs that read each packed weight once, dequantize in registers (double-quant

@@ -1,6 +1,7 @@
 /* backend.h - the op table every backend fills (cpu/ the fp32 reference, cuda/ the fast one).
  *
- * The model code (lib/model) writes the Qwen2 forward and backward once, in terms of these ops.
+ * The model code (lib/model) writes the decoder layer's forward and backward once, from the
+ * config's layer description, in terms of these ops.
  * Conventions:
  *   - "act" buffers hold activations in the backend's activation dtype (be->act_dtype: F32 on
  *     the CPU, BF16 or F16 on CUDA); their element size is be->act_bytes.
@@ -25,6 +26,18 @@
 #include <stdint.h>
 
 typedef struct lt_backend lt_backend;
+struct lt_model;
+
+/* Options of attention_opt_*: scale of the scores, soft-capping (0: none), sliding window
+ * (0: none). */
+typedef struct lt_attn_opts {
+    float scale;
+    float softcap;
+    int32_t window;
+} lt_attn_opts;
+
+/* glu_fwd / glu_bwd activations */
+enum { LT_BACT_SILU = 0, LT_BACT_GELU_TANH = 1 };
 
 /* A frozen base matrix W[OC, C] (row-major as Hugging Face stores it), kept as the backend
  * likes: f32 on the CPU; NF4 (bitsandbytes layout) or 16-bit on CUDA. */
@@ -234,6 +247,62 @@ typedef struct lt_backend_ops {
     lt_status (*graph_launch)(lt_backend *be, void *graph, uint64_t seed, uint64_t stream_xor);
     void (*graph_free)(lt_backend *be, void *graph);
     uint64_t (*graph_epoch)(lt_backend *be);
+
+    /* ---- model families (lt_config's layer description) ----
+     * Every op of this group has a portable default (lt_backend_fill_defaults) that runs the
+     * older op where the options reduce to it and otherwise returns LT_ERR_UNSUPPORTED naming
+     * the feature; a backend replaces them with its own. */
+    /* rotary embedding with explicit inverse frequencies: host_inv_freq f32 [HD/2] (host memory,
+     * read during the call) and cos/sin scaled by attention_factor; host_inv_freq NULL means
+     * the default frequencies of theta (rope_fwd / rope_bwd) */
+    lt_status (*rope_freq_fwd)(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *host_inv_freq, float attention_factor);
+    lt_status (*rope_freq_bwd)(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *host_inv_freq, float attention_factor);
+    /* attention_fwd / attention_bwd / attention_kv with options: scores times scale, then
+     * softcap * tanh(s / softcap) when softcap > 0, and keys limited to the window positions
+     * before the query (q - k < window) when window > 0 */
+    lt_status (*attention_opt_fwd)(lt_backend *be, void *out, float *lse, const void *q, const void *k,
+                                   const void *v, const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen,
+                                   int64_t N, int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o);
+    lt_status (*attention_opt_bwd)(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                   const void *k, const void *v, const void *out, const float *lse,
+                                   const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N,
+                                   int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o);
+    lt_status (*attention_opt_kv)(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                                  int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                  const lt_attn_opts *o);
+    /* out(n) = act(gate) * up for act LT_BACT_SILU (swiglu_fwd) or LT_BACT_GELU_TANH (torch's
+     * gelu approximate="tanh"), and its backward (dgate/dup may alias gate/up) */
+    lt_status (*glu_fwd)(lt_backend *be, int act, void *out, const void *gate, const void *up, int64_t n);
+    lt_status (*glu_bwd)(lt_backend *be, int act, void *dgate, void *dup, const void *dout, const void *gate,
+                         const void *up, int64_t n);
+    /* x(n) *= s in place, the product rounded to the act dtype (Gemma's embedding scale) */
+    lt_status (*scale_act)(lt_backend *be, void *x, int64_t n, float s);
+    /* lm_head_ce / lm_head_logits with the logits soft-capped (cap * tanh(z / cap)) when
+     * softcap > 0 */
+    lt_status (*lm_head_ce_cap)(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale,
+                                float softcap);
+    lt_status (*lm_head_logits_cap)(lt_backend *be, float *logits, const void *h, const lt_bweight *head,
+                                    int64_t N, int64_t C, int64_t V, float softcap);
+    /* rows x width_bytes from src (row pitch spitch bytes) to dst (row pitch dpitch): the split
+     * of a fused projection's output and the join of its gradients */
+    lt_status (*copy2d)(lt_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch,
+                        size_t width_bytes, int64_t rows);
+
+    /* ---- single-token decoding (generation) ----
+     * decoder_create prepares a decoder of model (an lt_model, which the backend reads) over
+     * the caller's KV cache kcache[l] / vcache[l] (act, (max_len, NKV*HD), filled for earlier
+     * positions); LT_ERR_UNSUPPORTED (with a message) when the backend has no decoder for
+     * this model, and then the caller runs the layer ops. decoder_step runs token tok at
+     * position pos: appends its keys and values, host_logits (V f32, may be NULL) and
+     * *host_argmax get the next-token logits and their argmax. The default: no decoder. */
+    lt_status (*decoder_create)(lt_backend *be, struct lt_model *model, void *const *kcache, void *const *vcache,
+                                int64_t max_len, void **decoder);
+    lt_status (*decoder_step)(lt_backend *be, void *decoder, int32_t tok, int64_t pos, float *host_logits,
+                              int32_t *host_argmax);
+    void (*decoder_free)(lt_backend *be, void *decoder);
 } lt_backend_ops;
 
 struct lt_backend {
@@ -245,6 +314,10 @@ struct lt_backend {
     int32_t deterministic;
     void *impl;           /* backend private */
 };
+
+/* Fills the empty slots of the model-family and decoder groups with their portable defaults
+ * (every backend constructor calls it last). */
+void lt_backend_fill_defaults(lt_backend *be);
 
 /* Constructors. lt_backend_cuda_create returns LT_ERR_UNSUPPORTED in a CPU-only build. */
 lt_status lt_backend_cpu_create(int n_threads, lt_backend **out);

@@ -1,6 +1,8 @@
 /* backend_common.c - what every backend shares: lt_backend_free, bitsandbytes' NF4 code table
- * and its 8-bit dynamic maps (create_dynamic_map), computed as torch does in float32. */
+ * and its 8-bit dynamic maps (create_dynamic_map), computed as torch does in float32, and the
+ * portable defaults of the model-family and decoder ops. */
 #include "backend/backend.h"
+#include "core/core.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -57,4 +59,121 @@ void lt_dynamic_map(int is_signed, float out[256]) {
     out[n++] = 0.0f;
     out[n++] = 1.0f;
     qsort(out, 256, sizeof(float), cmp_float);
+}
+
+/* ---- portable defaults of the model-family and decoder ops ---- */
+
+static int attn_plain(const lt_attn_opts *o, int64_t HD, int64_t max_seqlen) {
+    return o->scale == (float)(1.0 / sqrt((double)HD)) && o->softcap == 0.0f &&
+           (o->window <= 0 || o->window >= max_seqlen);
+}
+
+static lt_status def_rope_freq_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                                   float theta, const float *inv_freq, float af) {
+    if (inv_freq || af != 1.0f)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no rotary embedding with scaled frequencies (rope "
+                        "scaling)", be->ops.name);
+    return be->ops.rope_fwd(be, x, pos, N, H, HD, theta);
+}
+static lt_status def_rope_freq_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                                   float theta, const float *inv_freq, float af) {
+    if (inv_freq || af != 1.0f)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no rotary embedding with scaled frequencies (rope "
+                        "scaling)", be->ops.name);
+    return be->ops.rope_bwd(be, dx, pos, N, H, HD, theta);
+}
+
+static lt_status attn_unsupported(const lt_backend *be) {
+    return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no attention with a score scale other than "
+                    "1/sqrt(head_dim), soft-capping or a sliding window shorter than the sequence", be->ops.name);
+}
+static lt_status def_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k,
+                                       const void *v, const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N,
+                                       int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o) {
+    if (!attn_plain(o, HD, max_seqlen)) return attn_unsupported(be);
+    return be->ops.attention_fwd(be, out, lse, q, k, v, cu, nseq, max_seqlen, N, NH, NKV, HD);
+}
+static lt_status def_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                       const void *k, const void *v, const void *out, const float *lse,
+                                       const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                       int64_t NKV, int64_t HD, const lt_attn_opts *o) {
+    if (!attn_plain(o, HD, max_seqlen)) return attn_unsupported(be);
+    return be->ops.attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, cu, nseq, max_seqlen, N, NH, NKV, HD);
+}
+static lt_status def_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kc, const void *vc,
+                                      int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                      const lt_attn_opts *o) {
+    if (!attn_plain(o, HD, past + n)) return attn_unsupported(be);
+    return be->ops.attention_kv(be, out, q, kc, vc, past, n, NH, NKV, HD);
+}
+
+static lt_status def_glu_fwd(lt_backend *be, int act, void *out, const void *gate, const void *up, int64_t n) {
+    if (act != LT_BACT_SILU)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no GELU-tanh gated MLP", be->ops.name);
+    return be->ops.swiglu_fwd(be, out, gate, up, n);
+}
+static lt_status def_glu_bwd(lt_backend *be, int act, void *dgate, void *dup, const void *dout, const void *gate,
+                             const void *up, int64_t n) {
+    if (act != LT_BACT_SILU)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no GELU-tanh gated MLP", be->ops.name);
+    return be->ops.swiglu_bwd(be, dgate, dup, dout, gate, up, n);
+}
+
+static lt_status def_scale_act(lt_backend *be, void *x, int64_t n, float s) {
+    (void)x; (void)n;
+    if (s == 1.0f) return LT_OK;
+    return lt_error(LT_ERR_UNSUPPORTED, "the %s backend cannot scale activations (embedding scale)", be->ops.name);
+}
+
+static lt_status def_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                    const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale,
+                                    float softcap) {
+    if (softcap > 0)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no soft-capped LM head", be->ops.name);
+    return be->ops.lm_head_ce(be, loss_sum, dh, h, head, targets, N, C, V, grad_scale);
+}
+static lt_status def_lm_head_logits_cap(lt_backend *be, float *logits, const void *h, const lt_bweight *head,
+                                        int64_t N, int64_t C, int64_t V, float softcap) {
+    if (softcap > 0)
+        return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no soft-capped LM head", be->ops.name);
+    return be->ops.lm_head_logits(be, logits, h, head, N, C, V);
+}
+
+static lt_status def_copy2d(lt_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                            int64_t rows) {
+    for (int64_t r = 0; r < rows; r++)
+        LT_TRY(be->ops.copy(be, (char *)dst + (size_t)r * dpitch, (const char *)src + (size_t)r * spitch, width));
+    return LT_OK;
+}
+
+static lt_status def_decoder_create(lt_backend *be, struct lt_model *m, void *const *kc, void *const *vc,
+                                    int64_t max_len, void **out) {
+    (void)m; (void)kc; (void)vc; (void)max_len;
+    *out = NULL;
+    return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no single-token decoder", be->ops.name);
+}
+static lt_status def_decoder_step(lt_backend *be, void *d, int32_t tok, int64_t pos, float *logits, int32_t *argmax) {
+    (void)d; (void)tok; (void)pos; (void)logits; (void)argmax;
+    return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no single-token decoder", be->ops.name);
+}
+static void def_decoder_free(lt_backend *be, void *d) { (void)be; (void)d; }
+
+void lt_backend_fill_defaults(lt_backend *be) {
+    lt_backend_ops *o = &be->ops;
+#define D(slot, fn) if (!o->slot) o->slot = fn
+    D(rope_freq_fwd, def_rope_freq_fwd);
+    D(rope_freq_bwd, def_rope_freq_bwd);
+    D(attention_opt_fwd, def_attention_opt_fwd);
+    D(attention_opt_bwd, def_attention_opt_bwd);
+    D(attention_opt_kv, def_attention_opt_kv);
+    D(glu_fwd, def_glu_fwd);
+    D(glu_bwd, def_glu_bwd);
+    D(scale_act, def_scale_act);
+    D(lm_head_ce_cap, def_lm_head_ce_cap);
+    D(lm_head_logits_cap, def_lm_head_logits_cap);
+    D(copy2d, def_copy2d);
+    D(decoder_create, def_decoder_create);
+    D(decoder_step, def_decoder_step);
+    D(decoder_free, def_decoder_free);
+#undef D
 }

@@ -1,7 +1,8 @@
 /* generate.c - text generation with a KV cache: the prompt is prefilled in one pass through
- * the backend ops (the training kernels: GEMMs, flash attention), then one token per step -
- * on CUDA through the single-token decode kernels of cuda/decode.cu (a CUDA graph), elsewhere
- * through the same backend ops with KV-cache attention. LoRA is applied unmerged with dropout
+ * the model's layers (lt_graph_forward_cached: the training kernels, GEMMs, flash attention),
+ * then one token per step - through the backend's single-token decoder where it has one for
+ * this model (the decoder_* ops; CUDA: cuda/decode.cu as a CUDA graph), else through the same
+ * layers with KV-cache attention. LoRA is applied unmerged with dropout
  * off, so generation works between trainer steps. Greedy or sampled (sample.h); stop ids and
  * stop strings; text streamed UTF-8-safely through lt_token_stream. */
 #include "infer/infer.h"
@@ -12,9 +13,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef LT_HAVE_CUDA
-#include "../../cuda/decode.h"
-#endif
 
 #define LT_GEN_MAX_STOPS 32
 #define LT_GEN_PIECE 8192 /* one token's text (+ a pending partial character) always fits */
@@ -51,23 +49,20 @@ LT_API lt_status lt_model_release_buffers(lt_model *m) {
     return LT_OK;
 }
 
-/* Device buffers for a forward of up to `cap` tokens with a cache of `max_len` positions. */
+/* The KV cache of one generation (max_len positions per layer) and the logits buffer; the
+ * layers themselves run in the model's graph (lt_graph_forward_cached). */
 typedef struct gen_state {
     lt_model *m;
     lt_backend *be;
-    int64_t cap, max_len;
-    void *x, *xn, *q, *k, *v, *att, *o, *g, *u, *xa; /* act */
-    float *rstd, *lse, *logits;                    /* f32: [cap], [NH*cap], [V] */
-    int32_t *ids, *pos, *cu;                       /* i32 [cap], [cap], [2] */
+    int64_t max_len;
+    float *logits;                                 /* f32 [V] */
     void **kc, **vc;                               /* per layer act (max_len, NKV*HD) */
 } gen_state;
 
 static void gen_free(gen_state *g) {
     lt_backend *be = g->be;
     if (!be) return;
-    void *bufs[] = {g->x, g->xn, g->q, g->k, g->v, g->att, g->o, g->g, g->u, g->xa, g->rstd, g->lse, g->logits,
-                    g->ids, g->pos, g->cu};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) be->ops.free(be, bufs[i]);
+    if (g->logits) be->ops.free(be, g->logits);
     for (int l = 0; l < g->m->cfg.num_layers; l++) {
         if (g->kc && g->kc[l]) be->ops.free(be, g->kc[l]);
         if (g->vc && g->vc[l]) be->ops.free(be, g->vc[l]);
@@ -77,34 +72,22 @@ static void gen_free(gen_state *g) {
     g->be = NULL;
 }
 
-static lt_status gen_alloc(gen_state *g, lt_model *m, int64_t cap, int64_t max_len) {
+static lt_status gen_alloc(gen_state *g, lt_model *m, int64_t max_len) {
     memset(g, 0, sizeof *g);
     g->m = m;
     g->be = m->be;
-    g->cap = cap;
     g->max_len = max_len;
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
-    size_t ab = (size_t)be->act_bytes, C = c->hidden_size, HD = c->head_dim;
-    size_t qd = (size_t)c->num_heads * HD, kd = (size_t)c->num_kv_heads * HD, I = c->intermediate_size;
-    size_t R = m->has_lora ? (size_t)m->lora.r : 1;
-    struct { void **p; size_t bytes; } want[] = {
-        {&g->x, cap * C * ab}, {&g->xn, cap * C * ab}, {&g->q, cap * qd * ab}, {&g->k, cap * kd * ab},
-        {&g->v, cap * kd * ab}, {&g->att, cap * qd * ab}, {&g->o, cap * C * ab}, {&g->g, cap * I * ab},
-        {&g->u, cap * I * ab}, {&g->xa, cap * R * ab}, {(void **)&g->rstd, cap * 4},
-        {(void **)&g->lse, cap * (size_t)c->num_heads * 4}, {(void **)&g->logits, (size_t)c->vocab_size * 4},
-        {(void **)&g->ids, cap * 4}, {(void **)&g->pos, cap * 4}, {(void **)&g->cu, 2 * 4},
-    };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        lt_status st = be->ops.alloc(be, want[i].bytes, want[i].p);
-        if (st != LT_OK) { gen_free(g); return lt_error_wrap(st, "generation buffers for a %lld-token prompt", (long long)cap); }
-    }
+    size_t ab = (size_t)be->act_bytes, kd = (size_t)c->num_kv_heads * (size_t)c->head_dim;
+    lt_status st = be->ops.alloc(be, (size_t)c->vocab_size * 4, (void **)&g->logits);
+    if (st != LT_OK) { gen_free(g); return lt_error_wrap(st, "generation logits"); }
     g->kc = calloc(c->num_layers, sizeof(void *));
     g->vc = calloc(c->num_layers, sizeof(void *));
     if (!g->kc || !g->vc) { gen_free(g); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for the KV cache table"); }
     for (int l = 0; l < c->num_layers; l++) {
-        lt_status st = be->ops.alloc(be, max_len * kd * ab, &g->kc[l]);
-        if (st == LT_OK) st = be->ops.alloc(be, max_len * kd * ab, &g->vc[l]);
+        st = be->ops.alloc(be, (size_t)max_len * kd * ab, &g->kc[l]);
+        if (st == LT_OK) st = be->ops.alloc(be, (size_t)max_len * kd * ab, &g->vc[l]);
         if (st != LT_OK) {
             gen_free(g);
             return lt_error_wrap(st, "KV cache for %lld positions (lower max_new_tokens or the prompt length)",
@@ -114,70 +97,10 @@ static lt_status gen_alloc(gen_state *g, lt_model *m, int64_t cap, int64_t max_l
     return LT_OK;
 }
 
-#define OFF(p, elems) ((void *)((char *)(p) + (size_t)(elems) * (size_t)be->act_bytes))
-
-/* out(n,OC) = inp @ W^T + b, plus the LoRA branch when attached and enabled (no dropout). */
-static lt_status proj(gen_state *g, int layer, int which, void *out, const void *inp, int64_t n) {
-    lt_model *m = g->m;
-    lt_backend *be = g->be;
-    lt_layer *L = &m->layers[layer];
-    const float *bias = which <= LT_PROJ_V ? L->bias[which] : NULL;
-    LT_TRY(be->ops.linear_fwd(be, out, inp, L->proj[which], bias, n));
-    lt_lora_tensor *t = &L->lora[which];
-    if (m->has_lora && m->lora_enabled && t->A)
-        LT_TRY(be->ops.lora_fwd(be, out, g->xa, inp, t->A, t->B, n, t->in, t->out, t->r, m->lora_scale, 0.0f, 0, 0));
-    return LT_OK;
-}
-
 /* Runs ids[n] at positions [past, past+n) through the model, filling the caches, and leaves
- * the last token's logits in host_logits[V]. The prompt (past = 0) goes through the training
- * attention kernel (one causal sequence); later tokens attend over the cache. */
+ * the last token's logits in host_logits[V]. */
 static lt_status forward(gen_state *g, const int32_t *host_ids, int64_t n, int64_t past, float *host_logits) {
-    lt_model *m = g->m;
-    lt_backend *be = g->be;
-    const lt_config *c = &m->cfg;
-    int64_t C = c->hidden_size, HD = c->head_dim, NH = c->num_heads, NKV = c->num_kv_heads, I = c->intermediate_size;
-    int32_t *pos = malloc(sizeof *pos * n);
-    if (!pos) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
-    for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(past + i);
-    lt_status st = be->ops.upload(be, g->ids, host_ids, n * 4);
-    if (st == LT_OK) st = be->ops.upload(be, g->pos, pos, n * 4);
-    free(pos);
-    LT_TRY(st);
-    const bool flash = past == 0 && n > 1;
-    if (flash) {
-        int32_t cu[2] = {0, (int32_t)n};
-        LT_TRY(be->ops.upload(be, g->cu, cu, sizeof cu));
-    }
-    LT_TRY(be->ops.embedding(be, g->x, g->ids, m->embed, n, C));
-    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    for (int l = 0; l < c->num_layers; l++) {
-        lt_layer *L = &m->layers[l];
-        LT_TRY(be->ops.rmsnorm_fwd(be, g->xn, g->rstd, g->x, L->ln1, n, C, eps));
-        LT_TRY(proj(g, l, LT_PROJ_Q, g->q, g->xn, n));
-        LT_TRY(proj(g, l, LT_PROJ_K, g->k, g->xn, n));
-        LT_TRY(proj(g, l, LT_PROJ_V, g->v, g->xn, n));
-        LT_TRY(be->ops.rope_fwd(be, g->q, g->pos, n, NH, HD, theta));
-        LT_TRY(be->ops.rope_fwd(be, g->k, g->pos, n, NKV, HD, theta));
-        LT_TRY(be->ops.copy(be, OFF(g->kc[l], past * NKV * HD), g->k, (size_t)(n * NKV * HD * be->act_bytes)));
-        LT_TRY(be->ops.copy(be, OFF(g->vc[l], past * NKV * HD), g->v, (size_t)(n * NKV * HD * be->act_bytes)));
-        if (flash)
-            LT_TRY(be->ops.attention_fwd(be, g->att, g->lse, g->q, g->k, g->v, g->cu, 1, (int32_t)n, n, NH, NKV, HD));
-        else
-            LT_TRY(be->ops.attention_kv(be, g->att, g->q, g->kc[l], g->vc[l], past, n, NH, NKV, HD));
-        LT_TRY(proj(g, l, LT_PROJ_O, g->o, g->att, n));
-        LT_TRY(be->ops.add(be, g->x, g->x, g->o, n * C));
-        LT_TRY(be->ops.rmsnorm_fwd(be, g->xn, g->rstd, g->x, L->ln2, n, C, eps));
-        LT_TRY(proj(g, l, LT_PROJ_GATE, g->g, g->xn, n));
-        LT_TRY(proj(g, l, LT_PROJ_UP, g->u, g->xn, n));
-        LT_TRY(be->ops.swiglu_fwd(be, g->g, g->g, g->u, n * I));
-        LT_TRY(proj(g, l, LT_PROJ_DOWN, g->o, g->g, n));
-        LT_TRY(be->ops.add(be, g->x, g->x, g->o, n * C));
-    }
-    void *last = OFF(g->x, (n - 1) * C);
-    LT_TRY(be->ops.rmsnorm_fwd(be, g->xn, g->rstd, last, m->final_norm, 1, C, eps));
-    LT_TRY(be->ops.lm_head_logits(be, g->logits, g->xn, m->head, 1, C, c->vocab_size));
-    return be->ops.download(be, host_logits, g->logits, (size_t)c->vocab_size * 4);
+    return lt_graph_forward_cached(g->m, host_ids, n, past, g->kc, g->vc, g->logits, host_logits);
 }
 
 static bool ends_with(const char *s, size_t n, const char *suf) {
@@ -277,20 +200,17 @@ LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt
         for (int i = 0; i < c->n_eos && i < 8; i++) add_stop(stops, &n_stops, c->eos_token_ids[i]);
     }
     const bool need_logits = p->do_sample || p->repetition_penalty != 1.0f;
-    (void)need_logits; /* used by the CUDA decode path */
 
     gen_state g;
-    LT_TRY(gen_alloc(&g, m, (int64_t)n_prompt, max_len));
+    LT_TRY(gen_alloc(&g, m, max_len));
     float *logits = malloc(sizeof(float) * V);
     int32_t *hist = malloc(sizeof(int32_t) * (size_t)max_len);
     lt_token_stream *stream = NULL;
     text_tail tail = {0};
     char *piece = NULL;
     lt_status st = LT_OK;
-#ifdef LT_HAVE_CUDA
-    lt_cuda_decoder *dec = NULL;
-    bool try_fast = g_fast_decode && m->be->device == LT_DEVICE_CUDA;
-#endif
+    void *dec = NULL;
+    bool try_fast = g_fast_decode != 0;
     if (!logits || !hist) { st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for generation"); goto done; }
     memcpy(hist, prompt, n_prompt * sizeof *hist);
     for (int i = 0; i < p->n_stop_strings; i++)
@@ -335,25 +255,23 @@ LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt
         }
         if (stop || produced >= (size_t)p->max_new_tokens) break;
         int64_t pos = (int64_t)nh - 1;
-#ifdef LT_HAVE_CUDA
         if (try_fast && !dec) {
-            st = lt_cuda_decoder_create(m, g.kc, g.vc, max_len, &dec);
+            st = m->be->ops.decoder_create(m->be, m, g.kc, g.vc, max_len, &dec);
             if (st == LT_ERR_UNSUPPORTED) {
-                LT_LOGD("generation: CUDA decode kernels not used (%s); decoding through the backend ops",
-                        lt_last_error());
+                LT_LOGD("generation: no single-token decoder (%s); decoding through the layers", lt_last_error());
                 lt_clear_error();
                 st = LT_OK;
+                dec = NULL;
             }
             try_fast = false;
             if (st != LT_OK) break;
         }
         if (dec) {
-            st = lt_cuda_decoder_step(dec, tok, pos, need_logits ? logits : NULL, &argmax);
+            st = m->be->ops.decoder_step(m->be, dec, tok, pos, need_logits ? logits : NULL, &argmax);
             have_argmax = !need_logits;
             g_timing.fast_decode = 1;
             continue;
         }
-#endif
         st = forward(&g, &tok, 1, pos, logits);
     }
     g_timing.decode_s = lt_time_s() - t_dec;
@@ -368,9 +286,7 @@ LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt
     if (st == LT_OK && out_ids && produced > cap)
         st = lt_error(LT_ERR_BUFFER_TOO_SMALL, "lt_generate: %zu tokens generated, out_ids holds %zu", produced, cap);
 done:
-#ifdef LT_HAVE_CUDA
-    lt_cuda_decoder_free(dec);
-#endif
+    if (dec) m->be->ops.decoder_free(m->be, dec);
     lt_token_stream_free(stream);
     free(piece);
     free(tail.buf);

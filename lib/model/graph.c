@@ -1,6 +1,8 @@
-/* graph.c - the Qwen2 forward / backward over the backend ops on a packed micro-batch, with
- * gradient checkpointing (one residual tensor kept per layer, the layer recomputed in backward)
- * and the fused chunked LM head + cross-entropy. See graph.h. */
+/* graph.c - the decoder's forward / backward over the backend ops on a packed micro-batch, as
+ * the config's layer description says (norm placement, q/k norms, activation, rope, attention
+ * options, fused projections), with gradient checkpointing (one residual tensor kept per
+ * layer, the layer recomputed in backward) and the fused chunked LM head + cross-entropy; and
+ * the same layers over a KV cache for generation (lt_graph_forward_cached). See graph.h. */
 #include "model/graph.h"
 
 #include <stdlib.h>
@@ -18,6 +20,13 @@ typedef struct layer_acts {
     void *xa[LT_PROJ_COUNT];/* (N,R) LoRA A outputs */
     float *rstd1, *rstd2;   /* (N) */
     float *lse;             /* (NH,N) */
+    /* by the layer description (NULL when it does not need them) */
+    void *qr, *kr;          /* qk_norm: (N,NH*HD), (N,NKV*HD) q and k before their norms */
+    float *rstdq, *rstdk;   /* qk_norm: (N*NH), (N*NKV) */
+    void *o, *dn;           /* sandwich_norm: (N,C) o_proj and down_proj outputs before their norms */
+    float *rstd_pa, *rstd_pf; /* sandwich_norm: (N) */
+    void *qkv;              /* fused_qkv: (N,NH*HD+2*NKV*HD) */
+    void *gu;               /* fused_gate_up: (N,2I) */
 } layer_acts;
 
 struct lt_graph {
@@ -49,6 +58,10 @@ struct lt_graph {
     void *dq, *datt;        /* (N,NH*HD) */
     void *dk, *dv;          /* (N,NKV*HD) */
     void *dgate, *dup, *dact; /* (N,I) */
+    void *dqr, *dkr;        /* qk_norm: (N,NH*HD), (N,NKV*HD) */
+    void *dpost;            /* sandwich_norm: (N,C) gradient of a post-norm's input */
+    void *dqkv;             /* fused_qkv: (N,NH*HD+2*NKV*HD) */
+    void *dgu;              /* fused_gate_up: (N,2I) */
     /* logits for lt_graph_logits, f32 (chunk,V) */
     float *logits;
     int64_t logits_rows;
@@ -81,12 +94,15 @@ void lt_graph_free(lt_graph *g) {
     lt_backend *be = g->be;
     void **bufs[] = {(void **)&g->ids, (void **)&g->pos, (void **)&g->targets, (void **)&g->cu, &g->proj, &g->lnf,
                      (void **)&g->rstdf, (void **)&g->loss, &g->dres, &g->dln, &g->dq, &g->datt, &g->dk, &g->dv,
-                     &g->dgate, &g->dup, &g->dact, (void **)&g->logits};
+                     &g->dgate, &g->dup, &g->dact, (void **)&g->logits, &g->dqr, &g->dkr, &g->dpost, &g->dqkv,
+                     &g->dgu};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gfree(be, bufs[i]);
     for (int i = 0; g->acts && i < g->n_acts; i++) {
         layer_acts *a = &g->acts[i];
         void **ab[] = {&a->ln1, &a->q, &a->k, &a->v, &a->att, &a->hmid, &a->ln2, &a->gate, &a->up, &a->act,
-                       (void **)&a->rstd1, (void **)&a->rstd2, (void **)&a->lse};
+                       (void **)&a->rstd1, (void **)&a->rstd2, (void **)&a->lse, &a->qr, &a->kr,
+                       (void **)&a->rstdq, (void **)&a->rstdk, &a->o, &a->dn, (void **)&a->rstd_pa,
+                       (void **)&a->rstd_pf, &a->qkv, &a->gu};
         for (size_t k = 0; k < sizeof ab / sizeof ab[0]; k++) gfree(be, ab[k]);
         for (int p = 0; p < LT_PROJ_COUNT; p++) gfree(be, &a->xa[p]);
     }
@@ -109,6 +125,13 @@ uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, in
     bytes += (uint64_t)(c->num_layers + 1) * n * C * a;            /* checkpoints */
     bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD + 3 * I)      /* layer activations */
                      + 4 * n * (2 + (uint64_t)c->num_heads));         /* rstd, lse */
+    /* what the layer description adds */
+    uint64_t extra = 0, extra_bwd = 0;
+    if (c->qk_norm) { extra += n * a * (QD + KD) + 4 * n * (uint64_t)(c->num_heads + c->num_kv_heads); extra_bwd += n * a * (QD + KD); }
+    if (c->sandwich_norm) { extra += 2 * n * a * C + 8 * n; extra_bwd += n * a * C; }
+    if (c->fused_qkv) { extra += n * a * (QD + 2 * KD); extra_bwd += n * a * (QD + 2 * KD); }
+    if (c->fused_gate_up) { extra += 2 * n * a * I; extra_bwd += 2 * n * a * I; }
+    bytes += sets * extra + (train ? extra_bwd : 0);
     /* xa: per set, or per layer when checkpointing keeps them (lt_graph_reserve) */
     bytes += (train == LT_GRAPH_TRAIN && r > 0 ? (uint64_t)c->num_layers : sets) * n * a * (uint64_t)r * LT_PROJ_COUNT;
     bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
@@ -126,6 +149,13 @@ static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, s
     A(a->gate, N * I * ab); A(a->up, N * I * ab); A(a->act, N * I * ab);
     for (int p = 0; r > 0 && p < LT_PROJ_COUNT; p++) A(a->xa[p], N * (size_t)r * ab);
     A(a->rstd1, 4 * N); A(a->rstd2, 4 * N); A(a->lse, 4 * N * (size_t)c->num_heads);
+    if (c->qk_norm) {
+        A(a->qr, N * QD * ab); A(a->kr, N * KD * ab);
+        A(a->rstdq, 4 * N * (size_t)c->num_heads); A(a->rstdk, 4 * N * (size_t)c->num_kv_heads);
+    }
+    if (c->sandwich_norm) { A(a->o, N * C * ab); A(a->dn, N * C * ab); A(a->rstd_pa, 4 * N); A(a->rstd_pf, 4 * N); }
+    if (c->fused_qkv) A(a->qkv, N * (QD + 2 * KD) * ab);
+    if (c->fused_gate_up) A(a->gu, N * 2 * I * ab);
 #undef A
     return st;
 }
@@ -180,6 +210,10 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
         A(g->dres, N * C * ab); A(g->dln, N * C * ab); A(g->dq, N * QD * ab); A(g->datt, N * QD * ab);
         A(g->dk, N * KD * ab); A(g->dv, N * KD * ab);
         A(g->dgate, N * I * ab); A(g->dup, N * I * ab); A(g->dact, N * I * ab);
+        if (c->qk_norm) { A(g->dqr, N * QD * ab); A(g->dkr, N * KD * ab); }
+        if (c->sandwich_norm) A(g->dpost, N * C * ab);
+        if (c->fused_qkv) A(g->dqkv, N * (QD + 2 * KD) * ab);
+        if (c->fused_gate_up) A(g->dgu, N * 2 * I * ab);
     }
 #undef A
     if (st != LT_OK) {
@@ -204,7 +238,61 @@ typedef struct pass_ctx {
     int lora_on;
     float dropout;
     uint64_t seed, stream_base;
+    /* rotary frequencies of full-attention [0] and sliding-window [1] layers for this pass's
+     * length; plain[i]: the backend's default rope of theta (no table) */
+    int rope_plain[2];
+    float rope_theta[2], rope_af[2];
+    float rope_freq[2][LT_ROPE_MAX_HALF];
+    /* generation: the KV cache (act, (max_len, NKV*HD) per layer) the pass appends to at
+     * position past; NULL in training passes */
+    void *const *kc;
+    void *const *vc;
+    int64_t past;
 } pass_ctx;
+
+/* The rope tables of a pass whose positions are below seq_len. */
+static void pass_rope(pass_ctx *x, int64_t seq_len) {
+    const lt_config *c = &x->m->cfg;
+    const lt_rope_desc *r[2] = {&c->rope, &c->rope_local};
+    for (int i = 0; i < 2; i++) {
+        x->rope_theta[i] = (float)r[i]->theta;
+        x->rope_plain[i] = lt_rope_is_plain(r[i], seq_len);
+        x->rope_af[i] = 1.0f;
+        if (!x->rope_plain[i]) lt_rope_inv_freq(r[i], c->head_dim, seq_len, x->rope_freq[i], &x->rope_af[i]);
+    }
+}
+
+static lt_status rope_apply(const pass_ctx *x, int l, void *buf, int64_t H, int bwd) {
+    const lt_config *c = &x->m->cfg;
+    lt_backend *be = x->be;
+    const int i = c->layer_sliding[l] ? 1 : 0;
+    const float *f = x->rope_plain[i] ? NULL : x->rope_freq[i];
+    if (bwd) return be->ops.rope_freq_bwd(be, buf, x->g->pos, x->N, H, c->head_dim, x->rope_theta[i], f, x->rope_af[i]);
+    return be->ops.rope_freq_fwd(be, buf, x->g->pos, x->N, H, c->head_dim, x->rope_theta[i], f, x->rope_af[i]);
+}
+
+static lt_attn_opts attn_opts(const pass_ctx *x, int l) {
+    const lt_config *c = &x->m->cfg;
+    lt_attn_opts o;
+    o.scale = c->attn_scale;
+    o.softcap = c->attn_softcap;
+    o.window = c->layer_sliding[l] ? c->sliding_window : 0;
+    return o;
+}
+
+/* Splits rows of a fused output (N, sum w) into n buffers (N, w[s]), or joins them back. */
+static lt_status split_cols(const pass_ctx *x, void *fused, int n, void *const *parts, const int64_t *w, int join) {
+    const size_t ab = (size_t)x->be->act_bytes;
+    int64_t total = 0, off = 0;
+    for (int s = 0; s < n; s++) total += w[s];
+    for (int s = 0; s < n; s++) {
+        char *f = (char *)fused + (size_t)off * ab;
+        if (join) LT_TRY(x->be->ops.copy2d(x->be, f, (size_t)total * ab, parts[s], (size_t)w[s] * ab, (size_t)w[s] * ab, x->N));
+        else LT_TRY(x->be->ops.copy2d(x->be, parts[s], (size_t)w[s] * ab, f, (size_t)total * ab, (size_t)w[s] * ab, x->N));
+        off += w[s];
+    }
+    return LT_OK;
+}
 
 static void *act_at(const pass_ctx *x, void *buf, int64_t row, int64_t width) {
     return (char *)buf + (size_t)row * (size_t)width * (size_t)x->be->act_bytes;
@@ -341,19 +429,26 @@ static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const 
     return be->ops.add_lora(be, out, resid, x->g->proj, xa, t->B, x->N, OC, t->r, x->m->lora_scale);
 }
 
-/* Whether layer l's checkpoint recompute can skip swiglu_fwd: down_proj's input act is needed
- * by its LoRA backward only (the base product's input gradient does not read it), the LoRA A
- * output is kept from the forward pass, and lora_bwd_swiglu makes act where it reads it. */
+/* Whether layer l's checkpoint recompute can skip the gated activation: down_proj's input act is
+ * needed by its LoRA backward only (the base product's input gradient does not read it), the
+ * LoRA A output is kept from the forward pass, and lora_bwd_swiglu (SiLU) makes act where it
+ * reads it. Post-norms need down_proj's output, so sandwich layers recompute it all. */
 static int recompute_skips_act(const pass_ctx *x, const lt_layer *L) {
+    if (x->m->cfg.sandwich_norm) return 0;
     if (!(x->lora_on && L->lora[LT_PROJ_DOWN].A)) return 1;
-    return x->g->xa_keep && x->be->ops.lora_bwd_swiglu;
+    return x->g->xa_keep && x->be->ops.lora_bwd_swiglu && x->m->cfg.act == LT_ACT_SILU;
 }
 
-/* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers.
+/* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers:
+ *   h = inp + post_attn(o(attention(rope(qn(q(ln1(inp)))), rope(kn(k(ln1(inp)))), v(ln1(inp)))))
+ *   out = h + post_ff(down(act(gate(ln2(h))) * up(ln2(h))))
+ * where qn/kn are the per-head q/k norms (qk_norm) and post_attn/post_ff the post-norms
+ * (sandwich_norm), identities otherwise; fused q/k/v and gate/up are one product, split.
+ * With a KV cache (generation) the keys and values are appended to it and attention runs over it.
  * recompute: the checkpoint recompute before layer_bwd(l); the layer's output is the next
- * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa, so
- * down_proj's base GEMM, its LoRA up-projection and the residual add are skipped (out unused),
- * and so is down_proj's input where recompute_skips_act says the backward makes it itself. */
+ * checkpoint, already kept, and the backward needs only down_proj's input and LoRA xa (and
+ * down_proj's output with post-norms), so the rest of the MLP is skipped (out unused), and so
+ * is down_proj's input where recompute_skips_act says the backward makes it itself. */
 static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out, int recompute) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
@@ -362,30 +457,68 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
     lt_backend *be = x->be;
     int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
     int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
-    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    const size_t ab = (size_t)be->act_bytes;
+    float eps = (float)c->rms_norm_eps;
     /* attention block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln1, a->rstd1, inp, L->ln1, N, C, eps));
-    {
+    void *q0 = c->qk_norm ? a->qr : a->q, *k0 = c->qk_norm ? a->kr : a->k;
+    if (c->fused_qkv) {
+        void *parts[3] = {q0, k0, a->v};
+        const int64_t w[3] = {NH * HD, NKV * HD, NKV * HD};
+        LT_TRY(proj_fwd(x, l, LT_PROJ_Q, a->qkv, a->ln1, NULL));
+        LT_TRY(split_cols(x, a->qkv, 3, parts, w, 0));
+    } else {
         static const int qkv[3] = {LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V};
-        void *out[3] = {a->q, a->k, a->v};
+        void *outs[3] = {q0, k0, a->v};
         const float *bias[3] = {L->bias[0], L->bias[1], L->bias[2]};
-        LT_TRY(group_fwd(x, l, 3, qkv, out, a->ln1, bias, recompute));
+        LT_TRY(group_fwd(x, l, 3, qkv, outs, a->ln1, bias, recompute));
     }
-    LT_TRY(be->ops.rope_fwd(be, a->q, g->pos, N, NH, HD, theta));
-    LT_TRY(be->ops.rope_fwd(be, a->k, g->pos, N, NKV, HD, theta));
-    LT_TRY(be->ops.attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, g->cu, x->nseq, x->max_seqlen, N, NH, NKV,
-                                 HD));
-    LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att, recompute));
+    if (c->qk_norm) {
+        LT_TRY(be->ops.rmsnorm_fwd(be, a->q, a->rstdq, a->qr, L->q_norm, N * NH, HD, eps));
+        LT_TRY(be->ops.rmsnorm_fwd(be, a->k, a->rstdk, a->kr, L->k_norm, N * NKV, HD, eps));
+    }
+    LT_TRY(rope_apply(x, l, a->q, NH, 0));
+    LT_TRY(rope_apply(x, l, a->k, NKV, 0));
+    const lt_attn_opts ao = attn_opts(x, l);
+    if (x->kc) {
+        const size_t kvb = (size_t)(NKV * HD) * ab;
+        LT_TRY(be->ops.copy(be, (char *)x->kc[l] + (size_t)x->past * kvb, a->k, (size_t)N * kvb));
+        LT_TRY(be->ops.copy(be, (char *)x->vc[l] + (size_t)x->past * kvb, a->v, (size_t)N * kvb));
+    }
+    if (x->kc && x->past > 0)
+        LT_TRY(be->ops.attention_opt_kv(be, a->att, a->q, x->kc[l], x->vc[l], x->past, N, NH, NKV, HD, &ao));
+    else
+        LT_TRY(be->ops.attention_opt_fwd(be, a->att, a->lse, a->q, a->k, a->v, g->cu, x->nseq, x->max_seqlen, N, NH,
+                                         NKV, HD, &ao));
+    if (c->sandwich_norm) {
+        LT_TRY(proj_fwd(x, l, LT_PROJ_O, a->o, a->att, NULL));
+        LT_TRY(be->ops.rmsnorm_fwd(be, g->proj, a->rstd_pa, a->o, L->ln_post_attn, N, C, eps));
+        LT_TRY(be->ops.add(be, a->hmid, inp, g->proj, N * C));
+    } else {
+        LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att, recompute));
+    }
     /* MLP block */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
-    {
+    if (c->fused_gate_up) {
+        void *parts[2] = {a->gate, a->up};
+        const int64_t w[2] = {I, I};
+        LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gu, a->ln2, NULL));
+        LT_TRY(split_cols(x, a->gu, 2, parts, w, 0));
+    } else {
         static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
-        void *out[2] = {a->gate, a->up};
+        void *outs[2] = {a->gate, a->up};
         const float *bias[2] = {NULL, NULL};
-        LT_TRY(group_fwd(x, l, 2, gu, out, a->ln2, bias, recompute));
+        LT_TRY(group_fwd(x, l, 2, gu, outs, a->ln2, bias, recompute));
     }
     if (recompute && recompute_skips_act(x, L)) return LT_OK;
-    LT_TRY(be->ops.swiglu_fwd(be, a->act, a->gate, a->up, N * I));
+    LT_TRY(be->ops.glu_fwd(be, c->act == LT_ACT_SILU ? LT_BACT_SILU : LT_BACT_GELU_TANH, a->act, a->gate, a->up,
+                           N * I));
+    if (c->sandwich_norm) {
+        LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, a->dn, a->act, NULL));
+        LT_TRY(be->ops.rmsnorm_fwd(be, g->proj, a->rstd_pf, a->dn, L->ln_post_ff, N, C, eps));
+        if (recompute) return LT_OK;
+        return be->ops.add(be, out, a->hmid, g->proj, N * C);
+    }
     if (recompute) {
         lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
         if (x->lora_on && t->A && !x->g->xa_keep)
@@ -395,6 +528,16 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
         return LT_OK;
     }
     return proj_fwd_add(x, l, LT_PROJ_DOWN, out, a->hmid, a->act, 0);
+}
+
+/* dinp(N,C) += the gradient through a post-norm: dout is the gradient of the norm's output,
+ * inp its input; dpost is overwritten (the gradient of the input alone). */
+static lt_status post_norm_bwd(const pass_ctx *x, void *dpost, const void *dout, const void *inp, const float *w,
+                               const float *rstd) {
+    lt_backend *be = x->be;
+    const int64_t N = x->N, C = x->m->cfg.hidden_size;
+    LT_TRY(be->ops.memset0(be, dpost, (size_t)(N * C) * (size_t)be->act_bytes));
+    return be->ops.rmsnorm_bwd(be, dpost, dout, inp, w, rstd, N, C);
 }
 
 /* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
@@ -408,37 +551,68 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
     lt_backend *be = x->be;
     int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
     int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
-    float theta = (float)c->rope_theta;
-    /* MLP block: out = hmid + down(swiglu(gate(ln2), up(ln2))) */
+    const size_t ab = (size_t)be->act_bytes;
+    const int act = c->act == LT_ACT_SILU ? LT_BACT_SILU : LT_BACT_GELU_TANH;
+    /* MLP block: out = hmid + post_ff(down(act(gate(ln2), up(ln2)))) */
+    const void *dmlp = g->dres;
+    if (c->sandwich_norm) {
+        LT_TRY(post_norm_bwd(x, g->dpost, g->dres, a->dn, L->ln_post_ff, a->rstd_pf));
+        dmlp = g->dpost;
+    }
     lt_lora_tensor *td = &L->lora[LT_PROJ_DOWN];
-    if (x->lora_on && td->A && be->ops.lora_bwd_swiglu) {
+    if (x->lora_on && td->A && be->ops.lora_bwd_swiglu && c->act == LT_ACT_SILU) {
         /* down_proj's LoRA backward and swiglu's backward in one op: act is made from gate and
          * up where it is read (the recompute may have skipped it), dact never round-trips */
-        LT_TRY(be->ops.linear_bwd_input(be, g->dact, g->dres, L->proj[LT_PROJ_DOWN], N, 0));
-        LT_TRY(be->ops.lora_bwd_swiglu(be, td->dA, td->dB, g->dact, g->dres, a->gate, a->up, a->act,
+        LT_TRY(be->ops.linear_bwd_input(be, g->dact, dmlp, L->proj[LT_PROJ_DOWN], N, 0));
+        LT_TRY(be->ops.lora_bwd_swiglu(be, td->dA, td->dB, g->dact, dmlp, a->gate, a->up, a->act,
                                        xa_of(x, l, LT_PROJ_DOWN), td->A, td->B, N, td->in, td->out, td->r,
                                        x->m->lora_scale, x->dropout, x->seed,
                                        lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN), g->dgate, g->dup));
     } else {
         /* act: made by the recompute, unless down_proj has no LoRA (then nothing reads it) */
-        LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, g->dres, a->act, 0));
-        LT_TRY(be->ops.swiglu_bwd(be, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
+        LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, dmlp, a->act, 0));
+        LT_TRY(be->ops.glu_bwd(be, act, g->dgate, g->dup, g->dact, a->gate, a->up, N * I));
     }
-    {
+    if (c->fused_gate_up) {
+        void *parts[2] = {g->dgate, g->dup};
+        const int64_t w[2] = {I, I};
+        LT_TRY(split_cols(x, g->dgu, 2, parts, w, 1));
+        LT_TRY(proj_bwd(x, l, LT_PROJ_GATE, g->dln, g->dgu, a->ln2, 0));
+    } else {
         static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
         const void *dout[2] = {g->dgate, g->dup};
         LT_TRY(group_bwd(x, l, 2, gu, g->dln, dout, a->ln2));
     }
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, a->hmid, L->ln2, a->rstd2, N, C)); /* dres: d hmid */
-    /* attention block: hmid = inp + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-    LT_TRY(proj_bwd(x, l, LT_PROJ_O, g->datt, g->dres, a->att, 0));
-    LT_TRY(be->ops.attention_bwd(be, g->dq, g->dk, g->dv, g->datt, a->q, a->k, a->v, a->att, a->lse, g->cu,
-                                 x->nseq, x->max_seqlen, N, NH, NKV, HD));
-    LT_TRY(be->ops.rope_bwd(be, g->dq, g->pos, N, NH, HD, theta));
-    LT_TRY(be->ops.rope_bwd(be, g->dk, g->pos, N, NKV, HD, theta));
-    {
+    /* attention block: hmid = inp + post_attn(o(attn(rope(qn(q(ln1))), rope(kn(k(ln1))), v(ln1)))) */
+    const void *dattn = g->dres;
+    if (c->sandwich_norm) {
+        LT_TRY(post_norm_bwd(x, g->dpost, g->dres, a->o, L->ln_post_attn, a->rstd_pa));
+        dattn = g->dpost;
+    }
+    LT_TRY(proj_bwd(x, l, LT_PROJ_O, g->datt, dattn, a->att, 0));
+    const lt_attn_opts ao = attn_opts(x, l);
+    LT_TRY(be->ops.attention_opt_bwd(be, g->dq, g->dk, g->dv, g->datt, a->q, a->k, a->v, a->att, a->lse, g->cu,
+                                     x->nseq, x->max_seqlen, N, NH, NKV, HD, &ao));
+    LT_TRY(rope_apply(x, l, g->dq, NH, 1));
+    LT_TRY(rope_apply(x, l, g->dk, NKV, 1));
+    void *dq0 = g->dq, *dk0 = g->dk;
+    if (c->qk_norm) {
+        LT_TRY(be->ops.memset0(be, g->dqr, (size_t)(N * NH * HD) * ab));
+        LT_TRY(be->ops.memset0(be, g->dkr, (size_t)(N * NKV * HD) * ab));
+        LT_TRY(be->ops.rmsnorm_bwd(be, g->dqr, g->dq, a->qr, L->q_norm, a->rstdq, N * NH, HD));
+        LT_TRY(be->ops.rmsnorm_bwd(be, g->dkr, g->dk, a->kr, L->k_norm, a->rstdk, N * NKV, HD));
+        dq0 = g->dqr;
+        dk0 = g->dkr;
+    }
+    if (c->fused_qkv) {
+        void *parts[3] = {dq0, dk0, g->dv};
+        const int64_t w[3] = {NH * HD, NKV * HD, NKV * HD};
+        LT_TRY(split_cols(x, g->dqkv, 3, parts, w, 1));
+        LT_TRY(proj_bwd(x, l, LT_PROJ_Q, g->dln, g->dqkv, a->ln1, 0));
+    } else {
         static const int qkv[3] = {LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V};
-        const void *dout[3] = {g->dq, g->dk, g->dv};
+        const void *dout[3] = {dq0, dk0, g->dv};
         LT_TRY(group_bwd(x, l, 3, qkv, g->dln, dout, a->ln1));
     }
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, inp, L->ln1, a->rstd1, N, C)); /* dres: d inp */
@@ -467,6 +641,16 @@ static lt_status pass_begin(lt_model *m, const lt_batch *b, int train, pass_ctx 
     LT_TRY(be->ops.upload(be, g->pos, b->pos, 4 * (size_t)b->n_tokens));
     LT_TRY(be->ops.upload(be, g->cu, b->cu_seqlens, 4 * ((size_t)b->nseq + 1)));
     if (b->targets) LT_TRY(be->ops.upload(be, g->targets, b->targets, 4 * (size_t)b->n_tokens));
+    pass_rope(x, b->max_seqlen > 0 ? b->max_seqlen : b->n_tokens);
+    return LT_OK;
+}
+
+/* The embedding of g->ids into res[0], times the embedding scale (Gemma). */
+static lt_status embed(const pass_ctx *x) {
+    const lt_config *c = &x->m->cfg;
+    lt_backend *be = x->be;
+    LT_TRY(be->ops.embedding(be, x->g->res[0], x->g->ids, x->m->embed, x->N, c->hidden_size));
+    if (c->embed_scale != 1.0f) LT_TRY(be->ops.scale_act(be, x->g->res[0], x->N * c->hidden_size, c->embed_scale));
     return LT_OK;
 }
 
@@ -475,7 +659,7 @@ static lt_status forward_all(const pass_ctx *x) {
     const lt_config *c = &x->m->cfg;
     lt_graph *g = x->g;
     lt_backend *be = x->be;
-    LT_TRY(be->ops.embedding(be, g->res[0], g->ids, x->m->embed, x->N, c->hidden_size));
+    LT_TRY(embed(x));
     for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 0));
     LT_TRY(be->ops.rmsnorm_fwd(be, g->lnf, g->rstdf, g->res[c->num_layers], x->m->final_norm, x->N,
                                c->hidden_size, (float)c->rms_norm_eps));
@@ -499,7 +683,8 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
     LT_TRY(forward_all(x));
     /* head + CE: dlnf (in dln) = grad_scale * d(sum CE)/d lnf */
     LT_TRY(be->ops.memset0(be, g->loss, sizeof(float)));
-    LT_TRY(be->ops.lm_head_ce(be, g->loss, g->dln, g->lnf, m->head, g->targets, N, C, c->vocab_size, grad_scale));
+    LT_TRY(be->ops.lm_head_ce_cap(be, g->loss, g->dln, g->lnf, m->head, g->targets, N, C, c->vocab_size, grad_scale,
+                                  c->final_softcap));
     LT_TRY(be->ops.memset0(be, g->dres, (size_t)N * (size_t)C * (size_t)be->act_bytes));
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, g->res[c->num_layers], m->final_norm, g->rstdf, N, C));
     /* layers in reverse; with one activation set, each layer is recomputed from its checkpoint
@@ -638,8 +823,8 @@ lt_status lt_graph_eval(lt_model *m, const lt_batch *b, double *loss_sum, int64_
     LT_TRY(pass_begin(m, b, LT_GRAPH_INFER, &x));
     LT_TRY(forward_all(&x));
     LT_TRY(x.be->ops.memset0(x.be, x.g->loss, sizeof(float)));
-    LT_TRY(x.be->ops.lm_head_ce(x.be, x.g->loss, NULL, x.g->lnf, m->head, x.g->targets, x.N, m->cfg.hidden_size,
-                                m->cfg.vocab_size, 1.0f));
+    LT_TRY(x.be->ops.lm_head_ce_cap(x.be, x.g->loss, NULL, x.g->lnf, m->head, x.g->targets, x.N, m->cfg.hidden_size,
+                                    m->cfg.vocab_size, 1.0f, m->cfg.final_softcap));
     LT_TRY(read_loss(&x, loss_sum));
     return n_correct ? count_correct(&x, b, n_correct) : LT_OK;
 }
@@ -663,8 +848,47 @@ lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits) {
     }
     for (int64_t t0 = 0; t0 < x.N; t0 += rows) {
         int64_t n = x.N - t0 < rows ? x.N - t0 : rows;
-        LT_TRY(be->ops.lm_head_logits(be, g->logits, act_at(&x, g->lnf, t0, C), m->head, n, C, V));
+        LT_TRY(be->ops.lm_head_logits_cap(be, g->logits, act_at(&x, g->lnf, t0, C), m->head, n, C, V,
+                                          m->cfg.final_softcap));
         LT_TRY(be->ops.download(be, host_logits + (size_t)t0 * (size_t)V, g->logits, (size_t)n * (size_t)V * 4));
     }
+    return LT_OK;
+}
+
+lt_status lt_graph_forward_cached(lt_model *m, const int32_t *host_ids, int64_t n, int64_t past, void *const *kcache,
+                                  void *const *vcache, float *logits, float *host_logits) {
+    LT_CHECK_ARG(m && host_ids && n > 0 && past >= 0 && kcache && vcache && logits,
+                 "lt_graph_forward_cached: bad arguments");
+    LT_CHECK_ARG(m->be && m->layers && m->embed, "lt_graph_forward_cached: the model has no weights loaded");
+    lt_backend *be = m->be;
+    const lt_config *c = &m->cfg;
+    LT_TRY(lt_graph_reserve(m, n, LT_GRAPH_INFER));
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.m = m; x.g = m->graph; x.be = be;
+    x.N = n;
+    x.nseq = 1;
+    x.max_seqlen = (int32_t)n;
+    x.lora_on = m->has_lora && m->lora_enabled;
+    x.kc = kcache;
+    x.vc = vcache;
+    x.past = past;
+    pass_rope(&x, past + n);
+    int32_t *pos = lt_malloc(sizeof *pos * (size_t)n, "positions");
+    if (!pos) return LT_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(past + i);
+    int32_t cu[2] = {0, (int32_t)n};
+    lt_status st = be->ops.upload(be, x.g->ids, host_ids, 4 * (size_t)n);
+    if (st == LT_OK) st = be->ops.upload(be, x.g->pos, pos, 4 * (size_t)n);
+    if (st == LT_OK) st = be->ops.upload(be, x.g->cu, cu, sizeof cu);
+    free(pos);
+    LT_TRY(st);
+    LT_TRY(embed(&x));
+    for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(&x, l, x.g->res[l], x.g->res[l + 1], 0));
+    const int64_t C = c->hidden_size;
+    LT_TRY(be->ops.rmsnorm_fwd(be, x.g->lnf, x.g->rstdf, act_at(&x, x.g->res[c->num_layers], n - 1, C),
+                               m->final_norm, 1, C, (float)c->rms_norm_eps));
+    LT_TRY(be->ops.lm_head_logits_cap(be, logits, x.g->lnf, m->head, 1, C, c->vocab_size, c->final_softcap));
+    if (host_logits) LT_TRY(be->ops.download(be, host_logits, logits, (size_t)c->vocab_size * sizeof(float)));
     return LT_OK;
 }

@@ -1,5 +1,6 @@
-/* graph.h - the Qwen2 forward and backward passes, written out by hand over the backend ops
- * (llm.c style), on one padding-free packed micro-batch (lt_batch).
+/* graph.h - the decoder's forward and backward passes, written out by hand over the backend ops
+ * (llm.c style) from the config's layer description, on one padding-free packed micro-batch
+ * (lt_batch); and the same layers over a KV cache for generation.
  *
  * Memory: buffers are allocated once for a token budget and reused; they grow (reallocated)
  * when a batch exceeds the budget. Gradient checkpointing: the forward keeps only the residual
@@ -59,5 +60,13 @@ lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum);
 lt_status lt_graph_eval(lt_model *m, const lt_batch *b, double *loss_sum, int64_t *n_correct);
 /* Forward only: logits of every token of b, f32 [b->n_tokens, V] into host memory. */
 lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits);
+
+/* Generation: runs tokens host_ids[n] at positions [past, past+n) of one sequence through the
+ * layers (LoRA unmerged, no dropout), appending their keys and values to kcache[l] / vcache[l]
+ * (act, (max_len, NKV*HD) per layer, holding positions [0, past) already); the prompt (past 0)
+ * uses the training attention, later tokens attend over the cache. The last token's logits go
+ * to `logits` (backend f32 [V]) and, when host_logits is not NULL, to the host too. */
+lt_status lt_graph_forward_cached(lt_model *m, const int32_t *host_ids, int64_t n, int64_t past, void *const *kcache,
+                                  void *const *vcache, float *logits, float *host_logits);
 
 #endif

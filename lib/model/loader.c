@@ -33,22 +33,50 @@ void lt_layer_tensor_name(char *buf, size_t cap, int layer, const char *suffix) 
     snprintf(buf, cap, "model.layers.%d.%s", layer, suffix);
 }
 
+const char *lt_proj_name(const lt_config *c, int p) {
+    if (c->fused_qkv && p == LT_PROJ_Q) return "qkv_proj";
+    if (c->fused_qkv && (p == LT_PROJ_K || p == LT_PROJ_V)) return NULL;
+    if (c->fused_gate_up && p == LT_PROJ_GATE) return "gate_up_proj";
+    if (c->fused_gate_up && p == LT_PROJ_UP) return NULL;
+    return lt_proj_names[p];
+}
+
+uint32_t lt_proj_target_mask(const lt_config *c, int p) {
+    if (c->fused_qkv && p == LT_PROJ_Q) return LT_TARGET_Q | LT_TARGET_K | LT_TARGET_V;
+    if (c->fused_gate_up && p == LT_PROJ_GATE) return LT_TARGET_GATE | LT_TARGET_UP;
+    if (!lt_proj_name(c, p)) return 0;
+    return 1u << p;
+}
+
 void lt_proj_dims(const lt_config *c, int proj, int64_t *in, int64_t *out) {
     int64_t C = c->hidden_size, Q = (int64_t)c->num_heads * c->head_dim, KV = (int64_t)c->num_kv_heads * c->head_dim,
             I = c->intermediate_size;
     switch (proj) {
-    case LT_PROJ_Q: *in = C; *out = Q; break;
-    case LT_PROJ_K: case LT_PROJ_V: *in = C; *out = KV; break;
+    case LT_PROJ_Q: *in = C; *out = c->fused_qkv ? Q + 2 * KV : Q; break;
+    case LT_PROJ_K: case LT_PROJ_V: *in = C; *out = c->fused_qkv ? 0 : KV; break;
     case LT_PROJ_O: *in = Q; *out = C; break;
-    case LT_PROJ_GATE: case LT_PROJ_UP: *in = C; *out = I; break;
+    case LT_PROJ_GATE: *in = C; *out = c->fused_gate_up ? 2 * I : I; break;
+    case LT_PROJ_UP: *in = C; *out = c->fused_gate_up ? 0 : I; break;
     default: *in = I; *out = C; break;
     }
+}
+
+/* The norm weights of one layer as the checkpoint names them, in lt_layer order. */
+static int layer_norm_names(const lt_config *c, const char *names[6]) {
+    int n = 0;
+    names[n++] = "input_layernorm.weight";
+    names[n++] = c->sandwich_norm ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
+    if (c->sandwich_norm) {
+        names[n++] = "post_attention_layernorm.weight";
+        names[n++] = "post_feedforward_layernorm.weight";
+    }
+    return n;
 }
 
 uint64_t lt_config_n_params(const lt_config *c) {
     uint64_t V = (uint64_t)c->vocab_size, C = (uint64_t)c->hidden_size;
     uint64_t n = V * C * (c->tie_word_embeddings ? 1 : 2) + C;
-    uint64_t layer = 2 * C;
+    uint64_t layer = (c->sandwich_norm ? 4 : 2) * C + (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0);
     for (int p = 0; p < LT_PROJ_COUNT; p++) {
         int64_t in, out;
         lt_proj_dims(c, p, &in, &out);
@@ -61,7 +89,7 @@ uint64_t lt_config_n_params(const lt_config *c) {
 uint64_t lt_config_lora_numel(const lt_config *c, int32_t r, uint32_t mask) {
     uint64_t n = 0;
     for (int p = 0; p < LT_PROJ_COUNT; p++) {
-        if (!(mask & (1u << p))) continue;
+        if (!(mask & lt_proj_target_mask(c, p))) continue;
         int64_t in, out;
         lt_proj_dims(c, p, &in, &out);
         n += (uint64_t)r * (uint64_t)(in + out);
@@ -185,16 +213,26 @@ lt_status lt_model_check_tensors(const lt_config *c, const lt_st_set *st) {
     LT_TRY(check_float(st, "model.embed_tokens.weight", 2, shp, NULL));
     if (!c->tie_word_embeddings) LT_TRY(check_float(st, "lm_head.weight", 2, shp, NULL));
     LT_TRY(check_float(st, "model.norm.weight", 1, &C, NULL));
+    const char *norms[6];
+    const int nn = layer_norm_names(c, norms);
+    int64_t HD = c->head_dim;
     for (int l = 0; l < c->num_layers; l++) {
-        lt_layer_tensor_name(name, sizeof name, l, "input_layernorm.weight");
-        LT_TRY(check_float(st, name, 1, &C, NULL));
-        lt_layer_tensor_name(name, sizeof name, l, "post_attention_layernorm.weight");
-        LT_TRY(check_float(st, name, 1, &C, NULL));
+        for (int k = 0; k < nn; k++) {
+            lt_layer_tensor_name(name, sizeof name, l, norms[k]);
+            LT_TRY(check_float(st, name, 1, &C, NULL));
+        }
+        if (c->qk_norm) {
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.q_norm.weight");
+            LT_TRY(check_float(st, name, 1, &HD, NULL));
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.k_norm.weight");
+            LT_TRY(check_float(st, name, 1, &HD, NULL));
+        }
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
             int64_t in, out;
             lt_proj_dims(c, p, &in, &out);
+            if (!lt_proj_name(c, p)) continue;
             char suffix[64], prefix[200];
-            snprintf(suffix, sizeof suffix, "%s.%s", lt_proj_parent[p], lt_proj_names[p]);
+            snprintf(suffix, sizeof suffix, "%s.%s", lt_proj_parent[p], lt_proj_name(c, p));
             lt_layer_tensor_name(prefix, sizeof prefix, l, suffix);
             if (c->bnb_4bit) {
                 bnb_parts bp;
@@ -211,7 +249,7 @@ lt_status lt_model_check_tensors(const lt_config *c, const lt_st_set *st) {
                                 "attention_bias (does config.json belong to these weights?)", lt_st_source(st), name);
             else if (lt_st_find(st, name))
                 return lt_error(LT_ERR_UNSUPPORTED, "%s: tensor '%s': a bias on %s is not supported (only q/k/v "
-                                "biases)", lt_st_source(st), name, lt_proj_names[p]);
+                                "biases)", lt_st_source(st), name, lt_proj_name(c, p));
         }
     }
     return LT_OK;
@@ -233,11 +271,13 @@ static lt_status aligned_copy(const lt_st_tensor *t, const void **data, void **o
     return LT_OK;
 }
 
-static lt_status upload_f32(lt_model *m, const lt_st_tensor *t, float **out) {
+static lt_status upload_f32_plus(lt_model *m, const lt_st_tensor *t, float add, float **out) {
     lt_backend *be = m->be;
     float *host = lt_malloc((size_t)t->numel * 4 + 4, t->name);
     if (!host) return LT_ERR_OUT_OF_MEMORY;
     lt_status s = lt_st_to_f32(t, host);
+    /* Gemma's RMSNorm multiplies by (1 + w) in float32: the frozen weight is stored that way */
+    for (int64_t i = 0; add != 0.0f && i < t->numel; i++) host[i] = add + host[i];
     void *dev = NULL;
     if (s == LT_OK) s = be->ops.alloc(be, (size_t)t->numel * 4, &dev);
     if (s == LT_OK) s = be->ops.upload(be, dev, host, (size_t)t->numel * 4);
@@ -248,6 +288,15 @@ static lt_status upload_f32(lt_model *m, const lt_st_tensor *t, float **out) {
     }
     *out = dev;
     return LT_OK;
+}
+
+static lt_status upload_f32(lt_model *m, const lt_st_tensor *t, float **out) {
+    return upload_f32_plus(m, t, 0.0f, out);
+}
+
+/* A norm weight as the forward applies it: w, or 1 + w (norm_one_plus). */
+static lt_status upload_norm(lt_model *m, const lt_st_tensor *t, float **out) {
+    return upload_f32_plus(m, t, m->cfg.norm_one_plus ? 1.0f : 0.0f, out);
 }
 
 static lt_status upload_weight16(lt_model *m, const lt_st_tensor *t, int quant, lt_bweight **out) {
@@ -341,20 +390,30 @@ static lt_status load_weights(lt_model *m) {
     LT_TRY(upload_weight16(m, lt_st_find(m->st, "model.embed_tokens.weight"), LT_QUANT_NONE, &m->embed));
     if (c->tie_word_embeddings) m->head = m->embed;
     else LT_TRY(upload_weight16(m, lt_st_find(m->st, "lm_head.weight"), LT_QUANT_NONE, &m->head));
-    LT_TRY(upload_f32(m, lt_st_find(m->st, "model.norm.weight"), &m->final_norm));
+    LT_TRY(upload_norm(m, lt_st_find(m->st, "model.norm.weight"), &m->final_norm));
     m->layers = lt_calloc((size_t)c->num_layers, sizeof *m->layers, "the layer table");
     if (!m->layers) return LT_ERR_OUT_OF_MEMORY;
     for (int l = 0; l < c->num_layers; l++) {
         lt_layer *L = &m->layers[l];
-        lt_layer_tensor_name(name, sizeof name, l, "input_layernorm.weight");
-        LT_TRY(upload_f32(m, lt_st_find(m->st, name), &L->ln1));
-        lt_layer_tensor_name(name, sizeof name, l, "post_attention_layernorm.weight");
-        LT_TRY(upload_f32(m, lt_st_find(m->st, name), &L->ln2));
+        const char *norms[6];
+        const int nn = layer_norm_names(c, norms);
+        float **dst[4] = {&L->ln1, &L->ln2, &L->ln_post_attn, &L->ln_post_ff};
+        for (int k = 0; k < nn; k++) {
+            lt_layer_tensor_name(name, sizeof name, l, norms[k]);
+            LT_TRY(upload_norm(m, lt_st_find(m->st, name), dst[k]));
+        }
+        if (c->qk_norm) {
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.q_norm.weight");
+            LT_TRY(upload_norm(m, lt_st_find(m->st, name), &L->q_norm));
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.k_norm.weight");
+            LT_TRY(upload_norm(m, lt_st_find(m->st, name), &L->k_norm));
+        }
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
             int64_t in, out;
             lt_proj_dims(c, p, &in, &out);
+            if (!lt_proj_name(c, p)) continue;
             char suffix[64], prefix[200];
-            snprintf(suffix, sizeof suffix, "%s.%s", lt_proj_parent[p], lt_proj_names[p]);
+            snprintf(suffix, sizeof suffix, "%s.%s", lt_proj_parent[p], lt_proj_name(c, p));
             lt_layer_tensor_name(prefix, sizeof prefix, l, suffix);
             if (lt_load_skip_projections && !c->bnb_4bit) {
                 /* left NULL: see lt_model_load_without_projections() */
@@ -435,6 +494,9 @@ void lt_model_free(lt_model *m) {
             lt_layer *L = &m->layers[l];
             if (L->ln1) be->ops.free(be, L->ln1);
             if (L->ln2) be->ops.free(be, L->ln2);
+            float *extra[4] = {L->ln_post_attn, L->ln_post_ff, L->q_norm, L->k_norm};
+            for (int k = 0; k < 4; k++)
+                if (extra[k]) be->ops.free(be, extra[k]);
             for (int p = 0; p < LT_PROJ_COUNT; p++)
                 if (L->proj[p]) be->ops.weight_free(be, L->proj[p]);
             for (int b = 0; b < 3; b++)
@@ -478,7 +540,7 @@ lt_status lt_model_get_info(const lt_model *m, lt_model_info *out) {
     uint64_t wb = m->be->ops.weight_bytes(m->embed) + (uint64_t)c->hidden_size * 4;
     if (m->head != m->embed) wb += m->be->ops.weight_bytes(m->head);
     for (int l = 0; l < c->num_layers; l++) {
-        wb += 2ull * (uint64_t)c->hidden_size * 4;
+        wb += (c->sandwich_norm ? 4ull : 2ull) * (uint64_t)c->hidden_size * 4 + (c->qk_norm ? 8ull * c->head_dim : 0);
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
             if (m->layers[l].proj[p]) wb += m->be->ops.weight_bytes(m->layers[l].proj[p]);
             if (p <= LT_PROJ_V && m->layers[l].bias[p]) wb += (uint64_t)m->layers[l].lora[p].out * 4;

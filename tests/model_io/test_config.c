@@ -16,11 +16,13 @@ static const char *qwen_hub =
     "  \"sliding_window\": 32768,\n  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"bfloat16\",\n"
     "  \"transformers_version\": \"4.40.1\",\n  \"use_cache\": true,\n  \"use_sliding_window\": false,\n"
     "  \"vocab_size\": 151936\n}\n";
-/* The same model saved by transformers 5.x. */
+/* The same model saved by transformers 5.x (layer_types: one entry per layer). */
+#define FULL7 "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\"," \
+              "\"full_attention\",\"full_attention\""
 static const char *qwen_v5 =
     "{\"architectures\":[\"Qwen2ForCausalLM\"],\"attention_dropout\":0.0,\"bos_token_id\":151643,"
     "\"dtype\":\"bfloat16\",\"eos_token_id\":[151645,151643],\"hidden_act\":\"silu\",\"hidden_size\":1536,"
-    "\"intermediate_size\":8960,\"layer_types\":[\"full_attention\"],\"max_position_embeddings\":32768,"
+    "\"intermediate_size\":8960,\"layer_types\":[" FULL7 "," FULL7 "," FULL7 "," FULL7 "],\"max_position_embeddings\":32768,"
     "\"model_type\":\"qwen2\",\"num_attention_heads\":12,\"num_hidden_layers\":28,\"num_key_value_heads\":2,"
     "\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":1000000.0,\"rope_type\":\"default\"},"
     "\"sliding_window\":null,\"tie_word_embeddings\":true,\"use_sliding_window\":false,\"vocab_size\":151936}";
@@ -96,10 +98,15 @@ int main(void) {
                "num_attention_heads 12 is not a multiple of num_key_value_heads 5");
     CHECK_FAIL(parse_edit("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", &c), LT_ERR_UNSUPPORTED,
                "hidden_act \"gelu\" is not supported");
-    CHECK_FAIL(parse_edit("\"use_sliding_window\": false", "\"use_sliding_window\": true", &c), LT_ERR_UNSUPPORTED,
-               "use_sliding_window");
-    CHECK_FAIL(parse_edit("\"use_cache\": true,", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0},", &c),
-               LT_ERR_UNSUPPORTED, "rope_scaling.rope_type \"yarn\" is not supported");
+    /* Qwen2's sliding window: layers from max_window_layers on (28 here: none) */
+    CHECK_OK(parse_edit("\"use_sliding_window\": false", "\"use_sliding_window\": true", &c));
+    CHECK(c.sliding_window == 0 && c.layer_sliding[27] == 0);
+    CHECK_OK(parse_edit("\"use_sliding_window\": false", "\"use_sliding_window\": true, \"max_window_layers\": 20", &c));
+    CHECK(c.sliding_window == 32768 && c.layer_sliding[19] == 0 && c.layer_sliding[20] == 1 && c.layer_sliding[27] == 1);
+    CHECK_FAIL(parse_edit("\"use_cache\": true,", "\"rope_scaling\": {\"rope_type\": \"ntk-by-parts\", \"factor\": 4.0},", &c),
+               LT_ERR_UNSUPPORTED, "rope_scaling.rope_type \"ntk-by-parts\" is not supported");
+    CHECK_OK(parse_edit("\"use_cache\": true,", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0},", &c));
+    CHECK(c.rope.kind == LT_ROPE_YARN && c.rope.factor == 4.0);
     CHECK_FAIL(parse_edit("\"torch_dtype\": \"bfloat16\"", "\"torch_dtype\": \"float8\"", &c), LT_ERR_UNSUPPORTED,
                "dtype \"float8\" is not supported");
     CHECK_FAIL(parse_edit("\"eos_token_id\": 151645", "\"eos_token_id\": \"x\"", &c), LT_ERR_FORMAT,

@@ -1,7 +1,8 @@
 /* cpu_attention.c - causal grouped-query attention of the CPU reference over packed sequences
  * (block-diagonal: a token sees the earlier tokens of its own sequence), its backward pass, and
  * the KV-cache variant for generation. Scores scale 1/sqrt(HD); softmax in f32 with its sum in
- * f64. Forward and KV-cache attention share one row routine, so they agree bit for bit. The
+ * f64; options: the score scale, soft-capping (Gemma 2) and a sliding window (Mistral, Gemma).
+ * Forward and KV-cache attention share one row routine, so they agree bit for bit. The
  * backward recomputes probabilities from the saved log-sum-exp; dk/dv are gathered per key row
  * (not scattered from queries) so that no sum depends on the thread count. */
 #include "backend/cpu/cpu_internal.h"
@@ -9,12 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* out(HD) = softmax(q . k_j * scale) @ v_j over nkeys keys at k0 + j*stride; returns the lse. */
+/* The score of q . k: times scale, then soft-capped (cap * tanh(s / cap), as transformers'
+ * eager attention does in the activation dtype) when cap > 0. */
+static inline float score_of(float dot, float scale, float cap) {
+    float s = dot * scale;
+    return cap > 0 ? tanhf(s / cap) * cap : s;
+}
+
+/* out(HD) = softmax(score(q . k_j)) @ v_j over nkeys keys at k0 + j*stride; returns the lse. */
 static float attend_row(const float *q, const float *k0, const float *v0, int64_t stride, int64_t nkeys,
-                        int64_t HD, float scale, float *scores, float *out) {
+                        int64_t HD, float scale, float cap, float *scores, float *out) {
     float mx = -INFINITY;
     for (int64_t j = 0; j < nkeys; j++) {
-        float s = lt_cpu_dot(q, k0 + j * stride, HD) * scale;
+        float s = score_of(lt_cpu_dot(q, k0 + j * stride, HD), scale, cap);
         scores[j] = s;
         mx = s > mx ? s : mx;
     }
@@ -59,8 +67,14 @@ typedef struct att_ctx {
     const float *q, *k, *v, *dout, *o;
     const int32_t *st; const int32_t *cu;
     int64_t N, NH, NKV, HD, maxlen, nchunks, past;
-    float scale;
+    float scale, cap;
+    int64_t window;         /* a query at i sees keys j > i - window; 0: all earlier keys */
 } att_ctx;
+
+/* the first key a query at position i (sequence start s0) sees */
+static inline int64_t first_key(const att_ctx *c, int64_t s0, int64_t i) {
+    return c->window > 0 && i - c->window + 1 > s0 ? i - c->window + 1 : s0;
+}
 
 #define CHUNK_RANGE(c, t, lo, hi) int64_t lo = (c)->N * (t) / (c)->nchunks, hi = (c)->N * ((t) + 1) / (c)->nchunks
 
@@ -70,12 +84,12 @@ static void fwd_chunk(void *vctx, int64_t t) {
     float *scr = c->scratch + t * c->maxlen;
     const int64_t group = c->NH / c->NKV, ks = c->NKV * c->HD;
     for (int64_t i = lo; i < hi; i++) {
-        const int64_t s0 = c->st[i];
+        const int64_t s0 = first_key(c, c->st[i], i);
         for (int64_t h = 0; h < c->NH; h++) {
             const int64_t g = h / group;
             c->lse[h * c->N + i] = attend_row(c->q + (i * c->NH + h) * c->HD, c->k + s0 * ks + g * c->HD,
-                                              c->v + s0 * ks + g * c->HD, ks, i - s0 + 1, c->HD, c->scale, scr,
-                                              c->out + (i * c->NH + h) * c->HD);
+                                              c->v + s0 * ks + g * c->HD, ks, i - s0 + 1, c->HD, c->scale, c->cap,
+                                              scr, c->out + (i * c->NH + h) * c->HD);
         }
     }
 }
@@ -87,9 +101,9 @@ static lt_status check_heads(int64_t NH, int64_t NKV, int64_t HD) {
     return LT_OK;
 }
 
-lt_status lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
-                               int64_t NKV, int64_t HD) {
+lt_status lt_cpu_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k,
+                                   const void *v, const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen,
+                                   int64_t N, int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o) {
     LT_TRY(check_heads(NH, NKV, HD));
     if (N == 0) return LT_OK;
     att_ctx c;
@@ -103,7 +117,7 @@ lt_status lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void
     if (!c.scratch) { free(st); return LT_ERR_OUT_OF_MEMORY; }
     c.out = out; c.lse = lse; c.q = q; c.k = k; c.v = v; c.st = st; c.cu = cu_seqlens;
     c.N = N; c.NH = NH; c.NKV = NKV; c.HD = HD; c.maxlen = ml;
-    c.scale = (float)(1.0 / sqrt((double)HD));
+    c.scale = o->scale; c.cap = o->softcap; c.window = o->window > 0 ? o->window : 0;
     lt_parallel_for(c.nchunks, (int)c.nchunks, fwd_chunk, &c);
     free(c.scratch);
     free(st);
@@ -120,12 +134,19 @@ static void bwd_D_chunk(void *vctx, int64_t t) {
             c->D[i * c->NH + h] = lt_cpu_dot(c->dout + (i * c->NH + h) * c->HD, c->o + (i * c->NH + h) * c->HD, c->HD);
 }
 
-/* ds_ij = p_ij * (dout_i . v_j - D_i) with p_ij = exp(q_i . k_j * scale - lse_i) */
+/* ds_ij = p_ij * (dout_i . v_j - D_i) with p_ij = exp(score(q_i . k_j) - lse_i), times the
+ * soft-cap's derivative 1 - tanh^2 (ds is then the gradient of the scaled, uncapped score) */
 static inline void prob_and_ds(const att_ctx *c, const float *qi, const float *doi, const float *kj, const float *vj,
                                float lse, float D, float *p, float *ds) {
     float s = lt_cpu_dot(qi, kj, c->HD) * c->scale;
+    float t = 0;
+    if (c->cap > 0) {
+        t = tanhf(s / c->cap);
+        s = t * c->cap;
+    }
     *p = expf(s - lse);
     *ds = *p * (lt_cpu_dot(doi, vj, c->HD) - D);
+    if (c->cap > 0) *ds *= 1.0f - t * t;
 }
 
 static void bwd_dq_chunk(void *vctx, int64_t t) {
@@ -138,7 +159,7 @@ static void bwd_dq_chunk(void *vctx, int64_t t) {
             const int64_t g = h / group, row = i * c->NH + h;
             float *dq = c->dq + row * c->HD;
             memset(dq, 0, (size_t)c->HD * sizeof(float));
-            for (int64_t j = s0; j <= i; j++) {
+            for (int64_t j = first_key(c, s0, i); j <= i; j++) {
                 float p, ds;
                 prob_and_ds(c, c->q + row * c->HD, c->dout + row * c->HD, c->k + j * ks + g * c->HD,
                             c->v + j * ks + g * c->HD, c->lse[h * c->N + i], c->D[row], &p, &ds);
@@ -157,6 +178,7 @@ static void bwd_dkv_chunk(void *vctx, int64_t t) {
         /* the end of key j's sequence: its last query */
         int64_t s1 = j + 1;
         while (s1 < c->N && c->st[s1] == c->st[j]) s1++;
+        if (c->window > 0 && j + c->window < s1) s1 = j + c->window; /* queries that see key j */
         for (int64_t g = 0; g < c->NKV; g++) {
             float *dk = c->dk + j * ks + g * c->HD, *dv = c->dv + j * ks + g * c->HD;
             const float *kj = c->k + j * ks + g * c->HD, *vj = c->v + j * ks + g * c->HD;
@@ -177,10 +199,10 @@ static void bwd_dkv_chunk(void *vctx, int64_t t) {
     }
 }
 
-lt_status lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                               const void *k, const void *v, const void *out, const float *lse,
-                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
-                               int64_t NKV, int64_t HD) {
+lt_status lt_cpu_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                   const void *k, const void *v, const void *out, const float *lse,
+                                   const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N,
+                                   int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o) {
     LT_TRY(check_heads(NH, NKV, HD));
     if (N == 0) return LT_OK;
     att_ctx c;
@@ -192,7 +214,7 @@ lt_status lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, con
     if (!c.D) { free(st); return LT_ERR_OUT_OF_MEMORY; }
     c.dq = dq; c.dk = dk; c.dv = dv; c.dout = dout; c.q = q; c.k = k; c.v = v; c.o = out; c.lse = (float *)lse;
     c.st = st; c.cu = cu_seqlens; c.N = N; c.NH = NH; c.NKV = NKV; c.HD = HD; c.maxlen = ml;
-    c.scale = (float)(1.0 / sqrt((double)HD));
+    c.scale = o->scale; c.cap = o->softcap; c.window = o->window > 0 ? o->window : 0;
     c.nchunks = lt_cpu_threads_for(be, N, NH * ml * HD * 4);
     if (c.nchunks > N) c.nchunks = N;
     lt_parallel_for(c.nchunks, (int)c.nchunks, bwd_D_chunk, &c);
@@ -210,16 +232,19 @@ static void kv_chunk(void *vctx, int64_t t) {
     CHUNK_RANGE(c, t, lo, hi);
     float *scr = c->scratch + t * c->maxlen;
     const int64_t group = c->NH / c->NKV, ks = c->NKV * c->HD;
-    for (int64_t i = lo; i < hi; i++)
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t s0 = first_key(c, 0, c->past + i);
         for (int64_t h = 0; h < c->NH; h++) {
             const int64_t g = h / group;
-            attend_row(c->q + (i * c->NH + h) * c->HD, c->k + g * c->HD, c->v + g * c->HD, ks, c->past + i + 1,
-                       c->HD, c->scale, scr, c->out + (i * c->NH + h) * c->HD);
+            attend_row(c->q + (i * c->NH + h) * c->HD, c->k + s0 * ks + g * c->HD, c->v + s0 * ks + g * c->HD, ks,
+                       c->past + i + 1 - s0, c->HD, c->scale, c->cap, scr, c->out + (i * c->NH + h) * c->HD);
         }
+    }
 }
 
-lt_status lt_cpu_attention_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
-                              int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD) {
+lt_status lt_cpu_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                                  int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                  const lt_attn_opts *o) {
     LT_TRY(check_heads(NH, NKV, HD));
     LT_CHECK_ARG(past >= 0 && n >= 0, "attention_kv: past %lld and n %lld must be non-negative", (long long)past,
                  (long long)n);
@@ -228,7 +253,7 @@ lt_status lt_cpu_attention_kv(lt_backend *be, void *out, const void *q, const vo
     memset(&c, 0, sizeof c);
     c.N = n; c.NH = NH; c.NKV = NKV; c.HD = HD; c.past = past; c.maxlen = past + n;
     c.q = q; c.k = kcache; c.v = vcache; c.out = out;
-    c.scale = (float)(1.0 / sqrt((double)HD));
+    c.scale = o->scale; c.cap = o->softcap; c.window = o->window > 0 ? o->window : 0;
     c.nchunks = lt_cpu_threads_for(be, n, NH * (past + n) * HD * 2);
     if (c.nchunks > n) c.nchunks = n;
     c.scratch = lt_malloc((size_t)(c.nchunks * c.maxlen) * sizeof(float), "attention_kv scratch");
@@ -236,4 +261,29 @@ lt_status lt_cpu_attention_kv(lt_backend *be, void *out, const void *q, const vo
     lt_parallel_for(c.nchunks, (int)c.nchunks, kv_chunk, &c);
     free(c.scratch);
     return LT_OK;
+}
+
+/* the plain ops: scale 1/sqrt(HD), no cap, no window */
+static lt_attn_opts plain_opts(int64_t HD) {
+    lt_attn_opts o = {(float)(1.0 / sqrt((double)HD)), 0.0f, 0};
+    return o;
+}
+lt_status lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                               int64_t NKV, int64_t HD) {
+    const lt_attn_opts o = plain_opts(HD);
+    return lt_cpu_attention_opt_fwd(be, out, lse, q, k, v, cu_seqlens, nseq, max_seqlen, N, NH, NKV, HD, &o);
+}
+lt_status lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                               const void *k, const void *v, const void *out, const float *lse,
+                               const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                               int64_t NKV, int64_t HD) {
+    const lt_attn_opts o = plain_opts(HD);
+    return lt_cpu_attention_opt_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, nseq, max_seqlen, N, NH, NKV,
+                                    HD, &o);
+}
+lt_status lt_cpu_attention_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                              int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD) {
+    const lt_attn_opts o = plain_opts(HD);
+    return lt_cpu_attention_opt_kv(be, out, q, kcache, vcache, past, n, NH, NKV, HD, &o);
 }

@@ -299,6 +299,17 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->add_lora = lt_cpu_add_lora;
     o->linear_fwd_add = lt_cpu_linear_fwd_add;
     o->lora_up_add = lt_cpu_lora_up_add;
+    o->rope_freq_fwd = lt_cpu_rope_freq_fwd;
+    o->rope_freq_bwd = lt_cpu_rope_freq_bwd;
+    o->attention_opt_fwd = lt_cpu_attention_opt_fwd;
+    o->attention_opt_bwd = lt_cpu_attention_opt_bwd;
+    o->attention_opt_kv = lt_cpu_attention_opt_kv;
+    o->glu_fwd = lt_cpu_glu_fwd;
+    o->glu_bwd = lt_cpu_glu_bwd;
+    o->scale_act = lt_cpu_scale_act;
+    o->lm_head_ce_cap = lt_cpu_lm_head_ce_cap;
+    o->lm_head_logits_cap = lt_cpu_lm_head_logits_cap;
+    lt_backend_fill_defaults(be); /* copy2d (row copies) and the decoder (none) */
     *out = be;
     return LT_OK;
 }

@@ -102,6 +102,11 @@ lt_status lt_cpu_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const voi
                             const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
 lt_status lt_cpu_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                 int64_t C, int64_t V);
+lt_status lt_cpu_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale,
+                                float softcap);
+lt_status lt_cpu_lm_head_logits_cap(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                    int64_t C, int64_t V, float softcap);
 
 /* cpu_layers.c */
 lt_status lt_cpu_embedding(lt_backend *be, void *out, const int32_t *ids, const lt_bweight *table, int64_t N,
@@ -118,6 +123,14 @@ lt_status lt_cpu_swiglu_fwd(lt_backend *be, void *out, const void *gate, const v
 lt_status lt_cpu_swiglu_bwd(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate,
                             const void *up, int64_t n);
 lt_status lt_cpu_add(lt_backend *be, void *out, const void *a, const void *b, int64_t n);
+lt_status lt_cpu_rope_freq_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *inv_freq, float af);
+lt_status lt_cpu_rope_freq_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *inv_freq, float af);
+lt_status lt_cpu_glu_fwd(lt_backend *be, int act, void *out, const void *gate, const void *up, int64_t n);
+lt_status lt_cpu_glu_bwd(lt_backend *be, int act, void *dgate, void *dup, const void *dout, const void *gate,
+                         const void *up, int64_t n);
+lt_status lt_cpu_scale_act(lt_backend *be, void *x, int64_t n, float s);
 
 /* cpu_attention.c */
 lt_status lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
@@ -129,6 +142,16 @@ lt_status lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, con
                                int64_t NKV, int64_t HD);
 lt_status lt_cpu_attention_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
                               int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD);
+lt_status lt_cpu_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k,
+                                   const void *v, const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen,
+                                   int64_t N, int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o);
+lt_status lt_cpu_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                   const void *k, const void *v, const void *out, const float *lse,
+                                   const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N,
+                                   int64_t NH, int64_t NKV, int64_t HD, const lt_attn_opts *o);
+lt_status lt_cpu_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kcache, const void *vcache,
+                                  int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                  const lt_attn_opts *o);
 
 /* cpu_optim.c */
 lt_status lt_cpu_sumsq(lt_backend *be, const float *g, int64_t n, double *host_sumsq);

@@ -1,5 +1,6 @@
 /* cpu_layers.c - the element-wise and per-row layers of the CPU reference: embedding lookup,
- * RMSNorm, rotary embedding, SwiGLU and add, with the float32 arithmetic transformers uses. */
+ * RMSNorm, rotary embedding (default or given frequencies), SwiGLU / GELU-tanh gating, add and
+ * scale, with the float32 arithmetic transformers uses. */
 #include "backend/cpu/cpu_internal.h"
 #include <math.h>
 #include <string.h>
@@ -64,7 +65,7 @@ lt_status lt_cpu_rmsnorm_bwd(lt_backend *be, void *dinp, const void *dout, const
 
 /* ---- RoPE, half-split pairs (i, i + HD/2) ---- */
 typedef struct rope_ctx {
-    float *x; const int32_t *pos; int64_t H, HD; float inv_freq[512]; int dir;
+    float *x; const int32_t *pos; int64_t H, HD; float inv_freq[512]; float af; int dir;
 } rope_ctx;
 
 static void rope_token(void *vctx, int64_t n) {
@@ -76,6 +77,10 @@ static void rope_token(void *vctx, int64_t n) {
         const float f = p * c->inv_freq[i]; /* freqs = pos x inv_freq in f32 */
         cs[i] = cosf(f);
         sn[i] = sinf(f);
+        if (c->af != 1.0f) { /* attention_scaling multiplies cos and sin */
+            cs[i] *= c->af;
+            sn[i] *= c->af;
+        }
     }
     for (int64_t h = 0; h < c->H; h++) {
         float *v = c->x + (n * c->H + h) * c->HD;
@@ -93,15 +98,15 @@ static void rope_token(void *vctx, int64_t n) {
 }
 
 static lt_status rope(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD, float theta,
-                      int dir) {
+                      const float *inv_freq, float af, int dir) {
     LT_CHECK_ARG(HD > 0 && HD % 2 == 0 && HD <= 1024, "rope: head dim %lld must be even and at most 1024",
                  (long long)HD);
     rope_ctx c;
-    c.x = x; c.pos = pos; c.H = H; c.HD = HD; c.dir = dir;
+    c.x = x; c.pos = pos; c.H = H; c.HD = HD; c.dir = dir; c.af = af;
     /* transformers: inv_freq = 1 / theta ** (arange(0, HD, 2).float() / HD), all in float32 */
     for (int64_t i = 0; i < HD / 2; i++) {
         const float e = (float)(2 * i) / (float)HD;
-        c.inv_freq[i] = 1.0f / powf(theta, e);
+        c.inv_freq[i] = inv_freq ? inv_freq[i] : 1.0f / powf(theta, e);
     }
     lt_parallel_for(N, lt_cpu_threads_for(be, N, H * HD * 2 + HD * 20), rope_token, &c);
     return LT_OK;
@@ -109,11 +114,19 @@ static lt_status rope(lt_backend *be, void *x, const int32_t *pos, int64_t N, in
 
 lt_status lt_cpu_rope_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
                           float theta) {
-    return rope(be, x, pos, N, H, HD, theta, +1);
+    return rope(be, x, pos, N, H, HD, theta, NULL, 1.0f, +1);
 }
 lt_status lt_cpu_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
                           float theta) {
-    return rope(be, dx, pos, N, H, HD, theta, -1);
+    return rope(be, dx, pos, N, H, HD, theta, NULL, 1.0f, -1);
+}
+lt_status lt_cpu_rope_freq_fwd(lt_backend *be, void *x, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *inv_freq, float af) {
+    return rope(be, x, pos, N, H, HD, theta, inv_freq, af, +1);
+}
+lt_status lt_cpu_rope_freq_bwd(lt_backend *be, void *dx, const int32_t *pos, int64_t N, int64_t H, int64_t HD,
+                               float theta, const float *inv_freq, float af) {
+    return rope(be, dx, pos, N, H, HD, theta, inv_freq, af, -1);
 }
 
 /* ---- SwiGLU: out = silu(g) * u, silu(g) = g / (1 + exp(-g)) as torch computes it ---- */
@@ -142,5 +155,44 @@ lt_status lt_cpu_add(lt_backend *be, void *out, const void *a, const void *b, in
     float *o = out;
     const float *x = a, *y = b;
     for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i];
+    return LT_OK;
+}
+
+/* ---- gated MLP activations: silu (SwiGLU) or torch's gelu(approximate="tanh") (Gemma) ---- */
+#define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_KAPPA 0.044715f
+
+lt_status lt_cpu_glu_fwd(lt_backend *be, int act, void *out, const void *gate, const void *up, int64_t n) {
+    if (act == LT_BACT_SILU) return lt_cpu_swiglu_fwd(be, out, gate, up, n);
+    LT_CHECK_ARG(act == LT_BACT_GELU_TANH, "glu_fwd: activation %d is not an LT_BACT_*", act);
+    float *o = out;
+    const float *g = gate, *u = up;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], inner = GELU_BETA * (x + GELU_KAPPA * x * x * x);
+        o[i] = (0.5f * x * (1.0f + tanhf(inner))) * u[i];
+    }
+    return LT_OK;
+}
+
+lt_status lt_cpu_glu_bwd(lt_backend *be, int act, void *dgate, void *dup, const void *dout, const void *gate,
+                         const void *up, int64_t n) {
+    if (act == LT_BACT_SILU) return lt_cpu_swiglu_bwd(be, dgate, dup, dout, gate, up, n);
+    LT_CHECK_ARG(act == LT_BACT_GELU_TANH, "glu_bwd: activation %d is not an LT_BACT_*", act);
+    float *dg = dgate, *du = dup;
+    const float *d = dout, *g = gate, *u = up;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], di = d[i], ui = u[i];
+        const float t = tanhf(GELU_BETA * (x + GELU_KAPPA * x * x * x));
+        const float y = 0.5f * x * (1.0f + t);
+        const float dy = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x * x);
+        du[i] = di * y;
+        dg[i] = di * ui * dy;
+    }
+    return LT_OK;
+}
+
+lt_status lt_cpu_scale_act(lt_backend *be, void *x, int64_t n, float s) {
+    float *v = x;
+    for (int64_t i = 0; i < n; i++) v[i] *= s;
     return LT_OK;
 }

@@ -217,3 +217,65 @@ lt_status lt_cpu_lm_head_logits(lt_backend *be, float *logits, const void *h, co
     /* the same kernel and k order as the loss's logits, and as linear_fwd */
     return lt_cpu_gemm_nt(be, logits, h, head->w, NULL, N, V, C);
 }
+
+/* ---- soft-capped logits (Gemma 2): z -> cap * tanh(z / cap) ----
+ * A plain path over chunks of 64 tokens: their logits (the gemm above), capped, then the CE
+ * and, for dh, the softmax-minus-one-hot gradient times the cap's derivative 1 - tanh^2,
+ * multiplied back through the head. */
+lt_status lt_cpu_lm_head_logits_cap(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                    int64_t C, int64_t V, float softcap) {
+    LT_TRY(lt_cpu_lm_head_logits(be, logits, h, head, N, C, V));
+    if (softcap > 0)
+        for (int64_t i = 0; i < N * V; i++) logits[i] = tanhf(logits[i] / softcap) * softcap;
+    return LT_OK;
+}
+
+lt_status lt_cpu_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale,
+                                float softcap) {
+    if (!(softcap > 0)) return lt_cpu_lm_head_ce(be, loss_sum, dh, h, head, targets, N, C, V, grad_scale);
+    LT_CHECK_ARG(head->rows == V && head->cols == C, "lm_head_ce: head is [%lld, %lld], expected [%lld, %lld]",
+                 (long long)head->rows, (long long)head->cols, (long long)V, (long long)C);
+    const int64_t T = 64;
+    float *lg = lt_malloc((size_t)(T * V) * sizeof(float), "soft-capped logits");
+    if (!lg) return LT_ERR_OUT_OF_MEMORY;
+    const float *hh = h;
+    float *d = dh;
+    double loss = 0;
+    lt_status st = LT_OK;
+    for (int64_t t0 = 0; t0 < N && st == LT_OK; t0 += T) {
+        const int64_t n = N - t0 < T ? N - t0 : T;
+        st = lt_cpu_gemm_nt(be, lg, hh + t0 * C, head->w, NULL, n, V, C);
+        for (int64_t t = 0; st == LT_OK && t < n; t++) {
+            float *z = lg + t * V;
+            float *dt = d ? d + (t0 + t) * C : NULL;
+            if (dt) memset(dt, 0, (size_t)C * sizeof(float));
+            const int32_t y = targets[t0 + t];
+            if (y == -100) continue;
+            if (y < 0 || y >= V) {
+                st = lt_error(LT_ERR_INVALID_ARGUMENT, "lm_head_ce: target %d of token %lld is outside [0, %lld)",
+                              (int)y, (long long)(t0 + t), (long long)V);
+                break;
+            }
+            float mx = -INFINITY;
+            for (int64_t v = 0; v < V; v++) {
+                z[v] = tanhf(z[v] / softcap) * softcap;
+                mx = z[v] > mx ? z[v] : mx;
+            }
+            double sum = 0;
+            for (int64_t v = 0; v < V; v++) sum += exp((double)z[v] - mx);
+            const double lse = mx + log(sum);
+            loss += lse - z[y];
+            if (!dt) continue;
+            for (int64_t v = 0; v < V; v++) {
+                const float c = z[v] / softcap; /* tanh of the raw logit */
+                float g = (float)exp((double)z[v] - lse) - (v == y ? 1.0f : 0.0f);
+                g *= grad_scale * (1.0f - c * c);
+                if (g != 0.0f) lt_cpu_axpy(dt, g, head->w + v * C, C);
+            }
+        }
+    }
+    free(lg);
+    if (st == LT_OK) *loss_sum += (float)loss;
+    return st;
+}
