@@ -432,7 +432,7 @@ void cli_opts_help(FILE *f, int cmd) {
         const opt_def *d = &opts[i];
         if (!(d->cmds & cmd)) continue;
         if (!d->name) { fprintf(f, "\n%s:\n", d->help); continue; }
-        char flag[64], lhs[96], dflt[96];
+        char flag[64], lhs[160], dflt[96];
         flag_of(flag, sizeof flag, d->name);
         if (d->kind == K_BOOL) snprintf(lhs, sizeof lhs, "%s, --no-%s", flag, flag + 2);
         else snprintf(lhs, sizeof lhs, "%s %s", flag, d->arg ? d->arg : "V");

@@ -239,7 +239,7 @@ static int cmp_i64_desc(const void *a, const void *b) {
 
 lt_status lt_checkpoints_prune(lt_trainer *tr) {
     int32_t limit = tr->p.save_total_limit;
-    if (limit <= 0 || !tr->output_dir) return LT_OK;
+    if (limit <= 0 || !tr->output_dir || (tr->p.world_size > 1 && tr->p.rank != 0)) return LT_OK; /* rank 0 writes */
     DIR *d = opendir(tr->output_dir);
     if (!d) return lt_error(LT_ERR_IO, "%s: cannot list checkpoints: %s", tr->output_dir, strerror(errno));
     int64_t *steps = NULL;

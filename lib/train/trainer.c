@@ -450,7 +450,9 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         tr->log_n = 0;
         LT_LOGI("step %lld/%lld loss %.4f lr %.3g grad_norm %.4f tok/s %.0f", (long long)mt.step,
                 (long long)mt.max_steps, logged, mt.lr, mt.grad_norm, mt.tokens_per_s);
-        LT_TRY(lt_report_log(tr, &mt, logged));
+        LT_TRY(lt_report_log(tr, &mt, 1, logged));
+    } else if (!isnan(mt.eval_loss)) { /* an evaluation between log steps: a row of its own */
+        LT_TRY(lt_report_log(tr, &mt, 0, NAN));
     }
     if (tr->output_dir && tr->p.save_every > 0 && tr->step % tr->p.save_every == 0) {
         char name[64];

@@ -142,8 +142,11 @@ lt_status lt_dist_reduce_window(lt_trainer *tr, double *pass_loss, int R, double
 lt_status lt_dist_vote_stop(lt_trainer *tr, int *stop);
 void lt_dist_abort(lt_trainer *tr, lt_status st);
 
-/* log.jsonl row + loss.svg (report.c). */
-lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, double logged_loss);
-/* Writes the SVG line chart of (steps, losses) to path, atomically. */
-lt_status lt_report_svg(const char *path, const int64_t *steps, const double *losses, size_t n);
+/* A log.jsonl + log.csv row (train_row: the logged training loss and the step's metrics; the
+ * eval fields when mt->eval_loss is a number) + loss.svg (report.c). */
+lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, int train_row, double logged_loss);
+/* Writes the SVG chart of the logged training loss (raw and smoothed) and the eval loss to path,
+ * atomically. */
+lt_status lt_report_svg(const char *path, const int64_t *steps, const double *losses, size_t n,
+                        const int64_t *eval_steps, const double *eval_losses, size_t n_eval);
 #endif
