@@ -39,6 +39,15 @@ static int proj_index(const char *s, size_t n) {
     return -1;
 }
 
+/* a module name -> LT_TARGET_* bits (Phi-3's fused modules: the projections they hold), 0 when
+ * unknown */
+static uint32_t target_bits(const char *s, size_t n) {
+    if (n == 8 && !strncmp(s, "qkv_proj", 8)) return LT_TARGET_Q | LT_TARGET_K | LT_TARGET_V;
+    if (n == 12 && !strncmp(s, "gate_up_proj", 12)) return LT_TARGET_GATE | LT_TARGET_UP;
+    int p = proj_index(s, n);
+    return p < 0 ? 0 : 1u << p;
+}
+
 lt_status lt_lora_targets_parse(const char *names, uint32_t *mask) {
     LT_CHECK_ARG(names && mask, "lt_lora_targets_parse: NULL argument");
     uint32_t m = 0;
@@ -51,11 +60,12 @@ lt_status lt_lora_targets_parse(const char *names, uint32_t *mask) {
         size_t n = (size_t)(e - s);
         if ((n == 3 && !strncmp(s, "all", 3)) || (n == 10 && !strncmp(s, "all-linear", 10))) m |= LT_TARGET_ALL;
         else {
-            int p = proj_index(s, n);
-            if (p < 0)
+            uint32_t bits = target_bits(s, n);
+            if (!bits)
                 return lt_error(LT_ERR_INVALID_ARGUMENT, "LoRA target '%.*s' is unknown; use q_proj, k_proj, v_proj, "
-                                "o_proj, gate_proj, up_proj, down_proj (or q,k,v,o,gate,up,down, or all)", (int)n, s);
-            m |= 1u << p;
+                                "o_proj, gate_proj, up_proj, down_proj, qkv_proj, gate_up_proj (or q,k,v,o,gate,up,down, "
+                                "or all)", (int)n, s);
+            m |= bits;
         }
         s = e;
     }
@@ -104,7 +114,7 @@ static lt_status lora_install(lt_model *m, const lt_lora_params *p, float *const
         for (int q = 0; s == LT_OK && q < LT_PROJ_COUNT; q++) {
             lt_lora_tensor *t = &tab[l * LT_PROJ_COUNT + q];
             lt_proj_dims(&m->cfg, q, &t->in, &t->out);
-            if (!(p->targets & (1u << q))) continue;
+            if (!(p->targets & lt_proj_target_mask(&m->cfg, q))) continue;
             t->r = p->r;
             size_t na = (size_t)(t->r * t->in), nb = (size_t)(t->out * t->r);
             s = be->ops.alloc(be, na * 4, (void **)&t->A);
@@ -260,9 +270,9 @@ static char *adapter_config_json(const lt_model *m) {
     jb_str(&b, ",\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [");
     int first = 1;
     for (int q = 0; q < LT_PROJ_COUNT; q++) {
-        if (!(p->targets & (1u << q))) continue;
+        if (!(p->targets & lt_proj_target_mask(&m->cfg, q))) continue;
         jb_str(&b, first ? "\n    \"" : ",\n    \"");
-        jb_str(&b, lt_proj_names[q]);
+        jb_str(&b, lt_proj_name(&m->cfg, q));
         jb_str(&b, "\"");
         first = 0;
     }
@@ -275,8 +285,8 @@ static char *adapter_config_json(const lt_model *m) {
     return b.p;
 }
 
-static void peft_key(char *buf, size_t cap, int layer, int proj, char ab) {
-    snprintf(buf, cap, LT_PEFT_PREFIX "%d.%s.%s.lora_%c.weight", layer, lt_proj_parent[proj], lt_proj_names[proj], ab);
+static void peft_key(const lt_config *c, char *buf, size_t cap, int layer, int proj, char ab) {
+    snprintf(buf, cap, LT_PEFT_PREFIX "%d.%s.%s.lora_%c.weight", layer, lt_proj_parent[proj], lt_proj_name(c, proj), ab);
 }
 
 /* Saving into a folder that already holds files (a training output: an adapter, logs,
@@ -372,9 +382,9 @@ lt_status lt_model_save_adapter(const lt_model *m, const char *dir, int32_t over
             if (s == LT_OK) s = m->be->ops.download(m->be, bb, t->B, nb * 4);
             char key[256];
             int64_t sa[2] = {t->r, t->in}, sb[2] = {t->out, t->r};
-            peft_key(key, sizeof key, l, q, 'A');
+            peft_key(&m->cfg, key, sizeof key, l, q, 'A');
             if (s == LT_OK) s = lt_st_writer_add(w, key, LT_ST_F32, 2, sa, a, 0);
-            peft_key(key, sizeof key, l, q, 'B');
+            peft_key(&m->cfg, key, sizeof key, l, q, 'B');
             if (s == LT_OK) s = lt_st_writer_add(w, key, LT_ST_F32, 2, sb, bb, 0);
         }
     }
@@ -415,11 +425,11 @@ static lt_status parse_targets_json(json_t *tm, const char *path, uint32_t *mask
     if (json_is_string(tm)) {
         const char *s = json_string_value(tm);
         if (!strcmp(s, "all-linear")) { *mask = LT_TARGET_ALL; return LT_OK; }
-        int p = proj_index(s, strlen(s));
-        if (p < 0)
+        uint32_t bits = target_bits(s, strlen(s));
+        if (!bits)
             return lt_error(LT_ERR_UNSUPPORTED, "%s: target_modules \"%s\" (a regular expression) is not supported; "
                             "list the module names", path, s);
-        *mask = 1u << p;
+        *mask = bits;
         return LT_OK;
     }
     if (!json_is_array(tm) || !json_array_size(tm))
@@ -428,11 +438,11 @@ static lt_status parse_targets_json(json_t *tm, const char *path, uint32_t *mask
     json_t *e;
     json_array_foreach(tm, i, e) {
         const char *s = json_is_string(e) ? json_string_value(e) : "";
-        int p = proj_index(s, strlen(s));
-        if (p < 0)
+        uint32_t bits = target_bits(s, strlen(s));
+        if (!bits)
             return lt_error(LT_ERR_UNSUPPORTED, "%s: target module \"%s\" is not one of q_proj, k_proj, v_proj, o_proj, "
-                            "gate_proj, up_proj, down_proj", path, s);
-        *mask |= 1u << p;
+                            "gate_proj, up_proj, down_proj, qkv_proj, gate_up_proj", path, s);
+        *mask |= bits;
     }
     return LT_OK;
 }
@@ -507,7 +517,7 @@ static lt_status read_adapter_config(const char *dir, lt_lora_params *p) {
 }
 
 /* "base_model.model.model.layers.{l}.{parent}.{proj}.lora_{A|B}.weight" -> l, proj, 0/1 */
-static int parse_peft_key(const char *k, int L, int *layer, int *proj, int *isB) {
+static int parse_peft_key(const lt_config *c, const char *k, int L, int *layer, int *proj, int *isB) {
     size_t pl = strlen(LT_PEFT_PREFIX);
     if (strncmp(k, LT_PEFT_PREFIX, pl)) return 0;
     const char *s = k + pl;
@@ -517,7 +527,8 @@ static int parse_peft_key(const char *k, int L, int *layer, int *proj, int *isB)
     s = end + 1;
     for (int q = 0; q < LT_PROJ_COUNT; q++) {
         char want[64];
-        snprintf(want, sizeof want, "%s.%s.lora_", lt_proj_parent[q], lt_proj_names[q]);
+        if (!lt_proj_name(c, q)) continue;
+        snprintf(want, sizeof want, "%s.%s.lora_", lt_proj_parent[q], lt_proj_name(c, q));
         size_t wl = strlen(want);
         if (strncmp(s, want, wl)) continue;
         const char *t = s + wl;
@@ -558,7 +569,8 @@ lt_status lt_model_load_adapter(lt_model *m, const char *dir) {
         for (size_t i = 0; i < lt_st_count(set); i++) {
             const lt_st_tensor *t = lt_st_at(set, i);
             int l, q, isB;
-            if (parse_peft_key(t->name, L, &l, &q, &isB) && (p.targets & (1u << q))) continue;
+            if (parse_peft_key(&m->cfg, t->name, L, &l, &q, &isB) && (p.targets & lt_proj_target_mask(&m->cfg, q)))
+                continue;
             if (n_unknown < 3) {
                 size_t k = strlen(list);
                 snprintf(list + k, sizeof list - k, "%s'%s'", n_unknown ? ", " : "", t->name);
@@ -572,24 +584,24 @@ lt_status lt_model_load_adapter(lt_model *m, const char *dir) {
     }
     for (int l = 0; s == LT_OK && l < L; l++) {
         for (int q = 0; s == LT_OK && q < LT_PROJ_COUNT; q++) {
-            if (!(p.targets & (1u << q))) continue;
+            if (!(p.targets & lt_proj_target_mask(&m->cfg, q))) continue;
             int64_t in, out;
             lt_proj_dims(&m->cfg, q, &in, &out);
             for (int ab = 0; s == LT_OK && ab < 2; ab++) {
                 char key[256];
-                peft_key(key, sizeof key, l, q, ab ? 'B' : 'A');
+                peft_key(&m->cfg, key, sizeof key, l, q, ab ? 'B' : 'A');
                 const lt_st_tensor *t = lt_st_find(set, key);
                 int64_t r0 = ab ? out : p.r, r1 = ab ? p.r : in;
                 if (!t) {
                     s = lt_error(LT_ERR_NOT_FOUND, "%s: tensor '%s' is missing (adapter_config.json targets %s on every "
-                                 "layer)", st_path, key, lt_proj_names[q]);
+                                 "layer)", st_path, key, lt_proj_name(&m->cfg, q));
                     break;
                 }
                 if (t->ndim != 2 || t->shape[0] != r0 || t->shape[1] != r1) {
                     s = lt_error(LT_ERR_FORMAT, "%s: tensor '%s' has %d dimensions [%lld%s%lld], expected [%lld,%lld] "
                                  "(r=%d, %s is %lld -> %lld)", st_path, key, (int)t->ndim, (long long)t->shape[0],
                                  t->ndim > 1 ? "," : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)r0,
-                                 (long long)r1, p.r, lt_proj_names[q], (long long)in, (long long)out);
+                                 (long long)r1, p.r, lt_proj_name(&m->cfg, q), (long long)in, (long long)out);
                     break;
                 }
                 float *buf = lt_malloc((size_t)t->numel * 4, key);
