@@ -7,6 +7,8 @@
 lt_status lt_model_load_without_projections(const char *dir, const lt_model_params *params, lt_model **out);
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static const char *usage_text =
@@ -34,6 +36,31 @@ static char *read_text_file(const char *path) {
     return s;
 }
 
+/* Names the Modelfile the library wrote beside the GGUF: "Modelfile" when it is this GGUF's
+ * (FROM ./<file>), else "<name>.Modelfile" (a Modelfile of another GGUF was already there). */
+static void print_modelfile(const char *gguf) {
+    size_t n = strlen(gguf);
+    const char *slash = strrchr(gguf, '/');
+    const char *file = slash ? slash + 1 : gguf;
+    size_t dir = (size_t)(file - gguf), stem = n;
+    if (n - dir > 5 && !strcasecmp(gguf + n - 5, ".gguf")) stem = n - 5;
+    char *plain = malloc(n + 16), *named = malloc(n + 16), *want = malloc(n + 16);
+    if (plain && named && want) {
+        snprintf(plain, n + 16, "%.*sModelfile", (int)dir, gguf);
+        snprintf(named, n + 16, "%.*s.Modelfile", (int)stem, gguf);
+        snprintf(want, n + 16, "\nFROM ./%s\n", file);
+        char *text = read_text_file(plain);
+        const char *mf = text && strstr(text, want) ? plain : named;
+        free(text);
+        fprintf(stderr, "Ollama: ollama create NAME -f ");
+        cli_print_quoted(stderr, mf);
+        fputc('\n', stderr);
+    }
+    free(plain);
+    free(named);
+    free(want);
+}
+
 int lt_cmd_export(int argc, char **argv) {
     const char *cmd = "export", *model_dir = NULL, *adapter = NULL, *format = NULL, *output = NULL;
     const char *quant = NULL, *tmpl = NULL, *merge = "auto", *device = "auto", *tok_dir = NULL;
@@ -58,6 +85,9 @@ int lt_cmd_export(int argc, char **argv) {
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
     }
     if (!model_dir) return cli_usage_error(cmd, "--model DIR is required");
+    struct stat sb;
+    if (stat(model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return cli_usage_error(cmd, "--model %s: no such folder (a Hugging Face model folder)", model_dir);
     if (!output) return cli_usage_error(cmd, "--output PATH is required");
     if (!format) format = quant ? "gguf" : NULL;
     if (!format) return cli_usage_error(cmd, "--format peft|merged|gguf|gguf-lora is required");
@@ -100,11 +130,23 @@ int lt_cmd_export(int argc, char **argv) {
     if (st != LT_OK) { rc = cli_fail(cmd, st, "loading the model"); goto done; }
     if (adapter && (st = lt_model_load_adapter(model, adapter)) != LT_OK) { rc = cli_fail(cmd, st, "loading the adapter"); goto done; }
     if ((st = lt_exporter_new(model, NULL, &ep, &ex)) != LT_OK) { rc = cli_fail(cmd, st, "preparing the export"); goto done; }
-    if ((st = lt_exporter_write(ex, output)) != LT_OK) { rc = cli_fail(cmd, st, "exporting"); goto done; }
+    /* Ctrl-C / SIGTERM cancel through the progress callback: the export then leaves nothing
+     * half-written (and removes the folders it created) before the command exits 130 / 143 */
+    cli_stop_install();
+    if ((st = lt_exporter_write(ex, output)) != LT_OK) {
+        if (st == LT_STOPPED && cli_stop_signal()) {
+            fprintf(stderr, "loratune export: stopped by %s; nothing was written to %s\n", cli_stop_signal_name(), output);
+            rc = cli_stop_exit_code();
+        } else {
+            rc = cli_fail(cmd, st, "exporting");
+        }
+        goto done;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     fprintf(stderr, "wrote %s in %.2f s\n", output,
             (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-    rc = 0;
+    if (ep.format == LT_EXPORT_GGUF && ep.write_modelfile) print_modelfile(output);
+    rc = cli_stop_exit_code(); /* a signal after the last write: the output is whole, yet say it came */
 done:
     lt_exporter_free(ex);
     lt_model_free(model);

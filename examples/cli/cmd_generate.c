@@ -4,13 +4,15 @@
 #include "infer/infer.h"
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static const char *usage_text =
     "usage: loratune generate --model DIR [--adapter DIR] (--prompt TEXT | --instruction T [--input T])\n"
     "         [--template alpaca-zh|alpaca|chatml|none|FILE] [--max-new-tokens 128]\n"
     "         [--greedy | --temperature T --top-p P --top-k K --min-p P] [--repetition-penalty R]\n"
-    "         [--seed S] [--stop TEXT]... [--stop-id N]... [--device auto|cpu|cuda] [--tokenizer DIR] [--ids]\n"
+    "         [--seed S] [--stop TEXT]... [--stop-id N]... [--device auto|cpu|cuda] [--quant nf4|none]\n"
+    "         [--tokenizer DIR] [--ids]\n"
     "  --prompt is used as is; --instruction/--input go through the template (default alpaca-zh,\n"
     "  the notebook's). --ids prints the generated ids as JSON instead of streaming text.\n"
     "  Stops at the tokenizer's / generation_config.json's EOS ids unless --stop-id is given.\n";
@@ -63,17 +65,21 @@ int lt_cmd_generate(int argc, char **argv) {
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
     }
     if (!model_dir) return cli_usage_error(cmd, "--model DIR is required");
+    struct stat sb;
+    if (stat(model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return cli_usage_error(cmd, "--model %s: no such folder (a Hugging Face model folder)", model_dir);
     if (!prompt && !instr) return cli_usage_error(cmd, "give --prompt TEXT or --instruction TEXT");
     if (prompt && instr) return cli_usage_error(cmd, "--prompt and --instruction exclude each other");
     gp.do_sample = sample_flag;
 
     lt_model_params mp;
     lt_model_params_init(&mp);
+    /* two independent checks (they were one else-if chain, which refused --device cuda/cpu) */
     if (!strcmp(device, "cpu")) mp.device = LT_DEVICE_CPU;
     else if (!strcmp(device, "cuda")) mp.device = LT_DEVICE_CUDA;
+    else if (strcmp(device, "auto")) return cli_usage_error(cmd, "--device is auto, cpu or cuda, not '%s'", device);
     if (!strcmp(quant, "none")) mp.quant = LT_QUANT_NONE;
     else if (strcmp(quant, "nf4")) return cli_usage_error(cmd, "--quant is nf4 or none, not '%s'", quant);
-    else if (strcmp(device, "auto")) return cli_usage_error(cmd, "--device is auto, cpu or cuda, not '%s'", device);
     mp.progress = cli_progress;
     cli_enable_logging(LT_LOG_WARN);
 
