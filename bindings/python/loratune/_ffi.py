@@ -31,6 +31,7 @@ LT_ERR_BUFFER_TOO_SMALL = -12
 LT_ERR_UTF8 = -13
 LT_ERR_NCCL = -14
 LT_ERR_NO_DEVICE = -15
+LT_ERR_NONFINITE = -16
 LT_ERR_INTERNAL = -99
 
 LT_LOG_ERROR, LT_LOG_WARN, LT_LOG_INFO, LT_LOG_DEBUG = 0, 1, 2, 3
@@ -89,7 +90,8 @@ class LibraryNotFoundError(ImportError):
     pass
 
 
-_ERROR_CLASSES = {LT_ERR_INVALID_ARGUMENT: InvalidArgumentError, LT_ERR_UNSUPPORTED: UnsupportedError}
+_ERROR_CLASSES = {LT_ERR_INVALID_ARGUMENT: InvalidArgumentError, LT_ERR_UNSUPPORTED: UnsupportedError,
+                  LT_ERR_NONFINITE: NonFiniteError}
 
 
 # ---- callback types ------------------------------------------------------------------------
@@ -229,6 +231,11 @@ class lt_metrics(ctypes.Structure):
         ("tokens_per_s", ctypes.c_double),
         ("elapsed_s", ctypes.c_double),
         ("peak_memory", ctypes.c_uint64),
+        ("eval_loss", ctypes.c_double),
+        ("eval_accuracy", ctypes.c_double),
+        ("best_eval_loss", ctypes.c_double),
+        ("best_eval_step", ctypes.c_int64),
+        ("early_stop", ctypes.c_int32),
     ]
 
 
@@ -269,6 +276,44 @@ class lt_train_params(ctypes.Structure):
         ("nccl_id", ctypes.POINTER(ctypes.c_uint8)),
         ("fp16_initial_loss_scale", ctypes.c_double),
         ("fuse_micro_batches", ctypes.c_int32),
+        ("eval_data", ctypes.c_void_p),
+        ("eval_every", ctypes.c_int32),
+        ("eval_batch_size", ctypes.c_int32),
+        ("early_stopping_patience", ctypes.c_int32),
+        ("early_stopping_threshold", ctypes.c_double),
+        ("save_total_limit", ctypes.c_int32),
+        ("load_best_at_end", ctypes.c_int32),
+    ]
+
+
+class lt_eval_result(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("loss", ctypes.c_double),
+        ("accuracy", ctypes.c_double),
+        ("n_records", ctypes.c_int64),
+        ("n_tokens", ctypes.c_int64),
+        ("seconds", ctypes.c_double),
+    ]
+
+
+class lt_train_summary(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("steps", ctypes.c_int64),
+        ("max_steps", ctypes.c_int64),
+        ("steps_run", ctypes.c_int64),
+        ("total_tokens", ctypes.c_int64),
+        ("records_seen", ctypes.c_int64),
+        ("elapsed_s", ctypes.c_double),
+        ("tokens_per_s", ctypes.c_double),
+        ("mean_loss", ctypes.c_double),
+        ("last_loss", ctypes.c_double),
+        ("best_eval_loss", ctypes.c_double),
+        ("best_eval_step", ctypes.c_int64),
+        ("n_evals", ctypes.c_int32),
+        ("early_stopped", ctypes.c_int32),
+        ("best_loaded", ctypes.c_int32),
     ]
 
 
@@ -323,6 +368,8 @@ STRUCTS = {
     "lt_dataset_stats": lt_dataset_stats,
     "lt_metrics": lt_metrics,
     "lt_train_params": lt_train_params,
+    "lt_eval_result": lt_eval_result,
+    "lt_train_summary": lt_train_summary,
     "lt_generate_params": lt_generate_params,
     "lt_export_params": lt_export_params,
 }
@@ -396,7 +443,11 @@ PROTOTYPES = [
     ("lt_trainer_new", _st, [_p, _p, _P(lt_train_params), _P(_p)]),
     ("lt_trainer_step", _st, [_p, _P(lt_metrics)]),
     ("lt_trainer_run", _st, [_p]),
+    ("lt_trainer_request_stop", None, [_p]),
+    ("lt_trainer_get_step", ctypes.c_int64, [_p]),
     ("lt_trainer_evaluate", _st, [_p, _P(ctypes.c_double)]),
+    ("lt_trainer_evaluate_v2", _st, [_p, _P(lt_eval_result)]),
+    ("lt_trainer_get_summary", _st, [_p, _P(lt_train_summary)]),
     ("lt_trainer_save_checkpoint", _st, [_p, _s]),
     ("lt_trainer_load_checkpoint", _st, [_p, _s]),
     ("lt_trainer_free", None, [_p]),

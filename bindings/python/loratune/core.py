@@ -162,6 +162,16 @@ def _set_fields(p, what, **values):
         setattr(p, name, value)
 
 
+def _alias(value, old_value, name, old_name):
+    """One value from a keyword and its older spelling (both given is an error)."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise _bad(name, old_name, "%r and %s=%r both given: %s is the older name of %s"
+                   % (old_value, name, value, old_name, name))
+    return old_value
+
+
 def _enum(value, table, what):
     if value is None:
         return 0
@@ -412,8 +422,8 @@ class Model(_Handle):
     _free = "lt_model_free"
     _what = "model"
 
-    def __init__(self, path, device=None, quant=None, dtype=None, max_seq_len=None, double_quant=None,
-                 n_threads=None, progress=None):
+    def __init__(self, path, device=None, quant=None, dtype=None, max_seq_len=None, threads=None,
+                 double_quant=None, progress=None, n_threads=None):
         super().__init__()
         self.path = os.fspath(path)
         guard = _CallbackGuard()
@@ -422,7 +432,8 @@ class Model(_Handle):
             p.device, p.device_index = _parse_device(device)
         _set_fields(p, "Model", quant=_enum(quant, _QUANTS, "quant") if quant is not None else None,
                     compute_dtype=_enum(dtype, _DTYPES, "dtype") if dtype is not None else None,
-                    double_quant=double_quant, max_seq_len=max_seq_len, n_threads=n_threads)
+                    double_quant=double_quant, max_seq_len=max_seq_len,
+                    n_threads=_alias(threads, n_threads, "threads", "n_threads"))
         cb = _progress_fn(progress, guard)
         p.progress = cb
         st = _L.lt_model_load(encode_str(self.path), ctypes.byref(p), ctypes.byref(self._h))
@@ -441,11 +452,14 @@ class Model(_Handle):
         for child in list(self._children):
             child.close()
 
-    def add_lora(self, r=None, alpha=None, dropout=None, targets=None, use_rslora=None, seed=None):
+    def add_lora(self, lora_r=None, lora_alpha=None, lora_dropout=None, targets=None, use_rslora=None, seed=None,
+                 r=None, alpha=None, dropout=None):
         """Attaches a fresh adapter (replacing any; open trainers and exporters are closed).
-        Arguments left at None take lt_lora_params_init's defaults."""
+        Keyword names are the --config keys; r / alpha / dropout are the same as lora_r /
+        lora_alpha / lora_dropout. Arguments left at None take lt_lora_params_init's defaults."""
         p = init_struct(_ffi.lt_lora_params, _L.lt_lora_params_init)
-        _set_fields(p, "add_lora", r=r, alpha=alpha, dropout=dropout, use_rslora=use_rslora, seed=seed,
+        _set_fields(p, "add_lora", r=_alias(lora_r, r, "lora_r", "r"), alpha=_alias(lora_alpha, alpha, "lora_alpha", "alpha"),
+                    dropout=_alias(lora_dropout, dropout, "lora_dropout", "dropout"), use_rslora=use_rslora, seed=seed,
                     targets=parse_targets(targets) if targets is not None else None)
         self._drop_dependents()
         check(_L.lt_model_add_lora(self.handle, ctypes.byref(p)), "lt_model_add_lora")
@@ -584,18 +598,24 @@ class DatasetStats:
 
 
 class Dataset(_Handle):
-    """Tokenized training records: from a JSON/JSONL file (path) or added one by one."""
+    """Tokenized training records: from a JSON/JSONL file (path) or added one by one. template:
+    a built-in name (alpaca-zh, alpaca, chatml) or a template text with {instruction} {input}
+    {output}, as --template takes it. Keyword names are the --config keys; arguments left at None
+    take lt_dataset_params_init's defaults."""
     _free = "lt_dataset_free"
     _what = "dataset"
 
-    def __init__(self, tokenizer, path=None, format=None, template=None, template_text=None,
-                 instruction_field=None, input_field=None, output_field=None, text_field=None,
-                 max_seq_len=None, loss_on=None, add_eos=None, skip_bad_records=None, eval_fraction=None,
-                 seed=None, n_threads=None, progress=None):
+    def __init__(self, tokenizer, path=None, format=None, template=None, instruction_field=None, input_field=None,
+                 output_field=None, text_field=None, max_seq_len=None, loss_on=None, add_eos=None,
+                 skip_bad_records=None, eval_fraction=None, seed=None, threads=None, progress=None,
+                 template_text=None, n_threads=None):
         super().__init__()
         self.tokenizer = tokenizer  # must outlive the dataset
         guard = _CallbackGuard()
         p = init_struct(_ffi.lt_dataset_params, _L.lt_dataset_params_init)
+        if template is not None and template_text is None and "{" in str(template) \
+                and _L.lt_template_builtin(encode_str(template)) is None:
+            template, template_text = None, template
         strings = {"template_name": template, "template_text": template_text,
                    "instruction_field": instruction_field, "input_field": input_field,
                    "output_field": output_field, "text_field": text_field}
@@ -607,7 +627,8 @@ class Dataset(_Handle):
         _set_fields(p, "Dataset", format=_enum(format, _FORMATS, "format") if format is not None else None,
                     loss_on=_enum(loss_on, _LOSS_ON, "loss_on") if loss_on is not None else None,
                     max_seq_len=max_seq_len, add_eos=add_eos, skip_bad_records=skip_bad_records,
-                    eval_fraction=eval_fraction, seed=seed, n_threads=n_threads)
+                    eval_fraction=eval_fraction, seed=seed,
+                    n_threads=_alias(threads, n_threads, "threads", "n_threads"))
         cb = _progress_fn(progress, guard)
         self._keep.append(cb)
         p.progress = cb
@@ -707,6 +728,7 @@ class _DeferSigint:
     def __init__(self, trainer):
         self.trainer = trainer
         self.hits = 0
+        self.requested = False
         self.error = None
         self._prev = None
 
@@ -720,7 +742,8 @@ class _DeferSigint:
         self.hits += 1
         if self.hits > 1:
             raise KeyboardInterrupt
-        self.trainer._request_stop()
+        _L.lt_trainer_request_stop(self.trainer.handle)
+        self.requested = True
 
     def poll(self):
         """Runs the Python signal handlers now, so a Ctrl-C that came during the C call is
@@ -741,23 +764,52 @@ _check_signals.restype = ctypes.c_int
 _check_signals.argtypes = []
 
 
+class EvalResult:
+    """lt_eval_result as attributes: loss, accuracy, n_records, n_tokens, seconds; float() of
+    it is the loss."""
+
+    def __init__(self, s):
+        for name, _ in s._fields_[1:]:
+            setattr(self, name, getattr(s, name))
+
+    def __float__(self):
+        return float(self.loss)
+
+    def __repr__(self):
+        return "EvalResult(loss=%.6f, accuracy=%.4f, n_records=%d, n_tokens=%d, seconds=%.3f)" % (
+            self.loss, self.accuracy, self.n_records, self.n_tokens, self.seconds)
+
+
+class TrainSummary(EvalResult):
+    """lt_train_summary as attributes (steps, steps_run, total_tokens, records_seen, elapsed_s,
+    tokens_per_s, mean_loss, last_loss, best_eval_loss, best_eval_step, n_evals, early_stopped,
+    best_loaded)."""
+
+    def __repr__(self):
+        return "TrainSummary(%s)" % ", ".join("%s=%r" % kv for kv in vars(self).items())
+
+
 class Trainer(_Handle):
     """The step loop. on_step: a callable (or a list) called with Metrics after every optimizer
     step; a truthy return stops training after that step; an exception it raises stops training
     and is raised again from step()/run(). Ctrl-C during step()/run()/iteration raises
     TrainingInterrupted (a KeyboardInterrupt) after at most the step in progress, with a
-    checkpoint in output_dir. Arguments left at None take lt_train_params_init's defaults."""
+    checkpoint in output_dir. eval_data: a Dataset of eval records (must outlive the trainer;
+    default: the training dataset's eval_fraction split). Keyword names are the --config keys
+    (tests/train/option_names.txt); arguments left at None take lt_train_params_init's defaults."""
     _free = "lt_trainer_free"
     _what = "trainer"
 
     def __init__(self, model, dataset, batch_size=None, grad_accum=None, max_steps=None, epochs=None, lr=None,
-                 warmup_steps=None, warmup_ratio=None, scheduler=None, optimizer=None, weight_decay=None,
-                 adam_beta1=None, adam_beta2=None, adam_eps=None, max_grad_norm=None, seed=None, packing=None,
-                 gradient_checkpointing=None, offload_checkpoints=None, deterministic=None, log_every=None,
-                 save_every=None, output_dir=None, on_step=None, fp16_initial_loss_scale=None,
-                 fuse_micro_batches=None):
+                 warmup_steps=None, warmup_ratio=None, scheduler=None, optim=None, weight_decay=None,
+                 adam_beta1=None, adam_beta2=None, adam_eps=None, max_grad_norm=None, seed=None,
+                 gradient_checkpointing=None, deterministic=None, fuse_micro_batches=None, log_every=None,
+                 save_every=None, eval_data=None, eval_every=None, eval_batch_size=None,
+                 early_stopping_patience=None, early_stopping_threshold=None, save_total_limit=None,
+                 load_best_at_end=None, output_dir=None, on_step=None, packing=None, offload_checkpoints=None,
+                 fp16_initial_loss_scale=None, optimizer=None):
         super().__init__()
-        self.model, self.dataset = model, dataset  # both must outlive the trainer
+        self.model, self.dataset, self.eval_data = model, dataset, eval_data  # all must outlive the trainer
         self._guard = _CallbackGuard()
         p = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
         _set_fields(p, "Trainer", batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, epochs=epochs,
@@ -766,11 +818,19 @@ class Trainer(_Handle):
                     seed=seed, packing=packing, gradient_checkpointing=gradient_checkpointing,
                     offload_checkpoints=offload_checkpoints, deterministic=deterministic, log_every=log_every,
                     save_every=save_every, fp16_initial_loss_scale=fp16_initial_loss_scale,
-                    fuse_micro_batches=fuse_micro_batches)
+                    fuse_micro_batches=fuse_micro_batches, eval_every=eval_every, eval_batch_size=eval_batch_size,
+                    early_stopping_patience=early_stopping_patience,
+                    early_stopping_threshold=early_stopping_threshold, save_total_limit=save_total_limit,
+                    load_best_at_end=load_best_at_end)
         if scheduler is not None:
             p.scheduler = _parse_with(_L.lt_scheduler_parse, scheduler, "lt_scheduler_parse")
-        if optimizer is not None:
-            p.optimizer = _parse_with(_L.lt_optimizer_parse, optimizer, "lt_optimizer_parse")
+        optim = _alias(optim, optimizer, "optim", "optimizer")
+        if optim is not None:
+            p.optimizer = _parse_with(_L.lt_optimizer_parse, optim, "lt_optimizer_parse")
+        if eval_data is not None:
+            if not isinstance(eval_data, Dataset):
+                raise _bad("Trainer", "eval_data", "%r: expected a loratune.Dataset" % (eval_data,))
+            p.eval_data = eval_data.handle
         self.output_dir = os.fspath(output_dir) if output_dir is not None else None
         if output_dir is not None:
             b = encode_str(self.output_dir)
@@ -787,10 +847,13 @@ class Trainer(_Handle):
               "lt_trainer_new")
         model._adopt(self)
         dataset._adopt(self)
+        if eval_data is not None:
+            eval_data._adopt(self)
         self._metrics = init_struct(_ffi.lt_metrics)
         self.last_metrics = None  # the Metrics of the last step taken
         self.finished = False
         self.stopped = False
+        self._stale_stop = False  # a stop request of an interrupted call may still be pending
 
     def _on_step(self, mp, ud):
         m = Metrics(mp.contents)
@@ -799,18 +862,12 @@ class Trainer(_Handle):
             stop = bool(fn(m)) or stop
         return stop
 
-    def _request_stop(self):
-        """Asks the library to end the step in progress early (a signal handler calls it)."""
-        req = getattr(_L, "lt_trainer_request_stop", None)
-        if req is not None and not isinstance(req, _ffi._Missing) and self._h:
-            req(self._h)
-
     def _interrupted(self):
         """After a Ctrl-C: a checkpoint of the steps done, then TrainingInterrupted."""
-        step = self.last_metrics.step if self.last_metrics is not None else 0
+        step = int(_L.lt_trainer_get_step(self.handle))
         where = None
         if self.finished:
-            note = "training had already finished (step %d); nothing to resume" % step
+            note = "training had already finished; nothing to resume"
         elif step == 0:
             note = "before the first step ended; no checkpoint was written"
         elif self.output_dir is None:
@@ -825,16 +882,25 @@ class Trainer(_Handle):
 
     def step(self):
         """One optimizer step: its Metrics (.stopped set when a callback asked to stop), or
-        None when training is complete."""
-        with _DeferSigint(self) as sigint:
-            st = _L.lt_trainer_step(self.handle, ctypes.byref(self._metrics))
-            sigint.poll()
+        None when training is complete (or a Ctrl-C abandoned the step: TrainingInterrupted)."""
+        h = self.handle
+        while True:
+            before = _L.lt_trainer_get_step(h)
+            with _DeferSigint(self) as sigint:
+                st = _L.lt_trainer_step(h, ctypes.byref(self._metrics))
+                sigint.poll()
+            took = st in (_ffi.LT_OK, _ffi.LT_STOPPED) and _L.lt_trainer_get_step(h) > before
+            stale, self._stale_stop = self._stale_stop, False
+            if (stale and st == _ffi.LT_STOPPED and not took and not sigint.hits and sigint.error is None
+                    and self._guard.error is None):
+                continue  # the leftover request of an earlier Ctrl-C stopped this call before it began
+            break
+        if sigint.requested and (st != _ffi.LT_STOPPED or took):
+            self._stale_stop = True  # the request may have come after the library's last look at it
         m = None
         if st == _ffi.LT_DONE:
             self.finished = True
-        elif st == _ffi.LT_OK or (st == _ffi.LT_STOPPED and self._metrics.step != getattr(self.last_metrics, "step", 0)):
-            # a step was taken (an LT_STOPPED that reports no new step: the library abandoned
-            # the step in progress on request)
+        elif took:
             self.stopped = st == _ffi.LT_STOPPED
             m = self.last_metrics = Metrics(self._metrics, self.stopped)
         if sigint.error is not None:  # the second Ctrl-C
@@ -843,7 +909,19 @@ class Trainer(_Handle):
         check(st, "lt_trainer_step")
         if sigint.hits:
             self._interrupted()
+        if st == _ffi.LT_STOPPED and not took:
+            self.stopped = True  # stopped before a step began: request_stop() from another thread
         return m
+
+    def request_stop(self):
+        """Asks the step in progress (or the next one) to stop: from another thread, or a signal
+        handler of one's own. step() then returns Metrics with .stopped (or None before any step)."""
+        _L.lt_trainer_request_stop(self.handle)
+
+    @property
+    def global_step(self):
+        """Optimizer steps done (after a resume: counted from the checkpoint's)."""
+        return int(_L.lt_trainer_get_step(self.handle))
 
     def __iter__(self):
         while True:
@@ -862,15 +940,26 @@ class Trainer(_Handle):
         return "stopped" if self.stopped else "done"
 
     def evaluate(self):
-        out = ctypes.c_double()
-        check(_L.lt_trainer_evaluate(self.handle, ctypes.byref(out)), "lt_trainer_evaluate")
-        return out.value
+        """An EvalResult (loss, accuracy, n_records, n_tokens, seconds) over the eval records,
+        now: no gradient, no dropout, no effect on training."""
+        out = init_struct(_ffi.lt_eval_result)
+        st = _L.lt_trainer_evaluate_v2(self.handle, ctypes.byref(out))
+        self._guard.reraise()
+        check(st, "lt_trainer_evaluate")
+        return EvalResult(out)
+
+    def summary(self):
+        """A TrainSummary of where training stands (TRL's TrainOutput is made from it)."""
+        out = init_struct(_ffi.lt_train_summary)
+        check(_L.lt_trainer_get_summary(self.handle, ctypes.byref(out)), "lt_trainer_get_summary")
+        return TrainSummary(out)
 
     def save_checkpoint(self, path):
         check(_L.lt_trainer_save_checkpoint(self.handle, encode_str(os.fspath(path))), "lt_trainer_save_checkpoint")
 
     def load_checkpoint(self, path):
         check(_L.lt_trainer_load_checkpoint(self.handle, encode_str(os.fspath(path))), "lt_trainer_load_checkpoint")
+        self.finished = self.stopped = False
 
 
 # ---- export ----------------------------------------------------------------------------------

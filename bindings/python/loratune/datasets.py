@@ -1,9 +1,10 @@
 """datasets.py - `from datasets import load_dataset` for loratune notebooks: the real Hugging Face
 `datasets` when it is installed; otherwise a minimal Dataset (column access, iteration of dicts,
-len, map(batched=True), select, shuffle) and load_dataset("json", data_files=..., split=...)
+len, map(batched=True), select, shuffle, train_test_split) and load_dataset("json", data_files=..., split=...)
 over local JSON / JSONL files.
 """
 import json
+import math
 import os
 import random
 
@@ -115,6 +116,29 @@ except ImportError:
             rows = list(self._rows)
             random.Random(seed).shuffle(rows)
             return Dataset(rows)
+
+        def train_test_split(self, test_size=None, train_size=None, shuffle=True, seed=None):
+            """{"train", "test"} as datasets does it: test_size / train_size a fraction or a count
+            (test_size 0.25 when neither is given); shuffled with seed unless shuffle=False."""
+            n = len(self._rows)
+
+            def count(x):
+                return None if x is None else int(math.ceil(x * n)) if isinstance(x, float) else int(x)
+            n_test, n_train = count(test_size), count(train_size)
+            if isinstance(train_size, float):
+                n_train = int(math.floor(train_size * n))
+            if n_test is None:
+                n_test = n - n_train if n_train is not None else int(math.ceil(0.25 * n))
+            if n_train is None:
+                n_train = n - n_test
+            if n_test <= 0 or n_train <= 0 or n_test + n_train > n:
+                raise ValueError("train_test_split: test_size=%r, train_size=%r do not split %d rows into two "
+                                 "non-empty parts" % (test_size, train_size, n))
+            order = list(range(n))
+            if shuffle:
+                random.Random(seed).shuffle(order)
+            return DatasetDict(train=Dataset([self._rows[i] for i in order[n_test:n_test + n_train]]),
+                               test=Dataset([self._rows[i] for i in order[:n_test]]))
 
         def to_list(self):
             return [dict(r) for r in self._rows]

@@ -4,6 +4,7 @@ written for Unsloth changes its import lines, not its code. The modules loratune
 loratune.trl, loratune.transformers and loratune.datasets re-export these under the original
 module names.
 """
+import math
 import os
 import shutil
 import time
@@ -363,7 +364,7 @@ class FastLanguageModel:
         device = device or os.environ.get("LORATUNE_DEVICE") or "auto"
         model = core.Model(path, device=device, quant="nf4" if load_in_4bit else "none",
                            dtype=str(dtype) if dtype is not None else "auto", max_seq_len=max_seq_length,
-                           n_threads=n_threads)
+                           threads=n_threads)
         tokenizer = Tokenizer(tok_path, model_max_length=max_seq_length)
         return FastModel(model, tokenizer, path, max_seq_length), tokenizer
 
@@ -411,64 +412,251 @@ def is_bfloat16_supported():
     return False
 
 
-# ---- training --------------------------------------------------------------------------------
-class TrainingArguments:
-    """transformers.TrainingArguments' names and defaults for what loratune's trainer uses;
-    other arguments are accepted and kept as attributes."""
+# ---- training arguments ----------------------------------------------------------------------
+# Every argument of transformers.TrainingArguments and trl.SFTConfig is one of three kinds here;
+# none is ignored:
+#   - honoured: the named parameters of TrainingArguments / SFTConfig below, mapped onto
+#     loratune's trainer, dataset and progress output by SFTTrainer;
+#   - _NO_EFFECT: arguments that steer machinery loratune does not have (data loader workers,
+#     logging folders, hub names used only by push_to_hub, distributed backends' knobs ...):
+#     accepted at any value, they change nothing because there is nothing for them to change;
+#   - _DEFAULT_ONLY: behaviour loratune does not implement: accepted at transformers' / TRL's
+#     default, refused with UnsupportedError naming the argument at any other value.
+# A name that is none of these is not a transformers / TRL argument: TypeError, as there.
+_NO_EFFECT = frozenset("""
+    overwrite_output_dir do_train do_eval do_predict prediction_loss_only logging_dir run_name log_level
+    log_level_replica log_on_each_node logging_nan_inf_filter save_on_each_node save_only_model skip_memory_metrics
+    dataloader_num_workers dataloader_pin_memory dataloader_persistent_workers dataloader_prefetch_factor
+    remove_unused_columns label_names length_column_name hub_model_id hub_strategy hub_token hub_private_repo
+    hub_always_push push_to_hub_model_id push_to_hub_organization push_to_hub_token resume_from_checkpoint
+    include_tokens_per_second include_num_input_tokens_seen eval_accumulation_steps torch_empty_cache_steps
+    gradient_checkpointing_kwargs ddp_timeout local_rank past_index eval_do_concat_batches include_inputs_for_metrics
+    include_for_metrics batch_eval_metrics use_legacy_prediction_loop ray_scope mp_parameters tpu_metrics_debug
+    fp16_opt_level half_precision_backend fp16_backend dataset_batch_size packing_strategy padding_free
+    eval_use_gather_object average_tokens_across_devices""".split())
 
-    def __init__(self, output_dir="trainer_output", per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                 warmup_steps=0, warmup_ratio=0.0, max_steps=-1, num_train_epochs=3.0, learning_rate=5e-5,
-                 fp16=False, bf16=False, logging_steps=500, optim="adamw_torch", weight_decay=0.0,
+_UNSUPPORTED = "loratune does not implement it"
+_DEFAULT_ONLY = {
+    "eval_delay": (0, "evaluation starts with the first eval step"),
+    "eval_on_start": (False, _UNSUPPORTED),
+    "lr_scheduler_kwargs": ({}, "the schedulers (linear, cosine, constant) take no options"),
+    "optim_args": (None, "the optimizers take their settings from adam_beta1/adam_beta2/adam_epsilon"),
+    "optim_target_modules": (None, _UNSUPPORTED),
+    "adafactor": (False, "the optimizers are adamw_torch and adamw_8bit"),
+    "group_by_length": (False, "records are taken in the seeded shuffled order"),
+    "label_smoothing_factor": (0.0, _UNSUPPORTED),
+    "push_to_hub": (False, "save the adapter with save_pretrained and upload the folder with huggingface_hub"),
+    "bf16_full_eval": (False, "evaluation computes in the model's compute type"),
+    "fp16_full_eval": (False, "evaluation computes in the model's compute type"),
+    "tf32": (None, "the CUDA backend picks its matmul precision from the compute type"),
+    "jit_mode_eval": (False, _UNSUPPORTED),
+    "use_ipex": (False, _UNSUPPORTED),
+    "use_mps_device": (False, "the devices are cpu and cuda"),
+    "no_cuda": (False, "the device is chosen when the model is loaded: from_pretrained(..., device=\"cpu\")"),
+    "use_cpu": (False, "the device is chosen when the model is loaded: from_pretrained(..., device=\"cpu\")"),
+    "data_seed": (None, "seed sets the data order"),
+    "dataloader_drop_last": (False, "the last short window of an epoch is trained on"),
+    "debug": ("", _UNSUPPORTED),
+    "fsdp": ("", "data parallel training is loratune's own (lt_train_params.world_size)"),
+    "fsdp_config": (None, _UNSUPPORTED),
+    "fsdp_min_num_params": (0, _UNSUPPORTED),
+    "fsdp_transformer_layer_cls_to_wrap": (None, _UNSUPPORTED),
+    "deepspeed": (None, _UNSUPPORTED),
+    "accelerator_config": (None, _UNSUPPORTED),
+    "ddp_backend": (None, _UNSUPPORTED),
+    "ddp_find_unused_parameters": (None, _UNSUPPORTED),
+    "ddp_bucket_cap_mb": (None, _UNSUPPORTED),
+    "ddp_broadcast_buffers": (None, _UNSUPPORTED),
+    "tpu_num_cores": (None, _UNSUPPORTED),
+    "auto_find_batch_size": (False, "loratune.estimate_memory tells the memory a batch size needs"),
+    "torchdynamo": (None, _UNSUPPORTED),
+    "torch_compile": (False, "loratune's kernels are compiled already"),
+    "torch_compile_backend": (None, _UNSUPPORTED),
+    "torch_compile_mode": (None, _UNSUPPORTED),
+    "dispatch_batches": (None, _UNSUPPORTED),
+    "split_batches": (None, _UNSUPPORTED),
+    "neftune_noise_alpha": (None, "NEFTune noise on the embeddings is not implemented"),
+    "use_liger_kernel": (False, "loratune's kernels are its own"),
+    "restore_callback_states_from_checkpoint": (False, _UNSUPPORTED),
+    "save_safetensors": (True, "checkpoints and adapters are safetensors"),
+    "per_gpu_train_batch_size": (None, "use per_device_train_batch_size"),
+    "per_gpu_eval_batch_size": (None, "use per_device_eval_batch_size"),
+    "ignore_data_skip": (False, "a checkpoint resumes the data order where it stopped"),
+    # trl.SFTConfig
+    "completion_only_loss": (None, "the loss is on every token of the text; loratune.Dataset(loss_on=\"response\") "
+                             "trains on responses only"),
+    "assistant_only_loss": (False, "the loss is on every token of the text; loratune.Dataset(loss_on=\"response\") "
+                            "trains on responses only"),
+    "eval_packing": (None, "packing is not implemented"),
+    "dataset_kwargs": (None, _UNSUPPORTED),
+    "model_init_kwargs": (None, "the model is loaded by FastLanguageModel.from_pretrained"),
+    "pad_token": (None, "records are not padded (padding-free micro-batches)"),
+    "eos_token": (None, "the texts carry their own EOS (the notebook appends tokenizer.eos_token)"),
+    "pad_to_multiple_of": (None, "records are not padded (padding-free micro-batches)"),
+    "activation_offloading": (False, "offloading activations to host memory is not implemented"),
+    "use_liger": (False, "loratune's kernels are its own"),
+    "num_of_sequences": (1024, "packing is not implemented"),
+    "chars_per_token": (3.6, "packing is not implemented"),
+    "infinite": (False, "packing is not implemented"),
+}
+
+
+def _empty(v):
+    return v is None or (isinstance(v, (str, list, tuple, dict)) and len(v) == 0)
+
+
+def _is_default(value, default):
+    """value asks for nothing but the default: equal to it, or both empty (None, "", [], {})."""
+    try:
+        if value == default:
+            return True
+    except Exception:
+        return False
+    return _empty(value) and _empty(default)
+
+
+def _refuse(where, name, value, why):
+    raise _ffi.UnsupportedError(_ffi.LT_ERR_UNSUPPORTED, "%s=%r is not supported: %s" % (name, value, why), where)
+
+
+def _check_extra(where, kwargs):
+    """The arguments past the honoured ones: no-effect ones kept, default-only ones checked,
+    anything else a TypeError naming it."""
+    for name, value in kwargs.items():
+        if name in _NO_EFFECT:
+            continue
+        if name in _DEFAULT_ONLY:
+            default, why = _DEFAULT_ONLY[name]
+            if not _is_default(value, default):
+                _refuse(where, name, value, "%s; leave it at %r" % (why, default))
+            continue
+        raise TypeError("%s got an unexpected keyword argument %r (not a transformers TrainingArguments / "
+                        "trl SFTConfig argument)" % (where, name))
+
+
+def _choice(where, name, value, allowed, why=""):
+    v = getattr(value, "value", value)  # transformers' IntervalStrategy enums
+    v = "no" if v is None else str(v).lower()
+    if v not in allowed:
+        _refuse(where, name, value, "use %s%s" % (" or ".join(repr(a) for a in allowed), why))
+    return v
+
+
+def _report_to(where, value):
+    vals = [] if value is None else ([value] if isinstance(value, str) else list(value))
+    vals = [v for v in vals if v != "none"]
+    for v in vals:
+        if v != "csv":
+            _refuse(where, "report_to", value, "loratune reports to \"csv\" (log.csv and log.jsonl in output_dir) "
+                    "or \"none\"")
+    return "csv" if vals else "none"
+
+
+class TrainingArguments:
+    """transformers.TrainingArguments: the same names and defaults. Each argument is honoured
+    (the ones named here), has nothing to steer in loratune (_NO_EFFECT, kept as an attribute)
+    or is refused unless left at its default (_DEFAULT_ONLY): UnsupportedError names it."""
+
+    def __init__(self, output_dir="trainer_output", per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                 gradient_accumulation_steps=1, warmup_steps=0, warmup_ratio=0.0, max_steps=-1,
+                 num_train_epochs=3.0, learning_rate=5e-5, fp16=False, bf16=False, logging_steps=500,
+                 logging_strategy="steps", logging_first_step=False, optim="adamw_torch", weight_decay=0.0,
                  lr_scheduler_type="linear", seed=42, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-                 max_grad_norm=1.0, save_steps=500, save_strategy="steps", disable_tqdm=False, report_to=None,
+                 max_grad_norm=1.0, save_strategy="steps", save_steps=500, save_total_limit=None,
+                 eval_strategy="no", evaluation_strategy=None, eval_steps=None, load_best_model_at_end=False,
+                 metric_for_best_model=None, greater_is_better=None, disable_tqdm=False, report_to=None,
                  gradient_checkpointing=None, full_determinism=False, **kwargs):
+        where = type(self).__name__
+        _check_extra(where, kwargs)
+        self.__dict__.update(kwargs)
         self.output_dir = output_dir
         self.per_device_train_batch_size = per_device_train_batch_size
+        self.per_device_eval_batch_size = per_device_eval_batch_size
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.warmup_steps = warmup_steps
         self.warmup_ratio = warmup_ratio
         self.max_steps = max_steps
         self.num_train_epochs = num_train_epochs
         self.learning_rate = learning_rate
+        if fp16 and bf16:
+            _refuse(where, "fp16", fp16, "fp16=True and bf16=True ask for two compute types; pass one")
         self.fp16, self.bf16 = fp16, bf16
         self.logging_steps = logging_steps
+        self.logging_strategy = _choice(where, "logging_strategy", logging_strategy, ("steps", "no"),
+                                        " (logging by epoch is not implemented)")
+        self.logging_first_step = logging_first_step
         self.optim = optim
         self.weight_decay = weight_decay
-        self.lr_scheduler_type = lr_scheduler_type
+        self.lr_scheduler_type = getattr(lr_scheduler_type, "value", lr_scheduler_type)
         self.seed = seed
         self.adam_beta1, self.adam_beta2, self.adam_epsilon = adam_beta1, adam_beta2, adam_epsilon
         self.max_grad_norm = max_grad_norm
-        self.save_steps, self.save_strategy = save_steps, save_strategy
+        self.save_strategy = _choice(where, "save_strategy", save_strategy, ("steps", "no"),
+                                     " (saving by epoch or on the best eval is not implemented; load_best_model_at_end "
+                                     "keeps the best)")
+        self.save_steps = save_steps
+        self.save_total_limit = save_total_limit
+        if evaluation_strategy is not None:  # the older name
+            eval_strategy = evaluation_strategy
+        self.eval_strategy = _choice(where, "eval_strategy", eval_strategy, ("no", "steps"),
+                                     " (evaluating by epoch is not implemented)")
+        self.evaluation_strategy = self.eval_strategy
+        self.eval_steps = eval_steps
+        self.load_best_model_at_end = load_best_model_at_end
+        if metric_for_best_model not in (None, "loss", "eval_loss"):
+            _refuse(where, "metric_for_best_model", metric_for_best_model, "the best checkpoint is the one with the "
+                    "lowest eval loss; use \"eval_loss\"")
+        self.metric_for_best_model = metric_for_best_model
+        if greater_is_better:
+            _refuse(where, "greater_is_better", greater_is_better, "a lower eval loss is better")
+        self.greater_is_better = greater_is_better
         self.disable_tqdm = disable_tqdm
-        self.report_to = report_to
+        self.report_to = _report_to(where, report_to)
         self.gradient_checkpointing = gradient_checkpointing
         self.full_determinism = full_determinism
-        self.__dict__.update(kwargs)
 
     def __repr__(self):
-        return "TrainingArguments(%s)" % ", ".join("%s=%r" % kv for kv in self.__dict__.items())
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self.__dict__.items()))
 
 
 class SFTConfig(TrainingArguments):
-    """TRL's SFTConfig: TrainingArguments plus the dataset options."""
+    """trl.SFTConfig: TrainingArguments plus the dataset options. packing=True is refused (not
+    implemented; micro-batches are padding-free already); max_length is max_seq_length's newer
+    name (None: the model's max_seq_length)."""
 
-    def __init__(self, dataset_text_field="text", max_seq_length=None, packing=False, dataset_num_proc=None,
-                 **kwargs):
+    def __init__(self, dataset_text_field="text", max_seq_length=None, max_length=None, packing=False,
+                 dataset_num_proc=None, **kwargs):
         super().__init__(**kwargs)
+        if packing:
+            _refuse(type(self).__name__, "packing", packing, "packing is not implemented (micro-batches are "
+                    "padding-free: records are laid end to end without padding anyway); use packing=False")
+        if max_seq_length is not None and max_length is not None and max_seq_length != max_length:
+            raise _ffi.InvalidArgumentError(_ffi.LT_ERR_INVALID_ARGUMENT, "max_seq_length=%r and max_length=%r "
+                                            "disagree: pass one" % (max_seq_length, max_length), type(self).__name__)
         self.dataset_text_field = dataset_text_field
-        self.max_seq_length = max_seq_length
+        self.max_seq_length = self.max_length = max_seq_length if max_seq_length is not None else max_length
         self.packing = packing
         self.dataset_num_proc = dataset_num_proc
+
+
+class EarlyStoppingCallback:
+    """transformers.EarlyStoppingCallback: SFTTrainer(callbacks=[EarlyStoppingCallback(3)]) stops
+    training once `early_stopping_patience` evaluations in a row did not lower the best eval loss by
+    more than early_stopping_threshold (the library's early stopping)."""
+
+    def __init__(self, early_stopping_patience=1, early_stopping_threshold=0.0):
+        self.early_stopping_patience = early_stopping_patience
+        self.early_stopping_threshold = early_stopping_threshold
 
 
 TrainOutput = namedtuple("TrainOutput", ["global_step", "training_loss", "metrics"])
 
 
-def _columns(ds):
+def _columns(ds, what="train_dataset"):
     names = getattr(ds, "column_names", None)
     if isinstance(names, dict):  # a DatasetDict
-        raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "train_dataset is a DatasetDict; pass one split "
-                            "(dataset[\"train\"] or load_dataset(..., split=\"train\"))", "SFTTrainer")
+        raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "%s is a DatasetDict; pass one split "
+                            "(dataset[\"train\"] or load_dataset(..., split=\"train\"))" % what, "SFTTrainer")
     return list(names) if names is not None else None
 
 
@@ -478,17 +666,17 @@ def _iter_records(ds):
 
 
 def build_dataset(tokenizer, train_dataset, dataset_text_field=None, max_seq_length=2048, formatting_func=None,
-                  seed=3407, n_threads=0):
+                  seed=3407, n_threads=0, what="train_dataset"):
     """A loratune.Dataset from a datasets.Dataset (or anything with column access / iteration
     of dicts), a list of dicts, or a JSON / JSONL path. With dataset_text_field the texts go in
     as they are (the notebook appends EOS itself); without it, records go in as JSON and the
     library applies its prompt template and EOS."""
     tok = tokenizer._tok
     if isinstance(train_dataset, (str, os.PathLike)):
-        return core.Dataset(tok, path=train_dataset, max_seq_len=max_seq_length, seed=seed, n_threads=n_threads,
+        return core.Dataset(tok, path=train_dataset, max_seq_len=max_seq_length, seed=seed, threads=n_threads,
                             text_field=dataset_text_field)
     texts = None
-    cols = _columns(train_dataset)
+    cols = _columns(train_dataset, what)
     if formatting_func is not None:
         batch = {c: list(train_dataset[c]) for c in cols} if cols else None
         if batch is None:
@@ -501,7 +689,7 @@ def build_dataset(tokenizer, train_dataset, dataset_text_field=None, max_seq_len
         texts = list(train_dataset[dataset_text_field])
     if texts is not None:
         ds = core.Dataset(tok, format="text", max_seq_len=max_seq_length, add_eos=False, seed=seed,
-                          n_threads=n_threads, text_field=dataset_text_field)
+                          threads=n_threads, text_field=dataset_text_field)
         for t in texts:
             ds.add_text(t)
         return ds
@@ -510,15 +698,15 @@ def build_dataset(tokenizer, train_dataset, dataset_text_field=None, max_seq_len
     for first in recs:
         break
     if first is None:
-        raise LoratuneError(_ffi.LT_ERR_DATA, "train_dataset is empty", "SFTTrainer")
+        raise LoratuneError(_ffi.LT_ERR_DATA, "%s is empty" % what, "SFTTrainer")
     if dataset_text_field and dataset_text_field in first:
         ds = core.Dataset(tok, format="text", max_seq_len=max_seq_length, add_eos=False, seed=seed,
-                          n_threads=n_threads, text_field=dataset_text_field)
+                          threads=n_threads, text_field=dataset_text_field)
         ds.add_text(first[dataset_text_field])
         for r in recs:
             ds.add_text(r[dataset_text_field])
         return ds
-    ds = core.Dataset(tok, max_seq_len=max_seq_length, seed=seed, n_threads=n_threads)
+    ds = core.Dataset(tok, max_seq_len=max_seq_length, seed=seed, threads=n_threads)
     ds.add(first)
     for r in recs:
         ds.add(r)
@@ -570,115 +758,231 @@ class _Progress:
 
 
 class TrainerState:
+    """transformers' TrainerState: global_step, max_steps, log_history, best_metric,
+    best_model_checkpoint."""
+
     def __init__(self):
         self.global_step = 0
-        self.log_history = []
         self.max_steps = 0
+        self.epoch = 0.0
+        self.log_history = []
+        self.best_metric = None
+        self.best_model_checkpoint = None
+
+
+_SFT_LEGACY = ("neftune_noise_alpha", "dataset_kwargs", "dataset_batch_size", "infinite", "num_of_sequences",
+               "chars_per_token", "model_init_kwargs", "eval_packing")
+
+
+def _latest_checkpoint(output_dir):
+    best = None
+    if output_dir and os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith("checkpoint-") and name[11:].isdigit():
+                if best is None or int(name[11:]) > int(best[11:]):
+                    best = name
+    return os.path.join(output_dir, best) if best else None
 
 
 class SFTTrainer:
     """TRL's SFTTrainer over loratune's trainer. callbacks: callables called with each step's
-    loratune Metrics; a truthy return stops training."""
+    loratune Metrics (a truthy return stops training) and EarlyStoppingCallback; eval_dataset is
+    evaluated every eval_steps with eval_strategy="steps" and by evaluate(). Arguments of TRL's
+    that loratune cannot honour are refused by name (UnsupportedError), never ignored."""
 
-    def __init__(self, model=None, tokenizer=None, train_dataset=None, dataset_text_field=None, max_seq_length=None,
-                 dataset_num_proc=None, packing=None, args=None, formatting_func=None, callbacks=None,
-                 processing_class=None, eval_dataset=None, **kwargs):
+    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, tokenizer=None, model_init=None, compute_metrics=None, callbacks=None,
+                 optimizers=(None, None), preprocess_logits_for_metrics=None, peft_config=None, formatting_func=None,
+                 compute_loss_func=None, dataset_text_field=None, max_seq_length=None, dataset_num_proc=None,
+                 packing=None, **kwargs):
+        where = "SFTTrainer"
+        legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in _SFT_LEGACY}
+        if kwargs:
+            raise TypeError("SFTTrainer got an unexpected keyword argument %r" % next(iter(kwargs)))
+        _check_extra(where, legacy)
+        for name, value, why in (
+                ("data_collator", data_collator, "loratune batches the records itself (padding-free micro-batches, "
+                 "labels from the dataset)"),
+                ("model_init", model_init, "pass the model from FastLanguageModel.from_pretrained"),
+                ("compute_metrics", compute_metrics, "evaluation reports eval_loss and eval_mean_token_accuracy"),
+                ("preprocess_logits_for_metrics", preprocess_logits_for_metrics, "compute_metrics is not supported"),
+                ("peft_config", peft_config, "the LoRA adapter comes from FastLanguageModel.get_peft_model"),
+                ("compute_loss_func", compute_loss_func, "the loss is the causal LM cross-entropy")):
+            if value is not None:
+                _refuse(where, name, value, why)
+        if optimizers is not None and any(o is not None for o in optimizers):
+            _refuse(where, "optimizers", optimizers, "the optimizer is chosen with TrainingArguments(optim=...)")
+        if packing:
+            _refuse(where, "packing", packing, "packing is not implemented (micro-batches are padding-free: records "
+                    "are laid end to end without padding anyway); use packing=False")
         if model is None or not isinstance(model, FastModel):
             raise LoratuneError(_ffi.LT_ERR_INVALID_ARGUMENT, "SFTTrainer needs a model from "
-                                "FastLanguageModel.from_pretrained", "SFTTrainer")
+                                "FastLanguageModel.from_pretrained", where)
         if model.peft_config is None:
             raise LoratuneError(_ffi.LT_ERR_STATE, "the model has no LoRA adapter; call "
-                                "FastLanguageModel.get_peft_model first", "SFTTrainer")
+                                "FastLanguageModel.get_peft_model first", where)
         self.model = model
-        self.tokenizer = tokenizer or processing_class or model._tokenizer
+        self.tokenizer = self.processing_class = tokenizer or processing_class or model._tokenizer
         self.args = args if args is not None else TrainingArguments()
         a = self.args
-        text_field = dataset_text_field or getattr(a, "dataset_text_field", None)
+        self._check_precision(a)
+        self.text_field = dataset_text_field or getattr(a, "dataset_text_field", None)
         self.max_seq_length = max_seq_length or getattr(a, "max_seq_length", None) or model.max_seq_length
-        self.packing = packing if packing is not None else bool(getattr(a, "packing", False))
-        n_proc = dataset_num_proc or getattr(a, "dataset_num_proc", None) or 0
-        self.train_dataset = build_dataset(self.tokenizer, train_dataset, text_field, self.max_seq_length,
-                                           formatting_func, seed=a.seed, n_threads=n_proc)
-        self.callbacks = list(callbacks or [])
+        self.packing = False
+        self.n_threads = dataset_num_proc or getattr(a, "dataset_num_proc", None) or 0
+        self.formatting_func = formatting_func
+        self.callbacks, self._early = [], None
+        for cb in callbacks or []:
+            self.add_callback(cb)
+        if a.load_best_model_at_end and eval_dataset is None:
+            _refuse(where, "load_best_model_at_end", True, "it needs an eval_dataset")
+        if a.eval_strategy != "no" and eval_dataset is None:
+            _refuse(where, "eval_strategy", a.eval_strategy, "it needs an eval_dataset")
+        if a.report_to == "csv" and not a.output_dir:
+            _refuse(where, "report_to", "csv", "log.csv is written in output_dir; set output_dir")
+        self.train_dataset = build_dataset(self.tokenizer, train_dataset, self.text_field, self.max_seq_length,
+                                           formatting_func, seed=a.seed, n_threads=self.n_threads)
+        self.eval_dataset = self._eval_data(eval_dataset) if eval_dataset is not None else None
         self.state = TrainerState()
         self._trainer = None
 
-    def add_callback(self, fn):
-        self.callbacks.append(fn)
+    def _eval_data(self, eval_dataset):
+        if isinstance(eval_dataset, dict):
+            _refuse("SFTTrainer", "eval_dataset", "{%s}" % ", ".join(map(repr, eval_dataset)),
+                    "pass one eval dataset, not a dict of them")
+        return build_dataset(self.tokenizer, eval_dataset, self.text_field, self.max_seq_length,
+                             self.formatting_func, seed=self.args.seed, n_threads=self.n_threads,
+                             what="eval_dataset")
+
+    def _check_precision(self, a):
+        """fp16 / bf16 say which compute type training uses; in loratune the model chose it when it
+        was loaded (dtype=...). A contradiction is refused; where the CPU computes in fp32 it says so."""
+        dt = self.model.config.compute_dtype
+        names = {_ffi.LT_DTYPE_F32: "fp32", _ffi.LT_DTYPE_F16: "fp16", _ffi.LT_DTYPE_BF16: "bf16"}
+        have = names.get(dt, "fp32")
+        want = "fp16" if a.fp16 else "bf16" if a.bf16 else None
+        if want is None or want == have:
+            return
+        if self.model.config.device == _ffi.LT_DEVICE_CPU:
+            warnings.warn("%s=True: the CPU backend computes in fp32 (%s applies on CUDA)" % (want, want), stacklevel=3)
+            return
+        _refuse("SFTTrainer", want, True, "the model computes in %s (from_pretrained(dtype=...) chose it); load it "
+                "with dtype=%r or pass %s=False" % (have, "float16" if want == "fp16" else "bfloat16", want))
+
+    def add_callback(self, callback):
+        """A callable called with each step's Metrics, or an EarlyStoppingCallback."""
+        if type(callback).__name__ == "EarlyStoppingCallback" and hasattr(callback, "early_stopping_patience"):
+            self._early = callback
+        elif callable(callback) and not isinstance(callback, type):
+            self.callbacks.append(callback)
+        else:
+            _refuse("SFTTrainer", "callbacks", callback, "loratune's callbacks are callables f(metrics) -> stop? "
+                    "and EarlyStoppingCallback; transformers' TrainerCallback classes are not supported")
 
     def _make_trainer(self):
         a = self.args
         warmup_steps, warmup_ratio = int(a.warmup_steps or 0), float(a.warmup_ratio or 0.0)
         if warmup_steps <= 0 and warmup_ratio > 0:
-            warmup_steps = -1
-        save_every = int(a.save_steps) if a.save_strategy == "steps" and a.save_steps else 0
+            warmup_steps = -1  # lt_train_params: warmup_ratio applies when warmup_steps < 0
+        logging = a.logging_strategy == "steps" and a.logging_steps
+        # a float below 1 is a fraction of the training steps in transformers; loratune counts steps
+        for name in ("logging_steps", "save_steps", "eval_steps"):
+            v = getattr(a, name)
+            if isinstance(v, float) and 0 < v < 1:
+                _refuse("SFTTrainer", name, v, "give a number of steps (a fraction of the run is not supported)")
+        eval_every = -1
+        if self.eval_dataset is not None and a.eval_strategy == "steps":
+            eval_every = int(a.eval_steps or a.logging_steps or 0) or -1
+        early = self._early
         return core.Trainer(
             self.model.lt, self.train_dataset, batch_size=a.per_device_train_batch_size,
-            grad_accum=a.gradient_accumulation_steps, max_steps=a.max_steps if a.max_steps else -1,
+            grad_accum=a.gradient_accumulation_steps, max_steps=a.max_steps if a.max_steps and a.max_steps > 0 else 0,
             epochs=a.num_train_epochs, lr=a.learning_rate, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio,
-            scheduler=a.lr_scheduler_type, optimizer=a.optim, weight_decay=a.weight_decay,
+            scheduler=a.lr_scheduler_type, optim=a.optim, weight_decay=a.weight_decay,
             adam_beta1=a.adam_beta1, adam_beta2=a.adam_beta2, adam_eps=a.adam_epsilon,
-            max_grad_norm=a.max_grad_norm, seed=a.seed, packing=self.packing,
-            gradient_checkpointing=self.model.gradient_checkpointing, deterministic=a.full_determinism,
-            log_every=a.logging_steps, save_every=save_every, output_dir=a.output_dir,
-            on_step=self.callbacks or None)
+            max_grad_norm=a.max_grad_norm, seed=a.seed,
+            gradient_checkpointing=bool(a.gradient_checkpointing) or self.model.gradient_checkpointing,
+            deterministic=a.full_determinism, log_every=int(a.logging_steps) if logging else 0,
+            save_every=int(a.save_steps) if a.save_strategy == "steps" and a.save_steps else 0,
+            save_total_limit=a.save_total_limit or 0, output_dir=a.output_dir,
+            eval_data=self.eval_dataset, eval_every=eval_every, eval_batch_size=a.per_device_eval_batch_size,
+            early_stopping_patience=early.early_stopping_patience if early else None,
+            early_stopping_threshold=early.early_stopping_threshold if early else None,
+            load_best_at_end=bool(a.load_best_model_at_end), on_step=self.callbacks or None)
 
-    def train(self, resume_from_checkpoint=None):
-        """Runs the training; logs every logging_steps; returns TrainOutput(global_step,
-        training_loss, metrics)."""
+    def _log(self, bar, logs):
+        self.state.log_history.append(dict(logs, step=self.state.global_step))
+        bar.write(str(logs))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """Runs the training; logs every logging_steps (and each evaluation); returns
+        TrainOutput(global_step, training_loss, metrics) as TRL does. resume_from_checkpoint: a
+        checkpoint folder, or True for the latest in output_dir. Ctrl-C raises
+        loratune.TrainingInterrupted (a KeyboardInterrupt) naming the checkpoint it wrote."""
+        if kwargs:
+            raise TypeError("train() got an unexpected keyword argument %r" % next(iter(kwargs)))
         if self._trainer is not None:
             self._trainer.close()
         tr = self._trainer = self._make_trainer()
+        a = self.args
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = _latest_checkpoint(a.output_dir)
+            if resume_from_checkpoint is None:
+                raise LoratuneError(_ffi.LT_ERR_NOT_FOUND, "resume_from_checkpoint=True: no checkpoint-N folder in "
+                                    "output_dir %r" % a.output_dir, "train")
         if resume_from_checkpoint:
             tr.load_checkpoint(resume_from_checkpoint)
-        a = self.args
-        every = max(int(a.logging_steps or 1), 1)
-        losses, steps = [], []
+        every = int(a.logging_steps or 0) if a.logging_strategy == "steps" else 0
+        since = []
         t0 = time.perf_counter()
         bar = _Progress(a.max_steps if a.max_steps and a.max_steps > 0 else None, a.disable_tqdm)
         try:
-            while True:
-                m = tr.step()
-                if m is None:
-                    break
+            for m in tr:
                 bar.set_total(m.max_steps)
                 self.state.max_steps = m.max_steps
-                losses.append(m.loss)
-                steps.append(m.step)
                 self.state.global_step = m.step
+                self.state.epoch = m.epoch
+                since.append(m.loss)
                 bar.update(m)
-                if m.step % every == 0 or m.step == m.max_steps:
-                    logs = {"loss": round(m.loss, 4), "grad_norm": round(m.grad_norm, 4), "learning_rate": m.lr,
-                            "epoch": round(m.epoch, 4)}
-                    self.state.log_history.append(dict(logs, step=m.step))
-                    bar.write(str(logs))
-                if m.stopped:
-                    break
+                if every and (m.step % every == 0 or m.step == m.max_steps or (a.logging_first_step and m.step == 1)):
+                    self._log(bar, {"loss": round(sum(since) / len(since), 4), "grad_norm": round(m.grad_norm, 4),
+                                    "learning_rate": m.lr, "epoch": round(m.epoch, 4)})
+                    since = []
+                if not math.isnan(m.eval_loss):
+                    self._log(bar, {"eval_loss": round(m.eval_loss, 4),
+                                    "eval_mean_token_accuracy": round(m.eval_accuracy, 4), "epoch": round(m.epoch, 4)})
+                    self.state.best_metric = m.best_eval_loss
+                    best = os.path.join(a.output_dir, "checkpoint-%d" % m.best_eval_step) if a.output_dir else None
+                    self.state.best_model_checkpoint = best if best and os.path.isdir(best) else None
         finally:
             bar.close()
         runtime = time.perf_counter() - t0
-        n = len(losses)
-        train_loss = sum(losses) / n if n else 0.0
-        samples = n * a.per_device_train_batch_size * a.gradient_accumulation_steps
+        sm = tr.summary()
+        samples = sm.steps_run * a.per_device_train_batch_size * a.gradient_accumulation_steps
         metrics = {"train_runtime": round(runtime, 4),
                    "train_samples_per_second": round(samples / runtime, 3) if runtime > 0 else 0.0,
-                   "train_steps_per_second": round(n / runtime, 3) if runtime > 0 else 0.0,
-                   "total_flos": 0.0, "train_loss": train_loss,
-                   "epoch": self.state.log_history[-1]["epoch"] if self.state.log_history else 0.0}
-        self.state.log_history.append(dict(metrics, step=self.state.global_step))
-        if n and _in_notebook():
-            self._plot(steps, losses)
-        return TrainOutput(self.state.global_step, train_loss, metrics)
+                   "train_steps_per_second": round(sm.steps_run / runtime, 3) if runtime > 0 else 0.0,
+                   "total_flos": 0.0, "train_loss": sm.mean_loss, "epoch": round(self.state.epoch, 4)}
+        self.state.global_step = sm.steps
+        self.state.log_history.append(dict(metrics, step=sm.steps))
+        if sm.steps_run and _in_notebook():
+            self._plot(self.state.log_history)
+        return TrainOutput(sm.steps, sm.mean_loss, metrics)
 
-    def _plot(self, steps, losses):
+    def _plot(self, history):
         try:
             import matplotlib.pyplot as plt
         except ImportError:
             return
+        rows = [h for h in history if "loss" in h]
+        evals = [h for h in history if "eval_loss" in h]
         fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot(steps, losses)
+        ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], label="training loss")
+        if evals:
+            ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="eval loss")
+            ax.legend()
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         try:
             from IPython.display import display
@@ -686,9 +990,30 @@ class SFTTrainer:
         finally:
             plt.close(fig)
 
-    def evaluate(self):
-        return {"eval_loss": self._trainer.evaluate()} if self._trainer else {}
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """{"eval_loss", "eval_mean_token_accuracy", "eval_runtime", "eval_samples_per_second",
+        "eval_steps_per_second", "epoch"} over eval_dataset (this call's, else the trainer's):
+        a forward pass without gradient or dropout that leaves training as it was."""
+        if ignore_keys:
+            _refuse("evaluate", "ignore_keys", ignore_keys, "evaluation returns no model outputs to ignore")
+        data = self._eval_data(eval_dataset) if eval_dataset is not None else self.eval_dataset
+        if data is None:
+            raise LoratuneError(_ffi.LT_ERR_STATE, "evaluate() needs eval records: SFTTrainer(eval_dataset=...) or "
+                                "evaluate(eval_dataset=...)", "evaluate")
+        if data is self.eval_dataset and self._trainer is not None and not self._trainer.closed:
+            r = self._trainer.evaluate()
+        else:
+            with core.Trainer(self.model.lt, self.train_dataset, eval_data=data, max_steps=1, eval_every=-1,
+                              eval_batch_size=self.args.per_device_eval_batch_size) as tmp:
+                r = tmp.evaluate()
+        bs = max(int(self.args.per_device_eval_batch_size or 1), 1)
+        p = metric_key_prefix + "_"
+        out = {p + "loss": r.loss, p + "mean_token_accuracy": r.accuracy, p + "runtime": round(r.seconds, 4),
+               p + "samples_per_second": round(r.n_records / r.seconds, 3) if r.seconds > 0 else 0.0,
+               p + "steps_per_second": round(math.ceil(r.n_records / bs) / r.seconds, 3) if r.seconds > 0 else 0.0,
+               "epoch": round(self.state.epoch, 4)}
+        self.state.log_history.append(dict(out, step=self.state.global_step))
+        return out
 
     def save_model(self, output_dir=None):
         self.model.save_pretrained(output_dir or self.args.output_dir)
-

@@ -1,4 +1,4 @@
 """transformers.py - `from loratune.transformers import TrainingArguments, TextStreamer`."""
-from .hf import TextStreamer, TrainingArguments  # noqa: F401
+from .hf import EarlyStoppingCallback, TextStreamer, TrainingArguments  # noqa: F401
 
-__all__ = ["TrainingArguments", "TextStreamer"]
+__all__ = ["TrainingArguments", "TextStreamer", "EarlyStoppingCallback"]
