@@ -8,8 +8,9 @@
 #include "model/model.h"
 #include "io/gguf.h"
 
-/* What a tensor is in the Qwen2/Llama layout. */
-enum { LT_XT_EMBED, LT_XT_HEAD, LT_XT_FINAL_NORM, LT_XT_LN1, LT_XT_LN2, LT_XT_PROJ, LT_XT_BIAS };
+/* What a tensor is in the decoder layout (LT_XT_NORM: the family's other norm weights - Gemma's
+ * post-norms, q/k norms - read from the checkpoint as they are). */
+enum { LT_XT_EMBED, LT_XT_HEAD, LT_XT_FINAL_NORM, LT_XT_LN1, LT_XT_LN2, LT_XT_PROJ, LT_XT_BIAS, LT_XT_NORM };
 
 typedef struct lt_export_tensor {
     char hf[128];          /* "model.layers.3.self_attn.q_proj.weight" */

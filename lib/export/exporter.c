@@ -64,7 +64,7 @@ static lt_export_tensor *lt_plan_push(lt_exporter *ex, int kind, int layer, int 
 
 lt_status lt_export_plan(lt_exporter *ex) {
     const lt_config *c = &ex->model->cfg;
-    size_t cap = 3 + (size_t)c->num_layers * 12;
+    size_t cap = 3 + (size_t)c->num_layers * 16;
     ex->t = lt_calloc(cap, sizeof *ex->t, "the export plan");
     if (!ex->t) return LT_ERR_OUT_OF_MEMORY;
     int64_t V = c->vocab_size, C = c->hidden_size;
@@ -78,21 +78,41 @@ lt_status lt_export_plan(lt_exporter *ex) {
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
             int64_t in, out;
             lt_proj_dims(c, p, &in, &out);
+            if (!lt_proj_name(c, p)) continue; /* held by a fused module */
             char suffix[64];
             t = lt_plan_push(ex, LT_XT_PROJ, l, p, 2, out, in);
-            snprintf(suffix, sizeof suffix, "%s.%s.weight", lt_proj_parent[p], lt_proj_names[p]);
+            snprintf(suffix, sizeof suffix, "%s.%s.weight", lt_proj_parent[p], lt_proj_name(c, p));
             lt_layer_tensor_name(t->hf, sizeof t->hf, l, suffix);
-            snprintf(t->gguf, sizeof t->gguf, "blk.%d.%s.weight", l, lt_gguf_proj[p]);
+            snprintf(t->gguf, sizeof t->gguf, "blk.%d.%s.weight", l,
+                     c->fused_qkv && p == LT_PROJ_Q ? "attn_qkv" : lt_gguf_proj[p]);
             if (c->attention_bias && p <= LT_PROJ_V) {
                 t = lt_plan_push(ex, LT_XT_BIAS, l, p, 1, out, 1);
-                snprintf(suffix, sizeof suffix, "%s.%s.bias", lt_proj_parent[p], lt_proj_names[p]);
+                snprintf(suffix, sizeof suffix, "%s.%s.bias", lt_proj_parent[p], lt_proj_name(c, p));
                 lt_layer_tensor_name(t->hf, sizeof t->hf, l, suffix);
                 snprintf(t->gguf, sizeof t->gguf, "blk.%d.%s.bias", l, lt_gguf_proj[p]);
             }
         }
+        if (c->qk_norm) {
+            int64_t HD = c->head_dim;
+            t = lt_plan_push(ex, LT_XT_NORM, l, 0, 1, HD, 1);
+            lt_layer_tensor_name(t->hf, sizeof t->hf, l, "self_attn.q_norm.weight");
+            snprintf(t->gguf, sizeof t->gguf, "blk.%d.attn_q_norm.weight", l);
+            t = lt_plan_push(ex, LT_XT_NORM, l, 1, 1, HD, 1);
+            lt_layer_tensor_name(t->hf, sizeof t->hf, l, "self_attn.k_norm.weight");
+            snprintf(t->gguf, sizeof t->gguf, "blk.%d.attn_k_norm.weight", l);
+        }
         t = lt_plan_push(ex, LT_XT_LN2, l, 0, 1, C, 1);
-        lt_layer_tensor_name(t->hf, sizeof t->hf, l, "post_attention_layernorm.weight");
+        lt_layer_tensor_name(t->hf, sizeof t->hf, l,
+                             c->sandwich_norm ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight");
         snprintf(t->gguf, sizeof t->gguf, "blk.%d.ffn_norm.weight", l);
+        if (c->sandwich_norm) {
+            t = lt_plan_push(ex, LT_XT_NORM, l, 2, 1, C, 1);
+            lt_layer_tensor_name(t->hf, sizeof t->hf, l, "post_attention_layernorm.weight");
+            snprintf(t->gguf, sizeof t->gguf, "blk.%d.post_attention_norm.weight", l);
+            t = lt_plan_push(ex, LT_XT_NORM, l, 3, 1, C, 1);
+            lt_layer_tensor_name(t->hf, sizeof t->hf, l, "post_feedforward_layernorm.weight");
+            snprintf(t->gguf, sizeof t->gguf, "blk.%d.post_ffw_norm.weight", l);
+        }
     }
     t = lt_plan_push(ex, LT_XT_FINAL_NORM, -1, 0, 1, C, 1);
     strcpy(t->hf, "model.norm.weight");
@@ -131,9 +151,9 @@ lt_status lt_export_fetch_lora(lt_exporter *ex) {
             size_t k = (size_t)l * LT_PROJ_COUNT + p;
             if (!ex->lora_A[k]) continue;
             char name[128];
-            snprintf(name, sizeof name, "layer %d %s.lora_A", l, lt_proj_names[p]);
+            snprintf(name, sizeof name, "layer %d %s.lora_A", l, lt_proj_name(&m->cfg, p));
             LT_TRY(lt_export_check_finite(name, ex->lora_A[k], t->r * t->in));
-            snprintf(name, sizeof name, "layer %d %s.lora_B", l, lt_proj_names[p]);
+            snprintf(name, sizeof name, "layer %d %s.lora_B", l, lt_proj_name(&m->cfg, p));
             LT_TRY(lt_export_check_finite(name, ex->lora_B[k], t->out * t->r));
         }
     return LT_OK;
@@ -241,7 +261,16 @@ static lt_status lt_export_base_f32(lt_exporter *ex, const lt_export_tensor *t, 
         return be->ops.weight_read(be, w, out);
     }
     if (st_float) return lt_export_st_f32(st, out, ex->n_threads);
-    /* not in the checkpoint as floats (a bnb-4bit file): what the backend holds */
+    /* not in the checkpoint as floats (a bnb-4bit file): what the backend holds; its norm
+     * weights are stored as the forward applies them, 1 + w with norm_one_plus */
+    if (m->cfg.norm_one_plus && (t->kind == LT_XT_FINAL_NORM || t->kind == LT_XT_LN1 || t->kind == LT_XT_LN2)) {
+        const float *src = t->kind == LT_XT_FINAL_NORM ? m->final_norm
+                           : t->kind == LT_XT_LN1      ? m->layers[t->layer].ln1
+                                                       : m->layers[t->layer].ln2;
+        LT_TRY(be->ops.download(be, out, src, (size_t)t->numel * 4));
+        for (int64_t i = 0; i < t->numel; i++) out[i] -= 1.0f;
+        return LT_OK;
+    }
     switch (t->kind) {
     case LT_XT_PROJ: return be->ops.weight_read(be, m->layers[t->layer].proj[t->proj], out);
     case LT_XT_EMBED: return be->ops.weight_read(be, m->embed, out);
@@ -250,6 +279,7 @@ static lt_status lt_export_base_f32(lt_exporter *ex, const lt_export_tensor *t, 
     case LT_XT_LN1: return be->ops.download(be, out, m->layers[t->layer].ln1, (size_t)t->numel * 4);
     case LT_XT_LN2: return be->ops.download(be, out, m->layers[t->layer].ln2, (size_t)t->numel * 4);
     case LT_XT_BIAS: return be->ops.download(be, out, m->layers[t->layer].bias[t->proj], (size_t)t->numel * 4);
+    case LT_XT_NORM: return lt_error(LT_ERR_NOT_FOUND, "export: %s is not in the checkpoint as floats", t->hf);
     }
     return lt_error(LT_ERR_INTERNAL, "export: tensor kind %d of %s", t->kind, t->hf);
 }
@@ -314,7 +344,7 @@ void lt_exporter_free(lt_exporter *ex) {
 static int lt_has_original(const lt_model *m) {
     if (!m->st || m->cfg.bnb_4bit) return 0;
     char name[160];
-    snprintf(name, sizeof name, "model.layers.0.%s.%s.weight", lt_proj_parent[0], lt_proj_names[0]);
+    snprintf(name, sizeof name, "model.layers.0.%s.%s.weight", lt_proj_parent[0], lt_proj_name(&m->cfg, 0));
     const lt_st_tensor *t = lt_st_find(m->st, name);
     return t && lt_st_to_lt_dtype(t->dtype) > 0;
 }

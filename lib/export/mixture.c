@@ -36,7 +36,7 @@ static int lt_fits(int type, int64_t ne0) { return ne0 % lt_ggml_block_size(type
 int lt_gguf_tensor_type(const lt_gguf_ftype *ft, const lt_export_tensor *t, int n_layer, int has_output) {
     /* Norms, biases and vectors stay F32 in every file type. */
     if (t->ndim < 2 || t->kind == LT_XT_BIAS || t->kind == LT_XT_LN1 || t->kind == LT_XT_LN2 ||
-        t->kind == LT_XT_FINAL_NORM)
+        t->kind == LT_XT_FINAL_NORM || t->kind == LT_XT_NORM)
         return LT_GGML_F32;
     const int64_t ne0 = t->shape[1]; /* HF [out, in] -> ne = [in, out] */
     if (!ft->llama_quantize) {
