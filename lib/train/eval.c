@@ -141,6 +141,22 @@ static lt_status eval_history_add(lt_trainer *tr, int64_t step, double loss) {
     return LT_OK;
 }
 
+int lt_eval_track(lt_trainer *tr, int64_t step, double loss) {
+    /* improvement as transformers' EarlyStoppingCallback: lower than the best by more than the
+     * threshold; the first evaluation is the first best */
+    if (isnan(tr->best_eval_loss) || loss < tr->best_eval_loss - tr->p.early_stopping_threshold) {
+        tr->best_eval_loss = loss;
+        tr->best_eval_step = step;
+        tr->evals_no_better = 0;
+        return 1;
+    }
+    tr->evals_no_better++;
+    if (tr->p.early_stopping_patience > 0 && tr->evals_no_better >= tr->p.early_stopping_patience &&
+        step < tr->max_steps)
+        tr->early_stopped = 1;
+    return 0;
+}
+
 static int eval_due(const lt_trainer *tr) {
     if (tr->n_eval == 0 || tr->p.eval_every < 0) return 0;
     if (tr->step >= tr->max_steps) return 1;
@@ -158,24 +174,11 @@ lt_status lt_eval_after_step(lt_trainer *tr, lt_metrics *mt) {
         mt->eval_loss = r.loss;
         mt->eval_accuracy = r.accuracy;
         LT_TRY(eval_history_add(tr, tr->step, r.loss));
-        /* improvement as transformers' EarlyStoppingCallback: better than the best by more than
-         * the threshold; the first evaluation is the first best */
-        int better = isnan(tr->best_eval_loss) || r.loss < tr->best_eval_loss - tr->p.early_stopping_threshold;
-        if (better) {
-            tr->best_eval_loss = r.loss;
-            tr->best_eval_step = tr->step;
-            tr->evals_no_better = 0;
-            if (tr->best_w) LT_TRY(keep_best_weights(tr));
-        } else {
-            tr->evals_no_better++;
-            if (tr->p.early_stopping_patience > 0 && tr->evals_no_better >= tr->p.early_stopping_patience &&
-                tr->step < tr->max_steps) {
-                tr->early_stopped = 1;
-                LT_LOGI("early stopping after step %lld: the eval loss has not improved on %.4f (step %lld) for %d "
-                        "evaluations", (long long)tr->step, tr->best_eval_loss, (long long)tr->best_eval_step,
-                        tr->evals_no_better);
-            }
-        }
+        if (lt_eval_track(tr, tr->step, r.loss) && tr->best_w) LT_TRY(keep_best_weights(tr));
+        if (tr->early_stopped)
+            LT_LOGI("early stopping after step %lld: the eval loss has not improved on %.4f (step %lld) for %d "
+                    "evaluations", (long long)tr->step, tr->best_eval_loss, (long long)tr->best_eval_step,
+                    tr->evals_no_better);
     }
     mt->best_eval_loss = tr->best_eval_loss;
     mt->best_eval_step = tr->best_eval_step;

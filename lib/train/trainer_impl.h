@@ -114,6 +114,9 @@ lt_status lt_eval_init(lt_trainer *tr);
 /* After step tr->step: evaluates when due, tracks the best, decides early stopping and keeps the
  * best weights; fills mt's eval fields (NaN when no evaluation ran). */
 lt_status lt_eval_after_step(lt_trainer *tr, lt_metrics *mt);
+/* Books an eval loss of `step`: 1 when it is the new best; sets early_stopped when patience
+ * evaluations in a row were not better (eval.c). */
+int lt_eval_track(lt_trainer *tr, int64_t step, double loss);
 /* On LT_DONE: puts the best evaluation's weights back (load_best_at_end), once. */
 lt_status lt_eval_finish(lt_trainer *tr);
 void lt_eval_free(lt_trainer *tr);
