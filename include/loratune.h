@@ -67,7 +67,7 @@ typedef enum lt_status {
     LT_ERR_VERSION = -11,         /* a library / struct size / file version mismatch */
     LT_ERR_BUFFER_TOO_SMALL = -12,/* the caller's buffer is too small; the needed size was written */
     LT_ERR_UTF8 = -13,            /* invalid UTF-8 (the message gives the byte offset) */
-    LT_ERR_NCCL = -14,            /* a NCCL failure */
+    LT_ERR_NCCL = -14,            /* a NCCL failure, or a data-parallel rank that died, hung or aborted */
     LT_ERR_NO_DEVICE = -15,       /* CUDA was asked for and no usable GPU is there */
     LT_ERR_NONFINITE = -16,       /* a loss, gradient norm or value to be saved is NaN or infinite
                                    * (the message names the step or tensor, the value and the last
@@ -125,6 +125,7 @@ typedef struct lt_dataset lt_dataset;     /* tokenized training records */
 typedef struct lt_trainer lt_trainer;     /* optimizer, schedule, data cursor, step loop */
 typedef struct lt_exporter lt_exporter;   /* PEFT / merged / GGUF writer */
 typedef struct lt_token_stream lt_token_stream; /* incremental, UTF-8 safe decoding */
+typedef struct lt_comm lt_comm;           /* a data-parallel group (threads or processes over TCP) */
 
 /* ---- model ------------------------------------------------------------------------------- */
 typedef struct lt_model_params {
@@ -401,8 +402,9 @@ typedef struct lt_train_params {
     const char *output_dir;       /* checkpoints, log.jsonl, loss.svg; NULL = none */
     lt_step_fn on_step;
     void *user_data;
-    /* data parallel (NCCL): rank in [0, world_size); nccl_id from lt_nccl_get_unique_id on
-     * rank 0, passed to every rank. world_size <= 1 trains on one device. */
+    /* data parallel: rank in [0, world_size) (see comm below); nccl_id (CUDA) from
+     * lt_nccl_get_unique_id on rank 0, passed to every rank (set with world_size 1 it still
+     * trains through NCCL). world_size <= 1 trains on one device. */
     int32_t rank, world_size;
     const uint8_t *nccl_id;
     double fp16_initial_loss_scale; /* default 65536 (fp16 compute only) */
@@ -438,6 +440,19 @@ typedef struct lt_train_params {
                                    * weights become those of the best evaluation, so the adapter
                                    * saved next is the best one. Not on LT_STOPPED (an interrupt).
                                    * Default 0; 1 needs eval records */
+    /* ---- data parallel (world_size > 1) ----
+     * Every rank builds the whole window of world_size x grad_accum micro-batches from the one
+     * seeded permutation and runs its share of the passes; the LoRA gradients and losses are
+     * summed over the ranks after the window, then every rank takes the same optimizer step. The
+     * records, dropout masks and loss normalisation of a step do not depend on world_size:
+     * world_size W with grad_accum A trains as world size 1 with grad_accum W x A (to floating-
+     * point summation order), and a checkpoint resumes on any world size. Only rank 0 writes
+     * output_dir (log.jsonl, loss.svg, checkpoints). CPU backend: set comm. CUDA: NCCL, with
+     * nccl_id, or comm to share rank 0's id. A rank that fails aborts the group; one that dies or
+     * hangs makes the others fail after dist_timeout_s, with LT_ERR_NCCL naming it. */
+    lt_comm *comm;                /* the group (lt_comm_new), or NULL; must outlive the trainer */
+    double dist_timeout_s;        /* a collective of the trainer waiting longer fails on every rank;
+                                   * default 30 */
 } lt_train_params;
 LT_API void lt_train_params_init(lt_train_params *params);
 /* Parses a lt_scheduler / lt_optimizer name ("cosine", "adamw_8bit", "adamw_torch" ...). */
@@ -497,7 +512,9 @@ typedef struct lt_train_summary {
 } lt_train_summary;
 /* Where training stands; for the end-of-run report (CLI summary, TRL's TrainOutput). */
 LT_API lt_status lt_trainer_get_summary(const lt_trainer *tr, lt_train_summary *out);
-/* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Atomic. */
+/* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Atomic. Data parallel:
+ * every rank holds the same state; rank 0 writes it (other ranks return LT_OK, writing nothing)
+ * and every rank loads it, on any world size. */
 LT_API lt_status lt_trainer_save_checkpoint(lt_trainer *tr, const char *dir);
 LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir);
 LT_API void lt_trainer_free(lt_trainer *tr);
@@ -505,6 +522,36 @@ LT_API void lt_trainer_free(lt_trainer *tr);
 /* NCCL unique id for data parallel training (128 bytes). */
 #define LT_NCCL_ID_BYTES 128
 LT_API lt_status lt_nccl_get_unique_id(uint8_t id[LT_NCCL_ID_BYTES]);
+
+/* ---- data-parallel groups ----
+ * An lt_comm is a group of world_size ranks as this process takes part in it: with master_addr
+ * NULL, an in-process group whose ranks are threads of this process (one trainer each, the CPU
+ * backend; they share the one lt_comm and pass their own rank); with master_addr set, this
+ * process is rank `rank` and reaches the others over TCP: rank 0 listens on
+ * master_addr:master_port (torchrun's MASTER_ADDR / MASTER_PORT), the others connect. Over TCP
+ * it carries the CPU backend's collectives, and on CUDA shares rank 0's NCCL id. Collectives
+ * wait at most timeout_s for the other ranks: one that dies, hangs or aborts makes every other
+ * rank fail with LT_ERR_NCCL and a message naming it and the operation. */
+typedef struct lt_comm_params {
+    uint32_t struct_size;
+    int32_t world_size;           /* ranks in the group; default 1 */
+    int32_t rank;                 /* TCP: this process's rank in [0, world_size); default 0 */
+    const char *master_addr;      /* rank 0's host name or address; NULL (default): in-process */
+    int32_t master_port;          /* default 29500 */
+    double timeout_s;             /* rendezvous, lt_comm_broadcast and lt_comm_barrier; default 30 */
+} lt_comm_params;
+LT_API void lt_comm_params_init(lt_comm_params *params);
+/* TCP: returns once every rank has joined (or fails after timeout_s). */
+LT_API lt_status lt_comm_new(const lt_comm_params *params, lt_comm **out);
+/* The group's size, and this process's rank (-1 for an in-process group); either may be NULL. */
+LT_API lt_status lt_comm_get_info(const lt_comm *comm, int32_t *world_size, int32_t *rank);
+/* Copies rank 0's buf[bytes] into every rank's buf (e.g. an NCCL id). rank: the caller's. */
+LT_API lt_status lt_comm_broadcast(lt_comm *comm, int32_t rank, void *buf, size_t bytes);
+LT_API lt_status lt_comm_barrier(lt_comm *comm, int32_t rank);
+/* Makes every rank's current and later collectives fail with "rank R aborted: reason". */
+LT_API void lt_comm_abort(lt_comm *comm, int32_t rank, const char *reason);
+/* Free the trainers using it first. NULL-safe. */
+LT_API void lt_comm_free(lt_comm *comm);
 
 /* ---- generation -------------------------------------------------------------------------- */
 /* Receives each new piece of text (complete UTF-8) and the token that completed it.

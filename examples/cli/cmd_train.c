@@ -7,6 +7,7 @@
  * checkpoint to resume from. */
 #include "cli.h"
 #include "options.h"
+#include "launch.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -30,6 +31,13 @@ static void usage(void) {
           "Fine-tunes a LoRA adapter on a frozen (4-bit on CUDA) base. Defaults are the notebook's recipe.\n",
           stdout);
     cli_opts_help(stdout, CLI_CMD_TRAIN);
+    fputs("\ndata parallel (one process per GPU; --grad-accum is per GPU: the step sees GPUs x grad-accum micro-batches)\n"
+          "  --gpus N|LIST        on this host: N GPUs (0..N-1) or those listed (0,2,3); with --device cpu, N CPU\n"
+          "                       processes. Sets NCCL_NVLS_ENABLE=0 unless set. Across hosts, start one process per\n"
+          "                       GPU with torchrun / srun instead: WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR,\n"
+          "                       MASTER_PORT (or SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID) are read.\n"
+          "                       LORATUNE_DIST_TIMEOUT=S: a rank that dies or hangs stops the others after S s (30)\n",
+          stdout);
 }
 
 /* ---- progress ---- */
@@ -194,6 +202,10 @@ char *lt_fs_first_missing(const char *path);
 
 int lt_cmd_train(int argc, char **argv) {
     const char *cmd = "train";
+    { /* --gpus N|LIST: this process launches one rank process per device (launch.c) */
+        const char *gpus = cli_take_gpus_flag(&argc, argv);
+        if (gpus) return cli_launch(cmd, gpus, argc, argv);
+    }
     /* --overwrite is taken out before the options are parsed */
     bool overwrite = false;
     int full_argc = argc;
@@ -225,6 +237,8 @@ int lt_cmd_train(int argc, char **argv) {
     lt_dataset *ds = NULL, *eval_ds = NULL;
     lt_model *model = NULL;
     lt_trainer *tr = NULL;
+    lt_comm *comm = NULL;
+    cli_dist dist = {.world = 1};
     lt_status st;
 #define USAGE(...) do { rc = cli_usage_error(cmd, __VA_ARGS__); goto done; } while (0)
 #define FAIL(st_, what) do { rc = cli_fail(cmd, (st_), (what)); goto done; } while (0)
@@ -248,8 +262,34 @@ int lt_cmd_train(int argc, char **argv) {
     lt_lora_params lp = o.lp;
     lt_train_params tp = o.tp;
     tp.output_dir = o.output;
+    { /* a rank of a data-parallel run (--gpus, torchrun, srun): join the others first */
+        int drc = cli_dist_from_env(cmd, &dist);
+        if (drc >= 0) { rc = drc; goto done; }
+    }
     rc = 1;
     cli_enable_logging(LT_LOG_WARN);
+    if (dist.world > 1) {
+        mp.device_index = dist.device_index;
+        tp.world_size = dist.world;
+        tp.rank = dist.rank;
+        tp.dist_timeout_s = dist.timeout_s;
+        if (dist.rank != 0) { /* rank 0 reports and writes; the others only say why they fail (stderr) */
+            free(created);
+            created = NULL;
+            if (!freopen("/dev/null", "w", stdout)) { /* keep stdout as it is */ }
+        }
+        lt_comm_params cp;
+        lt_comm_params_init(&cp);
+        cp.world_size = dist.world;
+        cp.rank = dist.rank;
+        cp.master_addr = dist.addr;
+        cp.master_port = dist.port;
+        cp.timeout_s = dist.timeout_s;
+        if ((st = lt_comm_new(&cp, &comm)) != LT_OK) FAIL(st, "joining the data-parallel run");
+        tp.comm = comm;
+        printf("data parallel: %d ranks (rendezvous %s:%d), this is rank %d; generation before/after training is "
+               "skipped\n", dist.world, dist.addr, dist.port, dist.rank);
+    }
 
     /* tokenizer, data, model, adapter */
     const char *tok_dir = o.tokenizer ? o.tokenizer : o.model;
@@ -287,7 +327,7 @@ int lt_cmd_train(int argc, char **argv) {
                "device %s\n", o.model, info.architecture, info.num_layers, info.hidden_size, info.n_params / 1e6,
                info.n_lora_params / 1e6, info.device == LT_DEVICE_CUDA ? "cuda" : "cpu");
 
-    progress prog = {cli_is_tty(stderr), tp.log_every, 0, 0, 0, -1};
+    progress prog = {dist.rank == 0 && cli_is_tty(stderr), tp.log_every, 0, 0, 0, -1};
     tp.on_step = on_step;
     tp.user_data = &prog;
     if ((st = lt_trainer_new(model, ds, &tp, &tr)) != LT_OK) FAIL(st, "setting up training");
@@ -298,7 +338,7 @@ int lt_cmd_train(int argc, char **argv) {
     /* from here Ctrl-C / SIGTERM stop after (or abandon) the current step and save a checkpoint */
     cli_stop_install();
     cli_stop_set_trainer(tr);
-    if (train_generation_hook("before", model, tok, &o) != 0) goto done;
+    if (dist.world <= 1 && train_generation_hook("before", model, tok, &o) != 0) goto done;
     printf("training: batch %d x accumulation %d, lr %g (%s, warmup %d), %s, weight decay %g, clip %g, LoRA r %d "
            "alpha %g dropout %g, seed %llu\n", tp.batch_size, tp.grad_accum, tp.lr, cli_opts_enum_name("scheduler", tp.scheduler),
            tp.warmup_steps, cli_opts_enum_name("optim", tp.optimizer), tp.weight_decay, tp.max_grad_norm, lp.r, lp.alpha, lp.dropout, (unsigned long long)tp.seed);
@@ -333,8 +373,8 @@ int lt_cmd_train(int argc, char **argv) {
         fflush(stdout);
         goto done;
     }
-    if (train_generation_hook("after", model, tok, &o) != 0) goto done;
-    if ((st = lt_model_save_adapter(model, o.output, 1)) != LT_OK) FAIL(st, "saving the adapter");
+    if (dist.world <= 1 && train_generation_hook("after", model, tok, &o) != 0) goto done;
+    if (dist.rank == 0 && (st = lt_model_save_adapter(model, o.output, 1)) != LT_OK) FAIL(st, "saving the adapter");
     print_summary(tr);
     printf("  adapter:     %s/adapter_config.json, %s/adapter_model.safetensors (PEFT)\n", o.output, o.output);
     printf("  loss log:    %s/log.jsonl, %s/log.csv   chart: %s/loss.svg\n", o.output, o.output, o.output);
@@ -374,6 +414,7 @@ done:
     (void)full_argc;
     (void)full_argv;
     lt_trainer_free(tr);
+    lt_comm_free(comm);
     lt_model_free(model);
     lt_dataset_free(ds);
     lt_dataset_free(eval_ds);

@@ -31,6 +31,8 @@ LT_API void lt_train_params_init(lt_train_params *p) {
     p->save_every = 0;
     p->rank = 0;
     p->world_size = 1;
+    p->comm = NULL;
+    p->dist_timeout_s = 30.0;
     p->fp16_initial_loss_scale = 65536.0;
     p->fuse_micro_batches = 1;
 }
