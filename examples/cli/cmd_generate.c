@@ -2,6 +2,9 @@
  * LoRA adapter, for a raw prompt or an instruction rendered through a prompt template. */
 #include "cli.h"
 #include "infer/infer.h"
+
+/* internal (lib/core/core.h) */
+lt_status lt_read_file(const char *path, char **data, size_t *len);
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -86,7 +89,7 @@ int lt_cmd_generate(int argc, char **argv) {
     int rc = 1;
     lt_model *model = NULL;
     lt_tokenizer *tok = NULL;
-    char *text = NULL;
+    char *text = NULL, *tmpl_file = NULL;
     int32_t *ids = NULL, *out = NULL;
     lt_status st = lt_tokenizer_load(tok_dir ? tok_dir : model_dir, &tok);
     if (st != LT_OK) { rc = cli_fail(cmd, st, "loading the tokenizer"); goto done; }
@@ -101,6 +104,18 @@ int lt_cmd_generate(int argc, char **argv) {
         text = malloc(a + b + 2);
         if (text) { memcpy(text, instr, a); text[a] = b ? '\n' : 0; memcpy(text + a + (b ? 1 : 0), input, b + 1); }
     } else {
+        /* --template FILE: a file holding the template text (as `export --template FILE`) */
+        if (!lt_template_builtin(tmpl) && !strchr(tmpl, '{')) {
+            char *ftext = NULL;
+            size_t flen = 0;
+            if (lt_read_file(tmpl, &ftext, &flen) != LT_OK) {
+                rc = cli_usage_error(cmd, "--template '%s' is neither a built-in (alpaca-zh, alpaca, chatml, none), a "
+                                     "template text with {instruction}, nor a readable file", tmpl);
+                goto done;
+            }
+            tmpl_file = ftext;
+            tmpl = ftext;
+        }
         st = lt_template_render(tmpl, instr, input, "", NULL, 0, &tlen);
         if (st != LT_OK && st != LT_ERR_BUFFER_TOO_SMALL) { rc = cli_fail(cmd, st, "rendering the template"); goto done; }
         text = malloc(tlen + 1);
@@ -145,6 +160,7 @@ int lt_cmd_generate(int argc, char **argv) {
             tm.fast_decode ? ", CUDA decode kernels" : "");
     rc = 0;
 done:
+    free(tmpl_file);
     free(text);
     free(ids);
     free(out);
