@@ -257,7 +257,8 @@ static lt_status detect_format(lt_dataset *ds, json_t *obj) {
             k += (size_t)w;
         }
         return lt_error(LT_ERR_DATA, "the record has none of the known fields ('%s'/'%s' for Alpaca, '%s', 'messages', "
-                        "'conversations', 'input_ids'); it has %s. Map the field names or set the format",
+                        "'conversations', 'input_ids'); it has %s. Map the field names (instruction_field, input_field, "
+                        "output_field, text_field: --instruction-field ... in the CLI) or set the format",
                         ds->p.instruction_field, ds->p.output_field, ds->p.text_field, k ? keys : "no fields");
     }
     return LT_OK;
