@@ -4,6 +4,7 @@
  * (lt_cuda_device_count, lt_cuda_device_info) and lt_nccl_get_unique_id. */
 #include "cuda_common.h"
 #include "decode.h"
+#include "family.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +536,11 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->graph_free = op_graph_free;
     o->graph_epoch = op_graph_epoch;
     o->copy2d = LT_PROF(3, op_copy2d); /* counted with copy */
+    o->rope_freq_fwd = LT_PROF(15, lt_cuda_rope_freq_fwd); /* family.cu; counted with rope */
+    o->rope_freq_bwd = LT_PROF(16, lt_cuda_rope_freq_bwd);
+    o->glu_fwd = LT_PROF(19, lt_cuda_glu_fwd);             /* counted with swiglu */
+    o->glu_bwd = LT_PROF(20, lt_cuda_glu_bwd);
+    o->scale_act = lt_cuda_scale_act;
     o->decoder_create = op_decoder_create;
     o->decoder_step = op_decoder_step;
     o->decoder_free = op_decoder_free;
