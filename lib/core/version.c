@@ -26,6 +26,7 @@ size_t lt_struct_size(const char *name) {
         {"lt_export_params", sizeof(lt_export_params)},
         {"lt_eval_result", sizeof(lt_eval_result)},
         {"lt_train_summary", sizeof(lt_train_summary)},
+        {"lt_comm_params", sizeof(lt_comm_params)},
     };
     if (!name) return 0;
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)

@@ -283,6 +283,8 @@ class lt_train_params(ctypes.Structure):
         ("early_stopping_threshold", ctypes.c_double),
         ("save_total_limit", ctypes.c_int32),
         ("load_best_at_end", ctypes.c_int32),
+        ("comm", ctypes.c_void_p),
+        ("dist_timeout_s", ctypes.c_double),
     ]
 
 
@@ -314,6 +316,17 @@ class lt_train_summary(ctypes.Structure):
         ("n_evals", ctypes.c_int32),
         ("early_stopped", ctypes.c_int32),
         ("best_loaded", ctypes.c_int32),
+    ]
+
+
+class lt_comm_params(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("world_size", ctypes.c_int32),
+        ("rank", ctypes.c_int32),
+        ("master_addr", ctypes.c_char_p),
+        ("master_port", ctypes.c_int32),
+        ("timeout_s", ctypes.c_double),
     ]
 
 
@@ -370,6 +383,7 @@ STRUCTS = {
     "lt_train_params": lt_train_params,
     "lt_eval_result": lt_eval_result,
     "lt_train_summary": lt_train_summary,
+    "lt_comm_params": lt_comm_params,
     "lt_generate_params": lt_generate_params,
     "lt_export_params": lt_export_params,
 }
@@ -452,6 +466,13 @@ PROTOTYPES = [
     ("lt_trainer_load_checkpoint", _st, [_p, _s]),
     ("lt_trainer_free", None, [_p]),
     ("lt_nccl_get_unique_id", _st, [_P(ctypes.c_uint8)]),
+    ("lt_comm_params_init", None, [_P(lt_comm_params)]),
+    ("lt_comm_new", _st, [_P(lt_comm_params), _P(_p)]),
+    ("lt_comm_get_info", _st, [_p, c_int32_p, c_int32_p]),
+    ("lt_comm_broadcast", _st, [_p, _i32, _p, _sz]),
+    ("lt_comm_barrier", _st, [_p, _i32]),
+    ("lt_comm_abort", None, [_p, _i32, _s]),
+    ("lt_comm_free", None, [_p]),
     ("lt_generate_params_init", None, [_P(lt_generate_params)]),
     ("lt_generate", _st, [_p, c_int32_p, _sz, _P(lt_generate_params), c_int32_p, _sz, _szp]),
     ("lt_model_release_buffers", _st, [_p]),

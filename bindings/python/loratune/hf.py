@@ -252,7 +252,10 @@ class FastModel:
                  do_sample=False, temperature=1.0, top_k=None, top_p=1.0, min_p=None, repetition_penalty=1.0,
                  eos_token_id=None, seed=3407, stop_strings=None, **kwargs):
         """Like transformers' generate: returns prompt + new ids per row (a tensor when the
-        input was one). Greedy unless do_sample; stops at the tokenizer's stop ids."""
+        input was one). Greedy unless do_sample; stops at the tokenizer's stop ids. Other
+        generation arguments change nothing here (_GEN_NO_EFFECT) or are refused unless left at
+        their default (_GEN_DEFAULT_ONLY)."""
+        _check_extra("generate", kwargs, _GEN_NO_EFFECT, _GEN_DEFAULT_ONLY, "a transformers generate argument")
         rows, was_tensor = _rows(input_ids)
         masks, _ = _rows(attention_mask)
         if not rows:
@@ -348,6 +351,66 @@ class FastModel:
             self.name_or_path, c.num_layers, c.hidden_size, c.device, self.peft_config is not None)
 
 
+# Unsloth's from_pretrained / get_peft_model and transformers' generate: arguments with nothing to
+# steer in loratune, and arguments whose non-default values ask for what it does not do.
+_UNSUPPORTED = "loratune does not implement it"
+_LOAD_NO_EFFECT = frozenset(("fix_tokenizer", "trust_remote_code", "use_exact_model_name", "gpu_memory_utilization",
+                             "disable_log_stats", "random_state", "max_lora_rank", "attn_implementation",
+                             "low_cpu_mem_usage", "cache_dir", "local_files_only"))
+_LOAD_DEFAULT_ONLY = {
+    "load_in_8bit": (False, "the base is NF4 (load_in_4bit=True) or 16-bit (load_in_4bit=False)"),
+    "full_finetuning": (False, "loratune trains LoRA adapters"),
+    "rope_scaling": (None, "the model's config.json rope_scaling is used as it is"),
+    "resize_model_vocab": (None, "the vocabulary is the checkpoint's"),
+    "fast_inference": (False, "generation is loratune's own (no vLLM)"),
+    "float8_kv_cache": (False, "the KV cache is in the compute type"),
+    "qat_scheme": (None, "quantization-aware training is not implemented"),
+    "quantization_config": (None, "use load_in_4bit"),
+}
+_PEFT_NO_EFFECT = frozenset(("temporary_location", "task_type", "inference_mode"))
+_PEFT_DEFAULT_ONLY = {
+    "layers_to_transform": (None, "LoRA goes on every layer"),
+    "layers_pattern": (None, "LoRA goes on every layer"),
+    "modules_to_save": (None, "only the LoRA matrices are trained and saved"),
+    "init_lora_weights": (True, "the initialisation is PEFT's default (Kaiming A, zero B)"),
+    "use_dora": (False, "DoRA is not implemented"),
+    "qat_scheme": (None, "quantization-aware training is not implemented"),
+    "lora_bias": (False, "loratune trains LoRA matrices only"),
+    "rank_pattern": ({}, "one rank for every module"),
+    "alpha_pattern": ({}, "one alpha for every module"),
+    "fan_in_fan_out": (False, "the projections are nn.Linear's layout"),
+}
+_GEN_NO_EFFECT = frozenset(("use_cache", "pad_token_id", "bos_token_id", "early_stopping", "length_penalty",
+                            "synced_gpus", "tokenizer", "output_attentions", "output_hidden_states"))
+_GEN_DEFAULT_ONLY = {
+    "num_beams": (1, "generation is greedy or sampled, without beam search"),
+    "num_return_sequences": (1, "one sequence per prompt"),
+    "num_beam_groups": (1, "no beam search"),
+    "output_scores": (False, "generate returns ids"),
+    "output_logits": (False, "generate returns ids; model.lt.logits(ids) gives logits"),
+    "return_dict_in_generate": (False, "generate returns ids"),
+    "no_repeat_ngram_size": (0, _UNSUPPORTED),
+    "encoder_no_repeat_ngram_size": (0, _UNSUPPORTED),
+    "typical_p": (1.0, _UNSUPPORTED),
+    "epsilon_cutoff": (0.0, _UNSUPPORTED),
+    "eta_cutoff": (0.0, _UNSUPPORTED),
+    "diversity_penalty": (0.0, _UNSUPPORTED),
+    "bad_words_ids": (None, _UNSUPPORTED),
+    "force_words_ids": (None, _UNSUPPORTED),
+    "min_new_tokens": (None, _UNSUPPORTED),
+    "min_length": (0, _UNSUPPORTED),
+    "logits_processor": (None, _UNSUPPORTED),
+    "stopping_criteria": (None, "use eos_token_id or stop_strings"),
+    "prefix_allowed_tokens_fn": (None, _UNSUPPORTED),
+    "suppress_tokens": (None, _UNSUPPORTED),
+    "begin_suppress_tokens": (None, _UNSUPPORTED),
+    "forced_bos_token_id": (None, _UNSUPPORTED),
+    "forced_eos_token_id": (None, _UNSUPPORTED),
+    "guidance_scale": (None, _UNSUPPORTED),
+    "assistant_model": (None, _UNSUPPORTED),
+    "generation_config": (None, "pass the settings as arguments"),
+}
+
 _TARGET_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -356,9 +419,19 @@ class FastLanguageModel:
 
     @staticmethod
     def from_pretrained(model_name, max_seq_length=2048, dtype=None, load_in_4bit=True, token=None,
-                        device=None, tokenizer_name=None, revision=None, n_threads=0, **kwargs):
+                        device=None, tokenizer_name=None, revision=None, n_threads=0, device_map=None,
+                        use_gradient_checkpointing=None, **kwargs):
         """(model, tokenizer) from a local folder or a Hub id (fetched with huggingface_hub).
-        device: "auto" (default; $LORATUNE_DEVICE overrides), "cpu", "cuda", "cuda:N"."""
+        device: "auto" (default; $LORATUNE_DEVICE overrides), "cpu", "cuda", "cuda:N"; a
+        device_map of one of these names the same. Unsloth's other arguments: _LOAD_NO_EFFECT ones
+        change nothing here, _LOAD_DEFAULT_ONLY ones are refused unless left at their default."""
+        _check_extra("from_pretrained", kwargs, _LOAD_NO_EFFECT, _LOAD_DEFAULT_ONLY,
+                     "an Unsloth FastLanguageModel.from_pretrained argument")
+        if isinstance(device_map, dict):
+            _refuse("from_pretrained", "device_map", device_map, "the whole model goes on one device; pass "
+                    "device=\"cpu\" or \"cuda:N\"")
+        if device is None and isinstance(device_map, str) and device_map.split(":")[0] in ("cpu", "cuda"):
+            device = device_map
         path = _resolve_model_dir(model_name, token, revision)
         tok_path = _resolve_model_dir(tokenizer_name, token, revision) if tokenizer_name else path
         device = device or os.environ.get("LORATUNE_DEVICE") or "auto"
@@ -366,22 +439,27 @@ class FastLanguageModel:
                            dtype=str(dtype) if dtype is not None else "auto", max_seq_len=max_seq_length,
                            threads=n_threads)
         tokenizer = Tokenizer(tok_path, model_max_length=max_seq_length)
-        return FastModel(model, tokenizer, path, max_seq_length), tokenizer
+        fm = FastModel(model, tokenizer, path, max_seq_length)
+        if use_gradient_checkpointing is not None:
+            fm.gradient_checkpointing = bool(use_gradient_checkpointing)
+        return fm, tokenizer
 
     @staticmethod
     def get_peft_model(model, r=16, target_modules=None, lora_alpha=16, lora_dropout=0.0, bias="none",
                        use_gradient_checkpointing=True, random_state=3407, use_rslora=False, loftq_config=None,
                        max_seq_length=None, **kwargs):
-        """Attaches a fresh LoRA adapter (PEFT's initialisation) and returns the model."""
+        """Attaches a fresh LoRA adapter (PEFT's initialisation) and returns the model. Unsloth's
+        and PEFT's other arguments are refused unless left at their defaults (_PEFT_DEFAULT_ONLY)."""
+        _check_extra("get_peft_model", kwargs, _PEFT_NO_EFFECT, _PEFT_DEFAULT_ONLY,
+                     "an Unsloth get_peft_model / PEFT LoraConfig argument")
         if bias not in (None, "none"):
-            raise LoratuneError(_ffi.LT_ERR_UNSUPPORTED, "bias=%r: loratune trains LoRA matrices only; use "
-                                "bias=\"none\"" % bias, "get_peft_model")
+            _refuse("get_peft_model", "bias", bias, "loratune trains LoRA matrices only; use bias=\"none\"")
         if loftq_config:
-            raise LoratuneError(_ffi.LT_ERR_UNSUPPORTED, "LoftQ initialisation is not supported; pass "
-                                "loftq_config=None", "get_peft_model")
+            _refuse("get_peft_model", "loftq_config", loftq_config, "LoftQ initialisation is not implemented; "
+                    "pass loftq_config=None")
         targets = list(target_modules) if target_modules else list(_TARGET_NAMES)
-        model.lt.add_lora(r=r, alpha=lora_alpha, dropout=lora_dropout, targets=targets, use_rslora=use_rslora,
-                          seed=random_state)
+        model.lt.add_lora(lora_r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, targets=targets,
+                          use_rslora=use_rslora, seed=random_state)
         model.peft_config = PeftConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                        target_modules=targets, bias="none", use_rslora=use_rslora,
                                        random_state=random_state)
@@ -435,7 +513,6 @@ _NO_EFFECT = frozenset("""
     fp16_opt_level half_precision_backend fp16_backend dataset_batch_size packing_strategy padding_free
     eval_use_gather_object average_tokens_across_devices""".split())
 
-_UNSUPPORTED = "loratune does not implement it"
 _DEFAULT_ONLY = {
     "eval_delay": (0, "evaluation starts with the first eval step"),
     "eval_on_start": (False, _UNSUPPORTED),
@@ -519,19 +596,19 @@ def _refuse(where, name, value, why):
     raise _ffi.UnsupportedError(_ffi.LT_ERR_UNSUPPORTED, "%s=%r is not supported: %s" % (name, value, why), where)
 
 
-def _check_extra(where, kwargs):
+def _check_extra(where, kwargs, no_effect=_NO_EFFECT, default_only=_DEFAULT_ONLY,
+                 kind="a transformers TrainingArguments / trl SFTConfig argument"):
     """The arguments past the honoured ones: no-effect ones kept, default-only ones checked,
     anything else a TypeError naming it."""
     for name, value in kwargs.items():
-        if name in _NO_EFFECT:
+        if name in no_effect:
             continue
-        if name in _DEFAULT_ONLY:
-            default, why = _DEFAULT_ONLY[name]
+        if name in default_only:
+            default, why = default_only[name]
             if not _is_default(value, default):
                 _refuse(where, name, value, "%s; leave it at %r" % (why, default))
             continue
-        raise TypeError("%s got an unexpected keyword argument %r (not a transformers TrainingArguments / "
-                        "trl SFTConfig argument)" % (where, name))
+        raise TypeError("%s got an unexpected keyword argument %r (not %s)" % (where, name, kind))
 
 
 def _choice(where, name, value, allowed, why=""):
@@ -954,6 +1031,9 @@ class SFTTrainer:
                     self.state.best_metric = m.best_eval_loss
                     best = os.path.join(a.output_dir, "checkpoint-%d" % m.best_eval_step) if a.output_dir else None
                     self.state.best_model_checkpoint = best if best and os.path.isdir(best) else None
+        except core.TrainingInterrupted as e:
+            self.state.global_step = e.step  # the step the interrupt ended is kept (and checkpointed)
+            raise
         finally:
             bar.close()
         runtime = time.perf_counter() - t0

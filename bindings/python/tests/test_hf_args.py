@@ -148,6 +148,31 @@ class TestRefused(unittest.TestCase):
         self.refused(lambda: tr.evaluate(), "eval_dataset", lt.LoratuneError)
         self.refused(lambda: tr.evaluate(eval_dataset=self.data, ignore_keys=["logits"]), "ignore_keys")
 
+    def test_model_loading_lora_and_generation_arguments(self):
+        from loratune import FastLanguageModel
+        load = lambda **kw: FastLanguageModel.from_pretrained(tiny_model(), max_seq_length=64, device="cpu", **kw)  # noqa: E731
+        for name, value in (("load_in_8bit", True), ("full_finetuning", True), ("fast_inference", True),
+                            ("rope_scaling", {"type": "linear", "factor": 2.0}), ("device_map", {"": 0})):
+            with self.subTest(name=name):
+                self.refused(lambda: load(**{name: value}), name)
+        self.refused(lambda: load(max_seq_lenght=64), "max_seq_lenght", TypeError)
+        m, _ = load(trust_remote_code=False, fix_tokenizer=True, device_map="sequential", load_in_8bit=False)
+        peft = lambda **kw: FastLanguageModel.get_peft_model(m, r=4, **kw)  # noqa: E731
+        for name, value in (("use_dora", True), ("modules_to_save", ["lm_head"]), ("layers_to_transform", [0]),
+                            ("init_lora_weights", "gaussian"), ("bias", "all"), ("loftq_config", {"loftq_bits": 4})):
+            with self.subTest(name=name):
+                self.refused(lambda: peft(**{name: value}), name)
+        self.refused(lambda: peft(lora_alpah=8), "lora_alpah", TypeError)
+        peft(temporary_location="x", max_seq_length=64)
+        ids = self.tok(["你好"], return_tensors=None)["input_ids"]
+        gen = lambda **kw: m.generate(input_ids=ids, max_new_tokens=2, **kw)  # noqa: E731
+        for name, value in (("num_beams", 4), ("num_return_sequences", 2), ("output_scores", True),
+                            ("no_repeat_ngram_size", 3), ("logits_processor", [object()]), ("min_new_tokens", 2)):
+            with self.subTest(name=name):
+                self.refused(lambda: gen(**{name: value}), name)
+        self.refused(lambda: gen(max_new_tokns=2), "max_new_tokns", TypeError)
+        self.assertEqual(len(gen(use_cache=True, num_beams=1, pad_token_id=0)[0]), len(ids[0]) + 2)
+
     def test_precision_contradiction(self):
         # on the CPU the model computes in fp32: fp16 / bf16 say so in a warning, not silently
         with warnings.catch_warnings(record=True) as w:

@@ -7,6 +7,8 @@ that a C field cannot hold, or that the library refuses, raise an error naming t
 
 Run with the rest of the suite (tests/bindings/run_python.sh, ctest -R bindings_python).
 """
+import contextlib
+import io
 import math
 import os
 import signal
@@ -183,6 +185,45 @@ class TestCtrlC(Base):
         tr = self.trainer(output_dir=None)
         tr.step()
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+
+
+class TestNotebookLayer(Base):
+    def test_sft_trainer_train(self):
+        from loratune import FastLanguageModel, SFTTrainer, TrainingArguments
+        model, tok = FastLanguageModel.from_pretrained(self.dir, max_seq_length=64, device="cpu")
+        FastLanguageModel.get_peft_model(model, r=4, lora_alpha=8)
+        rows = [{"text": "问题 %d 的回答<|im_end|>" % i} for i in range(64)]
+        tr = SFTTrainer(model=model, tokenizer=tok, train_dataset=rows, dataset_text_field="text",
+                        args=TrainingArguments(per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                                               max_steps=MAX_STEPS, logging_steps=1, output_dir=self.out,
+                                               disable_tqdm=True))
+        timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        self.addCleanup(timer.cancel)
+        with self.assertRaises(lt.TrainingInterrupted) as cm, contextlib.redirect_stdout(io.StringIO()):
+            tr.train()
+        e = cm.exception
+        self.assertGreaterEqual(e.step, 1)
+        self.assertLess(e.step, MAX_STEPS)
+        self.assertEqual(tr.state.global_step, e.step)
+        self.assertTrue(os.path.isdir(e.checkpoint))
+        with contextlib.redirect_stdout(io.StringIO()):  # resumes from the checkpoint the interrupt wrote
+            tr.args.max_steps = e.step + 1
+            self.assertEqual(tr.train(resume_from_checkpoint=True).global_step, e.step + 1)
+
+
+class TestNonFinite(Base):
+    def test_nonfinite_loss_raises_nonfinite_error(self):
+        tr = lt.Trainer(self.model, self.ds, batch_size=2, grad_accum=1, max_steps=20, warmup_steps=0, lr=1e30,
+                        optim="adamw_torch", max_grad_norm=0, save_every=1, output_dir=self.out)
+        with self.assertRaises(lt.NonFiniteError) as cm:
+            tr.run()
+        e = cm.exception
+        self.assertIsInstance(e, FloatingPointError)
+        self.assertEqual(e.status, _ffi.LT_ERR_NONFINITE)
+        step = tr.last_metrics.step
+        self.assertIn("step %d" % (step + 1), str(e))
+        self.assertIn(os.path.join(self.out, "checkpoint-%d" % step), str(e))
 
 
 class TestCallbackErrors(Base):
