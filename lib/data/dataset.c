@@ -94,11 +94,13 @@ LT_API lt_status lt_dataset_new(const lt_tokenizer *tok, const lt_dataset_params
     pthread_mutex_init(&ds->mu, NULL);
     ds->tok = tok;
     lt_status st;
-    if ((st = own(&ds->own_template_name, p.template_name, "alpaca-zh", &p.template_name)) < 0 ||
-        (st = own(&ds->own_ins, p.instruction_field, "instruction", &p.instruction_field)) < 0 ||
-        (st = own(&ds->own_inp, p.input_field, "input", &p.input_field)) < 0 ||
-        (st = own(&ds->own_out, p.output_field, "output", &p.output_field)) < 0 ||
-        (st = own(&ds->own_text, p.text_field, "text", &p.text_field)) < 0)
+    lt_dataset_params dflt; /* NULL or "" names take the defaults */
+    lt_dataset_params_init(&dflt);
+    if ((st = own(&ds->own_template_name, p.template_name, dflt.template_name, &p.template_name)) < 0 ||
+        (st = own(&ds->own_ins, p.instruction_field, dflt.instruction_field, &p.instruction_field)) < 0 ||
+        (st = own(&ds->own_inp, p.input_field, dflt.input_field, &p.input_field)) < 0 ||
+        (st = own(&ds->own_out, p.output_field, dflt.output_field, &p.output_field)) < 0 ||
+        (st = own(&ds->own_text, p.text_field, dflt.text_field, &p.text_field)) < 0)
         goto fail;
     if (p.template_text && *p.template_text) {
         if ((st = own(&ds->own_template_text, p.template_text, "", &p.template_text)) < 0) goto fail;
