@@ -8,14 +8,23 @@
  * tokens/s over the card's dense bf16 peak from a table by device name) and the peak device
  * memory. A fresh model is loaded per shape so that each peak is that shape's own. With --data
  * it also runs the notebook's recipe (batch 2, grad_accum 8, max_seq_len 2048, 8-bit AdamW) on
- * that Alpaca file. The table goes to stdout last; --json writes the same rows. */
+ * that Alpaca file. The table goes to stdout last; --json writes the same rows.
+ *
+ * --gpus N|LIST: data-parallel scaling. The one-GPU benchmark runs first (a child process),
+ * then one rank process per GPU (launch.c) runs the same shapes with the batch of each shape on
+ * every GPU (the step's window is GPUs x batch); rank 0 reports the step's tokens over all GPUs.
+ * The table gives tokens/s in total and per GPU, and the scaling efficiency: tokens/s on N GPUs
+ * over N x tokens/s on one. */
 #include "cli.h"
+#include "launch.h"
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void usage(void) {
     printf("usage: loratune bench [flags]\n\n"
@@ -33,7 +42,10 @@ static void usage(void) {
            "  --device-index N   CUDA device (default 0)\n"
            "  --json FILE        write the results as JSON\n"
            "  --profile          log the GPU time of every backend op per run (LT_CUDA_PROFILE=1)\n"
-           "  --verbose          log the library's information messages (e.g. LT_CUDA_SYNCTIME=1's host waits)\n");
+           "  --verbose          log the library's information messages (e.g. LT_CUDA_SYNCTIME=1's host waits)\n"
+           "  --gpus N|LIST      data-parallel scaling: one GPU first, then N GPUs (0..N-1) or those listed\n"
+           "                     (0,2,3), the shape's batch on each; prints tokens/s per GPU and the scaling\n"
+           "                     efficiency (tokens/s on N GPUs / (N x tokens/s on one))\n");
 }
 
 /* Dense bf16 tensor-core peak (FLOP/s) by device name; 0 when unknown. */
@@ -66,7 +78,18 @@ typedef struct bench_opts {
     const char *model_dir, *tok_dir;
     int steps, warmup, quant, ckpt, device_index, profile;
     double peak;
+    /* a rank of a data-parallel run (launched by --gpus): the group, its size and this rank */
+    lt_comm *comm;
+    int32_t world, rank;
 } bench_opts;
+
+/* the data-parallel fields of tp for a rank of o's group */
+static void set_dist(const bench_opts *o, lt_train_params *tp) {
+    if (o->world <= 1) return;
+    tp->world_size = o->world;
+    tp->rank = o->rank;
+    tp->comm = o->comm;
+}
 
 static lt_status load_model(const bench_opts *o, int max_seq, lt_model **m) {
     lt_model_params mp;
@@ -108,7 +131,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
     ids = malloc((size_t)L * sizeof *ids);
     times = malloc((size_t)total * sizeof *times);
     uint64_t x = 0x9E3779B97F4A7C15ull ^ (uint64_t)(B * 100000 + L);
-    for (int r = 0; st == LT_OK && r < total * B; r++) {
+    for (int r = 0; st == LT_OK && r < total * B * o->world; r++) { /* every rank the same records */
         for (int i = 0; i < L; i++) {
             x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
             ids[i] = (int32_t)((x * 2685821657736338717ull) >> 33) % 151643;
@@ -127,6 +150,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
         tp.weight_decay = 0.01;
         tp.gradient_checkpointing = o->ckpt;
         tp.log_every = 1000000;
+        set_dist(o, &tp);
         st = lt_trainer_new(m, ds, &tp, &tr);
     }
     lt_metrics mt;
@@ -143,12 +167,13 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
             st = LT_ERR_STATE;
             break;
         }
-        if (st == LT_OK) fprintf(stderr, "  %s step %d: %.3f s, loss %.4f\n", row->shape, s + 1, times[s], mt.loss);
+        if (st == LT_OK && o->rank == 0)
+            fprintf(stderr, "  %s step %d: %.3f s, loss %.4f\n", row->shape, s + 1, times[s], mt.loss);
     }
     if (st == LT_OK) {
         qsort(times + o->warmup, (size_t)o->steps, sizeof *times, cmp_double);
         row->step_s = times[o->warmup + o->steps / 2];
-        row->tok_s = (double)B * L / row->step_s;
+        row->tok_s = (double)o->world * B * L / row->step_s; /* every rank's tokens */
         row->mfu = o->peak > 0 ? 6.0 * (double)n_params * row->tok_s / o->peak : 0;
         row->peak_gib = (double)mt.peak_memory / 1073741824.0;
         row->loss = mt.loss;
@@ -186,6 +211,7 @@ static void bench_data(const bench_opts *o, const lt_tokenizer *tok, const char 
         tp.max_steps = steps + 1;
         tp.gradient_checkpointing = o->ckpt;
         tp.log_every = 1000000;
+        set_dist(o, &tp);
         st = lt_trainer_new(m, ds, &tp, &tr);
     }
     lt_metrics mt;
@@ -204,7 +230,8 @@ static void bench_data(const bench_opts *o, const lt_tokenizer *tok, const char 
             break;
         }
         if (st != LT_OK) break;
-        fprintf(stderr, "  data step %d: %.3f s, %lld tokens, loss %.4f\n", s + 1, dt, (long long)mt.tokens, mt.loss);
+        if (o->rank == 0)
+            fprintf(stderr, "  data step %d: %.3f s, %lld tokens, loss %.4f\n", s + 1, dt, (long long)mt.tokens, mt.loss);
         if (s > 0) { tsum += dt; toks += (double)mt.tokens; }
     }
     if (st == LT_OK && tsum > 0) {
@@ -244,9 +271,97 @@ static int make_model(const char *dir, const char *tok_dir) {
     return lt_cmd_init_random(12, argv);
 }
 
+/* the rows of a --json file by shape: tokens/s (0 where the row failed or is missing) */
+static double json_tok_s(json_t *rows, const char *shape) {
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        const char *sh = json_string_value(json_object_get(r, "shape"));
+        if (sh && !strcmp(sh, shape) && json_integer_value(json_object_get(r, "ok")))
+            return json_number_value(json_object_get(r, "tok_per_s"));
+    }
+    return 0;
+}
+
+/* --gpus: one GPU, then the ranks; the scaling table */
+static int bench_scaling(const char *cmd, const char *spec, int argc, char **argv, const char *json_out) {
+    if (lt_cuda_device_count() <= 0) {
+        fprintf(stderr, "loratune bench: no CUDA device (or a CPU-only build); the benchmark needs a GPU\n");
+        return 1;
+    }
+    int n = 1;
+    if (strchr(spec, ',')) {
+        for (const char *p = spec; *p; p++) n += *p == ',' && p[1];
+    } else if (sscanf(spec, "%d", &n) != 1 || n < 1) {
+        return cli_usage_error(cmd, "--gpus '%s': give a count or a device list", spec);
+    }
+    char dir[] = "/tmp/loratune-bench-scaling-XXXXXX";
+    if (!mkdtemp(dir)) return cli_usage_error(cmd, "cannot make a temporary folder");
+    char j1[128], jn[128];
+    snprintf(j1, sizeof j1, "%s/one.json", dir);
+    snprintf(jn, sizeof jn, "%s/ranks.json", dir);
+    fprintf(stderr, "loratune bench: one GPU first, then %d\n", n);
+    const char *e1[] = {"--json", j1, NULL};
+    int rc1 = cli_run_self(cmd, argc, argv, e1);
+    char **argv2 = calloc((size_t)argc + 3, sizeof *argv2);
+    if (!argv2) return 1;
+    for (int i = 0; i < argc; i++) argv2[i] = argv[i];
+    argv2[argc] = "--json";
+    argv2[argc + 1] = jn;
+    int rcn = cli_launch(cmd, spec, argc + 2, argv2);
+    free(argv2);
+    json_error_t e;
+    json_t *r1 = json_load_file(j1, 0, &e), *rn = json_load_file(jn, 0, &e);
+    int bad = rc1 != 0 || rcn != 0 || !r1 || !rn;
+    printf("\nloratune bench --gpus %s: data-parallel scaling (each GPU runs the shape's batch; tokens/s of all GPUs)\n",
+           spec);
+    printf("%-20s %12s %12s %12s %9s\n", "shape", "1 GPU tok/s", "total tok/s", "per GPU", "scaling");
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(rn ? rn : r1, i, r) {
+        const char *sh = json_string_value(json_object_get(r, "shape"));
+        if (!sh) continue;
+        double t1 = r1 ? json_tok_s(r1, sh) : 0, tn = rn ? json_tok_s(rn, sh) : 0;
+        if (t1 > 0 && tn > 0)
+            printf("%-20s %12.0f %12.0f %12.0f %8.1f%%\n", sh, t1, tn, tn / n, 100.0 * tn / (n * t1));
+        else
+            printf("%-20s %12s %12s %12s %9s\n", sh, t1 > 0 ? "ok" : "FAILED", tn > 0 ? "ok" : "FAILED", "-", "-");
+        json_array_append_new(out, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f}", "shape", sh, "gpus", n,
+                                             "tok_per_s_1gpu", t1, "tok_per_s", tn, "tok_per_s_per_gpu", tn / n,
+                                             "scaling", t1 > 0 ? tn / (n * t1) : 0.0));
+    }
+    if (json_out) json_dump_file(out, json_out, JSON_INDENT(1));
+    json_decref(out);
+    json_decref(r1);
+    json_decref(rn);
+    remove(j1);
+    remove(jn);
+    rmdir(dir);
+    return bad ? (rcn ? rcn : rc1 ? rc1 : 1) : 0;
+}
+
 int lt_cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *v;
-    bench_opts o = {"/tmp/loratune-bench-qwen2-1.5b", "assets/qwen2-tokenizer", 8, 3, LT_QUANT_NF4, 1, 0, 0};
+    bench_opts o = {"/tmp/loratune-bench-qwen2-1.5b", "assets/qwen2-tokenizer", 8, 3, LT_QUANT_NF4, 1, 0, 0, 0, NULL,
+                    1, 0};
+    const char *gpus = cli_take_gpus_flag(&argc, argv);
+    if (gpus) { /* the scaling run: --json is written here, from the two runs' rows */
+        const char *json_out = NULL;
+        int n = 0;
+        for (int i = 0; i < argc; i++) {
+            if (i > 0 && !strcmp(argv[i], "--json") && i + 1 < argc) { json_out = argv[++i]; continue; }
+            if (i > 0 && !strncmp(argv[i], "--json=", 7)) { json_out = argv[i] + 7; continue; }
+            argv[n++] = argv[i];
+        }
+        argv[n] = NULL;
+        return bench_scaling(cmd, gpus, n, argv, json_out);
+    }
+    cli_dist dist;
+    {
+        int drc = cli_dist_from_env(cmd, &dist);
+        if (drc >= 0) return drc;
+    }
     const char *shapes = "2x512,2x2048,16x512", *data = NULL, *json = NULL;
     int32_t data_steps = 3;
     for (int i = 1; i < argc; i++) {
@@ -279,6 +394,21 @@ int lt_cmd_bench(int argc, char **argv) {
     if (lt_cuda_device_count() <= 0) {
         fprintf(stderr, "loratune bench: no CUDA device (or a CPU-only build); the benchmark needs a GPU\n");
         return 1;
+    }
+    if (dist.world > 1) { /* a rank of --gpus: join the others; rank 0 reports */
+        o.world = dist.world;
+        o.rank = dist.rank;
+        o.device_index = dist.device_index;
+        if (o.rank != 0 && !freopen("/dev/null", "w", stdout)) { /* keep stdout */ }
+        lt_comm_params cp;
+        lt_comm_params_init(&cp);
+        cp.world_size = dist.world;
+        cp.rank = dist.rank;
+        cp.master_addr = dist.addr;
+        cp.master_port = dist.port;
+        cp.timeout_s = dist.timeout_s;
+        lt_status cst = lt_comm_new(&cp, &o.comm);
+        if (cst != LT_OK) return cli_fail(cmd, cst, "joining the data-parallel run");
     }
     char name[256];
     int32_t cc = 0;
@@ -329,7 +459,8 @@ int lt_cmd_bench(int argc, char **argv) {
         nrows++;
     }
     lt_tokenizer_free(tok);
-    if (json) {
+    lt_comm_free(o.comm);
+    if (json && o.rank == 0) {
         FILE *f = fopen(json, "w");
         if (f) {
             fprintf(f, "[\n");

@@ -155,6 +155,34 @@ static double mono_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int cli_run_self(const char *cmd, int argc, char **argv, const char *const *extra) {
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return cli_usage_error(cmd, "cannot find this program (/proc/self/exe): %s", strerror(errno));
+    exe[len] = 0;
+    int n_extra = 0;
+    while (extra && extra[n_extra]) n_extra++;
+    char **cargv = calloc((size_t)(argc + n_extra + 2), sizeof *cargv);
+    if (!cargv) return 1;
+    int k = 0;
+    cargv[k++] = exe;
+    cargv[k++] = (char *)cmd;
+    for (int i = 1; i < argc; i++) cargv[k++] = argv[i];
+    for (int i = 0; i < n_extra; i++) cargv[k++] = (char *)extra[i];
+    fflush(NULL);
+    pid_t p = fork();
+    if (p == 0) {
+        execv(exe, cargv);
+        _exit(127);
+    }
+    free(cargv);
+    if (p < 0) return 1;
+    int st = 0;
+    while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 int cli_launch(const char *cmd, const char *spec, int argc, char **argv) {
     int ids[MAX_RANKS];
     int n = parse_spec(spec, ids);

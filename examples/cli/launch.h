@@ -29,4 +29,7 @@ const char *cli_take_gpus_flag(int *argc, char **argv);
  * rank has failed, ends those still running after the data-parallel timeout. Returns the exit
  * status: 0 when every rank succeeded, else the first failing rank's. */
 int cli_launch(const char *cmd, const char *spec, int argc, char **argv);
+/* Runs `loratune <cmd> <args> [extra...]` (extra: a NULL-terminated list) as a child process and
+ * waits for it; returns its exit status (128 + signal when killed). */
+int cli_run_self(const char *cmd, int argc, char **argv, const char *const *extra);
 #endif

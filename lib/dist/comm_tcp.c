@@ -91,6 +91,23 @@ static void read_abort_text(int fd, uint64_t bytes, char *out, size_t cap) {
     out[n] = 0;
 }
 
+/* Closes a socket after our last message without a reset: a close with unread data in the
+ * receive buffer sends RST, which can make the peer lose the ABORT it has not read yet. So:
+ * FIN after the message, then read and drop what the peer still sends, until it closes too
+ * (it does once it has read the ABORT) or a short wait passes. */
+static void close_gracefully(int fd) {
+    shutdown(fd, SHUT_WR);
+    char sink[65536];
+    double deadline = lt_time_s() + 2.0;
+    while (lt_time_s() < deadline) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, 50) <= 0) continue;
+        ssize_t k = recv(fd, sink, sizeof sink, 0);
+        if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) break;
+    }
+    close(fd);
+}
+
 /* rank 0: the group failed; tell every other rank why and close every socket */
 static lt_status root_fail(lt_comm *c, const char *msg) {
     pthread_mutex_lock(&c->mu);
@@ -99,12 +116,21 @@ static lt_status root_fail(lt_comm *c, const char *msg) {
         snprintf(c->fail_msg, sizeof c->fail_msg, "%s", msg);
     }
     pthread_mutex_unlock(&c->mu);
+    for (int k = 1; k < c->world; k++) send_abort(c->fd[k], c->fail_msg);
     for (int k = 1; k < c->world; k++) {
-        send_abort(c->fd[k], c->fail_msg);
-        close(c->fd[k]);
+        if (c->fd[k] >= 0) close_gracefully(c->fd[k]);
         c->fd[k] = -1;
     }
     return lt_error(LT_ERR_NCCL, "%s", c->fail_msg);
+}
+
+/* a non-zero rank whose send or receive failed: rank 0 may have said why before closing */
+static int read_pending_abort(int fd, char *text, size_t cap) {
+    wire_hdr h;
+    if (fd < 0 || io_full(fd, &h, sizeof h, 0, lt_time_s() + 1.0) != 0) return 0;
+    if (h.magic != WIRE_MAGIC || h.op != OP_ABORT) return 0;
+    read_abort_text(fd, h.bytes, text, cap);
+    return 1;
 }
 
 /* a non-zero rank: the group failed; close the socket to rank 0 */
@@ -315,8 +341,11 @@ static lt_status tcp_collective(lt_comm *c, uint32_t op, void *buf, uint64_t byt
         int fd = c->fd[0];
         if (send_hdr(fd, op, seq, bytes, deadline, &io) != LT_OK ||
             (op != OP_BCAST && (io = io_full(fd, buf, (size_t)bytes, 1, deadline)) != 0)) {
+            if (io != -1 && read_pending_abort(fd, msg, sizeof msg)) return follower_fail(c, msg);
             snprintf(msg, sizeof msg, "%s (%s #%llu): rank %d cannot send to rank 0: %s", what, op_name(op),
-                     (unsigned long long)seq, c->rank, io_why(io));
+                     (unsigned long long)seq, c->rank,
+                     io == -1 ? "timed out" : "rank 0 closed the connection (it failed, or stopped the group after "
+                     "another rank failed)");
             return follower_fail(c, msg);
         }
         wire_hdr h;
@@ -335,7 +364,8 @@ static lt_status tcp_collective(lt_comm *c, uint32_t op, void *buf, uint64_t byt
         if (io != 0) {
             snprintf(msg, sizeof msg, "%s (%s #%llu): rank %d waiting for rank 0: %s", what, op_name(op),
                      (unsigned long long)seq, c->rank,
-                     io == -1 ? "no answer within the timeout (rank 0 or another rank hung)" : io_why(io));
+                     io == -1 ? "no answer within the timeout (rank 0 or another rank hung)"
+                              : "rank 0 closed the connection (its process died or failed)");
             return follower_fail(c, msg);
         }
         return LT_OK;

@@ -3,6 +3,7 @@
  * in the window), global-norm clipping, AdamW (torch) or 8-bit AdamW (bitsandbytes), the
  * schedule, metrics, the step callback. Checkpoints are in checkpoint.c, evaluation in eval.c. */
 #include "train/trainer_impl.h"
+#include "dist/dist.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -88,18 +89,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         memcpy(&p, params, params->struct_size < sizeof p ? params->struct_size : sizeof p);
         p.struct_size = sizeof p;
     }
-    LT_CHECK_ARG(p.batch_size >= 1, "batch_size must be >= 1 (got %d)", p.batch_size);
-    LT_CHECK_ARG(p.grad_accum >= 1, "grad_accum must be >= 1 (got %d)", p.grad_accum);
-    LT_CHECK_ARG(p.lr >= 0 && isfinite(p.lr), "lr must be a finite number >= 0 (got %g)", p.lr);
-    LT_CHECK_ARG(p.max_steps > 0 || p.epochs > 0, "set max_steps > 0 or epochs > 0 (got %d and %g)", p.max_steps,
-                 p.epochs);
-    LT_CHECK_ARG(p.scheduler >= LT_SCHED_LINEAR && p.scheduler <= LT_SCHED_CONSTANT, "unknown scheduler %d",
-                 p.scheduler);
-    LT_CHECK_ARG(p.optimizer == LT_OPTIM_ADAMW || p.optimizer == LT_OPTIM_ADAMW_8BIT, "unknown optimizer %d",
-                 p.optimizer);
-    LT_CHECK_ARG(p.adam_beta1 >= 0 && p.adam_beta1 < 1 && p.adam_beta2 >= 0 && p.adam_beta2 < 1,
-                 "adam betas must be in [0, 1) (got %g, %g)", p.adam_beta1, p.adam_beta2);
-    LT_CHECK_ARG(p.log_every >= 0 && p.save_every >= 0, "log_every and save_every must be >= 0");
+    LT_TRY(lt_train_params_check(&p));
     if (params && params->struct_size < offsetof(lt_train_params, fuse_micro_batches) + sizeof(int32_t))
         p.fuse_micro_batches = 1; /* a caller built against an older header */
     if (p.packing)
@@ -110,10 +100,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         return lt_error(LT_ERR_UNSUPPORTED, "offload_checkpoints=1 is not implemented: the checkpoints stay on the "
                         "device (one residual tensor per layer); set it to 0, or lower batch_size / max_seq_len "
                         "if memory is short");
-    if (p.world_size > 1)
-        return lt_error(LT_ERR_UNSUPPORTED, "world_size %d: data-parallel training runs on the CUDA backend with "
-                        "NCCL, which this trainer does not drive yet; train on one device (world_size 1)",
-                        p.world_size);
+    LT_TRY(lt_dist_check(&p, model));
     if (!model->has_lora)
         return lt_error(LT_ERR_STATE, "the model has no LoRA adapter: call lt_model_add_lora (or "
                         "lt_model_load_adapter) before lt_trainer_new");
@@ -128,27 +115,33 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     tr->ds = ds;
     tr->p = p;
     tr->n_records = n;
+    tr->world = p.world_size > 1 ? p.world_size : 1;
+    tr->rank = tr->world > 1 ? p.rank : 0;
+    tr->n_micro = p.grad_accum * tr->world; /* the window over every rank */
     if (p.max_steps > 0) {
         tr->max_steps = p.max_steps;
     } else { /* transformers: len(dataloader) // accum update steps per epoch (at least 1) */
         int64_t batches = (int64_t)((n + (size_t)p.batch_size - 1) / (size_t)p.batch_size);
-        int64_t per_epoch = batches / p.grad_accum;
+        int64_t per_epoch = batches / tr->n_micro;
         if (per_epoch < 1) per_epoch = 1;
         tr->max_steps = (int64_t)ceil(p.epochs * (double)per_epoch);
     }
     tr->warmup = p.warmup_steps >= 0 ? p.warmup_steps : (int64_t)ceil((double)tr->max_steps * p.warmup_ratio);
     lt_status st = LT_OK;
     tr->perm = lt_malloc(n * sizeof(size_t), "data order");
-    tr->batches = lt_calloc((size_t)p.grad_accum, sizeof(lt_batch), "micro-batches");
-    tr->fused = lt_calloc((size_t)p.grad_accum, sizeof(lt_batch), "fused micro-batches");
-    if (!tr->perm || !tr->batches || !tr->fused) st = LT_ERR_OUT_OF_MEMORY;
-    if (st == LT_OK && p.output_dir) {
+    tr->batches = lt_calloc((size_t)tr->n_micro, sizeof(lt_batch), "micro-batches");
+    tr->fused = lt_calloc((size_t)tr->n_micro, sizeof(lt_batch), "fused micro-batches");
+    tr->pass_owner = lt_calloc((size_t)tr->n_micro, sizeof(int), "pass owners");
+    if (!tr->perm || !tr->batches || !tr->fused || !tr->pass_owner) st = LT_ERR_OUT_OF_MEMORY;
+    if (st == LT_OK && p.output_dir && tr->rank == 0) { /* only rank 0 writes */
         tr->output_dir = lt_strdup(p.output_dir);
         if (!tr->output_dir) st = LT_ERR_OUT_OF_MEMORY;
         else st = lt_mkdirs(p.output_dir);
+        if (st == LT_OK) lt_fs_clean_stale(p.output_dir, NULL); /* what a killed run left */
     }
     tr->p.output_dir = tr->output_dir;
     if (st == LT_OK) st = lt_trainer_bind_tensors(tr);
+    if (st == LT_OK) st = lt_dist_trainer_init(tr);
     if (st == LT_OK) st = lt_eval_init(tr);
     if (st == LT_OK) {
         lt_dataset_stats ds_stats;
@@ -163,7 +156,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         int64_t cap = (int64_t)p.batch_size * max_len;
         int64_t allowed = (int64_t)p.batch_size * lt_dataset_max_seq_len(ds);
         int64_t fused = allowed < LT_FUSE_TOKENS ? allowed : LT_FUSE_TOKENS;
-        if (p.fuse_micro_batches && p.grad_accum > 1 && fused > cap) cap = fused;
+        if (p.fuse_micro_batches && tr->n_micro > 1 && fused > cap) cap = fused;
         tr->fuse_cap = max_len > 0 ? cap : 0;
         if (max_len > 0)
             st = lt_graph_reserve(model, cap, p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
@@ -189,19 +182,58 @@ LT_API void lt_trainer_free(lt_trainer *tr) {
     free(tr->grad);
     free(tr->grad_n);
     free(tr->grad_bytes);
-    for (int a = 0; tr->batches && a < tr->p.grad_accum; a++) lt_batch_free(&tr->batches[a]);
+    for (int a = 0; tr->batches && a < tr->n_micro; a++) lt_batch_free(&tr->batches[a]);
     free(tr->batches);
-    for (int a = 0; tr->fused && a < tr->p.grad_accum; a++) lt_batch_free(&tr->fused[a]);
+    for (int a = 0; tr->fused && a < tr->n_micro; a++) lt_batch_free(&tr->fused[a]);
     free(tr->fused);
+    free(tr->pass_owner);
+    lt_coll_free(tr->coll);
     free(tr->perm);
     free(tr->hist_step);
     free(tr->hist_loss);
     lt_eval_free(tr);
+    free(tr->last_checkpoint);
     free(tr->output_dir);
     free(tr);
 }
 
 /* ---- one step ---- */
+
+static int take_stop_request(lt_trainer *tr) {
+    return __atomic_exchange_n(&tr->stop_requested, 0, __ATOMIC_SEQ_CST) != 0;
+}
+
+typedef struct cursor_state { int64_t epoch; size_t cursor; int64_t records_seen, micro_index; } cursor_state;
+
+static void restore_cursor(lt_trainer *tr, const cursor_state *c) {
+    int reshuffle = tr->epoch != c->epoch;
+    tr->epoch = c->epoch;
+    tr->cursor = c->cursor;
+    tr->records_seen = c->records_seen;
+    tr->micro_index = c->micro_index;
+    if (reshuffle) lt_trainer_shuffle(tr);
+}
+
+/* A log write failed (disk full?): the step is complete, so checkpoint it before stopping. */
+static lt_status log_failed(lt_trainer *tr, lt_status log_st) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", lt_last_error());
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)tr->step);
+    char *dir = tr->output_dir ? lt_path_join(tr->output_dir, name) : NULL;
+    lt_status st = dir ? lt_trainer_save_checkpoint(tr, dir) : LT_ERR_OUT_OF_MEMORY;
+    if (st == LT_OK)
+        lt_error(log_st, "step %lld: writing the training log failed: %s; the run stopped after saving checkpoint %s",
+                 (long long)tr->step, msg, dir);
+    else {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", lt_last_error());
+        lt_error(log_st, "step %lld: writing the training log failed: %s; saving a checkpoint failed too: %s",
+                 (long long)tr->step, msg, why);
+    }
+    free(dir);
+    return log_st;
+}
 
 /* The next micro-batch's records: up to batch_size from the current epoch's order (the last
  * micro-batch of an epoch may be short, as a DataLoader without drop_last). */
@@ -324,16 +356,19 @@ static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
     return st;
 }
 
-LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
-    LT_CHECK_ARG(tr, "lt_trainer_step: trainer is NULL");
+static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
     if (tr->step >= tr->max_steps || tr->early_stopped) {
         LT_TRY(lt_eval_finish(tr));
         return LT_DONE;
     }
+    if (!tr->coll && take_stop_request(tr)) return LT_STOPPED; /* data parallel: the ranks vote after the step */
     lt_model *m = tr->m;
     lt_backend *be = m->be;
     double t0 = lt_time_s();
-    int A = tr->p.grad_accum;
+    int A = tr->n_micro;
+    /* where the data cursor and dropout stream stand before this step: an abandoned step (a stop
+     * request, a non-finite loss) puts them back, so the state is exactly the last step's */
+    cursor_state before = {tr->epoch, tr->cursor, tr->records_seen, tr->micro_index};
     size_t *idx = lt_malloc((size_t)tr->p.batch_size * sizeof(size_t), "batch indices");
     if (!idx) return LT_ERR_OUT_OF_MEMORY;
     /* the whole window first: its label count normalises every micro-batch */
@@ -373,10 +408,29 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         }
         runs = tr->fused;
     }
+    /* data parallel: each pass keeps its world-size-1 dropout stream (micro_index counts every
+     * rank's passes) and runs on the rank lt_dist_plan deals it to */
+    double *pass_loss = NULL;
+    if (tr->coll) {
+        lt_dist_plan(runs, R, tr->world, tr->pass_owner);
+        pass_loss = lt_calloc((size_t)R, sizeof *pass_loss, "pass losses");
+        if (!pass_loss) return LT_ERR_OUT_OF_MEMORY;
+    }
     for (int a = 0; a < R; a++) {
+        if (!tr->coll && take_stop_request(tr)) { /* between passes: abandon the step */
+            restore_cursor(tr, &before);
+            return LT_STOPPED;
+        }
         lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1};
         tr->micro_index++;
-        LT_TRY(lt_graph_forward_backward(m, &runs[a], grad_scale, &pass, &loss_sum));
+        if (tr->coll && tr->pass_owner[a] != tr->rank) continue;
+        lt_status st = lt_graph_forward_backward(m, &runs[a], grad_scale, &pass, tr->coll ? &pass_loss[a] : &loss_sum);
+        if (st < 0) { restore_cursor(tr, &before); free(pass_loss); return st; }
+    }
+    if (tr->coll) {
+        lt_status st = lt_dist_reduce_window(tr, pass_loss, R, &loss_sum);
+        free(pass_loss);
+        if (st < 0) { restore_cursor(tr, &before); return st; }
     }
     /* loss scaling: skip a step whose gradients overflowed, else unscale them */
     int skip = 0;
@@ -405,6 +459,19 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             double coef = tr->p.max_grad_norm / (norm + 1e-6);
             if (coef < 1.0) LT_TRY(scale_grads(tr, (float)coef));
         }
+    }
+    /* a non-finite loss or norm stops the run before the update touches the weights (fp16 loss
+     * scaling's overflow is not that: the step above was skipped and the scale halved) */
+    double step_loss = items > 0 ? loss_sum / (double)items : 0.0;
+    if (!skip && (!isfinite(step_loss) || !isfinite(norm))) {
+        restore_cursor(tr, &before);
+        double bad = !isfinite(step_loss) ? step_loss : norm;
+        return lt_error(LT_ERR_NONFINITE, "step %lld: the %s is %s: training stopped before this update, so the "
+                        "weights are those after step %lld; last good checkpoint: %s (lower lr, check the data and "
+                        "the base weights for NaN/Inf)", (long long)tr->step + 1,
+                        !isfinite(step_loss) ? "loss" : "global gradient norm",
+                        isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf",
+                        (long long)tr->step, tr->last_checkpoint ? tr->last_checkpoint : "none (set save_every)");
     }
     double lr = tr->p.lr * lt_schedule_lambda(tr->p.scheduler, tr->step, tr->warmup, tr->max_steps);
     if (!skip) LT_TRY(apply_updates(tr, (float)lr, tr->step + 1));
@@ -448,11 +515,14 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         double logged = tr->log_loss_sum / (double)tr->log_n;
         tr->log_loss_sum = 0;
         tr->log_n = 0;
-        LT_LOGI("step %lld/%lld loss %.4f lr %.3g grad_norm %.4f tok/s %.0f", (long long)mt.step,
-                (long long)mt.max_steps, logged, mt.lr, mt.grad_norm, mt.tokens_per_s);
-        LT_TRY(lt_report_log(tr, &mt, 1, logged));
+        if (tr->rank == 0)
+            LT_LOGI("step %lld/%lld loss %.4f lr %.3g grad_norm %.4f tok/s %.0f", (long long)mt.step,
+                    (long long)mt.max_steps, logged, mt.lr, mt.grad_norm, mt.tokens_per_s);
+        lt_status st = lt_report_log(tr, &mt, 1, logged);
+        if (st < 0) return log_failed(tr, st);
     } else if (!isnan(mt.eval_loss)) { /* an evaluation between log steps: a row of its own */
-        LT_TRY(lt_report_log(tr, &mt, 0, NAN));
+        lt_status st = lt_report_log(tr, &mt, 0, NAN);
+        if (st < 0) return log_failed(tr, st);
     }
     if (tr->output_dir && tr->p.save_every > 0 && tr->step % tr->p.save_every == 0) {
         char name[64];
@@ -464,9 +534,24 @@ LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         LT_TRY(st);
         LT_TRY(lt_checkpoints_prune(tr));
     }
+    if (tr->coll) { /* data parallel: any rank's stop (callback or request) stops every rank after this step */
+        int stop = tr->p.on_step && tr->p.on_step(&mt, tr->p.user_data) != 0;
+        if (take_stop_request(tr)) stop = 1;
+        LT_TRY(lt_dist_vote_stop(tr, &stop));
+        return stop ? LT_STOPPED : LT_OK;
+    }
     if (tr->p.on_step && tr->p.on_step(&mt, tr->p.user_data) != 0) return LT_STOPPED;
+    if (take_stop_request(tr)) return LT_STOPPED; /* it came after the last pass: the step is kept */
     return LT_OK;
 }
+
+LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics) {
+    LT_CHECK_ARG(tr, "lt_trainer_step: trainer is NULL");
+    lt_status st = trainer_step(tr, metrics);
+    if (st < 0) lt_dist_abort(tr, st); /* data parallel: the other ranks stop now, naming this one */
+    return st;
+}
+
 
 LT_API lt_status lt_trainer_run(lt_trainer *tr) {
     LT_CHECK_ARG(tr, "lt_trainer_run: trainer is NULL");

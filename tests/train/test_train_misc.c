@@ -153,7 +153,8 @@ static void check_training(lt_tokenizer *tok) {
     /* refusals */
     lt_train_params_init(&tp);
     tp.world_size = 2;
-    CHECK_FAIL(lt_trainer_new(m, ds, &tp, &tr), LT_ERR_UNSUPPORTED, "world_size 2");
+    CHECK_FAIL(lt_trainer_new(m, ds, &tp, &tr), LT_ERR_INVALID_ARGUMENT,
+               "world_size 2 on the CPU backend needs lt_train_params.comm"); /* data parallel: tests/dist */
     lt_train_params_init(&tp);
     tp.batch_size = 0;
     CHECK_FAIL(lt_trainer_new(m, ds, &tp, &tr), LT_ERR_INVALID_ARGUMENT, "batch_size");
