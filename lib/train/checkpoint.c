@@ -5,7 +5,10 @@
  *                          master weights), .exp_avg/.exp_avg_sq (F32) or, for 8-bit state,
  *                          .state1/.state2 (U8) and .absmax1/.absmax2 (F32)
  *   trainer_state.json     step, schedule, data cursor (epoch, position), dropout RNG position
- *                          (seed, micro-batch index), token counts, the logged loss history.
+ *                          (seed, micro-batch index), token counts, the logged loss history,
+ *                          the evaluations so far ("eval": best loss and step, patience count,
+ *                          history; eval.c), and with load_best_at_end the best eval's weights
+ *                          as ".best" tensors in optimizer.safetensors.
  * Resuming restores all of it, so N steps + save + resume + M steps == N+M straight steps. */
 #include "train/trainer_impl.h"
 
@@ -86,6 +89,7 @@ static lt_status write_optimizer(lt_trainer *tr, const char *path) {
             if (st == LT_OK) st = add_tensor(tr, w, &h, o, "exp_avg_sq", LT_ST_F32, o->v, o->n);
         }
     }
+    if (st == LT_OK) st = lt_eval_save_best(tr, w); /* load_best_at_end's weights */
     if (st == LT_OK) st = lt_st_writer_set_metadata(w, "format", "pt");
     if (st == LT_OK) st = lt_st_writer_set_metadata(w, "loratune", "optimizer state");
     if (st == LT_OK) st = lt_st_writer_write(w, path, 1);
@@ -122,6 +126,7 @@ static lt_status write_state(lt_trainer *tr, const char *path) {
     json_object_set_new(j, "log_n", json_integer(tr->log_n));
     json_object_set_new(j, "loss_scale", json_real(tr->loss_scale));
     json_object_set_new(j, "loss_scale_good_steps", json_integer(tr->good_steps));
+    json_object_set_new(j, "eval", lt_eval_state_json(tr));
     json_t *hist = json_array();
     for (size_t i = 0; i < tr->hist_n; i++) {
         json_t *pt = json_array();
@@ -315,6 +320,7 @@ LT_API lt_status lt_trainer_load_checkpoint(lt_trainer *tr, const char *dir) {
             tr->hist_n++;
         }
     }
+    if (st == LT_OK) st = lt_eval_state_load(tr, json_object_get(j, "eval"), set, opt_path);
     if (st == LT_OK) st = tr->m->be->ops.sync(tr->m->be);
     /* the rows logged after the checkpoint by the interrupted run are logged again from here */
     if (st == LT_OK) st = lt_report_truncate_log(tr, step);

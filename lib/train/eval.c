@@ -3,11 +3,13 @@
  * gradient, no dropout, no random draws), giving the mean cross-entropy per labelled token and
  * the token accuracy; the best evaluation and its LoRA weights (host copies, for
  * load_best_at_end); early stopping on the eval loss; save_total_limit's pruning of
- * checkpoint-<step> folders; the run summary. */
+ * checkpoint-<step> folders; the eval state in checkpoints; the run summary. */
 #include "train/trainer_impl.h"
+#include "io/safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,5 +316,77 @@ LT_API lt_status lt_trainer_get_summary(const lt_trainer *tr, lt_train_summary *
     size_t sz = out->struct_size && out->struct_size < sizeof s ? out->struct_size : sizeof s;
     memcpy(out, &s, sz);
     out->struct_size = (uint32_t)sz;
+    return LT_OK;
+}
+
+/* ---- the eval state in checkpoints (trainer_state.json "eval", optimizer.safetensors "*.best") ---- */
+
+static void best_key(char *buf, size_t cap, const lt_opt_tensor *o) {
+    snprintf(buf, cap, "%d.%s.lora_%c.best", o->layer, lt_proj_names[o->proj], o->is_b ? 'B' : 'A');
+}
+
+json_t *lt_eval_state_json(const lt_trainer *tr) {
+    json_t *e = json_object();
+    if (!e) return NULL;
+    json_object_set_new(e, "n_evals", json_integer(tr->n_evals));
+    json_object_set_new(e, "best_loss", isnan(tr->best_eval_loss) ? json_null() : json_real(tr->best_eval_loss));
+    json_object_set_new(e, "best_step", json_integer(tr->best_eval_step));
+    json_object_set_new(e, "evals_no_better", json_integer(tr->evals_no_better));
+    json_object_set_new(e, "early_stopped", json_boolean(tr->early_stopped));
+    json_object_set_new(e, "best_weights", json_boolean(tr->best_w && tr->best_eval_step > 0));
+    json_t *hist = json_array();
+    for (size_t i = 0; i < tr->hist_eval_n; i++) {
+        json_t *pt = json_array();
+        json_array_append_new(pt, json_integer(tr->hist_eval_step[i]));
+        json_array_append_new(pt, json_real(tr->hist_eval_loss[i]));
+        json_array_append_new(hist, pt);
+    }
+    json_object_set_new(e, "history", hist);
+    return e;
+}
+
+lt_status lt_eval_save_best(const lt_trainer *tr, lt_st_writer *w) {
+    if (!tr->best_w || tr->best_eval_step <= 0) return LT_OK;
+    for (int i = 0; i < tr->n_tensors; i++) {
+        char key[128];
+        best_key(key, sizeof key, &tr->t[i]);
+        int64_t shape[1] = {tr->t[i].n};
+        LT_TRY(lt_st_writer_add(w, key, LT_ST_F32, 1, shape, tr->best_w[i], 1));
+    }
+    return LT_OK;
+}
+
+lt_status lt_eval_state_load(lt_trainer *tr, json_t *e, const lt_st_set *set, const char *file) {
+    if (!json_is_object(e)) return LT_OK; /* a checkpoint without evaluations */
+    json_t *bl = json_object_get(e, "best_loss");
+    int64_t best_step = json_integer_value(json_object_get(e, "best_step"));
+    int has_w = json_is_true(json_object_get(e, "best_weights"));
+    if (tr->best_w && best_step > 0) {
+        if (!has_w)
+            return lt_error(LT_ERR_STATE, "%s: load_best_at_end is set but the checkpoint holds no best-eval weights "
+                            "(it was written without load_best_at_end); resume without it", file);
+        for (int i = 0; i < tr->n_tensors; i++) {
+            char key[128];
+            best_key(key, sizeof key, &tr->t[i]);
+            const lt_st_tensor *t = lt_st_find(set, key);
+            if (!t || t->dtype != LT_ST_F32 || t->numel != tr->t[i].n)
+                return lt_error(LT_ERR_FORMAT, "%s: tensor '%s' is missing or not F32 with %lld elements", file, key,
+                                (long long)tr->t[i].n);
+            memcpy(tr->best_w[i], t->data, (size_t)t->numel * sizeof(float));
+        }
+    }
+    tr->n_evals = (int32_t)json_integer_value(json_object_get(e, "n_evals"));
+    tr->best_eval_loss = json_is_number(bl) ? json_number_value(bl) : NAN;
+    tr->best_eval_step = best_step;
+    tr->evals_no_better = (int32_t)json_integer_value(json_object_get(e, "evals_no_better"));
+    tr->early_stopped = json_is_true(json_object_get(e, "early_stopped"));
+    tr->hist_eval_n = 0;
+    size_t i;
+    json_t *pt;
+    json_array_foreach(json_object_get(e, "history"), i, pt) {
+        json_t *s0 = json_array_get(pt, 0), *l0 = json_array_get(pt, 1);
+        if (json_is_integer(s0) && json_is_number(l0))
+            LT_TRY(eval_history_add(tr, (int64_t)json_integer_value(s0), json_number_value(l0)));
+    }
     return LT_OK;
 }

@@ -120,6 +120,15 @@ int lt_eval_track(lt_trainer *tr, int64_t step, double loss);
 /* On LT_DONE: puts the best evaluation's weights back (load_best_at_end), once. */
 lt_status lt_eval_finish(lt_trainer *tr);
 void lt_eval_free(lt_trainer *tr);
+/* The eval state a checkpoint keeps (eval.c): best loss/step, patience count, history as JSON
+ * (trainer_state.json "eval"), the best weights as "<layer>.<proj>.lora_<A|B>.best" tensors of
+ * optimizer.safetensors (load_best_at_end); loaded back on resume. */
+struct json_t;
+struct lt_st_writer;
+struct lt_st_set;
+struct json_t *lt_eval_state_json(const lt_trainer *tr);
+lt_status lt_eval_save_best(const lt_trainer *tr, struct lt_st_writer *w);
+lt_status lt_eval_state_load(lt_trainer *tr, struct json_t *eval, const struct lt_st_set *set, const char *file);
 /* Deletes checkpoint-<step> folders of output_dir beyond save_total_limit (eval.c). */
 lt_status lt_checkpoints_prune(lt_trainer *tr);
 /* Warns through the log callback when warmup >= max_steps or the peak lr is never reached

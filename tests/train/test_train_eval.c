@@ -9,6 +9,7 @@
  *   - save_total_limit keeps exactly N checkpoint folders (the best one among them with
  *     load_best_at_end);
  *   - load_best_at_end: the adapter saved after training is the best evaluation's weights;
+ *   - a run resumed from a checkpoint keeps its evaluations (patience, best step and weights);
  *   - the schedule warnings (warmup >= max_steps; a peak never reached) reach the log callback. */
 #include "train_common.h"
 #include "train/trainer_impl.h"
@@ -381,6 +382,67 @@ static void check_stop_limit_best(lt_tokenizer *tok) {
     rm_rf(root);
 }
 
+/* resume keeps the evaluations: patience counts on, the best weights come back */
+static void check_resume(lt_tokenizer *tok) {
+    char tmpl[] = "/tmp/lt_eval_XXXXXX";
+    char *root = mkdtemp(tmpl);
+    CHECK(root != NULL);
+    if (!root) return;
+    lt_dataset *ds = dataset(tok, 24, 0, 7), *ev = dataset(tok, 8, 0, 99);
+    int64_t stopped[2] = {0, 0}, best_step[2] = {0, 0};
+    float *w[2] = {NULL, NULL};
+    int64_t nw[2] = {0, 0};
+    for (int resumed = 0; resumed < 2; resumed++) {
+        lt_model *m = fx_model("tiny-untied", 1);
+        lt_train_params tp;
+        lt_train_params_init(&tp);
+        tp.max_steps = 20;
+        tp.grad_accum = 1;
+        tp.lr = 1e-2;
+        tp.warmup_steps = 0;
+        tp.optimizer = LT_OPTIM_ADAMW;
+        tp.eval_data = ev;
+        tp.eval_every = 2;
+        tp.early_stopping_patience = 3;
+        tp.early_stopping_threshold = 1e9; /* step 2 stays the best: evals 4, 6, 8 stop the run after 8 */
+        tp.load_best_at_end = 1;
+        tp.save_every = 4;
+        char out[1024], ck[1100];
+        snprintf(out, sizeof out, "%s/r%d", root, resumed);
+        tp.output_dir = out;
+        lt_trainer *tr = NULL;
+        CHECK_OK(lt_trainer_new(m, ds, &tp, &tr));
+        if (resumed) {
+            snprintf(ck, sizeof ck, "%s/r0/checkpoint-4", root);
+            CHECK_OK(lt_trainer_load_checkpoint(tr, ck));
+        }
+        lt_metrics mt = {sizeof mt};
+        lt_status st;
+        while ((st = lt_trainer_step(tr, &mt)) == LT_OK) {
+        }
+        CHECK(st == LT_DONE);
+        lt_train_summary su = {sizeof su};
+        CHECK_OK(lt_trainer_get_summary(tr, &su));
+        stopped[resumed] = su.steps;
+        best_step[resumed] = su.best_eval_step;
+        CHECK(su.early_stopped && su.best_loaded && su.n_evals == 4);
+        w[resumed] = lora_weights(m, &nw[resumed]);
+        lt_trainer_free(tr);
+        lt_model_free(m);
+    }
+    CHECK_MSG(stopped[0] == 8 && stopped[1] == 8, "early stopping after steps %lld (straight) and %lld (resumed at 4)",
+              (long long)stopped[0], (long long)stopped[1]);
+    CHECK(best_step[0] == 2 && best_step[1] == 2);
+    CHECK(nw[0] == nw[1] && memcmp(w[0], w[1], (size_t)nw[0] * 4) == 0);
+    printf("resume at step 4: early stopping after step %lld as the straight run (%lld), best step %lld, the best "
+           "weights bit-equal\n", (long long)stopped[1], (long long)stopped[0], (long long)best_step[1]);
+    free(w[0]);
+    free(w[1]);
+    lt_dataset_free(ds);
+    lt_dataset_free(ev);
+    rm_rf(root);
+}
+
 /* the schedule warnings, through the log callback */
 static char warned[4096];
 static void on_log(int32_t level, const char *msg, void *ud) {
@@ -419,6 +481,7 @@ int main(void) {
     check_early_stopping_curves();
     check_eval_equals_separate_pass(tok);
     check_stop_limit_best(tok);
+    check_resume(tok);
     check_schedule_warnings(tok);
     lt_tokenizer_free(tok);
     return lt_test_done("test_train_eval");
