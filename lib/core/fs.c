@@ -183,7 +183,7 @@ lt_status lt_fs_dir_begin(const char *dir, char **tmp_dir) {
     if (!parent) return LT_ERR_OUT_OF_MEMORY;
     lt_status st = lt_mkdirs(parent);
     free(parent);
-    if (st != LT_OK) return st;
+    if (st != LT_OK) return lt_error_wrap(st, "cannot create folder %s", dir);
     char *tmp = tmp_sibling(dir, "tmp");
     if (!tmp) return LT_ERR_OUT_OF_MEMORY;
     if (mkdir(tmp, 0777) != 0) {

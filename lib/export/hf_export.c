@@ -144,6 +144,7 @@ lt_status lt_export_write_merged(lt_exporter *ex, const char *out_dir) {
     for (int s = 0; st == LT_OK && s < n_shards; s++) {
         lt_st_writer *w = NULL;
         st = lt_st_writer_new(&w);
+        lt_st_writer_require_finite(w);
         for (size_t i = 0; st == LT_OK && i < ex->n_t; i++) {
             if (shard[i] != s) continue;
             fc[i] = (lt_fill_ctx){ex, &ex->t[i], st_dtype, buf};

@@ -460,6 +460,7 @@ typedef struct st_wentry {
 } st_wentry;
 
 struct lt_st_writer {
+    int require_finite;        /* lt_st_writer_require_finite: float tensors must hold no NaN/Inf */
     st_wentry *e;
     size_t n, cap;
     char **mk, **mv;
@@ -536,6 +537,10 @@ lt_status lt_st_writer_add_fill(lt_st_writer *w, const char *name, int32_t dtype
     e->fill = fill;
     e->fill_ctx = ctx;
     return LT_OK;
+}
+
+void lt_st_writer_require_finite(lt_st_writer *w) {
+    if (w) w->require_finite = 1;
 }
 
 lt_status lt_st_writer_set_metadata(lt_st_writer *w, const char *key, const char *value) {
@@ -694,7 +699,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite) {
     /* tensors given as data are checked before anything is created; filled ones as they come */
     lt_status st = LT_OK;
     for (size_t i = 0; st == LT_OK && i < w->n; i++)
-        if (!w->e[i].fill && w->e[i].nbytes) st = st_check_finite(&w->e[i], w->e[i].data, path);
+        if (w->require_finite && !w->e[i].fill && w->e[i].nbytes) st = st_check_finite(&w->e[i], w->e[i].data, path);
     if (st != LT_OK) { free(b.p); free(order); return st; }
     lt_atomic_file *af = NULL;
     st = lt_atomic_open(path, overwrite, &af);
@@ -717,7 +722,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite) {
                 if (!scratch) { st = LT_ERR_OUT_OF_MEMORY; break; }
             }
             st = e->fill(e->fill_ctx, e->name, scratch, e->nbytes);
-            if (st == LT_OK) st = st_check_finite(e, scratch, path);
+            if (st == LT_OK && w->require_finite) st = st_check_finite(e, scratch, path);
             if (st == LT_OK) st = lt_atomic_write(af, scratch, e->nbytes);
         } else {
             st = lt_atomic_write(af, e->data, e->nbytes);

@@ -45,6 +45,9 @@ lt_status lt_st_writer_new(lt_st_writer **out);
 /* copy=0: data must stay valid until write; copy=1: copied now */
 lt_status lt_st_writer_add(lt_st_writer *w, const char *name, int32_t dtype, int32_t ndim, const int64_t *shape,
                            const void *data, int copy);
+/* Makes lt_st_writer_write refuse (LT_ERR_NONFINITE, naming the tensor, writing nothing) any
+ * F32/F64/F16/BF16 tensor holding a NaN or an infinity: what every loratune saver asks for. */
+void lt_st_writer_require_finite(lt_st_writer *w);
 lt_status lt_st_writer_set_metadata(lt_st_writer *w, const char *key, const char *value);
 /* Writes atomically; "format":"pt" metadata is always present. */
 lt_status lt_st_writer_write(lt_st_writer *w, const char *path, int overwrite);

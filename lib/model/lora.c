@@ -366,10 +366,12 @@ lt_status lt_model_save_adapter(const lt_model *m, const char *dir, int32_t over
     /* refuse before writing anything, so that a refused save leaves the folder as it was */
     int has_adapter = existed && (lt_file_exists(cfg_path) || lt_file_exists(st_path));
     if (s == LT_OK && !overwrite && has_adapter)
-        s = lt_error(LT_ERR_EXISTS, "%s already holds an adapter (pass --overwrite, or overwrite=1, to replace it)", dir);
+        s = lt_error(LT_ERR_EXISTS, "%s already exists (pass --overwrite, or overwrite=1, to replace the adapter)",
+                     lt_file_exists(cfg_path) ? cfg_path : st_path);
     if (s == LT_OK && (lt_dir_exists(cfg_path) || lt_dir_exists(st_path)))
         s = lt_error(LT_ERR_EXISTS, "%s: an adapter file name is taken by a folder", dir);
     if (s == LT_OK) s = lt_st_writer_new(&w);
+    lt_st_writer_require_finite(w);
     for (int l = 0; s == LT_OK && l < L; l++) {
         for (int q = 0; s == LT_OK && q < LT_PROJ_COUNT; q++) {
             const lt_lora_tensor *t = &m->layers[l].lora[q];

@@ -73,6 +73,7 @@ static lt_status add_tensor(lt_trainer *tr, lt_st_writer *w, host_bufs *h, const
 static lt_status write_optimizer(lt_trainer *tr, const char *path) {
     lt_st_writer *w = NULL;
     LT_TRY(lt_st_writer_new(&w));
+    lt_st_writer_require_finite(w);
     host_bufs h = {0};
     lt_status st = LT_OK;
     for (int i = 0; i < tr->n_tensors && st == LT_OK; i++) {
