@@ -38,6 +38,9 @@ struct lt_exporter {
     const char *phase;
 };
 
+/* llama.cpp's architecture name of the config's family ("llama", "qwen2", ...; gguf_export.c),
+ * NULL when there is none. */
+const char *lt_gguf_arch(const lt_config *c);
 /* Builds the tensor plan from the config (exporter.c). */
 lt_status lt_export_plan(lt_exporter *ex);
 /* Downloads the LoRA tensors (once). */

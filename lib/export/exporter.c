@@ -84,7 +84,9 @@ lt_status lt_export_plan(lt_exporter *ex) {
             snprintf(suffix, sizeof suffix, "%s.%s.weight", lt_proj_parent[p], lt_proj_name(c, p));
             lt_layer_tensor_name(t->hf, sizeof t->hf, l, suffix);
             snprintf(t->gguf, sizeof t->gguf, "blk.%d.%s.weight", l,
-                     c->fused_qkv && p == LT_PROJ_Q ? "attn_qkv" : lt_gguf_proj[p]);
+                     c->fused_qkv && p == LT_PROJ_Q          ? "attn_qkv"
+                     : c->fused_gate_up && p == LT_PROJ_GATE ? "ffn_up" /* Phi-3: gate rows first, as llama.cpp splits it */
+                                                             : lt_gguf_proj[p]);
             if (c->attention_bias && p <= LT_PROJ_V) {
                 t = lt_plan_push(ex, LT_XT_BIAS, l, p, 1, out, 1);
                 snprintf(suffix, sizeof suffix, "%s.%s.bias", lt_proj_parent[p], lt_proj_name(c, p));

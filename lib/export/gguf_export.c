@@ -1,10 +1,13 @@
-/* gguf_export.c - the merged model as a GGUF v3 file: Qwen2 metadata and tokenizer keys as
- * convert_hf_to_gguf.py writes them, tensors named and typed as llama.cpp expects, quantized
+/* gguf_export.c - the merged model as a GGUF v3 file: each family's llama.cpp architecture
+ * (llama, qwen2, qwen3, gemma2, gemma3, phi3), its metadata and tokenizer keys as
+ * convert_hf_to_gguf.py writes them (llama's permuted q/k rows and rope_freqs, Gemma's 1 + w
+ * norms), tensors named and typed as llama.cpp expects, quantized
  * per llama-quantize's mixture rules (specs/gguf-export.md §2-§5). Each tensor goes through the
  * pipeline llama.cpp users run: merged weights rounded to the checkpoint's dtype (what a merged
  * Hugging Face checkpoint holds), widened to f32, then converted or quantized. */
 #include "export/export.h"
 #include "export/quant.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,34 +32,128 @@ static const char *lt_basename(const char *p) {
     return s && s[1] ? s + 1 : p;
 }
 
+/* llama.cpp's architecture of a family (the converter's model_arch): Mistral is written as llama */
+const char *lt_gguf_arch(const lt_config *c) {
+    switch (c->family) {
+    case LT_FAMILY_QWEN2: return "qwen2";
+    case LT_FAMILY_LLAMA: case LT_FAMILY_MISTRAL: return "llama";
+    case LT_FAMILY_QWEN3: return "qwen3";
+    case LT_FAMILY_GEMMA2: return "gemma2";
+    case LT_FAMILY_GEMMA3: return "gemma3";
+    case LT_FAMILY_PHI3: return "phi3";
+    }
+    return NULL;
+}
+
+static lt_status add_u32a(lt_gguf_writer *w, const char *arch, const char *key, uint32_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return lt_gguf_add_u32(w, k, v);
+}
+static lt_status add_f32a(lt_gguf_writer *w, const char *arch, const char *key, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return lt_gguf_add_f32(w, k, v);
+}
+
+/* llama3's rope_freqs.weight as the converter computes it: per frequency the factor it is
+ * divided by (1 high, factor low, smoothed between) */
+static void llama3_rope_factors(const lt_rope_desc *r, int32_t hd, float *out) {
+    const double old = r->original_max_pos, lo = old / r->low_freq_factor, hi = old / r->high_freq_factor;
+    for (int i = 0; i < hd / 2; i++) {
+        const float f = 1.0f / powf((float)r->theta, (float)(2 * i) / (float)hd);
+        const double wl = 2 * M_PI / (double)f;
+        if (wl < hi) out[i] = 1.0f;
+        else if (wl > lo) out[i] = (float)r->factor;
+        else {
+            const double sm = (old / wl - r->low_freq_factor) / (r->high_freq_factor - r->low_freq_factor);
+            out[i] = (float)(1.0 / ((1 - sm) / r->factor + sm));
+        }
+    }
+}
+
 static lt_status lt_gguf_metadata(lt_exporter *ex, lt_gguf_writer *w, const lt_gguf_ftype *ft) {
     const lt_config *c = &ex->model->cfg;
-    LT_TRY(lt_gguf_add_str(w, "general.architecture", "qwen2"));
+    const char *arch = lt_gguf_arch(c);
+    LT_TRY(lt_gguf_add_str(w, "general.architecture", arch));
     LT_TRY(lt_gguf_add_str(w, "general.type", "model"));
     if (ex->model->dir) LT_TRY(lt_gguf_add_str(w, "general.name", lt_basename(ex->model->dir)));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.block_count", (uint32_t)c->num_layers));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.context_length", (uint32_t)c->max_position_embeddings));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.embedding_length", (uint32_t)c->hidden_size));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.feed_forward_length", (uint32_t)c->intermediate_size));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.attention.head_count", (uint32_t)c->num_heads));
-    LT_TRY(lt_gguf_add_u32(w, "qwen2.attention.head_count_kv", (uint32_t)c->num_kv_heads));
-    if ((int64_t)c->head_dim * c->num_heads != c->hidden_size) {
+    LT_TRY(add_u32a(w, arch, "block_count", (uint32_t)c->num_layers));
+    LT_TRY(add_u32a(w, arch, "context_length", (uint32_t)c->max_position_embeddings));
+    LT_TRY(add_u32a(w, arch, "embedding_length", (uint32_t)c->hidden_size));
+    LT_TRY(add_u32a(w, arch, "feed_forward_length", (uint32_t)c->intermediate_size));
+    LT_TRY(add_u32a(w, arch, "attention.head_count", (uint32_t)c->num_heads));
+    LT_TRY(add_u32a(w, arch, "attention.head_count_kv", (uint32_t)c->num_kv_heads));
+    if ((int64_t)c->head_dim * c->num_heads != c->hidden_size || c->family == LT_FAMILY_GEMMA2 ||
+        c->family == LT_FAMILY_GEMMA3) {
         /* llama.cpp assumes head_dim = hidden / heads unless these say otherwise */
-        LT_TRY(lt_gguf_add_u32(w, "qwen2.attention.key_length", (uint32_t)c->head_dim));
-        LT_TRY(lt_gguf_add_u32(w, "qwen2.attention.value_length", (uint32_t)c->head_dim));
+        LT_TRY(add_u32a(w, arch, "attention.key_length", (uint32_t)c->head_dim));
+        LT_TRY(add_u32a(w, arch, "attention.value_length", (uint32_t)c->head_dim));
     }
-    LT_TRY(lt_gguf_add_f32(w, "qwen2.rope.freq_base", (float)c->rope_theta));
-    LT_TRY(lt_gguf_add_f32(w, "qwen2.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps));
+    LT_TRY(add_f32a(w, arch, "rope.freq_base", (float)c->rope.theta));
+    LT_TRY(add_f32a(w, arch, "attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps));
+    if (c->family == LT_FAMILY_LLAMA || c->family == LT_FAMILY_MISTRAL) {
+        LT_TRY(add_u32a(w, arch, "vocab_size", (uint32_t)c->vocab_size));
+        LT_TRY(add_u32a(w, arch, "rope.dimension_count", (uint32_t)c->head_dim));
+    }
+    if (c->family == LT_FAMILY_PHI3) {
+        LT_TRY(add_u32a(w, arch, "rope.dimension_count", (uint32_t)c->head_dim));
+        LT_TRY(add_u32a(w, arch, "rope.scaling.original_context_length", (uint32_t)c->rope.original_max_pos));
+    }
+    if (c->rope.kind == LT_ROPE_LINEAR || c->rope.kind == LT_ROPE_YARN) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        LT_TRY(lt_gguf_add_str(w, k, c->rope.kind == LT_ROPE_LINEAR ? "linear" : "yarn"));
+        LT_TRY(add_f32a(w, arch, "rope.scaling.factor", (float)c->rope.factor));
+        if (c->rope.kind == LT_ROPE_YARN)
+            LT_TRY(add_u32a(w, arch, "rope.scaling.original_context_length", (uint32_t)c->rope.original_max_pos));
+    }
+    if (c->sliding_window > 0 && (c->family == LT_FAMILY_GEMMA2 || c->family == LT_FAMILY_GEMMA3 ||
+                                  c->family == LT_FAMILY_PHI3))
+        LT_TRY(add_u32a(w, arch, "attention.sliding_window", (uint32_t)c->sliding_window));
+    if (c->attn_softcap > 0) LT_TRY(add_f32a(w, arch, "attn_logit_softcapping", c->attn_softcap));
+    if (c->final_softcap > 0) LT_TRY(add_f32a(w, arch, "final_logit_softcapping", c->final_softcap));
     LT_TRY(lt_gguf_add_u32(w, "general.file_type", ft->file_type));
     LT_TRY(lt_export_gguf_vocab(ex, w));
     LT_TRY(lt_gguf_add_u32(w, "general.quantization_version", 2));
     return LT_OK;
 }
 
+/* What the converter does to a tensor's values beyond the merge: llama's q/k rows reordered
+ * for its interleaved rope (LlamaModel.permute), Gemma's norm weights stored as 1 + w. */
+static lt_status lt_gguf_transform(const lt_exporter *ex, const lt_export_tensor *t, float *x) {
+    const lt_config *c = &ex->model->cfg;
+    if ((c->family == LT_FAMILY_GEMMA2 || c->family == LT_FAMILY_GEMMA3) &&
+        (t->kind == LT_XT_LN1 || t->kind == LT_XT_LN2 || t->kind == LT_XT_FINAL_NORM || t->kind == LT_XT_NORM)) {
+        for (int64_t i = 0; i < t->numel; i++) x[i] += 1.0f;
+        return LT_OK;
+    }
+    const int llama = c->family == LT_FAMILY_LLAMA || c->family == LT_FAMILY_MISTRAL;
+    if (!llama || !(t->kind == LT_XT_PROJ || t->kind == LT_XT_BIAS) || !(t->proj == LT_PROJ_Q || t->proj == LT_PROJ_K))
+        return LT_OK;
+    const int64_t nh = t->proj == LT_PROJ_Q ? c->num_heads : c->num_kv_heads, hd = t->shape[0] / nh;
+    const int64_t cols = t->ndim > 1 ? t->shape[1] : 1, half = hd / 2;
+    float *tmp = lt_malloc((size_t)(hd * cols) * sizeof(float), "a permuted head");
+    if (!tmp) return LT_ERR_OUT_OF_MEMORY;
+    for (int64_t h = 0; h < nh; h++) {
+        float *head = x + h * hd * cols;
+        memcpy(tmp, head, (size_t)(hd * cols) * sizeof(float));
+        for (int64_t i = 0; i < half; i++)
+            for (int64_t j = 0; j < 2; j++)
+                memcpy(head + (i * 2 + j) * cols, tmp + (j * half + i) * cols, (size_t)cols * sizeof(float));
+    }
+    free(tmp);
+    return LT_OK;
+}
+
 lt_status lt_export_write_gguf(lt_exporter *ex, const char *path) {
     const lt_config *c = &ex->model->cfg;
-    if (strcmp(c->model_type, "qwen2"))
-        return lt_error(LT_ERR_UNSUPPORTED, "GGUF export of model_type '%s': only qwen2 is supported", c->model_type);
+    if (!lt_gguf_arch(c))
+        return lt_error(LT_ERR_UNSUPPORTED, "GGUF export of %s: no llama.cpp architecture for it", c->architecture);
+    if (c->rope.kind != LT_ROPE_DEFAULT && c->rope.kind != LT_ROPE_LINEAR && c->rope.kind != LT_ROPE_YARN &&
+        !(c->rope.kind == LT_ROPE_LLAMA3 && (c->family == LT_FAMILY_LLAMA || c->family == LT_FAMILY_MISTRAL)))
+        return lt_error(LT_ERR_UNSUPPORTED, "GGUF export of %s with rope_type %d: not written yet (default, linear, "
+                        "yarn, and llama3 on Llama)", c->architecture, c->rope.kind);
     lt_gguf_ftype ft;
     LT_TRY(lt_gguf_ftype_parse(ex->quant, &ft));
     if (!ex->p.overwrite && lt_file_exists(path))
@@ -79,6 +176,15 @@ lt_status lt_export_write_gguf(lt_exporter *ex, const char *path) {
      * output norm and head */
     int has_output = !c->tie_word_embeddings;
     int64_t max_numel = 0;
+    /* llama3 rope scaling: the converter's rope_freqs.weight (F32 [HD/2]) before the model's tensors */
+    float rope_factors[LT_ROPE_MAX_HALF];
+    size_t rope_index = 0;
+    const int has_rope_freqs = c->rope.kind == LT_ROPE_LLAMA3;
+    if (st == LT_OK && has_rope_freqs) {
+        llama3_rope_factors(&c->rope, c->head_dim, rope_factors);
+        int64_t ne[1] = {c->head_dim / 2};
+        st = lt_gguf_add_tensor(w, "rope_freqs.weight", 1, ne, LT_GGML_F32, &rope_index);
+    }
     size_t max_bytes = 0;
     types = lt_calloc(ex->n_t ? ex->n_t : 1, sizeof *types, "GGUF tensor types");
     index = lt_calloc(ex->n_t ? ex->n_t : 1, sizeof *index, "GGUF tensor indices");
@@ -102,9 +208,12 @@ lt_status lt_export_write_gguf(lt_exporter *ex, const char *path) {
     if (st == LT_OK) st = lt_gguf_writer_begin(w, path, ex->p.overwrite);
     ex->phase = "export gguf";
     int dtype = lt_export_ckpt_dtype(ex);
+    if (st == LT_OK && has_rope_freqs)
+        st = lt_gguf_writer_put(w, rope_index, rope_factors, (size_t)(c->head_dim / 2) * sizeof(float));
     for (size_t i = 0; st == LT_OK && i < ex->n_t; i++) {
         const lt_export_tensor *t = &ex->t[i];
         st = lt_export_merged_f32(ex, t, buf);
+        if (st == LT_OK) st = lt_gguf_transform(ex, t, buf);
         if (st != LT_OK) break;
         int64_t n = t->ndim > 1 ? t->shape[1] : t->shape[0], rows = t->numel / n;
         lt_gguf_job j = {buf, qbuf, n, lt_ggml_row_size(types[i], n), types[i], dtype};

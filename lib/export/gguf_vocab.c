@@ -96,6 +96,14 @@ lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
                       mtype ? mtype : "(none)");
         goto done;
     }
+    if (json_is_true(json_object_get(model, "byte_fallback"))) {
+        /* Gemma, Phi-3, Mistral v0.1: a SentencePiece vocabulary that llama.cpp reads as its
+         * "llama" tokenizer model (scores from tokenizer.model), not as gpt2 merges */
+        st = lt_error(LT_ERR_UNSUPPORTED, "%s/tokenizer.json: a SentencePiece-style vocabulary (byte_fallback); GGUF "
+                      "export writes byte-level BPE vocabularies only (Llama 3, Qwen2/2.5, Qwen3); export the merged "
+                      "model (--format merged) and convert it with llama.cpp", dir);
+        goto done;
+    }
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
@@ -170,7 +178,10 @@ lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
         st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: no merges (llama.cpp cannot load a BPE vocabulary without them)", dir);
         goto done;
     }
-    const char *pre = !strcmp(cfg->model_type, "qwen2") ? "qwen2" : "default";
+    /* the converter's pre-tokenizer names (its tokenizer hashes): Qwen2/2.5/3 "qwen2", Llama 3 "llama-bpe" */
+    const char *pre = cfg->family == LT_FAMILY_QWEN2 || cfg->family == LT_FAMILY_QWEN3 ? "qwen2"
+                      : cfg->family == LT_FAMILY_LLAMA                                  ? "llama-bpe"
+                                                                                        : "default";
     st = lt_gguf_add_str(w, "tokenizer.ggml.model", "gpt2");
     if (st == LT_OK) st = lt_gguf_add_str(w, "tokenizer.ggml.pre", pre);
     if (st == LT_OK) st = lt_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (size_t)V);
@@ -230,7 +241,8 @@ lt_status lt_export_stop_tokens(lt_exporter *ex, char ***out, size_t *n) {
     const char *eos = lt_special_text(tc, "eos");
     if (eos) s[k++] = lt_strdup(eos);
     /* the end-of-generation texts llama.cpp recognises, where the tokenizer has them */
-    static const char *const eog[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>"};
+    static const char *const eog[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>",
+                                      "<|eom_id|>", "<|end|>"};
     json_t *added = tj ? json_object_get(tj, "added_tokens") : NULL;
     for (size_t e = 0; e < sizeof eog / sizeof eog[0] && k < 8; e++) {
         if (lt_added_id(added, eog[e]) < 0) continue;

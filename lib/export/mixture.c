@@ -3,6 +3,7 @@
  * llama_tensor_get_type) for the K mixtures, including its fallbacks for rows that are not a
  * multiple of 256 (specs/gguf-export.md §3, §4). */
 #include "export/export.h"
+#include <string.h>
 #include <strings.h>
 
 static const lt_gguf_ftype lt_ftypes[] = {
@@ -49,6 +50,10 @@ int lt_gguf_tensor_type(const lt_gguf_ftype *ft, const lt_export_tensor *t, int 
         /* the output matrix (or the tied embedding that serves as it) */
         if (!lt_fits(type, ne0)) type = LT_GGML_Q8_0;
         else type = LT_GGML_Q6_K;
+    } else if (t->kind == LT_XT_PROJ && strstr(t->gguf, ".attn_qkv.")) {
+        /* a fused qkv (Phi-3): llama-quantize's attn_qkv rule */
+        if (f == 15) type = LT_GGML_Q5_K;
+        else if (f == 17) type = LT_GGML_Q6_K;
     } else if (t->kind == LT_XT_PROJ && t->proj == LT_PROJ_V) {
         if ((f == 15 || f == 17) && lt_use_more_bits(t->layer, n_layer)) type = LT_GGML_Q6_K;
         else if (f == 14 && t->layer < 4) type = LT_GGML_Q5_K;

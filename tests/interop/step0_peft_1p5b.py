@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import numpy as np, torch
     from safetensors.numpy import load_file, save_file
-    from transformers import Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM
     from peft import PeftModel, set_peft_model_state_dict
     import loratune as lt
 except ImportError as e:
@@ -104,7 +104,10 @@ def hf_step0(pm):
 
 # (bf16 on a CPU is too slow for a smoke run there: fp32 stands in for it off the GPU)
 for dt_name, dtype in (("bf16", torch.bfloat16 if tdev == "cuda" else torch.float32), ("fp32", torch.float32)):
-    base = Qwen2ForCausalLM.from_pretrained(deq, dtype=dtype, attn_implementation="sdpa").to(tdev)
+    # any family (tests/gpu/verify_families.sh); eager where soft-capping needs it (Gemma 2)
+    base = AutoModelForCausalLM.from_pretrained(deq, dtype=dtype, attn_implementation="sdpa").to(tdev) \
+        if "gemma2" not in open(os.path.join(deq, "config.json")).read() else \
+        AutoModelForCausalLM.from_pretrained(deq, dtype=dtype, attn_implementation="eager").to(tdev)
     pm = PeftModel.from_pretrained(base, a0, is_trainable=True)
     pm.train()
     lora_dtypes = sorted({str(p.dtype) for n, p in pm.named_parameters() if "lora_" in n})
