@@ -37,7 +37,24 @@ if(LT_GZIP)
     list(GET _pkg_comp 1 _comp)
     install(FILES ${LT_DEB_DOC}/copyright ${LT_DEB_DOC}/changelog.Debian.gz
       DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/${_pkg} COMPONENT ${_comp})
+    # packages built here are not uploads to Debian: no ITP bug to close
+    file(WRITE ${LT_DEB_DOC}/${_pkg}.lintian-overrides "${_pkg}: initial-upload-closes-no-bugs\n")
+    install(FILES ${LT_DEB_DOC}/${_pkg}.lintian-overrides RENAME ${_pkg}
+      DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/lintian/overrides COMPONENT ${_comp})
   endforeach()
+endif()
+
+# What Debian's dh_strip does beyond CPACK_STRIP_FILES: drop the compiler's .comment section
+# from the library, and the debug sections from the static archive (CPack leaves archives alone).
+if(CMAKE_STRIP)
+  install(CODE "if(CMAKE_INSTALL_DO_STRIP)
+    execute_process(COMMAND \"${CMAKE_STRIP}\" --remove-section=.comment
+      \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/libloratune.so.${PROJECT_VERSION}\")
+  endif()" COMPONENT runtime)
+  install(CODE "if(CMAKE_INSTALL_DO_STRIP)
+    execute_process(COMMAND \"${CMAKE_STRIP}\" --strip-debug --remove-section=.comment
+      \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/libloratune.a\")
+  endif()" COMPONENT dev)
 endif()
 
 set(CPACK_PACKAGE_NAME loratune)
@@ -61,6 +78,10 @@ set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libloratune0)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
+# dpkg runs ldconfig through this trigger. (CPack also writes postinst/postrm scripts calling
+# ldconfig for any library under /usr/lib, with no switch to turn them off: lintian's
+# maintscript-calls-ldconfig warning comes from those.)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/debian/triggers)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
 "LoRA fine-tuning of causal language models on a 4-bit base
 libloratune fine-tunes Hugging Face causal language models (Qwen2, the Llama

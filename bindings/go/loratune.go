@@ -6,14 +6,14 @@
 // carrying the status and the library's message. Callbacks are Go funcs kept alive (through
 // cgo.Handle) as long as the handle that calls them.
 //
-// Linking: the package compiles against ../../include/loratune.h and links -lloratune; point
-// CGO_LDFLAGS at the library (e.g. -L/path/build -Wl,-rpath,/path/build) or use the flags of
-// `pkg-config --cflags --libs loratune` for an installed library.
+// Linking: cgo asks pkg-config for loratune (`#cgo pkg-config: loratune`): an installed library
+// (libloratune-dev, or `cmake --install`; PKG_CONFIG_PATH=<prefix>/lib/pkgconfig for another
+// prefix), or a build tree through its loratune-uninstalled.pc (PKG_CONFIG_PATH=<build>/pkgconfig).
+// Outside the loader's paths add an rpath: CGO_LDFLAGS="-Wl,-rpath,<libdir>".
 package loratune
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -lloratune
+#cgo pkg-config: loratune
 #include <stdlib.h>
 #include "loratune.h"
 */

@@ -13,6 +13,8 @@ else
 fi
 libdir=$(dirname "${LORATUNE_LIBRARY:?}")
 export LT_REPO_ROOT="$root" CGO_ENABLED=1 CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
+# `#cgo pkg-config: loratune` finds this build tree through its loratune-uninstalled.pc
+export PKG_CONFIG_PATH="$build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 # go's build cache does not see headers outside the package: key it on loratune.h's content, so a
 # grown struct rebuilds the binding instead of failing the version check with a stale one
 export CGO_CFLAGS="-g -O2 -DLT_HEADER_SHA=$(sha1sum "$root/include/loratune.h" | cut -c1-16)"

@@ -21,7 +21,10 @@ except ImportError as e:
     print("skipped: %s (pip install nbclient nbformat ipykernel)" % e)
     sys.exit(77)
 
-for var in ("LORATUNE_LIBRARY", "LORATUNE_CLI"):
+# LT_NOTEBOOK_INSTALLED=1 (tests/packaging/run_pip.sh): the pip-installed package, found by
+# the kernel's python alone: no LORATUNE_LIBRARY, no bindings/python on PYTHONPATH.
+INSTALLED = os.environ.get("LT_NOTEBOOK_INSTALLED") == "1"
+for var in ("LORATUNE_CLI",) if INSTALLED else ("LORATUNE_LIBRARY", "LORATUNE_CLI"):
     if not os.environ.get(var):
         print("skipped: %s is not set (run through ctest)" % var)
         sys.exit(77)
@@ -32,8 +35,9 @@ if not os.path.exists(config):
 
 os.environ["LORATUNE_SMOKE"] = "1"
 os.environ["LT_REPO_ROOT"] = ROOT
-pp = os.path.join(ROOT, "bindings", "python")
-os.environ["PYTHONPATH"] = pp + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+if not INSTALLED:
+    pp = os.path.join(ROOT, "bindings", "python")
+    os.environ["PYTHONPATH"] = pp + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
 work = tempfile.mkdtemp(prefix="loratune-colab-")
 nb = nbformat.read(NOTEBOOK, as_version=4)
 client = NotebookClient(nb, timeout=400, kernel_name="python3", resources={"metadata": {"path": work}})
