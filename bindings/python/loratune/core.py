@@ -843,6 +843,8 @@ class Trainer(_Handle):
             self._keep.append(cb)
             p.on_step = cb
         self._params = p
+        if hasattr(self, "_new_trainer"):  # distributed.Trainer: the data-parallel fields
+            self._new_trainer(p)
         check(_L.lt_trainer_new(model.handle, dataset.handle, ctypes.byref(p), ctypes.byref(self._h)),
               "lt_trainer_new")
         model._adopt(self)
@@ -915,7 +917,9 @@ class Trainer(_Handle):
 
     def request_stop(self):
         """Asks the step in progress (or the next one) to stop: from another thread, or a signal
-        handler of one's own. step() then returns Metrics with .stopped (or None before any step)."""
+        handler of one's own. That step() returns None with .stopped set (the step abandoned, or
+        not begun) or, when the request came after its last pass, its Metrics with .stopped;
+        run() then returns "stopped" and a later step() trains on."""
         _L.lt_trainer_request_stop(self.handle)
 
     @property

@@ -991,13 +991,18 @@ class SFTTrainer:
         self.state.log_history.append(dict(logs, step=self.state.global_step))
         bar.write(str(logs))
 
-    def train(self, resume_from_checkpoint=None, **kwargs):
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """Runs the training; logs every logging_steps (and each evaluation); returns
         TrainOutput(global_step, training_loss, metrics) as TRL does. resume_from_checkpoint: a
         checkpoint folder, or True for the latest in output_dir. Ctrl-C raises
         loratune.TrainingInterrupted (a KeyboardInterrupt) naming the checkpoint it wrote."""
         if kwargs:
             raise TypeError("train() got an unexpected keyword argument %r" % next(iter(kwargs)))
+        if trial is not None:
+            _refuse("train", "trial", trial, "hyper-parameter search is not implemented")
+        if ignore_keys_for_eval:
+            _refuse("train", "ignore_keys_for_eval", ignore_keys_for_eval, "evaluation returns no model outputs "
+                    "to ignore")
         if self._trainer is not None:
             self._trainer.close()
         tr = self._trainer = self._make_trainer()

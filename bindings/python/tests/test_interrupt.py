@@ -181,6 +181,16 @@ class TestCtrlC(Base):
                          "a second Ctrl-C writes no checkpoint")
         self.assertEqual(tr.step().step, 4)
 
+    def test_request_stop_from_another_thread(self):
+        tr = self.trainer(output_dir=None)
+        t = threading.Timer(0.5, tr.request_stop)
+        t.start()
+        self.addCleanup(t.cancel)
+        self.assertEqual(tr.run(), "stopped")
+        done = tr.global_step
+        self.assertLess(done, MAX_STEPS)
+        self.assertEqual(tr.step().step, done + 1)  # the request was used up: training goes on
+
     def test_default_handler_is_back_after(self):
         tr = self.trainer(output_dir=None)
         tr.step()
