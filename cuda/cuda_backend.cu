@@ -536,6 +536,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->graph_free = op_graph_free;
     o->graph_epoch = op_graph_epoch;
     o->copy2d = LT_PROF(3, op_copy2d); /* counted with copy */
+    o->argmax_rows = lt_cuda_argmax_rows; /* argmax.cu; evaluation only, not profiled */
     o->rope_freq_fwd = LT_PROF(15, lt_cuda_rope_freq_fwd); /* family.cu; counted with rope */
     o->rope_freq_bwd = LT_PROF(16, lt_cuda_rope_freq_bwd);
     o->glu_fwd = LT_PROF(19, lt_cuda_glu_fwd);             /* counted with swiglu */

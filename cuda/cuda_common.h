@@ -331,6 +331,8 @@ lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *
                                      const void *gate, const void *up, void *dgate, void *dup);
 lt_status lt_cuda_lm_head_logits(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
                                  int64_t C, int64_t V);
+/* argmax.cu: out[r] = the column of row r's largest value (the lowest among equals) */
+lt_status lt_cuda_argmax_rows(lt_backend *be, int32_t *out, const float *x, int64_t rows, int64_t cols);
 /* lora.cu: the skinny LoRA products on tensor cores (rank 8, 16 or 32; C and OC multiples of 8) */
 bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC);
 lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void *W, int64_t N, int64_t M, int64_t R,

@@ -290,6 +290,10 @@ typedef struct lt_backend_ops {
      * of a fused projection's output and the join of its gradients */
     lt_status (*copy2d)(lt_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch,
                         size_t width_bytes, int64_t rows);
+    /* out[r] (int32, rows) = the column of the largest x[r * cols + c] (f32, rows x cols), the
+     * lowest column among equals: the argmax of logits for evaluation's token accuracy, so that
+     * only `rows` ids leave the device */
+    lt_status (*argmax_rows)(lt_backend *be, int32_t *out, const float *x, int64_t rows, int64_t cols);
 
     /* ---- single-token decoding (generation) ----
      * decoder_create prepares a decoder of model (an lt_model, which the backend reads) over

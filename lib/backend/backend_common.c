@@ -146,6 +146,26 @@ static lt_status def_copy2d(lt_backend *be, void *dst, size_t dpitch, const void
     return LT_OK;
 }
 
+/* the rows on the host: the CPU backend's own (its download is a copy) */
+static lt_status def_argmax_rows(lt_backend *be, int32_t *out, const float *x, int64_t rows, int64_t cols) {
+    if (rows <= 0) return LT_OK;
+    float *h = lt_malloc((size_t)rows * (size_t)cols * sizeof(float), "argmax rows");
+    int32_t *ids = lt_malloc((size_t)rows * sizeof(int32_t), "argmax ids");
+    lt_status st = h && ids ? be->ops.download(be, h, x, (size_t)rows * (size_t)cols * sizeof(float))
+                            : LT_ERR_OUT_OF_MEMORY;
+    for (int64_t r = 0; r < rows && st == LT_OK; r++) {
+        const float *v = h + (size_t)r * (size_t)cols;
+        int64_t best = 0;
+        for (int64_t c = 1; c < cols; c++)
+            if (v[c] > v[best]) best = c;
+        ids[r] = (int32_t)best;
+    }
+    if (st == LT_OK) st = be->ops.upload(be, out, ids, (size_t)rows * sizeof(int32_t));
+    free(h);
+    free(ids);
+    return st;
+}
+
 static lt_status def_decoder_create(lt_backend *be, struct lt_model *m, void *const *kc, void *const *vc,
                                     int64_t max_len, void **out) {
     (void)m; (void)kc; (void)vc; (void)max_len;
@@ -172,6 +192,7 @@ void lt_backend_fill_defaults(lt_backend *be) {
     D(lm_head_ce_cap, def_lm_head_ce_cap);
     D(lm_head_logits_cap, def_lm_head_logits_cap);
     D(copy2d, def_copy2d);
+    D(argmax_rows, def_argmax_rows);
     D(decoder_create, def_decoder_create);
     D(decoder_step, def_decoder_step);
     D(decoder_free, def_decoder_free);

@@ -779,7 +779,7 @@ lt_status lt_graph_loss(lt_model *m, const lt_batch *b, double *loss_sum) {
 }
 
 /* argmax of each labelled row's logits against its target: the logits of LT_LOGITS_CHUNK_FLOATS
- * at a time, downloaded (no argmax op in the backend table; evaluation is occasional) */
+ * at a time, their argmax on the backend (argmax_rows), only the ids downloaded */
 static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_correct) {
     lt_model *m = x->m;
     lt_graph *g = x->g;
@@ -794,25 +794,20 @@ static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_
         LT_TRY(galloc(be, (void **)&g->logits, (size_t)rows * (size_t)V * sizeof(float)));
         g->logits_rows = rows;
     }
-    float *host = lt_malloc((size_t)rows * (size_t)V * sizeof(float), "eval logits");
+    int32_t *ids = NULL, *host = lt_malloc((size_t)rows * sizeof(int32_t), "eval argmax");
     if (!host) return LT_ERR_OUT_OF_MEMORY;
-    lt_status st = LT_OK;
+    lt_status st = galloc(be, (void **)&ids, (size_t)rows * sizeof(int32_t));
     for (int64_t t0 = 0; t0 < x->N && st == LT_OK; t0 += rows) {
         int64_t n = x->N - t0 < rows ? x->N - t0 : rows, any = 0;
         for (int64_t t = 0; t < n && !any; t++) any = b->targets[t0 + t] != -100;
         if (!any) continue;
         st = be->ops.lm_head_logits(be, g->logits, act_at(x, g->lnf, t0, C), m->head, n, C, V);
-        if (st == LT_OK) st = be->ops.download(be, host, g->logits, (size_t)n * (size_t)V * 4);
-        for (int64_t t = 0; t < n && st == LT_OK; t++) {
-            int32_t y = b->targets[t0 + t];
-            if (y == -100) continue;
-            const float *r = host + (size_t)t * (size_t)V;
-            int64_t best = 0;
-            for (int64_t v = 1; v < V; v++)
-                if (r[v] > r[best]) best = v;
-            *n_correct += best == y;
-        }
+        if (st == LT_OK) st = be->ops.argmax_rows(be, ids, g->logits, n, V);
+        if (st == LT_OK) st = be->ops.download(be, host, ids, (size_t)n * sizeof(int32_t));
+        for (int64_t t = 0; t < n && st == LT_OK; t++)
+            *n_correct += b->targets[t0 + t] != -100 && host[t] == b->targets[t0 + t];
     }
+    if (ids) gfree(be, (void **)&ids);
     free(host);
     return st;
 }
