@@ -85,7 +85,7 @@ typedef struct bench_opts {
 
 /* the data-parallel fields of tp for a rank of o's group */
 static void set_dist(const bench_opts *o, lt_train_params *tp) {
-    if (o->world <= 1) return;
+    if (!o->comm) return;
     tp->world_size = o->world;
     tp->rank = o->rank;
     tp->comm = o->comm;
@@ -395,7 +395,7 @@ int lt_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "loratune bench: no CUDA device (or a CPU-only build); the benchmark needs a GPU\n");
         return 1;
     }
-    if (dist.world > 1) { /* a rank of --gpus: join the others; rank 0 reports */
+    if (dist.active) { /* a rank of --gpus: join the others; rank 0 reports */
         o.world = dist.world;
         o.rank = dist.rank;
         o.device_index = dist.device_index;

@@ -268,7 +268,7 @@ int lt_cmd_train(int argc, char **argv) {
     }
     rc = 1;
     cli_enable_logging(LT_LOG_WARN);
-    if (dist.world > 1) {
+    if (dist.active) {
         mp.device_index = dist.device_index;
         tp.world_size = dist.world;
         tp.rank = dist.rank;

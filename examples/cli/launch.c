@@ -48,7 +48,9 @@ int cli_dist_from_env(const char *cmd, cli_dist *d) {
         env_int("LOCAL_RANK", "SLURM_LOCALID", &lr) < 0 || env_int("MASTER_PORT", NULL, &port) < 0)
         return cli_usage_error(cmd, "WORLD_SIZE, RANK, LOCAL_RANK and MASTER_PORT (or SLURM_NTASKS, SLURM_PROCID, "
                                "SLURM_LOCALID) must be non-negative integers");
-    if (w <= 1) return -1;
+    const char *launched = getenv("LORATUNE_LAUNCHED");
+    if (w <= 1 && !(launched && *launched == '1')) return -1;
+    if (w < 1) w = 1;
     if (r >= w) return cli_usage_error(cmd, "RANK %d is not below WORLD_SIZE %d", r, w);
     if (port < 1 || port > 65535) return cli_usage_error(cmd, "MASTER_PORT %d is not a TCP port", port);
     const char *addr = getenv("MASTER_ADDR");
@@ -60,6 +62,7 @@ int cli_dist_from_env(const char *cmd, cli_dist *d) {
         addr = "127.0.0.1";
     }
     d->world = w;
+    d->active = 1;
     d->rank = r;
     d->local_rank = lr;
     d->port = port;
@@ -246,6 +249,7 @@ int cli_launch(const char *cmd, const char *spec, int argc, char **argv) {
             setenv("MASTER_PORT", v, 1);
             setenv("MASTER_ADDR", "127.0.0.1", 1);
             setenv("LORATUNE_GPUS", list, 1);
+            setenv("LORATUNE_LAUNCHED", "1", 1);
             execv(exe, cargv);
             fprintf(stderr, "loratune %s: rank %d: cannot run %s: %s\n", cmd, k, exe, strerror(errno));
             _exit(127);

@@ -12,6 +12,8 @@ typedef struct cli_dist {
     int32_t port;              /* MASTER_PORT */
     int32_t device_index;      /* the CUDA device of this rank (LORATUNE_GPUS[local_rank], else local_rank) */
     double timeout_s;          /* LORATUNE_DIST_TIMEOUT, else lt_train_params_init's dist_timeout_s */
+    int32_t active;            /* join a group: world > 1, or a rank started by --gpus (even --gpus 1, which
+                                * then trains through the collective: the rendezvous and NCCL) */
 } cli_dist;
 
 /* Reads WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun), or SLURM_NTASKS,

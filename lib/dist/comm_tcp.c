@@ -401,7 +401,9 @@ static lt_status tcp_collective(lt_comm *c, uint32_t op, void *buf, uint64_t byt
         io = io_full(c->fd[k], tmp, (size_t)bytes, 0, deadline);
         if (io != 0) {
             snprintf(msg, sizeof msg, "%s (%s #%llu): receiving rank %d's data: %s", what, op_name(op),
-                     (unsigned long long)seq, k, io_why(io));
+                     (unsigned long long)seq, k,
+                     io == -1 ? "timed out (it hung); every rank stops"
+                              : "rank closed its connection (its process died or failed); every rank stops");
             st = root_fail(c, msg);
             break;
         }
@@ -415,7 +417,9 @@ static lt_status tcp_collective(lt_comm *c, uint32_t op, void *buf, uint64_t byt
         if (send_hdr(c->fd[k], OP_RESULT, seq, bytes, deadline + FOLLOWER_GRACE_S, &io) != LT_OK ||
             (io = io_full(c->fd[k], buf, (size_t)bytes, 1, deadline + FOLLOWER_GRACE_S)) != 0) {
             snprintf(msg, sizeof msg, "%s (%s #%llu): sending the result to rank %d: %s", what, op_name(op),
-                     (unsigned long long)seq, k, io_why(io));
+                     (unsigned long long)seq, k,
+                     io == -1 ? "timed out (it hung); every rank stops"
+                              : "rank closed its connection (its process died or failed); every rank stops");
             st = root_fail(c, msg);
         }
     }

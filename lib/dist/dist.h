@@ -42,6 +42,7 @@ struct lt_coll {
     int32_t rank, world;
     double timeout_s;         /* the deadline of each collective */
     void *impl;
+    int warned_idle;          /* the trainer said once that a window had fewer passes than ranks */
 };
 
 /* The endpoint of `rank` in comm (a public lt_comm: in-process or TCP). comm must outlive it. */

@@ -108,6 +108,14 @@ void lt_dist_plan(const lt_batch *runs, int R, int world, int *owner) {
 }
 
 lt_status lt_dist_reduce_window(lt_trainer *tr, double *pass_loss, int R, double *loss_sum) {
+    if (R < tr->world && !tr->coll->warned_idle) {
+        tr->coll->warned_idle = 1;
+        if (tr->rank == 0)
+            LT_LOGW("data parallel: step %lld's window of %d micro-batches fused into %d pass(es) for %d ranks, so "
+                    "%d rank(s) had nothing to run (passes are formed as on one GPU, to keep the dropout masks and "
+                    "losses of world size 1): raise grad_accum, or set fuse_micro_batches 0", (long long)tr->step + 1,
+                    tr->n_micro, R, tr->world, tr->world - R);
+    }
     char what[96];
     snprintf(what, sizeof what, "step %lld: LoRA gradient all-reduce", (long long)tr->step + 1);
     LT_TRY(tr->coll->ops.allreduce_many(tr->coll, tr->n_tensors, tr->grad, tr->grad_n, what));

@@ -718,12 +718,47 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
+class _SigintWatcher:
+    """Python runs its signal handlers on the main thread between bytecodes, so while a C step
+    runs, a Ctrl-C reaches Python code only once the step is over. To stop the step itself, the
+    C-level handler's wake-up byte (signal.set_wakeup_fd) wakes this daemon thread, which asks the
+    library to stop at once (lt_trainer_request_stop only sets a flag; the step checks it between
+    micro-batch passes). Used only where no one else holds the wake-up fd (asyncio does)."""
+    _lock = threading.Lock()
+    _r = _w = None
+    active = None  # the _DeferSigint of the step() running on the main thread
+
+    @classmethod
+    def start(cls):
+        with cls._lock:
+            if cls._w is None:
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                threading.Thread(target=cls._run, args=(r,), name="loratune-sigint", daemon=True).start()
+                cls._r, cls._w = r, w
+        return cls._w
+
+    @classmethod
+    def _run(cls, r):
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            d = cls.active
+            if d is not None and signal.SIGINT in data:
+                d.request()
+
+
 class _DeferSigint:
     """While a trainer call runs on the main thread with Python's default SIGINT handling, a
-    first Ctrl-C only asks the trainer to stop (the C call finishes its step, or abandons it where
-    the library can, and the trainer raises TrainingInterrupted after it); a second one raises
-    KeyboardInterrupt at once, as the default handler would. A callback's Python code never sees
-    the first interrupt, so no step is left half-reported."""
+    first Ctrl-C only asks the trainer to stop (the library abandons the step in progress between
+    two micro-batch passes, or completes it when the request came after the last one, and the
+    trainer raises TrainingInterrupted after it); a second one raises KeyboardInterrupt at once,
+    as the default handler would. A callback's Python code never sees the first interrupt, so no
+    step is left half-reported."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -731,19 +766,32 @@ class _DeferSigint:
         self.requested = False
         self.error = None
         self._prev = None
+        self._wakeup = False
 
     def __enter__(self):
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self._prev = signal.signal(signal.SIGINT, self._handler)
+            w = _SigintWatcher.start()
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            if old == -1:
+                self._wakeup = True
+                _SigintWatcher.active = self
+            else:  # someone else's (an event loop's): theirs stays; the stop waits for the step's end
+                signal.set_wakeup_fd(old)
         return self
+
+    def request(self):
+        """Asks the trainer to stop (once); from the handler or the watcher thread."""
+        if not self.requested:
+            self.requested = True
+            _L.lt_trainer_request_stop(self.trainer._h)
 
     def _handler(self, signum, frame):
         self.hits += 1
         if self.hits > 1:
             raise KeyboardInterrupt
-        _L.lt_trainer_request_stop(self.trainer.handle)
-        self.requested = True
+        self.request()
 
     def poll(self):
         """Runs the Python signal handlers now, so a Ctrl-C that came during the C call is
@@ -754,6 +802,10 @@ class _DeferSigint:
             self.error = e
 
     def __exit__(self, *exc):
+        if self._wakeup:
+            signal.set_wakeup_fd(-1)
+            _SigintWatcher.active = None
+            self._wakeup = False
         if self._prev is not None:
             signal.signal(signal.SIGINT, self._prev)
             self._prev = None
