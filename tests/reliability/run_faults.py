@@ -46,6 +46,7 @@ results = []  # (case, exit, passed, total, notes)
 
 def sh(args, env=None, check=False, timeout=120):
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    sanitizer_check(args, p.stderr)
     if check and p.returncode != 0:
         raise RuntimeError("%s failed (%d):\n%s\n%s" % (" ".join(args), p.returncode, p.stdout, p.stderr))
     return p
@@ -88,7 +89,18 @@ def run_faulty(args, fault="", signals=(), timeout=120):
         err += "\n(timed out)"
     if os.path.exists(mark):
         os.unlink(mark)
+    sanitizer_check(args, err)
     return p.returncode, out, err
+
+
+SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:")
+sanitizer_reports = []
+
+
+def sanitizer_check(args, err):
+    """A sanitizer report in any run (an ASan/UBSan build) fails the suite, whatever the exit code."""
+    if SANITIZER_RE.search(err or ""):
+        sanitizer_reports.append("%s:\n%s" % (" ".join(args[:3]), err[-2000:]))
 
 
 # ---- checks of files ----
@@ -206,8 +218,11 @@ def main():
         print("| %s | %s | %d/%d |" % (c.name, c.code, c.passed, c.total))
     bad = [c for c in results if c.passed != c.total]
     total = sum(c.total for c in results)
-    print("\n%d cases, %d checks, %d failed cases" % (len(results), total, len(bad)))
-    return 1 if bad else 0
+    print("\n%d cases, %d checks, %d failed cases, %d sanitizer reports" % (len(results), total, len(bad),
+                                                                        len(sanitizer_reports)))
+    for r in sanitizer_reports[:3]:
+        print("SANITIZER:", r)
+    return 1 if bad or sanitizer_reports else 0
 
 
 def suite(work):

@@ -246,6 +246,9 @@ def main():
                 runs += 1
                 out = p.stdout + p.stderr
                 label = "%s %s %s" % (cmd, flag, "" if value is None else repr(value))
+                if re.search(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:", p.stderr):
+                    failures.append("%s: sanitizer report: %s" % (label, p.stderr[-1500:]))
+                    continue
                 if value == "cuda" and p.returncode == 1 and no_gpu(out):
                     continue  # the flag is taken; there is no GPU here
                 if p.returncode != 0:
