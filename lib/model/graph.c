@@ -62,9 +62,12 @@ struct lt_graph {
     void *dpost;            /* sandwich_norm: (N,C) gradient of a post-norm's input */
     void *dqkv;             /* fused_qkv: (N,NH*HD+2*NKV*HD) */
     void *dgu;              /* fused_gate_up: (N,2I) */
-    /* logits for lt_graph_logits, f32 (chunk,V) */
+    /* logits for lt_graph_logits, f32 (chunk,V), and their argmax for evaluation (chunk), kept:
+     * freeing between evaluations would invalidate the recorded training pass */
     float *logits;
     int64_t logits_rows;
+    int32_t *argmax;
+    int64_t argmax_rows;
     /* a backend graph of the last training pass shape seen twice in a row (see rec_key) */
     void *rec;
     uint64_t rec_base;      /* the stream base it was recorded with */
@@ -95,7 +98,7 @@ void lt_graph_free(lt_graph *g) {
     void **bufs[] = {(void **)&g->ids, (void **)&g->pos, (void **)&g->targets, (void **)&g->cu, &g->proj, &g->lnf,
                      (void **)&g->rstdf, (void **)&g->loss, &g->dres, &g->dln, &g->dq, &g->datt, &g->dk, &g->dv,
                      &g->dgate, &g->dup, &g->dact, (void **)&g->logits, &g->dqr, &g->dkr, &g->dpost, &g->dqkv,
-                     &g->dgu};
+                     &g->dgu, (void **)&g->argmax};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gfree(be, bufs[i]);
     for (int i = 0; g->acts && i < g->n_acts; i++) {
         layer_acts *a = &g->acts[i];
@@ -794,9 +797,15 @@ static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_
         LT_TRY(galloc(be, (void **)&g->logits, (size_t)rows * (size_t)V * sizeof(float)));
         g->logits_rows = rows;
     }
-    int32_t *ids = NULL, *host = lt_malloc((size_t)rows * sizeof(int32_t), "eval argmax");
+    if (!g->argmax || g->argmax_rows < rows) {
+        gfree(be, (void **)&g->argmax);
+        g->argmax_rows = 0;
+        LT_TRY(galloc(be, (void **)&g->argmax, (size_t)rows * sizeof(int32_t)));
+        g->argmax_rows = rows;
+    }
+    int32_t *ids = g->argmax, *host = lt_malloc((size_t)rows * sizeof(int32_t), "eval argmax");
     if (!host) return LT_ERR_OUT_OF_MEMORY;
-    lt_status st = galloc(be, (void **)&ids, (size_t)rows * sizeof(int32_t));
+    lt_status st = LT_OK;
     for (int64_t t0 = 0; t0 < x->N && st == LT_OK; t0 += rows) {
         int64_t n = x->N - t0 < rows ? x->N - t0 : rows, any = 0;
         for (int64_t t = 0; t < n && !any; t++) any = b->targets[t0 + t] != -100;
@@ -807,7 +816,6 @@ static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_
         for (int64_t t = 0; t < n && st == LT_OK; t++)
             *n_correct += b->targets[t0 + t] != -100 && host[t] == b->targets[t0 + t];
     }
-    if (ids) gfree(be, (void **)&ids);
     free(host);
     return st;
 }
