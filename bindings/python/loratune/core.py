@@ -10,6 +10,7 @@ import os
 import math
 import operator
 import queue
+import select
 import signal
 import threading
 import weakref
@@ -747,9 +748,19 @@ class _SigintWatcher:
                 return
             if not data:
                 return
-            d = cls.active
-            if d is not None and signal.SIGINT in data:
-                d.request()
+            with cls._lock:  # a byte read as a step() ended goes to no later one
+                d = cls.active
+                if d is not None and signal.SIGINT in data:
+                    d.request()
+
+    @classmethod
+    def release(cls):
+        """The step() is over: later bytes, and any left in the pipe, are nobody's."""
+        with cls._lock:
+            cls.active = None
+            while select.select([cls._r], [], [], 0)[0]:
+                if not os.read(cls._r, 64):
+                    break
 
 
 class _DeferSigint:
@@ -776,7 +787,8 @@ class _DeferSigint:
             old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
             if old == -1:
                 self._wakeup = True
-                _SigintWatcher.active = self
+                with _SigintWatcher._lock:
+                    _SigintWatcher.active = self
             else:  # someone else's (an event loop's): theirs stays; the stop waits for the step's end
                 signal.set_wakeup_fd(old)
         return self
@@ -804,7 +816,7 @@ class _DeferSigint:
     def __exit__(self, *exc):
         if self._wakeup:
             signal.set_wakeup_fd(-1)
-            _SigintWatcher.active = None
+            _SigintWatcher.release()
             self._wakeup = False
         if self._prev is not None:
             signal.signal(signal.SIGINT, self._prev)

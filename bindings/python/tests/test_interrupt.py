@@ -64,18 +64,29 @@ class Base(unittest.TestCase):
         return lt.Trainer(self.model, self.ds, batch_size=2, grad_accum=2, max_steps=MAX_STEPS, warmup_steps=2,
                           lr=1e-3, **kw)
 
-    def interrupt_later(self, tr, delay=0.6):
-        """SIGINT to this process from a timer thread; returns a dict with the step count the
+    def interrupt_later(self, tr, after_steps=2, delay=0.05, steps_done=None):
+        """SIGINT to this process from a timer thread once the trainer has reported after_steps
+        steps (and `delay` s more, to land inside a step); returns a dict with the step count the
         trainer had reported when the signal went out, and the time it went."""
         sent = {}
+        stop = threading.Event()
+        steps_done = steps_done or (lambda: tr.last_metrics.step if tr.last_metrics is not None else 0)
 
         def fire():
-            sent["step"] = tr.last_metrics.step if tr.last_metrics is not None else 0
+            t_end = time.perf_counter() + 120
+            while not stop.is_set() and time.perf_counter() < t_end:
+                if steps_done() >= after_steps:
+                    break
+                time.sleep(0.005)
+            if stop.is_set():
+                return
+            time.sleep(delay)
+            sent["step"] = steps_done()
             sent["t"] = time.perf_counter()
             os.kill(os.getpid(), signal.SIGINT)
-        t = threading.Timer(delay, fire)
+        t = threading.Thread(target=fire, daemon=True)
         t.start()
-        self.addCleanup(t.cancel)
+        self.addCleanup(stop.set)
         return sent, t
 
     def check_interrupt(self, cm, sent, tr):
@@ -89,6 +100,7 @@ class Base(unittest.TestCase):
         self.assertLessEqual(e.step, sent["step"] + 1, "the interrupt came %d steps late" % (e.step - sent["step"]))
         self.assertEqual(tr.last_metrics.step, e.step)
         self.assertLess(got - sent["t"], 30.0)
+        sent["latency"] = got - sent["t"]
         self.assertFalse(tr.finished)
         # the checkpoint: named in the message, written whole, for the step reported
         self.assertEqual(e.checkpoint, os.path.join(self.out, "checkpoint-%d" % e.step))
@@ -124,8 +136,8 @@ class TestCtrlC(Base):
             tr.run()
         e = self.check_interrupt(cm, sent, tr)
         self.assertEqual(unr.seen, [])
-        print("run() without a callback: SIGINT after step %d -> KeyboardInterrupt after step %d, %s"
-              % (sent["step"], e.step, e.checkpoint))
+        print("run() without a callback: SIGINT after step %d -> KeyboardInterrupt after step %d (%.3f s later), %s"
+              % (sent["step"], e.step, sent["latency"], e.checkpoint))
         self.check_usable(tr, e)
 
     def test_run_with_callback(self):
@@ -137,8 +149,8 @@ class TestCtrlC(Base):
         e = self.check_interrupt(cm, sent, tr)
         self.assertEqual(unr.seen, [], "a callback dropped an exception")
         self.assertEqual(seen, list(range(1, e.step + 1)))  # every step taken was reported once
-        print("run() with a callback: SIGINT after step %d -> KeyboardInterrupt after step %d, %s"
-              % (sent["step"], e.step, e.checkpoint))
+        print("run() with a callback: SIGINT after step %d -> KeyboardInterrupt after step %d (%.3f s later), %s"
+              % (sent["step"], e.step, sent["latency"], e.checkpoint))
         self.check_usable(tr, e)
 
     def test_iterating(self):
@@ -152,13 +164,13 @@ class TestCtrlC(Base):
         self.assertEqual(unr.seen, [])
         # the step the interrupt ended is kept (in the checkpoint) though the loop never saw it
         self.assertIn(steps[-1], (e.step, e.step - 1))
-        print("iterating: SIGINT after step %d -> KeyboardInterrupt after step %d, %s"
-              % (sent["step"], e.step, e.checkpoint))
+        print("iterating: SIGINT after step %d -> KeyboardInterrupt after step %d (%.3f s later), %s"
+              % (sent["step"], e.step, sent["latency"], e.checkpoint))
         self.check_usable(tr, e)
 
     def test_without_output_dir_says_so(self):
         tr = self.trainer(output_dir=None)
-        sent, _ = self.interrupt_later(tr, delay=0.3)
+        sent, _ = self.interrupt_later(tr, after_steps=1)
         with self.assertRaises(lt.TrainingInterrupted) as cm:
             tr.run()
         self.assertIsNone(cm.exception.checkpoint)
@@ -207,14 +219,12 @@ class TestNotebookLayer(Base):
                         args=TrainingArguments(per_device_train_batch_size=2, gradient_accumulation_steps=2,
                                                max_steps=MAX_STEPS, logging_steps=1, output_dir=self.out,
                                                disable_tqdm=True))
-        timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        self.addCleanup(timer.cancel)
+        sent, _ = self.interrupt_later(tr, steps_done=lambda: tr.state.global_step)
         with self.assertRaises(lt.TrainingInterrupted) as cm, contextlib.redirect_stdout(io.StringIO()):
             tr.train()
         e = cm.exception
-        self.assertGreaterEqual(e.step, 1)
-        self.assertLess(e.step, MAX_STEPS)
+        self.assertGreaterEqual(e.step, sent["step"])
+        self.assertLessEqual(e.step, sent["step"] + 1)
         self.assertEqual(tr.state.global_step, e.step)
         self.assertTrue(os.path.isdir(e.checkpoint))
         with contextlib.redirect_stdout(io.StringIO()):  # resumes from the checkpoint the interrupt wrote
