@@ -194,7 +194,12 @@ LT_API lt_status lt_model_add_lora(lt_model *model, const lt_lora_params *params
 /* Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors). */
 LT_API lt_status lt_model_load_adapter(lt_model *model, const char *dir);
 /* Writes the adapter as PEFT does: adapter_config.json + adapter_model.safetensors (F32).
- * Atomic: the folder gets complete files or none. overwrite=0 refuses existing files. */
+ * Whole or absent: a new folder is built as "<dir>.tmp-<pid>-<n>/" and renamed into place; into
+ * an existing folder (a training output) the pair is committed through "<dir>/.adapter-pending/"
+ * so that a kill at any point leaves the previous adapter or the new one, never a mix
+ * (lt_model_load_adapter reads a committed pair still in .adapter-pending/; the next save
+ * finishes it). overwrite=0 refuses a folder that holds an adapter. A NaN/Inf weight is refused
+ * with LT_ERR_NONFINITE naming the tensor, and nothing is written. */
 LT_API lt_status lt_model_save_adapter(const lt_model *model, const char *dir, int32_t overwrite);
 /* Enables (1) or disables (0) the LoRA branch in forward passes (training needs it on). */
 LT_API lt_status lt_model_set_lora_enabled(lt_model *model, int32_t enabled);
@@ -377,6 +382,10 @@ typedef struct lt_metrics {
  * LT_STOPPED (the step it reports is complete and kept). */
 typedef int (*lt_step_fn)(const lt_metrics *metrics, void *user_data);
 
+/* lt_trainer_new checks every field and refuses a bad one with LT_ERR_INVALID_ARGUMENT and a
+ * message naming it: numbers must be finite and in range (lr, weight_decay, warmup_ratio >= 0,
+ * adam_eps > 0, betas in [0, 1), max_grad_norm finite), counts in range (batch_size and
+ * grad_accum in [1, 2^20], log_every/save_every >= 0), switches 0 or 1. */
 typedef struct lt_train_params {
     uint32_t struct_size;
     int32_t batch_size;           /* per device micro-batch; default 2 */
@@ -385,7 +394,7 @@ typedef struct lt_train_params {
     double epochs;                /* default 1 (used when max_steps <= 0) */
     double lr;                    /* default 4e-5 */
     int32_t warmup_steps;         /* default 50 */
-    double warmup_ratio;          /* used when warmup_steps < 0: ceil(total*ratio) */
+    double warmup_ratio;          /* used when warmup_steps < 0: ceil(total*ratio); then in (0, 1] */
     int32_t scheduler;            /* lt_scheduler; default COSINE */
     int32_t optimizer;            /* lt_optimizer; default ADAMW_8BIT */
     double weight_decay;          /* default 0.01 */
@@ -462,10 +471,26 @@ LT_API lt_status lt_optimizer_parse(const char *name, int32_t *out);
 /* The model (with LoRA attached) and the dataset must outlive the trainer. */
 LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_params *params, lt_trainer **out);
 /* One optimizer step (grad_accum micro-batches). LT_OK: a step was taken (metrics filled);
- * LT_DONE: training is complete; LT_STOPPED: the callback asked to stop; < 0: an error. */
+ * LT_DONE: training is complete; LT_STOPPED: the callback or lt_trainer_request_stop asked to
+ * stop; < 0: an error. LT_ERR_NONFINITE: this step's loss or global gradient norm is NaN/Inf
+ * (fp16 loss scaling's overflow excepted: that step is skipped and the scale halved); the update
+ * was not applied, the trainer's state is the last step's, and the message names the step, the
+ * value and the last checkpoint saved or resumed from. A failed write of log.jsonl saves a
+ * checkpoint of the completed step before the error is returned (the message names it). */
 LT_API lt_status lt_trainer_step(lt_trainer *tr, lt_metrics *metrics);
 /* Runs steps until done, stopped or failed. */
 LT_API lt_status lt_trainer_run(lt_trainer *tr);
+/* Asks the trainer to stop, from any thread or a signal handler (it only sets a flag: async-
+ * signal-safe). The running (or next) lt_trainer_step checks it between micro-batch passes and
+ * returns LT_STOPPED: either the step it had begun is abandoned (no update; the data cursor,
+ * dropout stream and metrics stay those of the last complete step, so that a checkpoint saved
+ * now and resumed gives the same losses as an uninterrupted run), or, when the request came
+ * after the last pass, the step is completed and reported as with an on_step stop. The request
+ * is consumed by the LT_STOPPED it causes: a later lt_trainer_step trains on. A front end's
+ * SIGINT/SIGTERM handler calls this, then saves a checkpoint with lt_trainer_save_checkpoint. */
+LT_API void lt_trainer_request_stop(lt_trainer *tr);
+/* Optimizer steps done so far (after a resume: counted from the checkpoint's), 0 for NULL. */
+LT_API int64_t lt_trainer_get_step(const lt_trainer *tr);
 /* Mean loss on the eval records (lt_train_params.eval_data, else the held-out split);
  * LT_ERR_STATE when there are none. */
 LT_API lt_status lt_trainer_evaluate(lt_trainer *tr, double *loss);
@@ -481,17 +506,6 @@ typedef struct lt_eval_result {
 /* Evaluates the eval records now (no gradient, no dropout, no effect on training or its random
  * streams); also what the trainer runs every eval_every steps. */
 LT_API lt_status lt_trainer_evaluate_v2(lt_trainer *tr, lt_eval_result *out);
-/* Asks the trainer to stop, from any thread or a signal handler (it only sets a flag: async-
- * signal-safe). The running (or next) lt_trainer_step checks it between micro-batch passes and
- * returns LT_STOPPED: either the step it had begun is abandoned (no update; the data cursor,
- * dropout stream and metrics stay those of the last complete step, so that a checkpoint saved
- * now and resumed gives the same losses as an uninterrupted run), or, when the request came
- * after the last pass, the step is completed and reported as with an on_step stop. The request
- * is consumed by the LT_STOPPED it causes: a later lt_trainer_step trains on. A front end's
- * SIGINT/SIGTERM handler calls this, then saves a checkpoint with lt_trainer_save_checkpoint. */
-LT_API void lt_trainer_request_stop(lt_trainer *tr);
-/* Optimizer steps done so far (after a resume: counted from the checkpoint's), 0 for NULL. */
-LT_API int64_t lt_trainer_get_step(const lt_trainer *tr);
 
 typedef struct lt_train_summary {
     uint32_t struct_size;
@@ -512,7 +526,10 @@ typedef struct lt_train_summary {
 } lt_train_summary;
 /* Where training stands; for the end-of-run report (CLI summary, TRL's TrainOutput). */
 LT_API lt_status lt_trainer_get_summary(const lt_trainer *tr, lt_train_summary *out);
-/* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Atomic. Data parallel:
+/* Full state: adapter, optimizer (8-bit too), schedule, RNG, data cursor. Whole or absent: built
+ * as "<dir>.tmp-<pid>-<n>/" and renamed over dir as one (an older checkpoint of that name is
+ * swapped out); NaN/Inf values are refused (LT_ERR_NONFINITE). Loading truncates output_dir's
+ * log.jsonl to the checkpoint's step. Data parallel:
  * every rank holds the same state; rank 0 writes it (other ranks return LT_OK, writing nothing)
  * and every rank loads it, on any world size. */
 LT_API lt_status lt_trainer_save_checkpoint(lt_trainer *tr, const char *dir);
@@ -624,7 +641,14 @@ LT_API lt_status lt_export_format_parse(const char *name, int32_t *out);
 /* The model must outlive the exporter; tok may be NULL (then tokenizer_dir is read). */
 LT_API lt_status lt_exporter_new(lt_model *model, const lt_tokenizer *tok, const lt_export_params *params,
                                  lt_exporter **out);
-/* Writes to path (a folder for PEFT/merged, a file for GGUF). Atomic. */
+/* Writes to path (a folder for PEFT/merged, a file for GGUF). Whole or absent: files through a
+ * temporary name and a rename, the merged folder built aside and renamed as one (an existing
+ * one is replaced only with overwrite, and only when it is empty or a model folder); the folders
+ * a failed call created are removed, and temporaries a killed export of the same path left are
+ * removed first. A NaN/Inf value is refused with LT_ERR_NONFINITE naming the tensor. With a
+ * Modelfile: "Modelfile" beside the GGUF, or "<gguf name>.Modelfile" when a Modelfile of another
+ * GGUF is already there (without overwrite), so that several quantizations share a folder.
+ * A progress callback's cancel returns LT_STOPPED with nothing written. */
 LT_API lt_status lt_exporter_write(lt_exporter *ex, const char *path);
 LT_API void lt_exporter_free(lt_exporter *ex);
 
