@@ -374,6 +374,14 @@ lt_status lt_exporter_new(lt_model *model, const lt_tokenizer *tok, const lt_exp
     const lt_export_params *p = &ex->p;
     if (p->format < LT_EXPORT_PEFT || p->format > LT_EXPORT_GGUF_LORA)
         s = lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_new: format %d is not an lt_export_format", p->format);
+    if (s == LT_OK && p->n_threads < 0)
+        s = lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_new: n_threads must be >= 0 (0 = all cores; got %d)",
+                     p->n_threads);
+    if (s == LT_OK && (p->overwrite != 0 && p->overwrite != 1))
+        s = lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_new: overwrite must be 0 or 1 (got %d)", p->overwrite);
+    if (s == LT_OK && (p->write_modelfile != 0 && p->write_modelfile != 1))
+        s = lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_new: write_modelfile must be 0 or 1 (got %d)",
+                     p->write_modelfile);
     if (s == LT_OK && (p->merge_base < LT_MERGE_AUTO || p->merge_base > LT_MERGE_DEQUANTIZED))
         s = lt_error(LT_ERR_INVALID_ARGUMENT, "lt_exporter_new: merge_base %d is not an lt_merge_base", p->merge_base);
     lt_gguf_ftype ft;
