@@ -3,8 +3,9 @@
 way transformers' apply_chat_template does (ImmutableSandboxedEnvironment with trim_blocks,
 lstrip_blocks and loopcontrols; its tojson, raise_exception and strftime_now; messages, tools=None,
 documents=None, add_generation_prompt and the special-token strings). Templates: the shipped
-Qwen2 template, Qwen2.5, Llama-3, Llama-3.1, ChatML, a role-alternation template that raises, and a
-feature template. Skips (77) when jinja2 is not importable."""
+Qwen2 template, Qwen2.5, Llama-3, Llama-3.1, ChatML, a role-alternation template that raises, a
+feature template, and templates in the form of the other families' (Qwen3 with its reasoning split,
+Gemma 2 / Gemma 3, Phi-3, Mistral). Skips (77) when jinja2 is not importable."""
 import json
 import os
 import shutil
@@ -64,6 +65,10 @@ CONVERSATIONS = [
     [{"role": "system", "content": "sys"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
      {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}, {"role": "user", "content": "u3"},
      {"role": "assistant", "content": "a3"}],
+    [{"role": "user", "content": "Think first"},
+     {"role": "assistant", "content": "<think>\nsome reasoning\n</think>\n\nThe answer."},
+     {"role": "user", "content": "<tool_response>42</tool_response>"},
+     {"role": "assistant", "content": "<think>more</think>Done."}],
 ]
 
 lib = Lib()
@@ -98,7 +103,7 @@ def check(name, template, tok, special, override):
 qwen = Tokenizer(lib, TOKDIR)
 cfg = json.load(open(os.path.join(TOKDIR, "tokenizer_config.json"), encoding="utf-8"))
 check("qwen2 (shipped)", cfg["chat_template"], qwen, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, False)
-for name in ("qwen2.5", "chatml", "features"):
+for name in ("qwen2.5", "chatml", "features", "qwen3"):
     with open(os.path.join(HERE, "templates", name + ".jinja"), encoding="utf-8") as f:
         check(name, f.read(), qwen, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, True)
 qwen.close()
@@ -107,10 +112,15 @@ qwen.close()
 tmp = tempfile.mkdtemp(prefix="lt_chat_")
 try:
     shutil.copy(os.path.join(TOKDIR, "tokenizer.json"), os.path.join(tmp, "tokenizer.json"))
-    for name in ("llama3", "llama3.1", "alternate"):
+    # the families' templates (issue 18) with their own special tokens
+    fam_special = {"gemma2": {"bos_token": "<bos>", "eos_token": "<eos>"},
+                   "gemma3": {"bos_token": "<bos>", "eos_token": "<eos>"},
+                   "phi3": {"bos_token": "<s>", "eos_token": "<|endoftext|>"},
+                   "mistral": {"bos_token": "<s>", "eos_token": "</s>"}}
+    for name in ("llama3", "llama3.1", "alternate", "gemma2", "gemma3", "phi3", "mistral"):
         with open(os.path.join(HERE, "templates", name + ".jinja"), encoding="utf-8") as f:
             tmpl = f.read()
-        special = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+        special = fam_special.get(name, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
         with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             json.dump(dict(special, chat_template=tmpl), f)
         tok = Tokenizer(lib, tmp)
