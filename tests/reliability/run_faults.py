@@ -168,12 +168,14 @@ def scan(root, allow_temps=False):
     return problems, temps
 
 
-def log_losses(path):
+def log_losses(path, rows=None):
     out = {}
     if os.path.exists(path):
         for line in open(path):
             r = json.loads(line)
             out[r["step"]] = r["loss"]
+            if rows is not None:
+                rows.append(r["step"])
     return out
 
 
@@ -291,7 +293,9 @@ def suite(work):
         if not c.check(code == 0, "resume exit %s: %s" % (code, se.strip()[-300:])):
             return
         c.check(not scan(out)[1], "temporaries left after the resume")
-        got = log_losses(os.path.join(out, "log.jsonl"))
+        rows = []
+        got = log_losses(os.path.join(out, "log.jsonl"), rows)
+        c.check(rows == sorted(set(rows)), "log.jsonl rows repeat or go back after the resume: %s" % rows)
         want_steps = [s for s in ref_losses if s not in missing_rows]
         diff = max([abs(got[s] - ref_losses[s]) for s in want_steps if s in got] or [0])
         c.check(all(s in got for s in want_steps) and diff <= 1e-6 and len(got) == len(want_steps),
@@ -321,7 +325,7 @@ def suite(work):
     stop_case("SIGINT at step 3", "write:/log.jsonl$:3:pause", [(1, signal.SIGINT)], 130, 3, resume_from=3)
     stop_case("SIGTERM at step 5", "write:/log.jsonl$:5:pause", [(1, signal.SIGTERM)], 143, 5, resume_from=5)
     stop_case("SIGKILL at step 5", "write:/log.jsonl$:5:pause", [(1, signal.SIGKILL)], -9, None, killed=True,
-              resume_from=4)
+              resume_from=2)  # an older checkpoint: log.jsonl's rows 3 and 4 are dropped, then logged again
     # ---- signals inside the saves ----
     stop_case("SIGINT in checkpoint save", "write:checkpoint-4.tmp-:1:pause", [(1, signal.SIGINT)], 130, 4,
               resume_from=4)
@@ -384,6 +388,14 @@ def suite(work):
     c.check(m is None or os.path.isdir(m.group(1)), "the named checkpoint does not exist")
     check_previous(c, out)
     check_files(c, out)
+    c.done()
+
+    c = Case("failed resume into a new folder")
+    new_out = os.path.join(work, "never", "out")
+    code, so, se = run_faulty(train_args(new_out, "--resume", os.path.join(work, "no-such-checkpoint")))
+    c.code = code
+    c.check(code != 0 and "no-such-checkpoint" in se, "exit %s: %s" % (code, se[-300:]))
+    c.check(not os.path.exists(os.path.join(work, "never")), "the folders the failed run created remain")
     c.done()
 
     c = Case("train into a used folder")
