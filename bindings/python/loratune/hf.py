@@ -86,10 +86,12 @@ class Tokenizer:
         return self._tok.vocab_size
 
     def encode(self, text, add_special_tokens=True, **kwargs):
+        _check_extra("tokenizer.encode", kwargs, _TOK_NO_EFFECT, _TOK_DEFAULT_ONLY, "a transformers tokenizer argument")
         return self._tok.encode(text, add_special=add_special_tokens)
 
     def __call__(self, text, add_special_tokens=True, padding=False, truncation=False, max_length=None,
                  return_tensors=None, return_attention_mask=True, **kwargs):
+        _check_extra("tokenizer", kwargs, _TOK_NO_EFFECT, _TOK_DEFAULT_ONLY, "a transformers tokenizer argument")
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         rows = [self._tok.encode(t, add_special=add_special_tokens) for t in texts]
@@ -118,10 +120,13 @@ class Tokenizer:
         return out
 
     def decode(self, token_ids, skip_special_tokens=False, **kwargs):
+        _check_extra("tokenizer.decode", kwargs, _TOK_NO_EFFECT, _TOK_DEFAULT_ONLY, "a transformers decode argument")
         rows, _ = _rows(token_ids)
         return self._tok.decode(rows[0] if rows else [], skip_special=skip_special_tokens)
 
     def batch_decode(self, sequences, skip_special_tokens=False, **kwargs):
+        _check_extra("tokenizer.batch_decode", kwargs, _TOK_NO_EFFECT, _TOK_DEFAULT_ONLY,
+                     "a transformers decode argument")
         rows, _ = _rows(sequences)
         return [self._tok.decode(r, skip_special=skip_special_tokens) for r in rows]
 
@@ -300,6 +305,7 @@ class FastModel:
     # -- saving
     def save_pretrained(self, save_directory, tokenizer=None, **kwargs):
         """The LoRA adapter as PEFT writes it (adapter_config.json + adapter_model.safetensors)."""
+        _check_extra("save_pretrained", kwargs, _SAVE_NO_EFFECT, _SAVE_DEFAULT_ONLY, "a save_pretrained argument")
         if self.peft_config is None:
             raise LoratuneError(_ffi.LT_ERR_STATE, "the model has no LoRA adapter to save; call "
                                 "FastLanguageModel.get_peft_model first", "save_pretrained")
@@ -313,7 +319,13 @@ class FastModel:
                             "upload the folder with huggingface_hub", "push_to_hub")
 
     def save_pretrained_merged(self, save_directory, tokenizer=None, save_method="merged_16bit", **kwargs):
-        """save_method "lora": the adapter; "merged_16bit": the merged safetensors checkpoint."""
+        """save_method "lora": the adapter; "merged_16bit": the merged safetensors checkpoint
+        ("merged_4bit" is refused: the merged weights are written in 16 bits)."""
+        _check_extra("save_pretrained_merged", kwargs, _SAVE_NO_EFFECT, _SAVE_DEFAULT_ONLY,
+                     "a save_pretrained_merged argument")
+        if save_method not in ("lora", "merged_16bit"):
+            _refuse("save_pretrained_merged", "save_method", save_method, "use \"merged_16bit\" (the merged weights "
+                    "in 16 bits) or \"lora\" (the adapter)")
         if save_method == "lora":
             return self.save_pretrained(save_directory, tokenizer)
         os.makedirs(save_directory, exist_ok=True)
@@ -326,6 +338,8 @@ class FastModel:
                              **kwargs):
         """Merges LoRA into the base and writes <save_directory>/model-<QUANT>.gguf with an Ollama
         Modelfile beside it. Returns the GGUF's path."""
+        _check_extra("save_pretrained_gguf", kwargs, _SAVE_NO_EFFECT, _SAVE_DEFAULT_ONLY,
+                     "a save_pretrained_gguf argument")
         methods = quantization_method if isinstance(quantization_method, (list, tuple)) else [quantization_method]
         os.makedirs(save_directory, exist_ok=True)
         tok = tokenizer._tok if isinstance(tokenizer, Tokenizer) else self._tokenizer._tok
@@ -409,6 +423,29 @@ _GEN_DEFAULT_ONLY = {
     "guidance_scale": (None, _UNSUPPORTED),
     "assistant_model": (None, _UNSUPPORTED),
     "generation_config": (None, "pass the settings as arguments"),
+}
+
+_TOK_NO_EFFECT = frozenset(("verbose", "clean_up_tokenization_spaces", "spaces_between_special_tokens"))
+_TOK_DEFAULT_ONLY = {
+    "text_pair": (None, "one text per sequence"),
+    "text_target": (None, "one text per sequence"),
+    "is_split_into_words": (False, "texts are whole strings"),
+    "stride": (0, "no overflowing windows"),
+    "return_overflowing_tokens": (False, "no overflowing windows"),
+    "return_token_type_ids": (None, "Qwen2 / Llama tokenizers have no token types"),
+    "return_special_tokens_mask": (False, _UNSUPPORTED),
+    "return_offsets_mapping": (False, _UNSUPPORTED),
+    "return_length": (False, _UNSUPPORTED),
+    "pad_to_multiple_of": (None, _UNSUPPORTED),
+    "padding_side": (None, "set tokenizer.padding_side"),
+}
+_SAVE_NO_EFFECT = frozenset(("safe_serialization", "max_shard_size", "maximum_memory_usage", "temporary_location",
+                             "is_main_process", "state_dict", "save_function", "tags", "private", "token",
+                             "first_conversion", "commit_message"))
+_SAVE_DEFAULT_ONLY = {
+    "push_to_hub": (False, "save the folder and upload it with huggingface_hub"),
+    "selected_adapters": (None, "a model has one adapter"),
+    "save_embedding_layers": ("auto", "only the LoRA matrices are trained"),
 }
 
 _TARGET_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -171,6 +171,15 @@ class TestRefused(unittest.TestCase):
             with self.subTest(name=name):
                 self.refused(lambda: gen(**{name: value}), name)
         self.refused(lambda: gen(max_new_tokns=2), "max_new_tokns", TypeError)
+        # tokenizer and saving
+        self.refused(lambda: self.tok("你好", return_offsets_mapping=True), "return_offsets_mapping")
+        self.refused(lambda: self.tok("你好", text_pair="世界"), "text_pair")
+        self.refused(lambda: self.tok.decode([1, 2], skip_specail_tokens=True), "skip_specail_tokens", TypeError)
+        out = tempfile.mkdtemp(prefix="loratune-save-")
+        self.refused(lambda: m.save_pretrained(out, push_to_hub=True), "push_to_hub")
+        self.refused(lambda: m.save_pretrained_merged(out, self.tok, save_method="merged_4bit"), "save_method")
+        m.save_pretrained(out, safe_serialization=True)
+        self.assertTrue(os.path.exists(os.path.join(out, "adapter_model.safetensors")))
         self.assertEqual(len(gen(use_cache=True, num_beams=1, pad_token_id=0)[0]), len(ids[0]) + 2)
 
     def test_precision_contradiction(self):
