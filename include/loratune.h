@@ -504,7 +504,8 @@ typedef struct lt_eval_result {
     double seconds;
 } lt_eval_result;
 /* Evaluates the eval records now (no gradient, no dropout, no effect on training or its random
- * streams); also what the trainer runs every eval_every steps. */
+ * streams); also what the trainer runs every eval_every steps. Data parallel: the records are
+ * dealt to the ranks and the sums added up, so every rank calls it and gets the same result. */
 LT_API lt_status lt_trainer_evaluate_v2(lt_trainer *tr, lt_eval_result *out);
 
 typedef struct lt_train_summary {

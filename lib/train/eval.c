@@ -5,6 +5,7 @@
  * load_best_at_end); early stopping on the eval loss; save_total_limit's pruning of
  * checkpoint-<step> folders; the eval state in checkpoints; the run summary. */
 #include "train/trainer_impl.h"
+#include "dist/dist.h"
 #include "io/safetensors.h"
 
 #include <dirent.h>
@@ -77,7 +78,11 @@ static lt_status eval_run(lt_trainer *tr, lt_eval_result *r) {
     double sum = 0;
     int64_t items = 0, correct = 0;
     lt_status st = LT_OK;
-    for (size_t i = 0; i < n && st == LT_OK; i += bs) {
+    /* data parallel: the passes are dealt to the ranks and the sums added up (in rank order, so
+     * every rank gets the same bits and takes the same early-stopping decision) */
+    size_t world = tr->coll ? (size_t)tr->coll->world : 1, rank = tr->coll ? (size_t)tr->coll->rank : 0;
+    for (size_t i = 0, pass = 0; i < n && st == LT_OK; i += bs, pass++) {
+        if (pass % world != rank) continue;
         size_t k = n - i < bs ? n - i : bs;
         for (size_t j = 0; j < k; j++) idx[j] = i + j;
         st = lt_batch_from_dataset(&b, tr->eval_ds, idx, (int)k, tr->eval_split);
@@ -88,6 +93,13 @@ static lt_status eval_run(lt_trainer *tr, lt_eval_result *r) {
     }
     lt_batch_free(&b);
     free(idx);
+    if (st == LT_OK && tr->coll) {
+        double v[3] = {sum, (double)correct, (double)items};
+        st = tr->coll->ops.allreduce_host(tr->coll, v, 3, LT_DIST_F64, "evaluation");
+        sum = v[0];
+        correct = (int64_t)v[1];
+        items = (int64_t)v[2];
+    }
     if (st != LT_OK) return lt_error_wrap(st, "evaluating %zu records", n);
     if (items == 0) return lt_error(LT_ERR_DATA, "the evaluation records carry no labelled tokens");
     r->loss = sum / (double)items;

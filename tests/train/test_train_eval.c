@@ -10,11 +10,13 @@
  *     load_best_at_end);
  *   - load_best_at_end: the adapter saved after training is the best evaluation's weights;
  *   - a run resumed from a checkpoint keeps its evaluations (patience, best step and weights);
+ *   - data parallel (2 ranks as threads): every rank reports the same eval loss;
  *   - the schedule warnings (warmup >= max_steps; a peak never reached) reach the log callback. */
 #include "train_common.h"
 #include "train/trainer_impl.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -443,6 +445,72 @@ static void check_resume(lt_tokenizer *tok) {
     rm_rf(root);
 }
 
+/* data parallel: the eval records are dealt to the ranks and the sums added up, so every rank
+ * reports the same eval loss (and takes the same early-stopping decision) */
+typedef struct dp_rank {
+    lt_train_params tp;
+    lt_dataset *ds;
+    double eval[4];
+    lt_status st;
+} dp_rank;
+
+static void *dp_main(void *arg) {
+    dp_rank *r = arg;
+    lt_model *m = fx_model("tiny-untied", 1);
+    lt_trainer *tr = NULL;
+    r->st = lt_trainer_new(m, r->ds, &r->tp, &tr);
+    lt_metrics mt = {sizeof mt};
+    for (int s = 0; s < 3 && r->st == LT_OK; s++) {
+        r->st = lt_trainer_step(tr, &mt);
+        r->eval[s] = mt.eval_loss;
+    }
+    lt_trainer_free(tr);
+    lt_model_free(m);
+    return NULL;
+}
+
+static void check_data_parallel(lt_tokenizer *tok) {
+    lt_dataset *ds = dataset(tok, 24, 0, 7), *ev = dataset(tok, 9, 0, 99);
+    dp_rank r[3];
+    memset(r, 0, sizeof r);
+    lt_comm *comm = NULL;
+    lt_comm_params cp;
+    lt_comm_params_init(&cp);
+    cp.world_size = 2;
+    CHECK_OK(lt_comm_new(&cp, &comm));
+    for (int k = 0; k < 3; k++) { /* r[2]: world size 1, the reference */
+        lt_train_params_init(&r[k].tp);
+        r[k].tp.max_steps = 3;
+        r[k].tp.grad_accum = k < 2 ? 1 : 2;
+        r[k].tp.lr = 1e-3;
+        r[k].tp.warmup_steps = 0;
+        r[k].tp.optimizer = LT_OPTIM_ADAMW;
+        r[k].tp.eval_data = ev;
+        r[k].tp.eval_every = 1;
+        r[k].tp.log_every = 0;
+        if (k < 2) {
+            r[k].tp.world_size = 2;
+            r[k].tp.rank = k;
+            r[k].tp.comm = comm;
+        }
+        r[k].ds = ds;
+    }
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) pthread_create(&th[k], NULL, dp_main, &r[k]);
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    dp_main(&r[2]);
+    for (int k = 0; k < 3; k++) CHECK_MSG(r[k].st == LT_OK, "rank %d: %s", k, lt_status_string(r[k].st));
+    for (int s = 0; s < 3; s++) {
+        CHECK(r[0].eval[s] == r[1].eval[s]);
+        CHECK_NEAR(r[0].eval[s], r[2].eval[s], 1e-5);
+    }
+    printf("data parallel, 2 ranks: eval loss %.9f %.9f (equal), world size 1 %.9f\n", r[0].eval[2], r[1].eval[2],
+           r[2].eval[2]);
+    lt_comm_free(comm);
+    lt_dataset_free(ds);
+    lt_dataset_free(ev);
+}
+
 /* the schedule warnings, through the log callback */
 static char warned[4096];
 static void on_log(int32_t level, const char *msg, void *ud) {
@@ -482,6 +550,7 @@ int main(void) {
     check_eval_equals_separate_pass(tok);
     check_stop_limit_best(tok);
     check_resume(tok);
+    check_data_parallel(tok);
     check_schedule_warnings(tok);
     lt_tokenizer_free(tok);
     return lt_test_done("test_train_eval");
