@@ -6,6 +6,7 @@ module names.
 """
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -871,6 +872,18 @@ class _Progress:
             self.bar.close()
 
 
+# loratune.Trainer's keyword (and lt_train_params field) -> the TrainingArguments name it comes from
+_HF_NAMES = (("batch_size", "per_device_train_batch_size"), ("grad_accum", "gradient_accumulation_steps"),
+             ("max_steps", "max_steps"), ("epochs", "num_train_epochs"), ("lr", "learning_rate"),
+             ("warmup_steps", "warmup_steps"), ("warmup_ratio", "warmup_ratio"), ("weight_decay", "weight_decay"),
+             ("adam betas", "adam_beta1/adam_beta2"), ("adam_beta1", "adam_beta1"), ("adam_beta2", "adam_beta2"),
+             ("adam_eps", "adam_epsilon"), ("max_grad_norm", "max_grad_norm"), ("seed", "seed"),
+             ("log_every", "logging_steps"), ("save_every", "save_steps"), ("save_total_limit", "save_total_limit"),
+             ("eval_every", "eval_steps"), ("eval_batch_size", "per_device_eval_batch_size"),
+             ("load_best_at_end", "load_best_model_at_end"), ("scheduler", "lr_scheduler_type"),
+             ("optimizer", "optim"))
+
+
 class TrainerState:
     """transformers' TrainerState: global_step, max_steps, log_history, best_metric,
     best_model_checkpoint."""
@@ -1007,6 +1020,16 @@ class SFTTrainer:
         eval_every = -1
         if self.eval_dataset is not None and a.eval_strategy == "steps":
             eval_every = int(a.eval_steps or a.logging_steps or 0) or -1
+        try:
+            return self._core_trainer(a, warmup_steps, warmup_ratio, logging, eval_every)
+        except LoratuneError as e:  # name the TrainingArguments field beside the library's word for it
+            named = [hf for lt_name, hf in _HF_NAMES if re.search(r"\b%s\b" % lt_name, e.message or "")]
+            if not named:
+                raise
+            err = type(e)(e.status, "%s (TrainingArguments.%s)" % (e.message, ", ".join(named)), e.call)
+            raise err from None
+
+    def _core_trainer(self, a, warmup_steps, warmup_ratio, logging, eval_every):
         early = self._early
         return core.Trainer(
             self.model.lt, self.train_dataset, batch_size=a.per_device_train_batch_size,
