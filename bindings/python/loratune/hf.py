@@ -1,8 +1,11 @@
 """hf.py - the notebook's workflow (Unsloth + TRL + transformers names) over loratune's handles:
-FastLanguageModel, a callable tokenizer, TextStreamer, TrainingArguments, SFTTrainer. A notebook
-written for Unsloth changes its import lines, not its code. The modules loratune.unsloth,
-loratune.trl, loratune.transformers and loratune.datasets re-export these under the original
-module names.
+FastLanguageModel, a callable tokenizer, TextStreamer, TrainingArguments / SFTConfig, SFTTrainer,
+EarlyStoppingCallback. A notebook written for Unsloth changes its import lines, not its code:
+`from loratune import ...`, or the modules loratune.unsloth, loratune.trl, loratune.transformers
+and loratune.datasets, which re-export these under the original module names. Every argument of
+those APIs is honoured, listed as having nothing to steer here (the *_NO_EFFECT sets), or refused
+with UnsupportedError naming it unless left at its default (the *_DEFAULT_ONLY tables); a name
+the original API does not have is a TypeError.
 """
 import math
 import os
