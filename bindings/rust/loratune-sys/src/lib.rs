@@ -102,6 +102,10 @@ pub struct lt_exporter {
 pub struct lt_token_stream {
     _private: [u8; 0],
 }
+#[repr(C)]
+pub struct lt_comm {
+    _private: [u8; 0],
+}
 
 pub type lt_log_fn = Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
 pub type lt_progress_fn =
@@ -234,6 +238,11 @@ lt_structs! {
         pub tokens_per_s: f64,
         pub elapsed_s: f64,
         pub peak_memory: u64,
+        pub eval_loss: f64,
+        pub eval_accuracy: f64,
+        pub best_eval_loss: f64,
+        pub best_eval_step: i64,
+        pub early_stop: i32,
     }
     pub struct lt_train_params {
         pub struct_size: u32,
@@ -266,6 +275,48 @@ lt_structs! {
         pub nccl_id: *const u8,
         pub fp16_initial_loss_scale: f64,
         pub fuse_micro_batches: i32,
+        pub eval_data: *const lt_dataset,
+        pub eval_every: i32,
+        pub eval_batch_size: i32,
+        pub early_stopping_patience: i32,
+        pub early_stopping_threshold: f64,
+        pub save_total_limit: i32,
+        pub load_best_at_end: i32,
+        pub comm: *mut lt_comm,
+        pub dist_timeout_s: f64,
+    }
+    pub struct lt_eval_result {
+        pub struct_size: u32,
+        pub loss: f64,
+        pub accuracy: f64,
+        pub n_records: i64,
+        pub n_tokens: i64,
+        pub seconds: f64,
+    }
+    pub struct lt_train_summary {
+        pub struct_size: u32,
+        pub steps: i64,
+        pub max_steps: i64,
+        pub steps_run: i64,
+        pub total_tokens: i64,
+        pub records_seen: i64,
+        pub elapsed_s: f64,
+        pub tokens_per_s: f64,
+        pub mean_loss: f64,
+        pub last_loss: f64,
+        pub best_eval_loss: f64,
+        pub best_eval_step: i64,
+        pub n_evals: i32,
+        pub early_stopped: i32,
+        pub best_loaded: i32,
+    }
+    pub struct lt_comm_params {
+        pub struct_size: u32,
+        pub world_size: i32,
+        pub rank: i32,
+        pub master_addr: *const c_char,
+        pub master_port: i32,
+        pub timeout_s: f64,
     }
     pub struct lt_generate_params {
         pub struct_size: u32,
@@ -389,11 +440,22 @@ lt_functions! {
                           out: *mut *mut lt_trainer) -> lt_status;
     pub fn lt_trainer_step(tr: *mut lt_trainer, metrics: *mut lt_metrics) -> lt_status;
     pub fn lt_trainer_run(tr: *mut lt_trainer) -> lt_status;
+    pub fn lt_trainer_request_stop(tr: *mut lt_trainer);
+    pub fn lt_trainer_get_step(tr: *const lt_trainer) -> i64;
     pub fn lt_trainer_evaluate(tr: *mut lt_trainer, loss: *mut f64) -> lt_status;
+    pub fn lt_trainer_evaluate_v2(tr: *mut lt_trainer, out: *mut lt_eval_result) -> lt_status;
+    pub fn lt_trainer_get_summary(tr: *const lt_trainer, out: *mut lt_train_summary) -> lt_status;
     pub fn lt_trainer_save_checkpoint(tr: *mut lt_trainer, dir: *const c_char) -> lt_status;
     pub fn lt_trainer_load_checkpoint(tr: *mut lt_trainer, dir: *const c_char) -> lt_status;
     pub fn lt_trainer_free(tr: *mut lt_trainer);
     pub fn lt_nccl_get_unique_id(id: *mut u8) -> lt_status;
+    pub fn lt_comm_params_init(params: *mut lt_comm_params);
+    pub fn lt_comm_new(params: *const lt_comm_params, out: *mut *mut lt_comm) -> lt_status;
+    pub fn lt_comm_get_info(comm: *const lt_comm, world_size: *mut i32, rank: *mut i32) -> lt_status;
+    pub fn lt_comm_broadcast(comm: *mut lt_comm, rank: i32, buf: *mut c_void, bytes: usize) -> lt_status;
+    pub fn lt_comm_barrier(comm: *mut lt_comm, rank: i32) -> lt_status;
+    pub fn lt_comm_abort(comm: *mut lt_comm, rank: i32, reason: *const c_char);
+    pub fn lt_comm_free(comm: *mut lt_comm);
     pub fn lt_generate_params_init(params: *mut lt_generate_params);
     pub fn lt_generate(model: *mut lt_model, prompt: *const i32, n_prompt: usize, params: *const lt_generate_params,
                        out_ids: *mut i32, cap: usize, n_out: *mut usize) -> lt_status;
