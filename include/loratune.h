@@ -405,7 +405,8 @@ typedef struct lt_train_params {
                                    * micro-batches are padding-free (records end to end) anyway */
     int32_t gradient_checkpointing; /* default 1 */
     int32_t offload_checkpoints;  /* keep checkpoints in pinned host memory: not implemented, must be 0 */
-    int32_t deterministic;        /* bitwise repeatable kernels; default 0 */
+    int32_t deterministic;        /* bitwise repeatable kernels (the model's backend keeps them from
+                                   * then on; the CPU backend always is); default 0 */
     int32_t log_every;            /* steps between log lines / log.jsonl rows; default 1 */
     int32_t save_every;           /* steps between checkpoints in output_dir; 0 = never */
     const char *output_dir;       /* checkpoints, log.jsonl, loss.svg; NULL = none */

@@ -170,6 +170,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
     tr->t_start = lt_time_s();
     tr->log_fresh = 1;
     tr->use_loss_scale = model->be->act_dtype == LT_DTYPE_F16;
+    if (p.deterministic) model->be->deterministic = 1; /* the CPU backend always is */
     tr->loss_scale = p.fp16_initial_loss_scale > 0 ? p.fp16_initial_loss_scale : 65536.0;
     *out = tr;
     return LT_OK;
