@@ -125,7 +125,7 @@ static int print_stream(const char *piece, size_t len, int32_t token, void *ud) 
     (void)token; (void)ud;
     fwrite(piece, 1, len, stdout);
     fflush(stdout);
-    return 0;
+    return cli_stop_signal() ? 1 : 0; /* Ctrl-C / SIGTERM end the sample generation too */
 }
 
 /* The notebook's check: the same prompt generated (greedy, streamed) before and after training,
