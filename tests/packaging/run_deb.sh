@@ -6,7 +6,8 @@
 # machine); builds
 # examples/c against that root with pkg-config (shared, and static with libloratune.a) and with
 # find_package(loratune), runs them, and the whole job for one step on the tiny model; builds the
-# Go binding through `#cgo pkg-config: loratune` where Go is found; runs lintian where installed
+# Go binding through `#cgo pkg-config: loratune` where Go is found, and loratune-sys (Rust) through
+# its build.rs's pkg-config probe where cargo is found; runs lintian where installed
 # (fails on its errors, prints its warnings). Skips (77) without dpkg-deb / dpkg-shlibdeps.
 set -u
 root=${LT_REPO_ROOT:?} build=${LT_BUILD_DIR:?}
@@ -106,6 +107,18 @@ if command -v go >/dev/null 2>&1; then
   LD_LIBRARY_PATH="$libdir" ldd "$tmp/go.test" | grep -q "$libdir/libloratune.so.$major" || fail "the Go test binary is not linked to the package's library"
   LD_LIBRARY_PATH="$libdir" "$tmp/go.test" -test.run 'TestLibraryMatches' -test.v >"$tmp/log" 2>&1 || fail "go test -run TestLibraryMatches"
   grep -E "^(ok|PASS|--- )" "$tmp/log" | head -5
+fi
+
+[ -x "${HOME:-/root}/.cargo/bin/cargo" ] && PATH="${HOME:-/root}/.cargo/bin:$PATH"
+if command -v cargo >/dev/null 2>&1; then
+  step "Rust: loratune-sys's build.rs through pkg-config (no LORATUNE_LIB_DIR), its header test"
+  (unset LORATUNE_LIB_DIR; CARGO_TARGET_DIR="$deb/rust-target" LT_REPO_ROOT="$root" \
+    cargo test --offline --manifest-path "$root/bindings/rust/Cargo.toml" -p loratune-sys) >"$tmp/log" 2>&1 \
+    || fail "cargo test -p loratune-sys against the package"
+  grep -E "^test result" "$tmp/log" | head -2
+  bin=$(ls -t "$deb"/rust-target/debug/deps/header-* | grep -v '\.d$' | head -n 1)
+  ldd "$bin" | grep "libloratune.so.$major" | grep -qF "$r/usr/lib/" \
+    || fail "the Rust test binary is not linked to the package's library: $(ldd "$bin" | grep loratune)"
 fi
 
 step "lintian"
