@@ -726,17 +726,17 @@ class _SigintWatcher:
     library to stop at once (lt_trainer_request_stop only sets a flag; the step checks it between
     micro-batch passes). Used only where no one else holds the wake-up fd (asyncio does)."""
     _lock = threading.Lock()
-    _r = _w = None
+    _r = _w = _pid = None
     active = None  # the _DeferSigint of the step() running on the main thread
 
     @classmethod
     def start(cls):
         with cls._lock:
-            if cls._w is None:
+            if cls._pid != os.getpid():  # first use, or a forked child (the thread did not come along)
                 r, w = os.pipe()
                 os.set_blocking(w, False)
                 threading.Thread(target=cls._run, args=(r,), name="loratune-sigint", daemon=True).start()
-                cls._r, cls._w = r, w
+                cls._r, cls._w, cls._pid = r, w, os.getpid()
         return cls._w
 
     @classmethod
