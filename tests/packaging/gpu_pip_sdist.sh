@@ -13,7 +13,9 @@
 # PCRE2 / utf8proc -dev packages with their libraries and pkgconf, unpacked into .whl-pkg/devroot,
 # used only where the GPU machine lacks them (then LD_LIBRARY_PATH names their folder at run time
 # too: a machine with the -dev packages installed has the libraries in the loader's paths).
-# `run` writes its logs to $OUT (default /tmp/out) and ends with a summary.
+# `run` writes its logs to $OUT (default /tmp/out) and ends with a summary. A dry run of the same
+# flow on a machine without a GPU: PY=<venv>/bin/python LT_CUDA=OFF SMOKE_CONFIG=assets/tiny-qwen2/config.json
+# SMOKE_DEVICE=cpu SMOKE_STEPS=2 (DEVROOT=1 uses the carried libraries even where the system has them).
 set -u
 K=.whl-pkg
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,11 +52,16 @@ sdist=$(ls "$K"/loratune-*.tar.gz 2>/dev/null | head -n 1)
 [ -n "$sdist" ] || { echo "no sdist in $K: run '$0 stage' on a machine with network first"; exit 1; }
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
 echo "python: $($PY --version 2>&1) at $(command -v $PY)"; cmake --version | head -n 1
+cv=$(cmake --version | sed -n 's/^cmake version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+set -- $cv
+[ "${1:-0}" -gt 3 ] || { [ "${1:-0}" = 3 ] && [ "${2:-0}" -ge 25 ]; } \
+  || { echo "CMake >= 3.25 is needed (pip cannot fetch one offline): carry the cmake wheel in $K"; exit 1; }
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
 nvcc --version | tail -n 2 | head -n 1
 
 # jansson / PCRE2 / utf8proc: the machine's own where pkg-config finds them, else the carried ones
-if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists jansson libpcre2-8 libutf8proc; then
+LT_CUDA=${LT_CUDA:-ON} CUDA_ARCH=${CUDA_ARCH:-90} STEPS=${SMOKE_STEPS:-10}
+if [ -z "${DEVROOT:-}" ] && command -v pkg-config >/dev/null 2>&1 && pkg-config --exists jansson libpcre2-8 libutf8proc; then
   echo "jansson, PCRE2, utf8proc: the system's"
 else
   echo "jansson, PCRE2, utf8proc: $K/devroot (not installed here)"
@@ -70,9 +77,9 @@ $PY -m pip install -q --no-index --find-links "$K" "scikit-build-core>=1.1" > "$
   || { cat "$OUT/skbuild.log"; exit 1; }
 s=$(t)
 $PY -m pip install -v --no-build-isolation --no-index --force-reinstall --no-deps \
-  -C cmake.define.LT_CUDA=ON -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 "$sdist" > "$OUT/pip_install.log" 2>&1
+  -C cmake.define.LT_CUDA=$LT_CUDA -C cmake.define.CMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH "$sdist" > "$OUT/pip_install.log" 2>&1
 rc=$?
-sum+=("pip install $(basename "$sdist") (LT_CUDA=ON, sm_90): rc=$rc $(($(t) - s)) s; $(grep -o 'loratune: CUDA.*' "$OUT/pip_install.log" | tr '\n' ' ')")
+sum+=("pip install $(basename "$sdist") (LT_CUDA=$LT_CUDA, sm_$CUDA_ARCH): rc=$rc $(($(t) - s)) s; $(grep -o 'loratune: CUDA.*' "$OUT/pip_install.log" | tr '\n' ' ')")
 [ $rc = 0 ] || { tail -60 "$OUT/pip_install.log"; for l in "${sum[@]}"; do echo "$l"; done; exit 1; }
 cd /tmp   # not the checkout: nothing of the source tree on sys.path
 lib=$($PY -c "import loratune; print(loratune.library_path())") || exit 1
@@ -91,15 +98,16 @@ tar xzf "$ROOT/$sdist" -C /tmp/lt-sdist
 rm -rf /tmp/nb-gpu
 s=$(t)
 LORATUNE_SMOKE=1 LT_REPO_ROOT="$ROOT" LORATUNE_CLI=/tmp/lt-cli/loratune \
-  LORATUNE_SMOKE_CONFIG="$ROOT/assets/qwen2-1.5b/config.json" LORATUNE_SMOKE_DEVICE=cuda LORATUNE_SMOKE_STEPS=10 \
+  LORATUNE_SMOKE_CONFIG="${SMOKE_CONFIG:-$ROOT/assets/qwen2-1.5b/config.json}" \
+  LORATUNE_SMOKE_DEVICE="${SMOKE_DEVICE:-cuda}" LORATUNE_SMOKE_STEPS="$STEPS" \
   timeout 480 $PY "$ROOT/tests/packaging/run_notebook_cells.py" "$ROOT/examples/colab/loratune_qwen2_alpaca.ipynb" /tmp/nb-gpu \
   > "$OUT/notebook.log" 2>&1
 rc=$?
 steps=$(grep -c "'loss': " "$OUT/notebook.log")
 grep -E "^libloratune|'loss': |train_runtime|FAILED" "$OUT/notebook.log" | head -20
-sum+=("notebook (1.5B-shaped, cuda, 10 steps): rc=$rc $(($(t) - s)) s, $steps steps logged; files: $(cd /tmp/nb-gpu 2>/dev/null && ls lora_model model | tr '\n' ' ')")
+sum+=("notebook ($(basename "$(dirname "${SMOKE_CONFIG:-qwen2-1.5b/x}")"), ${SMOKE_DEVICE:-cuda}, $STEPS steps): rc=$rc $(($(t) - s)) s, $steps steps logged; files: $(cd /tmp/nb-gpu 2>/dev/null && ls lora_model model | tr '\n' ' ')")
 ok=1
-[ $rc = 0 ] && [ "$steps" = 10 ] || ok=0
+[ $rc = 0 ] && [ "$steps" = "$STEPS" ] || ok=0
 grep -q "^libloratune .* from .*site-packages/loratune/libloratune.so.0" "$OUT/notebook.log" || { ok=0; sum+=("the notebook did not load the installed package's library"); }
 echo
 for l in "${sum[@]}"; do echo "$l"; done
