@@ -206,20 +206,6 @@ int lt_cmd_train(int argc, char **argv) {
         const char *gpus = cli_take_gpus_flag(&argc, argv);
         if (gpus) return cli_launch(cmd, gpus, argc, argv);
     }
-    /* --overwrite is taken out before the options are parsed */
-    bool overwrite = false;
-    int full_argc = argc;
-    char **full_argv = argv;
-    char **args = malloc(sizeof *args * (size_t)(argc + 1));
-    if (!args) return 1;
-    int n_args = 0;
-    for (int i = 0; i < argc; i++) {
-        if (i > 0 && !strcmp(argv[i], "--overwrite")) overwrite = true;
-        else args[n_args++] = argv[i];
-    }
-    args[n_args] = NULL;
-    argc = n_args;
-    argv = args;
     char *created = NULL;     /* the folder this run created for --output (removed if setup fails) */
     int64_t first_step = -1;  /* the step training started from (-1: it did not start) */
     for (int i = 1; i < argc; i++)
@@ -231,7 +217,7 @@ int lt_cmd_train(int argc, char **argv) {
         if (prc < 0) prc = cli_opts_finish(&o, cmd);
         if (prc >= 0) { cli_opts_free(&o); return prc; }
     }
-    overwrite = overwrite || o.overwrite;
+    bool overwrite = o.overwrite;
     int rc = 2;
     lt_tokenizer *tok = NULL;
     lt_dataset *ds = NULL, *eval_ds = NULL;
@@ -410,9 +396,6 @@ done:
     /* setup failed (nothing trained): the folder this run created goes again */
     if (rc != 0 && first_step < 0 && !cli_stop_signal() && created) cli_remove_created(created);
     free(created);
-    free(args);
-    (void)full_argc;
-    (void)full_argv;
     lt_trainer_free(tr);
     lt_comm_free(comm);
     lt_model_free(model);
