@@ -486,8 +486,9 @@ PROTOTYPES = [
 
 # ---- loading ---------------------------------------------------------------------------------
 def _candidates():
-    """Where the library is looked for, in order: $LORATUNE_LIBRARY, this package's folder,
-    the system loader (LD_LIBRARY_PATH, ldconfig)."""
+    """Where the library is looked for, in order: $LORATUNE_LIBRARY, this package's folder
+    (where `pip install` puts libloratune.so.<major>), the system loader (LD_LIBRARY_PATH,
+    ldconfig: libloratune0)."""
     env = os.environ.get("LORATUNE_LIBRARY")
     if env:
         yield env
@@ -512,8 +513,10 @@ def _open():
         except OSError as e:
             errors.append("%s (%s)" % (path, e))
     raise LibraryNotFoundError(
-        "libloratune was not found; tried: %s. Build it (cmake --build build) and set "
-        "LORATUNE_LIBRARY=/path/to/libloratune.so, or install it where the system loader finds it."
+        "libloratune was not found; tried: %s. Install the package with the library built in "
+        "(pip install . at the repository root), or point LORATUNE_LIBRARY=/path/to/libloratune.so "
+        "at a build (cmake --build build), or install it where the system loader finds it "
+        "(libloratune0, cmake --install)."
         % "; ".join(errors))
 
 
