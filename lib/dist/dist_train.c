@@ -128,9 +128,12 @@ lt_status lt_dist_reduce_window(lt_trainer *tr, double *pass_loss, int R, double
 lt_status lt_dist_vote_stop(lt_trainer *tr, int *stop) {
     char what[64];
     snprintf(what, sizeof what, "step %lld: stop vote", (long long)tr->step);
-    double v = *stop ? 1.0 : 0.0;
-    LT_TRY(tr->coll->ops.allreduce_host(tr->coll, &v, 1, LT_DIST_F64, what));
-    *stop = v > 0;
+    /* a stop (callback, request) and early stopping (each rank evaluates the same records with
+     * the same weights; a rank whose kernels round differently must not leave the others) */
+    double v[2] = {*stop ? 1.0 : 0.0, tr->early_stopped ? 1.0 : 0.0};
+    LT_TRY(tr->coll->ops.allreduce_host(tr->coll, v, 2, LT_DIST_F64, what));
+    *stop = v[0] > 0;
+    if (v[1] > 0) tr->early_stopped = 1;
     return LT_OK;
 }
 

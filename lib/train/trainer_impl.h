@@ -146,7 +146,8 @@ lt_status lt_report_truncate_log(lt_trainer *tr, int64_t step);
  * nccl_id; tr->world, rank and coll from tr->p (after the tensors are bound); the rank that runs
  * each of R passes; the gradient and loss sums over the ranks after a window (pass_loss[R]: this
  * rank's pass losses, 0 for the others'; *loss_sum += their sum in pass order); agreeing on a
- * stop (any rank's stop stops all); aborting the group after this rank failed with st. */
+ * stop and on early stopping (any rank's stops all); aborting the group after this rank failed
+ * with st. */
 lt_status lt_dist_check(const lt_train_params *p, const lt_model *m);
 lt_status lt_dist_trainer_init(lt_trainer *tr);
 void lt_dist_plan(const lt_batch *runs, int R, int world, int *owner);

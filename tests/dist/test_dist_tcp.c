@@ -195,8 +195,8 @@ int main(void) {
         CHECK_MSG(res[k].t_end - t0 < 30, "rank %d ended %.1f s after the start", k, res[k].t_end - t0);
         CHECK(res[k].steps == 3);
         printf("rank %d after rank 1 was killed (%.1f s after the start): %s\n", k, res[k].t_end - t0, res[k].err);
-        free(res[k].w);
     }
+    for (int k = 0; k < WORLD; k++) free(res[k].w);
 
     /* rank 2 hangs after 3 steps: the others fail after the 3 s timeout */
     memset(res, 0, sizeof res);
@@ -207,8 +207,8 @@ int main(void) {
         CHECK_MSG(strstr(res[k].err, "rank 2") != NULL, "rank %d's message does not name rank 2: %s", k, res[k].err);
         CHECK_MSG(res[k].t_end - t0 < 30, "rank %d ended %.1f s after the start", k, res[k].t_end - t0);
         printf("rank %d after rank 2 hung (%.1f s after the start): %s\n", k, res[k].t_end - t0, res[k].err);
-        free(res[k].w);
     }
+    for (int k = 0; k < WORLD; k++) free(res[k].w);
 
     /* the rendezvous refuses a process that says another world size */
     {
