@@ -34,6 +34,7 @@ stage)
     libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 pkgconf pkgconf-bin libpkgconf3 >/dev/null)
   for d in "$K"/debs/*.deb; do dpkg -x "$d" "$K/devroot"; done
   rm -rf "$K/debs" "$K/devroot/usr/share/doc" "$K/devroot/usr/share/man"
+  find "$K/devroot" -name '*.a' -delete   # the shared libraries are what the build links
   ls -l "$K"; du -sh "$K"
   exit 0;;
 run) ;;
