@@ -5,6 +5,8 @@
 #   libloratune-dev  header, libloratune.so link, libloratune.a, loratune.pc, the CMake package
 #                    (component dev); Depends on libloratune0 of the same version and on the -dev
 #                    packages that loratune.pc's Requires.private and libloratune.a need
+# With the CUDA backend, cudart/cuBLAS/NCCL from NVIDIA's toolkit (no Debian package) are left out of
+# Depends (CPack runs dpkg-shlibdeps with --ignore-missing-info).
 # Configure with -DCMAKE_INSTALL_PREFIX=/usr so that GNUInstallDirs picks the multiarch library
 # folder (lib/x86_64-linux-gnu), and with Debian's hardening flags
 # (CFLAGS="$(dpkg-buildflags --get CFLAGS)" LDFLAGS="$(dpkg-buildflags --get LDFLAGS)").
