@@ -101,7 +101,7 @@ s=$(t)
 LORATUNE_SMOKE=1 LT_REPO_ROOT="$ROOT" LORATUNE_CLI=/tmp/lt-cli/loratune \
   LORATUNE_SMOKE_CONFIG="${SMOKE_CONFIG:-$ROOT/assets/qwen2-1.5b/config.json}" \
   LORATUNE_SMOKE_DEVICE="${SMOKE_DEVICE:-cuda}" LORATUNE_SMOKE_STEPS="$STEPS" \
-  timeout 480 $PY "$ROOT/tests/packaging/run_notebook_cells.py" "$ROOT/examples/colab/loratune_qwen2_alpaca.ipynb" /tmp/nb-gpu \
+  timeout 400 $PY "$ROOT/tests/packaging/run_notebook_cells.py" "$ROOT/examples/colab/loratune_qwen2_alpaca.ipynb" /tmp/nb-gpu \
   > "$OUT/notebook.log" 2>&1
 rc=$?
 steps=$(grep -c "'loss': " "$OUT/notebook.log")
