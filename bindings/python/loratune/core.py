@@ -802,7 +802,9 @@ class _DeferSigint:
     def _handler(self, signum, frame):
         self.hits += 1
         if self.hits > 1:
-            raise KeyboardInterrupt
+            e = KeyboardInterrupt("a second Ctrl-C: stopped at once, no checkpoint written")
+            e.loratune_second = True
+            raise e
         self.request()
 
     def poll(self):

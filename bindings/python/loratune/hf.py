@@ -1102,6 +1102,15 @@ class SFTTrainer:
         except core.TrainingInterrupted as e:
             self.state.global_step = e.step  # the step the interrupt ended is kept (and checkpointed)
             raise
+        except KeyboardInterrupt as e:
+            if getattr(e, "loratune_second", False) or tr.closed:
+                raise
+            # a first Ctrl-C that came between two steps (while this loop logged): the same protocol
+            try:
+                tr._interrupted()
+            except core.TrainingInterrupted as ti:
+                self.state.global_step = ti.step
+                raise ti from None
         finally:
             bar.close()
         runtime = time.perf_counter() - t0

@@ -187,6 +187,7 @@ class TestCtrlC(Base):
         with _Unraisable() as unr, self.assertRaises(KeyboardInterrupt) as cm:
             tr.run()
         self.assertNotIsInstance(cm.exception, lt.TrainingInterrupted)
+        self.assertIn("second Ctrl-C", str(cm.exception))
         self.assertEqual(unr.seen, [])
         self.assertEqual(tr.last_metrics.step, 3)
         self.assertEqual([d for d in os.listdir(self.out) if d.startswith("checkpoint")], [],
@@ -230,6 +231,30 @@ class TestNotebookLayer(Base):
         with contextlib.redirect_stdout(io.StringIO()):  # resumes from the checkpoint the interrupt wrote
             tr.args.max_steps = e.step + 1
             self.assertEqual(tr.train(resume_from_checkpoint=True).global_step, e.step + 1)
+
+
+    def test_sft_trainer_between_steps(self):
+        # a first Ctrl-C that lands in the loop's own Python code (here: a callback of the
+        # trainer's progress output) between two steps gets the same checkpoint and exception
+        from loratune import FastLanguageModel, SFTTrainer, TrainingArguments
+        model, tok = FastLanguageModel.from_pretrained(self.dir, max_seq_length=64, device="cpu")
+        FastLanguageModel.get_peft_model(model, r=4, lora_alpha=8)
+        rows = [{"text": "问题 %d 的回答<|im_end|>" % i} for i in range(16)]
+        tr = SFTTrainer(model=model, tokenizer=tok, train_dataset=rows, dataset_text_field="text",
+                        args=TrainingArguments(per_device_train_batch_size=2, max_steps=20, logging_steps=1,
+                                               output_dir=self.out, disable_tqdm=True))
+        real_log = tr._log
+
+        def log_then_ctrl_c(bar, logs):
+            real_log(bar, logs)
+            if logs.get("loss") is not None and tr.state.global_step == 3:
+                raise KeyboardInterrupt  # what the default handler raises between two steps
+        tr._log = log_then_ctrl_c
+        with self.assertRaises(lt.TrainingInterrupted) as cm, contextlib.redirect_stdout(io.StringIO()):
+            tr.train()
+        self.assertEqual(cm.exception.step, 3)
+        self.assertEqual(cm.exception.checkpoint, os.path.join(self.out, "checkpoint-3"))
+        self.assertTrue(os.path.isdir(cm.exception.checkpoint))
 
 
 class TestNonFinite(Base):
