@@ -10,7 +10,6 @@ import contextlib
 import inspect
 import io
 import json
-import math
 import os
 import sys
 import tempfile
