@@ -435,7 +435,8 @@ typedef struct lt_train_params {
                                    * are eval records; N > 0: every N steps; < 0: never on its own
                                    * (lt_trainer_evaluate_v2 still works). With eval records and
                                    * eval_every >= 0, the last step is always evaluated */
-    int32_t eval_batch_size;      /* records per evaluation pass; 0 (default) = batch_size */
+    int32_t eval_batch_size;      /* records per evaluation pass; 0 (default): as many as fit the
+                                   * token budget of one training pass (at least one) */
     int32_t early_stopping_patience; /* stop once this many evaluations in a row did not lower the
                                    * best eval loss by more than early_stopping_threshold; the step
                                    * that saw it reports early_stop = 1. 0 (default) = off; > 0

@@ -125,7 +125,7 @@ static const opt_def opts[] = {
      "or use --eval-fraction"},
     {"eval_every", TR, K_INT, T_(eval_every), NULL, NULL, "N", "steps between evaluations; 0 = at every log step (and the "
      "last); < 0 = never"},
-    {"eval_batch_size", TR, K_INT, T_(eval_batch_size), NULL, NULL, "N", "records per evaluation pass; 0 = --batch-size"},
+    {"eval_batch_size", TR, K_INT, T_(eval_batch_size), NULL, NULL, "N", "records per evaluation pass; 0 = as many as fit one training pass's tokens"},
     {"early_stopping_patience", TR, K_INT, T_(early_stopping_patience), NULL, NULL, "N", "stop after N evaluations without "
      "a better eval loss; 0 = off"},
     {"early_stopping_threshold", TR, K_DBL, T_(early_stopping_threshold), NULL, NULL, "X", "what counts as better: "

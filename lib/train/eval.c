@@ -70,8 +70,11 @@ static lt_status eval_run(lt_trainer *tr, lt_eval_result *r) {
         return lt_error(LT_ERR_STATE, "there are no evaluation records: set lt_train_params.eval_data, or "
                         "eval_fraction > 0 in lt_dataset_params");
     double t0 = lt_time_s();
-    size_t bs = (size_t)(tr->p.eval_batch_size > 0 ? tr->p.eval_batch_size : tr->p.batch_size);
-    size_t *idx = lt_malloc(bs * sizeof(size_t), "eval indices");
+    /* a pass: eval_batch_size records, or (0) as many as fit one training pass's token budget
+     * (tr->fuse_cap: batch_size x the longest training record, or the fused budget), at least one */
+    size_t fixed = tr->p.eval_batch_size > 0 ? (size_t)tr->p.eval_batch_size : 0;
+    int64_t cap = tr->fuse_cap > 0 ? tr->fuse_cap : 0;
+    size_t *idx = lt_malloc((fixed && fixed < n ? fixed : n) * sizeof(size_t), "eval indices");
     if (!idx) return LT_ERR_OUT_OF_MEMORY;
     lt_batch b;
     memset(&b, 0, sizeof b);
@@ -81,10 +84,21 @@ static lt_status eval_run(lt_trainer *tr, lt_eval_result *r) {
     /* data parallel: the passes are dealt to the ranks and the sums added up (in rank order, so
      * every rank gets the same bits and takes the same early-stopping decision) */
     size_t world = tr->coll ? (size_t)tr->coll->world : 1, rank = tr->coll ? (size_t)tr->coll->rank : 0;
-    for (size_t i = 0, pass = 0; i < n && st == LT_OK; i += bs, pass++) {
-        if (pass % world != rank) continue;
-        size_t k = n - i < bs ? n - i : bs;
-        for (size_t j = 0; j < k; j++) idx[j] = i + j;
+    for (size_t i = 0, pass = 0; i < n && st == LT_OK; pass++) {
+        size_t k = 0;
+        int64_t tokens = 0;
+        while (i + k < n && st == LT_OK) {
+            if (fixed && k == fixed) break;
+            size_t len = 0;
+            st = tr->eval_split ? lt_dataset_eval_record(tr->eval_ds, i + k, NULL, NULL, &len)
+                                : lt_dataset_record(tr->eval_ds, i + k, NULL, NULL, &len);
+            if (!fixed && k > 0 && tokens + (int64_t)len > cap) break;
+            idx[k] = i + k;
+            tokens += (int64_t)len;
+            k++;
+        }
+        i += k;
+        if (st != LT_OK || pass % world != rank) continue;
         st = lt_batch_from_dataset(&b, tr->eval_ds, idx, (int)k, tr->eval_split);
         if (st == LT_OK && b.n_targets > 0) {
             st = lt_graph_eval(tr->m, &b, &sum, &correct);

@@ -182,6 +182,34 @@ static void check_eval_equals_separate_pass(lt_tokenizer *tok) {
     free(w[1]);
 }
 
+/* eval_batch_size 0 (the default) packs as many records per pass as the training token budget
+ * holds; 1 record per pass and 4 per pass give the same result as the separate pass */
+static void check_eval_batching(lt_tokenizer *tok) {
+    lt_model *m = fx_model("tiny-untied", 1);
+    lt_dataset *ds = dataset(tok, 12, 0, 7), *ev = dataset(tok, 11, 0, 99);
+    double want_loss, want_acc;
+    separate_pass(m, ev, 0, &want_loss, &want_acc);
+    const int32_t sizes[] = {0, 1, 4};
+    for (int i = 0; i < 3; i++) {
+        lt_train_params tp;
+        lt_train_params_init(&tp);
+        tp.eval_data = ev;
+        tp.eval_batch_size = sizes[i];
+        lt_trainer *tr = NULL;
+        CHECK_OK(lt_trainer_new(m, ds, &tp, &tr));
+        lt_eval_result r = {sizeof r};
+        CHECK_OK(lt_trainer_evaluate_v2(tr, &r));
+        CHECK_MSG(fabs(r.loss - want_loss) <= 1e-6 && r.accuracy == want_acc && r.n_records == 11,
+                  "eval_batch_size %d: loss %.9f accuracy %.6f, separate pass %.9f %.6f", sizes[i], r.loss, r.accuracy,
+                  want_loss, want_acc);
+        lt_trainer_free(tr);
+    }
+    printf("eval_batch_size 0 (token budget), 1, 4: the separate pass's loss %.7f\n", want_loss);
+    lt_dataset_free(ds);
+    lt_dataset_free(ev);
+    lt_model_free(m);
+}
+
 /* the bookkeeping on crafted curves: stop after `patience` evaluations without improvement */
 static void check_early_stopping_curves(void) {
     static const struct {
@@ -548,6 +576,7 @@ int main(void) {
     lt_tokenizer *tok = fx_tokenizer();
     check_early_stopping_curves();
     check_eval_equals_separate_pass(tok);
+    check_eval_batching(tok);
     check_stop_limit_best(tok);
     check_resume(tok);
     check_data_parallel(tok);
