@@ -887,6 +887,34 @@ _HF_NAMES = (("batch_size", "per_device_train_batch_size"), ("grad_accum", "grad
              ("optimizer", "optim"))
 
 
+_HF_EVENTS = frozenset(("on_init_end", "on_train_begin", "on_train_end", "on_step_begin", "on_step_end", "on_log",
+                        "on_evaluate", "on_save", "on_epoch_begin", "on_epoch_end"))
+
+
+def _callback_events(cb):
+    """The on_* methods a TrainerCallback-like object defines (beyond transformers' empty base
+    class): what it wants to be called for."""
+    events = set()
+    for klass in type(cb).__mro__:
+        if klass.__name__ == "TrainerCallback" or klass is object:
+            continue
+        events |= {n for n in vars(klass) if n.startswith("on_") and callable(vars(klass)[n])}
+    return events
+
+
+class TrainerControl:
+    """transformers' TrainerControl: a callback sets should_training_stop to end training after
+    the step (the other flags are kept, with nothing to steer: saving and logging follow the
+    arguments)."""
+
+    def __init__(self):
+        self.should_training_stop = False
+        self.should_epoch_stop = False
+        self.should_save = False
+        self.should_evaluate = False
+        self.should_log = False
+
+
 class TrainerState:
     """transformers' TrainerState: global_step, max_steps, log_history, best_metric,
     best_model_checkpoint."""
@@ -961,7 +989,8 @@ class SFTTrainer:
         self.packing = False
         self.n_threads = dataset_num_proc or getattr(a, "dataset_num_proc", None) or 0
         self.formatting_func = formatting_func
-        self.callbacks, self._early = [], None
+        self.callbacks, self._early, self._hf_callbacks = [], None, []
+        self._control = TrainerControl()
         for cb in callbacks or []:
             self.add_callback(cb)
         if a.load_best_model_at_end and eval_dataset is None:
@@ -975,6 +1004,7 @@ class SFTTrainer:
         self.eval_dataset = self._eval_data(eval_dataset) if eval_dataset is not None else None
         self.state = TrainerState()
         self._trainer = None
+        self._event("on_init_end")
 
     def _eval_data(self, eval_dataset):
         if isinstance(eval_dataset, dict):
@@ -1000,14 +1030,40 @@ class SFTTrainer:
                 "with dtype=%r or pass %s=False" % (have, "float16" if want == "fp16" else "bfloat16", want))
 
     def add_callback(self, callback):
-        """A callable called with each step's Metrics, or an EarlyStoppingCallback."""
+        """A callable called with each step's Metrics; an EarlyStoppingCallback (the library's
+        early stopping); or a transformers TrainerCallback (an instance or its class) whose
+        on_train_begin / on_step_begin / on_step_end / on_log / on_evaluate / on_save /
+        on_train_end run at those points, with control.should_training_stop honoured. A callback
+        overriding an event loratune has no Python moment for (inside a step) is refused."""
+        if isinstance(callback, type):
+            callback = callback()
         if type(callback).__name__ == "EarlyStoppingCallback" and hasattr(callback, "early_stopping_patience"):
             self._early = callback
-        elif callable(callback) and not isinstance(callback, type):
+            return
+        events = _callback_events(callback)
+        if events:
+            unsupported = sorted(events - _HF_EVENTS)
+            if unsupported:
+                _refuse("SFTTrainer", "callbacks", callback, "%s: loratune runs a whole optimizer step in the library "
+                        "and has no moment for %s; use on_step_end / on_log" % (type(callback).__name__,
+                                                                                ", ".join(unsupported)))
+            self._hf_callbacks.append(callback)
+        elif callable(callback):
             self.callbacks.append(callback)
         else:
-            _refuse("SFTTrainer", "callbacks", callback, "loratune's callbacks are callables f(metrics) -> stop? "
-                    "and EarlyStoppingCallback; transformers' TrainerCallback classes are not supported")
+            _refuse("SFTTrainer", "callbacks", callback, "a callback is a callable f(metrics) -> stop?, an "
+                    "EarlyStoppingCallback or a TrainerCallback")
+
+    def _event(self, name, **kw):
+        """Runs a TrainerCallback event; True when one asked training to stop."""
+        for cb in self._hf_callbacks:
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                out = fn(self.args, self.state, self._control, model=self.model, processing_class=self.tokenizer,
+                         tokenizer=self.tokenizer, train_dataloader=None, eval_dataloader=None, **kw)
+                if out is not None:
+                    self._control = out
+        return bool(getattr(self._control, "should_training_stop", False))
 
     def _make_trainer(self):
         a = self.args
@@ -1082,23 +1138,52 @@ class SFTTrainer:
         t0 = time.perf_counter()
         bar = _Progress(a.max_steps if a.max_steps and a.max_steps > 0 else None, a.disable_tqdm)
         try:
-            for m in tr:
+            self._control = TrainerControl()
+            self.state.global_step = tr.global_step
+            if self._event("on_train_begin"):
+                return self._output(tr, t0)
+            save_every = int(a.save_steps) if a.save_strategy == "steps" and a.save_steps else 0
+            epoch_begun = False
+            while True:
+                if not epoch_begun:
+                    epoch_begun = True
+                    if self._event("on_epoch_begin"):
+                        break
+                if self._event("on_step_begin"):
+                    break
+                before = self.state.epoch
+                m = tr.step()
+                if m is None:
+                    break
                 bar.set_total(m.max_steps)
                 self.state.max_steps = m.max_steps
                 self.state.global_step = m.step
                 self.state.epoch = m.epoch
                 since.append(m.loss)
                 bar.update(m)
+                stop = self._event("on_step_end")
                 if every and (m.step % every == 0 or m.step == m.max_steps or (a.logging_first_step and m.step == 1)):
-                    self._log(bar, {"loss": round(sum(since) / len(since), 4), "grad_norm": round(m.grad_norm, 4),
-                                    "learning_rate": m.lr, "epoch": round(m.epoch, 4)})
+                    logs = {"loss": round(sum(since) / len(since), 4), "grad_norm": round(m.grad_norm, 4),
+                            "learning_rate": m.lr, "epoch": round(m.epoch, 4)}
+                    self._log(bar, logs)
+                    stop = self._event("on_log", logs=logs) or stop
                     since = []
                 if not math.isnan(m.eval_loss):
-                    self._log(bar, {"eval_loss": round(m.eval_loss, 4),
-                                    "eval_mean_token_accuracy": round(m.eval_accuracy, 4), "epoch": round(m.epoch, 4)})
+                    logs = {"eval_loss": round(m.eval_loss, 4), "eval_mean_token_accuracy": round(m.eval_accuracy, 4),
+                            "epoch": round(m.epoch, 4)}
+                    self._log(bar, logs)
                     self.state.best_metric = m.best_eval_loss
                     best = os.path.join(a.output_dir, "checkpoint-%d" % m.best_eval_step) if a.output_dir else None
                     self.state.best_model_checkpoint = best if best and os.path.isdir(best) else None
+                    stop = self._event("on_evaluate", metrics=dict(logs, eval_loss=m.eval_loss)) or stop
+                    stop = self._event("on_log", logs=logs) or stop
+                if save_every and a.output_dir and m.step % save_every == 0:
+                    stop = self._event("on_save") or stop
+                if math.floor(m.epoch + 1e-9) > math.floor(before + 1e-9):  # an epoch of the data ended here
+                    stop = self._event("on_epoch_end") or stop
+                    epoch_begun = False
+                if stop or m.stopped:
+                    break
         except core.TrainingInterrupted as e:
             self.state.global_step = e.step  # the step the interrupt ended is kept (and checkpointed)
             raise
@@ -1113,6 +1198,11 @@ class SFTTrainer:
                 raise ti from None
         finally:
             bar.close()
+        self._event("on_train_end")
+        return self._output(tr, t0)
+
+    def _output(self, tr, t0):
+        a = self.args
         runtime = time.perf_counter() - t0
         sm = tr.summary()
         samples = sm.steps_run * a.per_device_train_batch_size * a.gradient_accumulation_steps

@@ -134,10 +134,12 @@ class TestRefused(unittest.TestCase):
         self.refused(lambda: self.trainer(optimizers=(object(), None)), "optimizers")
         self.refused(lambda: self.trainer(compute_loss_func=lambda *a: 0), "compute_loss_func")
 
-        class HFCallback:  # transformers' TrainerCallback shape
-            def on_log(self, args, state, control, logs=None, **kw):
+        class InsideTheStep:  # a TrainerCallback event that happens inside loratune's C step
+            def on_substep_end(self, args, state, control, **kw):
                 pass
-        self.refused(lambda: self.trainer(callbacks=[HFCallback()]), "callbacks")
+        msg = self.refused(lambda: self.trainer(callbacks=[InsideTheStep()]), "callbacks")
+        self.assertIn("on_substep_end", msg)
+        self.refused(lambda: self.trainer(callbacks=[42]), "callbacks")
         self.refused(lambda: self.trainer(eval_dataset={"a": self.data, "b": self.data}), "eval_dataset")
         self.refused(lambda: self.trainer(args=self.args(load_best_model_at_end=True)), "load_best_model_at_end")
         self.refused(lambda: self.trainer(args=self.args(eval_strategy="steps")), "eval_strategy")
@@ -270,6 +272,41 @@ class TestHonoured(unittest.TestCase):
                                         callbacks=[EarlyStoppingCallback(early_stopping_patience=2,
                                                                          early_stopping_threshold=1e9)])
         self.assertEqual(stats.global_step, 3)
+
+    def test_trainer_callback(self):
+        class TrainerCallback:  # stands for transformers.TrainerCallback, the empty base class
+            pass
+
+        class Recorder(TrainerCallback):
+            def __init__(self):
+                self.events = []
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.events.append(("train_begin", state.global_step))
+
+            def on_step_end(self, args, state, control, **kw):
+                self.events.append(("step_end", state.global_step))
+                if state.global_step == 3:
+                    control.should_training_stop = True
+                return control
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                self.events.append(("log", state.global_step, sorted(logs)))
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                self.events.append(("evaluate", state.global_step, round(metrics["eval_loss"], 4)))
+
+            def on_train_end(self, args, state, control, **kw):
+                self.events.append(("train_end", state.global_step))
+        rec = Recorder()
+        tr, stats, _ = self.run_trainer(records(16), records(4, 100), callbacks=[rec], max_steps=10, logging_steps=2,
+                                        eval_strategy="steps", eval_steps=2, save_strategy="no")
+        self.assertEqual(stats.global_step, 3)  # should_training_stop after step 3
+        evals = [h for h in tr.state.log_history if "eval_loss" in h]
+        self.assertEqual(rec.events, [
+            ("train_begin", 0), ("step_end", 1), ("step_end", 2), ("log", 2, ["epoch", "grad_norm", "learning_rate", "loss"]),
+            ("evaluate", 2, evals[0]["eval_loss"]), ("log", 2, ["epoch", "eval_loss", "eval_mean_token_accuracy"]),
+            ("step_end", 3), ("train_end", 3)])
 
     def test_epochs_and_resume(self):
         tr, stats, _ = self.run_trainer(records(8), max_steps=-1, num_train_epochs=2, logging_steps=1,
