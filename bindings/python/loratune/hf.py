@@ -944,7 +944,8 @@ def _latest_checkpoint(output_dir):
 
 class SFTTrainer:
     """TRL's SFTTrainer over loratune's trainer. callbacks: callables called with each step's
-    loratune Metrics (a truthy return stops training) and EarlyStoppingCallback; eval_dataset is
+    loratune Metrics (a truthy return stops training), EarlyStoppingCallback and transformers
+    TrainerCallback objects (see add_callback); eval_dataset is
     evaluated every eval_steps with eval_strategy="steps" and by evaluate(). Arguments of TRL's
     that loratune cannot honour are refused by name (UnsupportedError), never ignored."""
 
