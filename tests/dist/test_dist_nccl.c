@@ -9,6 +9,12 @@
 
 #define STEPS 10
 
+/* the repository root at run time (the GPU machine runs a copy of the tree elsewhere) */
+static const char *root(void) {
+    const char *r = getenv("LT_REPO_ROOT");
+    return r && *r ? r : LT_REPO_ROOT;
+}
+
 typedef struct run_out {
     double loss[STEPS], norm[STEPS];
     float *w;
@@ -20,7 +26,9 @@ static int cuda_model(lt_model **out) {
     lt_model_params mp;
     lt_model_params_init(&mp);
     mp.device = LT_DEVICE_CUDA;
-    lt_status st = lt_model_load(fx_path(0, "tiny-untied", NULL), &mp, out);
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/data/tiny-untied", root());
+    lt_status st = lt_model_load(dir, &mp, out);
     if (st != LT_OK) {
         fprintf(stderr, "lt_model_load (cuda): %s\n", lt_last_error());
         return 0;
@@ -91,7 +99,13 @@ int main(void) {
     if (lt_cuda_device_count() == 0) LT_TEST_SKIP("no CUDA device (or a CPU-only build)");
     uint8_t probe[LT_NCCL_ID_BYTES];
     if (lt_nccl_get_unique_id(probe) != LT_OK) LT_TEST_SKIP("no NCCL: %s", lt_last_error());
-    lt_tokenizer *tok = fx_tokenizer();
+    char tdir[2048];
+    snprintf(tdir, sizeof tdir, "%s/assets/qwen2-tokenizer", root());
+    lt_tokenizer *tok = NULL;
+    if (lt_tokenizer_load(tdir, &tok) != LT_OK) {
+        fprintf(stderr, "lt_tokenizer_load(%s): %s\n", tdir, lt_last_error());
+        return 1;
+    }
     lt_dataset *ds = dist_dataset(tok);
     for (int fuse = 1; fuse >= 0; fuse--) {
         run_out a, a2, b, c;
