@@ -542,6 +542,11 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->glu_fwd = LT_PROF(19, lt_cuda_glu_fwd);             /* counted with swiglu */
     o->glu_bwd = LT_PROF(20, lt_cuda_glu_bwd);
     o->scale_act = lt_cuda_scale_act;
+    o->attention_opt_fwd = LT_PROF(17, lt_cuda_attention_opt_fwd); /* counted with attention */
+    o->attention_opt_bwd = LT_PROF(18, lt_cuda_attention_opt_bwd);
+    o->attention_opt_kv = LT_PROF(24, lt_cuda_attention_opt_kv);
+    o->lm_head_ce_cap = LT_PROF(22, lt_cuda_lm_head_ce_cap);         /* counted with lm_head_ce */
+    o->lm_head_logits_cap = LT_PROF(23, lt_cuda_lm_head_logits_cap);
     o->decoder_create = op_decoder_create;
     o->decoder_step = op_decoder_step;
     o->decoder_free = op_decoder_free;

@@ -1,10 +1,11 @@
 /* family.cu - the CUDA kernels of the model-family ops (backend.h "model families"): rotary
  * embedding with given inverse frequencies and attention factor (llama3 / yarn / linear /
  * dynamic / longrope scaling), the GELU-tanh gated MLP (Gemma) and the in-place scale of
- * activations (Gemma's embedding scale). Their CPU twins are in lib/backend/cpu/cpu_layers.c;
- * tests/cuda/test_cuda_family_ops.c compares them. The options these kernels do not cover
- * (attention soft-capping or a window shorter than the sequence, soft-capped logits) keep the
- * portable defaults, which report LT_ERR_UNSUPPORTED. */
+ * activations (Gemma's embedding scale); attention with a score scale, soft-capping or a sliding window (plain kernels; the flash
+ * kernels of attention.cu take the plain case) and the soft-capped LM head (lm_head_logits
+ * chunks, a capped CE kernel, linear_bwd_input back through the head). The CPU twins are in
+ * lib/backend/cpu (cpu_layers.c, cpu_attention.c, cpu_lm_head.c); tests/cuda/test_cuda_families.c
+ * compares them. */
 #include "cuda_common.h"
 #include "family.h"
 #include "model/model.h"
@@ -140,4 +141,352 @@ lt_status lt_cuda_scale_act(lt_backend *be, void *x, int64_t n, float s) {
     else k_scale_act<<<lt_blocks(n, 256), 256, 0, st>>>((__half *)x, n, s);
     LT_LAUNCH_CHECK("k_scale_act");
     return LT_OK;
+}
+
+/* ---- attention with options (score scale, soft-capping, sliding window) ----
+ * A plain kernel per (query, head) for the options the flash kernels of attention.cu do not
+ * take; the plain options go to those kernels. Scores of one query's keys live in shared
+ * memory (at most LT_FAM_MAX_KEYS keys), f32 throughout, softmax with the log-sum-exp saved as
+ * attention_fwd saves it. The backward gathers dk/dv per key row (no atomics): the same bits
+ * for any launch. */
+#define LT_FAM_MAX_KEYS 12288 /* floats of shared memory: scores, or p and ds of one key */
+#define LT_FAM_THREADS 128
+
+typedef struct {
+    float scale, cap;
+    int64_t window; /* 0: none */
+} fam_attn;
+
+/* the first token of query i's sequence (cu_seqlens of nseq sequences) */
+__device__ __forceinline__ int64_t seq_start(const int32_t *cu, int32_t nseq, int64_t i) {
+    int lo = 0, hi = nseq - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (cu[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return cu[lo];
+}
+__device__ __forceinline__ int64_t seq_end(const int32_t *cu, int32_t nseq, int64_t i) {
+    int lo = 0, hi = nseq - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (cu[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return cu[lo + 1];
+}
+
+__device__ __forceinline__ float fam_score(float dot, const fam_attn &o, float *t) {
+    float s = dot * o.scale;
+    if (o.cap > 0) {
+        *t = tanhf(s / o.cap);
+        s = *t * o.cap;
+    }
+    return s;
+}
+
+template <typename T>
+__device__ float block_sum(float v, float *red) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    __syncthreads();
+    if (l == 0) red[w] = v;
+    __syncthreads();
+    float s = 0;
+    for (int k = 0; k < (int)blockDim.x / 32; k++) s += red[k];
+    return s;
+}
+template <typename T>
+__device__ float block_max(float v, float *red) {
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    __syncthreads();
+    if (l == 0) red[w] = v;
+    __syncthreads();
+    float s = -INFINITY;
+    for (int k = 0; k < (int)blockDim.x / 32; k++) s = fmaxf(s, red[k]);
+    return s;
+}
+
+/* forward. Training (cu != NULL): q, k, v (N, H*, HD) packed sequences. KV cache (cu == NULL):
+ * query i at position past + i over cache rows [0, past + i]. grid (N, NH). */
+template <typename T>
+__global__ void k_attn_opt_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const int32_t *cu,
+                               int32_t nseq, int64_t N, int64_t NH, int64_t NKV, int64_t HD, int64_t past,
+                               fam_attn o) {
+    extern __shared__ float sm[]; /* [keys] scores, then [32] reduction */
+    const int64_t i = blockIdx.x, h = blockIdx.y, g = h / (NH / NKV);
+    const int64_t pos = cu ? i : past + i;
+    int64_t k0 = cu ? seq_start(cu, nseq, i) : 0;
+    if (o.window > 0 && pos - o.window + 1 > k0) k0 = pos - o.window + 1;
+    const int64_t nk = pos - k0 + 1;
+    float *sc = sm, *red = sm + nk;
+    const T *qi = q + (i * NH + h) * HD;
+    const int64_t ks = NKV * HD;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+        const T *kj = k + (k0 + j) * ks + g * HD;
+        float d = 0, t = 0;
+        for (int64_t e = 0; e < HD; e++) d += lt_tof<T>(qi[e]) * lt_tof<T>(kj[e]);
+        sc[j] = fam_score(d, o, &t);
+        mx = fmaxf(mx, sc[j]);
+    }
+    mx = block_max<T>(mx, red);
+    float sum = 0;
+    for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    sum = block_sum<T>(sum, red);
+    const float inv = 1.0f / sum;
+    for (int64_t e = threadIdx.x; e < HD; e += blockDim.x) {
+        float acc = 0;
+        for (int64_t j = 0; j < nk; j++) acc += sc[j] * lt_tof<T>(v[(k0 + j) * ks + g * HD + e]);
+        out[(i * NH + h) * HD + e] = lt_fromf<T>(acc * inv);
+    }
+    if (lse && threadIdx.x == 0) lse[h * N + i] = mx + logf(sum);
+}
+
+/* dq: grid (N, NH); ds of every key in shared memory, then dq[e] = scale * sum_j ds_j k_j[e] */
+template <typename T>
+__global__ void k_attn_opt_dq(T *dq, const T *dout, const T *q, const T *k, const T *v, const T *out, const float *lse,
+                              const int32_t *cu, int32_t nseq, int64_t N, int64_t NH, int64_t NKV, int64_t HD,
+                              fam_attn o) {
+    extern __shared__ float sm[];
+    const int64_t i = blockIdx.x, h = blockIdx.y, g = h / (NH / NKV);
+    int64_t k0 = seq_start(cu, nseq, i);
+    if (o.window > 0 && i - o.window + 1 > k0) k0 = i - o.window + 1;
+    const int64_t nk = i - k0 + 1, ks = NKV * HD;
+    float *ds = sm, *red = sm + nk;
+    const T *qi = q + (i * NH + h) * HD, *doi = dout + (i * NH + h) * HD, *oi = out + (i * NH + h) * HD;
+    float D = 0;
+    for (int64_t e = threadIdx.x; e < HD; e += blockDim.x) D += lt_tof<T>(doi[e]) * lt_tof<T>(oi[e]);
+    D = block_sum<T>(D, red);
+    const float L = lse[h * N + i];
+    for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+        const T *kj = k + (k0 + j) * ks + g * HD, *vj = v + (k0 + j) * ks + g * HD;
+        float d = 0, dv = 0, t = 0;
+        for (int64_t e = 0; e < HD; e++) {
+            d += lt_tof<T>(qi[e]) * lt_tof<T>(kj[e]);
+            dv += lt_tof<T>(doi[e]) * lt_tof<T>(vj[e]);
+        }
+        const float p = expf(fam_score(d, o, &t) - L);
+        float s = p * (dv - D);
+        if (o.cap > 0) s *= 1.0f - t * t;
+        ds[j] = s;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < HD; e += blockDim.x) {
+        float acc = 0;
+        for (int64_t j = 0; j < nk; j++) acc += ds[j] * lt_tof<T>(k[(k0 + j) * ks + g * HD + e]);
+        dq[(i * NH + h) * HD + e] = lt_fromf<T>(acc * o.scale);
+    }
+}
+
+/* dk, dv: grid (N, NKV); for key j every (query, head of the group) that sees it */
+template <typename T>
+__global__ void k_attn_opt_dkv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const T *out,
+                               const float *lse, const int32_t *cu, int32_t nseq, int64_t N, int64_t NH, int64_t NKV,
+                               int64_t HD, fam_attn o) {
+    extern __shared__ float sm[];
+    const int64_t j = blockIdx.x, g = blockIdx.y, grp = NH / NKV, ks = NKV * HD;
+    int64_t q1 = seq_end(cu, nseq, j);
+    if (o.window > 0 && j + o.window < q1) q1 = j + o.window;
+    const int64_t nq = (q1 - j) * grp;
+    float *pp = sm, *ds = sm + nq;
+    const T *kj = k + j * ks + g * HD, *vj = v + j * ks + g * HD;
+    for (int64_t r = threadIdx.x; r < nq; r += blockDim.x) {
+        const int64_t i = j + r / grp, h = g * grp + r % grp;
+        const T *qi = q + (i * NH + h) * HD, *doi = dout + (i * NH + h) * HD, *oi = out + (i * NH + h) * HD;
+        float d = 0, dvv = 0, D = 0, t = 0;
+        for (int64_t e = 0; e < HD; e++) {
+            d += lt_tof<T>(qi[e]) * lt_tof<T>(kj[e]);
+            dvv += lt_tof<T>(doi[e]) * lt_tof<T>(vj[e]);
+            D += lt_tof<T>(doi[e]) * lt_tof<T>(oi[e]);
+        }
+        const float p = expf(fam_score(d, o, &t) - lse[h * N + i]);
+        float s = p * (dvv - D);
+        if (o.cap > 0) s *= 1.0f - t * t;
+        pp[r] = p;
+        ds[r] = s;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < HD; e += blockDim.x) {
+        float ak = 0, av = 0;
+        for (int64_t r = 0; r < nq; r++) {
+            const int64_t i = j + r / grp, h = g * grp + r % grp;
+            ak += ds[r] * lt_tof<T>(q[(i * NH + h) * HD + e]);
+            av += pp[r] * lt_tof<T>(dout[(i * NH + h) * HD + e]);
+        }
+        dk[j * ks + g * HD + e] = lt_fromf<T>(ak * o.scale);
+        dv[j * ks + g * HD + e] = lt_fromf<T>(av);
+    }
+}
+
+static int attn_plain(const lt_attn_opts *o, int64_t HD, int64_t len) {
+    return o->scale == (float)(1.0 / sqrt((double)HD)) && o->softcap == 0.0f && (o->window <= 0 || o->window >= len);
+}
+
+static lt_status attn_smem(int64_t floats, size_t *bytes) {
+    *bytes = (size_t)(floats + 32) * sizeof(float);
+    if (floats + 32 > LT_FAM_MAX_KEYS) /* 48 KiB of dynamic shared memory, no opt-in needed */
+        return lt_error(LT_ERR_UNSUPPORTED, "CUDA attention with options: %lld keys per query are more than its "
+                        "kernels hold", (long long)floats);
+    return LT_OK;
+}
+
+static fam_attn fam_opts(const lt_attn_opts *o) {
+    fam_attn f;
+    f.scale = o->scale;
+    f.cap = o->softcap;
+    f.window = o->window > 0 ? o->window : 0;
+    return f;
+}
+
+lt_status lt_cuda_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                                    const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                    int64_t NKV, int64_t HD, const lt_attn_opts *o) {
+    if (attn_plain(o, HD, max_seqlen))
+        return lt_cuda_attention_fwd(be, out, lse, q, k, v, cu, nseq, max_seqlen, N, NH, NKV, HD);
+    if (N <= 0) return LT_OK;
+    size_t smem;
+    LT_TRY(attn_smem(max_seqlen, &smem));
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    dim3 grid((unsigned)N, (unsigned)NH);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_attn_opt_fwd<<<grid, LT_FAM_THREADS, smem, s>>>((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)q,
+                                                          (const __nv_bfloat16 *)k, (const __nv_bfloat16 *)v, cu, nseq,
+                                                          N, NH, NKV, HD, 0, fam_opts(o));
+    else
+        k_attn_opt_fwd<<<grid, LT_FAM_THREADS, smem, s>>>((__half *)out, lse, (const __half *)q, (const __half *)k,
+                                                          (const __half *)v, cu, nseq, N, NH, NKV, HD, 0, fam_opts(o));
+    LT_LAUNCH_CHECK("k_attn_opt_fwd");
+    return LT_OK;
+}
+
+lt_status lt_cuda_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kc, const void *vc,
+                                   int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                   const lt_attn_opts *o) {
+    if (attn_plain(o, HD, past + n)) return lt_cuda_attention_kv(be, out, q, kc, vc, past, n, NH, NKV, HD);
+    if (n <= 0) return LT_OK;
+    size_t smem;
+    LT_TRY(attn_smem(past + n, &smem));
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    dim3 grid((unsigned)n, (unsigned)NH);
+    if (be->act_dtype == LT_DTYPE_BF16)
+        k_attn_opt_fwd<<<grid, LT_FAM_THREADS, smem, s>>>((__nv_bfloat16 *)out, NULL, (const __nv_bfloat16 *)q,
+                                                          (const __nv_bfloat16 *)kc, (const __nv_bfloat16 *)vc, NULL, 0,
+                                                          n, NH, NKV, HD, past, fam_opts(o));
+    else
+        k_attn_opt_fwd<<<grid, LT_FAM_THREADS, smem, s>>>((__half *)out, NULL, (const __half *)q, (const __half *)kc,
+                                                          (const __half *)vc, NULL, 0, n, NH, NKV, HD, past,
+                                                          fam_opts(o));
+    LT_LAUNCH_CHECK("k_attn_opt_fwd (cache)");
+    return LT_OK;
+}
+
+lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                    const void *k, const void *v, const void *out, const float *lse, const int32_t *cu,
+                                    int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH, int64_t NKV, int64_t HD,
+                                    const lt_attn_opts *o) {
+    if (attn_plain(o, HD, max_seqlen))
+        return lt_cuda_attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, cu, nseq, max_seqlen, N, NH, NKV, HD);
+    if (N <= 0) return LT_OK;
+    size_t smq, smk;
+    LT_TRY(attn_smem(max_seqlen, &smq));
+    LT_TRY(attn_smem(2 * (int64_t)max_seqlen * (NH / NKV), &smk));
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    dim3 gq((unsigned)N, (unsigned)NH), gk((unsigned)N, (unsigned)NKV);
+    const fam_attn f = fam_opts(o);
+    if (be->act_dtype == LT_DTYPE_BF16) {
+        typedef __nv_bfloat16 B;
+        k_attn_opt_dq<<<gq, LT_FAM_THREADS, smq, s>>>((B *)dq, (const B *)dout, (const B *)q, (const B *)k,
+                                                      (const B *)v, (const B *)out, lse, cu, nseq, N, NH, NKV, HD, f);
+        k_attn_opt_dkv<<<gk, LT_FAM_THREADS, smk, s>>>((B *)dk, (B *)dv, (const B *)dout, (const B *)q, (const B *)k,
+                                                       (const B *)v, (const B *)out, lse, cu, nseq, N, NH, NKV, HD, f);
+    } else {
+        typedef __half H;
+        k_attn_opt_dq<<<gq, LT_FAM_THREADS, smq, s>>>((H *)dq, (const H *)dout, (const H *)q, (const H *)k,
+                                                      (const H *)v, (const H *)out, lse, cu, nseq, N, NH, NKV, HD, f);
+        k_attn_opt_dkv<<<gk, LT_FAM_THREADS, smk, s>>>((H *)dk, (H *)dv, (const H *)dout, (const H *)q, (const H *)k,
+                                                       (const H *)v, (const H *)out, lse, cu, nseq, N, NH, NKV, HD, f);
+    }
+    LT_LAUNCH_CHECK("k_attn_opt_dq / k_attn_opt_dkv");
+    return LT_OK;
+}
+
+/* ---- soft-capped LM head: logits of a chunk of tokens (lm_head_logits, f32), then per token
+ * the capped CE and d(logits) * (1 - tanh^2) in the act dtype, multiplied back through the head
+ * with linear_bwd_input ---- */
+#define LT_FAM_CE_ROWS 32
+
+template <typename T>
+__global__ void k_ce_cap(float *loss_sum, T *dlog, const float *logits, const int32_t *targets, int64_t V, float cap,
+                         float grad_scale) {
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x;
+    const float *z = logits + r * V;
+    const int32_t y = targets[r];
+    float mx = -INFINITY;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, tanhf(z[v] / cap) * cap);
+    mx = block_max<T>(mx, red);
+    float sum = 0;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(tanhf(z[v] / cap) * cap - mx);
+    sum = block_sum<T>(sum, red);
+    const float lse = mx + logf(sum);
+    if (threadIdx.x == 0 && y >= 0 && y < V) atomicAdd(loss_sum, lse - tanhf(z[y] / cap) * cap);
+    if (!dlog) return;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+        float g = 0;
+        if (y >= 0 && y < V) {
+            const float t = tanhf(z[v] / cap);
+            g = (expf(t * cap - lse) - (v == y ? 1.0f : 0.0f)) * grad_scale * (1.0f - t * t);
+        }
+        dlog[r * V + v] = lt_fromf<T>(g);
+    }
+}
+
+template <typename T>
+__global__ void k_cap_logits(float *logits, int64_t n, float cap) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        logits[i] = tanhf(logits[i] / cap) * cap;
+}
+
+lt_status lt_cuda_lm_head_logits_cap(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                     int64_t C, int64_t V, float cap) {
+    LT_TRY(lt_cuda_lm_head_logits(be, logits, h, head, N, C, V));
+    if (!(cap > 0) || N <= 0) return LT_OK;
+    k_cap_logits<float><<<lt_blocks(N * V, 256), 256, 0, lt_cuda_of(be)->stream>>>(logits, N * V, cap);
+    LT_LAUNCH_CHECK("k_cap_logits");
+    return LT_OK;
+}
+
+lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                 const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale, float cap) {
+    if (!(cap > 0)) return lt_cuda_lm_head_ce(be, loss_sum, dh, h, head, targets, N, C, V, grad_scale);
+    if (N <= 0) return LT_OK;
+    const int64_t rows = N < LT_FAM_CE_ROWS ? N : LT_FAM_CE_ROWS;
+    float *lg = NULL;
+    void *dl = NULL;
+    lt_status st = be->ops.alloc(be, (size_t)(rows * V) * sizeof(float), (void **)&lg);
+    if (st == LT_OK && dh) st = be->ops.alloc(be, (size_t)(rows * V) * (size_t)be->act_bytes, &dl);
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    const size_t ab = (size_t)be->act_bytes;
+    for (int64_t r0 = 0; st == LT_OK && r0 < N; r0 += rows) {
+        const int64_t n = N - r0 < rows ? N - r0 : rows;
+        st = lt_cuda_lm_head_logits(be, lg, (const char *)h + (size_t)(r0 * C) * ab, head, n, C, V);
+        if (st != LT_OK) break;
+        if (be->act_dtype == LT_DTYPE_BF16)
+            k_ce_cap<__nv_bfloat16><<<(unsigned)n, 256, 0, s>>>(loss_sum, (__nv_bfloat16 *)dl, lg, targets + r0, V, cap,
+                                                                grad_scale);
+        else
+            k_ce_cap<__half><<<(unsigned)n, 256, 0, s>>>(loss_sum, (__half *)dl, lg, targets + r0, V, cap, grad_scale);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) { st = lt_cuda_err(e, "k_ce_cap", __FILE__, __LINE__); break; }
+        if (dh) st = lt_cuda_linear_bwd_input(be, (char *)dh + (size_t)(r0 * C) * ab, dl, head, n, 0);
+    }
+    if (lg) be->ops.free(be, lg);
+    if (dl) be->ops.free(be, dl);
+    return st;
 }

@@ -15,6 +15,20 @@ lt_status lt_cuda_glu_fwd(lt_backend *be, int act, void *out, const void *gate, 
 lt_status lt_cuda_glu_bwd(lt_backend *be, int act, void *dgate, void *dup, const void *dout, const void *gate,
                           const void *up, int64_t n);
 lt_status lt_cuda_scale_act(lt_backend *be, void *x, int64_t n, float s);
+lt_status lt_cuda_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                                    const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
+                                    int64_t NKV, int64_t HD, const lt_attn_opts *o);
+lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                    const void *k, const void *v, const void *out, const float *lse, const int32_t *cu,
+                                    int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH, int64_t NKV, int64_t HD,
+                                    const lt_attn_opts *o);
+lt_status lt_cuda_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kc, const void *vc,
+                                   int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
+                                   const lt_attn_opts *o);
+lt_status lt_cuda_lm_head_logits_cap(lt_backend *be, float *logits, const void *h, const lt_bweight *head, int64_t N,
+                                     int64_t C, int64_t V, float cap);
+lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
+                                 const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale, float cap);
 #ifdef __cplusplus
 }
 #endif
