@@ -1,8 +1,9 @@
 /* modelfile.c - the Ollama Modelfile written beside a GGUF: FROM ./<file>, a TEMPLATE that is
  * the prompt template the model was trained with turned into Ollama's Go template
  * ({instruction} -> {{ .Prompt }}, {input} -> nothing, {output} -> {{ .Response }} followed by
- * the template's tail and the EOS the training text ended with), and PARAMETER stop lines for
- * the tokenizer's end tokens (specs/gguf-export.md §7). */
+ * the template's tail and the EOS the training text ended with; a system block and the turn
+ * opener as a stop when the template is in a family's chat format: ChatML, Llama 3, Gemma,
+ * Phi-3), and PARAMETER stop lines for the tokenizer's end tokens (specs/gguf-export.md §7). */
 #include "export/export.h"
 #include "data/template.h"
 #include <stdio.h>
@@ -112,16 +113,33 @@ lt_status lt_export_write_modelfile(lt_exporter *ex, const char *gguf_path) {
     lt_mb_str(&b, "FROM ./");
     lt_mb_str(&b, file);
     lt_mb_str(&b, "\nTEMPLATE \"\"\"");
-    int chatml = strstr(tpl, "<|im_start|>") != NULL;
-    if (chatml) lt_mb_str(&b, "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}");
+    /* a training template in a family's chat format: Ollama's system block in that format
+     * first, and the turn opener as a stop (ChatML: Qwen2/2.5/3; Llama 3; Gemma; Phi-3) */
+    static const struct { const char *marker, *system, *stop; } chat_formats[] = {
+        {"<|im_start|>", "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}", "<|im_start|>"},
+        {"<|start_header_id|>",
+         "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}",
+         "<|start_header_id|>"},
+        {"<start_of_turn>", "", "<start_of_turn>"}, /* Gemma has no system turn */
+        {"<|user|>", "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}", "<|user|>"},
+    };
+    int fmt = -1;
+    for (int f = 0; f < (int)(sizeof chat_formats / sizeof chat_formats[0]) && fmt < 0; f++)
+        if (strstr(tpl, chat_formats[f].marker)) fmt = f;
+    const int chatml = fmt >= 0;
+    if (chatml) lt_mb_str(&b, chat_formats[fmt].system);
     lt_walk_ctx w = {&b, 0, n_stops ? stops[0] : NULL};
     lt_status st = lt_template_walk(tpl, lt_piece, &w);
     /* the training text ended with the EOS after the template's tail */
     if (st == LT_OK && n_stops) lt_mb_str(&b, stops[0]);
     lt_mb_str(&b, "\"\"\"\n");
-    if (chatml) lt_mb_str(&b, "PARAMETER stop \"<|im_start|>\"\n");
+    if (chatml) {
+        lt_mb_str(&b, "PARAMETER stop \"");
+        lt_mb_str(&b, chat_formats[fmt].stop);
+        lt_mb_str(&b, "\"\n");
+    }
     for (size_t i = 0; i < n_stops; i++) {
-        if (chatml && !strcmp(stops[i], "<|im_start|>")) continue;
+        if (chatml && !strcmp(stops[i], chat_formats[fmt].stop)) continue;
         lt_mb_str(&b, "PARAMETER stop \"");
         lt_mb_str(&b, stops[i]);
         lt_mb_str(&b, "\"\n");
