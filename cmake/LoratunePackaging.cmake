@@ -84,6 +84,8 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
 # ldconfig for any library under /usr/lib, with no switch to turn them off: lintian's
 # maintscript-calls-ldconfig warning comes from those.)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/debian/triggers)
+# control files get Debian's 0644 whatever the umask of the checkout (lintian refuses 0664)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
 "LoRA fine-tuning of causal language models on a 4-bit base
 libloratune fine-tunes Hugging Face causal language models (Qwen2, the Llama
