@@ -5,8 +5,11 @@ merged F32 GGUF of each tests/fixtures/families model with its adapter (vocabula
 first fixture sequence match transformers + PEFT (relative error <= 1e-3) and 16 greedy tokens
 equal transformers'. Two fixture configs use what a GGUF cannot say, and are reported, not
 failed: mistral (sliding window 5: llama.cpp's llama architecture has no sliding window) and
-gemma2 (query_pre_attn_scalar 24 != head_dim: llama.cpp derives the scale from the model size).
-Usage: families_gguf.py [QUANT] (default f32). Skips (77) without llama_cpp / safetensors."""
+gemma2 (query_pre_attn_scalar 24 != head_dim: llama.cpp derives the scale from the model size);
+phi3 is reported where llama.cpp does not load it (see NOT_LOADABLE).
+F32 must match (<= 1e-3, greedy equal), Q8_0 within 5e-2, Q4_K_M load and give finite logits
+(4-bit error on 64-wide random weights is large). Usage: families_gguf.py [QUANT,...] (default
+f32,q8_0,q4_k_m). Skips (77) without llama_cpp / safetensors."""
 import os
 import subprocess
 import sys
@@ -24,10 +27,20 @@ ROOT = os.environ.get("LT_REPO_ROOT", os.path.join(os.path.dirname(__file__), ".
 CLI = os.environ.get("LORATUNE_CLI", "loratune")
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 NOT_EXPRESSIBLE = {"mistral": "sliding window", "gemma2": "query_pre_attn_scalar"}
+# llama.cpp (llama-cpp-python 0.3.36) does not load a phi3 GGUF with this byte-level test
+# vocabulary ("unordered_map::at" in its vocabulary loader); Phi-3's own SentencePiece vocabulary
+# is one GGUF export does not write yet
+NOT_LOADABLE = {"phi3": "llama.cpp's phi3 loader does not take the byte-level test vocabulary"}
 
 
 def main():
-    quant = sys.argv[1] if len(sys.argv) > 1 else "f32"
+    bad = 0
+    for quant in (sys.argv[1] if len(sys.argv) > 1 else "f32,q8_0,q4_k_m").split(","):
+        bad += run(quant)
+    return 1 if bad else 0
+
+
+def run(quant):
     tok = os.path.join(ROOT, "tests", "fixtures", "families", "tokenizer-bpe256")
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +58,13 @@ def main():
             cu = ex["cu_seqlens"].tolist()
             ids = [int(t) for t in ex["ids"][cu[0]:cu[1]]]
             want = ex["logits"][cu[0]:cu[1]].astype(np.float64)
-            llm = Llama(model_path=out, n_ctx=128, logits_all=True, verbose=False, n_threads=2, n_batch=128)
+            try:
+                llm = Llama(model_path=out, n_ctx=128, logits_all=True, verbose=False, n_threads=2, n_batch=128)
+            except ValueError as e:
+                if fam in NOT_LOADABLE:
+                    print(f"{fam}: not checked: {NOT_LOADABLE[fam]} ({e})")
+                    continue
+                raise
             llm.eval(ids)
             got = np.array(llm.scores[:len(ids)], dtype=np.float64)
             err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
@@ -60,8 +79,10 @@ def main():
                 llm.eval([t])
             ref = [int(t) for t in ex["greedy"][:16]]
             same = greedy == ref
-            tol = 1e-3 if quant == "f32" else 5e-2
-            ok = err <= tol and (same or quant != "f32")
+            # f32: the same model; q8_0: within 5e-2; q4_k_m on 64-wide random weights is far from the
+            # float model (the 4-bit error of so few, random values): it must load and give finite logits
+            tol = {"f32": 1e-3, "q8_0": 5e-2}.get(quant, float("inf"))
+            ok = bool(np.isfinite(got).all()) and err <= tol and (same or quant != "f32")
             tag = "ok" if ok else ("differs (" + NOT_EXPRESSIBLE[fam] + " is not in GGUF)" if fam in NOT_EXPRESSIBLE
                                    else "FAIL")
             if not ok and fam not in NOT_EXPRESSIBLE:
@@ -69,7 +90,7 @@ def main():
             print(f"{fam}: llama.cpp {quant} logits relative error {err:.3g}, greedy 16 "
                   f"{'equal' if same else 'differ'} {tag}")
             del llm
-    return 1 if bad else 0
+    return bad
 
 
 if __name__ == "__main__":
