@@ -159,7 +159,8 @@ static void check_ops(lt_backend *cpu, lt_backend *gpu) {
 /* one family fixture trained one pass on CUDA; returns 1 when it ran, 0 when unsupported */
 static int check_family(const char *fam) {
     char dir[512], path[700];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/families/%s", LT_REPO_ROOT, fam);
+    const char *root = getenv("LT_REPO_ROOT"); /* a binary run from a copy of the tree elsewhere */
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/families/%s", root && *root ? root : LT_REPO_ROOT, fam);
     lt_model_params mp;
     lt_model_params_init(&mp);
     mp.device = LT_DEVICE_CUDA;

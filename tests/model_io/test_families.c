@@ -13,11 +13,19 @@
 #include "model/graph.h"
 #include "data/dataset.h"
 #include "io/safetensors.h"
+#include "core/core.h"
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-#define FAMILIES LT_REPO_ROOT "/tests/fixtures/families"
+/* the repository (LT_REPO_ROOT in the environment, for a binary run from a copy of the tree on
+ * another machine) and a folder for temporary files */
+static const char *repo_root(void) {
+    const char *e = getenv("LT_REPO_ROOT");
+    return e && *e ? e : LT_REPO_ROOT;
+}
+static const char *tmp_dir(void) { return lt_dir_exists(LT_BUILD_DIR) ? LT_BUILD_DIR : "/tmp"; }
 
 static double rel_err_(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
@@ -103,7 +111,7 @@ static void greedy(const char *fam, lt_model *m, const int32_t *prompt, size_t n
 static void adapter_round_trip(const char *fam, lt_model *m, const char *peft_dir, const int32_t *ids, size_t n,
                                const float *logits_before) {
     char dir[512], path[1024], ppath[1024];
-    snprintf(dir, sizeof dir, "%s/test_families.%d.%s", LT_BUILD_DIR, (int)getpid(), fam);
+    snprintf(dir, sizeof dir, "%s/test_families.%d.%s", tmp_dir(), (int)getpid(), fam);
     CHECK_OK(lt_model_save_adapter(m, dir, 1));
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     snprintf(ppath, sizeof ppath, "%s/adapter_model.safetensors", peft_dir);
@@ -157,7 +165,7 @@ static void adapter_round_trip(const char *fam, lt_model *m, const char *peft_di
 
 static void check_family(const char *fam, const char *arch) {
     char dir[512], adir[600], epath[600];
-    snprintf(dir, sizeof dir, "%s/%s", FAMILIES, fam);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/families/%s", repo_root(), fam);
     snprintf(adir, sizeof adir, "%s/adapter", dir);
     snprintf(epath, sizeof epath, "%s/expected.safetensors", dir);
     lt_model_params mp;
