@@ -14,5 +14,11 @@ else
 fi
 export LT_REPO_ROOT="$root" LORATUNE_LIB_DIR=$(dirname "${LORATUNE_LIBRARY:?}")
 export CARGO_TARGET_DIR="$build/rust-target"
+# an ASan/UBSan build (LT_SANITIZE, tests/CMakeLists.txt): the sanitizer runtimes go first into
+# each test binary, through cargo's runner (not into cargo, rustc or rustdoc)
+if [ -n "${LT_SAN_PRELOAD:-}" ]; then
+  host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
+  export "CARGO_TARGET_${host}_RUNNER=env LD_PRELOAD=$LT_SAN_PRELOAD"
+fi
 cargo test --offline --manifest-path "$root/bindings/rust/Cargo.toml" -- --test-threads=2 || exit 1
 [ $missing = 0 ] || { echo "skipped: the whole-job tests need the tiny model (see above)"; exit 77; }
