@@ -271,11 +271,55 @@ static lt_status aligned_copy(const lt_st_tensor *t, const void **data, void **o
     return LT_OK;
 }
 
+/* A weight that holds a NaN or an infinity is refused (LT_ERR_NONFINITE, naming the file and the
+ * tensor): NF4 quantization would make it finite without a word, and in float it poisons every
+ * loss. `data` holds the tensor's t->numel elements in t->dtype (aligned), or `f32` the same as
+ * floats; it is checked just before the backend converts it, while it is in cache (the file is
+ * read once). Only the exponent bits are looked at: all set is NaN or Inf. */
+static lt_status check_finite_weight(const lt_st_tensor *t, const void *data, const float *f32) {
+    const int64_t n = t->numel;
+    const int wide = f32 || t->dtype == LT_ST_F32;
+    const uint32_t *w = f32 ? (const uint32_t *)f32 : (const uint32_t *)data;
+    const uint16_t *h = (const uint16_t *)data;
+    const uint32_t m32 = 0x7f800000u;
+    const uint16_t m16 = t->dtype == LT_ST_F16 ? 0x7c00u : 0x7f80u;
+    int64_t i = 0;
+    /* fixed-size blocks that the compiler vectorizes; the first bad block ends the scan */
+    enum { BLK = 256 };
+    for (; i + BLK <= n; i += BLK) {
+        unsigned any = 0;
+        if (wide) for (int k = 0; k < BLK; k++) any |= (w[i + k] & m32) == m32;
+        else for (int k = 0; k < BLK; k++) any |= (h[i + k] & m16) == m16;
+        if (any) break;
+    }
+    int64_t first = -1, bad = 0;
+    double v = 0;
+    for (; i < n; i++) {
+        int nonfinite = wide ? (w[i] & m32) == m32 : (h[i] & m16) == m16;
+        if (!nonfinite) continue;
+        if (!bad++) {
+            first = i;
+            if (wide) { float f; memcpy(&f, &w[i], 4); v = f; }
+            else v = t->dtype == LT_ST_F16 ? lt_f16_to_f32(h[i]) : lt_bf16_to_f32(h[i]);
+        }
+    }
+    if (!bad) return LT_OK;
+    int64_t cols = t->ndim == 2 ? t->shape[1] : 0;
+    char where[64];
+    if (cols > 0) snprintf(where, sizeof where, "[%lld, %lld]", (long long)(first / cols), (long long)(first % cols));
+    else snprintf(where, sizeof where, "index %lld", (long long)first);
+    return lt_error(LT_ERR_NONFINITE, "%s: tensor '%s' holds %lld non-finite value%s (the first, %g, at %s); a "
+                    "model's weights must be finite (quantization would hide it): is the checkpoint damaged?",
+                    t->file, t->name, (long long)bad, bad == 1 ? "" : "s", v, where);
+}
+
 static lt_status upload_f32_plus(lt_model *m, const lt_st_tensor *t, float add, float **out) {
     lt_backend *be = m->be;
     float *host = lt_malloc((size_t)t->numel * 4 + 4, t->name);
     if (!host) return LT_ERR_OUT_OF_MEMORY;
     lt_status s = lt_st_to_f32(t, host);
+    if (s == LT_OK) s = check_finite_weight(t, NULL, host);
+    if (s != LT_OK) { free(host); return s; }
     /* Gemma's RMSNorm multiplies by (1 + w) in float32: the frozen weight is stored that way */
     for (int64_t i = 0; add != 0.0f && i < t->numel; i++) host[i] = add + host[i];
     void *dev = NULL;
@@ -304,12 +348,14 @@ static lt_status upload_weight16(lt_model *m, const lt_st_tensor *t, int quant, 
     memset(&d, 0, sizeof d);
     void *owned = NULL;
     LT_TRY(aligned_copy(t, &d.host, &owned));
+    lt_status s = check_finite_weight(t, d.host, NULL);
+    if (s != LT_OK) { free(owned); return s; }
     d.dtype = lt_st_to_lt_dtype(t->dtype);
     d.rows = t->shape[0];
     d.cols = t->shape[1];
     d.quant = quant;
     d.double_quant = m->params.double_quant;
-    lt_status s = m->be->ops.weight_create(m->be, &d, out);
+    s = m->be->ops.weight_create(m->be, &d, out);
     free(owned);
     if (s != LT_OK) return lt_error_wrap(s, "%s: tensor '%s'", t->file, t->name);
     return LT_OK;
@@ -341,6 +387,11 @@ static lt_status upload_bnb(lt_model *m, const char *prefix, int64_t rows, int64
         absf = lt_malloc((size_t)bp.absmax->numel * 4, "absmax");
         s = absf ? lt_st_to_f32(bp.absmax, absf) : LT_ERR_OUT_OF_MEMORY;
     }
+    /* the 4-bit codes are indices; the scales and maps are the floats that can be NaN/Inf */
+    if (s == LT_OK) s = check_finite_weight(bp.quant_map, NULL, qmap);
+    if (s == LT_OK && absf) s = check_finite_weight(bp.absmax, NULL, absf);
+    if (s == LT_OK && nabs) s = check_finite_weight(bp.nested_absmax, NULL, nabs);
+    if (s == LT_OK && nmap) s = check_finite_weight(bp.nested_map, NULL, nmap);
     d.quant_map = qmap;
     d.absmax_f32 = absf;
     d.nested_absmax = nabs;

@@ -259,6 +259,72 @@ static void test_bnb(void) {
                "bnb/model.safetensors: tensor 'model.layers.0.self_attn.v_proj.weight.nested_absmax' of the bitsandbytes 4-bit weight is missing");
 }
 
+/* Rewrites dir's model.safetensors with element `at` of tensor `name` set to the 16-bit pattern
+ * `bits` (BF16: 0x7fc0 NaN, 0x7f80 +Inf, 0xff80 -Inf). */
+static void poison(const char *dir, const char *name, int64_t at, uint16_t bits) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    lt_st_set *s = NULL;
+    CHECK_OK(lt_st_open_file(path, &s));
+    lt_st_writer *w;
+    lt_st_writer_new(&w);
+    uint8_t *copy = NULL;
+    for (size_t i = 0; s && i < lt_st_count(s); i++) {
+        const lt_st_tensor *t = lt_st_at(s, i);
+        const void *data = t->data;
+        if (!strcmp(t->name, name)) {
+            CHECK(t->dtype == LT_ST_BF16 && at < t->numel);
+            copy = malloc(t->nbytes);
+            memcpy(copy, t->data, t->nbytes);
+            memcpy(copy + 2 * at, &bits, 2);
+            data = copy;
+        }
+        CHECK_OK(lt_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, 1));
+    }
+    CHECK(copy != NULL);
+    char tmp[720];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    CHECK_OK(lt_st_writer_write(w, tmp, 1));
+    lt_st_writer_free(w);
+    lt_st_close(s);
+    free(copy);
+    CHECK(rename(tmp, path) == 0);
+}
+
+/* A NaN/Inf weight is refused at load, naming the file, the tensor and the element: NF4
+ * quantization (the default) would turn it into a finite code without a word. */
+static void test_nonfinite(void) {
+    const char *dir = sub("nonfinite");
+    tiny_opts o = {0};
+    lt_model_params p = cpu_params();
+    p.quant = LT_QUANT_NF4;
+    lt_model *m = NULL;
+    CHECK(tiny_model_write(dir, &o) == 0);
+    poison(dir, "model.layers.1.mlp.down_proj.weight", 3 * TINY_I + 5, 0x7fc0); /* [C, I] */
+    CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NONFINITE,
+               "nonfinite/model.safetensors: tensor 'model.layers.1.mlp.down_proj.weight' holds 1 non-finite value "
+               "(the first, nan, at [3, 5])");
+    CHECK(strstr(lt_last_error(), "must be finite") != NULL);
+    CHECK(m == NULL);
+    /* not quantized: the same refusal */
+    p.quant = LT_QUANT_NONE;
+    CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NONFINITE, "'model.layers.1.mlp.down_proj.weight' holds 1");
+    /* two infinities in the embedding (kept in 16 bits), one in a norm weight (read as float) */
+    CHECK(tiny_model_write(dir, &o) == 0);
+    poison(dir, "model.embed_tokens.weight", 40, 0x7f80);
+    poison(dir, "model.embed_tokens.weight", 33, 0xff80);
+    CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NONFINITE,
+               "tensor 'model.embed_tokens.weight' holds 2 non-finite values (the first, -inf, at [1, 1])");
+    CHECK(tiny_model_write(dir, &o) == 0);
+    poison(dir, "model.layers.0.post_attention_layernorm.weight", 7, 0x7fc0);
+    CHECK_FAIL(lt_model_load(dir, &p, &m), LT_ERR_NONFINITE,
+               "tensor 'model.layers.0.post_attention_layernorm.weight' holds 1 non-finite value (the first, nan, at index 7)");
+    /* the untouched model loads */
+    CHECK(tiny_model_write(dir, &o) == 0);
+    CHECK_OK(lt_model_load(dir, &p, &m));
+    lt_model_free(m);
+}
+
 static void test_bad_inputs(void) {
     lt_model_params p = cpu_params();
     lt_model *m = NULL;
@@ -355,6 +421,7 @@ int main(void) {
     test_llama_untied_f32_v5();
     test_sharded();
     test_bnb();
+    test_nonfinite();
     test_bad_inputs();
     if (!lt_test_failures) tiny_rm_rf(root);
     return lt_test_done("test_model_load");

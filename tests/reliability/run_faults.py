@@ -363,14 +363,33 @@ def suite(work):
               expect_text=["checkpoint-4"])
 
     # ---- non-finite values ----
-    bad_model = os.path.join(work, "nan-model")
-    shutil.copytree(model, bad_model)
-    w = load_file(os.path.join(bad_model, "model.safetensors"))
-    key = "model.layers.0.input_layernorm.weight"  # kept in float (an NF4 block would hide the NaN)
-    w[key] = w[key].copy()
-    w[key][5] = np.nan
-    save_file(w, os.path.join(bad_model, "model.safetensors"), metadata={"format": "pt"})
-    c = Case("NaN weight in the base model")
+    def poisoned_model(name, key, index, value):
+        bad_model = os.path.join(work, name)
+        shutil.copytree(model, bad_model)
+        w = load_file(os.path.join(bad_model, "model.safetensors"))
+        w[key] = w[key].copy()
+        w[key].reshape(-1)[index] = value
+        save_file(w, os.path.join(bad_model, "model.safetensors"), metadata={"format": "pt"})
+        return bad_model
+
+    # a NaN/Inf base weight is refused at load, naming the file and the tensor: in a projection
+    # that NF4 quantizes (quantization would make it finite without a word) and in a norm (float)
+    for case, key, value in (("NaN in an NF4-quantized projection", "model.layers.1.mlp.up_proj.weight", np.nan),
+                             ("Inf in a norm weight (float)", "model.layers.0.input_layernorm.weight", np.inf)):
+        c = Case(case)
+        bad_model = poisoned_model("bad-%d" % len(results), key, 5, value)
+        out = fresh_out(c.name)
+        code, so, se = run_faulty(train_args(out, "--overwrite", model_dir=bad_model))
+        c.code = code
+        want = "model.safetensors: tensor '%s' holds 1 non-finite value" % key
+        c.check(code == 1 and "LT_ERR_NONFINITE" in se and want in se, "exit %s: %s" % (code, se[-300:]))
+        check_previous(c, out)
+        check_files(c, out)
+        c.done()
+
+    # a finite but huge weight overflows the forward: a non-finite loss at step 1 stops the run
+    c = Case("huge weight: non-finite loss")
+    bad_model = poisoned_model("huge-model", "model.layers.0.input_layernorm.weight", 5, 1e30)
     out = fresh_out(c.name)
     code, so, se = run_faulty(train_args(out, "--overwrite", model_dir=bad_model))
     c.code = code
