@@ -7,7 +7,12 @@
  * Normals come from the Philox RNG (Box-Muller on counter-based uniforms), stream = the
  * tensor's index in name order: the same --seed gives the same file on any machine and any
  * thread count. Tensors are generated on all cores and streamed to the file one at a time, so
- * a 3 GB checkpoint never sits in memory whole. */
+ * a 3 GB checkpoint never sits in memory whole.
+ *
+ * The folder appears whole or not at all: it is built aside as "<output>.tmp-<pid>-<n>/" and
+ * renamed into place as one (lib/core/fs.c); an existing non-empty folder is replaced only with
+ * --overwrite; temporaries a killed run left beside it are removed at the next start, and the
+ * parent folders a failed run created are removed again. */
 #include "cli.h"
 #include "core/rng.h"
 #include "model/model_io.h"
@@ -16,17 +21,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(void) {
     printf("usage: loratune init-random --config FILE --output DIR [flags]\n\n"
            "Writes a randomly initialised checkpoint (config.json, model.safetensors, generation_config.json).\n\n"
            "  --config FILE     a config.json (Qwen2ForCausalLM, LlamaForCausalLM, MistralForCausalLM)\n"
-           "  --output DIR      the model folder to write (created)\n"
+           "  --output DIR      the model folder to write (created whole, or not at all)\n"
            "  --seed N          random seed (default 0)\n"
            "  --dtype D         bf16 | f16 | f32 (default: the config's dtype, else bf16)\n"
            "  --tokenizer DIR   copy tokenizer.json / tokenizer_config.json / ... from DIR\n"
            "  --threads N       generation threads (default: all cores)\n"
-           "  --overwrite       replace existing files\n");
+           "  --overwrite       replace an existing --output folder (all of it)\n");
 }
 
 typedef struct fill_ctx {
@@ -84,14 +90,14 @@ static lt_status fill(void *p, const char *name, void *buf, size_t nbytes) {
     return LT_OK;
 }
 
-static int copy_file(const char *from_dir, const char *to_dir, const char *name, int overwrite) {
+static int copy_file(const char *from_dir, const char *to_dir, const char *name) {
     char *src = lt_path_join(from_dir, name), *dst = lt_path_join(to_dir, name);
     int copied = 0;
     if (lt_file_exists(src)) {
         char *data = NULL;
         size_t len = 0;
         lt_status st = lt_read_file(src, &data, &len);
-        if (st == LT_OK) st = lt_write_file_atomic(dst, data, len, overwrite);
+        if (st == LT_OK) st = lt_write_file_atomic(dst, data, len, 0);
         free(data);
         copied = st == LT_OK ? 1 : -1;
         if (st != LT_OK) fprintf(stderr, "loratune init-random: copying %s: %s\n", name, lt_last_error());
@@ -164,8 +170,36 @@ int lt_cmd_init_random(int argc, char **argv) {
     char *gen_out = json_dumps(gen, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(gen);
 
-    st = lt_mkdirs(output);
-    if (st != LT_OK) { free(cfg_out); free(gen_out); return cli_fail(cmd, st, "creating the output folder"); }
+    /* the output folder: refused when it holds anything (unless --overwrite), before any work */
+    size_t olen = strlen(output);
+    while (olen > 1 && output[olen - 1] == '/') olen--;
+    char *out_dir = lt_strndup(output, olen);
+    const char *base = out_dir ? strrchr(out_dir, '/') : NULL;
+    base = base ? base + 1 : out_dir;
+    struct stat sb;
+    if (!out_dir) st = LT_ERR_OUT_OF_MEMORY;
+    else if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        st = lt_error(LT_ERR_INVALID_ARGUMENT, "--output %s: name a folder to create, not '%s'", output, base);
+    else if (lstat(out_dir, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        st = lt_error(LT_ERR_EXISTS, "--output %s exists and is not a folder", output);
+    else if (lt_dir_exists(out_dir) && !lt_fs_dir_is_empty(out_dir) && !overwrite)
+        st = lt_error(LT_ERR_EXISTS, "%s already exists and is not empty (pass --overwrite to replace the whole "
+                      "folder)", output);
+    if (st != LT_OK) {
+        free(out_dir); free(cfg_out); free(gen_out);
+        return cli_fail(cmd, st, "checking the output folder");
+    }
+    /* what a killed run left beside it goes first; what this run creates goes again on failure */
+    char *parent = base == out_dir ? lt_strdup(".") : lt_strndup(out_dir, base - 1 == out_dir ? 1 : (size_t)(base - 1 - out_dir));
+    if (parent) lt_fs_clean_stale(parent, base);
+    free(parent);
+    char *created = lt_fs_first_missing(out_dir);
+    char *tmp_dir = NULL;
+    st = lt_fs_dir_begin(out_dir, &tmp_dir);
+    if (st != LT_OK) {
+        free(out_dir); free(cfg_out); free(gen_out); free(created);
+        return cli_fail(cmd, st, "creating the output folder");
+    }
 
     /* the tensors, in name order (that order fixes each tensor's RNG stream) */
     int nt = 3 + c.num_layers * (2 + LT_PROJ_COUNT + 3);
@@ -212,42 +246,46 @@ int lt_cmd_init_random(int argc, char **argv) {
     st = lt_st_writer_new(&w);
     for (int i = 0; st == LT_OK && i < n; i++)
         st = lt_st_writer_add_fill(w, jobs[i].name, st_dtype, jobs[i].ndim, jobs[i].shape, fill, &jobs[i].ctx);
-    char *st_path = lt_path_join(output, "model.safetensors");
-    char *cfg_path = lt_path_join(output, "config.json");
-    char *gen_path = lt_path_join(output, "generation_config.json");
+    char *st_path = lt_path_join(tmp_dir, "model.safetensors");
+    char *cfg_path = lt_path_join(tmp_dir, "config.json");
+    char *gen_path = lt_path_join(tmp_dir, "generation_config.json");
     g_ws.done = 0;
     g_ws.total = lt_st_writer_bytes(w);
     g_ws.progress = 1;
     double t0 = lt_time_s();
-    /* refuse up front, so that a refused run changes nothing */
-    if (st == LT_OK && !overwrite) {
-        const char *paths[3] = {st_path, cfg_path, gen_path};
-        for (int i = 0; i < 3 && st == LT_OK; i++)
-            if (lt_file_exists(paths[i]))
-                st = lt_error(LT_ERR_EXISTS, "%s already exists (pass --overwrite to replace it)", paths[i]);
-    }
-    if (st == LT_OK) st = lt_st_writer_write(w, st_path, overwrite);
-    if (st == LT_OK) st = lt_write_file_atomic(cfg_path, cfg_out, strlen(cfg_out), overwrite);
-    if (st == LT_OK) st = lt_write_file_atomic(gen_path, gen_out, strlen(gen_out), overwrite);
+    if (st == LT_OK) st = lt_st_writer_write(w, st_path, 0);
+    if (st == LT_OK) st = lt_write_file_atomic(cfg_path, cfg_out, strlen(cfg_out), 0);
+    if (st == LT_OK) st = lt_write_file_atomic(gen_path, gen_out, strlen(gen_out), 0);
     double secs = lt_time_s() - t0;
     uint64_t bytes = lt_st_writer_bytes(w);
     lt_st_writer_free(w);
     free(jobs); free(cfg_out); free(gen_out); free(st_path); free(cfg_path); free(gen_path);
-    if (st != LT_OK) return cli_fail(cmd, st, "writing the checkpoint");
-    int copied = 0;
-    if (tokdir) {
+    int copied = 0, rc = 0;
+    if (st != LT_OK) rc = cli_fail(cmd, st, "writing the checkpoint");
+    if (!rc && tokdir) {
         static const char *const tok_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                                                 "special_tokens_map.json", "added_tokens.json", "tokenizer.model"};
-        for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
-            int r = copy_file(tokdir, output, tok_files[i], overwrite);
-            if (r < 0) return 1;
-            copied += r;
+        for (size_t i = 0; !rc && i < sizeof tok_files / sizeof tok_files[0]; i++) {
+            int r = copy_file(tokdir, tmp_dir, tok_files[i]);
+            if (r < 0) rc = 1;
+            else copied += r;
         }
-        if (!copied) {
+        if (!rc && !copied) {
             fprintf(stderr, "loratune init-random: %s holds no tokenizer files (tokenizer.json ...)\n", tokdir);
-            return 1;
+            rc = 1;
         }
     }
+    /* the whole folder into place as one (replacing the previous one: --overwrite, or empty) */
+    if (!rc) {
+        st = lt_fs_dir_commit(tmp_dir, out_dir);
+        if (st != LT_OK) rc = cli_fail(cmd, st, "moving the checkpoint into place");
+    } else {
+        lt_fs_dir_abort(tmp_dir);
+    }
+    if (rc && created && lt_dir_exists(created)) lt_fs_remove_tree(created);
+    free(created);
+    free(out_dir);
+    if (rc) return rc;
     printf("wrote %s: %s, %llu parameters, %.1f MB %s in %.1f s (seed %llu)%s\n", output, c.architecture,
            (unsigned long long)lt_config_n_params(&c), (double)bytes / 1e6, dname, secs, (unsigned long long)seed,
            copied ? ", tokenizer files copied" : "");

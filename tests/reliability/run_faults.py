@@ -498,6 +498,82 @@ def suite(work):
     c.check("a-f16.Modelfile" in p2.stderr, "the command does not name the Modelfile it wrote")
     c.done()
 
+    init_random_cases(work)
+
+
+def init_random_cases(work):
+    """`loratune init-random` writes its folder whole or not at all: an existing non-empty folder
+    only with --overwrite (and then the whole folder is replaced), ENOSPC and SIGKILL leave the
+    previous folder as it was or no folder, the next start removes a killed run's temporary."""
+    config = os.path.join(ROOT, "assets", "tiny-qwen2", "config.json")
+
+    def init(out, seed, *extra, fault="", signals=()):
+        return run_faulty(["init-random", "--config", config, "--output", out, "--seed", str(seed), "--dtype", "f32"]
+                          + list(extra), fault, signals)
+
+    def snapshot(d):
+        if not os.path.isdir(d):
+            return None
+        return {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
+
+    def temps_beside(d):
+        parent = os.path.dirname(d)
+        return [n for n in os.listdir(parent) if TEMP_RE.search(n)] if os.path.isdir(parent) else []
+
+    base = os.path.join(work, "init")
+    os.makedirs(base)
+    prev_dir = os.path.join(base, "model")
+    code, so, se = init(prev_dir, 1)
+    prev = snapshot(prev_dir)
+    assert code == 0 and prev and "model.safetensors" in prev, se
+
+    c = Case("init-random: existing folder")
+    code, so, se = init(prev_dir, 2)
+    c.code = code
+    c.check(code != 0 and "already exists" in se and "--overwrite" in se, "exit %s: %s" % (code, se[-300:]))
+    c.check(snapshot(prev_dir) == prev, "the refused run changed the folder")
+    empty = os.path.join(base, "empty")
+    os.makedirs(empty)
+    code, so, se = init(empty, 1)
+    c.check(code == 0 and snapshot(empty) == prev, "an empty folder is not filled (exit %s: %s)" % (code, se[-300:]))
+    other = os.path.join(base, "other")
+    shutil.copytree(prev_dir, other)
+    open(os.path.join(other, "stray.txt"), "w").write("x")
+    code, so, se = init(other, 2, "--overwrite")
+    got = snapshot(other) or {}
+    c.check(code == 0 and "stray.txt" not in got and got.get("model.safetensors") not in (None, prev["model.safetensors"]),
+            "--overwrite did not replace the whole folder (exit %s: %s)" % (code, se[-300:]))
+    c.check(not temps_beside(other), "temporaries remain: %s" % temps_beside(other))
+    c.done()
+
+    c = Case("init-random: ENOSPC")
+    new = os.path.join(base, "never", "model")
+    code, so, se = init(new, 1, fault="write:model.safetensors.tmp-:2:fail:ENOSPC")
+    c.code = code
+    c.check(code == 1 and "No space left" in se, "exit %s: %s" % (code, se[-300:]))
+    c.check(not os.path.exists(os.path.join(base, "never")), "the folders the failed run created remain")
+    code, so, se = init(prev_dir, 2, "--overwrite", fault="write:model.safetensors.tmp-:2:fail:ENOSPC")
+    c.check(code == 1 and snapshot(prev_dir) == prev, "the previous folder changed (exit %s)" % code)
+    c.check(not temps_beside(prev_dir), "temporaries remain: %s" % temps_beside(prev_dir))
+    c.done()
+
+    for name, fault in (("init-random: SIGKILL mid-write", "write:model.safetensors.tmp-:3:pause"),
+                        ("init-random: SIGKILL at the swap", "rename:/model$:1:pause")):
+        c = Case(name)
+        code, so, se = init(prev_dir, 2, "--overwrite", fault=fault, signals=[(1, signal.SIGKILL)])
+        c.code = code
+        c.check(code == -9, "exit %s: %s" % (code, se[-300:]))
+        c.check(snapshot(prev_dir) == prev, "the previous folder changed")
+        c.check(len(temps_beside(prev_dir)) == 1, "no temporary left by the kill: %s" % os.listdir(base))
+        code, so, se = init(os.path.join(base, "model"), 3, "--overwrite")
+        c.check(code == 0 and not temps_beside(prev_dir), "the next run did not remove the temporary: %s (%s)"
+                % (temps_beside(prev_dir), se[-300:]))
+        c.check((snapshot(prev_dir) or {}).get("model.safetensors") not in (None, prev["model.safetensors"]),
+                "the next run did not write its folder")
+        shutil.rmtree(prev_dir)
+        shutil.copytree(os.path.join(base, "empty"), prev_dir)  # the seed-1 folder again
+        c.done()
+
 
 if __name__ == "__main__":
     sys.exit(main())
