@@ -31,7 +31,21 @@ lt_status lt_tok_buf_put(lt_tok_buf *b, const void *data, size_t n);
 size_t lt_utf8_lossy_append(lt_tok_buf *out, const unsigned char *s, size_t len, int keep_tail, lt_status *st);
 
 /* ---- the loaded tokenizer ---- */
-typedef enum lt_tok_norm_kind { LT_NORM_NFC, LT_NORM_NFD, LT_NORM_NFKC, LT_NORM_NFKD, LT_NORM_LOWERCASE } lt_tok_norm_kind;
+typedef enum lt_tok_norm_kind {
+    LT_NORM_NFC, LT_NORM_NFD, LT_NORM_NFKC, LT_NORM_NFKD, LT_NORM_LOWERCASE,
+    LT_NORM_PREPEND,   /* Prepend: a (text) before a non-empty string */
+    LT_NORM_REPLACE    /* Replace with a String pattern: every a -> b */
+} lt_tok_norm_kind;
+/* One normalizer step; a / b point into the tokenizer's pool. */
+typedef struct lt_tok_norm { lt_tok_norm_kind kind; const char *a, *b; size_t al, bl; } lt_tok_norm;
+
+/* Decoder steps of the SentencePiece-style (non byte-level) tokenizers. */
+typedef enum lt_tok_dec_kind { LT_DEC_REPLACE, LT_DEC_BYTEFALLBACK, LT_DEC_FUSE, LT_DEC_STRIP, LT_DEC_METASPACE } lt_tok_dec_kind;
+typedef struct lt_tok_dec {
+    lt_tok_dec_kind kind;
+    const char *a, *b; size_t al, bl; /* Replace: a -> b; Strip: a = the character; Metaspace: a = replacement */
+    int start, stop;                  /* Strip; Metaspace: start = 1 unless prepend_scheme is never */
+} lt_tok_dec;
 
 typedef enum lt_tok_split_behavior {
     LT_SPLIT_REMOVED, LT_SPLIT_ISOLATED, LT_SPLIT_MERGED_PREV, LT_SPLIT_MERGED_NEXT, LT_SPLIT_CONTIGUOUS
@@ -91,6 +105,18 @@ struct lt_tokenizer {
     int32_t n_merges;
     int ignore_merges;
     int32_t unk_id;          /* -1 when none */
+    /* character-level BPE (no ByteLevel pre-tokenizer: SentencePiece-derived vocabularies) */
+    int char_level;
+    int byte_fallback, fuse_unk;
+    int32_t fb_id[256];      /* id of <0xNN>, -1 if absent */
+    uint8_t *is_fb;          /* [n_ids]: a <0xNN> byte token of the model vocab */
+    /* Metaspace pre-tokenizer (first step): ' ' -> replacement, prepend by scheme, optional split */
+    int metaspace;           /* 1 when present */
+    int ms_scheme;           /* 0 always, 1 first, 2 never */
+    char ms_rep[8];
+    int ms_rep_len;
+    lt_tok_dec *dec;         /* decoder steps (char-level tokenizers) */
+    int n_dec;
     /* byte-level alphabet */
     int32_t byte_id[256];    /* id of the token made of byte b's mapped character, -1 if absent */
     uint16_t byte_char[256]; /* bytes_to_unicode */
@@ -103,7 +129,7 @@ struct lt_tokenizer {
     uint8_t added_first[256];/* first bytes of raw-matched (non-normalized) added tokens */
     uint8_t added_norm_first[256];
     /* pipeline */
-    lt_tok_norm_kind *norms;
+    lt_tok_norm *norms;
     int n_norms;
     lt_tok_pre *pre;
     int n_pre;

@@ -191,9 +191,77 @@ void lt_tok_cache_free(lt_tokenizer *tok) {
     tok->cache = NULL;
 }
 
+/* Character-level BPE (tokenizers' BPE::merge_word without the byte-level alphabet): one symbol
+ * per character found in the vocabulary; a character that is not becomes its <0xNN> byte tokens
+ * with byte_fallback (when all of them exist), else the unk token (consecutive ones fused with
+ * fuse_unk; a pending unk is written only when a known character or the end comes, as tokenizers
+ * does); then the merges by rank. */
+static lt_status lt_tok_bpe_chars(const lt_tokenizer *tok, const unsigned char *piece, size_t len,
+                                  int32_t **ids, uint16_t **lens, size_t *n, size_t *cap) {
+    if (tok->ignore_merges) {
+        int32_t id = lt_tok_smap_find(tok, (const char *)piece, len);
+        if (id >= 0) {
+            LT_TRY(lt_bpe_reserve(ids, lens, cap, *n + 1));
+            (*ids)[*n] = id;
+            if (lens) (*lens)[*n] = (uint16_t)(len > 0xFFFF ? 0xFFFF : len);
+            (*n)++;
+            return LT_OK;
+        }
+    }
+    lt_bpe_sym stack_sym[64];
+    lt_bpe_sym *sym = len <= 64 ? stack_sym : malloc(len * sizeof *sym);
+    if (!sym) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory in BPE for a %zu-byte piece", len);
+    int32_t ns = 0;
+    int32_t unk_len = 0; /* > 0: an unk of this many bytes is pending */
+    uint32_t pending = 0; /* bytes of dropped characters join the next token's span */
+#define LT_SYM_ADD(ID, L) do { \
+        sym[ns] = (lt_bpe_sym){(ID), ns - 1, -1, (uint32_t)(L) + pending}; \
+        pending = 0; \
+        if (ns > 0) { sym[ns - 1].next = ns; } \
+        ns++; \
+    } while (0)
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int cl = lt_utf8_decode(piece + i, &cp);
+        int32_t id = lt_tok_smap_find(tok, (const char *)piece + i, (size_t)cl);
+        if (id >= 0) {
+            if (unk_len) { LT_SYM_ADD(tok->unk_id, unk_len); unk_len = 0; }
+            LT_SYM_ADD(id, cl);
+        } else {
+            int all = tok->byte_fallback;
+            for (int k = 0; k < cl && all; k++) all = tok->fb_id[piece[i + (size_t)k]] >= 0;
+            if (all) {
+                for (int k = 0; k < cl; k++) LT_SYM_ADD(tok->fb_id[piece[i + (size_t)k]], 1);
+            } else if (tok->unk_id >= 0) {
+                if (unk_len && !tok->fuse_unk) { LT_SYM_ADD(tok->unk_id, unk_len); unk_len = 0; }
+                unk_len += cl;
+            } else pending += (uint32_t)cl;
+        }
+        i += (size_t)cl;
+    }
+    if (unk_len) LT_SYM_ADD(tok->unk_id, unk_len);
+#undef LT_SYM_ADD
+    lt_status st = LT_OK;
+    if (ns > 0) st = lt_bpe_merge_all(tok, sym, ns);
+    if (st == LT_OK) st = lt_bpe_reserve(ids, lens, cap, *n + (size_t)ns);
+    if (st == LT_OK) {
+        for (int32_t i = 0; ns > 0 && i >= 0 && i < ns; i = sym[i].next) {
+            (*ids)[*n] = sym[i].id;
+            if (lens) (*lens)[*n] = (uint16_t)(sym[i].len > 0xFFFF ? 0xFFFF : sym[i].len);
+            (*n)++;
+        }
+    }
+    if (sym != stack_sym) free(sym);
+    return st;
+}
+
 lt_status lt_tok_bpe(const lt_tokenizer *tok, const unsigned char *piece, size_t len,
                      int32_t **ids, uint16_t **lens, size_t *n, size_t *cap) {
     if (!len) return LT_OK;
+    if (tok->char_level) {
+        if (len > 0x7FFFFFF0u) return lt_error(LT_ERR_INVALID_ARGUMENT, "a piece of %zu bytes is too long to encode", len);
+        return lt_tok_bpe_chars(tok, piece, len, ids, lens, n, cap);
+    }
     if (len > 0x7FFFFFF0u) return lt_error(LT_ERR_INVALID_ARGUMENT, "a piece of %zu bytes is too long to encode", len);
     lt_status st = LT_OK;
     int cacheable = len <= LT_BPE_CACHE_MAX_KEY && tok->cache;

@@ -1,5 +1,6 @@
 /* tok_decode.c - decode (ids -> token strings -> ByteLevel bytes -> lossy UTF-8, as tokenizers'
- * TokenizerImpl::decode with the ByteLevel decoder) and the incremental token stream that only
+ * TokenizerImpl::decode with the ByteLevel decoder; for SentencePiece-style tokenizers the
+ * Replace / ByteFallback / Fuse / Strip / Metaspace chain) and the incremental token stream that only
  * releases complete UTF-8. Unknown ids are skipped, as tokenizers' filter_map does. */
 #include "tok/tok.h"
 #include <stdlib.h>
@@ -27,6 +28,130 @@ static lt_status lt_tok_token_bytes(const lt_tokenizer *tok, int32_t id, int ski
     return LT_OK;
 }
 
+/* ---- decoders of the SentencePiece-style tokenizers ---- */
+typedef struct lt_dec_list { lt_tok_buf *v; size_t n, cap; } lt_dec_list;
+
+static void lt_dec_list_free(lt_dec_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].data);
+    free(l->v);
+    l->v = NULL; l->n = l->cap = 0;
+}
+static lt_status lt_dec_list_push(lt_dec_list *l, const void *s, size_t len) {
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        lt_tok_buf *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory decoding");
+        l->v = nv; l->cap = nc;
+    }
+    l->v[l->n] = (lt_tok_buf){0};
+    lt_status st = lt_tok_buf_put(&l->v[l->n], s, len);
+    if (st == LT_OK && !l->v[l->n].data) st = lt_tok_buf_put(&l->v[l->n], "", 1), l->v[l->n].len = 0;
+    if (st != LT_OK) { free(l->v[l->n].data); return st; }
+    l->n++;
+    return LT_OK;
+}
+
+/* <0xNN> as tokenizers' ByteFallback reads it: 6 bytes, "<0x", two characters u8::from_str_radix
+ * accepts in base 16 (an optional '+' then hex digits), ">". */
+static int lt_dec_byte_token(const char *t, size_t len, unsigned char *out) {
+    if (len != 6 || memcmp(t, "<0x", 3) || t[5] != '>') return 0;
+    unsigned v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = t[i];
+        if (i == 3 && c == '+') continue;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0;
+        v = v * 16 + (unsigned)d;
+    }
+    *out = (unsigned char)v;
+    return 1;
+}
+
+static lt_status lt_dec_replace(lt_tok_buf *b, const char *a, size_t al, const char *r, size_t rl) {
+    if (b->len < al) return LT_OK;
+    lt_tok_buf o = {0};
+    lt_status st = LT_OK;
+    size_t i = 0, from = 0;
+    while (i + al <= b->len && st == LT_OK) {
+        if (!memcmp(b->data + i, a, al)) {
+            st = lt_tok_buf_put(&o, b->data + from, i - from);
+            if (st == LT_OK) st = lt_tok_buf_put(&o, r, rl);
+            i += al; from = i;
+        } else i++;
+    }
+    if (st == LT_OK) st = lt_tok_buf_put(&o, b->data + from, b->len - from);
+    if (st == LT_OK && !o.data) st = lt_tok_buf_put(&o, "", 1), o.len = 0;
+    if (st != LT_OK) { free(o.data); return st; }
+    free(b->data);
+    *b = o;
+    return LT_OK;
+}
+
+/* Runs the decoder steps over the token strings (tokenizers' decode_chain) and joins them. */
+static lt_status lt_dec_chain(const lt_tokenizer *tok, const int32_t *ids, size_t n, int skip_special, lt_tok_buf *out) {
+    lt_dec_list l = {0}, nl = {0};
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < n && st == LT_OK; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= tok->n_ids || !tok->tokens[id]) continue;
+        if (skip_special && tok->is_special[id]) continue;
+        st = lt_dec_list_push(&l, tok->tokens[id], tok->token_len[id]);
+    }
+    for (int d = 0; d < tok->n_dec && st == LT_OK; d++) {
+        const lt_tok_dec *dec = &tok->dec[d];
+        switch (dec->kind) {
+        case LT_DEC_REPLACE:
+            for (size_t i = 0; i < l.n && st == LT_OK; i++) st = lt_dec_replace(&l.v[i], dec->a, dec->al, dec->b, dec->bl);
+            break;
+        case LT_DEC_METASPACE:
+            for (size_t i = 0; i < l.n && st == LT_OK; i++)
+                st = lt_dec_replace(&l.v[i], dec->a, dec->al, i == 0 && dec->start ? "" : " ", i == 0 && dec->start ? 0 : 1);
+            break;
+        case LT_DEC_FUSE:
+            if (l.n <= 1) break;
+            for (size_t i = 1; i < l.n && st == LT_OK; i++) st = lt_tok_buf_put(&l.v[0], l.v[i].data, l.v[i].len);
+            for (size_t i = 1; i < l.n; i++) free(l.v[i].data);
+            l.n = 1;
+            break;
+        case LT_DEC_STRIP:
+            for (size_t i = 0; i < l.n; i++) {
+                lt_tok_buf *b = &l.v[i];
+                size_t s0 = 0, e0 = b->len;
+                for (int k = 0; k < dec->start && s0 + dec->al <= e0 && !memcmp(b->data + s0, dec->a, dec->al); k++) s0 += dec->al;
+                for (int k = 0; k < dec->stop && e0 >= s0 + dec->al && !memcmp(b->data + e0 - dec->al, dec->a, dec->al); k++) e0 -= dec->al;
+                memmove(b->data, b->data + s0, e0 - s0);
+                b->len = e0 - s0;
+                b->data[b->len] = 0;
+            }
+            break;
+        case LT_DEC_BYTEFALLBACK: {
+            unsigned char *bytes = malloc(l.n + 1);
+            size_t nb = 0;
+            if (!bytes) { st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory decoding"); break; }
+            for (size_t i = 0; i <= l.n && st == LT_OK; i++) {
+                unsigned char b;
+                if (i < l.n && lt_dec_byte_token(l.v[i].data, l.v[i].len, &b)) { bytes[nb++] = b; continue; }
+                if (nb) {
+                    if (lt_utf8_check((const char *)bytes, nb) == nb) st = lt_dec_list_push(&nl, bytes, nb);
+                    else for (size_t k = 0; k < nb && st == LT_OK; k++) st = lt_dec_list_push(&nl, "\xEF\xBF\xBD", 3);
+                    nb = 0;
+                }
+                if (i < l.n && st == LT_OK) st = lt_dec_list_push(&nl, l.v[i].data, l.v[i].len);
+            }
+            free(bytes);
+            lt_dec_list_free(&l);
+            l = nl;
+            nl = (lt_dec_list){0};
+            break;
+        }
+        }
+    }
+    for (size_t i = 0; i < l.n && st == LT_OK; i++) st = lt_tok_buf_put(out, l.v[i].data, l.v[i].len);
+    lt_dec_list_free(&l);
+    lt_dec_list_free(&nl);
+    return st;
+}
+
 static lt_status lt_tok_copy_out(const lt_tok_buf *b, char *text, size_t cap, size_t *len, const char *fn) {
     *len = b->len;
     if (text && cap > b->len) { memcpy(text, b->data ? b->data : "", b->len); text[b->len] = 0; return LT_OK; }
@@ -40,8 +165,11 @@ lt_status lt_tokenizer_decode(const lt_tokenizer *tok, const int32_t *ids, size_
     LT_CHECK_ARG(text || !cap, "lt_tokenizer_decode: text is NULL with cap %zu", cap);
     lt_tok_buf raw = {0}, out = {0};
     lt_status st = LT_OK;
-    for (size_t i = 0; i < n && st == LT_OK; i++) st = lt_tok_token_bytes(tok, ids[i], skip_special, &raw);
-    if (st == LT_OK) lt_utf8_lossy_append(&out, (const unsigned char *)(raw.data ? raw.data : ""), raw.len, 0, &st);
+    if (tok->char_level) st = lt_dec_chain(tok, ids, n, skip_special, &out);
+    else {
+        for (size_t i = 0; i < n && st == LT_OK; i++) st = lt_tok_token_bytes(tok, ids[i], skip_special, &raw);
+        if (st == LT_OK) lt_utf8_lossy_append(&out, (const unsigned char *)(raw.data ? raw.data : ""), raw.len, 0, &st);
+    }
     if (st == LT_OK) st = lt_tok_copy_out(&out, text, cap, len, "lt_tokenizer_decode");
     free(raw.data); free(out.data);
     return st;
@@ -53,7 +181,44 @@ struct lt_token_stream {
     int skip_special;
     lt_tok_buf pending; /* bytes not yet released: an incomplete UTF-8 sequence at most */
     lt_tok_buf out;
+    /* SentencePiece-style decoders (tokenizers' DecodeStream): the ids since the window start,
+     * how many of them form the prefix, and the prefix's decoded text */
+    int32_t *ids;
+    size_t n_ids, cap_ids, prefix_index;
+    lt_tok_buf prefix;
 };
+
+/* Decodes ids[0..n) into a fresh buffer (data may stay NULL when empty). */
+static lt_status lt_stream_decode(const lt_token_stream *s, const int32_t *ids, size_t n, lt_tok_buf *b) {
+    *b = (lt_tok_buf){0};
+    lt_status st = lt_dec_chain(s->tok, ids, n, s->skip_special, b);
+    if (st != LT_OK) { free(b->data); *b = (lt_tok_buf){0}; }
+    return st;
+}
+
+/* One step of the window decode: when the text of the window grew and does not end in U+FFFD
+ * (or `final`), the new part beyond the prefix is appended to s->out and the window moves on. */
+static lt_status lt_stream_step(lt_token_stream *s, int final) {
+    lt_tok_buf all;
+    LT_TRY(lt_stream_decode(s, s->ids, s->n_ids, &all));
+    lt_status st = LT_OK;
+    int ends_bad = all.len >= 3 && !memcmp(all.data + all.len - 3, "\xEF\xBF\xBD", 3);
+    if (all.len > s->prefix.len && (!ends_bad || final)) {
+        size_t keep = s->prefix.len;
+        if (keep && memcmp(all.data, s->prefix.data, keep)) keep = 0; /* the prefix changed: not expected */
+        st = lt_tok_buf_put(&s->out, all.data + keep, all.len - keep);
+        if (st == LT_OK) {
+            size_t drop = s->prefix_index;
+            memmove(s->ids, s->ids + drop, (s->n_ids - drop) * sizeof(int32_t));
+            s->n_ids -= drop;
+            s->prefix_index = s->n_ids;
+            free(s->prefix.data);
+            st = lt_stream_decode(s, s->ids, s->n_ids, &s->prefix);
+        }
+    }
+    free(all.data);
+    return st;
+}
 
 lt_status lt_token_stream_new(const lt_tokenizer *tok, int32_t skip_special, lt_token_stream **out) {
     LT_CHECK_ARG(tok && out, "lt_token_stream_new: tok and out must not be NULL");
@@ -66,7 +231,7 @@ lt_status lt_token_stream_new(const lt_tokenizer *tok, int32_t skip_special, lt_
 
 void lt_token_stream_free(lt_token_stream *s) {
     if (!s) return;
-    free(s->pending.data); free(s->out.data);
+    free(s->pending.data); free(s->out.data); free(s->ids); free(s->prefix.data);
     free(s);
 }
 
@@ -90,6 +255,19 @@ static lt_status lt_stream_release(lt_token_stream *s, int final, char *text, si
 lt_status lt_token_stream_push(lt_token_stream *s, int32_t id, char *text, size_t cap, size_t *len) {
     LT_CHECK_ARG(s && len, "lt_token_stream_push: stream and len must not be NULL");
     LT_CHECK_ARG(text || !cap, "lt_token_stream_push: text is NULL with cap %zu", cap);
+    if (s->tok->char_level) {
+        if (s->n_ids == s->cap_ids) {
+            size_t nc = s->cap_ids ? s->cap_ids * 2 : 16;
+            int32_t *ni = realloc(s->ids, nc * sizeof *ni);
+            if (!ni) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory in a token stream");
+            s->ids = ni; s->cap_ids = nc;
+        }
+        s->ids[s->n_ids++] = id;
+        LT_TRY(lt_stream_step(s, 0));
+        lt_status st = lt_tok_copy_out(&s->out, text, cap, len, "lt_token_stream_push");
+        if (st == LT_OK) s->out.len = 0;
+        return st;
+    }
     LT_TRY(lt_tok_token_bytes(s->tok, id, s->skip_special, &s->pending));
     return lt_stream_release(s, 0, text, cap, len, "lt_token_stream_push");
 }
@@ -97,5 +275,11 @@ lt_status lt_token_stream_push(lt_token_stream *s, int32_t id, char *text, size_
 lt_status lt_token_stream_flush(lt_token_stream *s, char *text, size_t cap, size_t *len) {
     LT_CHECK_ARG(s && len, "lt_token_stream_flush: stream and len must not be NULL");
     LT_CHECK_ARG(text || !cap, "lt_token_stream_flush: text is NULL with cap %zu", cap);
+    if (s->tok->char_level) {
+        LT_TRY(lt_stream_step(s, 1));
+        lt_status st = lt_tok_copy_out(&s->out, text, cap, len, "lt_token_stream_flush");
+        if (st == LT_OK) s->out.len = 0;
+        return st;
+    }
     return lt_stream_release(s, 1, text, cap, len, "lt_token_stream_flush");
 }

@@ -140,8 +140,49 @@ static lt_status lt_find_added(const lt_tokenizer *tok, const char *text, size_t
 }
 
 /* ---- one normalized text segment ---- */
-/* Pre-tokenizes and BPE-encodes norm[nlen]; offsets map through align (or base + identity). */
+static lt_status lt_enc_pieces(lt_enc *e, const char *norm, size_t nlen, const uint32_t *align, uint32_t base);
+
+/* Pre-tokenizes and BPE-encodes norm[nlen]; offsets map through align (or base + identity).
+ * A Metaspace pre-tokenizer first rewrites the segment (' ' -> replacement, then the replacement
+ * put in front when the scheme says so: always, or first = only the segment that starts the
+ * original text; never when it already starts with one), as tokenizers' Metaspace does per split. */
 static lt_status lt_enc_normalized(lt_enc *e, const char *norm, size_t nlen, const uint32_t *align, uint32_t base) {
+    const lt_tokenizer *tok = e->tok;
+    if (!tok->metaspace) return lt_enc_pieces(e, norm, nlen, align, base);
+    size_t spaces = 0;
+    for (size_t i = 0; i < nlen; i++) spaces += norm[i] == ' ';
+    size_t rl = (size_t)tok->ms_rep_len, cap = nlen + spaces * rl + rl;
+    char *d = malloc(cap + 1);
+    uint32_t *al = e->want_offsets ? malloc((cap + 1) * 2 * sizeof(uint32_t)) : NULL;
+    if (!d || (e->want_offsets && !al)) { free(d); free(al); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory encoding"); }
+    size_t o = 0;
+    uint32_t orig0 = base + (align && nlen ? align[0] : 0);
+    int starts = (nlen >= rl && !memcmp(norm, tok->ms_rep, rl)) || (nlen && norm[0] == ' ');
+    int prepend = !starts && (tok->ms_scheme == 0 || (tok->ms_scheme == 1 && orig0 == 0));
+    if (prepend) {
+        memcpy(d, tok->ms_rep, rl);
+        if (al) for (size_t j = 0; j < rl; j++) al[2 * j] = al[2 * j + 1] = nlen ? (align ? align[0] : 0) : 0;
+        o = rl;
+    }
+    for (size_t i = 0; i < nlen; i++) {
+        uint32_t s0 = align ? align[2 * i] : (uint32_t)i, s1 = align ? align[2 * i + 1] : (uint32_t)i + 1;
+        if (norm[i] == ' ') {
+            memcpy(d + o, tok->ms_rep, rl);
+            if (al) for (size_t j = 0; j < rl; j++) { al[2 * (o + j)] = s0; al[2 * (o + j) + 1] = s1; }
+            o += rl;
+        } else {
+            d[o] = norm[i];
+            if (al) { al[2 * o] = s0; al[2 * o + 1] = s1; }
+            o++;
+        }
+    }
+    d[o] = 0;
+    lt_status st = lt_enc_pieces(e, d, o, al, base);
+    free(d); free(al);
+    return st;
+}
+
+static lt_status lt_enc_pieces(lt_enc *e, const char *norm, size_t nlen, const uint32_t *align, uint32_t base) {
     LT_TRY(lt_tok_pretokenize(e->tok, norm, nlen, e->md, &e->pieces, &e->tmp));
     unsigned char small[256];
     for (size_t i = 0; i < e->pieces.n; i++) {

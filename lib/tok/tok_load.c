@@ -1,8 +1,11 @@
 /* tok_load.c - lt_tokenizer_load/free: reads tokenizer.json (model vocabulary and merges, added
  * tokens, normalizer, pre-tokenizer, post-processor, decoder), tokenizer_config.json (eos, bos,
  * pad, chat template) and generation_config.json (eos_token_id list), and builds the lookup
- * tables. Anything outside the byte-level BPE family is refused with LT_ERR_UNSUPPORTED naming
- * the component. */
+ * tables. Two BPE families are read: byte-level (a ByteLevel pre-tokenizer: GPT-2, Llama 3, Qwen)
+ * and character-level as transformers converts SentencePiece models (Llama 2, Mistral, Gemma,
+ * Phi-3: byte_fallback with <0xNN> tokens, Prepend / Replace normalizers or a Metaspace
+ * pre-tokenizer, the Replace / ByteFallback / Fuse / Strip / Metaspace decoders). Anything else is
+ * refused with LT_ERR_UNSUPPORTED naming the component. */
 #include "tok/tok.h"
 #include "tok/tok_json.h"
 #include <stdlib.h>
@@ -143,17 +146,32 @@ static lt_status lt_tok_load_normalizer(lt_tokenizer *tok, const ltj *n, const c
         return LT_OK;
     }
     lt_tok_norm_kind k;
-    if (!strcmp(type, "NFC")) k = LT_NORM_NFC;
+    lt_tok_norm step = {0};
+    if (!strcmp(type, "Prepend")) {
+        const ltj *pp = ltj_get(n, "prepend");
+        if (!ltj_is(pp, LTJ_STR)) return lt_error(LT_ERR_FORMAT, TJ ": %s.prepend must be a string", where);
+        k = LT_NORM_PREPEND; step.a = pp->u.str; step.al = pp->n;
+    } else if (!strcmp(type, "Replace")) {
+        const ltj *pat = ltj_get(n, "pattern"), *c = ltj_get(n, "content");
+        const ltj *lit = ltj_get(pat, "String");
+        if (ltj_get(pat, "Regex"))
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: a Replace normalizer with a Regex pattern is not supported "
+                            "(a String pattern is)", where);
+        if (!ltj_is(lit, LTJ_STR) || !lit->n || !ltj_is(c, LTJ_STR))
+            return lt_error(LT_ERR_FORMAT, TJ ": %s: Replace needs pattern {\"String\": \"...\"} (non-empty) and content", where);
+        k = LT_NORM_REPLACE; step.a = lit->u.str; step.al = lit->n; step.b = c->u.str; step.bl = c->n;
+    } else if (!strcmp(type, "NFC")) k = LT_NORM_NFC;
     else if (!strcmp(type, "NFD")) k = LT_NORM_NFD;
     else if (!strcmp(type, "NFKC")) k = LT_NORM_NFKC;
     else if (!strcmp(type, "NFKD")) k = LT_NORM_NFKD;
     else if (!strcmp(type, "Lowercase")) k = LT_NORM_LOWERCASE;
     else return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: normalizer '%s' is not supported (NFC, NFD, NFKC, NFKD, "
-                         "Lowercase and Sequence are)", where, type);
-    lt_tok_norm_kind *nn = realloc(tok->norms, (size_t)(tok->n_norms + 1) * sizeof *nn);
+                         "Lowercase, Prepend, Replace and Sequence are)", where, type);
+    lt_tok_norm *nn = realloc(tok->norms, (size_t)(tok->n_norms + 1) * sizeof *nn);
     if (!nn) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory loading the normalizer");
     tok->norms = nn;
-    tok->norms[tok->n_norms++] = k;
+    step.kind = k;
+    tok->norms[tok->n_norms++] = step;
     return LT_OK;
 }
 
@@ -218,13 +236,43 @@ static lt_status lt_tok_load_pre(lt_tokenizer *tok, const ltj *n, const char *wh
         *has_byte_level = 1;
         return lt_tok_pre_add(tok, p);
     }
+    if (!strcmp(type, "Metaspace")) {
+        if (tok->n_pre || tok->metaspace)
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: Metaspace is supported only as the first pre-tokenizer step", where);
+        const ltj *rep = ltj_get(n, "replacement");
+        const char *scheme = ltj_str_or(ltj_get(n, "prepend_scheme"), NULL);
+        if (!ltj_is(rep, LTJ_STR) || !rep->n || rep->n >= sizeof tok->ms_rep)
+            return lt_error(LT_ERR_FORMAT, TJ ": %s: Metaspace.replacement must be one character", where);
+        uint32_t cp;
+        if ((size_t)lt_utf8_decode((const unsigned char *)rep->u.str, &cp) != rep->n)
+            return lt_error(LT_ERR_FORMAT, TJ ": %s: Metaspace.replacement must be one character", where);
+        memcpy(tok->ms_rep, rep->u.str, rep->n);
+        tok->ms_rep_len = (int)rep->n;
+        if (!scheme) { /* older files: add_prefix_space */
+            int aps = 1;
+            LT_TRY(lt_tok_bool(n, "add_prefix_space", 1, where, &aps));
+            tok->ms_scheme = aps ? 0 : 2;
+        } else if (!strcmp(scheme, "always")) tok->ms_scheme = 0;
+        else if (!strcmp(scheme, "first")) tok->ms_scheme = 1;
+        else if (!strcmp(scheme, "never")) tok->ms_scheme = 2;
+        else return lt_error(LT_ERR_FORMAT, TJ ": %s.prepend_scheme '%s' is not always, first or never", where, scheme);
+        int split = 1;
+        LT_TRY(lt_tok_bool(n, "split", 1, where, &split));
+        tok->metaspace = 1;
+        if (!split) return LT_OK;
+        p.kind = LT_PRE_SPLIT;
+        p.behavior = LT_SPLIT_MERGED_NEXT;
+        snprintf(field, sizeof field, "%s.replacement", where);
+        LT_TRY(lt_tok_compile_regex(rep->u.str, rep->n, 1, field, &p.re));
+        return lt_tok_pre_add(tok, p);
+    }
     if (!strcmp(type, "Digits")) {
         p.kind = LT_PRE_DIGITS;
         LT_TRY(lt_tok_bool(n, "individual_digits", 0, where, &p.individual));
         return lt_tok_pre_add(tok, p);
     }
-    return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: pre-tokenizer '%s' is not supported (Sequence, Split, ByteLevel "
-                    "and Digits are)", where, type);
+    return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: pre-tokenizer '%s' is not supported (Sequence, Split, ByteLevel, "
+                    "Metaspace and Digits are)", where, type);
 }
 
 /* ---- post-processor ---- */
@@ -279,19 +327,85 @@ static lt_status lt_tok_load_post(lt_tokenizer *tok, const ltj *n, const char *w
                     "TemplateProcessing and Sequence are)", where, type);
 }
 
-static lt_status lt_tok_load_decoder(lt_tokenizer *tok, const ltj *n, const char *where) {
-    if (!n || n->type == LTJ_NULL)
-        return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s is null: only the ByteLevel decoder is supported", where);
+static lt_status lt_tok_dec_add(lt_tokenizer *tok, lt_tok_dec d) {
+    lt_tok_dec *nd = realloc(tok->dec, (size_t)(tok->n_dec + 1) * sizeof *nd);
+    if (!nd) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory loading the decoder");
+    tok->dec = nd;
+    tok->dec[tok->n_dec++] = d;
+    return LT_OK;
+}
+
+static lt_status lt_tok_dec_count(const ltj *n, const char *key, const char *where, int *out) {
+    const ltj *v = ltj_get(n, key);
+    *out = 0;
+    if (!v || v->type == LTJ_NULL) return LT_OK;
+    if (!ltj_is(v, LTJ_NUM) || v->u.num < 0 || v->u.num > 1e6 || v->u.num != (double)(int64_t)v->u.num)
+        return lt_error(LT_ERR_FORMAT, TJ ": %s.%s must be a non-negative integer", where, key);
+    *out = (int)v->u.num;
+    return LT_OK;
+}
+
+/* ByteLevel (alone) for byte-level tokenizers; Replace (String), ByteFallback, Fuse, Strip and
+ * Metaspace, in a Sequence, for the SentencePiece-derived ones. */
+static lt_status lt_tok_load_decoder(lt_tokenizer *tok, const ltj *n, const char *where, int depth) {
+    if (!n || n->type == LTJ_NULL) {
+        if (!tok->char_level)
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s is null: a byte-level tokenizer needs the ByteLevel decoder", where);
+        return LT_OK; /* tokens are joined as they are */
+    }
     const char *type = ltj_str_or(ltj_get(n, "type"), NULL);
     if (!type) return lt_error(LT_ERR_FORMAT, TJ ": %s.type is missing", where);
-    if (!strcmp(type, "ByteLevel")) { tok->byte_level_decoder = 1; return LT_OK; }
     if (!strcmp(type, "Sequence")) {
         const ltj *list = ltj_get(n, "decoders");
-        if (!ltj_is(list, LTJ_ARR) || list->n != 1)
-            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: only a Sequence holding one ByteLevel decoder is supported", where);
-        return lt_tok_load_decoder(tok, &list->u.items[0], where);
+        if (!ltj_is(list, LTJ_ARR) || depth > 4) return lt_error(LT_ERR_FORMAT, TJ ": %s.decoders must be an array", where);
+        for (uint32_t i = 0; i < list->n; i++) {
+            char sub[128];
+            snprintf(sub, sizeof sub, "%s.decoders[%u]", where, i);
+            LT_TRY(lt_tok_load_decoder(tok, &list->u.items[i], sub, depth + 1));
+        }
+        if (!tok->char_level && (!tok->byte_level_decoder || tok->n_dec))
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: a byte-level tokenizer supports only a Sequence holding one "
+                            "ByteLevel decoder", where);
+        return LT_OK;
     }
-    return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: decoder '%s' is not supported (ByteLevel is)", where, type);
+    if (!strcmp(type, "ByteLevel")) {
+        if (tok->char_level)
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: a ByteLevel decoder without a ByteLevel pre-tokenizer is not supported", where);
+        tok->byte_level_decoder = 1;
+        return LT_OK;
+    }
+    if (!tok->char_level)
+        return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: decoder '%s' is not supported with a byte-level pre-tokenizer "
+                        "(ByteLevel is)", where, type);
+    lt_tok_dec d = {0};
+    if (!strcmp(type, "Replace")) {
+        const ltj *pat = ltj_get(n, "pattern"), *c = ltj_get(n, "content");
+        const ltj *lit = ltj_get(pat, "String");
+        if (!ltj_is(lit, LTJ_STR) || !lit->n || !ltj_is(c, LTJ_STR))
+            return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: only a Replace decoder with a non-empty String pattern is supported", where);
+        d.kind = LT_DEC_REPLACE; d.a = lit->u.str; d.al = lit->n; d.b = c->u.str; d.bl = c->n;
+    } else if (!strcmp(type, "ByteFallback")) d.kind = LT_DEC_BYTEFALLBACK;
+    else if (!strcmp(type, "Fuse")) d.kind = LT_DEC_FUSE;
+    else if (!strcmp(type, "Strip")) {
+        const ltj *c = ltj_get(n, "content");
+        uint32_t cp;
+        if (!ltj_is(c, LTJ_STR) || !c->n || (size_t)lt_utf8_decode((const unsigned char *)c->u.str, &cp) != c->n)
+            return lt_error(LT_ERR_FORMAT, TJ ": %s.content must be one character", where);
+        d.kind = LT_DEC_STRIP; d.a = c->u.str; d.al = c->n;
+        LT_TRY(lt_tok_dec_count(n, "start", where, &d.start));
+        LT_TRY(lt_tok_dec_count(n, "stop", where, &d.stop));
+    } else if (!strcmp(type, "Metaspace")) {
+        const ltj *rep = ltj_get(n, "replacement");
+        const char *scheme = ltj_str_or(ltj_get(n, "prepend_scheme"), NULL);
+        uint32_t cp;
+        if (!ltj_is(rep, LTJ_STR) || !rep->n || (size_t)lt_utf8_decode((const unsigned char *)rep->u.str, &cp) != rep->n)
+            return lt_error(LT_ERR_FORMAT, TJ ": %s.replacement must be one character", where);
+        d.kind = LT_DEC_METASPACE; d.a = rep->u.str; d.al = rep->n;
+        if (scheme) d.start = strcmp(scheme, "never") != 0;
+        else LT_TRY(lt_tok_bool(n, "add_prefix_space", 1, where, &d.start));
+    } else return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: decoder '%s' is not supported (Replace, ByteFallback, Fuse, "
+                           "Strip, Metaspace and Sequence are)", where, type);
+    return lt_tok_dec_add(tok, d);
 }
 
 /* ---- the model ---- */
@@ -316,8 +430,8 @@ static lt_status lt_tok_load_model(lt_tokenizer *tok, const ltj *model, const lt
     const ltj *v;
     if ((v = ltj_get(model, "dropout")) && v->type != LTJ_NULL && !(v->type == LTJ_NUM && v->u.num == 0))
         return lt_error(LT_ERR_UNSUPPORTED, TJ ": model.dropout is set: BPE dropout is not supported");
-    if ((v = ltj_get(model, "byte_fallback")) && v->type == LTJ_TRUE)
-        return lt_error(LT_ERR_UNSUPPORTED, TJ ": model.byte_fallback=true is not supported");
+    LT_TRY(lt_tok_bool(model, "byte_fallback", 0, "model", &tok->byte_fallback));
+    LT_TRY(lt_tok_bool(model, "fuse_unk", 0, "model", &tok->fuse_unk));
     if ((v = ltj_get(model, "continuing_subword_prefix")) && ltj_is(v, LTJ_STR) && v->n)
         return lt_error(LT_ERR_UNSUPPORTED, TJ ": model.continuing_subword_prefix '%s' is not supported", v->u.str);
     if ((v = ltj_get(model, "end_of_word_suffix")) && ltj_is(v, LTJ_STR) && v->n)
@@ -403,6 +517,15 @@ static lt_status lt_tok_load_model(lt_tokenizer *tok, const ltj *model, const lt
         char u[4];
         int n = lt_utf8_encode(tok->byte_char[b], u);
         tok->byte_id[b] = lt_tok_smap_find(tok, u, (size_t)n);
+    }
+    /* byte-fallback tokens <0x00>..<0xFF> (tokenizers formats them as "<{b:#04X}>") */
+    tok->is_fb = calloc((size_t)tok->n_ids + 1, 1);
+    if (!tok->is_fb) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory loading a vocabulary of %d ids", tok->n_ids);
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        tok->fb_id[b] = lt_tok_smap_find(tok, name, 6);
+        if (tok->fb_id[b] >= 0) tok->is_fb[tok->fb_id[b]] = 1;
     }
     const ltj *unk = ltj_get(model, "unk_token");
     tok->unk_id = -1;
@@ -570,10 +693,15 @@ static lt_status lt_tok_load_json(lt_tokenizer *tok, char *buf, size_t len) {
     if (st == LT_OK) st = lt_tok_load_model(tok, ltj_get(root, "model"), ltj_get(root, "added_tokens"));
     if (st == LT_OK) st = lt_tok_load_normalizer(tok, ltj_get(root, "normalizer"), "normalizer");
     if (st == LT_OK) st = lt_tok_load_pre(tok, ltj_get(root, "pre_tokenizer"), "pre_tokenizer", &has_byte_level);
-    if (st == LT_OK && !has_byte_level)
-        st = lt_error(LT_ERR_UNSUPPORTED, TJ ": pre_tokenizer has no ByteLevel step: only byte-level BPE tokenizers are supported");
+    /* without a ByteLevel step the vocabulary is of characters (SentencePiece-derived: Llama 2,
+     * Mistral, Gemma, Phi-3), with <0xNN> tokens for what it lacks when byte_fallback is set */
+    if (st == LT_OK) tok->char_level = !has_byte_level;
+    if (st == LT_OK && has_byte_level && tok->byte_fallback)
+        st = lt_error(LT_ERR_UNSUPPORTED, TJ ": model.byte_fallback=true with a ByteLevel pre-tokenizer is not supported");
+    if (st == LT_OK && has_byte_level && tok->metaspace)
+        st = lt_error(LT_ERR_UNSUPPORTED, TJ ": pre_tokenizer has both Metaspace and ByteLevel: not supported");
     if (st == LT_OK) st = lt_tok_load_post(tok, ltj_get(root, "post_processor"), "post_processor");
-    if (st == LT_OK) st = lt_tok_load_decoder(tok, ltj_get(root, "decoder"), "decoder");
+    if (st == LT_OK) st = lt_tok_load_decoder(tok, ltj_get(root, "decoder"), "decoder", 0);
     if (st == LT_OK && tok->n_added) {
         /* normalized added tokens are matched on normalized text: normalize their content too */
         for (int i = 0; i < tok->n_added && st == LT_OK; i++) {
@@ -583,7 +711,7 @@ static lt_status lt_tok_load_json(lt_tokenizer *tok, char *buf, size_t len) {
             if (st == LT_OK && t->norm_len) tok->added_norm_first[(unsigned char)t->norm[0]] = 1;
         }
     }
-    for (int b = 0; b < 256 && st == LT_OK; b++)
+    for (int b = 0; b < 256 && st == LT_OK && !tok->char_level; b++)
         if (tok->byte_id[b] < 0 && tok->unk_id < 0)
             LT_LOGW(TJ ": the byte-level alphabet lacks byte 0x%02x and there is no unk_token: such bytes are dropped", b);
     ltj_free(doc);
@@ -648,7 +776,7 @@ void lt_tokenizer_free(lt_tokenizer *tok) {
     lt_tok_cache_free(tok);
     for (int i = 0; i < tok->n_pre; i++) if (tok->pre[i].re) pcre2_code_free(tok->pre[i].re);
     for (int i = 0; i < tok->n_added; i++) free(tok->added[i].norm);
-    free(tok->pre); free(tok->norms); free(tok->added);
+    free(tok->pre); free(tok->norms); free(tok->added); free(tok->dec); free(tok->is_fb);
     free(tok->tokens); free(tok->token_len); free(tok->is_special); free(tok->vocab.slots);
     free(tok->merges); free(tok->post_prefix); free(tok->post_suffix);
     free(tok->eos_text); free(tok->bos_text); free(tok->pad_text); free(tok->chat_template);

@@ -1,5 +1,5 @@
-/* tok_norm.c - the normalizers of tokenizer.json (NFC, NFD, NFKC, NFKD through utf8proc, and
- * Lowercase), with an optional alignment from normalized bytes back to the original text so that
+/* tok_norm.c - the normalizers of tokenizer.json (NFC, NFD, NFKC, NFKD through utf8proc,
+ * Lowercase, Prepend and Replace with a String pattern), with an optional alignment from normalized bytes back to the original text so that
  * token offsets can be given in the caller's bytes. */
 #include "tok/tok.h"
 #include <stdlib.h>
@@ -114,6 +114,51 @@ static int lt_norm_chunked(lt_tok_norm_kind k, const char *s, size_t len, const 
     return o == whole_len;
 }
 
+/* Prepend (a before a non-empty text) and Replace (every a -> b, left to right, non-overlapping):
+ * added bytes align with the first character, a replacement with the bytes it replaced. */
+static lt_status lt_norm_edit(const lt_tok_norm *k, const char *s, size_t len, const uint32_t *in_align, char **out,
+                              size_t *out_len, uint32_t **out_align) {
+    size_t cap;
+    if (k->kind == LT_NORM_PREPEND) cap = len + k->al;
+    else {
+        size_t hits = 0;
+        for (size_t i = 0; i + k->al <= len;) {
+            if (!memcmp(s + i, k->a, k->al)) { hits++; i += k->al; } else i++;
+        }
+        cap = len + hits * k->bl;
+    }
+    char *d = malloc(cap + 1);
+    uint32_t *al = out_align ? malloc((cap + 1) * 2 * sizeof(uint32_t)) : NULL;
+    if (!d || (out_align && !al)) { free(d); free(al); return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory normalizing text"); }
+    size_t o = 0;
+    if (k->kind == LT_NORM_PREPEND) {
+        if (len) {
+            memcpy(d, k->a, k->al);
+            if (al) for (size_t j = 0; j < k->al; j++) { al[2 * j] = in_align[0]; al[2 * j + 1] = in_align[0]; }
+            o = k->al;
+        }
+        memcpy(d + o, s, len);
+        if (al) memcpy(al + 2 * o, in_align, len * 2 * sizeof(uint32_t));
+        o += len;
+    } else {
+        for (size_t i = 0; i < len;) {
+            if (i + k->al <= len && !memcmp(s + i, k->a, k->al)) {
+                memcpy(d + o, k->b, k->bl);
+                if (al) for (size_t j = 0; j < k->bl; j++) { al[2 * (o + j)] = in_align[2 * i]; al[2 * (o + j) + 1] = in_align[2 * (i + k->al - 1) + 1]; }
+                o += k->bl; i += k->al;
+            } else {
+                d[o] = s[i];
+                if (al) { al[2 * o] = in_align[2 * i]; al[2 * o + 1] = in_align[2 * i + 1]; }
+                o++; i++;
+            }
+        }
+    }
+    d[o] = 0;
+    *out = d; *out_len = o;
+    if (out_align) *out_align = al;
+    return LT_OK;
+}
+
 lt_status lt_tok_normalize(const lt_tokenizer *tok, const char *text, size_t len, char **out, size_t *out_len,
                            uint32_t **align) {
     char *cur = lt_strndup(text, len);
@@ -133,11 +178,13 @@ lt_status lt_tok_normalize(const lt_tokenizer *tok, const char *text, size_t len
     }
     lt_status st = LT_OK;
     for (int n = 0; n < tok->n_norms && st == LT_OK; n++) {
-        lt_tok_norm_kind k = tok->norms[n];
+        lt_tok_norm_kind k = tok->norms[n].kind;
         char *next = NULL;
         size_t nl = 0;
         uint32_t *nal = NULL;
-        if (k == LT_NORM_LOWERCASE) {
+        if (k == LT_NORM_PREPEND || k == LT_NORM_REPLACE) {
+            st = lt_norm_edit(&tok->norms[n], cur, cl, cal, &next, &nl, align ? &nal : NULL);
+        } else if (k == LT_NORM_LOWERCASE) {
             st = lt_norm_lower(cur, cl, cal, &next, &nl, align ? &nal : NULL);
         } else {
             if (lt_norm_is_identity(k, cur, cl)) continue;
