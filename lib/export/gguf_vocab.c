@@ -1,5 +1,6 @@
-/* gguf_vocab.c - the tokenizer keys of a GGUF, as convert_hf_to_gguf.py writes them for a
- * byte-level BPE (gpt2-style) tokenizer: tokens padded to vocab_size with [PAD{id}], token
+/* gguf_vocab.c - the tokenizer keys of a GGUF: for a SentencePiece-style tokenizer.json (Gemma,
+ * Llama 2, Mistral, Phi-3) llama.cpp's "llama" model with scores (lt_export_gguf_vocab_spm); for a
+ * byte-level BPE (gpt2-style) tokenizer as convert_hf_to_gguf.py writes it: tokens padded to vocab_size with [PAD{id}], token
  * types, merges as "a b" strings, special token ids from tokenizer_config.json and config.json,
  * add_bos_token and the chat template (specs/gguf-export.md §2). Read with jansson from
  * tokenizer.json / tokenizer_config.json in the tokenizer folder. */
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { LT_TOK_NORMAL = 1, LT_TOK_UNKNOWN = 2, LT_TOK_CONTROL = 3, LT_TOK_USER_DEFINED = 4, LT_TOK_UNUSED = 5 };
+enum { LT_TOK_NORMAL = 1, LT_TOK_UNKNOWN = 2, LT_TOK_CONTROL = 3, LT_TOK_USER_DEFINED = 4, LT_TOK_UNUSED = 5, LT_TOK_BYTE = 6 };
 
 static json_t *lt_load_json(const char *dir, const char *name, int required, lt_status *st) {
     char *path = lt_path_join(dir, name);
@@ -72,6 +73,196 @@ static int lt_added_id(json_t *added, const char *content) {
     return -1;
 }
 
+/* True when node (a pre-tokenizer, or a Sequence of them) has a step of this type. */
+static int lt_json_has_step(json_t *node, const char *list_key, const char *type) {
+    if (!json_is_object(node)) return 0;
+    const char *t = json_string_value(json_object_get(node, "type"));
+    if (t && !strcmp(t, type)) return 1;
+    json_t *list = json_object_get(node, list_key);
+    size_t i;
+    json_t *a;
+    json_array_foreach(list, i, a) if (lt_json_has_step(a, list_key, type)) return 1;
+    return 0;
+}
+
+/* Whether the tokenizer puts "▁" in front of the text: a Prepend normalizer, or a Metaspace
+ * pre-tokenizer whose prepend_scheme is not "never" (older files: add_prefix_space). */
+static int lt_spm_adds_prefix(json_t *tj) {
+    json_t *norm = json_object_get(tj, "normalizer");
+    if (lt_json_has_step(norm, "normalizers", "Prepend")) return 1;
+    json_t *pre = json_object_get(tj, "pre_tokenizer");
+    json_t *list = json_object_get(pre, "pretokenizers");
+    json_t *ms = NULL;
+    if (json_is_object(pre) && json_string_value(json_object_get(pre, "type")) &&
+        !strcmp(json_string_value(json_object_get(pre, "type")), "Metaspace"))
+        ms = pre;
+    size_t i;
+    json_t *a;
+    json_array_foreach(list, i, a) {
+        const char *t = json_string_value(json_object_get(a, "type"));
+        if (t && !strcmp(t, "Metaspace")) ms = a;
+    }
+    if (!ms) return 0;
+    const char *scheme = json_string_value(json_object_get(ms, "prepend_scheme"));
+    if (scheme) return strcmp(scheme, "never") != 0;
+    json_t *aps = json_object_get(ms, "add_prefix_space");
+    return !json_is_false(aps);
+}
+
+/* True when tokenizer.json's post-processor puts a special token before the text. */
+static int lt_post_adds_prefix(json_t *tj) {
+    json_t *pp = json_object_get(tj, "post_processor");
+    const char *t = json_string_value(json_object_get(pp, "type"));
+    if (!t) return 0;
+    if (!strcmp(t, "Sequence")) {
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(pp, "processors"), i, a) {
+            const char *at = json_string_value(json_object_get(a, "type"));
+            if (at && !strcmp(at, "TemplateProcessing")) { pp = a; t = at; break; }
+        }
+    }
+    if (strcmp(t, "TemplateProcessing")) return 0;
+    json_t *first = json_array_get(json_object_get(pp, "single"), 0);
+    return json_object_get(first, "SpecialToken") != NULL;
+}
+
+/* The SentencePiece-style vocabulary (BPE with byte_fallback / no ByteLevel step: Llama 2,
+ * Mistral, Gemma, Phi-3) as llama.cpp's "llama" (SPM) tokenizer model reads it: the tokens with
+ * their "▁" as in tokenizer.json, token types NORMAL / UNKNOWN (the unk token) / CONTROL (special
+ * added tokens) / USER_DEFINED (other added tokens) / BYTE (<0xNN>) / UNUSED (padding ids), and
+ * scores. llama.cpp's SPM tokenizer merges the adjacent pair whose concatenation has the highest
+ * score; a token made by BPE merge r gets score -r, so that it merges in the order of the
+ * merges (the order SentencePiece's own scores give, and what tokenizers' BPE does); tokens that
+ * no merge makes (characters, bytes, specials) get -(n_merges + id). convert_hf_to_gguf's
+ * LlamaHfVocab (tokenizer.json without tokenizer.model) writes -1000 for every score, which makes
+ * llama.cpp tokenize differently from the model's tokenizer. No merges key: the "llama" model
+ * has none. add_space_prefix says whether "▁" goes in front of the text (and after each
+ * special token, as llama.cpp does and the Prepend normalizer does per segment). */
+static lt_status lt_export_gguf_vocab_spm(lt_exporter *ex, lt_gguf_writer *w, json_t *tj, json_t *tc, const char *dir) {
+    const lt_config *cfg = &ex->model->cfg;
+    const int64_t V = cfg->vocab_size;
+    lt_status st = LT_OK;
+    json_t *model = json_object_get(tj, "model");
+    json_t *vocab = json_object_get(model, "vocab");
+    json_t *added = json_object_get(tj, "added_tokens");
+    json_t *jm = json_object_get(model, "merges");
+    json_t *rank = json_object();
+    char **tokens = lt_calloc((size_t)V, sizeof *tokens, "GGUF tokens");
+    int32_t *types = lt_calloc((size_t)V, sizeof *types, "GGUF token types");
+    float *scores = lt_calloc((size_t)V, sizeof *scores, "GGUF token scores");
+    if (!tokens || !types || !scores || !rank) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        json_int_t id = json_integer_value(val);
+        if (!json_is_integer(val) || id < 0 || id >= V) {
+            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: token '%s' has id %lld; the model's vocab_size is %lld", dir,
+                          key, (long long)id, (long long)V);
+            goto done;
+        }
+        if (!(tokens[id] = lt_strdup(key))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
+        types[id] = LT_TOK_NORMAL;
+        size_t n = strlen(key);
+        if (n == 6 && !strncmp(key, "<0x", 3) && key[5] == '>' && strchr("0123456789ABCDEFabcdef", key[3]) && key[3] &&
+            strchr("0123456789ABCDEFabcdef", key[4]) && key[4])
+            types[id] = LT_TOK_BYTE;
+    }
+    /* merge ranks of the merged tokens */
+    size_t i, n_merges = json_is_array(jm) ? json_array_size(jm) : 0;
+    json_t *a;
+    json_array_foreach(jm, i, a) {
+        char buf[512];
+        const char *p0, *p1;
+        size_t l0, l1;
+        if (json_is_string(a)) {
+            p0 = json_string_value(a);
+            const char *sp = strchr(p0, ' ');
+            if (!sp) { st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: merge %zu is not \"a b\"", dir, i); goto done; }
+            l0 = (size_t)(sp - p0); p1 = sp + 1; l1 = strlen(p1);
+        } else if (json_is_array(a) && json_array_size(a) == 2 && json_is_string(json_array_get(a, 0)) &&
+                   json_is_string(json_array_get(a, 1))) {
+            p0 = json_string_value(json_array_get(a, 0)); l0 = strlen(p0);
+            p1 = json_string_value(json_array_get(a, 1)); l1 = strlen(p1);
+        } else {
+            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: merge %zu is neither \"a b\" nor [a, b]", dir, i);
+            goto done;
+        }
+        if (l0 + l1 >= sizeof buf) continue;
+        memcpy(buf, p0, l0); memcpy(buf + l0, p1, l1); buf[l0 + l1] = 0;
+        if (!json_object_get(rank, buf) && json_object_set_new(rank, buf, json_integer((json_int_t)i))) {
+            st = LT_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+    }
+    for (int64_t id = 0; id < V; id++) {
+        json_t *r = tokens[id] ? json_object_get(rank, tokens[id]) : NULL;
+        scores[id] = r ? -(float)json_integer_value(r) : -(float)((int64_t)n_merges + id);
+    }
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    int unk_id = -1;
+    if (unk && json_is_integer(json_object_get(vocab, unk))) unk_id = (int)json_integer_value(json_object_get(vocab, unk));
+    json_array_foreach(added, i, a) {
+        json_t *c = json_object_get(a, "content"), *idj = json_object_get(a, "id");
+        if (!json_is_string(c) || !json_is_integer(idj)) continue;
+        json_int_t id = json_integer_value(idj);
+        if (id < 0 || id >= V) {
+            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: added token '%s' has id %lld; the model's vocab_size is %lld",
+                          dir, json_string_value(c), (long long)id, (long long)V);
+            goto done;
+        }
+        free(tokens[id]);
+        if (!(tokens[id] = lt_strdup(json_string_value(c)))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
+        types[id] = json_is_true(json_object_get(a, "special")) ? LT_TOK_CONTROL : LT_TOK_USER_DEFINED;
+        scores[id] = -(float)((int64_t)n_merges + id);
+    }
+    if (unk_id >= 0 && unk_id < V) types[unk_id] = LT_TOK_UNKNOWN;
+    for (int64_t id = 0; id < V; id++) {
+        if (tokens[id]) continue;
+        char pad[32];
+        snprintf(pad, sizeof pad, "[PAD%lld]", (long long)id);
+        if (!(tokens[id] = lt_strdup(pad))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
+        types[id] = LT_TOK_UNUSED;
+    }
+    st = lt_gguf_add_str(w, "tokenizer.ggml.model", "llama");
+    if (st == LT_OK) st = lt_gguf_add_str(w, "tokenizer.ggml.pre", "default");
+    if (st == LT_OK) st = lt_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (size_t)V);
+    if (st == LT_OK) st = lt_gguf_add_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)V);
+    if (st == LT_OK) st = lt_gguf_add_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)V);
+    static const struct { const char *typ, *key; } specials[] = {
+        {"bos", "tokenizer.ggml.bos_token_id"}, {"eos", "tokenizer.ggml.eos_token_id"},
+        {"unk", "tokenizer.ggml.unknown_token_id"}, {"pad", "tokenizer.ggml.padding_token_id"},
+    };
+    int ids[4];
+    for (int k = 0; k < 4; k++) {
+        const char *text = lt_special_text(tc, specials[k].typ);
+        ids[k] = text ? lt_added_id(added, text) : -1;
+        if (ids[k] < 0 && text && json_is_integer(json_object_get(vocab, text))) ids[k] = (int)json_integer_value(json_object_get(vocab, text));
+        if (ids[k] >= V) ids[k] = -1;
+    }
+    if (ids[0] < 0 && cfg->bos_token_id >= 0 && cfg->bos_token_id < V) ids[0] = cfg->bos_token_id;
+    if (ids[1] < 0 && cfg->n_eos >= 1 && cfg->eos_token_ids[0] >= 0 && cfg->eos_token_ids[0] < V) ids[1] = cfg->eos_token_ids[0];
+    if (ids[2] < 0) ids[2] = unk_id < V ? unk_id : -1;
+    for (int k = 0; st == LT_OK && k < 4; k++)
+        if (ids[k] >= 0) st = lt_gguf_add_u32(w, specials[k].key, (uint32_t)ids[k]);
+    json_t *abos = tc ? json_object_get(tc, "add_bos_token") : NULL;
+    json_t *aeos = tc ? json_object_get(tc, "add_eos_token") : NULL;
+    int add_bos = json_is_boolean(abos) ? json_is_true(abos) : lt_post_adds_prefix(tj);
+    if (st == LT_OK) st = lt_gguf_add_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
+    if (st == LT_OK) st = lt_gguf_add_bool(w, "tokenizer.ggml.add_eos_token", json_is_true(aeos));
+    if (st == LT_OK) st = lt_gguf_add_bool(w, "tokenizer.ggml.add_space_prefix", lt_spm_adds_prefix(tj));
+    json_t *ct = tc ? json_object_get(tc, "chat_template") : NULL;
+    if (st == LT_OK && json_is_string(ct)) st = lt_gguf_add_str(w, "tokenizer.chat_template", json_string_value(ct));
+done:
+    if (tokens)
+        for (int64_t k = 0; k < V; k++) free(tokens[k]);
+    free(tokens);
+    free(types);
+    free(scores);
+    json_decref(rank);
+    return st;
+}
+
 lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
     const lt_config *cfg = &ex->model->cfg;
     const char *dir = lt_export_tokenizer_dir(ex);
@@ -96,12 +287,10 @@ lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
                       mtype ? mtype : "(none)");
         goto done;
     }
-    if (json_is_true(json_object_get(model, "byte_fallback"))) {
-        /* Gemma, Phi-3, Mistral v0.1: a SentencePiece vocabulary that llama.cpp reads as its
-         * "llama" tokenizer model (scores from tokenizer.model), not as gpt2 merges */
-        st = lt_error(LT_ERR_UNSUPPORTED, "%s/tokenizer.json: a SentencePiece-style vocabulary (byte_fallback); GGUF "
-                      "export writes byte-level BPE vocabularies only (Llama 3, Qwen2/2.5, Qwen3); export the merged "
-                      "model (--format merged) and convert it with llama.cpp", dir);
+    if (json_is_true(json_object_get(model, "byte_fallback")) ||
+        !lt_json_has_step(json_object_get(tj, "pre_tokenizer"), "pretokenizers", "ByteLevel")) {
+        /* Gemma, Phi-3, Mistral, Llama 2: a SentencePiece vocabulary, llama.cpp's "llama" model */
+        st = lt_export_gguf_vocab_spm(ex, w, tj, tc, dir);
         goto done;
     }
     const char *key;

@@ -154,6 +154,13 @@ lt_status lt_gguf_add_arr_i32(lt_gguf_writer *w, const char *key, const int32_t 
     return lt_gguf_put_bytes(w, values, n * 4);
 }
 
+lt_status lt_gguf_add_arr_f32(lt_gguf_writer *w, const char *key, const float *values, size_t n) {
+    LT_TRY(lt_gguf_key(w, key, LT_GGUF_ARRAY));
+    LT_TRY(lt_gguf_put_u32(w, LT_GGUF_FLOAT32));
+    LT_TRY(lt_gguf_put_u64(w, n));
+    return lt_gguf_put_bytes(w, values, n * 4);
+}
+
 lt_status lt_gguf_add_tensor(lt_gguf_writer *w, const char *name, int ndim, const int64_t *ne, int type,
                              size_t *index) {
     LT_CHECK_ARG(w && name, "GGUF: NULL tensor name");

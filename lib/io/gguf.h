@@ -44,6 +44,7 @@ lt_status lt_gguf_add_f32(lt_gguf_writer *w, const char *key, float value);
 lt_status lt_gguf_add_bool(lt_gguf_writer *w, const char *key, int value);
 lt_status lt_gguf_add_arr_str(lt_gguf_writer *w, const char *key, const char *const *values, size_t n);
 lt_status lt_gguf_add_arr_i32(lt_gguf_writer *w, const char *key, const int32_t *values, size_t n);
+lt_status lt_gguf_add_arr_f32(lt_gguf_writer *w, const char *key, const float *values, size_t n);
 
 /* A tensor's info; ne[0] is the fastest-varying dimension (HF (out, in) -> ne = [in, out]).
  * Returns its index for lt_gguf_writer_put. */

@@ -32,7 +32,7 @@ FIXED = ["", " ", "  ", "   x", "x   ", "a  b   c", "\n", "\n\n", " \n ", "Hello
          "\u2581", "\u2581\u2581a", "a\u2581b", "<0x41>", "<0xZZ>", "<0x4", "😀", "🦜🦜", "Ω≈ç√", "鬱鬱蔥蔥", "쀍",
          "x\u0301", "\t\ttab", "def f(x):\n    return x ** 2\n", "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n",
          "<bos><start_of_turn>user 你好<end_of_turn>", " <start_of_turn> x", "<|user|>\nHello<|end|>\n<|assistant|>",
-         "<|user|>  spaced  <|end|>  ", "[INST] 你好 [/INST] 好", "<s>[INST]x[/INST]</s>", "<unk>", "a<unk>b",
+         "<|user|>  spaced  <|end|>  ", "[INST] 你好 [/INST] 好", "<s>[INST]x[/INST]</s>", "<unk>", "a<unk>b", "x <tool_call>{}</tool_call>",
          "中文 English 混合 text 123", "١٢٣ ٤", "\u00a0nbsp\u3000ideo", "\r\n\r\n", "éèê ÉÈÊ", "ﬁ ＡＢＣ"]
 rng = random.Random(20261207)
 POOL = ["abc", "Hello", " ", "  ", "\n", "\t", "0123", "中文", "智商", "测试", "😀", "🦜", "Ω", "<0x41>", "\u2581",

@@ -11,12 +11,14 @@ convert_slow_tokenizer.py gives the real models' tokenizer.json:
   llama2         LlamaConverter legacy (Llama 2, Mistral v0.1, Phi-3): <unk> <s> </s>, normalizer
                  Prepend('▁') + Replace(' ', '▁'), no pre-tokenizer, decoder Replace + ByteFallback +
                  Fuse + Strip(' ', 1, 0), fuse_unk, "<s> $A"; Phi-3's <|user|> <|end|> (rstrip) and
-                 Mistral's [INST] [/INST] as added tokens
+                 Mistral's [INST] [/INST] as added tokens, <tool_call> </tool_call> not special
   llama-first    LlamaConverter non-legacy: no normalizer, Metaspace(prepend_scheme first, split
                  false), same decoder
   metaspace      SpmConverter's default: Metaspace(always, split true) pre-tokenizer and Metaspace
                  decoder (prepend always), no byte fallback (an <unk> instead, fused), ignore_merges
-Run: python3 tests/tok/spm/make_spm_tokenizers.py (from anywhere)."""
+Run: python3 tests/tok/spm/make_spm_tokenizers.py (from anywhere). A rerun may number the pieces
+in another order (the trainer breaks ties between equal counts by hash order); the tests compare
+live with tokenizers, so any run serves."""
 import json
 import os
 
@@ -97,7 +99,7 @@ def main():
     llama_dec = comp(decoders.Sequence([decoders.Replace(SP, " "), decoders.ByteFallback(), decoders.Fuse(),
                                         decoders.Strip(content=" ", left=1)]))
     extra = [("<|user|>", True, True), ("<|assistant|>", True, True), ("<|end|>", True, True),
-             ("[INST]", False, True), ("[/INST]", False, True)]
+             ("[INST]", False, True), ("[/INST]", False, True), ("<tool_call>", False, False), ("</tool_call>", False, False)]
     d = build(["<unk>", "<s>", "</s>"], pieces, merges, extra_added=extra)
     d["normalizer"] = comp(normalizers.Sequence([normalizers.Prepend(SP), normalizers.Replace(" ", SP)]))
     d["decoder"] = llama_dec
