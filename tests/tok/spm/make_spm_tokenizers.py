@@ -10,7 +10,7 @@ convert_slow_tokenizer.py gives the real models' tokenizer.json:
                  ByteFallback + Fuse, "<bos> $A"; <start_of_turn>/<end_of_turn> special
   llama2         LlamaConverter legacy (Llama 2, Mistral v0.1, Phi-3): <unk> <s> </s>, normalizer
                  Prepend('▁') + Replace(' ', '▁'), no pre-tokenizer, decoder Replace + ByteFallback +
-                 Fuse + Strip(' ', 1, 0), fuse_unk, "<s> $A"; Phi-3's <|user|> <|end|> (rstrip) and
+                 Fuse + Strip(' ', 1, 0), fuse_unk, "<s> $A"; Phi-3's <|endoftext|> <|user|> <|end|> (rstrip) and
                  Mistral's [INST] [/INST] as added tokens, <tool_call> </tool_call> not special
   llama-first    LlamaConverter non-legacy: no normalizer, Metaspace(prepend_scheme first, split
                  false), same decoder
@@ -98,7 +98,7 @@ def main():
 
     llama_dec = comp(decoders.Sequence([decoders.Replace(SP, " "), decoders.ByteFallback(), decoders.Fuse(),
                                         decoders.Strip(content=" ", left=1)]))
-    extra = [("<|user|>", True, True), ("<|assistant|>", True, True), ("<|end|>", True, True),
+    extra = [("<|endoftext|>", False, True), ("<|user|>", True, True), ("<|assistant|>", True, True), ("<|end|>", True, True),
              ("[INST]", False, True), ("[/INST]", False, True), ("<tool_call>", False, False), ("</tool_call>", False, False)]
     d = build(["<unk>", "<s>", "</s>"], pieces, merges, extra_added=extra)
     d["normalizer"] = comp(normalizers.Sequence([normalizers.Prepend(SP), normalizers.Replace(" ", SP)]))
