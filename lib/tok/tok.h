@@ -117,6 +117,7 @@ struct lt_tokenizer {
     int ms_rep_len;
     lt_tok_dec *dec;         /* decoder steps (char-level tokenizers) */
     int n_dec;
+    int dec_join_space;      /* no decoder at all: tokenizers joins the tokens with ' ' */
     /* byte-level alphabet */
     int32_t byte_id[256];    /* id of the token made of byte b's mapped character, -1 if absent */
     uint16_t byte_char[256]; /* bytes_to_unicode */

@@ -146,7 +146,10 @@ static lt_status lt_dec_chain(const lt_tokenizer *tok, const int32_t *ids, size_
         }
         }
     }
-    for (size_t i = 0; i < l.n && st == LT_OK; i++) st = lt_tok_buf_put(out, l.v[i].data, l.v[i].len);
+    for (size_t i = 0; i < l.n && st == LT_OK; i++) {
+        if (i && tok->dec_join_space) st = lt_tok_buf_put(out, " ", 1);
+        if (st == LT_OK) st = lt_tok_buf_put(out, l.v[i].data, l.v[i].len);
+    }
     lt_dec_list_free(&l);
     lt_dec_list_free(&nl);
     return st;

@@ -351,7 +351,8 @@ static lt_status lt_tok_load_decoder(lt_tokenizer *tok, const ltj *n, const char
     if (!n || n->type == LTJ_NULL) {
         if (!tok->char_level)
             return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s is null: a byte-level tokenizer needs the ByteLevel decoder", where);
-        return LT_OK; /* tokens are joined as they are */
+        tok->dec_join_space = depth == 0; /* tokenizers joins the tokens with spaces when there is no decoder */
+        return LT_OK;
     }
     const char *type = ltj_str_or(ltj_get(n, "type"), NULL);
     if (!type) return lt_error(LT_ERR_FORMAT, TJ ": %s.type is missing", where);

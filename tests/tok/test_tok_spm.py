@@ -83,7 +83,8 @@ def variants(tmp):
     """The other Metaspace options and decoder settings, derived from llama-first / llama2 in a
     temporary folder: prepend_scheme never / always with split false, first with split true, the
     older {add_prefix_space, str_rep} form, a Metaspace decoder with 'never', Strip(start 2, stop 1)
-    (tokenizers panics on an empty string there and prints its panic message: those are skipped)."""
+    (tokenizers panics on an empty string there and prints its panic message: those are skipped),
+    no decoder (tokens joined with spaces) and an empty decoder Sequence."""
     SP = "\u2581"
     base = json.load(open(os.path.join(SPM, "llama-first", "tokenizer.json"), encoding="utf-8"))
     legacy = json.load(open(os.path.join(SPM, "llama2", "tokenizer.json"), encoding="utf-8"))
@@ -99,6 +100,12 @@ def variants(tmp):
     d = json.loads(json.dumps(legacy))
     d["decoder"]["decoders"][-1] = {"type": "Strip", "content": " ", "start": 2, "stop": 1}
     out["v-strip-2-1"] = d
+    d = json.loads(json.dumps(legacy))
+    d["decoder"] = None  # tokenizers then joins the token strings with spaces
+    out["v-no-decoder"] = d
+    d = json.loads(json.dumps(legacy))
+    d["decoder"] = {"type": "Sequence", "decoders": []}
+    out["v-empty-decoder"] = d
     for name, d in out.items():
         folder = os.path.join(tmp, name)
         os.makedirs(folder)
