@@ -180,7 +180,11 @@ def main():
             llm = Llama(model_path=out, vocab_only=True, verbose=False)
             lt = LtTokenizer(lib, tdir)
             nbad = nknown = 0
-            for text in TEXTS + ["call <tool_call>{}</tool_call> ok"]:
+            corpus = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "tests", "data", "tokenizer",
+                                                                       "tokenizer_corpus.jsonl"), encoding="utf-8")]
+            recs = json.load(open(os.path.join(ROOT, "assets", "ruozhiba", "ruozhiba_qa.json"), encoding="utf-8"))[:100]
+            texts = TEXTS + ["call <tool_call>{}</tool_call> ok"] + corpus + [r["instruction"] + "\n" + r["output"] for r in recs]
+            for text in texts:
                 want = lt.encode(text, False)
                 got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
                 if got != want and name in FIRST_ONLY and (text[:1].isspace() or any(
@@ -193,8 +197,8 @@ def main():
                     print(f"FAIL {name}: llama.cpp ids for {text!r}\n  llama.cpp {got}\n  loratune  {want}")
             lt.close()
             failures_add = nbad
-            check(not failures_add, f"{name}: {nbad} of {len(TEXTS)} texts tokenize differently in llama.cpp")
-            print(f"{name}: llama.cpp tokenizes {len(TEXTS) + 1 - nbad - nknown}/{len(TEXTS) + 1} texts as loratune"
+            check(not failures_add, f"{name}: {nbad} of {len(texts)} texts tokenize differently in llama.cpp")
+            print(f"{name}: llama.cpp tokenizes {len(texts) - nbad - nknown}/{len(texts)} texts as loratune"
                   f"{f' ({nknown} differ as expected)' if nknown else ''}")
     finally:
         shutil.rmtree(tmp)
