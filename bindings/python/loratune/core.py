@@ -10,7 +10,6 @@ import os
 import math
 import operator
 import queue
-import select
 import signal
 import threading
 import weakref
@@ -727,6 +726,8 @@ class _SigintWatcher:
     micro-batch passes). Used only where no one else holds the wake-up fd (asyncio does)."""
     _lock = threading.Lock()
     _r = _w = _pid = None
+    _SENTINEL = 255  # not a signal number: release()'s marker in the pipe
+    _drained = threading.Event()
     active = None  # the _DeferSigint of the step() running on the main thread
 
     @classmethod
@@ -748,19 +749,26 @@ class _SigintWatcher:
                 return
             if not data:
                 return
-            with cls._lock:  # a byte read as a step() ended goes to no later one
+            with cls._lock:
                 d = cls.active
                 if d is not None and signal.SIGINT in data:
                     d.request()
+            if cls._SENTINEL in data:
+                cls._drained.set()
 
     @classmethod
     def release(cls):
-        """The step() is over: later bytes, and any left in the pipe, are nobody's."""
+        """The step() is over: later bytes, and any left in the pipe, are nobody's. Waits until
+        the thread has read past a sentinel written now, so that a byte it read during this
+        step() but handles late (a busy machine) cannot reach the next step()'s trainer call."""
         with cls._lock:
             cls.active = None
-            while select.select([cls._r], [], [], 0)[0]:
-                if not os.read(cls._r, 64):
-                    break
+        cls._drained.clear()
+        try:
+            os.write(cls._w, bytes([cls._SENTINEL]))
+        except OSError:
+            return
+        cls._drained.wait(5.0)
 
 
 class _DeferSigint:
