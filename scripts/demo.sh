@@ -22,7 +22,7 @@ if [ ! -f "$OUT/tiny-qwen2/model.safetensors" ]; then
         --tokenizer assets/qwen2-tokenizer
 fi
 "$LT" train --model "$OUT/tiny-qwen2" --data assets/ruozhiba/ruozhiba_qa.json --output "$OUT/lora_model" \
-      --max-steps "$STEPS" --warmup-steps "$WARMUP" --device "$DEVICE" --max-seq-len 512
+      --max-steps "$STEPS" --warmup-steps "$WARMUP" --device "$DEVICE" --max-seq-len 512 --overwrite
 "$LT" export --model "$OUT/tiny-qwen2" --adapter "$OUT/lora_model" --format gguf --quant q4_k_m \
       --overwrite --output "$OUT/model-q4_k_m.gguf"
 echo
