@@ -216,6 +216,8 @@ int cli_launch(const char *cmd, const char *spec, int argc, char **argv) {
     cargv[1] = (char *)cmd;
     for (int i = 1; i < argc; i++) cargv[i + 1] = argv[i];
     setenv("NCCL_NVLS_ENABLE", "0", 0);
+    /* the ranks print resume commands; they give --gpus back (cli_print_resume_command) */
+    setenv("LORATUNE_LAUNCH_GPUS", spec, 1);
     fprintf(stderr, "loratune %s: %d ranks on devices %s (rendezvous 127.0.0.1:%d, NCCL_NVLS_ENABLE=%s)\n", cmd, n,
             list, port, getenv("NCCL_NVLS_ENABLE"));
     fflush(NULL);

@@ -74,6 +74,11 @@ void cli_print_resume_command(FILE *f, int argc, char **argv, const char *checkp
         fputc(' ', f);
         cli_print_quoted(f, argv[i]);
     }
+    const char *gpus = getenv("LORATUNE_LAUNCH_GPUS"); /* a rank of `--gpus`: its launcher took the flag out */
+    if (gpus && *gpus) {
+        fputs(" --gpus ", f);
+        cli_print_quoted(f, gpus);
+    }
     fputs(" --resume ", f);
     cli_print_quoted(f, checkpoint);
     fputc('\n', f);
