@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 enum { LT_TOK_NORMAL = 1, LT_TOK_UNKNOWN = 2, LT_TOK_CONTROL = 3, LT_TOK_USER_DEFINED = 4, LT_TOK_UNUSED = 5, LT_TOK_BYTE = 6 };
@@ -139,6 +140,51 @@ static int lt_post_adds_prefix(json_t *tj) {
  * llama.cpp tokenize differently from the model's tokenizer. No merges key: the "llama" model
  * has none. add_space_prefix says whether "▁" goes in front of the text (and after each
  * special token, as llama.cpp does and the Prepend normalizer does per segment). */
+/* Fills tokens[id] (owned copies) and types[id] = NORMAL from tokenizer.json's model.vocab; with
+ * `byte_tokens`, the <0xNN> tokens of a byte-fallback vocabulary get BYTE. */
+static lt_status lt_vocab_read(json_t *vocab, int64_t V, const char *dir, int byte_tokens, char **tokens,
+                               int32_t *types) {
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        json_int_t id = json_integer_value(val);
+        if (!json_is_integer(val) || id < 0 || id >= V)
+            return lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: token '%s' has id %lld; the model's vocab_size is %lld",
+                            dir, key, (long long)id, (long long)V);
+        if (!(tokens[id] = lt_strdup(key))) return LT_ERR_OUT_OF_MEMORY;
+        types[id] = LT_TOK_NORMAL;
+        if (byte_tokens && strlen(key) == 6 && !strncmp(key, "<0x", 3) && key[5] == '>' && isxdigit((unsigned char)key[3]) &&
+            isxdigit((unsigned char)key[4]))
+            types[id] = LT_TOK_BYTE;
+    }
+    return LT_OK;
+}
+
+/* The id of added token `a` (0 <= id < V), or -1 for an entry without content/id to skip. */
+static lt_status lt_added_token_id(json_t *a, int64_t V, const char *dir, int64_t *id) {
+    json_t *c = json_object_get(a, "content"), *idj = json_object_get(a, "id");
+    *id = -1;
+    if (!json_is_string(c) || !json_is_integer(idj)) return LT_OK;
+    json_int_t v = json_integer_value(idj);
+    if (v < 0 || v >= V)
+        return lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: added token '%s' has id %lld; the model's vocab_size is %lld",
+                        dir, json_string_value(c), (long long)v, (long long)V);
+    *id = v;
+    return LT_OK;
+}
+
+/* Ids no token names (a vocab_size padded past the tokenizer) become [PADid], UNUSED. */
+static lt_status lt_vocab_pad(int64_t V, char **tokens, int32_t *types) {
+    for (int64_t id = 0; id < V; id++) {
+        if (tokens[id]) continue;
+        char pad[32];
+        snprintf(pad, sizeof pad, "[PAD%lld]", (long long)id);
+        if (!(tokens[id] = lt_strdup(pad))) return LT_ERR_OUT_OF_MEMORY;
+        types[id] = LT_TOK_UNUSED;
+    }
+    return LT_OK;
+}
+
 static lt_status lt_export_gguf_vocab_spm(lt_exporter *ex, lt_gguf_writer *w, json_t *tj, json_t *tc, const char *dir) {
     const lt_config *cfg = &ex->model->cfg;
     const int64_t V = cfg->vocab_size;
@@ -152,22 +198,7 @@ static lt_status lt_export_gguf_vocab_spm(lt_exporter *ex, lt_gguf_writer *w, js
     int32_t *types = lt_calloc((size_t)V, sizeof *types, "GGUF token types");
     float *scores = lt_calloc((size_t)V, sizeof *scores, "GGUF token scores");
     if (!tokens || !types || !scores || !rank) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        json_int_t id = json_integer_value(val);
-        if (!json_is_integer(val) || id < 0 || id >= V) {
-            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: token '%s' has id %lld; the model's vocab_size is %lld", dir,
-                          key, (long long)id, (long long)V);
-            goto done;
-        }
-        if (!(tokens[id] = lt_strdup(key))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
-        types[id] = LT_TOK_NORMAL;
-        size_t n = strlen(key);
-        if (n == 6 && !strncmp(key, "<0x", 3) && key[5] == '>' && strchr("0123456789ABCDEFabcdef", key[3]) && key[3] &&
-            strchr("0123456789ABCDEFabcdef", key[4]) && key[4])
-            types[id] = LT_TOK_BYTE;
-    }
+    if ((st = lt_vocab_read(vocab, V, dir, 1, tokens, types)) != LT_OK) goto done;
     /* merge ranks of the merged tokens */
     size_t i, n_merges = json_is_array(jm) ? json_array_size(jm) : 0;
     json_t *a;
@@ -203,27 +234,19 @@ static lt_status lt_export_gguf_vocab_spm(lt_exporter *ex, lt_gguf_writer *w, js
     int unk_id = -1;
     if (unk && json_is_integer(json_object_get(vocab, unk))) unk_id = (int)json_integer_value(json_object_get(vocab, unk));
     json_array_foreach(added, i, a) {
-        json_t *c = json_object_get(a, "content"), *idj = json_object_get(a, "id");
-        if (!json_is_string(c) || !json_is_integer(idj)) continue;
-        json_int_t id = json_integer_value(idj);
-        if (id < 0 || id >= V) {
-            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: added token '%s' has id %lld; the model's vocab_size is %lld",
-                          dir, json_string_value(c), (long long)id, (long long)V);
+        int64_t id;
+        if ((st = lt_added_token_id(a, V, dir, &id)) != LT_OK) goto done;
+        if (id < 0) continue;
+        free(tokens[id]);
+        if (!(tokens[id] = lt_strdup(json_string_value(json_object_get(a, "content"))))) {
+            st = LT_ERR_OUT_OF_MEMORY;
             goto done;
         }
-        free(tokens[id]);
-        if (!(tokens[id] = lt_strdup(json_string_value(c)))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
         types[id] = json_is_true(json_object_get(a, "special")) ? LT_TOK_CONTROL : LT_TOK_USER_DEFINED;
         scores[id] = -(float)((int64_t)n_merges + id);
     }
     if (unk_id >= 0 && unk_id < V) types[unk_id] = LT_TOK_UNKNOWN;
-    for (int64_t id = 0; id < V; id++) {
-        if (tokens[id]) continue;
-        char pad[32];
-        snprintf(pad, sizeof pad, "[PAD%lld]", (long long)id);
-        if (!(tokens[id] = lt_strdup(pad))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
-        types[id] = LT_TOK_UNUSED;
-    }
+    if ((st = lt_vocab_pad(V, tokens, types)) != LT_OK) goto done;
     st = lt_gguf_add_str(w, "tokenizer.ggml.model", "llama");
     if (st == LT_OK) st = lt_gguf_add_str(w, "tokenizer.ggml.pre", "default");
     if (st == LT_OK) st = lt_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (size_t)V);
@@ -293,31 +316,15 @@ lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
         st = lt_export_gguf_vocab_spm(ex, w, tj, tc, dir);
         goto done;
     }
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        json_int_t id = json_integer_value(val);
-        if (!json_is_integer(val) || id < 0 || id >= V) {
-            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: token '%s' has id %lld; the model's vocab_size is %lld", dir,
-                          key, (long long)id, (long long)V);
-            goto done;
-        }
-        if (!(tokens[id] = lt_strdup(key))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
-        types[id] = LT_TOK_NORMAL;
-    }
+    if ((st = lt_vocab_read(vocab, V, dir, 0, tokens, types)) != LT_OK) goto done;
     size_t i;
     json_t *a;
     json_array_foreach(added, i, a) {
-        json_t *c = json_object_get(a, "content"), *idj = json_object_get(a, "id");
-        if (!json_is_string(c) || !json_is_integer(idj)) continue;
-        json_int_t id = json_integer_value(idj);
-        if (id < 0 || id >= V) {
-            st = lt_error(LT_ERR_FORMAT, "%s/tokenizer.json: added token '%s' has id %lld; the model's vocab_size is %lld",
-                          dir, json_string_value(c), (long long)id, (long long)V);
-            goto done;
-        }
+        int64_t id;
+        if ((st = lt_added_token_id(a, V, dir, &id)) != LT_OK) goto done;
+        if (id < 0) continue;
         free(tokens[id]);
-        const char *text = json_string_value(c);
+        const char *text = json_string_value(json_object_get(a, "content"));
         if (json_is_true(json_object_get(a, "special")) || lt_looks_special(text)) {
             tokens[id] = lt_strdup(text);
             types[id] = LT_TOK_CONTROL;
@@ -327,13 +334,7 @@ lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w) {
         }
         if (!tokens[id]) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
     }
-    for (int64_t id = 0; id < V; id++) {
-        if (tokens[id]) continue;
-        char pad[32];
-        snprintf(pad, sizeof pad, "[PAD%lld]", (long long)id);
-        if (!(tokens[id] = lt_strdup(pad))) { st = LT_ERR_OUT_OF_MEMORY; goto done; }
-        types[id] = LT_TOK_UNUSED;
-    }
+    if ((st = lt_vocab_pad(V, tokens, types)) != LT_OK) goto done;
     /* merges: "a b" strings, or [a, b] pairs where a space inside a part becomes U+0120 */
     json_t *jm = json_object_get(model, "merges");
     n_merges = json_is_array(jm) ? json_array_size(jm) : 0;
