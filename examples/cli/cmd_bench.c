@@ -400,14 +400,7 @@ int lt_cmd_bench(int argc, char **argv) {
         o.rank = dist.rank;
         o.device_index = dist.device_index;
         if (o.rank != 0 && !freopen("/dev/null", "w", stdout)) { /* keep stdout */ }
-        lt_comm_params cp;
-        lt_comm_params_init(&cp);
-        cp.world_size = dist.world;
-        cp.rank = dist.rank;
-        cp.master_addr = dist.addr;
-        cp.master_port = dist.port;
-        cp.timeout_s = dist.timeout_s;
-        lt_status cst = lt_comm_new(&cp, &o.comm);
+        lt_status cst = cli_dist_join(&dist, &o.comm);
         if (cst != LT_OK) return cli_fail(cmd, cst, "joining the data-parallel run");
     }
     char name[256];

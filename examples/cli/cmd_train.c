@@ -264,14 +264,7 @@ int lt_cmd_train(int argc, char **argv) {
             created = NULL;
             if (!freopen("/dev/null", "w", stdout)) { /* keep stdout as it is */ }
         }
-        lt_comm_params cp;
-        lt_comm_params_init(&cp);
-        cp.world_size = dist.world;
-        cp.rank = dist.rank;
-        cp.master_addr = dist.addr;
-        cp.master_port = dist.port;
-        cp.timeout_s = dist.timeout_s;
-        if ((st = lt_comm_new(&cp, &comm)) != LT_OK) FAIL(st, "joining the data-parallel run");
+        if ((st = cli_dist_join(&dist, &comm)) != LT_OK) FAIL(st, "joining the data-parallel run");
         tp.comm = comm;
         printf("data parallel: %d ranks (rendezvous %s:%d), this is rank %d; generation before/after training is "
                "skipped\n", dist.world, dist.addr, dist.port, dist.rank);

@@ -93,6 +93,17 @@ int cli_dist_from_env(const char *cmd, cli_dist *d) {
     return -1;
 }
 
+lt_status cli_dist_join(const cli_dist *d, lt_comm **out) {
+    lt_comm_params cp;
+    lt_comm_params_init(&cp);
+    cp.world_size = d->world;
+    cp.rank = d->rank;
+    cp.master_addr = d->addr;
+    cp.master_port = d->port;
+    cp.timeout_s = d->timeout_s;
+    return lt_comm_new(&cp, out);
+}
+
 const char *cli_take_gpus_flag(int *argc, char **argv) {
     const char *spec = NULL;
     int n = 0;

@@ -21,6 +21,10 @@ typedef struct cli_dist {
  * when none is set. Returns -1 to go on, or 2 after printing a usage error. */
 int cli_dist_from_env(const char *cmd, cli_dist *d);
 
+/* Joins the data-parallel group `d` describes (lt_comm_new with its rank, world size,
+ * rendezvous and timeout); the caller frees *out with lt_comm_free. */
+lt_status cli_dist_join(const cli_dist *d, lt_comm **out);
+
 /* Takes "--gpus SPEC" out of argv (argc updated); returns SPEC or NULL. */
 const char *cli_take_gpus_flag(int *argc, char **argv);
 
