@@ -153,20 +153,8 @@ static lt_status keep_best_weights(lt_trainer *tr) {
 }
 
 static lt_status eval_history_add(lt_trainer *tr, int64_t step, double loss) {
-    if (tr->hist_eval_n == tr->hist_eval_cap) {
-        size_t cap = tr->hist_eval_cap ? tr->hist_eval_cap * 2 : 32;
-        int64_t *s = lt_realloc(tr->hist_eval_step, cap * sizeof *s, "eval history");
-        if (!s) return LT_ERR_OUT_OF_MEMORY;
-        tr->hist_eval_step = s;
-        double *l = lt_realloc(tr->hist_eval_loss, cap * sizeof *l, "eval history");
-        if (!l) return LT_ERR_OUT_OF_MEMORY;
-        tr->hist_eval_loss = l;
-        tr->hist_eval_cap = cap;
-    }
-    tr->hist_eval_step[tr->hist_eval_n] = step;
-    tr->hist_eval_loss[tr->hist_eval_n] = loss;
-    tr->hist_eval_n++;
-    return LT_OK;
+    return lt_history_push(&tr->hist_eval_step, &tr->hist_eval_loss, &tr->hist_eval_n, &tr->hist_eval_cap, step, loss,
+                           "eval history");
 }
 
 int lt_eval_track(lt_trainer *tr, int64_t step, double loss) {

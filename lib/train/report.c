@@ -198,23 +198,29 @@ static lt_status append_row(lt_trainer *tr, const char *name, const char *header
     return st;
 }
 
+lt_status lt_history_push(int64_t **steps, double **values, size_t *n, size_t *cap, int64_t step, double value,
+                          const char *what) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 32;
+        int64_t *s = lt_realloc(*steps, c * sizeof *s, what);
+        if (!s) return LT_ERR_OUT_OF_MEMORY;
+        *steps = s;
+        double *v = lt_realloc(*values, c * sizeof *v, what);
+        if (!v) return LT_ERR_OUT_OF_MEMORY;
+        *values = v;
+        *cap = c;
+    }
+    (*steps)[*n] = step;
+    (*values)[*n] = value;
+    (*n)++;
+    return LT_OK;
+}
+
 lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, int train_row, double logged_loss) {
     int eval_row = !isnan(mt->eval_loss);
-    if (train_row) {
-        if (tr->hist_n == tr->hist_cap) {
-            size_t cap = tr->hist_cap ? tr->hist_cap * 2 : 64;
-            int64_t *s = lt_realloc(tr->hist_step, cap * sizeof *s, "loss history");
-            if (!s) return LT_ERR_OUT_OF_MEMORY;
-            tr->hist_step = s;
-            double *l = lt_realloc(tr->hist_loss, cap * sizeof *l, "loss history");
-            if (!l) return LT_ERR_OUT_OF_MEMORY;
-            tr->hist_loss = l;
-            tr->hist_cap = cap;
-        }
-        tr->hist_step[tr->hist_n] = mt->step;
-        tr->hist_loss[tr->hist_n] = logged_loss;
-        tr->hist_n++;
-    }
+    if (train_row)
+        LT_TRY(lt_history_push(&tr->hist_step, &tr->hist_loss, &tr->hist_n, &tr->hist_cap, mt->step, logged_loss,
+                               "loss history"));
     if (!tr->output_dir) return LT_OK;
     char loss[32], lr[32], gn[32], tps[32], ep[32], el[32], ea[32];
     jnum(loss, sizeof loss, logged_loss);

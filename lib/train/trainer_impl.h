@@ -157,6 +157,9 @@ void lt_dist_abort(lt_trainer *tr, lt_status st);
 
 /* A log.jsonl + log.csv row (train_row: the logged training loss and the step's metrics; the
  * eval fields when mt->eval_loss is a number) + loss.svg (report.c). */
+/* Appends (step, value) to a growable pair of arrays (steps[n], values[n], capacity cap). */
+lt_status lt_history_push(int64_t **steps, double **values, size_t *n, size_t *cap, int64_t step, double value,
+                          const char *what);
 lt_status lt_report_log(lt_trainer *tr, const lt_metrics *mt, int train_row, double logged_loss);
 /* Writes the SVG chart of the logged training loss (raw and smoothed) and the eval loss to path,
  * atomically. */
