@@ -2,14 +2,15 @@
  * cu_seqlens), and the KV-cache attention of generation.
  *
  * Fast path (sm_80+, head dim 64 or 128): flash-attention-2 style kernels on mma.sync
- * m16n8k16 tensor cores (v7, below the v6 kernels). Forward (k_flash_fwd2): a block takes 128
+ * m16n8k16 tensor cores (v7, below the v6 backward). Forward (k_flash_fwd2): a block takes 128
  * queries of one head (32 per warp), walks 64-key tiles with an online softmax kept in
  * registers, and saves lse. Backward (k_flash_bwd2): a block takes 128 keys of one query head,
  * walks the 64-query tiles at and after it recomputing P from lse, accumulates dK/dV in
  * registers (per query head; a second kernel sums each GQA group in a fixed order) and adds dQ
  * with f32 atomics; with be->deterministic, dQ comes instead from k_flash_bwd_dq (no atomics,
- * bit-reproducible). The v6 kernels (16 rows per warp) remain for LT_CUDA_ATTN_OLD=1 and for
- * the backward where the v7 one needs more shared memory than the GPU has (A100, sm_86/89).
+ * bit-reproducible). The v6 backward (k_flash_bwd, 64-key blocks of 4 warps) remains where the
+ * v7 one needs more shared memory than the GPU has (A100, sm_86/89); the v6 forward is gone
+ * (cuda/NOTES.md, removed A/B paths).
  * Portable path (any head dim <= 256, any GPU): one warp per (query, head) with the same online
  * softmax, used for other shapes, sm_75, attention_kv and as the tests' second opinion
  * (its backward adds dK/dV with atomics: not bit-reproducible). Softmax statistics are f32; P
@@ -20,8 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_force_portable = 0;
+static int g_force_portable = 0, g_force_bwd_v6 = 0;
 void lt_cuda_attention_force_portable(int on) { g_force_portable = on; }
+void lt_cuda_attention_force_bwd_v6(int on) { g_force_bwd_v6 = on; }
 
 #define LT_LOG2E 1.4426950408889634f
 #define LT_LN2 0.6931471805599453f
@@ -350,166 +352,11 @@ __device__ __forceinline__ void load_tile_async(T *dst, const T *src, int64_t s0
     }
 }
 
-template <typename T, int HD, int NW>
-__global__ void __launch_bounds__(NW * 32) k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v,
-                                                       const int32_t *cu, int tiles_per_seq, int64_t N, int NH,
-                                                       int NKV, float scale_log2) {
-#if __CUDA_ARCH__ >= 800
-    constexpr int BR = 16 * NW, BC = 64, LD = HD + 8;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = reinterpret_cast<T *>(smem_raw);
-    T *Kst = Qs + BR * LD;      /* two stages of K then V tiles */
-    const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
-    const int h = blockIdx.y, kvh = h / (NH / NKV);
-    const int64_t s0 = cu[seq];
-    const int len = cu[seq + 1] - (int)s0;
-    /* the longest query tiles first: they have the most key tiles to walk */
-    const int q0 = (tiles_per_seq - 1 - tile) * BR;
-    if (q0 >= len) return;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-
-    load_tile<T, HD, BR, LD>(Qs, q, s0, q0, len, NH, h);
-    __syncthreads();
-    uint32_t qf[HD / 16][4];
-    {
-        const T *qb = Qs + warp * 16 * LD;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            qf[kk][0] = ld32(qb + g * LD + kk * 16 + tq * 2);
-            qf[kk][1] = ld32(qb + (g + 8) * LD + kk * 16 + tq * 2);
-            qf[kk][2] = ld32(qb + g * LD + kk * 16 + tq * 2 + 8);
-            qf[kk][3] = ld32(qb + (g + 8) * LD + kk * 16 + tq * 2 + 8);
-        }
-    }
-    float o[HD / 8][4];
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-    const int r0 = q0 + warp * 16 + g; /* this thread's rows: r0 and r0 + 8 */
-    const int qlast = min(q0 + BR, len) - 1;
-    const int nkt = qlast / BC + 1;
-    load_tile_async<T, HD, BC, LD>(Kst, k, s0, 0, len, NKV, kvh);
-    load_tile_async<T, HD, BC, LD>(Kst + BC * LD, v, s0, 0, len, NKV, kvh);
-    cp_async_commit();
-    for (int kt = 0; kt < nkt; kt++) {
-        const int k0 = kt * BC;
-        T *Ks = Kst + (kt & 1) * 2 * BC * LD;
-        T *Vs = Ks + BC * LD;
-        if (kt + 1 < nkt) { /* prefetch the next tile into the other stage */
-            T *Kn = Kst + ((kt + 1) & 1) * 2 * BC * LD;
-            load_tile_async<T, HD, BC, LD>(Kn, k, s0, k0 + BC, len, NKV, kvh);
-            load_tile_async<T, HD, BC, LD>(Kn + BC * LD, v, s0, k0 + BC, len, NKV, kvh);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        /* a warp whose 16 rows all lie before this key tile (causal) or past the sequence
-         * has nothing to add: it only keeps the barriers */
-        if (k0 <= q0 + warp * 16 + 15 && q0 + warp * 16 < len) {
-        float s[BC / 8][4];
-#pragma unroll
-        for (int j = 0; j < BC / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        const int mi = lane / 8, rr = lane % 8;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-#pragma unroll
-            for (int j = 0; j < BC / 8; j += 2) {
-                uint32_t b[4];
-                ldsm4(b, Ks + (j * 8 + (mi / 2) * 8 + rr) * LD + kk * 16 + (mi % 2) * 8);
-                mma16816<T>(s[j], qf[kk], b);
-                mma16816<T>(s[j + 1], qf[kk], b + 2);
-            }
-        }
-        const bool need_mask = (k0 + BC - 1 > q0 + warp * 16) || (k0 + BC > len);
-#pragma unroll
-        for (int j = 0; j < BC / 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[j][e] * scale_log2;
-                if (need_mask) {
-                    const int col = k0 + j * 8 + tq * 2 + (e & 1);
-                    const int row = r0 + (e >= 2 ? 8 : 0);
-                    if (col > row || col >= len) x = -INFINITY;
-                }
-                s[j][e] = x;
-            }
-        }
-        float mx[2] = {mrow[0], mrow[1]};
-#pragma unroll
-        for (int j = 0; j < BC / 8; j++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        }
-        const float corr0 = exp2f(mrow[0] - mx[0]), corr1 = exp2f(mrow[1] - mx[1]);
-        mrow[0] = mx[0];
-        mrow[1] = mx[1];
-        float ls0 = 0.0f, ls1 = 0.0f;
-#pragma unroll
-        for (int j = 0; j < BC / 8; j++) {
-            s[j][0] = exp2f(s[j][0] - mx[0]);
-            s[j][1] = exp2f(s[j][1] - mx[0]);
-            s[j][2] = exp2f(s[j][2] - mx[1]);
-            s[j][3] = exp2f(s[j][3] - mx[1]);
-            ls0 += s[j][0] + s[j][1];
-            ls1 += s[j][2] + s[j][3];
-        }
-        lrow[0] = lrow[0] * corr0 + ls0;
-        lrow[1] = lrow[1] * corr1 + ls1;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            o[n][0] *= corr0; o[n][1] *= corr0;
-            o[n][2] *= corr1; o[n][3] *= corr1;
-        }
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            uint32_t a[4];
-            a[0] = lt_t16<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = lt_t16<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = lt_t16<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = lt_t16<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int n = 0; n < HD / 8; n += 2) {
-                uint32_t b[4];
-                ldsm4t(b, Vs + (kk * 16 + (mi % 2) * 8 + rr) * LD + (n + mi / 2) * 8);
-                mma16816<T>(o[n], a, b);
-                mma16816<T>(o[n + 1], a, b + 2);
-            }
-        }
-        }
-        __syncthreads(); /* this stage is refilled two tiles later */
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
-        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
-    }
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int row = r0 + half * 8;
-        if (row >= len) continue;
-        const float inv = 1.0f / lrow[half];
-        T *orow = out + ((s0 + row) * NH + h) * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++)
-            *reinterpret_cast<uint32_t *>(orow + n * 8 + tq * 2) =
-                lt_t16<T>::pack2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
-        if (tq == 0) lse[(int64_t)h * N + s0 + row] = (mrow[half] + log2f(lrow[half])) * LT_LN2;
-    }
-#endif
-}
-
 template <typename T, int HD>
 __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float *dqacc, const T *dout, const T *q,
                                                    const T *k, const T *v, const float *lse, const float *D,
                                                    const int32_t *cu, int tiles_per_seq, int64_t N, int NH, int NKV,
-                                                   float scale, float scale_log2, int vec_dq) {
+                                                   float scale, float scale_log2) {
 #if __CUDA_ARCH__ >= 800
     constexpr int BC = 64, BR = 32, LD = HD + 8, LDS = BR + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -648,9 +495,8 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
             }
 #if __CUDA_ARCH__ >= 900
             /* one 16-byte reduction per lane and n: the even lane of a pair adds row g
-             * (its two columns and its partner's), the odd lane row g + 8
-             * (LT_CUDA_ATTN_DQ=scalar: the 4-byte reductions instead) */
-            if (vec_dq) {
+             * (its two columns and its partner's), the odd lane row g + 8 */
+            {
                 const bool odd = tq & 1;
                 const int row = qb0 + qr + g + (odd ? 8 : 0);
                 float *dst = dqacc + ((s0 + row) * NH + h) * HD + dc + (tq & ~1) * 2;
@@ -662,8 +508,8 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                                          : make_float4(acc[n][0] * scale, acc[n][1] * scale, r0 * scale, r1 * scale);
                     if (row < len) atomicAdd(reinterpret_cast<float4 *>(dst + n * 8), v);
                 }
-            } else
-#endif
+            }
+#else
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const int row = qb0 + qr + g + half * 8;
@@ -675,6 +521,7 @@ __global__ void __launch_bounds__(128) k_flash_bwd(float *dkp, float *dvp, float
                     atomicAdd(dst + n * 8 + 1, acc[n][2 * half + 1] * scale);
                 }
             }
+#endif
         }
         __syncthreads(); /* dS and this stage are overwritten next */
     }
@@ -938,10 +785,10 @@ __global__ void __launch_bounds__(128, MT == 2 ? 2 : 3) k_flash_fwd2(T *out, flo
  * a pair adds row g with its partner's two columns, the odd lane row g + 8). */
 template <int NT>
 __device__ __forceinline__ void dq_add(float *dqacc, const float (*acc)[4], int64_t s0, int row0, int len, int NH,
-                                       int h, int HD, int c0, float scale, int vec_dq) {
+                                       int h, int HD, int c0, float scale) {
     const int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 #if __CUDA_ARCH__ >= 900
-    if (vec_dq) {
+    {
         const bool odd = tq & 1;
         const int row = row0 + g + (odd ? 8 : 0);
         float *dst = dqacc + ((s0 + row) * NH + h) * HD + c0 + (tq & ~1) * 2;
@@ -953,10 +800,8 @@ __device__ __forceinline__ void dq_add(float *dqacc, const float (*acc)[4], int6
                                  : make_float4(acc[n][0] * scale, acc[n][1] * scale, r0 * scale, r1 * scale);
             if (row < len) atomicAdd(reinterpret_cast<float4 *>(dst + n * 8), v);
         }
-        return;
     }
-#endif
-    (void)vec_dq;
+#else
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         const int row = row0 + g + half * 8;
@@ -968,6 +813,7 @@ __device__ __forceinline__ void dq_add(float *dqacc, const float (*acc)[4], int6
             atomicAdd(dst + n * 8 + 1, acc[n][2 * half + 1] * scale);
         }
     }
+#endif
 }
 
 /* Backward: NW warps, 16*NW keys of one query head per block (8 warps, 128 keys; or 4 warps, 64
@@ -981,7 +827,7 @@ template <typename T, int HD, int NW, int STAGES>
 __global__ void __launch_bounds__(NW * 32, NW == 8 ? 1 : 2) k_flash_bwd2(float *dkp, float *dvp, float *dqacc, const T *dout,
                                                        const T *q, const T *k, const T *v, const float *lse,
                                                        const float *D, const int32_t *cu, int nseq, int64_t N, int NH,
-                                                       int NKV, float scale, float scale_log2, int vec_dq) {
+                                                       int NKV, float scale, float scale_log2) {
 #if __CUDA_ARCH__ >= 800
     constexpr int BC = 16 * NW, BR = 64, LD = HD + 8, LDP = BR + 8;
     constexpr int N2 = HD / 16;           /* n-tiles of a phase-2 warp (HD/2 columns) */
@@ -1188,7 +1034,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 8 ? 1 : 2) k_flash_bwd2(float *
             }
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
-                dq_add<N3>(dqacc, acc[mt], s0, qb0 + qw * 32 + mt * 16, len, NH, h, HD, dc, scale, vec_dq);
+                dq_add<N3>(dqacc, acc[mt], s0, qb0 + qw * 32 + mt * 16, len, NH, h, HD, dc, scale);
         }
         __syncthreads(); /* P, dS and this stage are overwritten next */
         if (STAGES == 1 && qt + 1 < nqt) issue(qt + 1);
@@ -1322,8 +1168,7 @@ __global__ void __launch_bounds__(128) k_flash_bwd_dq(T *dq, const T *dout, cons
 }
 
 /* ================================================================ launchers */
-/* v6 forward: 8 warps (128 queries) per block share each K/V tile; 4 warps for short batches */
-static size_t fwd_smem(int HD, int NW) { return (size_t)(16 * NW + 4 * 64) * (HD + 8) * 2; }
+/* v6 backward (where the v7 one does not fit) */
 static size_t bwd_smem(int HD) { return (size_t)(2 * 64 + 4 * 32) * (HD + 8) * 2 + 64 * 40 * 2 + 4 * 32 * 4; }
 /* v7: Q + K + V; K + V + two Q/dO stages + P^T + dS^T + lse/D stages; Q + dO + K + V */
 static size_t fwd2_smem(int HD, int BC, int MT) { return (size_t)(64 * MT + 2 * BC) * (HD + 8) * 2; }
@@ -1339,9 +1184,6 @@ static bool use_tc(lt_cuda *c, int64_t HD) {
            dq_smem((int)HD) <= c->smem_optin;
 }
 
-/* LT_CUDA_ATTN_OLD=1 selects the v6 kernels (for comparisons; they need more shared memory) */
-static bool attn_old(void) { return getenv("LT_CUDA_ATTN_OLD") && atoi(getenv("LT_CUDA_ATTN_OLD")) > 0; }
-
 static lt_status check_shapes(int64_t NH, int64_t NKV, int64_t HD) {
     LT_CHECK_ARG(NKV > 0 && NH % NKV == 0, "attention: %lld query heads is not a multiple of %lld kv heads",
                  (long long)NH, (long long)NKV);
@@ -1353,37 +1195,16 @@ static lt_status check_shapes(int64_t NH, int64_t NKV, int64_t HD) {
 template <typename T, int HD>
 static lt_status fwd_tc(lt_cuda *c, T *out, float *lse, const T *q, const T *k, const T *v, const int32_t *cu,
                         int32_t nseq, int32_t max_seqlen, int64_t N, int NH, int NKV, float scale) {
-    if (!attn_old() || fwd_smem(HD, 8) > c->smem_optin) {
-        /* 32 rows per warp, 64-key tiles: measured faster than 16 rows (3 blocks per SM) and
-         * than 32-key tiles (see NOTES.md, v7) */
-        const int tiles = (max_seqlen + 127) / 128;
-        const unsigned blocks = (unsigned)(tiles * nseq * NH);
-        const size_t smem = fwd2_smem(HD, 64, 2);
-        LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd2<T, HD, 64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem));
-        k_flash_fwd2<T, HD, 64, 2><<<blocks, 128, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, nseq, N, NH, NKV,
-                                                                     scale * LT_LOG2E);
-        LT_LAUNCH_CHECK("k_flash_fwd2");
-        return LT_OK;
-    }
-    /* 8 warps unless that leaves fewer blocks than ~2 per SM (short packed batches) */
-    int NW = 8;
-    if ((int64_t)nseq * ((max_seqlen + 127) / 128) * NH < 2 * c->sm_count) NW = 4;
-    if (getenv("LT_CUDA_ATTN_WARPS")) NW = atoi(getenv("LT_CUDA_ATTN_WARPS")) == 4 ? 4 : 8;
-    const int BR = 16 * NW;
-    const int tiles = (max_seqlen + BR - 1) / BR;
-    dim3 grid((unsigned)(nseq * tiles), (unsigned)NH);
-    const size_t smem = fwd_smem(HD, NW);
-    if (NW == 8) {
-        LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd<T, HD, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        k_flash_fwd<T, HD, 8><<<grid, 256, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, N, NH, NKV,
-                                                              scale * LT_LOG2E);
-    } else {
-        LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd<T, HD, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        k_flash_fwd<T, HD, 4><<<grid, 128, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, N, NH, NKV,
-                                                              scale * LT_LOG2E);
-    }
-    LT_LAUNCH_CHECK("k_flash_fwd");
+    /* 32 rows per warp, 64-key tiles: measured faster than 16 rows (3 blocks per SM) and
+     * than 32-key tiles (see NOTES.md, v7) */
+    const int tiles = (max_seqlen + 127) / 128;
+    const unsigned blocks = (unsigned)(tiles * nseq * NH);
+    const size_t smem = fwd2_smem(HD, 64, 2);
+    LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_fwd2<T, HD, 64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)smem));
+    k_flash_fwd2<T, HD, 64, 2><<<blocks, 128, smem, c->stream>>>(out, lse, q, k, v, cu, tiles, nseq, N, NH, NKV,
+                                                                 scale * LT_LOG2E);
+    LT_LAUNCH_CHECK("k_flash_fwd2");
     return LT_OK;
 }
 
@@ -1422,17 +1243,16 @@ static lt_status bwd_tc(lt_cuda *c, T *dq, float *dkf, float *dvf, float *dqacc,
                         const T *k, const T *v, const float *lse, const float *D, const int32_t *cu, int32_t nseq,
                         int32_t max_seqlen, int64_t N, int NH, int NKV, float scale) {
     cudaStream_t s = c->stream;
-    const int vec_dq = !(getenv("LT_CUDA_ATTN_DQ") && strcmp(getenv("LT_CUDA_ATTN_DQ"), "scalar") == 0);
     /* 128-key blocks of 8 warps, two Q/dO stages (faster than 64-key blocks of 4 warps, two
      * blocks per SM: NOTES.md, v7); the v6 kernel where that does not fit (A100, sm_86/89) */
-    if (!attn_old() && bwd2_smem(HD, 8, 2) <= c->smem_optin) {
+    if (!g_force_bwd_v6 && bwd2_smem(HD, 8, 2) <= c->smem_optin) {
         const int tiles = (max_seqlen + 127) / 128;
         const unsigned blocks = (unsigned)(tiles * nseq * NH);
         const size_t smem = bwd2_smem(HD, 8, 2);
         LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd2<T, HD, 8, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem));
         k_flash_bwd2<T, HD, 8, 2><<<blocks, 256, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, nseq, N, NH,
-                                                            NKV, scale, scale * LT_LOG2E, vec_dq);
+                                                            NKV, scale, scale * LT_LOG2E);
         LT_LAUNCH_CHECK("k_flash_bwd2");
     } else {
         const int tiles = (max_seqlen + 63) / 64;
@@ -1440,7 +1260,7 @@ static lt_status bwd_tc(lt_cuda *c, T *dq, float *dkf, float *dvf, float *dqacc,
         const size_t smem = bwd_smem(HD);
         LT_CUDA_TRY(cudaFuncSetAttribute(k_flash_bwd<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         k_flash_bwd<T, HD><<<grid, 128, smem, s>>>(dkf, dvf, dqacc, dout, q, k, v, lse, D, cu, tiles, N, NH, NKV, scale,
-                                                   scale * LT_LOG2E, vec_dq);
+                                                   scale * LT_LOG2E);
         LT_LAUNCH_CHECK("k_flash_bwd");
     }
     if (!dqacc) {
@@ -1462,9 +1282,8 @@ static lt_status bwd_t(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, const
     cudaStream_t s = c->stream;
     const float scale = 1.0f / sqrtf((float)HD);
     const bool tc = use_tc(c, HD);
-    /* deterministic: dQ without atomics (LT_CUDA_ATTN_DQ=separate selects it too) */
-    const bool det = be->deterministic ||
-                     (getenv("LT_CUDA_ATTN_DQ") && strcmp(getenv("LT_CUDA_ATTN_DQ"), "separate") == 0);
+    /* deterministic: dQ without atomics */
+    const bool det = be->deterministic;
     const size_t D_b = lt_align256((size_t)(N * NH) * 4);
     const size_t q_b = lt_align256((size_t)(N * NH * HD) * 4);
     const size_t kv_b = lt_align256((size_t)(N * (tc ? NH : NKV) * HD) * 4);

@@ -16,6 +16,9 @@ lt_status lt_cuda_weight_nf4_state(lt_backend *be, const lt_bweight *W, uint8_t 
  * contiguous path the plain products take, else the wider rows of the grouped products) */
 lt_status lt_cuda_weight_test_16(lt_backend *be, const lt_bweight *W, void *dst, int64_t ld, int64_t off);
 void lt_cuda_attention_force_portable(int on);
+/* 1: the attention backward takes the v6 kernel (k_flash_bwd), as on cards whose shared memory
+ * is too small for the v7 one (A100, sm_86/89), so that an H100 tests it too */
+void lt_cuda_attention_force_bwd_v6(int on);
 /* Selects the skinny LoRA kernels of lora.cu (1) or dropout + cuBLAS (0, the default). */
 void lt_cuda_lora_set_skinny(int on);
 /* How many passes ran as a replayed CUDA graph on this backend (graph_launch calls). */

@@ -760,10 +760,10 @@ static void test_layers(ctx *c) {
 }
 
 /* attention kernel paths: auto (the v7 kernels where shared memory allows), portable, the v6
- * tensor-core kernels (LT_CUDA_ATTN_OLD=1), and deterministic (dQ without atomics, checked to
- * repeat bit for bit) */
-enum { ATT_AUTO, ATT_PORTABLE, ATT_OLD, ATT_DET };
-static const char *const att_mode_name[] = {"auto", "portable", "v6", "deterministic"};
+ * backward (the cards whose shared memory is too small for the v7 one: A100, sm_86/89), and
+ * deterministic (dQ without atomics, checked to repeat bit for bit) */
+enum { ATT_AUTO, ATT_PORTABLE, ATT_BWD_V6, ATT_DET };
+static const char *const att_mode_name[] = {"auto", "portable", "v6 bwd", "deterministic"};
 
 static void test_attention_shape(ctx *c, int HD, int mode, int NH, int NKV, int nseq, const int *lens) {
     int32_t cu[16] = {0};
@@ -771,7 +771,7 @@ static void test_attention_shape(ctx *c, int HD, int mode, int NH, int NKV, int 
     for (int i = 0; i < nseq; i++) { cu[i + 1] = cu[i] + lens[i]; if (lens[i] > maxlen) maxlen = lens[i]; }
     const int64_t N = cu[nseq], nq = N * NH * HD, nk = N * NKV * HD;
     lt_cuda_attention_force_portable(mode == ATT_PORTABLE);
-    if (mode == ATT_OLD) setenv("LT_CUDA_ATTN_OLD", "1", 1);
+    lt_cuda_attention_force_bwd_v6(mode == ATT_BWD_V6);
     c->gpu->deterministic = mode == ATT_DET;
     float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1.0f), *dout = rnd(nq, 1.0f);
     round_act(c, q, nq); round_act(c, k, nk); round_act(c, v, nk); round_act(c, dout, nq);
@@ -818,7 +818,7 @@ static void test_attention_shape(ctx *c, int HD, int mode, int NH, int NKV, int 
     r = g_read_act(c, gdk, nk); compare(c, "attn_bwd dk", r, cdk, nk, 2 * TOL16(c)); free(r);
     r = g_read_act(c, gdv, nk); compare(c, "attn_bwd dv", r, cdv, nk, 2 * TOL16(c)); free(r);
     lt_cuda_attention_force_portable(0);
-    unsetenv("LT_CUDA_ATTN_OLD");
+    lt_cuda_attention_force_bwd_v6(0);
     c->gpu->deterministic = 0;
     void *cb[] = {cq, ck, cv, co, cl, ccu, co16, cdo, cdq, cdk, cdv};
     void *gb[] = {gq, gk, gv, go, gl, gcu, go16, gdo, gdq, gdk, gdv, gl2};
@@ -1102,7 +1102,8 @@ int main(int argc, char **argv) {
         test_attention(&c, 64, ATT_AUTO);
         test_attention(&c, 128, ATT_PORTABLE);
         test_attention(&c, 32, ATT_AUTO);
-        test_attention(&c, 128, ATT_OLD);
+        test_attention(&c, 128, ATT_BWD_V6);
+        test_attention(&c, 64, ATT_BWD_V6);
         test_attention(&c, 64, ATT_DET);
         test_attention(&c, 32, ATT_DET); /* the portable path: dK/dV without atomics */
         { /* Qwen2-1.5B heads (12 query, 2 kv), several full 128-row tiles and odd tails */
