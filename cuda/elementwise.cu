@@ -163,11 +163,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm_bwd_w(T *dinp, const T *dout, c
 }
 
 /* the warp-per-row kernels serve rows of 16-byte pieces up to 32 x NV_MAX of them */
-static bool norm_warp_ok(int64_t C) {
-    static int off = -1;
-    if (off < 0) off = getenv("LT_CUDA_NORM_OLD") && atoi(getenv("LT_CUDA_NORM_OLD")) > 0;
-    return !off && C % 8 == 0 && C / 8 <= 32 * NV_MAX;
-}
+static bool norm_warp_ok(int64_t C) { return C % 8 == 0 && C / 8 <= 32 * NV_MAX; }
 
 /* 16-byte pieces per lane for a row of C: the kernels are instantiated for the exact count of
  * common widths (1536 -> 6), so that the row's registers are no more than it needs */
