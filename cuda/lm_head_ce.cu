@@ -1,7 +1,7 @@
 /* lm_head_ce.cu - the LM head fused with cross-entropy, over chunks of tokens so that the
  * full-vocabulary logits of a batch never exist: for each chunk a GEMM writes the logits (T,V)
- * in the activation type, as transformers' lm_head does before its loss upcasts them (f32 with
- * LT_CUDA_CE_LOGITS=f32), one block per row takes the log-sum-exp in f32, the loss and the
+ * in the activation type, as transformers' lm_head does before its loss upcasts them, one
+ * block per row takes the log-sum-exp in f32, the loss and the
  * gradient of the logits (bf16/fp16, scaled by grad_scale, written in place over the row it
  * came from), and a split-K GEMM turns that into dh: the dh product is only C x T wide but V
  * long, so the vocabulary is cut into slices multiplied side by side (one batched GEMM) and the
@@ -13,19 +13,11 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- kernels */
-/* a logit as f32 (logits are 16-bit, or f32 with LT_CUDA_CE_LOGITS=f32) */
-template <typename L> __device__ __forceinline__ float ce_in(L x) { return lt_tof<L>(x); }
-template <> __device__ __forceinline__ float ce_in<float>(float x) { return x; }
-
-/* eight 16-bit values of a 16-byte piece as f32, and back (unused for f32 logits) */
-template <typename L> __device__ __forceinline__ void ce_unpack8(uint4 v, float x[8]) {
-    const L *h = reinterpret_cast<const L *>(&v);
+/* eight 16-bit values of a 16-byte piece as f32, and back */
+template <typename T> __device__ __forceinline__ void ce_unpack8(uint4 v, float x[8]) {
+    const T *h = reinterpret_cast<const T *>(&v);
 #pragma unroll
-    for (int u = 0; u < 8; u++) x[u] = ce_in<L>(h[u]);
-}
-template <> __device__ __forceinline__ void ce_unpack8<float>(uint4, float x[8]) {
-#pragma unroll
-    for (int u = 0; u < 8; u++) x[u] = 0.0f;
+    for (int u = 0; u < 8; u++) x[u] = lt_tof<T>(h[u]);
 }
 template <typename T> __device__ __forceinline__ uint4 ce_pack8(const float x[8]) {
     uint4 v;
@@ -36,28 +28,19 @@ template <typename T> __device__ __forceinline__ uint4 ce_pack8(const float x[8]
 }
 
 /* one block per row: online max/sum, then the loss and softmax - onehot */
-template <typename T, typename L>
-__global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, float *losses, int64_t V,
+template <typename T>
+__global__ void k_ce_rows(const T *logits, T *dlogits, const int32_t *targets, float *losses, int64_t V,
                           float grad_scale) {
     __shared__ float sm[32], ss[32];
     __shared__ float s_lse;
-    const L *l = logits + blockIdx.x * V;
+    const T *l = logits + blockIdx.x * V;
     float m = -INFINITY, s = 0.0f;
-    if (sizeof(L) == 4 && V % 4 == 0) {
-        /* f32 logits four at a time (16-byte loads) */
-        const float4 *l4 = reinterpret_cast<const float4 *>(l);
-        for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            const float4 q = l4[j];
-            const float mx = fmaxf(fmaxf(q.x, q.y), fmaxf(q.z, q.w));
-            if (mx > m) { s *= expf(m - mx); m = mx; }
-            s += expf(q.x - m) + expf(q.y - m) + expf(q.z - m) + expf(q.w - m);
-        }
-    } else if (sizeof(L) == 2 && V % 8 == 0) {
-        /* 16-bit logits eight at a time (16-byte loads) */
+    if (V % 8 == 0) {
+        /* eight at a time (16-byte loads) */
         const uint4 *l8 = reinterpret_cast<const uint4 *>(l);
         for (int64_t j = threadIdx.x; j < V / 8; j += blockDim.x) {
             float x[8];
-            ce_unpack8<L>(l8[j], x);
+            ce_unpack8<T>(l8[j], x);
             float mx = x[0];
 #pragma unroll
             for (int u = 1; u < 8; u++) mx = fmaxf(mx, x[u]);
@@ -67,7 +50,7 @@ __global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, f
         }
     } else {
         for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-            const float x = ce_in<L>(l[j]);
+            const float x = lt_tof<T>(l[j]);
             if (x > m) { s = s * expf(m - x) + 1.0f; m = x; }
             else s += expf(x - m);
         }
@@ -97,20 +80,19 @@ __global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, f
     const float lse = s_lse;
     const int32_t tgt = targets[blockIdx.x];
     const bool valid = tgt >= 0 && tgt < V;
-    if (threadIdx.x == 0) losses[blockIdx.x] = valid ? lse - ce_in<L>(l[tgt]) : 0.0f;
+    if (threadIdx.x == 0) losses[blockIdx.x] = valid ? lse - lt_tof<T>(l[tgt]) : 0.0f;
     if (!dlogits) return;
-    /* the gradient overwrites the row in place (16-bit value j at byte 2j of the f32 row):
-     * each round reads its 4 x blockDim values into registers before anyone writes; the writes
-     * of a round land below the values later rounds read, so one barrier per round suffices */
-    T *d = dlogits + blockIdx.x * (V * (int64_t)(sizeof(L) / sizeof(T)));
+    /* the gradient overwrites the row in place: each round reads its 4 x blockDim values into
+     * registers before anyone writes (one barrier per round) */
+    T *d = dlogits + blockIdx.x * V;
     __syncthreads(); /* the target logit and the first pass are read */
-    if (sizeof(L) == sizeof(T) && V % 8 == 0) {
-        /* same-size values: each thread overwrites only the eight it read, no barrier needed */
+    if (V % 8 == 0) {
+        /* each thread overwrites only the eight it read, no barrier needed */
         const uint4 *l8 = reinterpret_cast<const uint4 *>(l);
         uint4 *d8 = reinterpret_cast<uint4 *>(d);
         for (int64_t j = threadIdx.x; j < V / 8; j += blockDim.x) {
             float x[8];
-            ce_unpack8<L>(l8[j], x);
+            ce_unpack8<T>(l8[j], x);
 #pragma unroll
             for (int u = 0; u < 8; u++) {
                 const int64_t col = 8 * j + u;
@@ -125,7 +107,7 @@ __global__ void k_ce_rows(const L *logits, T *dlogits, const int32_t *targets, f
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             const int64_t j = base + u * (int64_t)blockDim.x + threadIdx.x;
-            x[u] = j < V ? ce_in<L>(l[j]) : 0.0f;
+            x[u] = j < V ? lt_tof<T>(l[j]) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -164,15 +146,6 @@ __global__ void k_sum_into(float *sum, const float *x, int64_t n) {
 }
 
 /* ---------------------------------------------------------------- launcher */
-/* The logits GEMM writes 16-bit logits, as transformers' lm_head does before its loss upcasts
- * them: half the traffic of f32 logits, and twice the rows per chunk in the same memory.
- * LT_CUDA_CE_LOGITS=f32 keeps them in f32 (the CPU backend's precision). */
-static bool ce_logits_act(void) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("LT_CUDA_CE_LOGITS") && strcmp(getenv("LT_CUDA_CE_LOGITS"), "f32") == 0);
-    return v == 1;
-}
-
 /* Vocabulary slices for the dh product: the most (<= 16) that divide V into 16-byte aligned
  * pieces, so that C x T x S output tiles fill the GPU; 1 means one plain GEMM. */
 static int dh_slices(int64_t V) {
@@ -188,14 +161,15 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     if (N <= 0) return LT_OK;
     lt_cuda *c = lt_cuda_of(be);
     const cudaDataType_t t = c->act_type;
-    const bool l16 = ce_logits_act();
-    const size_t lb = l16 ? 2 : 4; /* bytes per logit */
+    /* 16-bit logits, as transformers' lm_head writes them before its loss upcasts them: half the
+     * traffic of f32 logits, and twice the rows per chunk in the same memory */
+    const size_t lb = 2; /* bytes per logit */
     /* a chunk of rows whose logits take about 224 MiB (the 16-bit gradient reuses them), in
      * 64-row steps: wide enough for the dh product to fill the GPU */
     int64_t T = (int64_t)((224ull << 20) / ((size_t)V * lb)) / 64 * 64;
     if (T < 64) T = 64;
     if (T > N) T = N;
-    /* vocabulary slices: no more than 16 x 384 slice-rows of partials (the f32 logits' figure) */
+    /* vocabulary slices: no more than 16 x 384 slice-rows of partials */
     int S = dh ? dh_slices(V) : 1;
     while (S > 1 && (int64_t)S * T > 16 * 384) S /= 2;
     const size_t head_b = head->quant != LT_QUANT_NONE ? lt_align256((size_t)(V * C) * 2) : 0;
@@ -205,40 +179,30 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     LT_TRY(lt_cuda_scratch(c, need, &scr));
     char *cur = (char *)scr;
     void *head16_buf = head_b ? lt_carve(&cur, (size_t)(V * C) * 2) : NULL;
-    float *logits = (float *)lt_carve(&cur, (size_t)(T * V) * lb);
+    void *logits = lt_carve(&cur, (size_t)(T * V) * lb);
     float *part = part_b ? (float *)lt_carve(&cur, (size_t)S * (size_t)(C * T) * 4) : NULL;
     float *losses = (float *)lt_carve(&cur, (size_t)N * 4);
-    void *dlog = dh ? (void *)logits : NULL; /* row r at 16-bit offset 2 r V */
+    void *dlog = dh ? logits : NULL; /* in place: row r at offset r V */
     const void *W16;
     LT_TRY(lt_cuda_weight_16(be, head, head16_buf, &W16));
     /* a chunk's rows in one wave where possible: 512 threads (four rows per SM) when the chunk
-     * fits that (f32 logits: 384 rows), else 256 (eight per SM: 16-bit logits, 768 rows); a
-     * second, partly filled wave cost ~45% more time per row */
+     * fits that, else 256 (eight per SM: 768 rows of 16-bit logits); a second, partly filled
+     * wave cost ~45% more time per row */
     const int th = V < 4096 ? 128 : T <= 4 * (int64_t)c->sm_count ? 512 : 256;
     const float one = 1.0f, zero = 0.0f;
-    const cudaDataType_t lt = l16 ? t : CUDA_R_32F;
-    const int64_t ldd = l16 ? V : 2 * V; /* 16-bit gradient row stride (in place over the logits) */
+    const int64_t ldd = V; /* gradient row stride (in place over the logits) */
     for (int64_t r0 = 0; r0 < N; r0 += T) {
         const int64_t rows = N - r0 < T ? N - r0 : T;
         const char *hc = (const char *)h + (size_t)(r0 * C) * 2;
         /* logits^T (V x rows) = head (col-major C x V)^T . h^T */
-        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, V, rows, C, 1.0f, W16, t, C, hc, t, C, 0.0f, logits, lt, V));
+        LT_TRY(lt_cuda_gemm(be, CUBLAS_OP_T, CUBLAS_OP_N, V, rows, C, 1.0f, W16, t, C, hc, t, C, 0.0f, logits, t, V));
         int slot = lt_prof_begin(c, LT_PROF_CE);
-        if (be->act_dtype == LT_DTYPE_BF16) {
-            if (l16)
-                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __nv_bfloat16 *)logits, (__nv_bfloat16 *)dlog,
-                                                                targets + r0, losses + r0, V, grad_scale);
-            else
-                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const float *)logits, (__nv_bfloat16 *)dlog,
-                                                                targets + r0, losses + r0, V, grad_scale);
-        } else {
-            if (l16)
-                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __half *)logits, (__half *)dlog, targets + r0,
-                                                                losses + r0, V, grad_scale);
-            else
-                k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const float *)logits, (__half *)dlog, targets + r0,
-                                                                losses + r0, V, grad_scale);
-        }
+        if (be->act_dtype == LT_DTYPE_BF16)
+            k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __nv_bfloat16 *)logits, (__nv_bfloat16 *)dlog,
+                                                            targets + r0, losses + r0, V, grad_scale);
+        else
+            k_ce_rows<<<(unsigned)rows, th, 0, c->stream>>>((const __half *)logits, (__half *)dlog, targets + r0,
+                                                            losses + r0, V, grad_scale);
         LT_LAUNCH_CHECK("k_ce_rows");
         lt_prof_end(c, slot);
         if (!dh) continue;
