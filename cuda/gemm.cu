@@ -607,18 +607,14 @@ lt_status lt_cuda_lora_up_add(lt_backend *be, void *out, const void *xa, const f
     return lora_up_add(be, out, xa, B, N, OC, R, scale);
 }
 
-static int lora_group_fused(void) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("LT_CUDA_LORA_FUSE") && atoi(getenv("LT_CUDA_LORA_FUSE")) == 0);
-    return v;
-}
-
 lt_status lt_cuda_linear_lora_group_fwd(lt_backend *be, int n, void *const *out, const void *inp,
                                         const lt_bweight *const *W, const float *const *bias, const void *const *xa,
                                         const float *const *B, int64_t N, int64_t R, float scale) {
     LT_CHECK_ARG(n >= 1 && n <= 3, "linear_lora_group: %d projections (1 to 3)", n);
     const int64_t C = W[0]->cols;
-    bool fused = lora_group_fused(), any_bias = false;
+    /* the K-concatenated products where the LoRA kernels run (lt_cuda_lora_fast_ok), else each
+     * projection as a plain product plus its up-projection */
+    bool fused = true, any_bias = false;
     for (int s = 0; s < n; s++) {
         LT_CHECK_ARG(W[s]->cols == C, "linear_lora_group: projection %d reads %lld features, projection 0 %lld", s,
                      (long long)W[s]->cols, (long long)C);
@@ -768,14 +764,6 @@ lt_status lt_cuda_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float 
     return lt_cuda_lora_addmul_multi(be, n, dinp, dxa, A, C, 1, N, C, R, 1.0f, p, seed, streams);
 }
 
-/* The forward's out += scale xa B^T: cuBLAS with beta = 1 by default (measured ~3% faster on
- * an H200 than lora.cu's addmul, cuda/NOTES.md v5); LT_CUDA_LORA_OUT=addmul selects addmul. */
-static int lora_out_cublas(void) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("LT_CUDA_LORA_OUT") && strcmp(getenv("LT_CUDA_LORA_OUT"), "addmul") == 0);
-    return v;
-}
-
 lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp, const float *A, const float *B,
                            int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                            uint64_t stream) {
@@ -785,13 +773,12 @@ lt_status lt_cuda_lora_fwd(lt_backend *be, void *out, void *xa, const void *inp,
     const cudaDataType_t t = c->act_type;
     if (lt_cuda_lora_fast_ok(R, C, OC)) {
         /* xa from the input with the mask applied on the fly (lora.cu), then out += scale xa B^T
-         * (cuBLAS, or lora.cu's addmul reading B in f32 as stored) */
-        const bool cub = lora_out_cublas();
+         * by cuBLAS with beta = 1 (measured ~3% faster on an H200 than lora.cu's addmul,
+         * cuda/NOTES.md v5) */
         const void *A16;
         LT_TRY(lt_cuda_w16(be, A, R, C, 0, &A16));
         LT_TRY(lt_cuda_lora_rowdot(be, xa, inp, A16, N, C, R, 1.0f, p, seed, stream));
         if (!out) return LT_OK; /* xa only */
-        if (!cub) return lt_cuda_lora_addmul(be, out, xa, B, 1, R, N, OC, R, scale, 0.0f, 0, 0);
         /* out^T (OC x N) += scale * B (col-major OC x R: B^T row-major, ld OC) . xa^T */
         return lora_up_add(be, out, xa, B, N, OC, R, scale);
     }

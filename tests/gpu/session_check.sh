@@ -21,7 +21,7 @@ cp assets/qwen2-1.5b/config.json /tmp/q15.json
 [ -f /tmp/q15/model.safetensors ] || \
   $B/loratune init-random --config /tmp/q15.json --output /tmp/q15 --seed 1 --tokenizer assets/qwen2-tokenizer > /dev/null 2>&1
 echo "first notebook steps (loss per step; PEFT on the same data: 12.2166 12.2399 12.2045 12.2244 12.2429):"
-for v in X=1 LT_CUDA_LORA_FUSE=0; do
+for v in X=1; do
   env $v $B/loratune train --model /tmp/q15 --data assets/ruozhiba/ruozhiba_qa.json --output /tmp/o --device cuda \
     --optim adamw_torch --lr 4e-5 --max-steps 5 --gen-instruction "" --log-every 1 2>&1 | grep -E "^step" | awk '{printf "%s ", $4}'
   echo " <- $v"
