@@ -66,9 +66,6 @@ typedef struct lt_cuda {
      * checkpoint recompute of a layer and its backward, which follows at once, dequantize
      * each weight once between them instead of twice */
     struct lt_wcache *wcache;
-    /* LT_LORA_COUNTERS zeroed counters for lora.cu's split-K weight gradient (the last block of
-     * a column block to finish sums the partials); each user leaves them zero again */
-    unsigned *lora_counters;
     /* LT_CUDA_SYNCTIME=1: wall time the host spent waiting in stream synchronizations, logged at
      * destroy (a host that hardly waits is the bottleneck: the GPU idles between kernels);
      * LT_CUDA_SYNCTIME=2 also logs each synchronization: the host's time since the previous one
@@ -91,7 +88,6 @@ static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; 
 /* events in flight before a harvest (a host sync): large, so that profiling does not make the
  * host wait every few ops and inflate the small ops' times with launch gaps */
 #define LT_PROF_PENDING 16384
-#define LT_LORA_COUNTERS 4096
 enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44,
        LT_PROF_ROWDOT = 45, LT_PROF_WGRAD = 46, LT_PROF_ADDMUL = 47 };
 /* returns a slot to pass to lt_prof_end, or -1 when not profiling */

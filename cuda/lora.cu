@@ -191,114 +191,16 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
 #define WG_BT 64   /* tokens per shared-memory tile */
 #define WG_THREADS 128
 
-/* The chunk sum of column block blockIdx.x, called by each of its gridDim.y blocks after
- * storing its partials; the last block to call it does, for every module s,
- *   G[s][m*sm + r*sr] += alpha * (part[s][0][m][r] + part[s][1][m][r] + ... + part[s][nchunks-1][m][r])
- * with the additions in chunk order from 0.0f and one fma into G, exactly as
- * k_lora_wgrad_reduce (so the bits are the same whichever path runs), then zeroes its counter
- * for the next launch on the stream (launches on one stream do not overlap).
- * Why the last block sees every partial: each thread fences (fence.sc.gpu) after its own
- * partial stores, the barrier orders all of them before thread 0, which fences once more
- * (release, cumulative over what the barrier ordered before it) and then counts the block
- * with an atomic. The atomics on the counter are totally ordered, so the block that reads
- * gridDim.y - 1 comes after every other block's release; its thread 0 fences after the atomic
- * (acquire) and the barrier hands that on to the block's threads, which fence again and read
- * the partials from L2 (ld.global.cg; L1 is not coherent across SMs). Out of line (no stack
- * frame: ptxas -v) so that its loads in flight are allocated apart from the main loop's
- * registers: the kernels use the registers they used with the separate reduce launch. */
-template <int R, int NM>
-__device__ __noinline__ void wgrad_last_block_sum(lora_ptrs<float> G, int64_t sm, int64_t sr, float alpha,
-                                                  const float *part, int64_t pstride, int64_t M, unsigned *counters) {
-    __shared__ int last;
-    __threadfence();
-    __syncthreads(); /* every thread's partials are stored and fenced */
-    if (threadIdx.x == 0) {
-        __threadfence();
-        const unsigned before = atomicAdd(&counters[blockIdx.x], 1u);
-        last = before == gridDim.y - 1;
-        if (last) {
-            /* all gridDim.y blocks have counted: nothing touches the counter again in this launch */
-            counters[blockIdx.x] = 0u;
-            __threadfence();
-        }
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    /* one chunk's partials of a module in this column block are the rows m0 .. m0 + 63 (fewer
-     * at the end of M), R contiguous floats each: thread i takes float4 i, i + WG_THREADS, ...
-     * of them (R % 4 == 0: one row and four ranks each). CU chunks of all NM modules are loaded
-     * before they are added, each element's chunks in order. Loads in flight per thread: about
-     * LF (one block moves NM * 64 * R * nchunks floats here, so they are what bounds its time),
-     * as many as fit in the registers the main loop needs anyway (ptxas -v, sm_90). */
-    constexpr int QT = WG_BM * R / 4 / WG_THREADS; /* float4 per thread and module: R / 8 */
-    constexpr int LF = NM == 1 ? 8 : 16;
-    constexpr int CU = LF / (NM * QT) > 1 ? LF / (NM * QT) : 1;
-    const int64_t m0 = (int64_t)blockIdx.x * WG_BM;
-    const int nq = (int)((M - m0 < WG_BM ? M - m0 : WG_BM) * R / 4);
-    const int nchunks = (int)gridDim.y;
-    const int64_t cs4 = M * R / 4, ms4 = pstride / 4; /* float4 from one chunk / module to the next */
-    const float4 *src = reinterpret_cast<const float4 *>(part + m0 * R);
-    float4 sum[NM][QT];
-#pragma unroll
-    for (int s = 0; s < NM; s++)
-#pragma unroll
-        for (int k = 0; k < QT; k++) sum[s][k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 1
-    for (int c0 = 0; c0 < nchunks; c0 += CU) {
-        float4 v[CU][NM][QT];
-#pragma unroll
-        for (int u = 0; u < CU; u++)
-#pragma unroll
-            for (int s = 0; s < NM; s++)
-#pragma unroll
-                for (int k = 0; k < QT; k++) {
-                    const int q = threadIdx.x + k * WG_THREADS;
-                    v[u][s][k] = c0 + u < nchunks && q < nq ? __ldcg(src + s * ms4 + (c0 + u) * cs4 + q)
-                                                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                }
-        /* skipped, not added as zeros, past the last chunk (-0.0f + 0.0f is +0.0f) */
-#pragma unroll
-        for (int u = 0; u < CU; u++)
-            if (c0 + u < nchunks)
-#pragma unroll
-                for (int s = 0; s < NM; s++)
-#pragma unroll
-                    for (int k = 0; k < QT; k++) {
-                        sum[s][k].x += v[u][s][k].x;
-                        sum[s][k].y += v[u][s][k].y;
-                        sum[s][k].z += v[u][s][k].z;
-                        sum[s][k].w += v[u][s][k].w;
-                    }
-    }
-#pragma unroll
-    for (int s = 0; s < NM; s++)
-#pragma unroll
-        for (int k = 0; k < QT; k++) {
-            const int q = threadIdx.x + k * WG_THREADS;
-            if (q >= nq) continue;
-            const int64_t m = m0 + q * 4 / R, r = q * 4 % R;
-            float *g = G.p[s] + m * sm + r * sr;
-            g[0] = __fmaf_rn(alpha, sum[s][k].x, g[0]);
-            g[sr] = __fmaf_rn(alpha, sum[s][k].y, g[sr]);
-            g[2 * sr] = __fmaf_rn(alpha, sum[s][k].z, g[2 * sr]);
-            g[3 * sr] = __fmaf_rn(alpha, sum[s][k].w, g[3 * sr]);
-        }
-}
-
 /* part[s][chunk][m][r] = sum over the chunk's tokens of drop_s(x)[t][m] * coef_s[t][r]
  * (modules pstride floats apart). The x tile is stored [token][m] once per module (each
  * through its own mask) and the coef tiles [token][r]; ldmatrix.trans turns both into the
  * fragments of x^T (m x tokens) and coef (tokens x r). The next tile's global loads are in
- * flight while the current one is multiplied. With counters (one per column block, zero),
- * the last block of each column block then adds the chunks into G (wgrad_last_block_sum,
- * galpha = alpha / (1 - p)); without, k_lora_wgrad_reduce does it in a second launch. */
+ * flight while the current one is multiplied. k_lora_wgrad_reduce then adds the chunks into G
+ * in a second launch. */
 template <typename T, int R, int NM, bool SW = false>
 __global__ void __launch_bounds__(WG_THREADS, SW ? 5 : 4) k_lora_wgrad(float *part, int64_t pstride, const T *x,
                                                            lora_ptrs<const T> coef, int64_t N, int64_t M, int tok_chunk,
-                                                           float p, float inv, lora_keys key, lora_ptrs<float> G,
-                                                           int64_t sm, int64_t sr, float galpha, unsigned *counters,
-                                                           const T *x2) {
+                                                           float p, float inv, lora_keys key, const T *x2) {
 #if __CUDA_ARCH__ >= 800
     keys_resolve<NM>(key);
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
@@ -399,12 +301,11 @@ __global__ void __launch_bounds__(WG_THREADS, SW ? 5 : 4) k_lora_wgrad(float *pa
             }
         }
     }
-    if (counters) wgrad_last_block_sum<R, NM>(G, sm, sr, galpha, part, pstride, M, counters);
 #endif
 }
 
-/* G[s][m*sm + r*sr] += alpha * sum over chunks of part[s][chunk][m][r], chunks in order: the
- * second launch of the weight gradient where k_lora_wgrad runs without counters */
+/* G[s][m*sm + r*sr] += alpha * sum over chunks of part[s][chunk][m][r], chunks in order (from
+ * 0.0f, one fma into G): the second launch of the weight gradient */
 __global__ void k_lora_wgrad_reduce(lora_ptrs<float> G, const float *part, int n, int nchunks, int64_t M, int R,
                                     int64_t sm, int64_t sr, float alpha) {
     const int64_t per = M * R, total = per * n;
@@ -417,7 +318,7 @@ __global__ void k_lora_wgrad_reduce(lora_ptrs<float> G, const float *part, int n
         for (int c = 0; c < nchunks; c++) sum += ps[(int64_t)c * per];
         const int64_t m = j / R, r = j % R;
         float *g = s == 0 ? G.p[0] : s == 1 ? G.p[1] : G.p[2];
-        g[m * sm + r * sr] = __fmaf_rn(alpha, sum, g[m * sm + r * sr]); /* as wgrad_last_block_sum */
+        g[m * sm + r * sr] = __fmaf_rn(alpha, sum, g[m * sm + r * sr]);
     }
 }
 
@@ -845,31 +746,16 @@ lt_status lt_cuda_lora_rowdot(lt_backend *be, void *y, const void *x, const void
 template <typename T, int R, int NM>
 static void wgrad_launch(lt_cuda *c, float *part, int64_t pstride, const void *x, const void *x2,
                          const void *const *coef, int64_t N, int64_t M, int chunk, int nchunks, float p,
-                         const lora_keys &key, const lora_ptrs<float> &gp, int64_t sm, int64_t sr, float galpha,
-                         unsigned *counters) {
+                         const lora_keys &key) {
     lora_ptrs<const T> cp = {};
     for (int s = 0; s < NM; s++) cp.p[s] = (const T *)coef[s];
     dim3 grid((unsigned)((M + WG_BM - 1) / WG_BM), (unsigned)nchunks);
     if (NM == 1 && x2) /* x = swiglu(x, x2) */
-        k_lora_wgrad<T, R, 1, true><<<grid, WG_THREADS, 0, c->stream>>>(
-            part, pstride, (const T *)x, cp, N, M, chunk, p, keep_inv(p), key, gp, sm, sr, galpha, counters,
-            (const T *)x2);
+        k_lora_wgrad<T, R, 1, true><<<grid, WG_THREADS, 0, c->stream>>>(part, pstride, (const T *)x, cp, N, M, chunk,
+                                                                        p, keep_inv(p), key, (const T *)x2);
     else
         k_lora_wgrad<T, R, NM><<<grid, WG_THREADS, 0, c->stream>>>(part, pstride, (const T *)x, cp, N, M, chunk, p,
-                                                                  keep_inv(p), key, gp, sm, sr, galpha, counters,
-                                                                  (const T *)NULL);
-}
-
-/* whether k_lora_wgrad adds the chunks into G itself (LT_CUDA_LORA_WGRAD=fused or the test
- * hook: one launch) or leaves that to k_lora_wgrad_reduce (the default: the same bits). Measured
- * on an H200 at 16x512 (cuda/NOTES.md v10): the in-launch reduction saves ~300 launches per step
- * but its last blocks read every chunk's partials alone, and the wgrad time grows by about what
- * the launches cost (11.6 vs 11.0 ms of GPU time per step, 50.1k vs 50.7k tok/s) */
-static int g_wg_fused = -1;
-static bool wgrad_fused(void) {
-    if (g_wg_fused < 0)
-        g_wg_fused = getenv("LT_CUDA_LORA_WGRAD") && strcmp(getenv("LT_CUDA_LORA_WGRAD"), "fused") == 0;
-    return g_wg_fused;
+                                                                  keep_inv(p), key, (const T *)NULL);
 }
 
 /* G[s] (+)= alpha * drop_s(x)^T @ coef[s] with G[s][m*sm + r*sr]; part: scratch of
@@ -894,25 +780,12 @@ static lt_status wgrad_any(lt_backend *be, int n, float *const *G, int64_t sm, i
     for (int s = 0; s < n; s++) gp.p[s] = G[s];
     /* the masked x tiles hold the kept values unscaled: 1 / (1 - p) comes in with alpha */
     const float galpha = alpha * keep_inv(p);
-    /* one launch needs a counter per column block and 16-byte aligned partials (the last block
-     * reads them as float4; lt_carve'd scratch is 256-byte aligned) */
-    const bool fused = wgrad_fused() && (M + WG_BM - 1) / WG_BM <= LT_LORA_COUNTERS && (uintptr_t)part % 16 == 0;
-    if (fused && !c->lora_counters) {
-        /* zeroed once; each launch leaves them zero (the last block of a column block resets its own) */
-        void *cnt = NULL;
-        LT_TRY(lt_cuda_malloc(c, LT_LORA_COUNTERS * sizeof(unsigned), "the LoRA gradient counters", &cnt));
-        LT_CUDA_TRY(cudaMemsetAsync(cnt, 0, LT_LORA_COUNTERS * sizeof(unsigned), c->stream));
-        c->lora_counters = (unsigned *)cnt;
-    }
     const int slot = lt_prof_begin(c, LT_PROF_WGRAD);
-    LORA_DISPATCH(wgrad_launch, bf, R, n, c, part, pstride, x, x2, coef, N, M, chunk, nchunks, p, key, gp, sm, sr,
-                  galpha, fused ? c->lora_counters : NULL);
+    LORA_DISPATCH(wgrad_launch, bf, R, n, c, part, pstride, x, x2, coef, N, M, chunk, nchunks, p, key);
     LT_LAUNCH_CHECK("k_lora_wgrad");
-    if (!fused) {
-        k_lora_wgrad_reduce<<<lt_blocks(n * M * R, 256), 256, 0, c->stream>>>(gp, part, n, nchunks, M, (int)R, sm, sr,
-                                                                             galpha);
-        LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
-    }
+    k_lora_wgrad_reduce<<<lt_blocks(n * M * R, 256), 256, 0, c->stream>>>(gp, part, n, nchunks, M, (int)R, sm, sr,
+                                                                         galpha);
+    LT_LAUNCH_CHECK("k_lora_wgrad_reduce");
     lt_prof_end(c, slot);
     return LT_OK;
 }
@@ -1101,10 +974,6 @@ lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *
  * the partial sums in `scratch` (n * chunks * M * R floats) or, when NULL, in a buffer of its own
  * (then it waits for the stream). */
 extern "C" int lt_cuda_lora_test_wg_chunks(int64_t N, int64_t M) { return lt_cuda_lora_wg_chunks(N, M); }
-
-/* 1: the weight gradient in one launch (the last block of a column block sums the chunks);
- * 0: k_lora_wgrad_reduce as a second launch (for a test that both give the same bits) */
-extern "C" void lt_cuda_lora_test_set_wgrad_fused(int on) { g_wg_fused = on ? 1 : 0; }
 
 extern "C" lt_status lt_cuda_lora_test_rowdot(lt_backend *be, int multi, int n, void *const *y, const void *x,
                                               const void *const *W, int64_t N, int64_t M, int64_t R, float alpha,

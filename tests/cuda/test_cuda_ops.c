@@ -358,9 +358,6 @@ lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, float *const
 lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
                                    const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R,
                                    float alpha, float p, uint64_t seed, const uint64_t *streams);
-/* 0 (default): the weight gradient's partial sums reduced by a second launch; 1: by the last
- * block of each column block inside the wgrad launch */
-void lt_cuda_lora_test_set_wgrad_fused(int on);
 
 
 /* drop(x) as the CPU backend forms it: kept values times 1/(1-p) in f32 (the kernels zero the
@@ -400,15 +397,10 @@ static void test_lora_multi_case(ctx *c, int n, int64_t R, int64_t N, int64_t M,
     void *yas = g_act(c, y0, N * M), *yam = g_act(c, y0, N * M), *yar = g_act(c, y0, N * M);
     CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 0, n, ys, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
     CHECK_OK(lt_cuda_lora_test_rowdot(c->gpu, 1, n, ym, gx, (const void *const *)gW, N, M, R, alpha, p, seed, streams));
-    /* the singles with a separate reduction launch, the multi call with the in-launch one: equal
-     * bits prove both the multi kernel and the last-block reduction */
-    lt_cuda_lora_test_set_wgrad_fused(0);
     CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 0, n, (float *const *)Gs, sm, sr, gx, (const void *const *)gcoef, N, M, R,
                                      galpha, p, seed, streams, NULL));
-    lt_cuda_lora_test_set_wgrad_fused(1);
     CHECK_OK(lt_cuda_lora_test_wgrad(c->gpu, 1, n, (float *const *)Gm, sm, sr, gx, (const void *const *)gcoef, N, M, R,
                                      galpha, p, seed, streams, NULL));
-    lt_cuda_lora_test_set_wgrad_fused(0);
     CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 0, n, yas, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
                                       N, M, R, alpha, p, seed, streams));
     CHECK_OK(lt_cuda_lora_test_addmul(c->gpu, 1, n, yam, (const void *const *)gcoef, (const float *const *)gWf, wr, wm,
