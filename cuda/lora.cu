@@ -5,11 +5,11 @@
  *   rowdot: y(N,R) = alpha * drop(x)(N,M) @ W(R,M)^T   (xa in forward, dxa in backward);
  *           a block takes 16 tokens, its warps split the M reduction and meet in shared memory;
  *   wgrad:  G += alpha * drop(x)(N,M)^T @ coef(N,R)     (dA and dB): a block takes 64 columns
- *           of M and a chunk of tokens and stores its f32 partial sums; the last block of a
- *           column block to finish sums the chunks in order into G (deterministic; one launch);
+ *           of M and a chunk of tokens and stores its f32 partial sums; a second launch sums
+ *           the chunks in order into G (deterministic);
  *   addmul: y(N,M) += alpha * drop(coef(N,R) @ W(R,M))  (the LoRA part of dinp): the
  *           read-modify-write of y is the only big traffic; no temporary, no second pass;
- *           W's slice of a block sits in shared memory as 16-bit values.
+ *           W^T comes from the 16-bit copy cache (gemm.cu).
  * rowdot and wgrad also serve up to LT_LORA_MULTI modules over one shared input (q/k/v over
  * ln1, gate/up over ln2): x is read once, each module applies its own mask to the loaded
  * values and keeps its own accumulators, in the order a single call has, so each module's
@@ -323,224 +323,10 @@ __global__ void k_lora_wgrad_reduce(lora_ptrs<float> G, const float *part, int n
 }
 
 /* ---------------------------------------------------------------- addmul */
-#define AM_THREADS 128
-#define AM_TOK 16 /* tokens per block: W's slice stays in registers across them */
-
-/* y[t][m..m+7] += mask * alpha * sum_r coef[t][r] W(r, m..m+7), W(r, m) = W[r*wr + m*wm] in f32
- * (A as stored for dinp: wr = M, wm = 1; B as stored for the forward: wr = 1, wm = R), read
- * once per block and kept in registers as 16-bit pairs (the rounding cuBLAS operands had) */
-template <typename T, int R>
-__global__ void __launch_bounds__(AM_THREADS) k_lora_addmul(T *y, const T *coef, const float *W, int64_t wr,
-                                                            int64_t wm, int64_t N, int64_t M, float alpha, float p,
-                                                            float inv, lora_keys keys) {
-    keys_resolve<1>(keys);
-    const uint64_t key = keys.k[0];
-    __shared__ float cs[AM_TOK][R];
-    const int64_t t0 = (int64_t)blockIdx.y * AM_TOK;
-    for (int i = threadIdx.x; i < AM_TOK * R; i += blockDim.x) {
-        const int tt = i / R, r = i % R;
-        cs[tt][r] = t0 + tt < N ? alpha * lt_tof<T>(coef[(t0 + tt) * R + r]) : 0.0f;
-    }
-    __syncthreads();
-    const int64_t m = ((int64_t)blockIdx.x * AM_THREADS + threadIdx.x) * 8;
-    if (m >= M) return;
-    uint4 wv[R];
-    if (wm == 1) {
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float4 a = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m));
-            const float4 b = __ldg(reinterpret_cast<const float4 *>(W + r * wr + m + 4));
-            const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-            wv[r] = lt_pack8<T>(f);
-        }
-    } else { /* wr == 1: the R values of each column are contiguous */
-#pragma unroll
-        for (int r4 = 0; r4 < R; r4 += 4) {
-            float f[4][8];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const float4 a = __ldg(reinterpret_cast<const float4 *>(W + (m + j) * wm + r4));
-                f[0][j] = a.x; f[1][j] = a.y; f[2][j] = a.z; f[3][j] = a.w;
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++) wv[r4 + i] = lt_pack8<T>(f[i]);
-        }
-    }
-    /* two tokens at a time: both rows of y are loaded before either is computed */
-    for (int tt = 0; tt < AM_TOK; tt += 2) {
-        const int64_t t = t0 + tt;
-        if (t >= N) break;
-        const bool two = t + 1 < N;
-        uint4 *yp0 = reinterpret_cast<uint4 *>(y + t * M + m);
-        uint4 *yp1 = reinterpret_cast<uint4 *>(y + (t + 1) * M + m);
-        const uint4 y0 = *yp0;
-        const uint4 y1 = two ? *yp1 : make_uint4(0, 0, 0, 0);
-        float acc0[8], acc1[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc0[j] = acc1[j] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            float w[8];
-            lt_unpack8<T>(wv[r], w);
-            const float c0 = cs[tt][r], c1 = cs[tt + 1][r];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                acc0[j] += c0 * w[j];
-                acc1[j] += c1 * w[j];
-            }
-        }
-        if (p > 0.0f) {
-            float s[8];
-            keep8(key, (uint64_t)(t * M + m), p, inv, s);
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc0[j] *= s[j];
-            keep8(key, (uint64_t)((t + 1) * M + m), p, inv, s);
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc1[j] *= s[j];
-        }
-        float yv[8];
-        lt_unpack8<T>(y0, yv);
-#pragma unroll
-        for (int j = 0; j < 8; j++) yv[j] += acc0[j];
-        *yp0 = lt_pack8<T>(yv);
-        if (two) {
-            lt_unpack8<T>(y1, yv);
-#pragma unroll
-            for (int j = 0; j < 8; j++) yv[j] += acc1[j];
-            *yp1 = lt_pack8<T>(yv);
-        }
-    }
-}
-
-/* addmul over NM modules: the NM W slices cannot all stay in registers, so a block keeps
- * them in shared memory (16-bit, rounded as the single kernel rounds them) for BC columns
- * and BT tokens; a thread takes 8 columns and TPG tokens, KT at a time: y is loaded once,
- * each module's sum is formed exactly as the single kernel forms it (same products, same r
- * order, same mask), added to y in f32, and y is rounded once. */
-#define AMM_THREADS 256
-template <int R, int NM> struct amm_shape {
-    static constexpr int CT = NM * R >= 64 ? 16 : 32;  /* threads across the columns, 8 columns each */
-    static constexpr int BC = CT * 8;                  /* columns per block */
-    static constexpr int TG = AMM_THREADS / CT;        /* token groups */
-    static constexpr int LDC = R + 4;                  /* floats per coef row (float4 reads, no bank clash) */
-    static constexpr int BT = NM * R * BC * 2 + NM * 64 * LDC * 4 <= 40960 ? 64 : 32; /* tokens per block */
-    static constexpr int TPG = BT / TG;                /* tokens per group */
-    static constexpr int KT = TPG < 4 ? TPG : 4;       /* tokens per pass */
-};
-
-template <typename T, int R, int NM>
-__global__ void __launch_bounds__(AMM_THREADS, 2) k_lora_addmul_multi(T *y, lora_ptrs<const T> coef,
-                                                                   lora_ptrs<const float> W, int64_t wr, int64_t wm,
-                                                                   int64_t N, int64_t M, float alpha, float p,
-                                                                   float inv, lora_keys key) {
-    keys_resolve<NM>(key);
-    using S = amm_shape<R, NM>;
-    __shared__ __align__(16) uint4 ws[NM][R][S::CT];      /* W_s(r, m0 + 8cx .. +7), 16-bit */
-    __shared__ __align__(16) float cs[NM][S::BT][S::LDC]; /* alpha * coef_s[t0 + tt][r] */
-    const int64_t m0 = (int64_t)blockIdx.x * S::BC, t0 = (int64_t)blockIdx.y * S::BT;
-    const int cx = threadIdx.x % S::CT, tg = threadIdx.x / S::CT;
-    const int64_t m = m0 + cx * 8;
-    /* y (f32) of the KT tokens from tt0 (zeros past N) */
-    float tot[S::KT][8];
-    auto load_y = [&](int tt0) {
-#pragma unroll
-        for (int k = 0; k < S::KT; k++) {
-            const int64_t t = t0 + tt0 + k;
-            const uint4 v = t < N ? *reinterpret_cast<const uint4 *>(y + t * M + m) : make_uint4(0, 0, 0, 0);
-            lt_unpack8<T>(v, tot[k]);
-        }
-    };
-    if (m < M) load_y(tg * S::TPG); /* the first pass's y is in flight while the tiles fill */
-#pragma unroll
-    for (int s = 0; s < NM; s++) {
-        for (int i = threadIdx.x; i < S::BT * R; i += AMM_THREADS) {
-            const int tt = i / R, r = i % R;
-            cs[s][tt][r] = t0 + tt < N ? alpha * lt_tof<T>(coef.p[s][(t0 + tt) * R + r]) : 0.0f;
-        }
-        if (wm == 1) {
-            for (int i = threadIdx.x; i < R * S::CT; i += AMM_THREADS) {
-                const int r = i / S::CT, cx = i % S::CT;
-                const int64_t m = m0 + cx * 8;
-                uint4 v = make_uint4(0, 0, 0, 0);
-                if (m < M) {
-                    const float4 a = __ldg(reinterpret_cast<const float4 *>(W.p[s] + r * wr + m));
-                    const float4 b = __ldg(reinterpret_cast<const float4 *>(W.p[s] + r * wr + m + 4));
-                    const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-                    v = lt_pack8<T>(f);
-                }
-                ws[s][r][cx] = v;
-            }
-        } else { /* wr == 1: the R values of each column are contiguous */
-            for (int i = threadIdx.x; i < (R / 4) * S::CT; i += AMM_THREADS) {
-                const int r4 = (i / S::CT) * 4, cx = i % S::CT;
-                const int64_t m = m0 + cx * 8;
-                float f[4][8];
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    if (m < M) a = __ldg(reinterpret_cast<const float4 *>(W.p[s] + (m + j) * wm + r4));
-                    f[0][j] = a.x; f[1][j] = a.y; f[2][j] = a.z; f[3][j] = a.w;
-                }
-#pragma unroll
-                for (int q = 0; q < 4; q++) ws[s][r4 + q][cx] = lt_pack8<T>(f[q]);
-            }
-        }
-    }
-    __syncthreads();
-    if (m >= M) return;
-    for (int i0 = 0; i0 < S::TPG; i0 += S::KT) {
-        const int tt0 = tg * S::TPG + i0;
-        if (t0 + tt0 >= N) break;
-        if (i0 > 0) load_y(tt0);
-#pragma unroll
-        for (int s = 0; s < NM; s++) {
-            float acc[S::KT][8];
-#pragma unroll
-            for (int k = 0; k < S::KT; k++)
-#pragma unroll
-                for (int j = 0; j < 8; j++) acc[k][j] = 0.0f;
-#pragma unroll
-            for (int r4 = 0; r4 < R; r4 += 4) {
-                float c4[S::KT][4];
-#pragma unroll
-                for (int k = 0; k < S::KT; k++) {
-                    const float4 cv = *reinterpret_cast<const float4 *>(&cs[s][tt0 + k][r4]);
-                    c4[k][0] = cv.x; c4[k][1] = cv.y; c4[k][2] = cv.z; c4[k][3] = cv.w;
-                }
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    float w[8];
-                    lt_unpack8<T>(ws[s][r4 + q][cx], w);
-#pragma unroll
-                    for (int k = 0; k < S::KT; k++)
-#pragma unroll
-                        for (int j = 0; j < 8; j++) acc[k][j] += c4[k][q] * w[j];
-                }
-            }
-#pragma unroll
-            for (int k = 0; k < S::KT; k++) {
-                const int64_t t = t0 + tt0 + k;
-                if (p > 0.0f && t < N) {
-                    float sk[8];
-                    keep8(key.k[s], (uint64_t)(t * M + m), p, inv, sk);
-#pragma unroll
-                    for (int j = 0; j < 8; j++) acc[k][j] *= sk[j];
-                }
-#pragma unroll
-                for (int j = 0; j < 8; j++) tot[k][j] += acc[k][j];
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < S::KT; k++) {
-            const int64_t t = t0 + tt0 + k;
-            if (t < N) *reinterpret_cast<uint4 *>(y + t * M + m) = lt_pack8<T>(tot[k]);
-        }
-    }
-}
-
-/* The same sum on tensor cores: coef(N,R) @ W(R,M) is a product with a reduction only R long,
- * which the CUDA-core kernels above spend most of their time on (R FMAs per output element and
- * module, plus unpacking W). A warp takes 16 tokens x 64 columns: per module, mma.sync with A =
+/* y(N,M) += alpha * sum_s drop_s(coef[s](N,R) @ W[s](R,M)) on tensor cores: a product with a
+ * reduction only R long, which the CUDA-core kernels this replaced (k_lora_addmul,
+ * k_lora_addmul_multi: in git history) spent most of their time on (R FMAs per output element
+ * and module, plus unpacking W). A warp takes 16 tokens x 64 columns: per module, mma.sync with A =
  * coef rows (loaded straight from global) and B = W^T (16-bit, (M, R): each column's R values
  * contiguous), the mask applied in the fragment layout, the modules summed in f32; then the
  * tile goes through shared memory so that y is read and written in 16-byte pieces. */
@@ -815,65 +601,13 @@ lt_status lt_cuda_lora_wgrad(lt_backend *be, float *G, int64_t sm, int64_t sr, c
     return lt_cuda_lora_wgrad_multi(be, 1, gg, sm, sr, x, cc, N, M, R, alpha, p, seed, &stream, part, nchunks);
 }
 
-template <typename T, int R>
-static void addmul_launch(lt_cuda *c, void *y, const void *coef, const float *W, int64_t wr, int64_t wm, int64_t N,
-                          int64_t M, float alpha, float p, uint64_t seed, uint64_t stream) {
-    dim3 grid((unsigned)((M / 8 + AM_THREADS - 1) / AM_THREADS), (unsigned)((N + AM_TOK - 1) / AM_TOK));
-    k_lora_addmul<T, R><<<grid, AM_THREADS, 0, c->stream>>>((T *)y, (const T *)coef, W, wr, wm, N, M, alpha, p,
-                                                            keep_inv(p), lora_keys_of(c, 1, seed, &stream));
-}
-
-/* the register kernel k_lora_addmul for one module */
-static lt_status addmul_regs(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
-                             int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed, uint64_t stream) {
-    if (N <= 0) return LT_OK;
-    LT_CHECK_ARG(wm == 1 || wr == 1, "lora addmul: W strides (%lld, %lld) need one of them 1", (long long)wr,
-                 (long long)wm);
-    lt_cuda *c = lt_cuda_of(be);
-    const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
-#define AM(TT, RR) addmul_launch<TT, RR>(c, y, coef, W, wr, wm, N, M, alpha, p, seed, stream)
-    if (R == 8) { if (bf) AM(__nv_bfloat16, 8); else AM(__half, 8); }
-    else if (R == 16) { if (bf) AM(__nv_bfloat16, 16); else AM(__half, 16); }
-    else if (R == 32) { if (bf) AM(__nv_bfloat16, 32); else AM(__half, 32); }
-    else return lt_error(LT_ERR_INTERNAL, "lora addmul: rank %lld has no kernel", (long long)R);
-#undef AM
-    LT_LAUNCH_CHECK("k_lora_addmul");
-    lt_prof_end(c, slot);
-    return LT_OK;
-}
-
-/* Single calls run the shared-memory kernel with one module (k_lora_addmul_multi<T, R, 1>):
- * the same products, order, mask and rounding as k_lora_addmul, hence the same bits (the test
- * checks it), at twice the warps per SM (k_lora_addmul keeps W unpacked in 203 registers for
- * rank 16, 255 with spills for 32: 8 warps per SM). LT_CUDA_LORA_ADDMUL=regs selects
- * k_lora_addmul. */
-static bool addmul_use_regs(void) {
-    static int v = -1;
-    if (v < 0) v = getenv("LT_CUDA_LORA_ADDMUL") && strcmp(getenv("LT_CUDA_LORA_ADDMUL"), "regs") == 0;
-    return v;
-}
-
 /* y(N,M) += alpha * drop(coef(N,R) @ W(R,M)), W(r, m) = W[r*wr + m*wm] f32 (wm == 1 or wr == 1) */
 lt_status lt_cuda_lora_addmul(lt_backend *be, void *y, const void *coef, const float *W, int64_t wr, int64_t wm,
                               int64_t N, int64_t M, int64_t R, float alpha, float p, uint64_t seed,
                               uint64_t stream) {
-    if (addmul_use_regs()) return addmul_regs(be, y, coef, W, wr, wm, N, M, R, alpha, p, seed, stream);
     const void *cc[1] = {coef};
     const float *ww[1] = {W};
     return lt_cuda_lora_addmul_multi(be, 1, y, cc, ww, wr, wm, N, M, R, alpha, p, seed, &stream);
-}
-
-template <typename T, int R, int NM>
-static void addmul_multi_launch(lt_cuda *c, void *y, const void *const *coef, const float *const *W, int64_t wr,
-                                int64_t wm, int64_t N, int64_t M, float alpha, float p, const lora_keys &key) {
-    using S = amm_shape<R, NM>;
-    lora_ptrs<const T> cp = {};
-    lora_ptrs<const float> wp = {};
-    for (int s = 0; s < NM; s++) { cp.p[s] = (const T *)coef[s]; wp.p[s] = W[s]; }
-    dim3 grid((unsigned)((M + S::BC - 1) / S::BC), (unsigned)((N + S::BT - 1) / S::BT));
-    k_lora_addmul_multi<T, R, NM><<<grid, AMM_THREADS, 0, c->stream>>>((T *)y, cp, wp, wr, wm, N, M, alpha, p,
-                                                                      keep_inv(p), key);
 }
 
 template <typename T, int R, int NM>
@@ -898,44 +632,30 @@ static void addmul_swb_launch(lt_cuda *c, const void *y, const void *coef, const
         (T *)y, cp, wp, N, M, alpha, p, keep_inv(p), key, (const T *)gate, (const T *)up, (T *)dgate, (T *)dup);
 }
 
-/* the tensor-core kernel (sm_80+) unless LT_CUDA_LORA_ADDMUL=smem or regs picks a CUDA-core one */
-static bool addmul_tc(void) {
-    static int v = -1;
-    if (v < 0) v = !getenv("LT_CUDA_LORA_ADDMUL") || strcmp(getenv("LT_CUDA_LORA_ADDMUL"), "tc") == 0;
-    return v;
-}
-
 /* y(N,M) += alpha * sum_s drop_s(coef[s](N,R) @ W[s](R,M)), one read and one rounding of y */
 lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *const *coef, const float *const *W,
                                     int64_t wr, int64_t wm, int64_t N, int64_t M, int64_t R, float alpha, float p,
                                     uint64_t seed, const uint64_t *streams) {
     lt_cuda *c = lt_cuda_of(be);
-    LT_TRY(lora_check(c, "addmul", n, M, R, false));
+    LT_TRY(lora_check(c, "addmul", n, M, R, true));
     LT_CHECK_ARG(wm == 1 || wr == 1, "lora addmul: W strides (%lld, %lld) need one of them 1", (long long)wr,
                  (long long)wm);
     if (N <= 0) return LT_OK;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
     const lora_keys key = lora_keys_of(c, n, seed, streams);
-    if (c->cc >= 80 && addmul_tc()) {
-        /* W^T in 16 bits, (M, R): A (wm == 1, rows M apart) transposed, or B (wr == 1) as stored */
-        const void *wt[LT_LORA_MULTI];
-        for (int s = 0; s < n; s++)
-            LT_TRY(wm == 1 ? lt_cuda_w16(be, W[s], R, M, 1, &wt[s]) : lt_cuda_w16(be, W[s], M, R, 0, &wt[s]));
-        const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
-        LORA_DISPATCH(addmul_tc_launch, bf, R, n, c, y, coef, wt, N, M, alpha, p, key);
-        LT_LAUNCH_CHECK("k_lora_addmul_tc");
-        lt_prof_end(c, slot);
-        return LT_OK;
-    }
+    /* W^T in 16 bits, (M, R): A (wm == 1, rows M apart) transposed, or B (wr == 1) as stored */
+    const void *wt[LT_LORA_MULTI];
+    for (int s = 0; s < n; s++)
+        LT_TRY(wm == 1 ? lt_cuda_w16(be, W[s], R, M, 1, &wt[s]) : lt_cuda_w16(be, W[s], M, R, 0, &wt[s]));
     const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
-    LORA_DISPATCH(addmul_multi_launch, bf, R, n, c, y, coef, W, wr, wm, N, M, alpha, p, key);
-    LT_LAUNCH_CHECK("k_lora_addmul_multi");
+    LORA_DISPATCH(addmul_tc_launch, bf, R, n, c, y, coef, wt, N, M, alpha, p, key);
+    LT_LAUNCH_CHECK("k_lora_addmul_tc");
     lt_prof_end(c, slot);
     return LT_OK;
 }
 
-/* whether lt_cuda_lora_addmul_swiglu runs here (its tensor-core kernel is the default addmul) */
-bool lt_cuda_lora_addmul_swiglu_ok(const lt_cuda *c) { return c->cc >= 80 && addmul_tc() && !addmul_use_regs(); }
+/* whether lt_cuda_lora_addmul_swiglu runs here (the tensor-core kernel: sm_80+) */
+bool lt_cuda_lora_addmul_swiglu_ok(const lt_cuda *c) { return c->cc >= 80; }
 
 /* lt_cuda_lora_addmul (one module, W = A as stored: wr = M, wm = 1) followed by swiglu_bwd:
  * y = dact + alpha drop(coef A), rounded, then dgate and dup from it, gate and up, in one pass;
@@ -969,8 +689,7 @@ lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *
 
 /* ---------------------------------------------------------------- test hooks */
 /* C-callable for tests/cuda/test_cuda_ops.c (declared there): one multi call (multi = 1) or
- * n single calls on the same arguments (multi = 0; addmul: 2 = through the register kernel
- * k_lora_addmul). The wgrad hook uses lt_cuda_lora_wg_chunks(N, M) chunks, as the graph does, with
+ * n single calls on the same arguments (multi = 0). The wgrad hook uses lt_cuda_lora_wg_chunks(N, M) chunks, as the graph does, with
  * the partial sums in `scratch` (n * chunks * M * R floats) or, when NULL, in a buffer of its own
  * (then it waits for the stream). */
 extern "C" int lt_cuda_lora_test_wg_chunks(int64_t N, int64_t M) { return lt_cuda_lora_wg_chunks(N, M); }
@@ -1014,9 +733,8 @@ extern "C" lt_status lt_cuda_lora_test_wgrad(lt_backend *be, int multi, int n, f
 extern "C" lt_status lt_cuda_lora_test_addmul(lt_backend *be, int multi, int n, void *y, const void *const *coef,
                                               const float *const *W, int64_t wr, int64_t wm, int64_t N, int64_t M,
                                               int64_t R, float alpha, float p, uint64_t seed, const uint64_t *streams) {
-    if (multi == 1) return lt_cuda_lora_addmul_multi(be, n, y, coef, W, wr, wm, N, M, R, alpha, p, seed, streams);
+    if (multi) return lt_cuda_lora_addmul_multi(be, n, y, coef, W, wr, wm, N, M, R, alpha, p, seed, streams);
     for (int s = 0; s < n; s++)
-        LT_TRY(multi == 2 ? addmul_regs(be, y, coef[s], W[s], wr, wm, N, M, R, alpha, p, seed, streams[s])
-                          : lt_cuda_lora_addmul(be, y, coef[s], W[s], wr, wm, N, M, R, alpha, p, seed, streams[s]));
+        LT_TRY(lt_cuda_lora_addmul(be, y, coef[s], W[s], wr, wm, N, M, R, alpha, p, seed, streams[s]));
     return LT_OK;
 }
