@@ -19,7 +19,8 @@ void lt_cuda_attention_force_portable(int on);
 /* 1: the attention backward takes the v6 kernel (k_flash_bwd), as on cards whose shared memory
  * is too small for the v7 one (A100, sm_86/89), so that an H100 tests it too */
 void lt_cuda_attention_force_bwd_v6(int on);
-/* Selects the skinny LoRA kernels of lora.cu (1) or dropout + cuBLAS (0, the default). */
+/* Selects the skinny LoRA kernels of lora.cu (1, the default) or dropout + cuBLAS (0, the path
+ * of shapes those kernels do not serve). */
 void lt_cuda_lora_set_skinny(int on);
 /* How many passes ran as a replayed CUDA graph on this backend (graph_launch calls). */
 long lt_cuda_graph_launches(lt_backend *be);

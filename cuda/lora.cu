@@ -429,16 +429,15 @@ __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_pt
 }
 
 /* ---------------------------------------------------------------- launchers */
-/* On by default (tensor-core kernels, cuda/NOTES.md v5); LT_CUDA_LORA_SKINNY=0 or the test
- * hook selects dropout + cuBLAS instead. */
-static int g_skinny = -1;
+/* On (tensor-core kernels, cuda/NOTES.md v5); the test hook selects dropout + cuBLAS instead,
+ * the path shapes without a kernel take (rank not 8/16/32, widths not multiples of 8, sm_75) */
+static int g_skinny = 1;
 void lt_cuda_lora_set_skinny(int on) { g_skinny = on ? 1 : 0; }
 /* whether the current device runs the mma.sync kernels (compute capability 8.0+); on an older
  * one (sm_75) rowdot and wgrad are compiled empty, so the callers must take the cuBLAS path */
 static int g_mma_ok = -1;
 
 bool lt_cuda_lora_fast_ok(int64_t R, int64_t C, int64_t OC) {
-    if (g_skinny < 0) g_skinny = !(getenv("LT_CUDA_LORA_SKINNY") && atoi(getenv("LT_CUDA_LORA_SKINNY")) == 0);
     if (g_mma_ok < 0) {
         int d = 0, major = 0;
         g_mma_ok = cudaGetDevice(&d) == cudaSuccess &&

@@ -2,7 +2,7 @@
 # run_gpu.sh - what one call on the GPU machine runs for the CUDA backend: the op tests and the
 # graph test (binaries built on the workstation with nvcc and carried in build-cuda/), the
 # benchmark and the transformers+PEFT peer baseline in the same call, then a short table.
-# Usage: tests/cuda/run_gpu.sh [ops] [graph] [bench] [skinny] [peer]
+# Usage: tests/cuda/run_gpu.sh [ops] [graph] [bench] [peer]
 # B=DIR picks the staged build (default build-cuda): DIR/loratune, DIR/tests/cuda/test_cuda_ops,
 # DIR/tests/cuda/test_cuda_graph, DIR/libs/libutf8proc.so.2 (the GPU image lacks it), stripped,
 # carried with the run tool's carry ["DIR"]. BENCH_ARGS adds flags to `loratune bench`.
@@ -20,8 +20,6 @@ for what in "$@"; do
       $B/tests/cuda/test_cuda_graph 2>&1 | tee $OUT/graph.log; echo "test_cuda_graph rc=${PIPESTATUS[0]}" ;;
     bench)
       $B/loratune bench --json $OUT/bench.json ${BENCH_ARGS:-} > $OUT/bench.log 2>&1; echo "bench rc=$?"; tail -12 $OUT/bench.log ;;
-    skinny)
-      LT_CUDA_LORA_SKINNY=1 $B/loratune bench --shapes 2x2048 --steps 4 --warmup 2 > $OUT/skinny.log 2>&1; echo "bench (LT_CUDA_LORA_SKINNY=1) rc=$?"; tail -2 $OUT/skinny.log ;;
     peer)
       PYTHONUNBUFFERED=1 python3 bench/hf_peft_lora_baseline.py $OUT/peer.json > $OUT/peer.log 2>&1; echo "peer rc=$?"; grep -v Warn $OUT/peer.log | tail -5 ;;
   esac
