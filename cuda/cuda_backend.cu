@@ -527,9 +527,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->scale_many = LT_PROF(26, lt_cuda_scale_many);      /* counted with scale */
     o->nonfinite_many = LT_PROF(29, lt_cuda_nonfinite_many); /* counted with nonfinite */
     o->adamw8bit_many = LT_PROF(28, lt_cuda_adamw8bit_many); /* counted with adamw8bit */
-    /* LT_CUDA_DOWN_SWIGLU=0: no such op, so the recompute writes act again (for A/B runs) */
-    if (!(getenv("LT_CUDA_DOWN_SWIGLU") && atoi(getenv("LT_CUDA_DOWN_SWIGLU")) == 0))
-        o->lora_bwd_swiglu = LT_PROF(14, lt_cuda_lora_bwd_swiglu); /* counted with lora_bwd */
+    o->lora_bwd_swiglu = LT_PROF(14, lt_cuda_lora_bwd_swiglu); /* counted with lora_bwd */
     o->graph_begin = op_graph_begin;
     o->graph_end = op_graph_end;
     o->graph_launch = op_graph_launch;
