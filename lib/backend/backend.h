@@ -248,6 +248,24 @@ typedef struct lt_backend_ops {
     void (*graph_free)(lt_backend *be, void *graph);
     uint64_t (*graph_epoch)(lt_backend *be);
 
+    /* ---- checkpoint offload (gradient checkpoints kept in host memory) ----
+     * host_alloc: bytes of host memory that offload_copy moves at full speed (pinned on CUDA,
+     * plain memory on the CPU), zero-filled; host_free releases it (NULL-safe; it waits for the
+     * copies in flight and, like free, changes graph_epoch).
+     * offload_copy: dst = src (bytes) between backend memory and host_alloc memory, either way.
+     * The copy starts once every op queued before it is done and runs beside the ops queued
+     * after it (a copy stream on CUDA, which a graph recording captures as a branch); *ticket
+     * names it. Nothing orders later ops after it: until offload_wait(ticket), they must not
+     * write src or touch dst.
+     * offload_wait: the ops queued after it start once copy `ticket` and every copy before it
+     * are done. A pass (and a graph recording) waits for every copy it made before it ends.
+     * Defaults: host_alloc/host_free = alloc/free, offload_copy = copy (in stream order),
+     * offload_wait does nothing. */
+    lt_status (*host_alloc)(lt_backend *be, size_t bytes, void **out);
+    void (*host_free)(lt_backend *be, void *p);
+    lt_status (*offload_copy)(lt_backend *be, void *dst, const void *src, size_t bytes, uint64_t *ticket);
+    lt_status (*offload_wait)(lt_backend *be, uint64_t ticket);
+
     /* ---- model families (lt_config's layer description) ----
      * Every op of this group has a portable default (lt_backend_fill_defaults) that runs the
      * older op where the options reduce to it and otherwise returns LT_ERR_UNSUPPORTED naming
@@ -319,8 +337,8 @@ struct lt_backend {
     void *impl;           /* backend private */
 };
 
-/* Fills the empty slots of the model-family and decoder groups with their portable defaults
- * (every backend constructor calls it last). */
+/* Fills the empty slots of the checkpoint-offload, model-family and decoder groups with their
+ * portable defaults (every backend constructor calls it last). */
 void lt_backend_fill_defaults(lt_backend *be);
 
 /* Constructors. lt_backend_cuda_create returns LT_ERR_UNSUPPORTED in a CPU-only build. */

@@ -1,6 +1,6 @@
 /* backend_common.c - what every backend shares: lt_backend_free, bitsandbytes' NF4 code table
  * and its 8-bit dynamic maps (create_dynamic_map), computed as torch does in float32, and the
- * portable defaults of the model-family and decoder ops. */
+ * portable defaults of the model-family, decoder and checkpoint-offload ops. */
 #include "backend/backend.h"
 #include "core/core.h"
 #include <math.h>
@@ -178,9 +178,22 @@ static lt_status def_decoder_step(lt_backend *be, void *d, int32_t tok, int64_t 
 }
 static void def_decoder_free(lt_backend *be, void *d) { (void)be; (void)d; }
 
+/* checkpoint offload without a host side: backend memory and ordinary copies in stream order */
+static lt_status def_host_alloc(lt_backend *be, size_t bytes, void **out) { return be->ops.alloc(be, bytes, out); }
+static void def_host_free(lt_backend *be, void *p) { be->ops.free(be, p); }
+static lt_status def_offload_copy(lt_backend *be, void *dst, const void *src, size_t bytes, uint64_t *ticket) {
+    *ticket = 0;
+    return be->ops.copy(be, dst, src, bytes);
+}
+static lt_status def_offload_wait(lt_backend *be, uint64_t ticket) { (void)be; (void)ticket; return LT_OK; }
+
 void lt_backend_fill_defaults(lt_backend *be) {
     lt_backend_ops *o = &be->ops;
 #define D(slot, fn) if (!o->slot) o->slot = fn
+    D(host_alloc, def_host_alloc);
+    D(host_free, def_host_free);
+    D(offload_copy, def_offload_copy);
+    D(offload_wait, def_offload_wait);
     D(rope_freq_fwd, def_rope_freq_fwd);
     D(rope_freq_bwd, def_rope_freq_bwd);
     D(attention_opt_fwd, def_attention_opt_fwd);

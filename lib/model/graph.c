@@ -62,6 +62,15 @@ struct lt_graph {
     void *dpost;            /* sandwich_norm: (N,C) gradient of a post-norm's input */
     void *dqkv;             /* fused_qkv: (N,NH*HD+2*NKV*HD) */
     void *dgu;              /* fused_gate_up: (N,2I) */
+    /* checkpoint offload (mode LT_GRAPH_TRAIN_OFFLOAD): res[l] and layer l's xa_keep point into
+     * device slot l % 2, which holds layer l's checkpoint while the forward makes it and while
+     * the backward reads it; the host copies (the backend's host memory) keep layers
+     * [0, L-1): the last layer is not recomputed, its slot is never overwritten */
+    int32_t offload;
+    void *slot_res[2];      /* (N,C) */
+    void *slot_xa[2];       /* LT_PROJ_COUNT x (N,R), xa_keep's layout */
+    void *host_res;         /* (L-1) x (N,C) */
+    void *host_xa;          /* (L-1) x LT_PROJ_COUNT x (N,R) */
     /* logits for lt_graph_logits, f32 (chunk,V), and their argmax for evaluation (chunk), kept:
      * freeing between evaluations would invalidate the recorded training pass */
     float *logits;
@@ -74,7 +83,7 @@ struct lt_graph {
     int rec_failed;         /* recording failed for rec_want: passes of that key run op by op */
     struct rec_key {
         int64_t N;
-        int32_t nseq, max_seqlen, keep, lora_on, deterministic;
+        int32_t nseq, max_seqlen, keep, lora_on, deterministic, offload;
         float dropout, grad_scale, lora_scale;
         lt_lora_params lora;
         uint64_t epoch;     /* the backend's memory epoch */
@@ -110,12 +119,19 @@ void lt_graph_free(lt_graph *g) {
         for (int p = 0; p < LT_PROJ_COUNT; p++) gfree(be, &a->xa[p]);
     }
     free(g->acts);
-    for (int i = 0; g->xa_keep && i < g->n_layers * LT_PROJ_COUNT; i++) gfree(be, &g->xa_keep[i]);
+    /* with offload, res and xa_keep point into the slots */
+    for (int i = 0; !g->offload && g->xa_keep && i < g->n_layers * LT_PROJ_COUNT; i++) gfree(be, &g->xa_keep[i]);
     free(g->xa_keep);
     if (g->rec) be->ops.graph_free(be, g->rec);
-    if (g->res)
+    if (g->res && !g->offload)
         for (int l = 0; l <= g->n_layers; l++) gfree(be, &g->res[l]);
     free(g->res);
+    for (int s = 0; s < 2; s++) {
+        gfree(be, &g->slot_res[s]);
+        gfree(be, &g->slot_xa[s]);
+    }
+    be->ops.host_free(be, g->host_res);
+    be->ops.host_free(be, g->host_xa);
     free(g);
 }
 
@@ -124,8 +140,9 @@ uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, in
     uint64_t QD = (uint64_t)c->num_heads * c->head_dim, KD = (uint64_t)c->num_kv_heads * c->head_dim;
     uint64_t n = (uint64_t)N, a = (uint64_t)ab;
     uint64_t sets = train == LT_GRAPH_TRAIN_KEEP ? (uint64_t)c->num_layers : 1;
+    const int off = train == LT_GRAPH_TRAIN_OFFLOAD;
     uint64_t bytes = 4 * (4 * n + 1);                               /* ids, pos, targets, cu */
-    bytes += (uint64_t)(c->num_layers + 1) * n * C * a;            /* checkpoints */
+    bytes += (off ? 2 : (uint64_t)(c->num_layers + 1)) * n * C * a; /* checkpoints (offload: slots) */
     bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD + 3 * I)      /* layer activations */
                      + 4 * n * (2 + (uint64_t)c->num_heads));         /* rstd, lse */
     /* what the layer description adds */
@@ -135,11 +152,18 @@ uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, in
     if (c->fused_qkv) { extra += n * a * (QD + 2 * KD); extra_bwd += n * a * (QD + 2 * KD); }
     if (c->fused_gate_up) { extra += 2 * n * a * I; extra_bwd += 2 * n * a * I; }
     bytes += sets * extra + (train ? extra_bwd : 0);
-    /* xa: per set, or per layer when checkpointing keeps them (lt_graph_reserve) */
-    bytes += (train == LT_GRAPH_TRAIN && r > 0 ? (uint64_t)c->num_layers : sets) * n * a * (uint64_t)r * LT_PROJ_COUNT;
+    /* xa: per set, or per layer when checkpointing keeps them (lt_graph_reserve; offload: slots) */
+    const uint64_t xa_sets = r <= 0 ? sets : off ? 2 : train == LT_GRAPH_TRAIN ? (uint64_t)c->num_layers : sets;
+    bytes += xa_sets * n * a * (uint64_t)r * LT_PROJ_COUNT;
     bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
     if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD + 3 * I);  /* backward */
     return bytes;
+}
+
+uint64_t lt_graph_host_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, int train) {
+    if (train != LT_GRAPH_TRAIN_OFFLOAD || c->num_layers < 2) return 0;
+    const uint64_t rr = r > 0 ? (uint64_t)r : 0;
+    return (uint64_t)(c->num_layers - 1) * (uint64_t)N * (uint64_t)ab * ((uint64_t)c->hidden_size + rr * LT_PROJ_COUNT);
 }
 
 static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, int32_t r) {
@@ -193,20 +217,38 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     g->train = train;
     lt_status st = LT_OK;
 #define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
+    const int off = train == LT_GRAPH_TRAIN_OFFLOAD;
+    g->offload = off;
     A(g->ids, 4 * N); A(g->pos, 4 * N); A(g->targets, 4 * N); A(g->cu, 4 * (N + 1));
     g->res = lt_calloc((size_t)c->num_layers + 1, sizeof(void *), "graph checkpoints");
     if (!g->res) st = LT_ERR_OUT_OF_MEMORY;
-    for (int l = 0; st == LT_OK && l <= c->num_layers; l++) A(g->res[l], N * C * ab);
+    if (off) {
+        A(g->slot_res[0], N * C * ab); A(g->slot_res[1], N * C * ab);
+        for (int l = 0; st == LT_OK && l <= c->num_layers; l++) g->res[l] = g->slot_res[l % 2];
+        if (st == LT_OK && c->num_layers > 1)
+            st = be->ops.host_alloc(be, (size_t)lt_graph_host_bytes(c, be->act_bytes, 0, cap, train), &g->host_res);
+    } else {
+        for (int l = 0; st == LT_OK && l <= c->num_layers; l++) A(g->res[l], N * C * ab);
+    }
     int n_acts = train == LT_GRAPH_TRAIN_KEEP ? c->num_layers : 1;
     g->acts = lt_calloc((size_t)n_acts, sizeof *g->acts, "graph activations");
     if (!g->acts) st = LT_ERR_OUT_OF_MEMORY;
     else g->n_acts = n_acts;
-    const int keep_xa = train == LT_GRAPH_TRAIN && r > 0;
+    const int keep_xa = (train == LT_GRAPH_TRAIN || off) && r > 0;
     for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, keep_xa ? 0 : r);
     if (st == LT_OK && keep_xa) {
         g->xa_keep = lt_calloc((size_t)c->num_layers * LT_PROJ_COUNT, sizeof(void *), "graph LoRA xa");
         if (!g->xa_keep) st = LT_ERR_OUT_OF_MEMORY;
-        for (int i = 0; st == LT_OK && i < c->num_layers * LT_PROJ_COUNT; i++) A(g->xa_keep[i], N * (size_t)r * ab);
+        const size_t xb = N * (size_t)r * ab;
+        if (off) {
+            A(g->slot_xa[0], LT_PROJ_COUNT * xb); A(g->slot_xa[1], LT_PROJ_COUNT * xb);
+            for (int i = 0; st == LT_OK && i < c->num_layers * LT_PROJ_COUNT; i++)
+                g->xa_keep[i] = (char *)g->slot_xa[(i / LT_PROJ_COUNT) % 2] + (size_t)(i % LT_PROJ_COUNT) * xb;
+            if (st == LT_OK && c->num_layers > 1)
+                st = be->ops.host_alloc(be, (size_t)(c->num_layers - 1) * LT_PROJ_COUNT * xb, &g->host_xa);
+        } else {
+            for (int i = 0; st == LT_OK && i < c->num_layers * LT_PROJ_COUNT; i++) A(g->xa_keep[i], xb);
+        }
     }
     A(g->proj, N * C * ab); A(g->lnf, N * C * ab); A(g->rstdf, 4 * N); A(g->loss, 4);
     if (train) {
@@ -222,10 +264,12 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     if (st != LT_OK) {
         lt_graph_free(g);
         m->graph = NULL;
-        return lt_error_wrap(st, "allocating the graph buffers for %lld tokens (%.1f MiB); try a smaller "
+        return lt_error_wrap(st, "allocating the graph buffers for %lld tokens (%.1f MiB%s); try a smaller "
                              "batch_size or max_seq_len%s", (long long)cap,
                              lt_graph_bytes(c, be->act_bytes, r, cap, train) / 1048576.0,
-                             train == LT_GRAPH_TRAIN_KEEP ? ", or turn gradient checkpointing back on" : "");
+                             off ? " and the offloaded checkpoints' host memory" : "",
+                             train == LT_GRAPH_TRAIN_KEEP ? ", or turn gradient checkpointing back on"
+                             : train == LT_GRAPH_TRAIN ? ", or offload the checkpoints (offload_checkpoints)" : "");
     }
     return LT_OK;
 }
@@ -239,6 +283,7 @@ typedef struct pass_ctx {
     int64_t N;
     int32_t nseq, max_seqlen;
     int lora_on;
+    int off;                /* a training pass with its checkpoints offloaded (g->offload) */
     float dropout;
     uint64_t seed, stream_base;
     /* rotary frequencies of full-attention [0] and sliding-window [1] layers for this pass's
@@ -657,13 +702,54 @@ static lt_status embed(const pass_ctx *x) {
     return LT_OK;
 }
 
-/* Embedding, every layer (keeping the checkpoints), final norm into g->lnf. */
+/* ---- checkpoint offload: layer l's checkpoint is res[l] (N,C) and its LoRA A outputs (the
+ * xa slot block); both live in device slot l % 2 and, for l < L-1, in host memory ---- */
+
+static size_t res_bytes(const pass_ctx *x) {
+    return (size_t)x->N * (size_t)x->m->cfg.hidden_size * (size_t)x->be->act_bytes;
+}
+static size_t xa_block_bytes(const lt_graph *g, const lt_backend *be) {
+    return (size_t)LT_PROJ_COUNT * (size_t)g->cap * (size_t)g->r * (size_t)be->act_bytes;
+}
+static void *host_res_of(const pass_ctx *x, int l) {
+    return (char *)x->g->host_res + (size_t)l * (size_t)x->g->cap * (size_t)x->m->cfg.hidden_size *
+                                        (size_t)x->be->act_bytes;
+}
+static void *host_xa_of(const pass_ctx *x, int l) {
+    return (char *)x->g->host_xa + (size_t)l * xa_block_bytes(x->g, x->be);
+}
+
+/* Copies layer l's checkpoint back into its slot (after every op queued so far); *ticket: the
+ * last of the copies. */
+static lt_status ckpt_load(const pass_ctx *x, int l, uint64_t *ticket) {
+    lt_graph *g = x->g;
+    lt_backend *be = x->be;
+    LT_TRY(be->ops.offload_copy(be, g->res[l], host_res_of(x, l), res_bytes(x), ticket));
+    if (g->slot_xa[0])
+        LT_TRY(be->ops.offload_copy(be, g->slot_xa[l % 2], host_xa_of(x, l), xa_block_bytes(g, be), ticket));
+    return LT_OK;
+}
+
+/* Embedding, every layer (keeping the checkpoints), final norm into g->lnf. With offload, layer
+ * l's input res[l] goes to the host while layer l runs, its xa while layer l+1 runs; a layer
+ * waits only for the copy out of the slot it is about to overwrite (written two layers back). */
 static lt_status forward_all(const pass_ctx *x) {
     const lt_config *c = &x->m->cfg;
     lt_graph *g = x->g;
     lt_backend *be = x->be;
+    const int L = c->num_layers, xa_off = x->off && g->slot_xa[0];
+    uint64_t saved_res[2] = {0, 0}, saved_xa[2] = {0, 0}; /* tickets by slot */
     LT_TRY(embed(x));
-    for (int l = 0; l < c->num_layers; l++) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 0));
+    for (int l = 0; l < L; l++) {
+        if (x->off) {
+            if (l < L - 1) LT_TRY(be->ops.offload_copy(be, host_res_of(x, l), g->res[l], res_bytes(x), &saved_res[l % 2]));
+            if (l >= 1) LT_TRY(be->ops.offload_wait(be, saved_res[(l + 1) % 2])); /* res[l-1] out of the output slot */
+            if (xa_off && l >= 2) LT_TRY(be->ops.offload_wait(be, saved_xa[l % 2])); /* xa[l-2] */
+        }
+        LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 0));
+        if (xa_off && l < L - 1)
+            LT_TRY(be->ops.offload_copy(be, host_xa_of(x, l), g->slot_xa[l % 2], xa_block_bytes(g, be), &saved_xa[l % 2]));
+    }
     LT_TRY(be->ops.rmsnorm_fwd(be, g->lnf, g->rstdf, g->res[c->num_layers], x->m->final_norm, x->N,
                                c->hidden_size, (float)c->rms_norm_eps));
     return LT_OK;
@@ -692,9 +778,18 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, g->res[c->num_layers], m->final_norm, g->rstdf, N, C));
     /* layers in reverse; with one activation set, each layer is recomputed from its checkpoint
      * first (same dropout streams, so the same masks), except the last: the forward pass has
-     * just left its activations in that set (the head and the final norm do not touch it) */
-    for (int l = c->num_layers - 1; l >= 0; l--) {
-        if (g->n_acts == 1 && l < c->num_layers - 1) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
+     * just left its activations in that set (the head and the final norm do not touch it).
+     * With offload, the last layer's checkpoint is still in its slot; layer l-1's is copied
+     * back into the other slot (free once layer l+1's backward is done) while layer l runs */
+    const int L = c->num_layers;
+    uint64_t loaded = 0;
+    if (x->off && L >= 2) LT_TRY(ckpt_load(x, L - 2, &loaded));
+    for (int l = L - 1; l >= 0; l--) {
+        if (x->off && l < L - 1) {
+            LT_TRY(be->ops.offload_wait(be, loaded));
+            if (l >= 1) LT_TRY(ckpt_load(x, l - 1, &loaded));
+        }
+        if (g->n_acts == 1 && l < L - 1) LT_TRY(layer_fwd(x, l, g->res[l], g->res[l + 1], 1));
         LT_TRY(layer_bwd(x, l, g->res[l]));
     }
     return LT_OK;
@@ -702,7 +797,8 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
 
 static int rec_key_eq(const struct rec_key *a, const struct rec_key *b) {
     return a->N == b->N && a->nseq == b->nseq && a->max_seqlen == b->max_seqlen && a->keep == b->keep &&
-           a->lora_on == b->lora_on && a->deterministic == b->deterministic && a->dropout == b->dropout &&
+           a->lora_on == b->lora_on && a->deterministic == b->deterministic && a->offload == b->offload &&
+           a->dropout == b->dropout &&
            a->grad_scale == b->grad_scale && a->lora_scale == b->lora_scale &&
            !memcmp(&a->lora, &b->lora, sizeof a->lora) && a->epoch == b->epoch;
 }
@@ -725,6 +821,7 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
     k.lora_on = x->lora_on; k.dropout = x->dropout; k.grad_scale = grad_scale; k.lora_scale = m->lora_scale;
     k.lora = m->lora;
     k.deterministic = be->deterministic;
+    k.offload = x->off;
     k.epoch = be->ops.graph_epoch(be);
     /* the recorded masks are those of its stream base; a replay's differ by xor (graph.h) */
     const uint64_t sx = lt_graph_stream(pass->stream_base, 0, 0) ^ lt_graph_stream(g->rec_base, 0, 0);
@@ -766,7 +863,10 @@ lt_status lt_graph_forward_backward(lt_model *m, const lt_batch *b, float grad_s
     if (!m->lora_enabled) return lt_error(LT_ERR_STATE, "training needs the LoRA branch enabled "
                                           "(lt_model_set_lora_enabled(model, 1))");
     pass_ctx x;
-    LT_TRY(pass_begin(m, b, pass->keep_activations ? LT_GRAPH_TRAIN_KEEP : LT_GRAPH_TRAIN, &x));
+    LT_TRY(pass_begin(m, b, pass->keep_activations     ? LT_GRAPH_TRAIN_KEEP
+                            : pass->offload_checkpoints ? LT_GRAPH_TRAIN_OFFLOAD
+                                                        : LT_GRAPH_TRAIN, &x));
+    x.off = m->graph->offload; /* a graph with device checkpoints (reserved before) keeps them */
     x.dropout = pass->train ? m->lora.dropout : 0.0f;
     x.seed = pass->seed;
     x.stream_base = pass->stream_base;

@@ -5,8 +5,11 @@
  * Memory: buffers are allocated once for a token budget and reused; they grow (reallocated)
  * when a batch exceeds the budget. Gradient checkpointing: the forward keeps only the residual
  * stream entering each layer (and leaving the last one); the backward recomputes each layer's
- * forward from its checkpoint, then runs its backward. The LM head and cross-entropy are fused
- * over token chunks (lm_head_ce), so full-vocabulary logits of a batch never exist.
+ * forward from its checkpoint, then runs its backward. Checkpoint offload: those checkpoints
+ * (and the layers' LoRA A outputs) are copied to host memory while the forward goes on, and
+ * back one layer ahead of the backward's recompute, through two device slots. The LM head and
+ * cross-entropy are fused over token chunks (lm_head_ce), so full-vocabulary logits of a batch
+ * never exist.
  *
  * LoRA dropout: the mask of layer l, projection p is drawn from Philox(seed, stream) with
  * stream = lt_graph_stream(stream_base, l, p); the recompute in backward reuses the same stream,
@@ -19,10 +22,13 @@
 
 typedef struct lt_graph lt_graph;
 
-/* Buffer modes of lt_graph_reserve: forward only; forward + backward with gradient
- * checkpointing (one activation set, each layer recomputed in backward); forward + backward
- * keeping every layer's activations (no recompute, L activation sets). */
-enum { LT_GRAPH_INFER = 0, LT_GRAPH_TRAIN = 1, LT_GRAPH_TRAIN_KEEP = 2 };
+/* Buffer modes of lt_graph_reserve, each holding what the ones before it need: forward only;
+ * forward + backward with gradient checkpointing and the checkpoints in host memory (two device
+ * slots that the forward copies out of and the backward copies back into, one layer ahead);
+ * forward + backward with gradient checkpointing (one activation set, each layer recomputed in
+ * backward, every checkpoint on the device); forward + backward keeping every layer's
+ * activations (no recompute, L activation sets). */
+enum { LT_GRAPH_INFER = 0, LT_GRAPH_TRAIN_OFFLOAD = 1, LT_GRAPH_TRAIN = 2, LT_GRAPH_TRAIN_KEEP = 3 };
 
 /* Options of one pass. */
 typedef struct lt_graph_pass {
@@ -30,6 +36,7 @@ typedef struct lt_graph_pass {
     uint64_t seed;          /* dropout seed */
     uint64_t stream_base;   /* dropout stream base, see lt_graph_stream */
     int32_t keep_activations; /* 1: gradient checkpointing off (keep every layer's activations) */
+    int32_t offload_checkpoints; /* 1 (with checkpointing): the checkpoints in host memory */
 } lt_graph_pass;
 
 /* The dropout stream of (micro-batch stream base, layer, projection). Xor-linear in the base:
@@ -45,8 +52,10 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train);
 /* Frees a graph and its buffers (NULL-safe). lt_model_free calls it (before freeing the backend)
  * and sets m->graph = NULL. */
 void lt_graph_free(lt_graph *g);
-/* Bytes the graph buffers take for n_tokens in mode `train` (for memory estimates). */
+/* Bytes the graph buffers take for n_tokens in mode `train` (for memory estimates): on the
+ * device, and in host memory (the offloaded checkpoints; 0 in other modes). */
 uint64_t lt_graph_bytes(const lt_config *cfg, int32_t act_bytes, int32_t lora_r, int64_t n_tokens, int train);
+uint64_t lt_graph_host_bytes(const lt_config *cfg, int32_t act_bytes, int32_t lora_r, int64_t n_tokens, int train);
 
 /* Forward + backward of one micro-batch. Adds sum(CE over b->targets) to *loss_sum and
  * accumulates (+=) grad_scale * d(sum CE)/d(LoRA) into every attached lora dA/dB.

@@ -43,12 +43,14 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     lt_lora_params l;
     lt_lora_params_init(&l);
     if (lp) memcpy(&l, lp, lp->struct_size && lp->struct_size < sizeof l ? lp->struct_size : sizeof l);
-    int32_t batch = 2, optim8 = 1, ckpt = 1;
+    int32_t batch = 2, optim8 = 1, ckpt = 1, offload = 0;
     if (tp) {
         batch = tp->batch_size > 0 ? tp->batch_size : 1;
         optim8 = tp->optimizer == LT_OPTIM_ADAMW_8BIT;
         ckpt = tp->gradient_checkpointing != 0;
+        offload = ckpt && tp->offload_checkpoints != 0;
     }
+    const int mode = !ckpt ? LT_GRAPH_TRAIN_KEEP : offload ? LT_GRAPH_TRAIN_OFFLOAD : LT_GRAPH_TRAIN;
     int cpu = m.device == LT_DEVICE_CPU || (m.device == LT_DEVICE_AUTO && lt_cuda_device_count() == 0);
     int nf4 = !cpu && (c.bnb_4bit || m.quant == LT_QUANT_NF4);
     uint64_t ab = cpu ? 4 : (m.compute_dtype == LT_DTYPE_F32 ? 4 : 2); /* activation bytes */
@@ -100,8 +102,7 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         while (slices > 1 && slices * chunk > 16 * 384) slices /= 2;
         head = chunk * V * ab + slices * (uint64_t)C * chunk * 4;
     }
-    out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, ckpt ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP) +
-                       head;
+    out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + head;
 
     uint64_t layer16 = 0; /* one layer's projections in 16 bits, rows widened by 2R + 8 */
     for (int p = 0; p < LT_PROJ_COUNT; p++) {

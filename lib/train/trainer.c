@@ -96,10 +96,11 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         return lt_error(LT_ERR_UNSUPPORTED, "packing=1 (TRL's fixed-length sequence packing) is not implemented; "
                         "loratune's micro-batches are already padding-free (records end to end, block-diagonal "
                         "attention) and short micro-batches are fused (fuse_micro_batches): set packing to 0");
-    if (p.offload_checkpoints)
-        return lt_error(LT_ERR_UNSUPPORTED, "offload_checkpoints=1 is not implemented: the checkpoints stay on the "
-                        "device (one residual tensor per layer); set it to 0, or lower batch_size / max_seq_len "
-                        "if memory is short");
+    if (p.offload_checkpoints != 0 && p.offload_checkpoints != 1)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "offload_checkpoints must be 0 or 1 (got %d)", p.offload_checkpoints);
+    if (p.offload_checkpoints && !p.gradient_checkpointing)
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "offload_checkpoints=1 needs gradient_checkpointing=1: the "
+                        "checkpoints it moves to host memory are those of gradient checkpointing");
     LT_TRY(lt_dist_check(&p, model));
     if (!model->has_lora)
         return lt_error(LT_ERR_STATE, "the model has no LoRA adapter: call lt_model_add_lora (or "
@@ -159,7 +160,9 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         if (p.fuse_micro_batches && tr->n_micro > 1 && fused > cap) cap = fused;
         tr->fuse_cap = max_len > 0 ? cap : 0;
         if (max_len > 0)
-            st = lt_graph_reserve(model, cap, p.gradient_checkpointing ? LT_GRAPH_TRAIN : LT_GRAPH_TRAIN_KEEP);
+            st = lt_graph_reserve(model, cap, !p.gradient_checkpointing ? LT_GRAPH_TRAIN_KEEP
+                                              : p.offload_checkpoints   ? LT_GRAPH_TRAIN_OFFLOAD
+                                                                        : LT_GRAPH_TRAIN);
     }
     if (st != LT_OK) {
         lt_trainer_free(tr);
@@ -422,7 +425,8 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             restore_cursor(tr, &before);
             return LT_STOPPED;
         }
-        lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1};
+        lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1,
+                              tr->p.offload_checkpoints};
         tr->micro_index++;
         if (tr->coll && tr->pass_owner[a] != tr->rank) continue;
         lt_status st = lt_graph_forward_backward(m, &runs[a], grad_scale, &pass, tr->coll ? &pass_loss[a] : &loss_sum);

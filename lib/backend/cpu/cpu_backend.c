@@ -43,6 +43,27 @@ static lt_status cpu_memcpy(lt_backend *be, void *dst, const void *src, size_t b
     if (bytes && dst != src) memmove(dst, src, bytes);
     return LT_OK;
 }
+/* checkpoint offload: a separate host allocation, outside the backend's in-use/peak accounting
+ * (as pinned host memory is outside the CUDA backend's), and copies that are done on return */
+static lt_status cpu_host_alloc(lt_backend *be, size_t bytes, void **out) {
+    (void)be;
+    *out = calloc(1, bytes ? bytes : 1);
+    if (!*out) return lt_error(LT_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes of host memory for the "
+                               "offloaded checkpoints", bytes);
+    return LT_OK;
+}
+static void cpu_host_free(lt_backend *be, void *p) { (void)be; free(p); }
+static lt_status cpu_offload_copy(lt_backend *be, void *dst, const void *src, size_t bytes, uint64_t *ticket) {
+    lt_cpu *c = be->impl;
+    *ticket = ++c->offload_copies;
+    return cpu_memcpy(be, dst, src, bytes);
+}
+static lt_status cpu_offload_wait(lt_backend *be, uint64_t ticket) {
+    lt_cpu *c = be->impl;
+    if (ticket > c->offload_copies)
+        return lt_error(LT_ERR_STATE, "offload_wait: copy %llu was never made", (unsigned long long)ticket);
+    return LT_OK;
+}
 static lt_status cpu_memset0(lt_backend *be, void *p, size_t bytes) {
     (void)be;
     if (bytes) memset(p, 0, bytes);
@@ -309,6 +330,10 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out) {
     o->scale_act = lt_cpu_scale_act;
     o->lm_head_ce_cap = lt_cpu_lm_head_ce_cap;
     o->lm_head_logits_cap = lt_cpu_lm_head_logits_cap;
+    o->host_alloc = cpu_host_alloc;
+    o->host_free = cpu_host_free;
+    o->offload_copy = cpu_offload_copy;
+    o->offload_wait = cpu_offload_wait;
     lt_backend_fill_defaults(be); /* copy2d (row copies) and the decoder (none) */
     *out = be;
     return LT_OK;

@@ -14,6 +14,7 @@ struct lt_bweight {
 
 typedef struct lt_cpu {
     uint64_t in_use, peak; /* bytes of alloc'd buffers and weights */
+    uint64_t offload_copies; /* offload_copy calls made (their tickets) */
 } lt_cpu;
 
 #define LT_CPU_THREADS(be) ((be)->n_threads > 0 ? (be)->n_threads : 1)
