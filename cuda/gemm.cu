@@ -19,8 +19,7 @@
 #include <cublasLt.h>
 
 #define LT_TUNE_MAX 256      /* shapes remembered */
-#define LT_TUNE_ALGOS 32     /* most candidates timed (LT_CUDA_GEMM_ALGOS, default below) */
-#define LT_TUNE_ALGOS_DEFAULT 16 /* 16x512 on an H200: 8 -> 49.9k, 16 -> 50.8k, 32 -> 50.4k tok/s (within noise) */
+#define LT_TUNE_ALGOS LT_CUDA_GEMM_ALGOS_MAX /* most candidates timed (knobs.gemm_algos: knobs.h) */
 
 typedef struct lt_gemm_key {
     int ta, tb, at, bt, ct, acc, align;
@@ -56,11 +55,7 @@ void lt_cuda_gemm_tuner_free(lt_cuda *c) {
     c->gemm_tuner = NULL;
 }
 
-static int tune_enabled(const lt_backend *be) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("LT_CUDA_GEMM_TUNE") && atoi(getenv("LT_CUDA_GEMM_TUNE")) == 0);
-    return v && !be->deterministic;
-}
+static int tune_enabled(lt_backend *be) { return lt_cuda_of(be)->knobs.gemm_tune && !be->deterministic; }
 
 /* the largest power of two (<= 256) dividing every pointer */
 static int ptr_align(const void *a, const void *b, const void *c) {
@@ -93,12 +88,7 @@ static void tune_entry(lt_cuda *c, lt_gemm_entry *e, const float *alpha, const v
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
     cublasLtMatmulHeuristicResult_t res[LT_TUNE_ALGOS];
-    static int want = 0;
-    if (!want) {
-        want = getenv("LT_CUDA_GEMM_ALGOS") ? atoi(getenv("LT_CUDA_GEMM_ALGOS")) : LT_TUNE_ALGOS_DEFAULT;
-        if (want < 1) want = 1;
-        if (want > LT_TUNE_ALGOS) want = LT_TUNE_ALGOS;
-    }
+    const int want = c->knobs.gemm_algos < LT_TUNE_ALGOS ? c->knobs.gemm_algos : LT_TUNE_ALGOS;
     int nres = 0;
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(t->lt, e->op, e->la, e->lb, e->lc, e->lc, pref, want,
                                                        res, &nres);
@@ -146,7 +136,7 @@ static void tune_entry(lt_cuda *c, lt_gemm_entry *e, const float *alpha, const v
     if (best >= 0) {
         e->algo = res[best].algo;
         e->usable = 1;
-        if (c->profile) {
+        if (c->knobs.profile) {
             const double fl = 2.0 * (double)k->m * (double)k->n * (double)k->k;
             lt_log(LT_LOG_INFO, "  gemm %c%c m %lld n %lld k %lld%s: best of %d %.1f us (%.0f TFLOP/s), first %.1f us",
                    k->ta == CUBLAS_OP_T ? 'T' : 'N', k->tb == CUBLAS_OP_T ? 'T' : 'N', (long long)k->m,
@@ -420,12 +410,6 @@ struct lt_wcache {
     uint64_t clock;
 };
 
-static int wcache_on(void) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("LT_CUDA_WCACHE") && atoi(getenv("LT_CUDA_WCACHE")) == 0);
-    return v;
-}
-
 void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W) {
     if (!c->wcache) return;
     for (int i = 0; i < LT_WC_SLOTS; i++)
@@ -465,7 +449,7 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
                              void **buf) {
     lt_cuda *c = lt_cuda_of(be);
     *buf = NULL;
-    if (!wcache_on()) return LT_OK;
+    if (!c->knobs.wcache) return LT_OK;
     if (!c->wcache) {
         c->wcache = (struct lt_wcache *)calloc(1, sizeof *c->wcache);
         if (!c->wcache) return LT_OK;
