@@ -40,7 +40,7 @@ lt_status lt_cuda_malloc(lt_cuda *c, size_t bytes, const char *what, void **out)
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
     c->mallocs++;
-    if (c->synctime > 1) lt_log(LT_LOG_INFO, "CUDA malloc %ld: %.2f MiB for %s", c->mallocs, bytes / 1048576.0, what);
+    if (c->knobs.synctime > 1) lt_log(LT_LOG_INFO, "CUDA malloc %ld: %.2f MiB for %s", c->mallocs, bytes / 1048576.0, what);
     if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError(); /* clear the sticky-free error */
         size_t free_b = 0, total_b = 0;
@@ -134,10 +134,10 @@ static void prof_harvest(lt_cuda *c) {
 }
 
 int lt_prof_begin(lt_cuda *c, int id) {
-    if (!c->profile) return -1;
+    if (!c->knobs.profile) return -1;
     /* LT_CUDA_PROFILE=k (k > 1): counting restarts at the k-th LM head call, so that warm-up
      * steps (first-use allocations, GEMM tuning) stay out of the figures */
-    if (id == 22 && c->prof_depth == 0 && ++c->prof_heads == c->profile && c->profile > 1) {
+    if (id == 22 && c->prof_depth == 0 && ++c->prof_heads == c->knobs.profile && c->knobs.profile > 1) {
         prof_harvest(c);
         memset(c->prof_ms, 0, sizeof c->prof_ms);
         memset(c->prof_calls, 0, sizeof c->prof_calls);
@@ -194,7 +194,7 @@ struct lt_prof_op<ID, R(lt_backend *, A...), fn> {
         return r;
     }
 };
-#define LT_PROF(ID, f) (c->profile ? lt_prof_op<ID, decltype(f), f>::call : f)
+#define LT_PROF(ID, f) (c->knobs.profile ? lt_prof_op<ID, decltype(f), f>::call : f)
 
 /* ---- ops: memory ---- */
 static lt_status op_alloc(lt_backend *be, size_t bytes, void **out) {
@@ -215,13 +215,13 @@ static void op_free(lt_backend *be, void *p) {
     lt_cuda_free(c, p);
 }
 cudaError_t lt_cuda_stream_sync(lt_cuda *c) {
-    if (!c->synctime) return cudaStreamSynchronize(c->stream);
+    if (!c->knobs.synctime) return cudaStreamSynchronize(c->stream);
     const double t0 = lt_time_s();
     const cudaError_t e = cudaStreamSynchronize(c->stream);
     const double t1 = lt_time_s();
     c->sync_wait_s += t1 - t0;
     c->syncs++;
-    if (c->synctime > 1 && c->sync_last_s > 0)
+    if (c->knobs.synctime > 1 && c->sync_last_s > 0)
         lt_log(LT_LOG_INFO, "CUDA sync %ld: host busy %.2f ms since the last one, then waited %.2f ms", c->syncs,
                1e3 * (t0 - c->sync_last_s), 1e3 * (t1 - t0));
     c->sync_last_s = t1;
@@ -296,7 +296,7 @@ __global__ void k_set_drop(uint64_t *d, uint64_t seed, uint64_t sx) {
 
 static lt_status op_graph_begin(lt_backend *be) {
     lt_cuda *c = lt_cuda_of(be);
-    if (!c->graphs || c->profile || c->graph_capture)
+    if (!c->knobs.graphs || c->knobs.profile || c->graph_capture)
         return lt_error(LT_ERR_UNSUPPORTED, "CUDA graphs are off (LT_CUDA_GRAPHS=0 or profiling)");
     if (!c->drop_dev) LT_TRY(lt_cuda_malloc(c, 2 * sizeof(uint64_t), "the graph dropout keys", (void **)&c->drop_dev));
     /* stale 16-bit LoRA copies are made now, outside the graph (a replay refreshes them itself
@@ -357,10 +357,10 @@ static void op_destroy(lt_backend *be) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
-        if (c->synctime)
+        if (c->knobs.synctime)
             lt_log(LT_LOG_INFO, "CUDA backend: the host waited %.1f ms in %ld stream synchronizations; %ld cudaMalloc calls",
                    1e3 * c->sync_wait_s, c->syncs, c->mallocs);
-        if (c->profile && c->prof_ev) {
+        if (c->knobs.profile && c->prof_ev) {
             prof_report(c);
             for (int i = 0; i < 2 * LT_PROF_PENDING; i++) cudaEventDestroy(c->prof_ev[i]);
             free(c->prof_ev);
@@ -471,11 +471,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->act_type = act == LT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 
-    c->profile = getenv("LT_CUDA_PROFILE") ? atoi(getenv("LT_CUDA_PROFILE")) : 0;
-    if (c->profile < 0) c->profile = 0;
-    c->synctime = getenv("LT_CUDA_SYNCTIME") ? atoi(getenv("LT_CUDA_SYNCTIME")) : 0;
-    if (c->synctime < 0) c->synctime = 0;
-    c->graphs = !(getenv("LT_CUDA_GRAPHS") && atoi(getenv("LT_CUDA_GRAPHS")) == 0);
+    lt_cuda_knobs_read(&c->knobs); /* the LT_CUDA_* switches, once (knobs.h) */
     lt_backend_ops *o = &be->ops;
     o->name = "cuda";
     o->destroy = op_destroy;
@@ -567,7 +563,7 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
         if (bs != CUBLAS_STATUS_SUCCESS) st = lt_cublas_err(bs, "cublas setup", __FILE__, __LINE__);
     }
-    if (st == LT_OK && c->profile) {
+    if (st == LT_OK && c->knobs.profile) {
         c->prof_ev = (cudaEvent_t *)calloc(2 * LT_PROF_PENDING, sizeof(cudaEvent_t));
         if (!c->prof_ev) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
         for (int i = 0; st == LT_OK && i < 2 * LT_PROF_PENDING; i++) {

@@ -17,6 +17,7 @@ extern "C" {
 #include "backend/backend.h"
 }
 #include "cuda_test.h"
+#include "knobs.h"
 
 /* One allocation made through the backend (for in_use / peak accounting). */
 typedef struct lt_cuda_alloc {
@@ -30,6 +31,7 @@ typedef struct lt_cuda {
     int sm_count;
     size_t smem_optin;          /* max dynamic shared memory per block */
     char name[256];
+    lt_cuda_knobs knobs;        /* the LT_CUDA_* switches, read once at creation (knobs.h) */
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_ws;            /* cuBLAS workspace */
@@ -47,8 +49,7 @@ typedef struct lt_cuda {
     uint64_t in_use, peak;
     cudaDataType_t act_type;    /* CUDA_R_16BF or CUDA_R_16F */
     float *dyn_maps;            /* [512] signed then unsigned dynamic map (8-bit AdamW), made on first use */
-    /* LT_CUDA_PROFILE=1: GPU time per op from event pairs, logged (LT_LOG_INFO) at destroy */
-    int profile;
+    /* knobs.profile: GPU time per op from event pairs, logged (LT_LOG_INFO) at destroy */
     cudaEvent_t *prof_ev;       /* [2 * LT_PROF_PENDING] */
     int prof_id[16384];         /* [LT_PROF_PENDING] */
     int prof_pending, prof_depth;
@@ -66,17 +67,16 @@ typedef struct lt_cuda {
      * checkpoint recompute of a layer and its backward, which follows at once, dequantize
      * each weight once between them instead of twice */
     struct lt_wcache *wcache;
-    /* LT_CUDA_SYNCTIME=1: wall time the host spent waiting in stream synchronizations, logged at
+    /* knobs.synctime 1: wall time the host spent waiting in stream synchronizations, logged at
      * destroy (a host that hardly waits is the bottleneck: the GPU idles between kernels);
-     * LT_CUDA_SYNCTIME=2 also logs each synchronization: the host's time since the previous one
-     * (enqueueing work) and the wait */
-    int synctime;
+     * 2 also logs each synchronization: the host's time since the previous one (enqueueing
+     * work) and the wait */
     double sync_wait_s, sync_last_s;
     long syncs, mallocs;
     /* CUDA graphs of whole training passes (graph_begin/end/launch): while capturing, the dropout
      * kernels read (seed, stream xor) from drop_dev (lora.cu); mem_epoch counts frees, so that a
-     * graph holding a pointer to freed memory is never replayed; graphs = 0: LT_CUDA_GRAPHS=0 */
-    int graph_capture, graphs;
+     * graph holding a pointer to freed memory is never replayed; off with knobs.graphs = 0 */
+    int graph_capture;
     uint64_t *drop_dev;
     uint64_t mem_epoch;
     long graph_launches;
@@ -84,7 +84,7 @@ typedef struct lt_cuda {
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
 
-/* ---- profiling (LT_CUDA_PROFILE=1) ---- */
+/* ---- profiling (knobs.profile: LT_CUDA_PROFILE) ---- */
 /* events in flight before a harvest (a host sync): large, so that profiling does not make the
  * host wait every few ops and inflate the small ops' times with launch gaps */
 #define LT_PROF_PENDING 16384
@@ -124,7 +124,7 @@ void lt_cuda_w16_stale_all(lt_cuda *c);
 /* the dequantized-weight cache forgets what its slots hold (the buffers stay): a graph captured
  * after this dequantizes every weight itself instead of relying on what an earlier pass left */
 void lt_cuda_wcache_drop(lt_cuda *c);
-/* cudaStreamSynchronize on the backend's stream, timed when LT_CUDA_SYNCTIME is set */
+/* cudaStreamSynchronize on the backend's stream, timed when knobs.synctime is set */
 cudaError_t lt_cuda_stream_sync(lt_cuda *c);
 
 /* ---- errors ---- */
