@@ -65,6 +65,7 @@ type TrainParams struct {
 	OutputDir             string
 	FP16InitialLossScale  float64
 	FuseMicroBatches      bool // run a window's short micro-batches as one pass (default true)
+	BucketPasses          bool // pad passes to a few token-budget buckets: few shapes, CUDA graphs replay (default true)
 	OnStep                func(Metrics) bool
 }
 
@@ -80,7 +81,8 @@ func DefaultTrainParams() TrainParams {
 		Packing: p.packing != 0, GradientCheckpointing: p.gradient_checkpointing != 0,
 		OffloadCheckpoints: p.offload_checkpoints != 0, Deterministic: p.deterministic != 0,
 		LogEvery: int32(p.log_every), SaveEvery: int32(p.save_every),
-		FP16InitialLossScale: float64(p.fp16_initial_loss_scale), FuseMicroBatches: p.fuse_micro_batches != 0}
+		FP16InitialLossScale: float64(p.fp16_initial_loss_scale), FuseMicroBatches: p.fuse_micro_batches != 0,
+		BucketPasses: p.bucket_passes != 0}
 }
 
 // ParseScheduler / ParseOptimizer turn names ("cosine", "adamw_8bit") into values.
@@ -136,6 +138,7 @@ func NewTrainer(model *Model, ds *Dataset, params *TrainParams) (*Trainer, error
 	p.offload_checkpoints, p.deterministic = boolInt(tp.OffloadCheckpoints), boolInt(tp.Deterministic)
 	p.log_every, p.save_every = C.int32_t(tp.LogEvery), C.int32_t(tp.SaveEvery)
 	p.fuse_micro_batches = boolInt(tp.FuseMicroBatches)
+	p.bucket_passes = boolInt(tp.BucketPasses)
 	if tp.FP16InitialLossScale > 0 {
 		p.fp16_initial_loss_scale = C.double(tp.FP16InitialLossScale)
 	}

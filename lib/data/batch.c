@@ -112,3 +112,33 @@ lt_status lt_batch_append(lt_batch *dst, const lt_batch *src) {
     dst->n_targets += src->n_targets;
     return LT_OK;
 }
+
+lt_status lt_batch_pad(lt_batch *b, int32_t n_tokens, int32_t nseq, int32_t max_seg, int32_t pad_id) {
+    LT_CHECK_ARG(b && b->n_tokens > 0 && b->nseq > 0, "lt_batch_pad: needs a non-empty batch");
+    LT_CHECK_ARG(max_seg > 0 && max_seg >= b->max_seqlen, "lt_batch_pad: max_seg %d must be > 0 and hold the "
+                 "longest record (%d tokens)", max_seg, b->max_seqlen);
+    LT_CHECK_ARG(n_tokens >= b->n_tokens && nseq >= b->nseq, "lt_batch_pad: the batch holds %d tokens in %d "
+                 "sequences, more than the %d tokens / %d sequences asked for", b->n_tokens, b->nseq, n_tokens, nseq);
+    const int32_t pad = n_tokens - b->n_tokens;
+    const int64_t segs = (pad + (int64_t)max_seg - 1) / max_seg;
+    LT_CHECK_ARG(b->nseq + segs <= nseq, "lt_batch_pad: %d padding tokens need %lld sequences of at most %d, "
+                 "beyond the %d sequences asked for (the batch has %d)", pad, (long long)segs, max_seg, nseq, b->nseq);
+    /* cu_seqlens is sized with the tokens (cap + 1): ask for as many tokens as sequences if needed */
+    LT_TRY(batch_reserve(b, n_tokens > nseq ? n_tokens : nseq));
+    int32_t t = b->n_tokens, s = b->nseq;
+    while (t < n_tokens) {
+        const int32_t n = n_tokens - t < max_seg ? n_tokens - t : max_seg;
+        for (int32_t i = 0; i < n; i++) {
+            b->ids[t + i] = pad_id;
+            b->pos[t + i] = i;
+            b->targets[t + i] = -100;
+        }
+        t += n;
+        b->cu_seqlens[++s] = t;
+    }
+    while (s < nseq) b->cu_seqlens[++s] = t; /* empty sequences: the attention skips them */
+    b->n_tokens = t;
+    b->nseq = s;
+    b->max_seqlen = max_seg;
+    return LT_OK;
+}

@@ -41,5 +41,12 @@ lt_status lt_batch_pack(lt_batch *b, int nrec, const int32_t *const *ids, const 
 lt_status lt_batch_from_dataset(lt_batch *b, const lt_dataset *ds, const size_t *idx, int nrec, int eval_split);
 /* Appends src's records after dst's (an empty dst: n_tokens = nseq = 0) */
 lt_status lt_batch_append(lt_batch *dst, const lt_batch *src);
+/* Pads b to exactly n_tokens tokens and nseq sequences (a token-budget bucket: passes of few
+ * distinct shapes): the missing tokens become dummy sequences of at most max_seg tokens each
+ * (id pad_id, positions from 0, no targets: they carry no loss and, the attention being per
+ * sequence, no record attends to them or they to a record), then empty sequences up to nseq;
+ * max_seqlen is set to max_seg. The records' tokens keep their places. Refused when b already
+ * holds more tokens or sequences, or the padding needs more sequences than nseq allows. */
+lt_status lt_batch_pad(lt_batch *b, int32_t n_tokens, int32_t nseq, int32_t max_seg, int32_t pad_id);
 void lt_batch_free(lt_batch *b);
 #endif

@@ -77,17 +77,24 @@ struct lt_graph {
     int64_t logits_rows;
     int32_t *argmax;
     int64_t argmax_rows;
-    /* a backend graph of the last training pass shape seen twice in a row (see rec_key) */
-    void *rec;
-    uint64_t rec_base;      /* the stream base it was recorded with */
+    /* backend graphs of training pass shapes (see rec_key): a shape seen twice in a row, or at
+     * once when the pass asks (record_first: the trainer's token-budget buckets); the least
+     * recently used of LT_GRAPH_RECS gives way, and one of an older memory epoch at once */
     int rec_failed;         /* recording failed for rec_want: passes of that key run op by op */
+    uint64_t rec_clock;
     struct rec_key {
         int64_t N;
         int32_t nseq, max_seqlen, keep, lora_on, deterministic, offload;
         float dropout, grad_scale, lora_scale;
         lt_lora_params lora;
         uint64_t epoch;     /* the backend's memory epoch */
-    } rec_key, last_key, rec_want;
+    } last_key, rec_want;
+    struct graph_rec {
+        void *exec;         /* NULL: a free slot */
+        uint64_t base;      /* the stream base it was recorded with */
+        uint64_t used;      /* rec_clock at its last launch */
+        struct rec_key key;
+    } recs[LT_GRAPH_RECS];
 };
 
 #define LT_LOGITS_CHUNK_FLOATS (16u << 20) /* 64 MiB of f32 logits per chunk */
@@ -122,7 +129,8 @@ void lt_graph_free(lt_graph *g) {
     /* with offload, res and xa_keep point into the slots */
     for (int i = 0; !g->offload && g->xa_keep && i < g->n_layers * LT_PROJ_COUNT; i++) gfree(be, &g->xa_keep[i]);
     free(g->xa_keep);
-    if (g->rec) be->ops.graph_free(be, g->rec);
+    for (int i = 0; i < LT_GRAPH_RECS; i++)
+        if (g->recs[i].exec) be->ops.graph_free(be, g->recs[i].exec);
     if (g->res && !g->offload)
         for (int l = 0; l <= g->n_layers; l++) gfree(be, &g->res[l]);
     free(g->res);
@@ -804,8 +812,9 @@ static int rec_key_eq(const struct rec_key *a, const struct rec_key *b) {
 }
 
 /* Fixed shapes (a benchmark, packed or padded batches of one size) repeat the same ~3,000
- * kernel launches every pass: the second pass of a shape is recorded as a backend graph and
- * later passes of that shape replay it (one launch; the GPU no longer waits between kernels).
+ * kernel launches every pass: the second pass of a shape in a row (the first with
+ * pass->record_first) is recorded as a backend graph and later passes of that shape replay it
+ * (one launch; the GPU no longer waits between kernels). Up to LT_GRAPH_RECS shapes are kept.
  * Everything a replay could get wrong is in rec_key (what the launches' arguments depend on)
  * or in device memory (the batch, the dropout seed and streams). Returns 1 when the pass ran
  * as a graph, 0 when the caller must run it op by op; errors of a replay are errors. */
@@ -823,17 +832,29 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
     k.deterministic = be->deterministic;
     k.offload = x->off;
     k.epoch = be->ops.graph_epoch(be);
-    /* the recorded masks are those of its stream base; a replay's differ by xor (graph.h) */
-    const uint64_t sx = lt_graph_stream(pass->stream_base, 0, 0) ^ lt_graph_stream(g->rec_base, 0, 0);
-    if (g->rec && rec_key_eq(&k, &g->rec_key)) {
-        *st = be->ops.graph_launch(be, g->rec, pass->seed, sx);
-        return 1;
+    /* a recording of an older memory epoch can never run again: its slot is freed */
+    struct graph_rec *slot = NULL;
+    for (int i = 0; i < LT_GRAPH_RECS; i++) {
+        struct graph_rec *r = &g->recs[i];
+        if (r->exec && r->key.epoch != k.epoch) {
+            be->ops.graph_free(be, r->exec);
+            r->exec = NULL;
+        }
+        if (r->exec && rec_key_eq(&k, &r->key)) {
+            /* the recorded masks are those of its stream base; a replay's differ by xor (graph.h) */
+            const uint64_t sx = lt_graph_stream(pass->stream_base, 0, 0) ^ lt_graph_stream(r->base, 0, 0);
+            r->used = ++g->rec_clock;
+            g->last_key = k;
+            *st = be->ops.graph_launch(be, r->exec, pass->seed, sx);
+            return 1;
+        }
+        if (!slot || (slot->exec && (!r->exec || r->used < slot->used))) slot = r; /* free, else least recent */
     }
-    const int again = rec_key_eq(&k, &g->last_key);
+    const int again = pass->record_first || rec_key_eq(&k, &g->last_key);
     g->last_key = k;
     if (!again || (g->rec_failed && rec_key_eq(&k, &g->rec_want))) return 0;
-    if (g->rec) be->ops.graph_free(be, g->rec);
-    g->rec = NULL;
+    if (slot->exec) be->ops.graph_free(be, slot->exec);
+    slot->exec = NULL;
     g->rec_want = k;
     g->rec_failed = 1;
     if (be->ops.graph_begin(be) != LT_OK) return 0;
@@ -844,13 +865,14 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
                body != LT_OK ? "an op failed while recording" : "recording failed");
         return 0;
     }
-    g->rec = rec;
     g->rec_failed = 0;
-    g->rec_base = pass->stream_base;
     k.epoch = be->ops.graph_epoch(be); /* first-use allocations while recording */
-    g->rec_key = k;
+    slot->exec = rec;
+    slot->base = pass->stream_base;
+    slot->key = k;
+    slot->used = ++g->rec_clock;
     g->last_key = k;
-    *st = be->ops.graph_launch(be, g->rec, pass->seed, 0);
+    *st = be->ops.graph_launch(be, rec, pass->seed, 0);
     return 1;
 }
 

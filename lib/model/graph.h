@@ -37,7 +37,13 @@ typedef struct lt_graph_pass {
     uint64_t stream_base;   /* dropout stream base, see lt_graph_stream */
     int32_t keep_activations; /* 1: gradient checkpointing off (keep every layer's activations) */
     int32_t offload_checkpoints; /* 1 (with checkpointing): the checkpoints in host memory */
+    int32_t record_first;   /* 1: record the pass's shape as a backend graph at its first sighting
+                             * (shapes that will repeat: the trainer's token-budget buckets), not
+                             * at the second in a row */
 } lt_graph_pass;
+
+/* backend graphs of pass shapes kept per model (graph.c) */
+#define LT_GRAPH_RECS 8
 
 /* The dropout stream of (micro-batch stream base, layer, projection). Xor-linear in the base:
  * a pass recorded as a backend graph with base b0 replays with base b1's masks by xoring every

@@ -35,6 +35,7 @@ LT_API void lt_train_params_init(lt_train_params *p) {
     p->dist_timeout_s = 30.0;
     p->fp16_initial_loss_scale = 65536.0;
     p->fuse_micro_batches = 1;
+    p->bucket_passes = 1;
 }
 
 LT_API lt_status lt_scheduler_parse(const char *name, int32_t *out) {
@@ -99,6 +100,8 @@ lt_status lt_train_params_check(const lt_train_params *p) {
                p->deterministic);
     LT_REQUIRE(p->fuse_micro_batches == 0 || p->fuse_micro_batches == 1, "fuse_micro_batches must be 0 or 1 (got %d)",
                p->fuse_micro_batches);
+    LT_REQUIRE(p->bucket_passes == 0 || p->bucket_passes == 1, "bucket_passes must be 0 or 1 (got %d)",
+               p->bucket_passes);
     LT_REQUIRE(isfinite(p->fp16_initial_loss_scale) && p->fp16_initial_loss_scale >= 0,
                "fp16_initial_loss_scale must be a finite number >= 0 (0 = 65536; got %g)", p->fp16_initial_loss_scale);
     LT_REQUIRE(p->world_size >= 0 && p->rank >= 0 && (p->rank < p->world_size || (p->rank == 0 && p->world_size <= 1)),

@@ -76,6 +76,46 @@ void lt_trainer_shuffle(lt_trainer *tr) {
     lt_dataset_permutation(tr->n_records, tr->p.seed, tr->epoch, tr->perm);
 }
 
+/* ---- token-budget buckets ---- */
+
+static int ceil_log2(int64_t v) {
+    int k = 0;
+    while (k < 62 && ((int64_t)1 << k) < v) k++;
+    return k;
+}
+
+/* the largest of 128 and the power of two at most n/8 */
+static int64_t bucket_granule(int64_t n) {
+    int64_t g = 128;
+    while (g * 16 <= n) g *= 2;
+    return g;
+}
+
+int64_t lt_bucket_tokens(int64_t n, int64_t cap) {
+    if (n <= 0 || n >= cap) return n;
+    const int64_t g = bucket_granule(n), b = (n + g - 1) / g * g;
+    return b < cap ? b : cap;
+}
+
+/* Buckets for passes of at most tr->fuse_cap tokens and records of at most max_len: every
+ * padded pass gets max_seqlen max_len (the attention's launch shape) and as many sequences as
+ * the most records a pass holds plus the dummy ones the largest padding needs. Off where the
+ * rotary embedding depends on the longest sequence (dynamic NTK beyond max_pos). */
+static void bucket_setup(lt_trainer *tr, int64_t max_len) {
+    const lt_rope_desc *ropes[2] = {&tr->m->cfg.rope, &tr->m->cfg.rope_local};
+    for (int i = 0; i < 2; i++)
+        if (ropes[i]->kind == LT_ROPE_DYNAMIC && max_len > ropes[i]->max_pos) return;
+    const int fusing = tr->p.fuse_micro_batches && tr->n_micro > 1;
+    const int64_t records = (int64_t)tr->p.batch_size * (fusing ? tr->n_micro : 1);
+    const int64_t segs = (bucket_granule(tr->fuse_cap) - 1 + max_len - 1) / max_len;
+    if (max_len <= 0 || max_len > INT32_MAX || records + segs > INT32_MAX) return;
+    tr->bucket = 1;
+    tr->bucket_seg = (int32_t)max_len;
+    tr->bucket_nseq = (int32_t)(records + segs);
+    /* a fixed power of two at or above any window's labelled tokens: one gradient scale */
+    tr->bucket_exp = ceil_log2((int64_t)tr->n_micro * tr->p.batch_size * max_len);
+}
+
 /* ---- create / free ---- */
 
 LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_params *params, lt_trainer **out) {
@@ -159,6 +199,7 @@ LT_API lt_status lt_trainer_new(lt_model *model, lt_dataset *ds, const lt_train_
         int64_t fused = allowed < LT_FUSE_TOKENS ? allowed : LT_FUSE_TOKENS;
         if (p.fuse_micro_batches && tr->n_micro > 1 && fused > cap) cap = fused;
         tr->fuse_cap = max_len > 0 ? cap : 0;
+        if (p.bucket_passes && tr->fuse_cap > 0) bucket_setup(tr, max_len);
         if (max_len > 0)
             st = lt_graph_reserve(model, cap, !p.gradient_checkpointing ? LT_GRAPH_TRAIN_KEEP
                                               : p.offload_checkpoints   ? LT_GRAPH_TRAIN_OFFLOAD
@@ -360,19 +401,20 @@ static lt_status apply_updates(lt_trainer *tr, float lr, int64_t t) {
     return st;
 }
 
-static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
-    if (tr->step >= tr->max_steps || tr->early_stopped) {
-        LT_TRY(lt_eval_finish(tr));
-        return LT_DONE;
-    }
-    if (!tr->coll && take_stop_request(tr)) return LT_STOPPED; /* data parallel: the ranks vote after the step */
-    lt_model *m = tr->m;
-    lt_backend *be = m->be;
-    double t0 = lt_time_s();
-    int A = tr->n_micro;
-    /* where the data cursor and dropout stream stand before this step: an abandoned step (a stop
-     * request, a non-finite loss) puts them back, so the state is exactly the last step's */
-    cursor_state before = {tr->epoch, tr->cursor, tr->records_seen, tr->micro_index};
+/* remembers a pass shape the first time it runs (the first LT_SHAPE_LOG; n_shapes stops there) */
+static void log_shape(lt_trainer *tr, const lt_batch *b, int scale_exp) {
+    const struct lt_pass_shape sh = {b->n_tokens, b->nseq, b->max_seqlen, scale_exp};
+    for (int i = 0; i < tr->n_shapes; i++)
+        if (!memcmp(&tr->shapes[i], &sh, sizeof sh)) return;
+    if (tr->n_shapes >= LT_SHAPE_LOG) return;
+    tr->shapes[tr->n_shapes++] = sh;
+    lt_log(LT_LOG_DEBUG, "pass shape %d: %d tokens, %d sequences, longest %d, gradient scale exponent %d",
+           tr->n_shapes, (int)sh.n_tokens, (int)sh.nseq, (int)sh.max_seqlen, scale_exp);
+}
+
+lt_status lt_trainer_form_window(lt_trainer *tr, const lt_batch **runs_out, int *R_out, int64_t *items_out,
+                                 int64_t *tokens_out, int *scale_exp) {
+    const int A = tr->n_micro;
     size_t *idx = lt_malloc((size_t)tr->p.batch_size * sizeof(size_t), "batch indices");
     if (!idx) return LT_ERR_OUT_OF_MEMORY;
     /* the whole window first: its label count normalises every micro-batch */
@@ -388,17 +430,10 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
         tokens += tr->batches[a].n_tokens;
     }
     free(idx);
-    if (items == 0)
-        LT_LOGW("step %lld: no labelled tokens in the window; the step only applies weight decay",
-                (long long)tr->step + 1);
-    LT_TRY(zero_grads(tr));
-    double loss_sum = 0;
-    double ls = tr->use_loss_scale ? tr->loss_scale : 1.0;
-    float grad_scale = items > 0 ? (float)(ls / (double)items) : 0.0f;
     /* the passes: the micro-batches as they are, or consecutive ones fused while their tokens fit
      * the budget one micro-batch was sized for (ruozhiba's ~130-token records make the notebook's
      * 8 micro-batches of 2 records one pass of 16) */
-    const lt_batch *runs = tr->batches;
+    lt_batch *runs = tr->batches;
     int R = A;
     if (tr->p.fuse_micro_batches && A > 1 && tr->fuse_cap > 0) {
         R = 0;
@@ -411,6 +446,65 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             if (st != LT_OK) return lt_error_wrap(st, "step %lld: fusing micro-batch %d", (long long)tr->step + 1, a);
         }
         runs = tr->fused;
+    }
+    /* buckets: each pass padded to its token bucket, bucket_nseq sequences and max_seqlen
+     * bucket_seg; the records keep their tokens' places (and so their dropout masks) */
+    int exp = -1;
+    if (tr->bucket) {
+        exp = tr->bucket_exp < 0 ? -1 : tr->use_loss_scale ? ceil_log2(items > 0 ? items : 1) : tr->bucket_exp;
+        for (int r = 0; r < R; r++) {
+            lt_batch *b = &runs[r];
+            const int64_t n = b->n_tokens, nb = lt_bucket_tokens(n, tr->fuse_cap);
+            const int64_t need = b->nseq + (nb - n + tr->bucket_seg - 1) / tr->bucket_seg;
+            int64_t ns = tr->bucket_nseq < nb ? tr->bucket_nseq : nb;
+            if (ns < need) ns = need; /* not reached: bucket_nseq holds a pass's records and padding */
+            lt_status st = lt_batch_pad(b, (int32_t)nb, (int32_t)ns, tr->bucket_seg, 0);
+            if (st != LT_OK) return lt_error_wrap(st, "step %lld: padding pass %d to %lld tokens",
+                                                  (long long)tr->step + 1, r, (long long)nb);
+            tr->pad_tokens += nb - n;
+        }
+    }
+    for (int r = 0; r < R; r++) log_shape(tr, &runs[r], exp);
+    *runs_out = runs;
+    *R_out = R;
+    *items_out = items;
+    *tokens_out = tokens;
+    *scale_exp = exp;
+    return LT_OK;
+}
+
+static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
+    if (tr->step >= tr->max_steps || tr->early_stopped) {
+        LT_TRY(lt_eval_finish(tr));
+        return LT_DONE;
+    }
+    if (!tr->coll && take_stop_request(tr)) return LT_STOPPED; /* data parallel: the ranks vote after the step */
+    lt_model *m = tr->m;
+    lt_backend *be = m->be;
+    double t0 = lt_time_s();
+    /* where the data cursor and dropout stream stand before this step: an abandoned step (a stop
+     * request, a non-finite loss) puts them back, so the state is exactly the last step's */
+    cursor_state before = {tr->epoch, tr->cursor, tr->records_seen, tr->micro_index};
+    const lt_batch *runs = NULL;
+    int R = 0, scale_exp = -1;
+    int64_t items = 0, tokens = 0;
+    lt_status fst = lt_trainer_form_window(tr, &runs, &R, &items, &tokens, &scale_exp);
+    if (fst != LT_OK) {
+        restore_cursor(tr, &before);
+        return fst;
+    }
+    if (items == 0)
+        LT_LOGW("step %lld: no labelled tokens in the window; the step only applies weight decay",
+                (long long)tr->step + 1);
+    LT_TRY(zero_grads(tr));
+    double loss_sum = 0;
+    double ls = tr->use_loss_scale ? tr->loss_scale : 1.0;
+    float grad_scale = items > 0 ? (float)(ls / (double)items) : 0.0f;
+    /* buckets: a power-of-two scale in the passes (one key for their graphs), the rest after */
+    double post = 1.0;
+    if (scale_exp >= 0 && items > 0) {
+        grad_scale = (float)ldexp(ls, -scale_exp);
+        post = ldexp(1.0, scale_exp) / (double)items;
     }
     /* data parallel: each pass keeps its world-size-1 dropout stream (micro_index counts every
      * rank's passes) and runs on the rank lt_dist_plan deals it to */
@@ -425,8 +519,9 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             restore_cursor(tr, &before);
             return LT_STOPPED;
         }
+        /* record_first: bucket shapes repeat, record them at once */
         lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1,
-                              tr->p.offload_checkpoints};
+                              tr->p.offload_checkpoints, tr->bucket};
         tr->micro_index++;
         if (tr->coll && tr->pass_owner[a] != tr->rank) continue;
         lt_status st = lt_graph_forward_backward(m, &runs[a], grad_scale, &pass, tr->coll ? &pass_loss[a] : &loss_sum);
@@ -447,12 +542,14 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             tr->loss_scale = ls * 0.5;
             tr->good_steps = 0;
         } else {
-            LT_TRY(scale_grads(tr, (float)(1.0 / ls)));
+            LT_TRY(scale_grads(tr, (float)(post / ls)));
             if (++tr->good_steps >= LT_LOSS_SCALE_INTERVAL) {
                 tr->loss_scale = ls * 2.0;
                 tr->good_steps = 0;
             }
         }
+    } else if (post != 1.0) {
+        LT_TRY(scale_grads(tr, (float)post));
     }
     /* global norm before clipping; clip when the coefficient is below 1 */
     double norm = INFINITY;

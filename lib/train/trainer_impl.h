@@ -9,6 +9,8 @@
 
 /* the most tokens fused micro-batches fill in one pass (batch_size x max_seq_len permitting) */
 #define LT_FUSE_TOKENS 4096
+/* distinct pass shapes a trainer remembers (tests, the debug log) */
+#define LT_SHAPE_LOG 32
 
 /* One trainable tensor (a lora_A or lora_B) and its optimizer state. */
 typedef struct lt_opt_tensor {
@@ -52,6 +54,19 @@ struct lt_trainer {
     lt_batch *fused;           /* [grad_accum] consecutive micro-batches run as one pass */
     int64_t fuse_cap;          /* tokens one pass may hold: batch_size x the longest record, or
                                 * up to LT_FUSE_TOKENS when fusing (trainer.c) */
+    /* token-budget buckets (bucket_passes, trainer.c): every pass padded to lt_bucket_tokens of
+     * its tokens, bucket_nseq sequences (dummy ones of at most bucket_seg tokens, then empty
+     * ones) and max_seqlen bucket_seg; its gradient scale loss_scale / 2^bucket_exp (fp16: 2^ of
+     * the window's labelled tokens rounded up), the 1/labelled-tokens factor applied after
+     * (bucket_exp -1: loss_scale / labelled tokens in the passes, as without buckets; a test's
+     * switch: the padding alone then changes no bit on the CPU) */
+    int bucket;
+    int32_t bucket_seg, bucket_nseq;
+    int bucket_exp;
+    /* the distinct pass shapes run so far (the first LT_SHAPE_LOG), and the dummy tokens */
+    int n_shapes;
+    struct lt_pass_shape { int32_t n_tokens, nseq, max_seqlen, scale_exp; } shapes[LT_SHAPE_LOG];
+    int64_t pad_tokens;
     /* progress */
     double t_start;
     double elapsed_before;     /* seconds trained before a resume */
@@ -108,6 +123,17 @@ double lt_schedule_lambda(int32_t scheduler, int64_t s, int64_t warmup, int64_t 
 lt_status lt_trainer_bind_tensors(lt_trainer *tr);
 /* Writes the permutation of tr->epoch into tr->perm. */
 void lt_trainer_shuffle(lt_trainer *tr);
+/* The token-budget bucket of a pass of n tokens (pass budget cap >= n): n rounded up to a
+ * multiple of the largest of 128 and the power of two at most n/8 (at most 1/8 more tokens, 8
+ * buckets per doubling), and at most cap. */
+int64_t lt_bucket_tokens(int64_t n, int64_t cap);
+/* The next window (trainer.c): its micro-batches from the data order (the cursor moves) and the
+ * passes that run them, *runs[*R] (fused, padded to buckets as the trainer is set up); *items:
+ * the window's labelled tokens, *tokens: its records' tokens; *scale_exp: the passes' gradient
+ * scale is loss_scale / 2^*scale_exp (-1: loss_scale / items, no buckets). The shapes are
+ * logged in tr->shapes. */
+lt_status lt_trainer_form_window(lt_trainer *tr, const lt_batch **runs, int *R, int64_t *items, int64_t *tokens,
+                                 int *scale_exp);
 
 /* Sets up eval_ds / n_eval from the params and checks eval-dependent options (eval.c). */
 lt_status lt_eval_init(lt_trainer *tr);

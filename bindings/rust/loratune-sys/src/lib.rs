@@ -284,6 +284,7 @@ lt_structs! {
         pub load_best_at_end: i32,
         pub comm: *mut lt_comm,
         pub dist_timeout_s: f64,
+        pub bucket_passes: i32,
     }
     pub struct lt_eval_result {
         pub struct_size: u32,

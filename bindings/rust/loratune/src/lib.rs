@@ -861,6 +861,8 @@ pub struct TrainParams {
     pub output_dir: Option<String>,
     pub fp16_initial_loss_scale: f64,
     pub fuse_micro_batches: bool,
+    /// pad passes to a few token-budget buckets (few shapes: CUDA graphs replay); default true
+    pub bucket_passes: bool,
 }
 
 impl Default for TrainParams {
@@ -876,6 +878,7 @@ impl Default for TrainParams {
             gradient_checkpointing: p.gradient_checkpointing != 0, offload_checkpoints: p.offload_checkpoints != 0,
             deterministic: p.deterministic != 0, log_every: p.log_every, save_every: p.save_every, output_dir: None,
             fp16_initial_loss_scale: p.fp16_initial_loss_scale, fuse_micro_batches: p.fuse_micro_batches != 0,
+            bucket_passes: p.bucket_passes != 0,
         }
     }
 }
@@ -941,6 +944,7 @@ impl<'a> Trainer<'a> {
         p.save_every = params.save_every;
         p.fp16_initial_loss_scale = params.fp16_initial_loss_scale;
         p.fuse_micro_batches = params.fuse_micro_batches as i32;
+        p.bucket_passes = params.bucket_passes as i32;
         let output_dir = opt_cstring(&params.output_dir, CALL)?;
         p.output_dir = ptr_of(&output_dir);
         let mut callback = on_step.map(|f| Box::new(Callback { panic: None, f }));
