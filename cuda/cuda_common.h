@@ -60,8 +60,9 @@ typedef struct lt_cuda {
     /* GEMM algorithm choices per shape (gemm.cu), made on first use by timing cuBLASLt's
      * candidates unless deterministic; freed by lt_cuda_gemm_tuner_free */
     struct lt_gemm_tuner *gemm_tuner;
-    /* 16-bit copies of the f32 LoRA weights the products read (gemm.cu), made once per
-     * optimizer step instead of once per call; ops that write f32 buffers invalidate them */
+    /* 16-bit copies of the f32 LoRA weights the products read (gemm.cu), made on first use and
+     * then written by the optimizer kernels together with the weights (lt_cuda_w16_outputs);
+     * other ops that write f32 buffers mark the copies they overlap stale */
     struct lt_w16_cache *w16;
     /* the dequantized 16-bit copies of the last few frozen weights used (gemm.cu): the
      * checkpoint recompute of a layer and its backward, which follows at once, dequantize
@@ -110,6 +111,16 @@ void lt_cuda_gemm_tuner_free(lt_cuda *c);
 lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose, const void **out);
 /* marks the copies of anything overlapping [p, p + bytes) stale (a write through an op) */
 void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes);
+/* Where a kernel that rewrites the f32 tensor [p, p + n) (the optimizer's) writes its 16-bit
+ * copies too, as lt_fromf of the new values (the bits a refresh would give): plain = the copy as
+ * stored, trans = the transposed copy of the (rows, cols) matrix, NULL where there is none. The
+ * caller must launch that kernel: the copies are marked fresh; any other copy overlapping the
+ * tensor is marked stale. */
+typedef struct lt_w16_out {
+    void *plain, *trans;
+    int64_t rows, cols;
+} lt_w16_out;
+void lt_cuda_w16_outputs(lt_cuda *c, const float *p, int64_t n, lt_w16_out *o);
 void lt_cuda_w16_free(lt_cuda *c);
 /* drops the copies made from [p, p + bytes) (an allocation being freed) */
 void lt_cuda_w16_forget(lt_cuda *c, const void *p, size_t bytes);

@@ -22,6 +22,12 @@ void lt_cuda_attention_force_bwd_v6(int on);
 /* Selects the skinny LoRA kernels of lora.cu (1, the default) or dropout + cuBLAS (0, the path
  * of shapes those kernels do not serve). */
 void lt_cuda_lora_set_skinny(int on);
+/* The 16-bit copy of the f32 matrix src (rows, cols), transposed when transpose, as the LoRA
+ * products get it (made now when missing or stale); and every copy made again from its source
+ * (the refresh that the optimizer kernels' own writes of the copies replace). */
+lt_status lt_cuda_w16_test_copy(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose,
+                                const void **out);
+lt_status lt_cuda_w16_test_remake(lt_backend *be);
 /* How many passes ran as a replayed CUDA graph on this backend (graph_launch calls). */
 long lt_cuda_graph_launches(lt_backend *be);
 #ifdef __cplusplus

@@ -266,6 +266,35 @@ void lt_cuda_w16_invalidate(lt_cuda *c, const void *p, size_t bytes) {
         if ((uintptr_t)w->e[i].src + w16_bytes(&w->e[i]) > lo) w->e[i].valid = 0;
 }
 
+void lt_cuda_w16_outputs(lt_cuda *c, const float *p, int64_t n, lt_w16_out *o) {
+    o->plain = o->trans = NULL;
+    o->rows = o->cols = 0;
+    struct lt_w16_cache *w = c->w16;
+    if (!w || !p || !w->n || n <= 0) return;
+    /* the copies of exactly this tensor (one as stored, one transposed) are written by the
+     * caller's kernel: fresh once it ran, in stream order before any later reader */
+    for (int i = w16_lower(w, (uintptr_t)p); i < w->n && w->e[i].src == p; i++) {
+        lt_w16_entry *e = &w->e[i];
+        if (e->rows * e->cols != n) continue;
+        if (!e->transpose && !o->plain) {
+            o->plain = e->buf;
+            e->valid = 1;
+        } else if (e->transpose && !o->trans) {
+            o->trans = e->buf;
+            o->rows = e->rows;
+            o->cols = e->cols;
+            e->valid = 1;
+        }
+    }
+    /* any other copy overlapping the tensor (another shape of the same memory: none today) is
+     * made again on its next use */
+    const uintptr_t lo = (uintptr_t)p, hi = lo + (size_t)n * 4;
+    for (int i = w16_lower(w, lo > w->maxb ? lo - w->maxb : 0); i < w->n && (uintptr_t)w->e[i].src < hi; i++) {
+        lt_w16_entry *e = &w->e[i];
+        if ((uintptr_t)e->src + w16_bytes(e) > lo && e->buf != o->plain && e->buf != o->trans) e->valid = 0;
+    }
+}
+
 void lt_cuda_w16_free(lt_cuda *c) {
     struct lt_w16_cache *w = c->w16;
     if (!w) return;
@@ -371,6 +400,17 @@ lt_status lt_cuda_w16(lt_backend *be, const float *src, int64_t rows, int64_t co
     if (!e->valid) LT_TRY(w16_refresh(be, w));
     *out = e->buf;
     return LT_OK;
+}
+
+/* test hooks (cuda_test.h): a copy as the products get it, and every copy made again from its
+ * source (the refresh path the optimizer's own writes replace) */
+extern "C" lt_status lt_cuda_w16_test_copy(lt_backend *be, const float *src, int64_t rows, int64_t cols, int transpose,
+                                           const void **out) {
+    return lt_cuda_w16(be, src, rows, cols, transpose, out);
+}
+extern "C" lt_status lt_cuda_w16_test_remake(lt_backend *be) {
+    lt_cuda_w16_stale_all(lt_cuda_of(be));
+    return lt_cuda_w16_refresh(be);
 }
 
 /* the copies made from the allocation at p are dropped (p is being freed: a later refresh must

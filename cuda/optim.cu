@@ -3,7 +3,9 @@
  * (blocksize 256, signed/unsigned dynamic maps). Both AdamW kernels follow the CPU reference
  * (lib/backend/cpu/cpu_optim.c, adam8bit_ref.c) operation by operation with explicitly rounded
  * intrinsics (no fused multiply-adds), and take the step scalars computed on the host the same
- * way, so their results are bit-identical to it. */
+ * way, so their results are bit-identical to it. The AdamW kernels also write the 16-bit copies
+ * of the LoRA weights the products read (gemm.cu's cache: lt_cuda_w16_outputs) from the new
+ * values, the cast a refresh would make, so no refresh pass follows an optimizer step. */
 #include "cuda_common.h"
 #include <math.h>
 #include <string.h>
@@ -39,6 +41,29 @@ __global__ void k_nonfinite(const float *g, int64_t n, int *flag) {
     if (__any_sync(0xffffffffu, bad) && threadIdx.x % 32 == 0) *flag = 1;
 }
 
+/* the 16-bit copies of one tensor an AdamW kernel writes with it (lt_w16_out) */
+struct lt_w16_dst {
+    void *plain, *trans; /* NULL: none */
+    int64_t rows, cols;  /* of the transposed copy's source: element i = r * cols + c goes to c * rows + r */
+};
+__device__ __forceinline__ void w16_store(const lt_w16_dst &d, int bf, int64_t i, float v) {
+    if (d.plain) {
+        if (bf) ((__nv_bfloat16 *)d.plain)[i] = lt_fromf<__nv_bfloat16>(v);
+        else ((__half *)d.plain)[i] = lt_fromf<__half>(v);
+    }
+    if (d.trans) {
+        const int64_t j = (i % d.cols) * d.rows + i / d.cols;
+        if (bf) ((__nv_bfloat16 *)d.trans)[j] = lt_fromf<__nv_bfloat16>(v);
+        else ((__half *)d.trans)[j] = lt_fromf<__half>(v);
+    }
+}
+static lt_w16_dst w16_dst_of(lt_cuda *c, const float *p, int64_t n) {
+    lt_w16_out o;
+    lt_cuda_w16_outputs(c, p, n, &o);
+    lt_w16_dst d = {o.plain, o.trans, o.rows, o.cols};
+    return d;
+}
+
 /* torch's _single_tensor_adamw in the CPU reference's order */
 /* the step scalars, as the CPU reference computes them (doubles rounded to f32) */
 static void adamw_scalars(float lr, float beta1, float beta2, float wd, int64_t t, float *decay, float *w1, float *w2,
@@ -52,8 +77,9 @@ static void adamw_scalars(float lr, float beta1, float beta2, float wd, int64_t 
     *bc2_sqrt = (float)sqrt(bc2);
 }
 
-/* one element of torch's AdamW, operation by operation as the CPU reference does it */
-__device__ __forceinline__ void adamw_elem(float *p, const float *g, float *m, float *v, int64_t i, float decay,
+/* one element of torch's AdamW, operation by operation as the CPU reference does it; returns
+ * the new p[i] */
+__device__ __forceinline__ float adamw_elem(float *p, const float *g, float *m, float *v, int64_t i, float decay,
                                            float w1, float w2, float beta2, float step_size, float bc2_sqrt,
                                            float eps) {
     float pi = __fmul_rn(p[i], decay);
@@ -65,21 +91,20 @@ __device__ __forceinline__ void adamw_elem(float *p, const float *g, float *m, f
     const float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
     pi = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
     p[i] = pi; m[i] = mi; v[i] = vi;
+    return pi;
 }
 
-__global__ void k_adamw(float *p, const float *g, float *m, float *v, int64_t n, float decay, float w1, float w2,
-                        float beta2, float step_size, float bc2_sqrt, float eps) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        adamw_elem(p, g, m, v, i, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
-}
-
-/* many tensors per launch: blockIdx.y picks the tensor (the same arithmetic as k_adamw) */
+/* many tensors per launch: blockIdx.y picks the tensor; single calls are batches of one.
+ * LT_ADAMW_BATCH keeps the arguments under 4 KB with the copies' pointers. */
 #define LT_MT_BATCH 64
+#define LT_ADAMW_BATCH 48
 struct lt_adamw_args {
-    float *p[LT_MT_BATCH];
-    const float *g[LT_MT_BATCH];
-    float *m[LT_MT_BATCH], *v[LT_MT_BATCH];
-    int64_t n[LT_MT_BATCH];
+    float *p[LT_ADAMW_BATCH];
+    const float *g[LT_ADAMW_BATCH];
+    float *m[LT_ADAMW_BATCH], *v[LT_ADAMW_BATCH];
+    int64_t n[LT_ADAMW_BATCH];
+    lt_w16_dst w16[LT_ADAMW_BATCH];
+    int bf; /* the copies are bf16 (else fp16) */
 };
 __global__ void k_adamw_many(lt_adamw_args a, float decay, float w1, float w2, float beta2, float step_size,
                              float bc2_sqrt, float eps) {
@@ -87,8 +112,11 @@ __global__ void k_adamw_many(lt_adamw_args a, float decay, float w1, float w2, f
     float *p = a.p[k], *m = a.m[k], *v = a.v[k];
     const float *g = a.g[k];
     const int64_t n = a.n[k];
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        adamw_elem(p, g, m, v, i, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
+    const lt_w16_dst d = a.w16[k];
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float pi = adamw_elem(p, g, m, v, i, decay, w1, w2, beta2, step_size, bc2_sqrt, eps);
+        w16_store(d, a.bf, i, pi);
+    }
 }
 struct lt_zero_args {
     uint4 *p[LT_MT_BATCH];
@@ -121,13 +149,13 @@ __device__ __forceinline__ uint8_t quantize_2d(const float *code, int is_signed,
     }
 }
 
-/* one block of 256 threads per 256-element block: block b of a tensor (k_adamw8bit, and
- * k_adamw8bit_many after it found the tensor) */
+/* one block of 256 threads per 256-element block: block b of a tensor (k_adamw8bit_many,
+ * after it found the tensor) */
 __device__ __forceinline__ void adamw8bit_block(float *p, const float *g, uint8_t *state1, uint8_t *state2,
                                                 float *absmax1, float *absmax2, int64_t n, int64_t b,
                                                 const float *code1, const float *code2, float *red1, float *red2,
                                                 float lr, float beta1, float beta2, float eps, float wd,
-                                                float correction2, float step_size) {
+                                                float correction2, float step_size, const lt_w16_dst &w16, int bf) {
     const int64_t i = b * LT_ADAM8BIT_BLOCK + threadIdx.x;
     const float am1 = absmax1[b], am2 = absmax2[b];
     const float gv = i < n ? g[i] : 0.0f;
@@ -152,12 +180,13 @@ __device__ __forceinline__ void adamw8bit_block(float *p, const float *g, uint8_
     for (int w = 1; w < 8; w++) { new1 = fmaxf(new1, red1[w]); new2 = fmaxf(new2, red2[w]); }
     if (threadIdx.x == 0) { absmax1[b] = new1; absmax2[b] = new2; }
     if (i >= n) return;
+    float pv = p[i];
     if (isfinite(gv)) {
-        float pv = p[i];
         pv = __fadd_rn(pv, __fmul_rn(step_size, __fdiv_rn(s1, __fadd_rn(sqrtf(s2), __fmul_rn(correction2, eps)))));
         if (wd > 0.0f) pv = __fmul_rn(pv, __fsub_rn(1.0f, __fmul_rn(lr, wd)));
         p[i] = pv;
     }
+    w16_store(w16, bf, i, pv); /* the copies hold p[i], updated or not */
     uint8_t c1 = quantize_2d(code1, 1, __fdiv_rn(s1, new1));
     uint8_t c2 = quantize_2d(code2, 0, __fdiv_rn(s2, new2));
     if (signbit(code1[c1]) != signbit(s1)) {
@@ -167,20 +196,9 @@ __device__ __forceinline__ void adamw8bit_block(float *p, const float *g, uint8_
     state2[i] = c2;
 }
 
-/* one block of 256 threads per 256-element block */
-__global__ void k_adamw8bit(float *p, const float *g, uint8_t *state1, uint8_t *state2, float *absmax1,
-                            float *absmax2, int64_t n, const float *code1_g, const float *code2_g, float lr,
-                            float beta1, float beta2, float eps, float wd, float correction2, float step_size) {
-    __shared__ float code1[256], code2[256];
-    __shared__ float red1[8], red2[8];
-    code1[threadIdx.x] = code1_g[threadIdx.x];
-    code2[threadIdx.x] = code2_g[threadIdx.x];
-    adamw8bit_block(p, g, state1, state2, absmax1, absmax2, n, blockIdx.x, code1, code2, red1, red2, lr, beta1, beta2,
-                    eps, wd, correction2, step_size);
-}
-
-/* many tensors per launch: block x is block x - first[k] of the tensor k with first[k] <= x <
- * first[k + 1] (first: the tensors' 256-element blocks, summed) */
+/* many tensors per launch (single calls are batches of one): block x is block x - first[k] of
+ * the tensor k with first[k] <= x < first[k + 1] (first: the tensors' 256-element blocks,
+ * summed) */
 #define LT_A8_BATCH 32
 struct lt_adamw8_args {
     float *p[LT_A8_BATCH];
@@ -189,7 +207,9 @@ struct lt_adamw8_args {
     float *a1[LT_A8_BATCH], *a2[LT_A8_BATCH];
     int64_t n[LT_A8_BATCH];
     int64_t first[LT_A8_BATCH + 1];
+    lt_w16_dst w16[LT_A8_BATCH];
     int count;
+    int bf; /* the copies are bf16 (else fp16) */
 };
 __global__ void k_adamw8bit_many(lt_adamw8_args a, const float *code1_g, const float *code2_g, float lr, float beta1,
                                  float beta2, float eps, float wd, float correction2, float step_size) {
@@ -201,7 +221,7 @@ __global__ void k_adamw8bit_many(lt_adamw8_args a, const float *code1_g, const f
     int k = 0;
     while (k + 1 < a.count && a.first[k + 1] <= x) k++;
     adamw8bit_block(a.p[k], a.g[k], a.s1[k], a.s2[k], a.a1[k], a.a2[k], a.n[k], x - a.first[k], code1, code2, red1,
-                    red2, lr, beta1, beta2, eps, wd, correction2, step_size);
+                    red2, lr, beta1, beta2, eps, wd, correction2, step_size, a.w16[k], a.bf);
 }
 
 /* up to LT_MT_BATCH f32 tensors for the check and the scaling of many gradients (blockIdx.y
@@ -312,14 +332,7 @@ lt_status lt_cuda_adamw(lt_backend *be, float *p, const float *g, float *m, floa
                         float beta1, float beta2, float eps, float wd, int64_t t) {
     LT_CHECK_ARG(t >= 1, "adamw: step %lld must be >= 1", (long long)t);
     if (n <= 0) return LT_OK;
-    lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
-    /* the same scalars as the CPU reference (doubles rounded to f32) */
-    float decay, w1, w2, step_size, bc2_sqrt;
-    adamw_scalars(lr, beta1, beta2, wd, t, &decay, &w1, &w2, &step_size, &bc2_sqrt);
-    k_adamw<<<lt_blocks(n, 256), 256, 0, lt_cuda_of(be)->stream>>>(p, g, m, v, n, decay, w1, w2, beta2, step_size,
-                                                                   bc2_sqrt, eps);
-    LT_LAUNCH_CHECK("k_adamw");
-    return LT_OK;
+    return lt_cuda_adamw_many(be, 1, &p, &g, &m, &v, &n, lr, beta1, beta2, eps, wd, t);
 }
 
 /* the signed and unsigned dynamic maps on the device, made on first use */
@@ -346,18 +359,8 @@ lt_status lt_cuda_adamw8bit(lt_backend *be, float *p, const float *g, uint8_t *s
                             float wd, int64_t t) {
     LT_CHECK_ARG(t >= 1, "adamw8bit: step %lld must be >= 1", (long long)t);
     if (n <= 0) return LT_OK;
-    lt_cuda_w16_invalidate(lt_cuda_of(be), p, (size_t)n * 4);
-    lt_cuda *c = lt_cuda_of(be);
-    LT_TRY(dyn_maps(c));
-    float correction2, step_size;
-    adamw8bit_scalars(lr, beta1, beta2, t, &correction2, &step_size);
-    const int64_t nblocks = (n + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
-    LT_CHECK_ARG(nblocks < (1ll << 31), "adamw8bit: %lld elements is too many", (long long)n);
-    k_adamw8bit<<<(unsigned)nblocks, LT_ADAM8BIT_BLOCK, 0, c->stream>>>(
-        p, g, state1, state2, absmax1, absmax2, n, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps,
-        wd, correction2, step_size);
-    LT_LAUNCH_CHECK("k_adamw8bit");
-    return LT_OK;
+    return lt_cuda_adamw8bit_many(be, 1, &p, &g, &state1, &state2, &absmax1, &absmax2, &n, lr, beta1, beta2, eps, wd,
+                                  t);
 }
 
 lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, const float *const *g,
@@ -371,6 +374,8 @@ lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, con
     adamw8bit_scalars(lr, beta1, beta2, t, &correction2, &step_size);
     lt_adamw8_args a;
     memset(&a, 0, sizeof a);
+    const int bf = be->act_dtype == LT_DTYPE_BF16;
+    a.bf = bf;
     for (int i = 0; i <= count; i++) {
         /* the batch goes when it is full or the tensors are done */
         if (a.count > 0 && (i == count || a.count == LT_A8_BATCH)) {
@@ -380,12 +385,13 @@ lt_status lt_cuda_adamw8bit_many(lt_backend *be, int count, float *const *p, con
                 a, c->dyn_maps, c->dyn_maps + 256, lr, beta1, beta2, eps, wd, correction2, step_size);
             LT_LAUNCH_CHECK("k_adamw8bit_many");
             memset(&a, 0, sizeof a);
+            a.bf = bf;
         }
         if (i == count || n[i] <= 0) continue;
-        lt_cuda_w16_invalidate(c, p[i], (size_t)n[i] * 4);
         const int k = a.count++;
         a.p[k] = p[i]; a.g[k] = g[i]; a.s1[k] = state1[i]; a.s2[k] = state2[i]; a.a1[k] = absmax1[i];
         a.a2[k] = absmax2[i]; a.n[k] = n[i];
+        a.w16[k] = w16_dst_of(c, p[i], n[i]); /* written by this launch */
         a.first[k + 1] = a.first[k] + (n[i] + LT_ADAM8BIT_BLOCK - 1) / LT_ADAM8BIT_BLOCK;
     }
     return LT_OK;
@@ -409,15 +415,16 @@ lt_status lt_cuda_adamw_many(lt_backend *be, int count, float *const *p, const f
     /* the scalars of lt_cuda_adamw */
     float decay, w1, w2, step_size, bc2_sqrt;
     adamw_scalars(lr, beta1, beta2, wd, t, &decay, &w1, &w2, &step_size, &bc2_sqrt);
-    for (int b0 = 0; b0 < count; b0 += LT_MT_BATCH) {
-        const int nb = count - b0 < LT_MT_BATCH ? count - b0 : LT_MT_BATCH;
+    for (int b0 = 0; b0 < count; b0 += LT_ADAMW_BATCH) {
+        const int nb = count - b0 < LT_ADAMW_BATCH ? count - b0 : LT_ADAMW_BATCH;
         lt_adamw_args a;
         memset(&a, 0, sizeof a);
+        a.bf = be->act_dtype == LT_DTYPE_BF16;
         int64_t most = 1;
         for (int i = 0; i < nb; i++) {
             a.p[i] = p[b0 + i]; a.g[i] = g[b0 + i]; a.m[i] = m[b0 + i]; a.v[i] = v[b0 + i]; a.n[i] = n[b0 + i];
             if (a.n[i] > most) most = a.n[i];
-            lt_cuda_w16_invalidate(c, a.p[i], (size_t)a.n[i] * 4);
+            a.w16[i] = w16_dst_of(c, a.p[i], a.n[i]); /* written by this launch */
         }
         unsigned bx = lt_blocks(most, 256);
         if (bx > 64) bx = 64;

@@ -1008,6 +1008,96 @@ static void test_optim_many(ctx *c) {
     }
 }
 
+/* The optimizer kernels write the 16-bit copies of the LoRA weights (gemm.cu's cache) with the
+ * weights: after each AdamW op (fp32 and 8-bit, many and single) every copy - as stored and
+ * transposed, odd shapes - holds the bits that remaking it from the new weights gives (the
+ * refresh path those writes replace), and the step changed them (the check can fail). */
+static void test_optim_w16(ctx *c) {
+    enum { K = 5 };
+    static const int64_t shape[K][2] = {{16, 1536}, {1536, 16}, {8, 40}, {3, 7}, {60, 16}};
+    /* copies per tensor: bit 0 as stored, bit 1 transposed (tensor 4: none) */
+    static const int want[K] = {3, 2, 1, 3, 0};
+    int64_t n[K];
+    void *gp[K], *gm[K], *gv[K], *gs1[K], *gs2[K], *ga1[K], *ga2[K];
+    const void *cp[K][2];
+    for (int k = 0; k < K; k++) {
+        n[k] = shape[k][0] * shape[k][1];
+        const int64_t nb = (n[k] + 255) / 256;
+        float *h = rnd(n[k], 1.0f);
+        gp[k] = g_f32(c, h, n[k]);
+        free(h);
+        gm[k] = g_f32(c, NULL, n[k]); gv[k] = g_f32(c, NULL, n[k]);
+        ga1[k] = g_f32(c, NULL, nb); ga2[k] = g_f32(c, NULL, nb);
+        CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n[k], &gs1[k]));
+        CHECK_OK(c->gpu->ops.alloc(c->gpu, (size_t)n[k], &gs2[k]));
+        for (int t = 0; t < 2; t++) {
+            cp[k][t] = NULL;
+            if (want[k] >> t & 1)
+                CHECK_OK(lt_cuda_w16_test_copy(c->gpu, (const float *)gp[k], shape[k][0], shape[k][1], t, &cp[k][t]));
+        }
+    }
+    static const char *const what[4] = {"adamw_many", "adamw8bit_many", "adamw", "adamw8bit"};
+    int bad = 0, same = 0, total = 0;
+    for (int step = 1; step <= 4; step++) {
+        const int op = step - 1;
+        void *gg[K];
+        void *before[K][2];
+        for (int k = 0; k < K; k++) {
+            float *h = rnd(n[k], 0.5f);
+            gg[k] = g_f32(c, h, n[k]);
+            free(h);
+            for (int t = 0; t < 2; t++) before[k][t] = cp[k][t] ? g_raw(c, cp[k][t], (size_t)n[k] * 2) : NULL;
+        }
+        const float lr = 0.05f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        if (op == 0)
+            CHECK_OK(c->gpu->ops.adamw_many(c->gpu, K, (float *const *)gp, (const float *const *)gg,
+                                            (float *const *)gm, (float *const *)gv, n, lr, b1, b2, eps, wd, step));
+        else if (op == 1)
+            CHECK_OK(c->gpu->ops.adamw8bit_many(c->gpu, K, (float *const *)gp, (const float *const *)gg,
+                                                (uint8_t *const *)gs1, (uint8_t *const *)gs2, (float *const *)ga1,
+                                                (float *const *)ga2, n, lr, b1, b2, eps, wd, step));
+        else
+            for (int k = 0; k < K; k++) {
+                if (op == 2)
+                    CHECK_OK(c->gpu->ops.adamw(c->gpu, (float *)gp[k], (const float *)gg[k], (float *)gm[k],
+                                               (float *)gv[k], n[k], lr, b1, b2, eps, wd, step));
+                else
+                    CHECK_OK(c->gpu->ops.adamw8bit(c->gpu, (float *)gp[k], (const float *)gg[k], (uint8_t *)gs1[k],
+                                                   (uint8_t *)gs2[k], (float *)ga1[k], (float *)ga2[k], n[k], lr, b1,
+                                                   b2, eps, wd, step));
+            }
+        void *got[K][2];
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < 2; t++) got[k][t] = cp[k][t] ? g_raw(c, cp[k][t], (size_t)n[k] * 2) : NULL;
+        CHECK_OK(lt_cuda_w16_test_remake(c->gpu));
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < 2; t++) {
+                if (!cp[k][t]) continue;
+                const size_t bytes = (size_t)n[k] * 2;
+                void *ref = g_raw(c, cp[k][t], bytes);
+                if (memcmp(got[k][t], ref, bytes) != 0) {
+                    bad++;
+                    fprintf(stderr, "[%s] %s: tensor %d's %s 16-bit copy differs from one made from the weights\n",
+                            c->tag, what[op], k, t ? "transposed" : "plain");
+                }
+                const uint16_t *a = before[k][t], *b = ref;
+                for (int64_t i = 0; i < n[k]; i++) same += a[i] == b[i];
+                total += (int)n[k];
+                free(ref); free(got[k][t]); free(before[k][t]);
+            }
+        for (int k = 0; k < K; k++) c->gpu->ops.free(c->gpu, gg[k]);
+    }
+    CHECK_MSG(bad == 0, "[%s] optimizer-written 16-bit LoRA copies: %d differ from the refresh", c->tag, bad);
+    CHECK_MSG(same < total / 2, "[%s] optimizer steps left %d of %d 16-bit copy values unchanged: the check is void",
+              c->tag, same, total);
+    printf("  [%s] adamw / adamw8bit (many and single) write the 16-bit LoRA copies: bit-identical to a refresh "
+           "(%d of %d values changed)\n", c->tag, total - same, total);
+    for (int k = 0; k < K; k++) {
+        void *gb[] = {gp[k], gm[k], gv[k], gs1[k], gs2[k], ga1[k], ga2[k]};
+        for (int i = 0; i < 7; i++) c->gpu->ops.free(c->gpu, gb[i]);
+    }
+}
+
 static void test_memory(ctx *c) {
     uint64_t use0 = 0, peak0 = 0, use1 = 0, peak1 = 0;
     c->gpu->ops.memory(c->gpu, &use0, &peak0);
@@ -1057,6 +1147,7 @@ int main(int argc, char **argv) {
         }
         test_linear(&c, LT_QUANT_NF4);
         test_linear(&c, LT_QUANT_NONE);
+        test_optim_w16(&c);
         for (int sk = 0; sk < 2; sk++) { /* dropout + cuBLAS, then the skinny kernels of lora.cu */
             lt_cuda_lora_set_skinny(sk);
             test_lora(&c, 0.1f, 16);
