@@ -89,6 +89,9 @@ lt_status lt_export_write_merged(lt_exporter *ex, const char *dir);
 lt_status lt_export_write_modelfile(lt_exporter *ex, const char *gguf_path);
 /* Tokenizer keys of the GGUF (gguf_vocab.c). */
 lt_status lt_export_gguf_vocab(lt_exporter *ex, lt_gguf_writer *w);
+/* *missing = the first of texts[0..n-1] that is neither a token of tokenizer.json's model.vocab
+ * nor an added token's content, or NULL when the vocabulary has them all. */
+lt_status lt_export_vocab_missing(lt_exporter *ex, const char *const *texts, size_t n, const char **missing);
 /* The end-of-generation token texts for Modelfile stops: eos and the tokenizer's <|...|> ends. */
 lt_status lt_export_stop_tokens(lt_exporter *ex, char ***out, size_t *n);
 #endif

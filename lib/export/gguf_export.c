@@ -7,6 +7,7 @@
  * Hugging Face checkpoint holds), widened to f32, then converted or quantized. */
 #include "export/export.h"
 #include "export/quant.h"
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,12 +73,39 @@ static void llama3_rope_factors(const lt_rope_desc *r, int32_t hd, float *out) {
     }
 }
 
+/* llama.cpp's vocabulary loader (llama-vocab.cpp, the per-token attributes it sets by model name)
+ * lowercases general.name and, where it holds "phi3" or "phi-3", looks up Phi-3's </s>, <unk>, <s>
+ * and <|endoftext|> with unordered_map::at: a model so named whose vocabulary lacks one of them
+ * (a Phi-3 architecture with another tokenizer, or any model in a folder named so) does not load
+ * ("unordered_map::at"). *missing = the first such token the vocabulary lacks, else NULL; the
+ * caller then leaves general.name out (an optional key), which llama.cpp loads. */
+static lt_status lt_gguf_name_loadable(lt_exporter *ex, const char *name, const char **missing) {
+    *missing = NULL;
+    char *low = lt_strdup(name);
+    if (!low) return LT_ERR_OUT_OF_MEMORY;
+    for (char *p = low; *p; p++) *p = (char)tolower((unsigned char)*p);
+    const int phi3 = strstr(low, "phi3") || strstr(low, "phi-3");
+    free(low);
+    if (!phi3) return LT_OK;
+    static const char *const need[] = {"</s>", "<unk>", "<s>", "<|endoftext|>"};
+    return lt_export_vocab_missing(ex, need, sizeof need / sizeof need[0], missing);
+}
+
 static lt_status lt_gguf_metadata(lt_exporter *ex, lt_gguf_writer *w, const lt_gguf_ftype *ft) {
     const lt_config *c = &ex->model->cfg;
     const char *arch = lt_gguf_arch(c);
     LT_TRY(lt_gguf_add_str(w, "general.architecture", arch));
     LT_TRY(lt_gguf_add_str(w, "general.type", "model"));
-    if (ex->model->dir) LT_TRY(lt_gguf_add_str(w, "general.name", lt_basename(ex->model->dir)));
+    if (ex->model->dir) {
+        const char *name = lt_basename(ex->model->dir), *missing = NULL;
+        LT_TRY(lt_gguf_name_loadable(ex, name, &missing));
+        if (missing)
+            LT_LOGW("GGUF: general.name '%s' left out: llama.cpp looks up Phi-3's tokens </s> <unk> <s> <|endoftext|> "
+                    "in a model whose name holds \"phi3\" or \"phi-3\" and does not load it without them; "
+                    "%s/tokenizer.json lacks '%s'", name, lt_export_tokenizer_dir(ex), missing);
+        else
+            LT_TRY(lt_gguf_add_str(w, "general.name", name));
+    }
     LT_TRY(add_u32a(w, arch, "block_count", (uint32_t)c->num_layers));
     LT_TRY(add_u32a(w, arch, "context_length", (uint32_t)c->max_position_embeddings));
     LT_TRY(add_u32a(w, arch, "embedding_length", (uint32_t)c->hidden_size));

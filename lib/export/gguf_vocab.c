@@ -416,6 +416,20 @@ done:
     return st;
 }
 
+lt_status lt_export_vocab_missing(lt_exporter *ex, const char *const *texts, size_t n, const char **missing) {
+    *missing = NULL;
+    const char *dir = lt_export_tokenizer_dir(ex);
+    lt_status st = LT_OK;
+    json_t *tj = lt_load_json(dir, "tokenizer.json", 1, &st);
+    if (!tj) return st;
+    json_t *vocab = json_object_get(json_object_get(tj, "model"), "vocab");
+    json_t *added = json_object_get(tj, "added_tokens");
+    for (size_t i = 0; i < n && !*missing; i++)
+        if (!json_object_get(vocab, texts[i]) && lt_added_id(added, texts[i]) < 0) *missing = texts[i];
+    json_decref(tj);
+    return LT_OK;
+}
+
 lt_status lt_export_stop_tokens(lt_exporter *ex, char ***out, size_t *n) {
     *out = NULL;
     *n = 0;
