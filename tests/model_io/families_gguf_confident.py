@@ -24,14 +24,16 @@ stops near 2.9, the top-1 margins near 1, of a 6 wide range). Then, per family:
 Vocabularies: the 256-token byte-level test BPE (tests/fixtures/families/tokenizer-bpe256), and for
 phi3 the Llama-2 style SentencePiece vocabulary real Phi-3 ships (tests/tok/spm/llama2: <unk> <s>
 </s>, byte fallback, <|endoftext|> <|user|> <|assistant|> <|end|>): llama.cpp's vocabulary loader
-looks those tokens up for any model whose general.name contains "phi3" / "phi-3" (the fixture's
-embedding and head get rows for the wider vocabulary, the fixture's own rows kept).
+looks those tokens up for any model whose general.name contains "phi3" / "phi-3"; with them the
+GGUF keeps general.name "phi3" (checked), so llama.cpp's Phi-3 rules run (the fixture's embedding
+and head get rows for the wider vocabulary, the fixture's own rows kept).
 What a GGUF cannot say is reported for the fixture as it is, not failed, and checked on a variant
 whose config says it the way real checkpoints do, which must pass:
   mistral  sliding_window 5: llama.cpp's llama architecture has no sliding window
            (variant: sliding_window null, as Mistral-7B-v0.2+ / Mistral-Nemo);
   gemma2   query_pre_attn_scalar 24 != head_dim 16: llama.cpp derives the attention scale from the
-           model size (variant: query_pre_attn_scalar = head_dim, as Gemma-2-2B / 9B);
+           model size (variant: query_pre_attn_scalar = head_dim, as Gemma-2-2B / 9B; and one with
+           Gemma 2's soft-caps too, final 30 and attention 50, see MORE_VARIANTS);
   phi3     sliding_window 6: llama.cpp's phi3 runs without its sliding window ("Phi SWA is
            currently disabled") (variant: sliding_window null, as Phi-3.5-mini's 262144 acts).
 usage: families_gguf_confident.py [FAMILY,...] (default all). Exit 0 pass, 1 fail, 77 skip
@@ -72,6 +74,13 @@ NOT_EXPRESSIBLE = {
     "gemma2": ("query_pre_attn_scalar 24 != head_dim: llama.cpp derives the scale from the model size",
                {"query_pre_attn_scalar": "head_dim"}),
     "phi3": ("sliding window 6: llama.cpp's phi3 runs without it", {"sliding_window": None}),
+}
+# more variants that must pass: gemma2 with Gemma 2's own soft-caps (final 30, attention 50), where
+# a model can be confident in probability too (the fixture's final cap 3.0 holds every logit within
+# +-3: the best top-1 probability of 256 tokens is then about e^3 / (e^3 + 255))
+MORE_VARIANTS = {
+    "gemma2": [("gemma2-caps30", {"query_pre_attn_scalar": "head_dim", "final_logit_softcapping": 30.0,
+                                  "attn_logit_softcapping": 50.0})],
 }
 TRAIN = ["--device", "cpu", "--quant", "none", "--dtype", "f32", "--lr", "1e-2", "--warmup-steps", "10",
          "--scheduler", "cosine", "--max-steps", "200", "--batch-size", "1", "--grad-accum", "1", "--lora-r", "16",
@@ -227,6 +236,8 @@ def main():
                     bad += check_case(tmp, fam, fam + "-variant", NOT_EXPRESSIBLE[fam][1], must_pass=True)
                 else:
                     bad += check_case(tmp, fam, fam, {}, must_pass=True)
+                for label, change in MORE_VARIANTS.get(fam, []):
+                    bad += check_case(tmp, fam, label, change, must_pass=True)
             except Exception as e:  # noqa: BLE001
                 print(f"FAIL {fam}: {e}")
                 bad += 1
