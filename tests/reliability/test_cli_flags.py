@@ -73,7 +73,7 @@ TRAIN_VALUES.update({
     "--weight-decay": ["0.01"], "--adam-beta1": ["0.9"], "--adam-beta2": ["0.999"], "--adam-eps": ["1e-08"],
     "--max-grad-norm": ["1", "0"], "--gradient-checkpointing": [None], "--no-gradient-checkpointing": [None],
     "--deterministic": [None], "--no-deterministic": [None], "--fuse-micro-batches": [None],
-    "--no-fuse-micro-batches": [None], "--lora-r": ["16", "4"], "--lora-alpha": ["32"], "--lora-dropout": ["0.1", "0"],
+    "--no-fuse-micro-batches": [None], "--bucket-passes": [None], "--no-bucket-passes": [None], "--lora-r": ["16", "4"], "--lora-alpha": ["32"], "--lora-dropout": ["0.1", "0"],
     "--use-rslora": [None], "--no-use-rslora": [None], "--targets": ["all", "q,k,v,o,gate,up,down", "q_proj,v_proj"],
     "--log-every": ["1", "2"], "--save-every": ["0", "1"], "--save-total-limit": [("1", ["--save-every", "1"])],
     "--eval-data": [D], "--eval-every": [("1", ["--eval-fraction", "0.25"])],
