@@ -454,6 +454,7 @@ lt_status lt_trainer_form_window(lt_trainer *tr, const lt_batch **runs_out, int 
         exp = tr->bucket_exp < 0 ? -1 : tr->use_loss_scale ? ceil_log2(items > 0 ? items : 1) : tr->bucket_exp;
         for (int r = 0; r < R; r++) {
             lt_batch *b = &runs[r];
+            if (b->max_seqlen > tr->bucket_seg) continue; /* not reached: bucket_seg is the longest record */
             const int64_t n = b->n_tokens, nb = lt_bucket_tokens(n, tr->fuse_cap);
             const int64_t need = b->nseq + (nb - n + tr->bucket_seg - 1) / tr->bucket_seg;
             int64_t ns = tr->bucket_nseq < nb ? tr->bucket_nseq : nb;
