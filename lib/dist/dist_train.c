@@ -42,7 +42,7 @@ lt_status lt_dist_check(const lt_train_params *p, const lt_model *m) {
 }
 
 /* what every rank must agree on, checked once at set-up */
-enum { AGREE_RECORDS, AGREE_LORA, AGREE_SEED, AGREE_BATCH, AGREE_ACCUM, AGREE_STEPS, AGREE_FUSE, AGREE_N };
+enum { AGREE_RECORDS, AGREE_LORA, AGREE_SEED, AGREE_BATCH, AGREE_ACCUM, AGREE_STEPS, AGREE_FUSE, AGREE_BUCKET, AGREE_N };
 
 lt_status lt_dist_trainer_init(lt_trainer *tr) {
     const lt_train_params *p = &tr->p;
@@ -72,9 +72,9 @@ lt_status lt_dist_trainer_init(lt_trainer *tr) {
     for (int i = 0; i < tr->n_tensors; i++) lora += tr->grad_n[i];
     double mine[AGREE_N] = {(double)tr->n_records, (double)lora, (double)(p->seed & 0xFFFFFFFFFFFFull),
                             (double)p->batch_size, (double)p->grad_accum, (double)tr->max_steps,
-                            (double)p->fuse_micro_batches};
+                            (double)p->fuse_micro_batches, (double)p->bucket_passes};
     static const char *names[AGREE_N] = {"training records", "LoRA parameters", "seed", "batch_size", "grad_accum",
-                                         "max_steps", "fuse_micro_batches"};
+                                         "max_steps", "fuse_micro_batches", "bucket_passes"};
     double r0[AGREE_N];
     memcpy(r0, mine, sizeof r0);
     LT_TRY(tr->coll->ops.broadcast_host(tr->coll, r0, sizeof r0, "trainer set-up (comparing the ranks' settings)"));
