@@ -315,6 +315,10 @@ static lt_status op_graph_end(lt_backend *be, int ok, void **graph) {
     *graph = NULL;
     if (!c->graph_capture) return lt_error(LT_ERR_STATE, "CUDA graph: graph_end without graph_begin");
     c->graph_capture = 0;
+    /* copies of the recording that nothing waited for: the last one (the copy stream runs them
+     * in order) joins the copy stream back into the recorded stream, as capture requires */
+    if (c->off_capture) cudaStreamWaitEvent(c->stream, c->off_ev_copy[c->off_tickets % LT_OFFLOAD_EVENTS], 0);
+    c->off_capture = 0;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
     cudaGraphExec_t x = NULL;
@@ -351,6 +355,83 @@ static void op_graph_free(lt_backend *be, void *graph) {
 
 static uint64_t op_graph_epoch(lt_backend *be) { return lt_cuda_of(be)->mem_epoch; }
 
+/* ---- ops: checkpoint offload ---- */
+/* the copy stream and its events, made at the first host_alloc (outside any recording) */
+static lt_status offload_init(lt_cuda *c) {
+    if (c->copy_stream) return LT_OK;
+    c->off_ev_main = (cudaEvent_t *)calloc(2 * LT_OFFLOAD_EVENTS, sizeof(cudaEvent_t));
+    if (!c->off_ev_main) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+    c->off_ev_copy = c->off_ev_main + LT_OFFLOAD_EVENTS;
+    for (int i = 0; i < 2 * LT_OFFLOAD_EVENTS; i++)
+        LT_CUDA_TRY(cudaEventCreateWithFlags(&c->off_ev_main[i], cudaEventDisableTiming));
+    LT_CUDA_TRY(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+    return LT_OK;
+}
+
+static void offload_destroy(lt_cuda *c) {
+    if (c->copy_stream) {
+        cudaStreamSynchronize(c->copy_stream);
+        cudaStreamDestroy(c->copy_stream);
+    }
+    for (int i = 0; c->off_ev_main && i < 2 * LT_OFFLOAD_EVENTS; i++)
+        if (c->off_ev_main[i]) cudaEventDestroy(c->off_ev_main[i]);
+    free(c->off_ev_main);
+    c->copy_stream = NULL;
+    c->off_ev_main = c->off_ev_copy = NULL;
+}
+
+static lt_status op_host_alloc(lt_backend *be, size_t bytes, void **out) {
+    lt_cuda *c = lt_cuda_of(be);
+    *out = NULL;
+    LT_TRY(offload_init(c));
+    cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *out = NULL;
+        return lt_error(LT_ERR_OUT_OF_MEMORY, "cannot allocate %.1f MiB of pinned host memory for the offloaded "
+                        "checkpoints (%s); lower batch_size or max_seq_len", bytes / 1048576.0,
+                        cudaGetErrorString(e));
+    }
+    memset(*out, 0, bytes);
+    return LT_OK;
+}
+
+static void op_host_free(lt_backend *be, void *p) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (!p) return;
+    if (c->copy_stream) cudaStreamSynchronize(c->copy_stream);
+    cudaStreamSynchronize(c->stream);
+    c->mem_epoch++; /* a recorded graph may copy to or from p */
+    cudaFreeHost(p);
+}
+
+/* the copy waits for the compute stream's work queued so far (an event the copy stream waits
+ * on: while recording, this forks the copy stream into the graph), then runs on the copy stream */
+static lt_status op_offload_copy(lt_backend *be, void *dst, const void *src, size_t bytes, uint64_t *ticket) {
+    lt_cuda *c = lt_cuda_of(be);
+    *ticket = 0;
+    LT_TRY(offload_init(c));
+    const uint64_t t = c->off_tickets + 1;
+    const int i = (int)(t % LT_OFFLOAD_EVENTS);
+    LT_CUDA_TRY(cudaEventRecord(c->off_ev_main[i], c->stream));
+    LT_CUDA_TRY(cudaStreamWaitEvent(c->copy_stream, c->off_ev_main[i], 0));
+    if (bytes) LT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->copy_stream));
+    LT_CUDA_TRY(cudaEventRecord(c->off_ev_copy[i], c->copy_stream));
+    c->off_tickets = t;
+    if (c->graph_capture) c->off_capture = 1;
+    *ticket = t;
+    return LT_OK;
+}
+
+static lt_status op_offload_wait(lt_backend *be, uint64_t ticket) {
+    lt_cuda *c = lt_cuda_of(be);
+    if (ticket == 0) return LT_OK;
+    if (ticket > c->off_tickets || !c->copy_stream)
+        return lt_error(LT_ERR_STATE, "offload_wait: copy %llu was never queued", (unsigned long long)ticket);
+    LT_CUDA_TRY(cudaStreamWaitEvent(c->stream, c->off_ev_copy[ticket % LT_OFFLOAD_EVENTS], 0));
+    return LT_OK;
+}
+
 static void op_destroy(lt_backend *be) {
     if (!be) return;
     lt_cuda *c = lt_cuda_of(be);
@@ -372,6 +453,7 @@ static void op_destroy(lt_backend *be) {
         for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].ptr);
         free(c->allocs);
         if (c->host_pinned) cudaFreeHost(c->host_pinned);
+        offload_destroy(c);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -529,6 +611,10 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->graph_launch = op_graph_launch;
     o->graph_free = op_graph_free;
     o->graph_epoch = op_graph_epoch;
+    o->host_alloc = op_host_alloc;
+    o->host_free = op_host_free;
+    o->offload_copy = op_offload_copy;
+    o->offload_wait = op_offload_wait;
     o->copy2d = LT_PROF(3, op_copy2d); /* counted with copy */
     o->argmax_rows = lt_cuda_argmax_rows; /* argmax.cu; evaluation only, not profiled */
     o->rope_freq_fwd = LT_PROF(15, lt_cuda_rope_freq_fwd); /* family.cu; counted with rope */

@@ -81,6 +81,15 @@ typedef struct lt_cuda {
     uint64_t *drop_dev;
     uint64_t mem_epoch;
     long graph_launches;
+    /* checkpoint offload (offload_copy / offload_wait, cuda_backend.cu): a copy stream beside
+     * the compute stream and two rings of events, the compute stream's point that copy t
+     * starts after and copy t's end, in slot t % LT_OFFLOAD_EVENTS (the copy stream runs its
+     * copies in order, so waiting on a later copy of a slot also waits for t); off_capture:
+     * copies were queued while recording a graph (its end joins the copy stream back) */
+    cudaStream_t copy_stream;
+    cudaEvent_t *off_ev_main, *off_ev_copy;
+    uint64_t off_tickets;
+    int off_capture;
 } lt_cuda;
 
 static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; }
@@ -89,6 +98,7 @@ static inline lt_cuda *lt_cuda_of(lt_backend *be) { return (lt_cuda *)be->impl; 
 /* events in flight before a harvest (a host sync): large, so that profiling does not make the
  * host wait every few ops and inflate the small ops' times with launch gaps */
 #define LT_PROF_PENDING 16384
+#define LT_OFFLOAD_EVENTS 64 /* checkpoint offload: events per ring */
 enum { LT_PROF_DEQUANT = 40, LT_PROF_GEMM = 41, LT_PROF_DROPOUT = 42, LT_PROF_CE = 43, LT_PROF_HEAD_GEMM = 44,
        LT_PROF_ROWDOT = 45, LT_PROF_WGRAD = 46, LT_PROF_ADDMUL = 47 };
 /* returns a slot to pass to lt_prof_end, or -1 when not profiling */

@@ -309,28 +309,38 @@ static lt_status weight_create(lt_backend *be, const lt_weight_desc *d, lt_bweig
         return lt_error(LT_ERR_UNSUPPORTED, "weight [%lld, %lld]: dtype %d is not f32, f16 or bf16",
                         (long long)d->rows, (long long)d->cols, (int)d->dtype);
     /* the source values travel to the scratch buffer, then a kernel converts or quantizes */
-    const size_t src_bytes = (size_t)n * dtype_bytes(d->dtype);
+    const size_t eb = dtype_bytes(d->dtype), src_bytes = (size_t)n * eb;
     const int64_t nblocks = (n + LT_NF4_BLOCK - 1) / LT_NF4_BLOCK;
+    if (!nf4) {
+        /* in pieces of at most 64 MiB: the scratch buffer keeps its size for the rest of the run,
+         * and a vocabulary-sized table (the embedding, an untied head) would leave it far larger
+         * than any training op needs */
+        LT_TRY(walloc(c, w, (size_t)n * 2, "16-bit weights", &w->data16));
+        const int64_t piece = (int64_t)((64u << 20) / eb);
+        void *src;
+        LT_TRY(lt_cuda_scratch(c, (size_t)(n < piece ? n : piece) * eb, &src));
+        for (int64_t o = 0; o < n; o += piece) { /* stream order: a piece's upload waits for the last convert */
+            const int64_t m = n - o < piece ? n - o : piece;
+            LT_TRY(upload(c, src, (const char *)d->host + (size_t)o * eb, (size_t)m * eb));
+            unsigned g = lt_blocks(m, 256);
+#define CONV(S) \
+            if (be->act_dtype == LT_DTYPE_BF16) k_convert<S, __nv_bfloat16><<<g, 256, 0, s>>>((const S *)src, (__nv_bfloat16 *)w->data16 + o, m); \
+            else k_convert<S, __half><<<g, 256, 0, s>>>((const S *)src, (__half *)w->data16 + o, m);
+            if (d->dtype == LT_DTYPE_F32) { CONV(float) }
+            else if (d->dtype == LT_DTYPE_BF16) { CONV(__nv_bfloat16) }
+            else { CONV(__half) }
+#undef CONV
+            LT_LAUNCH_CHECK("k_convert");
+        }
+        LT_CUDA_TRY(cudaStreamSynchronize(s));
+        return LT_OK;
+    }
     void *scr;
     LT_TRY(lt_cuda_scratch(c, lt_align256(src_bytes) + lt_align256(nblocks * sizeof(float)), &scr));
     char *cur = (char *)scr;
     void *src = lt_carve(&cur, src_bytes);
     float *absmax_tmp = (float *)lt_carve(&cur, nblocks * sizeof(float));
     LT_TRY(upload(c, src, d->host, src_bytes));
-    if (!nf4) {
-        LT_TRY(walloc(c, w, (size_t)n * 2, "16-bit weights", &w->data16));
-        unsigned g = lt_blocks(n, 256);
-#define CONV(S) \
-        if (be->act_dtype == LT_DTYPE_BF16) k_convert<S, __nv_bfloat16><<<g, 256, 0, s>>>((const S *)src, (__nv_bfloat16 *)w->data16, n); \
-        else k_convert<S, __half><<<g, 256, 0, s>>>((const S *)src, (__half *)w->data16, n);
-        if (d->dtype == LT_DTYPE_F32) { CONV(float) }
-        else if (d->dtype == LT_DTYPE_BF16) { CONV(__nv_bfloat16) }
-        else { CONV(__half) }
-#undef CONV
-        LT_LAUNCH_CHECK("k_convert");
-        LT_CUDA_TRY(cudaStreamSynchronize(s));
-        return LT_OK;
-    }
     w->nblocks = nblocks;
     w->double_quant = d->double_quant ? 1 : 0;
     LT_TRY(walloc(c, w, (size_t)(n + 1) / 2, "NF4 packed weights", (void **)&w->packed));

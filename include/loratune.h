@@ -404,7 +404,12 @@ typedef struct lt_train_params {
     int32_t packing;              /* TRL packing=True (fixed-length sequences): not implemented, must be 0;
                                    * micro-batches are padding-free (records end to end) anyway */
     int32_t gradient_checkpointing; /* default 1 */
-    int32_t offload_checkpoints;  /* keep checkpoints in pinned host memory: not implemented, must be 0 */
+    int32_t offload_checkpoints;  /* 1 (needs gradient_checkpointing): the checkpoints (each layer's
+                                   * input and its LoRA A outputs) live in pinned host memory, copied
+                                   * out while the forward runs and back one layer ahead of the
+                                   * backward's recompute; the device keeps two layers' worth.
+                                   * The same arithmetic (bit for bit with deterministic kernels),
+                                   * less device memory (long contexts); default 0 */
     int32_t deterministic;        /* bitwise repeatable kernels (the model's backend keeps them from
                                    * then on; the CPU backend always is); default 0 */
     int32_t log_every;            /* steps between log lines / log.jsonl rows; default 1 */

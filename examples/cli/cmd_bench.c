@@ -4,9 +4,11 @@
  * the folder holds no checkpoint), with LoRA r=16, alpha=32, dropout 0.1 on all seven
  * projections and AdamW (the peer script bench/hf_peft_lora_baseline.py uses the same), it
  * times optimizer steps of batch x seq random tokens (grad_accum 1, gradient checkpointing on
- * unless --no-checkpointing), reporting the median step's tokens/s, the MFU (6 x parameters x
- * tokens/s over the card's dense bf16 peak from a table by device name) and the peak device
- * memory. A fresh model is loaded per shape so that each peak is that shape's own. With --data
+ * unless --no-checkpointing; --offload-checkpoints keeps the checkpoints in pinned host memory),
+ * reporting the median step's tokens/s, the MFU (6 x parameters x tokens/s over the card's
+ * dense bf16 peak from a table by device name), the peak device memory (the CUDA backend's
+ * allocator high-water mark) and lt_estimate_memory's figure for the same run (what `loratune
+ * info` prints). Long shapes (1x16384, 1x32768) run as any other. A fresh model is loaded per shape so that each peak is that shape's own. With --data
  * it also runs the notebook's recipe (batch 2, grad_accum 8, max_seq_len 2048, 8-bit AdamW) on
  * that Alpaca file. The table goes to stdout last; --json writes the same rows.
  *
@@ -36,6 +38,7 @@ static void usage(void) {
            "  --warmup N         untimed steps first (default 3)\n"
            "  --quant Q          nf4 | none (default nf4)\n"
            "  --no-checkpointing keep every layer's activations\n"
+           "  --offload-checkpoints  keep the checkpoints in pinned host memory (less GPU memory, e.g. 1x32768)\n"
            "  --data FILE        also run the notebook recipe on this Alpaca JSON (batch 2, accum 8, 2048)\n"
            "  --data-steps N     optimizer steps of that run after one warm-up step (default 3)\n"
            "  --tokenizer DIR    tokenizer folder (default assets/qwen2-tokenizer)\n"
@@ -68,8 +71,9 @@ static int cmp_double(const void *a, const void *b) {
 
 typedef struct bench_row {
     char shape[32];
-    int ckpt;
+    int ckpt, offload;
     double tok_s, mfu, peak_gib, step_s, loss;
+    double est_gib; /* lt_estimate_memory's total for the run (0: none) */
     int ok;
     char err[256];
 } bench_row;
@@ -81,7 +85,31 @@ typedef struct bench_opts {
     /* a rank of a data-parallel run (launched by --gpus): the group, its size and this rank */
     lt_comm *comm;
     int32_t world, rank;
+    int offload; /* --offload-checkpoints */
 } bench_opts;
+
+/* lt_estimate_memory's total (GiB) for batch B x L tokens with the run's settings: the model
+ * folder's config, NF4 or not, LoRA r 16 on all projections, the optimizer, checkpointing */
+static double estimate_gib(const bench_opts *o, int B, int L, int optimizer) {
+    lt_model_params mp;
+    lt_model_params_init(&mp);
+    mp.device = LT_DEVICE_CUDA;
+    mp.quant = o->quant;
+    mp.max_seq_len = L;
+    lt_lora_params lp;
+    lt_lora_params_init(&lp);
+    lp.r = 16; lp.alpha = 32; lp.targets = LT_TARGET_ALL;
+    lt_train_params tp;
+    lt_train_params_init(&tp);
+    tp.batch_size = B;
+    tp.optimizer = optimizer;
+    tp.gradient_checkpointing = o->ckpt;
+    tp.offload_checkpoints = o->offload;
+    lt_memory_estimate e;
+    memset(&e, 0, sizeof e);
+    e.struct_size = sizeof e;
+    return lt_estimate_memory(o->model_dir, &mp, &lp, &tp, &e) == LT_OK ? (double)e.total / 1073741824.0 : 0;
+}
 
 /* the data-parallel fields of tp for a rank of o's group */
 static void set_dist(const bench_opts *o, lt_train_params *tp) {
@@ -113,6 +141,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
                         bench_row *row) {
     snprintf(row->shape, sizeof row->shape, "%dx%d", B, L);
     row->ckpt = o->ckpt;
+    row->offload = o->offload;
     lt_model *m = NULL;
     lt_dataset *ds = NULL;
     lt_trainer *tr = NULL;
@@ -149,6 +178,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
         tp.optimizer = LT_OPTIM_ADAMW;
         tp.weight_decay = 0.01;
         tp.gradient_checkpointing = o->ckpt;
+        tp.offload_checkpoints = o->offload;
         tp.log_every = 1000000;
         set_dist(o, &tp);
         st = lt_trainer_new(m, ds, &tp, &tr);
@@ -176,6 +206,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
         row->tok_s = (double)o->world * B * L / row->step_s; /* every rank's tokens */
         row->mfu = o->peak > 0 ? 6.0 * (double)n_params * row->tok_s / o->peak : 0;
         row->peak_gib = (double)mt.peak_memory / 1073741824.0;
+        row->est_gib = estimate_gib(o, B, L, LT_OPTIM_ADAMW);
         row->loss = mt.loss;
         row->ok = 1;
     } else if (!row->err[0]) {
@@ -193,6 +224,7 @@ static void bench_data(const bench_opts *o, const lt_tokenizer *tok, const char 
                        bench_row *row) {
     snprintf(row->shape, sizeof row->shape, "data 2x<=2048 ga8");
     row->ckpt = o->ckpt;
+    row->offload = o->offload;
     lt_model *m = NULL;
     lt_dataset *ds = NULL;
     lt_trainer *tr = NULL;
@@ -210,6 +242,7 @@ static void bench_data(const bench_opts *o, const lt_tokenizer *tok, const char 
         tp.grad_accum = 8;
         tp.max_steps = steps + 1;
         tp.gradient_checkpointing = o->ckpt;
+        tp.offload_checkpoints = o->offload;
         tp.log_every = 1000000;
         set_dist(o, &tp);
         st = lt_trainer_new(m, ds, &tp, &tr);
@@ -239,6 +272,7 @@ static void bench_data(const bench_opts *o, const lt_tokenizer *tok, const char 
         row->tok_s = toks / tsum;
         row->mfu = o->peak > 0 ? 6.0 * (double)n_params * row->tok_s / o->peak : 0;
         row->peak_gib = (double)mt.peak_memory / 1073741824.0;
+        row->est_gib = estimate_gib(o, 2, 2048, LT_OPTIM_ADAMW_8BIT);
         row->loss = mt.loss;
         row->ok = 1;
     } else if (st != LT_OK && !row->err[0]) {
@@ -344,7 +378,7 @@ static int bench_scaling(const char *cmd, const char *spec, int argc, char **arg
 int lt_cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *v;
     bench_opts o = {"/tmp/loratune-bench-qwen2-1.5b", "assets/qwen2-tokenizer", 8, 3, LT_QUANT_NF4, 1, 0, 0, 0, NULL,
-                    1, 0};
+                    1, 0, 0};
     const char *gpus = cli_take_gpus_flag(&argc, argv);
     if (gpus) { /* the scaling run: --json is written here, from the two runs' rows */
         const char *json_out = NULL;
@@ -376,6 +410,7 @@ int lt_cmd_bench(int argc, char **argv) {
             else return cli_usage_error(cmd, "--quant must be nf4 or none, got '%s'", v);
         }
         else if (cli_switch(argv, i, "--no-checkpointing")) o.ckpt = 0;
+        else if (cli_switch(argv, i, "--offload-checkpoints")) o.offload = 1;
         else if ((v = cli_flag(argc, argv, &i, "--data"))) data = v;
         else if ((v = cli_flag(argc, argv, &i, "--data-steps"))) { if (!cli_int(cmd, "--data-steps", v, &data_steps)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--tokenizer"))) o.tok_dir = v;
@@ -386,6 +421,8 @@ int lt_cmd_bench(int argc, char **argv) {
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
     }
     if (o.steps < 1 || o.warmup < 0) return cli_usage_error(cmd, "--steps must be >= 1 and --warmup >= 0");
+    if (o.offload && !o.ckpt)
+        return cli_usage_error(cmd, "--offload-checkpoints moves gradient checkpointing's tensors: drop --no-checkpointing");
     if (o.profile) { /* count from the second timed micro-batch's LM head on: warm-up stays out */
         char v[32];
         snprintf(v, sizeof v, "%d", o.warmup + 2);
@@ -458,26 +495,31 @@ int lt_cmd_bench(int argc, char **argv) {
         if (f) {
             fprintf(f, "[\n");
             for (int i = 0; i < nrows; i++)
-                fprintf(f, " {\"shape\": \"%s\", \"ckpt\": %d, \"ok\": %d, \"tok_per_s\": %.1f, \"mfu\": %.4f, "
-                        "\"peak_gib\": %.3f, \"step_s\": %.4f, \"loss\": %.4f, \"device\": \"%s\"}%s\n",
-                        rows[i].shape, rows[i].ckpt, rows[i].ok, rows[i].tok_s, rows[i].mfu, rows[i].peak_gib,
-                        rows[i].step_s, rows[i].loss, name, i + 1 < nrows ? "," : "");
+                fprintf(f, " {\"shape\": \"%s\", \"ckpt\": %d, \"offload\": %d, \"ok\": %d, \"tok_per_s\": %.1f, "
+                        "\"mfu\": %.4f, \"peak_gib\": %.3f, \"est_gib\": %.3f, \"step_s\": %.4f, \"loss\": %.4f, "
+                        "\"device\": \"%s\"}%s\n",
+                        rows[i].shape, rows[i].ckpt, rows[i].offload, rows[i].ok, rows[i].tok_s, rows[i].mfu,
+                        rows[i].peak_gib, rows[i].est_gib, rows[i].step_s, rows[i].loss, name,
+                        i + 1 < nrows ? "," : "");
             fprintf(f, "]\n");
             fclose(f);
         }
     }
     printf("\nloratune bench on %s (peak %.0f TFLOP/s bf16 dense; MFU = 6 x %.3fB params x tokens/s / peak)\n", name,
            o.peak / 1e12, n_params / 1e9);
-    printf("%-20s %-5s %10s %7s %9s %8s %8s\n", "shape", "ckpt", "tokens/s", "MFU", "peak GiB", "step s", "loss");
+    printf("(ckpt: on, off, or host = on with the checkpoints offloaded; est GiB: lt_estimate_memory, as `loratune info`)\n");
+    printf("%-20s %-5s %10s %7s %9s %8s %8s %8s\n", "shape", "ckpt", "tokens/s", "MFU", "peak GiB", "est GiB", "step s",
+           "loss");
     int bad = 0;
     for (int i = 0; i < nrows; i++) {
+        const char *ck = !rows[i].ckpt ? "off" : rows[i].offload ? "host" : "on";
         if (!rows[i].ok) {
-            printf("%-20s %-5s FAILED: %s\n", rows[i].shape, rows[i].ckpt ? "on" : "off", rows[i].err);
+            printf("%-20s %-5s FAILED: %s\n", rows[i].shape, ck, rows[i].err);
             bad = 1;
             continue;
         }
-        printf("%-20s %-5s %10.0f %6.1f%% %9.2f %8.3f %8.4f\n", rows[i].shape, rows[i].ckpt ? "on" : "off",
-               rows[i].tok_s, 100 * rows[i].mfu, rows[i].peak_gib, rows[i].step_s, rows[i].loss);
+        printf("%-20s %-5s %10.0f %6.1f%% %9.2f %8.2f %8.3f %8.4f\n", rows[i].shape, ck, rows[i].tok_s,
+               100 * rows[i].mfu, rows[i].peak_gib, rows[i].est_gib, rows[i].step_s, rows[i].loss);
     }
     return bad;
 }

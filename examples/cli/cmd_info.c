@@ -1,8 +1,11 @@
 /* cmd_info.c - `loratune info`: a model folder's config, parameter counts (from the config and,
  * where the weights are there, from the safetensors headers, which are checked against the
  * config), the LoRA parameter count for the chosen rank/targets, and the training memory
- * estimate. Reads config.json and the safetensors headers only; no weight is loaded. */
+ * estimate for a shape (lt_estimate_memory: the graph's own buffer sizes, lt_graph_bytes, plus
+ * the backend's workspaces), with the host memory that offloaded checkpoints take. Reads
+ * config.json and the safetensors headers only; no weight is loaded. */
 #include "cli.h"
+#include "model/graph.h"
 #include "model/model_io.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +23,8 @@ static void usage(void) {
            "  --batch-size N       micro-batch (default 2)\n"
            "  --max-seq-len N      tokens per sequence (default 2048)\n"
            "  --optim NAME         adamw_8bit | adamw_torch (default adamw_8bit)\n"
-           "  --no-gradient-checkpointing\n");
+           "  --no-gradient-checkpointing\n"
+           "  --offload-checkpoints  the checkpoints in pinned host memory (less device memory)\n");
 }
 
 /* 1234567 -> "1,234,567" */
@@ -85,11 +89,15 @@ int lt_cmd_info(int argc, char **argv) {
             else if (!strcmp(v, "adamw_torch") || !strcmp(v, "adamw")) tp.optimizer = LT_OPTIM_ADAMW;
             else return cli_usage_error(cmd, "--optim must be adamw_8bit or adamw_torch, got '%s'", v);
         } else if (cli_switch(argv, i, "--no-gradient-checkpointing")) tp.gradient_checkpointing = 0;
+        else if (cli_switch(argv, i, "--offload-checkpoints")) tp.offload_checkpoints = 1;
         else return cli_usage_error(cmd, "unknown flag '%s'", argv[i]);
     }
     if (!dir) return cli_usage_error(cmd, "--model DIR is required");
     if (lp.r <= 0 || tp.batch_size <= 0 || mp.max_seq_len <= 0)
         return cli_usage_error(cmd, "--r, --batch-size and --max-seq-len must be positive");
+    if (tp.offload_checkpoints && !tp.gradient_checkpointing)
+        return cli_usage_error(cmd, "--offload-checkpoints moves gradient checkpointing's tensors: drop "
+                               "--no-gradient-checkpointing");
     lp.alpha = (float)alpha;
 
     lt_config c;
@@ -154,11 +162,19 @@ int lt_cmd_info(int argc, char **argv) {
     printf("memory         estimate for training on %s: %s weights, batch %d x %d tokens, %s, %s\n",
            cpu ? "the CPU" : "CUDA", cpu ? "f32" : (c.bnb_4bit || mp.quant == LT_QUANT_NF4) ? "NF4" : "16-bit",
            tp.batch_size, mp.max_seq_len, tp.optimizer == LT_OPTIM_ADAMW_8BIT ? "8-bit AdamW" : "fp32 AdamW",
-           tp.gradient_checkpointing ? "gradient checkpointing" : "no checkpointing");
+           !tp.gradient_checkpointing ? "no checkpointing"
+           : tp.offload_checkpoints  ? "gradient checkpointing, checkpoints in host memory"
+                                     : "gradient checkpointing");
     printf("  weights      %s\n", human(me.weights, b1));
     printf("  lora         %s (weights, gradients, optimizer state)\n", human(me.lora, b1));
     printf("  activations  %s\n", human(me.activations, b1));
     printf("  workspace    %s\n", human(me.workspace, b1));
     printf("  total        %s\n", human(me.total, b1));
+    if (tp.offload_checkpoints) {
+        const int32_t ab = cpu || mp.compute_dtype == LT_DTYPE_F32 ? 4 : 2;
+        const uint64_t host = lt_graph_host_bytes(&c, ab, lp.r, (int64_t)tp.batch_size * mp.max_seq_len,
+                                                  LT_GRAPH_TRAIN_OFFLOAD);
+        printf("  host         %s (pinned: the offloaded checkpoints, outside the total)\n", human(host, b1));
+    }
     return rc;
 }

@@ -107,6 +107,8 @@ static const opt_def opts[] = {
     {"max_grad_norm", TR, K_DBL, T_(max_grad_norm), NULL, NULL, "X", "global-norm clipping; 0 = off"},
     {"gradient_checkpointing", TR, K_BOOL, T_(gradient_checkpointing), NULL, NULL, NULL, "keep one tensor per layer and "
      "recompute the rest in backward"},
+    {"offload_checkpoints", TR, K_BOOL, T_(offload_checkpoints), NULL, NULL, NULL, "keep those tensors in host memory "
+     "(copied out during the forward, back one layer ahead of the backward): less GPU memory, long contexts"},
     {"deterministic", TR, K_BOOL, T_(deterministic), NULL, NULL, NULL, "bitwise repeatable kernels"},
     {"fuse_micro_batches", TR, K_BOOL, T_(fuse_micro_batches), NULL, NULL, NULL, "run a window's short micro-batches as one "
      "pass while they fit batch-size x the longest record, or 4096 tokens (same records and loss)"},

@@ -346,6 +346,18 @@ lt_status lt_backend_cpu_create(int n_threads, lt_backend **out);
 lt_status lt_backend_cuda_create(int device_index, int compute_dtype, lt_backend **out);
 void lt_backend_free(lt_backend *be);
 
+/* Rows per chunk of the CUDA backend's fused LM head + cross-entropy (lm_head_ce.cu) for N
+ * tokens, V logits of logit_bytes each: about 224 MiB of logits per chunk in 64-row steps,
+ * evened out over the chunks N takes (as many chunks, fewer rows each), or N when it fits one.
+ * lt_estimate_memory sizes the scratch buffer with it too. */
+static inline int64_t lt_head_chunk_rows(int64_t N, int64_t V, int64_t logit_bytes) {
+    int64_t T = (int64_t)((224ull << 20) / ((uint64_t)V * (uint64_t)logit_bytes)) / 64 * 64;
+    if (T < 64) T = 64;
+    if (T >= N) return N;
+    const int64_t chunks = (N + T - 1) / T, even = ((N + chunks - 1) / chunks + 63) / 64 * 64;
+    return even < T ? even : T;
+}
+
 /* The dynamic 8-bit maps of bitsandbytes (create_dynamic_map), 256 floats each. */
 void lt_dynamic_map(int is_signed, float out[256]);
 /* The NF4 code table. */

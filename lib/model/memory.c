@@ -6,18 +6,24 @@
  *   lora         f32 A and B, their f32 gradients, and AdamW state: fp32 m and v (8 bytes per
  *                value), or bitsandbytes 8-bit (2 bytes + two f32 absmax per 256-block; tensors
  *                under 4096 values keep fp32 state, as bnb does); on CUDA also the 16-bit copies
- *                of A and B the products read (2 bytes per value).
- *   activations  the graph's buffers (lt_graph_bytes): with gradient checkpointing one (N,C)
- *                tensor per layer, plus one layer's recomputed activations and their
- *                gradients; without it every layer keeps its activations; plus one chunk of
- *                the fused LM head + cross-entropy (f32 logits of a chunk of tokens: 1024 on the
- *                CPU; on CUDA ~224 MiB of logits in 64-token steps plus the split-K partials of
- *                the gradient product, as lm_head_ce.cu sizes them).
- *   workspace    one dequantized projection in the compute dtype + the GEMM library's workspace;
- *                on CUDA also the cache of one layer's 16-bit projections (the
- *                recompute of a layer and its backward share them), in rows widened by the
- *                folded LoRA up-projection and bias (gemm.cu).
- * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). */
+ *                the products read: A as it is and transposed, B transposed (gemm.cu, lora.cu).
+ *   activations  the graph's buffers (lt_graph_bytes, what lt_graph_reserve allocates): with
+ *                gradient checkpointing one (N,C) tensor per layer (two device slots when
+ *                they are offloaded to host memory), plus one layer's recomputed activations
+ *                and their gradients; without it every layer keeps its activations. Plus, on
+ *                the CPU, one chunk of the fused LM head + cross-entropy (f32 logits of 1024
+ *                tokens); on CUDA the backend's one scratch buffer, as large as its largest
+ *                user for this shape and grown by an eighth + 1 MiB (lt_cuda_scratch): the head
+ *                + CE chunk (lt_head_chunk_rows of 16-bit logits, the split-K partials of the
+ *                gradient product, the per-token losses: lm_head_ce.cu), the attention
+ *                backward's f32 workspace (D, the dQ accumulator and dK/dV per query head:
+ *                attention.cu's tensor-core path), the grouped projections' packed input and a
+ *                dequantized weight (gemm.cu).
+ *   workspace    on CUDA the GEMM library's workspace and the cache of one layer's 16-bit
+ *                projections (the recompute of a layer and its backward share them), in rows
+ *                widened by the folded LoRA up-projection and bias (gemm.cu).
+ * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). Host memory
+ * (pinned, the offloaded checkpoints) is not counted: lt_graph_host_bytes gives it. */
 #include "model/model_io.h"
 #include "model/graph.h"
 #include <string.h>
@@ -26,6 +32,7 @@
 #define LT_MEM_GEMM_WORKSPACE (32ull << 20)
 
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+static uint64_t align256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
 static uint64_t adam_bytes(uint64_t n, int eight_bit) {
     if (eight_bit && n >= 4096) return 2 * n + 2 * ceil_div(n, 256) * 4;
@@ -56,6 +63,7 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
     uint64_t ab = cpu ? 4 : (m.compute_dtype == LT_DTYPE_F32 ? 4 : 2); /* activation bytes */
     uint64_t wb16 = cpu ? 4 : 2;                                       /* "16-bit" weights */
     uint64_t V = (uint64_t)c.vocab_size, C = (uint64_t)c.hidden_size, Lyr = (uint64_t)c.num_layers;
+    const uint64_t I = (uint64_t)c.intermediate_size;
     uint64_t N = (uint64_t)batch * (uint64_t)(m.max_seq_len > 0 ? m.max_seq_len : 2048);
 
     memset(out, 0, sizeof *out);
@@ -85,24 +93,43 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         int64_t in, o;
         lt_proj_dims(&c, p, &in, &o);
         uint64_t na = R * (uint64_t)in, nbb = (uint64_t)o * R;
-        lora += Lyr * ((na + nbb) * (cpu ? 8 : 10) + adam_bytes(na, optim8) + adam_bytes(nbb, optim8));
+        lora += Lyr * ((na + nbb) * (cpu ? 8 : 10) + (cpu ? 0 : 2 * na) + adam_bytes(na, optim8) + adam_bytes(nbb, optim8));
     }
     out->lora = lora;
 
-    /* activations: the graph's own buffers (graph.c sizes them with lt_graph_bytes), plus one
-     * chunk of logits inside the fused LM head + cross-entropy (f32 on the CPU, 16-bit on CUDA) */
-    uint64_t chunk = N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK, head = 0;
+    /* activations: the graph's own buffers (graph.c sizes them with lt_graph_bytes), plus the
+     * LM head chunk (CPU) or the scratch buffer (CUDA) */
+    uint64_t scratch = 0;
     if (cpu) {
-        head = chunk * V * 4;
+        scratch = (N < LT_MEM_HEAD_CHUNK ? N : LT_MEM_HEAD_CHUNK) * V * 4;
     } else {
-        chunk = ((224ull << 20) / (V * ab)) / 64 * 64;
-        if (chunk < 64) chunk = 64;
-        if (chunk > N) chunk = N;
-        uint64_t slices = 16; /* lm_head_ce.cu: at most 16 x 384 slice-rows of f32 partials */
-        while (slices > 1 && slices * chunk > 16 * 384) slices /= 2;
-        head = chunk * V * ab + slices * (uint64_t)C * chunk * 4;
+        const uint64_t QD = (uint64_t)c.num_heads * (uint64_t)c.head_dim;
+        /* head + CE: logits of one chunk, slices x C x chunk f32 partials (the most of 16, 8,
+         * ... dividing V into 8-element multiples, at most 16 x 384 slice-rows), N losses */
+        const uint64_t T = (uint64_t)lt_head_chunk_rows((int64_t)N, (int64_t)V, (int64_t)ab);
+        uint64_t S = 16;
+        while (S > 1 && V % (8 * S)) S /= 2;
+        while (S > 1 && S * T > 16 * 384) S /= 2;
+        const uint64_t head = align256(T * V * ab) + (S > 1 ? align256(S * C * T * 4) : 0) + align256(N * 4);
+        /* attention backward: D (N,NH), the dQ accumulator and dK, dV per query head, f32 */
+        const uint64_t attn = align256(N * (uint64_t)c.num_heads * 4) + 3 * align256(N * QD * 4);
+        /* grouped projections (q/k/v, gate/up): the input with the LoRA A outputs and the bias
+         * column packed beside it, and the widest weight dequantized in those rows */
+        const uint64_t XW = C + 3 * R + 16, OCm = I > QD ? I : QD;
+        const uint64_t group = align256(N * XW * 2) + align256(OCm * XW * 2);
+        uint64_t need = head > attn ? head : attn;
+        if (group > need) need = group;
+        /* loading: a projection's source values (the checkpoint's dtype) and its f32 absmax before
+         * NF4 quantization, 64 MiB pieces of a 16-bit table (nf4.cu); a dequantized projection */
+        const uint64_t eb = c.torch_dtype == LT_DTYPE_F32 ? 4 : 2;
+        const uint64_t load = nf4 && !c.bnb_4bit ? align256(largest * eb) + align256(ceil_div(largest, 64) * 4) : 0;
+        const uint64_t table = V * C * eb < (64ull << 20) ? V * C * eb : (64ull << 20);
+        if (load > need) need = load;
+        if (table > need) need = table;
+        if (largest * 2 > need) need = largest * 2;
+        scratch = need + need / 8 + (1u << 20);
     }
-    out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + head;
+    out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + scratch;
 
     uint64_t layer16 = 0; /* one layer's projections in 16 bits, rows widened by 2R + 8 */
     for (int p = 0; p < LT_PROJ_COUNT; p++) {
@@ -110,7 +137,7 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         lt_proj_dims(&c, p, &in, &o);
         layer16 += (uint64_t)o * ((uint64_t)in + 2 * R + 8) * 2;
     }
-    out->workspace = cpu ? 0 : largest * ab + LT_MEM_GEMM_WORKSPACE + layer16;
+    out->workspace = cpu ? 0 : LT_MEM_GEMM_WORKSPACE + layer16;
     out->total = out->weights + out->lora + out->activations + out->workspace;
     return LT_OK;
 }

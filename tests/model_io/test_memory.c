@@ -42,8 +42,9 @@ int main(void) {
     /* 16-bit weights: 2 bytes a parameter, norms and biases in f32 */
     uint64_t f32_params = 1536 + 28ull * (2 * 1536 + 1536 + 2 * 256);
     CHECK(e16.weights == (1543714304ull - f32_params) * 2 + f32_params * 4);
-    /* fp32 AdamW: weights + grads + m + v, 16 bytes a LoRA parameter, + its 16-bit copy on CUDA */
-    CHECK(e16.lora == 18464768ull * 18);
+    /* fp32 AdamW: weights + grads + m + v, 16 bytes a LoRA parameter, + its 16-bit copy on CUDA,
+     * and a second (transposed) one of each A value: 28 layers x r 16 x (6 x 1536 + 8960) */
+    CHECK(e16.lora == 18464768ull * 18 + 2ull * 28 * 16 * (6 * 1536 + 8960));
     CHECK(e16.total == e16.weights + e16.lora + e16.activations + e16.workspace);
     mp.quant = LT_QUANT_NF4;
     CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &enf4));
@@ -54,7 +55,8 @@ int main(void) {
     tp.optimizer = LT_OPTIM_ADAMW_8BIT;
     CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &e8));
     /* 8-bit states: 2 bytes a value + absmax (every r=16 tensor has >= 4096 values) */
-    CHECK(e8.lora > 18464768ull * 12 && e8.lora < 18464768ull * 12 + 18464768ull / 256 * 8 + 28 * 14 * 8);
+    const uint64_t a16t = 2ull * 28 * 16 * (6 * 1536 + 8960);
+    CHECK(e8.lora > 18464768ull * 12 + a16t && e8.lora < 18464768ull * 12 + a16t + 18464768ull / 256 * 8 + 28 * 14 * 8);
     tp.gradient_checkpointing = 0;
     CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &enock));
     CHECK(enock.activations > 3 * e8.activations); /* 28 layers of activations vs one (N,C) each */

@@ -611,7 +611,6 @@ _DEFAULT_ONLY = {
     "pad_token": (None, "records are not padded (padding-free micro-batches)"),
     "eos_token": (None, "the texts carry their own EOS (the notebook appends tokenizer.eos_token)"),
     "pad_to_multiple_of": (None, "records are not padded (padding-free micro-batches)"),
-    "activation_offloading": (False, "offloading activations to host memory is not implemented"),
     "use_liger": (False, "loratune's kernels are its own"),
     "num_of_sequences": (1024, "packing is not implemented"),
     "chars_per_token": (3.6, "packing is not implemented"),
@@ -743,8 +742,10 @@ class SFTConfig(TrainingArguments):
     name (None: the model's max_seq_length)."""
 
     def __init__(self, dataset_text_field="text", max_seq_length=None, max_length=None, packing=False,
-                 dataset_num_proc=None, **kwargs):
+                 dataset_num_proc=None, activation_offloading=False, **kwargs):
         super().__init__(**kwargs)
+        # the gradient checkpoints in host memory (lt_train_params.offload_checkpoints)
+        self.activation_offloading = bool(activation_offloading)
         if packing:
             _refuse(type(self).__name__, "packing", packing, "packing is not implemented (micro-batches are "
                     "padding-free: records are laid end to end without padding anyway); use packing=False")
@@ -1099,6 +1100,7 @@ class SFTTrainer:
             adam_beta1=a.adam_beta1, adam_beta2=a.adam_beta2, adam_eps=a.adam_epsilon,
             max_grad_norm=a.max_grad_norm, seed=a.seed,
             gradient_checkpointing=bool(a.gradient_checkpointing) or self.model.gradient_checkpointing,
+            offload_checkpoints=bool(getattr(a, "activation_offloading", False)),
             deterministic=a.full_determinism, log_every=int(a.logging_steps) if logging else 0,
             save_every=int(a.save_steps) if a.save_strategy == "steps" and a.save_steps else 0,
             save_total_limit=a.save_total_limit or 0, output_dir=a.output_dir,

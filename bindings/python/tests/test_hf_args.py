@@ -112,7 +112,7 @@ class TestRefused(unittest.TestCase):
         self.refused(lambda: lt.SFTConfig(neftune_noise_alpha=5), "neftune_noise_alpha")
         self.refused(lambda: lt.SFTConfig(completion_only_loss=True), "completion_only_loss")
         self.refused(lambda: lt.SFTConfig(assistant_only_loss=True), "assistant_only_loss")
-        self.refused(lambda: lt.SFTConfig(activation_offloading=True), "activation_offloading")
+        self.assertTrue(lt.SFTConfig(activation_offloading=True).activation_offloading)  # offload_checkpoints
         self.refused(lambda: lt.SFTConfig(dataset_kwargs={"skip_prepare_dataset": True}), "dataset_kwargs")
         self.refused(lambda: lt.SFTConfig(max_seq_length=64, max_length=128), "max_length", lt.InvalidArgumentError)
         c = lt.SFTConfig(max_length=48, padding_free=True, dataset_num_proc=2, output_dir=None)
@@ -222,6 +222,23 @@ class TestHonoured(unittest.TestCase):
         with contextlib.redirect_stdout(log):
             stats = tr.train()
         return tr, stats, log.getvalue()
+
+    def test_activation_offloading(self):
+        """SFTConfig(activation_offloading=True) trains with the checkpoints in host memory
+        (lt_train_params.offload_checkpoints): on the CPU the same losses, bit for bit."""
+        losses = []
+        for off in (False, True):
+            self.FLM.get_peft_model(self.model, r=4, lora_alpha=8, lora_dropout=0.1, random_state=5)
+            tr = lt.SFTTrainer(model=self.model, tokenizer=self.tok, train_dataset=records(8), dataset_text_field="text",
+                               args=lt.SFTConfig(output_dir=None, max_steps=3, per_device_train_batch_size=2,
+                                                 learning_rate=1e-3, logging_steps=1, disable_tqdm=True,
+                                                 activation_offloading=off))
+            with contextlib.redirect_stdout(io.StringIO()):
+                tr.train()
+            self.assertEqual(tr._trainer._params.offload_checkpoints, int(off))
+            losses.append([h["loss"] for h in tr.state.log_history if "loss" in h])
+        self.assertEqual(len(losses[0]), 3)
+        self.assertEqual(losses[0], losses[1])
 
     def test_eval_save_limit_best_and_evaluate(self):
         tr, stats, log = self.run_trainer(records(16), records(6, 100), max_steps=6, logging_steps=2,
@@ -339,8 +356,7 @@ class TestOptionNames(unittest.TestCase):
     # spellings, and fields the CLI does not expose
     NOT_OPTIONS = {
         lt.Dataset: {"tokenizer", "path", "progress", "template_text", "n_threads"},
-        lt.Trainer: {"model", "dataset", "output_dir", "on_step", "optimizer", "packing", "offload_checkpoints",
-                     "fp16_initial_loss_scale"},
+        lt.Trainer: {"model", "dataset", "output_dir", "on_step", "optimizer", "packing", "fp16_initial_loss_scale"},
         lt.Model: {"path", "progress", "double_quant", "n_threads"},
         lt.Model.add_lora: {"r", "alpha", "dropout"},
     }
