@@ -86,6 +86,7 @@ struct lt_graph {
      * recently used of LT_GRAPH_RECS gives way, and one of an older memory epoch at once */
     int rec_failed;         /* recording failed for rec_want: passes of that key run op by op */
     uint64_t rec_clock;
+    int seen_next;          /* the ring of the last LT_GRAPH_SEEN keys run (seen[]) */
     struct rec_key {
         int64_t N;
         int32_t nseq, max_seqlen, keep, lora_on, deterministic, offload;
@@ -99,6 +100,7 @@ struct lt_graph {
         uint64_t used;      /* rec_clock at its last launch */
         struct rec_key key;
     } recs[LT_GRAPH_RECS];
+    struct rec_key seen[LT_GRAPH_SEEN];
 };
 
 #define LT_LOGITS_CHUNK_FLOATS (16u << 20) /* 64 MiB of f32 logits per chunk */
@@ -887,7 +889,15 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
         }
         if (!slot || (slot->exec && (!r->exec || r->used < slot->used))) slot = r; /* free, else least recent */
     }
-    const int again = pass->record_first || rec_key_eq(&k, &g->last_key);
+    /* record_first records at once while a slot is free; with every slot taken, a key seen among
+     * the last LT_GRAPH_SEEN passes (a shape that repeats), so that one-off shapes do not evict */
+    int seen = 0;
+    for (int i = 0; i < LT_GRAPH_SEEN && !seen; i++) seen = rec_key_eq(&k, &g->seen[i]);
+    if (!seen) {
+        g->seen[g->seen_next] = k;
+        g->seen_next = (g->seen_next + 1) % LT_GRAPH_SEEN;
+    }
+    const int again = rec_key_eq(&k, &g->last_key) || (pass->record_first && (!slot->exec || seen));
     g->last_key = k;
     if (!again || (g->rec_failed && rec_key_eq(&k, &g->rec_want))) return 0;
     if (slot->exec) be->ops.graph_free(be, slot->exec);

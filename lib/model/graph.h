@@ -42,8 +42,9 @@ typedef struct lt_graph_pass {
                              * at the second in a row */
 } lt_graph_pass;
 
-/* backend graphs of pass shapes kept per model (graph.c) */
-#define LT_GRAPH_RECS 8
+/* backend graphs of pass shapes kept per model, and pass keys remembered (graph.c) */
+#define LT_GRAPH_RECS 16
+#define LT_GRAPH_SEEN 32
 
 /* The dropout stream of (micro-batch stream base, layer, projection). Xor-linear in the base:
  * a pass recorded as a backend graph with base b0 replays with base b1's masks by xoring every
