@@ -130,6 +130,7 @@ typedef struct lt_backend_ops {
                                int64_t NKV, int64_t HD);
     /* out(N,I) = silu(gate) * up */
     lt_status (*swiglu_fwd)(lt_backend *be, void *out, const void *gate, const void *up, int64_t n);
+    /* dgate, dup (may alias gate, up) from dout = d(silu(gate) * up) */
     lt_status (*swiglu_bwd)(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate,
                             const void *up, int64_t n);
     /* out = a + b (n elements; out may alias a) */
@@ -229,8 +230,8 @@ typedef struct lt_backend_ops {
     /* lora_bwd of a module whose input is swiglu(gate, up) (down_proj), that input not read from
      * memory (the checkpoint recompute skips it): the backend makes it where it reads it, or
      * writes it into act (N,C) first. With dgate and dup (else NULL), swiglu_bwd of the total
-     * input gradient follows into them (dinp's content is then unspecified). The bits of
-     * swiglu_fwd into act, lora_bwd, then swiglu_bwd. */
+     * input gradient follows into them (dinp's content is then unspecified; dgate/dup may alias
+     * gate/up). The bits of swiglu_fwd into act, lora_bwd, then swiglu_bwd. */
     lt_status (*lora_bwd_swiglu)(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout,
                                  const void *gate, const void *up, void *act, const void *xa, const float *A,
                                  const float *B, int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p,

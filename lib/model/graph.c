@@ -68,9 +68,10 @@ struct lt_graph {
      * [0, L-1): the last layer is not recomputed, its slot is never overwritten */
     int32_t offload;
     /* one activation set with backward buffers (modes TRAIN, TRAIN_OFFLOAD): buffers whose lives
-     * never overlap share memory (see share_ok): acts[0].act is dgate; datt and dq lie in
-     * acts[0].gate, dk and dv in acts[0].up (share_attn) */
-    int32_t share_act, share_attn;
+     * never overlap share memory (see share_ok): dgate and dup are acts[0].gate and .up (the
+     * GLU backward runs in place); datt and dq lie in acts[0].gate, dk and dv in acts[0].up
+     * (share_attn) */
+    int32_t share_glu, share_attn;
     void *slot_res[2];      /* (N,C) */
     void *slot_xa[2];       /* LT_PROJ_COUNT x (N,R), xa_keep's layout */
     void *host_res;         /* (L-1) x (N,C) */
@@ -117,7 +118,7 @@ static void gfree(lt_backend *be, void **p) {
 void lt_graph_free(lt_graph *g) {
     if (!g) return;
     lt_backend *be = g->be;
-    if (g->share_act && g->acts) g->acts[0].act = NULL; /* dgate's */
+    if (g->share_glu) g->dgate = g->dup = NULL; /* acts[0]'s */
     if (g->share_attn) g->datt = g->dq = g->dk = g->dv = NULL;
     void **bufs[] = {(void **)&g->ids, (void **)&g->pos, (void **)&g->targets, (void **)&g->cu, &g->proj, &g->lnf,
                      (void **)&g->rstdf, (void **)&g->loss, &g->dres, &g->dln, &g->dq, &g->datt, &g->dk, &g->dv,
@@ -152,12 +153,12 @@ void lt_graph_free(lt_graph *g) {
 }
 
 /* Buffer sharing of one activation set with backward buffers (lt_graph_reserve), by the order
- * of layer_fwd and layer_bwd: act (down_proj's input) is last read by down_proj's backward,
- * before swiglu's backward first writes dgate, and dgate is not written in the forward (the
- * last layer's activations survive from the forward into its backward); the attention block's
- * backward writes datt, dq, dk, dv after the MLP backward has read gate and up for the last
- * time, and the next layer's recompute writes gate and up after they are dead. *attn: the
- * attention gradients fit (2 QD <= I and 2 KD <= I). */
+ * of layer_bwd: the GLU backward (glu_bwd, lora_bwd_swiglu: dgate/dup may alias gate/up) is
+ * the last reader of gate and up, so dgate and dup overwrite them in place; the attention
+ * block's backward writes datt, dq, dk, dv after the gate/up products' backward has read dgate
+ * and dup for the last time, and the next layer's recompute writes gate and up after that
+ * (the last layer's activations survive from the forward into its backward: nothing between
+ * writes them). *attn: the attention gradients fit (2 QD <= I and 2 KD <= I). */
 static int share_ok(const lt_config *c, int train, int *attn) {
     const int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
     const int on = train == LT_GRAPH_TRAIN || train == LT_GRAPH_TRAIN_OFFLOAD;
@@ -188,7 +189,7 @@ uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, in
     bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
     if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD + 3 * I);  /* backward */
     int share_attn;
-    if (share_ok(c, train, &share_attn)) bytes -= n * a * (I + (share_attn ? 2 * QD + 2 * KD : 0));
+    if (share_ok(c, train, &share_attn)) bytes -= n * a * (2 * I + (share_attn ? 2 * QD + 2 * KD : 0));
     return bytes;
 }
 
@@ -198,15 +199,14 @@ uint64_t lt_graph_host_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t 
     return (uint64_t)(c->num_layers - 1) * (uint64_t)N * (uint64_t)ab * ((uint64_t)c->hidden_size + rr * LT_PROJ_COUNT);
 }
 
-static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, int32_t r, int own_act) {
+static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, int32_t r) {
     size_t ab = (size_t)be->act_bytes, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t QD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
     lt_status st = LT_OK;
 #define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
     A(a->ln1, N * C * ab); A(a->q, N * QD * ab); A(a->k, N * KD * ab); A(a->v, N * KD * ab);
     A(a->att, N * QD * ab); A(a->hmid, N * C * ab); A(a->ln2, N * C * ab);
-    A(a->gate, N * I * ab); A(a->up, N * I * ab);
-    if (own_act) A(a->act, N * I * ab);
+    A(a->gate, N * I * ab); A(a->up, N * I * ab); A(a->act, N * I * ab);
     for (int p = 0; r > 0 && p < LT_PROJ_COUNT; p++) A(a->xa[p], N * (size_t)r * ab);
     A(a->rstd1, 4 * N); A(a->rstd2, 4 * N); A(a->lse, 4 * N * (size_t)c->num_heads);
     if (c->qk_norm) {
@@ -270,7 +270,7 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     const int keep_xa = (train == LT_GRAPH_TRAIN || off) && r > 0;
     int share_attn = 0;
     const int share = share_ok(c, train, &share_attn);
-    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, keep_xa ? 0 : r, !share);
+    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, keep_xa ? 0 : r);
     if (st == LT_OK && keep_xa) {
         g->xa_keep = lt_calloc((size_t)c->num_layers * LT_PROJ_COUNT, sizeof(void *), "graph LoRA xa");
         if (!g->xa_keep) st = LT_ERR_OUT_OF_MEMORY;
@@ -288,10 +288,13 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     A(g->proj, N * C * ab); A(g->lnf, N * C * ab); A(g->rstdf, 4 * N); A(g->loss, 4);
     if (train) {
         A(g->dres, N * C * ab); A(g->dln, N * C * ab);
-        A(g->dgate, N * I * ab); A(g->dup, N * I * ab); A(g->dact, N * I * ab);
+        A(g->dact, N * I * ab);
         if (st == LT_OK && share) { /* share_ok says why these never overlap */
-            g->share_act = 1;
-            g->acts[0].act = g->dgate;
+            g->share_glu = 1;
+            g->dgate = g->acts[0].gate;
+            g->dup = g->acts[0].up;
+        } else {
+            A(g->dgate, N * I * ab); A(g->dup, N * I * ab);
         }
         if (st == LT_OK && share_attn) {
             g->share_attn = 1;
