@@ -5,7 +5,8 @@
  * every loss, gradient norm, eval loss and LoRA weight must be equal bit for bit (the two device
  * slots are reused every two layers, so a checkpoint not copied back would show). The backend's
  * peak memory must drop by what lt_graph_bytes says the host now holds, the memory estimate
- * must say the same, and the refusals (offload without checkpointing, a value not 0/1) hold. */
+ * must say the same, lt_graph_bytes must be what lt_graph_reserve allocates in every mode, and
+ * the refusals (offload without checkpointing, a value not 0/1) hold. */
 #include "lt_test.h"
 #include "model/graph.h"
 #include "model/model_io.h"
@@ -163,6 +164,24 @@ static void check_memory(const run *on, const run *off) {
     CHECK(e0.total - e1.total == keep - slots);
 }
 
+/* lt_graph_bytes (what the estimate adds up) against what lt_graph_reserve allocates, in every
+ * mode: the backend's in-use bytes grow by exactly that (the CPU backend counts requested bytes) */
+static void check_reserve_sizes(void) {
+    static const int modes[4] = {LT_GRAPH_INFER, LT_GRAPH_TRAIN_OFFLOAD, LT_GRAPH_TRAIN, LT_GRAPH_TRAIN_KEEP};
+    for (int i = 0; i < 4; i++) {
+        lt_model *m = load();
+        const int64_t n = 77;
+        uint64_t before = 0, after = 0;
+        m->be->ops.memory(m->be, &before, NULL);
+        CHECK_OK(lt_graph_reserve(m, n, modes[i]));
+        m->be->ops.memory(m->be, &after, NULL);
+        const uint64_t want = lt_graph_bytes(&m->cfg, m->be->act_bytes, m->lora.r, n, modes[i]);
+        CHECK_MSG(after - before == want, "mode %d: reserve took %llu bytes, lt_graph_bytes says %llu", modes[i],
+                  (unsigned long long)(after - before), (unsigned long long)want);
+        lt_model_free(m);
+    }
+}
+
 static void check_refusals(lt_tokenizer *tok) {
     lt_model *m = load();
     lt_dataset *ds = records(tok, 4, 1);
@@ -200,6 +219,7 @@ int main(int argc, char **argv) {
         printf("step %d: loss %.9f / %.9f, grad norm %.9f / %.9f, eval %.9f / %.9f (offload off / on)\n", i + 1,
                off.loss[i], on.loss[i], off.gnorm[i], on.gnorm[i], off.eval[i], on.eval[i]);
     check_memory(&on, &off);
+    check_reserve_sizes();
     check_refusals(tok);
     free(off.lora);
     free(on.lora);
