@@ -278,6 +278,16 @@ static void op_decoder_free(lt_backend *be, void *d) {
     (void)be;
     lt_cuda_decoder_free((lt_cuda_decoder *)d);
 }
+static lt_status op_decoder_create_batch(lt_backend *be, struct lt_model *m, int32_t nseq, void *const *kc,
+                                         void *const *vc, int64_t max_len, void **out) {
+    (void)be;
+    return lt_cuda_decoder_create_batch(m, nseq, kc, vc, max_len, (lt_cuda_decoder **)out);
+}
+static lt_status op_decoder_step_batch(lt_backend *be, void *d, const int32_t *tok, const int64_t *pos,
+                                       float *logits, int32_t *argmax) {
+    (void)be;
+    return lt_cuda_decoder_step_batch((lt_cuda_decoder *)d, tok, pos, logits, argmax);
+}
 static lt_status op_sync(lt_backend *be) {
     LT_CUDA_TRY(lt_cuda_stream_sync(lt_cuda_of(be)));
     return LT_OK;
@@ -630,6 +640,8 @@ extern "C" lt_status lt_backend_cuda_create(int device_index, int compute_dtype,
     o->decoder_create = op_decoder_create;
     o->decoder_step = op_decoder_step;
     o->decoder_free = op_decoder_free;
+    o->decoder_create_batch = op_decoder_create_batch;
+    o->decoder_step_batch = op_decoder_step_batch;
     lt_backend_fill_defaults(be); /* the family ops this backend has no kernels for yet */
 
     lt_status st = LT_OK;

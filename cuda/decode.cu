@@ -25,6 +25,8 @@ extern "C" {
 #define DEC_FIX_STRIDE 32     /* int64 slots between the fixed-point LoRA accumulators (own L2 lines) */
 #define DEC_FIX_MAX_R 64      /* ranks up to this have down_proj's A product folded into gate/up */
 #define DEC_FIX_ONE 4294967296.0f /* fixed-point scale 2^32: integer sums are order-independent */
+#define DEC_NB 8              /* sequences per GEMV launch of a batched step (each weight read once for them) */
+#define DEC_MAX_SEQ 1024      /* sequences of one batched decoder */
 
 enum { WK_NF4 = 0, WK_16 = 1 };
 /* MODE_GATEUP_A: MODE_GATEUP plus down_proj's LoRA A product (a separate instance, so that the
@@ -52,17 +54,23 @@ struct dec_mat {
 struct dec_mats {
     dec_mat m[3];
 };
-/* where a GEMV's epilogue writes */
+/* where a GEMV's epilogue writes; sequence b's rows of out, xa and afix are at b * obs,
+ * b * xabs, b * fixbs */
 struct dec_out {
-    float *out;                  /* QKV: q f32 [NH*HD]; GATEUP: h f32 [I]; RESID: x f32 (+=); LOGITS: f32 [V] */
-    void *kc, *vc;               /* QKV: this layer's caches (max_len, NKV*HD) act dtype */
+    float *out;                  /* QKV: q f32 [B][NH*HD]; GATEUP: h f32 [B][I]; RESID: x f32 [B][C] (+=);
+                                    LOGITS: f32 [B][V] */
+    int64_t obs, xabs, fixbs;
+    void *const *kct, *const *vct; /* QKV: device tables of the caches, [b * L + layer] -> (max_len, NKV*HD) act */
+    int layer, L;
+    int b0, nb;                  /* the GEMV's sequences: b0 .. b0 + nb - 1 (nb <= its NB) */
     int64_t kvd;                 /* NKV*HD */
     int HD, NH, NKV;
     float theta;
     /* GATEUP: down_proj's LoRA A product folded into the SwiGLU epilogue, accumulated in fixed
      * point (deterministic whatever order the blocks finish in) */
     const float *adown;          /* f32 [aR, npairs] or NULL */
-    long long *afix;             /* [aR][DEC_FIX_STRIDE], zero on entry (the argmax re-zeroes it) */
+    long long *afix;             /* [B][aR][DEC_FIX_STRIDE] (b at b * fixbs), zero on entry (the argmax
+                                    re-zeroes it) */
     int aR;
 };
 /* token and position of the step, on the device; the argmax kernel advances them */
@@ -70,11 +78,13 @@ struct dec_io {
     int32_t tok;
     int32_t pos;
 };
-/* the LoRA A products that share one input: xa[t][r] = A_t[r,:] . norm(x) */
+/* the LoRA A products that share one input: xa[t][r] = A_t[r,:] . norm(x) (sequence b's at
+ * xa[t] + b * xabs) */
 struct dec_lora_a {
     const float *A[3];           /* f32 [R, C] */
     float *xa[3];                /* f32 [R] */
     int n, R;
+    int64_t xabs;
 };
 
 __device__ __forceinline__ float dec_warp_sum(float v) {
@@ -90,76 +100,100 @@ template <> __device__ __forceinline__ float2 dec_f2<__half>(uint32_t w) {
     return __half22float2(*reinterpret_cast<__half2 *>(&w));
 }
 
-/* sum over 16 elements of row `row` starting at column 16*j, times x */
-template <int WK, typename T>
-__device__ __forceinline__ float dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *x,
-                                           const float *qm) {
+/* s[b] += the sum over 16 elements of row `row` starting at column 16*j times x of sequence b
+ * (x + b * C), b < nb: each weight is loaded and dequantized once for all the sequences */
+template <int WK, typename T, int NB>
+__device__ __forceinline__ void dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *x, int64_t C, int nb,
+                                          const float *qm, float (&s)[NB]) {
     const int64_t e0 = row * m.cols + j * DEC_CHUNK;
-    /* x comes through L1: a thread meets the same chunks of x for every row it takes */
-    const float4 *xg = reinterpret_cast<const float4 *>(x + j * DEC_CHUNK);
-    const float4 xv[4] = {__ldg(xg), __ldg(xg + 1), __ldg(xg + 2), __ldg(xg + 3)};
-    float s = 0.0f;
+    float w[DEC_CHUNK];
+    float am = 1.0f;
     if constexpr (WK == WK_NF4) {
-        const uint2 w = __ldg(reinterpret_cast<const uint2 *>(m.packed + e0 / 2));
-        const int64_t b = e0 / 64;
-        const float am = m.absmax_f32 ? __ldg(m.absmax_f32 + b)
-                                      : __fadd_rn(__fmul_rn(__ldg(m.nested_code + __ldg(m.absmax_u8 + b)),
-                                                            __ldg(m.nested_absmax + b / LT_NF4_NESTED_BLOCK)),
-                                                  m.offset);
-        const uint32_t words[2] = {w.x, w.y};
+        const uint2 wv = __ldg(reinterpret_cast<const uint2 *>(m.packed + e0 / 2));
+        const int64_t blk = e0 / 64;
+        am = m.absmax_f32 ? __ldg(m.absmax_f32 + blk)
+                          : __fadd_rn(__fmul_rn(__ldg(m.nested_code + __ldg(m.absmax_u8 + blk)),
+                                                __ldg(m.nested_absmax + blk / LT_NF4_NESTED_BLOCK)),
+                                      m.offset);
+        const uint32_t words[2] = {wv.x, wv.y};
 #pragma unroll
-        for (int k = 0; k < 2; k++) {
-            const float4 a = xv[2 * k], c = xv[2 * k + 1];
-            const uint32_t wd = words[k];
-            /* byte i holds element 2i in its high nibble, 2i+1 in its low nibble */
-            s += qm[(wd >> 4) & 15] * a.x + qm[wd & 15] * a.y;
-            s += qm[(wd >> 12) & 15] * a.z + qm[(wd >> 8) & 15] * a.w;
-            s += qm[(wd >> 20) & 15] * c.x + qm[(wd >> 16) & 15] * c.y;
-            s += qm[(wd >> 28) & 15] * c.z + qm[(wd >> 24) & 15] * c.w;
-        }
-        return s * am;
+        for (int k = 0; k < 2; k++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) { /* byte i holds element 2i in its high nibble, 2i+1 in its low nibble */
+                w[8 * k + 2 * i] = qm[(words[k] >> (8 * i + 4)) & 15];
+                w[8 * k + 2 * i + 1] = qm[(words[k] >> (8 * i)) & 15];
+            }
     } else {
         const uint4 *p = reinterpret_cast<const uint4 *>(reinterpret_cast<const T *>(m.data16) + e0);
         const uint4 u[2] = {__ldg(p), __ldg(p + 1)};
 #pragma unroll
         for (int k = 0; k < 2; k++) {
-            const float4 a = xv[2 * k], c = xv[2 * k + 1];
-            const float2 w0 = dec_f2<T>(u[k].x), w1 = dec_f2<T>(u[k].y), w2 = dec_f2<T>(u[k].z),
-                         w3 = dec_f2<T>(u[k].w);
-            s += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w;
-            s += w2.x * c.x + w2.y * c.y + w3.x * c.z + w3.y * c.w;
+            const uint32_t ws[4] = {u[k].x, u[k].y, u[k].z, u[k].w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 f = dec_f2<T>(ws[i]);
+                w[8 * k + 2 * i] = f.x;
+                w[8 * k + 2 * i + 1] = f.y;
+            }
         }
-        return s;
+    }
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b >= nb) break;
+        /* x comes through L1: a thread meets the same chunks of x for every row it takes */
+        const float4 *xg = reinterpret_cast<const float4 *>(x + b * C + j * DEC_CHUNK);
+        const float4 xv[4] = {__ldg(xg), __ldg(xg + 1), __ldg(xg + 2), __ldg(xg + 3)};
+        float t = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            const float4 a = xv[2 * k], c = xv[2 * k + 1];
+            const float *wk = w + 8 * k;
+            t += wk[0] * a.x + wk[1] * a.y + wk[2] * a.z + wk[3] * a.w;
+            t += wk[4] * c.x + wk[5] * c.y + wk[6] * c.z + wk[7] * c.w;
+        }
+        s[b] += WK == WK_NF4 ? t * am : t;
     }
 }
 
-/* The epilogue inputs of one row that do not depend on the GEMV (LoRA B[row, lane], xa[lane]
- * for the first 32 ranks, the bias), loaded before the row's main loop so that their latency
- * hides under it instead of adding a dependent memory round trip after it. */
-struct dec_pre {
-    float b, xa, bias;
+/* The epilogue inputs of one row that do not depend on the GEMV (LoRA B[row, lane], each
+ * sequence's xa[lane] for the first 32 ranks, the bias), loaded before the row's main loop so
+ * that their latency hides under it instead of adding a dependent memory round trip after it. */
+template <int NB> struct dec_pre {
+    float b, bias;
+    float xa[NB];
 };
-/* FIX: the matrix may read its xa in fixed point (only down_proj, a MODE_RESID GEMV: the other
- * instances skip the test and keep their registers) */
-template <bool FIX> __device__ __forceinline__ float dec_xa(const dec_mat &m, int r) {
-    return FIX && m.xfix ? (float)((double)m.xfix[(int64_t)r * DEC_FIX_STRIDE] * (1.0 / 4294967296.0)) : m.xa[r];
+/* xa[r] of sequence bb. FIX: the matrix may read its xa in fixed point (only down_proj, a
+ * MODE_RESID GEMV: the other instances skip the test and keep their registers) */
+template <bool FIX> __device__ __forceinline__ float dec_xa(const dec_mat &m, const dec_out &o, int bb, int r) {
+    return FIX && m.xfix ? (float)((double)m.xfix[(int64_t)bb * o.fixbs + (int64_t)r * DEC_FIX_STRIDE] *
+                                   (1.0 / 4294967296.0))
+                         : m.xa[(int64_t)bb * o.xabs + r];
 }
-template <bool FIX> __device__ __forceinline__ dec_pre dec_lora_pre(const dec_mat &m, int64_t row, int lane) {
-    dec_pre p = {0.0f, 0.0f, 0.0f};
+template <bool FIX, int NB>
+__device__ __forceinline__ dec_pre<NB> dec_lora_pre(const dec_mat &m, const dec_out &o, int64_t row, int lane) {
+    dec_pre<NB> p;
+    p.b = 0.0f;
+    p.bias = 0.0f;
+#pragma unroll
+    for (int b = 0; b < NB; b++) p.xa[b] = 0.0f;
     if (row < 0) return p;
     if (m.lora_B && lane < m.R) {
         p.b = __ldg(m.lora_B + row * m.R + lane);
-        p.xa = dec_xa<FIX>(m, lane);
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            if (b < o.nb) p.xa[b] = dec_xa<FIX>(m, o, o.b0 + b, lane);
     }
     if (m.bias && lane == 0) p.bias = __ldg(m.bias + row);
     return p;
 }
-/* bias + scale * (B[row,:] . xa) of one row, summed by a whole warp (lane 0 has it) */
-template <bool FIX>
-__device__ __forceinline__ float dec_lora_bias(const dec_mat &m, int64_t row, int lane, const dec_pre &p) {
-    float s = p.b * p.xa;
+/* bias + scale * (B[row,:] . xa) of one row for the tile's sequence b, summed by a whole warp
+ * (lane 0 has it) */
+template <bool FIX, int NB>
+__device__ __forceinline__ float dec_lora_bias(const dec_mat &m, const dec_out &o, int64_t row, int lane,
+                                               const dec_pre<NB> &p, int b) {
+    float s = p.b * p.xa[b];
     if (m.lora_B)
-        for (int r = lane + 32; r < m.R; r += 32) s += m.lora_B[row * m.R + r] * dec_xa<FIX>(m, r);
+        for (int r = lane + 32; r < m.R; r += 32) s += m.lora_B[row * m.R + r] * dec_xa<FIX>(m, o, o.b0 + b, r);
     s = dec_warp_sum(s) * m.scale;
     return s + p.bias;
 }
@@ -191,10 +225,11 @@ __device__ __forceinline__ void dec_pair(const dec_mats &M, const dec_out &o, in
 
 /* what a pair's two finished rows become (one thread) */
 template <typename T, int MODE>
-__device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io, int ma, int64_t p, int64_t ra,
-                                             int64_t rb, float y0, float y1) {
+__device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io, int bb, int ma, int64_t p,
+                                             int64_t ra, int64_t rb, float y0, float y1) {
+    float *out = o.out + (int64_t)bb * o.obs;
     if constexpr (MODE == MODE_QKV) {
-        const int pos = io->pos;
+        const int pos = io[bb].pos;
         if (ma < 2) { /* rotary (half-split), the angle as the backend's k_rope computes it */
             const int64_t i = ra % o.HD;
             const float inv = 1.0f / powf(o.theta, (float)(2 * i) / (float)o.HD);
@@ -203,52 +238,60 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
             const float lo = y0 * cs - y1 * sn, hi = y1 * cs + y0 * sn;
             y0 = lo; y1 = hi;
         }
-        if (ma == 0) { o.out[ra] = y0; o.out[rb] = y1; }
+        if (ma == 0) { out[ra] = y0; out[rb] = y1; }
         else {
-            T *cache = reinterpret_cast<T *>(ma == 1 ? o.kc : o.vc) + (int64_t)pos * o.kvd;
+            const int64_t slot = (int64_t)bb * o.L + o.layer;
+            T *cache = reinterpret_cast<T *>(ma == 1 ? o.kct[slot] : o.vct[slot]) + (int64_t)pos * o.kvd;
             cache[ra] = lt_fromf<T>(y0);
             cache[rb] = lt_fromf<T>(y1);
         }
     } else if constexpr (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) {
-        o.out[p] = (y0 / (1.0f + expf(-y0))) * y1;
+        out[p] = (y0 / (1.0f + expf(-y0))) * y1;
     } else if constexpr (MODE == MODE_RESID) {
-        o.out[ra] += y0;
-        if (rb >= 0) o.out[rb] += y1;
+        out[ra] += y0;
+        if (rb >= 0) out[rb] += y1;
     } else {
-        o.out[ra] = y0;
-        if (rb >= 0) o.out[rb] = y1;
+        out[ra] = y0;
+        if (rb >= 0) out[rb] = y1;
     }
 }
 
-/* Pairs of rows (dec_pair), grid-stride, x (f32 [C]) read through L1. WARP = 1: one warp per
- * pair (short rows: no block barrier, every lane a few independent loads); WARP = 0: the
- * whole block per pair (long rows, few of them). */
-template <int WK, typename T, int MODE, int WARP>
+/* Pairs of rows (dec_pair), grid-stride, x (f32 [B][C]) read through L1, for the sequences
+ * o.b0 .. o.b0 + o.nb - 1 at once (NB: the most a launch takes; each weight is read once for
+ * all of them, and each sequence's sums are formed in the same order whatever the batch).
+ * WARP = 1: one warp per pair (short rows: no block barrier, every lane a few independent
+ * loads); WARP = 0: the whole block per pair (long rows, few of them). */
+template <int WK, typename T, int MODE, int WARP, int NB>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const float *x, int64_t C, int64_t npairs,
                                                            dec_out o, const dec_io *io) {
     __shared__ float qm[3][16];
-    __shared__ float red[2][DEC_WARPS];
+    __shared__ float red[2][NB][DEC_WARPS];
     const int nmat = MODE == MODE_QKV ? 3 : (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) ? 2 : 1;
     if constexpr (WK == WK_NF4) {
         for (int t = 0; t < nmat; t++)
             if (threadIdx.x < 16) qm[t][threadIdx.x] = M.m[t].quant_map[threadIdx.x];
         __syncthreads();
     }
+    const int nb = o.nb;
+    const float *xt = x + (int64_t)o.b0 * C;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t nchunk = C / DEC_CHUNK;
     const int64_t first = WARP ? (int64_t)blockIdx.x * DEC_WARPS + warp : (int64_t)blockIdx.x;
     const int64_t stride = WARP ? (int64_t)gridDim.x * DEC_WARPS : (int64_t)gridDim.x;
     const int64_t j0 = WARP ? lane : threadIdx.x, jstep = WARP ? 32 : DEC_THREADS;
-    float dacc0 = 0.0f, dacc1 = 0.0f; /* GATEUP: this warp's share of down_proj's xa[lane], xa[lane+32] */
+    /* GATEUP_A: this warp's share of down_proj's xa[lane], xa[lane+32], per sequence */
+    float dacc0[NB], dacc1[NB];
+#pragma unroll
+    for (int b = 0; b < NB; b++) dacc0[b] = dacc1[b] = 0.0f;
     for (int64_t p = first; p < npairs; p += stride) {
         int ma, mb;
         int64_t ra, rb;
         dec_pair<MODE>(M, o, p, npairs, ma, mb, ra, rb);
         const dec_mat &A = M.m[ma], &B = M.m[mb];
-        dec_pre pa = {0.0f, 0.0f, 0.0f}, pb = {0.0f, 0.0f, 0.0f};
+        dec_pre<NB> pa, pb;
         if (WARP || warp == 0) {
-            pa = dec_lora_pre<MODE == MODE_RESID>(A, ra, lane);
-            pb = dec_lora_pre<MODE == MODE_RESID>(B, rb, lane);
+            pa = dec_lora_pre<MODE == MODE_RESID, NB>(A, o, ra, lane);
+            pb = dec_lora_pre<MODE == MODE_RESID, NB>(B, o, rb, lane);
         }
         float da0 = 0.0f, da1 = 0.0f;
         if constexpr (MODE == MODE_GATEUP_A) {
@@ -257,47 +300,66 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
                 if (lane + 32 < o.aR) da1 = __ldg(o.adown + (int64_t)(lane + 32) * npairs + p);
             }
         }
-        float s0 = 0.0f, s1 = 0.0f;
+        float s0[NB], s1[NB];
+#pragma unroll
+        for (int b = 0; b < NB; b++) s0[b] = s1[b] = 0.0f;
+        /* unrolled so that a lane's weight loads of the pair are in flight together (one memory
+         * round trip instead of one per chunk); the sums keep their order */
+#pragma unroll(NB == 1 ? 4 : 1)
         for (int64_t j = j0; j < nchunk; j += jstep) {
-            s0 += dec_chunk<WK, T>(A, ra, j, x, qm[ma]);
-            if (rb >= 0) s1 += dec_chunk<WK, T>(B, rb, j, x, qm[mb]);
+            dec_chunk<WK, T, NB>(A, ra, j, xt, C, nb, qm[ma], s0);
+            if (rb >= 0) dec_chunk<WK, T, NB>(B, rb, j, xt, C, nb, qm[mb], s1);
         }
-        s0 = dec_warp_sum(s0);
-        s1 = dec_warp_sum(s1);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            s0[b] = dec_warp_sum(s0[b]);
+            s1[b] = dec_warp_sum(s1[b]);
+        }
         if (!WARP) {
-            if (lane == 0) { red[0][warp] = s0; red[1][warp] = s1; }
+            if (lane == 0)
+#pragma unroll
+                for (int b = 0; b < NB; b++) { red[0][b][warp] = s0[b]; red[1][b][warp] = s1[b]; }
             __syncthreads();
-            s0 = dec_warp_sum(lane < DEC_WARPS ? red[0][lane] : 0.0f);
-            s1 = dec_warp_sum(lane < DEC_WARPS ? red[1][lane] : 0.0f);
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                s0[b] = dec_warp_sum(lane < DEC_WARPS ? red[0][b][lane] : 0.0f);
+                s1[b] = dec_warp_sum(lane < DEC_WARPS ? red[1][b][lane] : 0.0f);
+            }
         }
         if (WARP || warp == 0) {
-            const float y0 = s0 + dec_lora_bias<MODE == MODE_RESID>(A, ra, lane, pa);
-            const float y1 = rb >= 0 ? s1 + dec_lora_bias<MODE == MODE_RESID>(B, rb, lane, pb) : 0.0f;
-            if (lane == 0) dec_epilogue<T, MODE>(o, io, ma, p, ra, rb, y0, y1);
-            if constexpr (MODE == MODE_GATEUP_A) {
-                {
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                if (b >= nb) break;
+                const float y0 = s0[b] + dec_lora_bias<MODE == MODE_RESID, NB>(A, o, ra, lane, pa, b);
+                const float y1 = rb >= 0 ? s1[b] + dec_lora_bias<MODE == MODE_RESID, NB>(B, o, rb, lane, pb, b) : 0.0f;
+                if (lane == 0) dec_epilogue<T, MODE>(o, io, o.b0 + b, ma, p, ra, rb, y0, y1);
+                if constexpr (MODE == MODE_GATEUP_A) {
                     const float hv = __shfl_sync(0xffffffffu, (y0 / (1.0f + expf(-y0))) * y1, 0);
-                    dacc0 += hv * da0;
-                    dacc1 += hv * da1;
+                    dacc0[b] += hv * da0;
+                    dacc1[b] += hv * da1;
                 }
             }
         }
         if (!WARP) __syncthreads();
     }
     if constexpr (MODE == MODE_GATEUP_A) {
-        { /* the block's warps summed in a fixed order, then one fixed-point add per rank */
-            __shared__ float ared[DEC_WARPS][DEC_FIX_MAX_R];
-            ared[warp][lane] = dacc0;
-            ared[warp][lane + 32] = dacc1;
-            __syncthreads();
+        /* per sequence: the block's warps summed in a fixed order, then one fixed-point add per rank */
+        __shared__ float ared[NB][DEC_WARPS][DEC_FIX_MAX_R];
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            ared[b][warp][lane] = dacc0[b];
+            ared[b][warp][lane + 32] = dacc1[b];
+        }
+        __syncthreads();
+        for (int b = 0; b < nb; b++)
             for (int r = threadIdx.x; r < o.aR; r += DEC_THREADS) {
                 float v = 0.0f;
-                for (int w = 0; w < (WARP ? DEC_WARPS : 1); w++) v += ared[w][r];
+                for (int w = 0; w < (WARP ? DEC_WARPS : 1); w++) v += ared[b][w][r];
                 const long long f = __float2ll_rn(v * DEC_FIX_ONE);
-                atomicAdd(reinterpret_cast<unsigned long long *>(o.afix + (int64_t)r * DEC_FIX_STRIDE),
+                atomicAdd(reinterpret_cast<unsigned long long *>(o.afix + (int64_t)(o.b0 + b) * o.fixbs +
+                                                                 (int64_t)r * DEC_FIX_STRIDE),
                           (unsigned long long)f);
             }
-        }
     }
 }
 
@@ -305,14 +367,20 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
  * column slice s of x (the norm's sum of squares over all of x, which every block reads:
  * a few KB from L2), writes it to xn_out (blocks g = 0), and computes slice-partial dots of
  * the A rows of group g (2 rows per warp) into apart[s][row]; the last block to finish sums
- * the slices in a fixed order into xa (deterministic, no extra launch) and re-arms the counter. */
+ * the slices in a fixed order into xa (deterministic, no extra launch) and re-arms the counter.
+ * blockIdx.z: the sequence (x, xn_out at b * C; xa at b * la.xabs; apart at b * apbs; counter[b]). */
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, const float *w, float eps, float *xn_out,
-                                                             dec_lora_a la, int64_t C, float *apart,
+                                                             dec_lora_a la, int64_t C, float *apart, int64_t apbs,
                                                              unsigned *counter) {
     __shared__ float xs[DEC_SLICE];
     __shared__ float red[DEC_WARPS];
     __shared__ int last;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t bz = blockIdx.z;
+    x += bz * C;
+    if (xn_out) xn_out += bz * C;
+    apart += bz * apbs;
+    counter += bz;
     const int64_t c0 = (int64_t)blockIdx.x * DEC_SLICE;
     float r = 1.0f;
     if (w) {
@@ -362,22 +430,32 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, cons
     for (int row = threadIdx.x; row < nrows; row += DEC_THREADS) {
         float s = 0.0f;
         for (unsigned sl = 0; sl < gridDim.x; sl++) s += __ldcg(apart + (int64_t)sl * nrows + row);
-        la.xa[row / la.R][row % la.R] = s;
+        la.xa[row / la.R][bz * la.xabs + row % la.R] = s;
     }
     if (threadIdx.x == 0) *counter = 0u;
 }
 
 /* split-K attention of one query head over keys [0, pos]: block (h, s) takes an even share of
- * the keys, its warps an interleaved part of it (online softmax each), merged in shared
- * memory into part[h][s] = {max, sum, acc[HD]} */
+ * the keys (ceil((pos+1) / DEC_SPLIT_KEYS) shares, at most nsplit), its warps an interleaved part of it (online softmax each), merged in shared
+ * memory into part[h][s] = {max, sum, acc[HD]}. blockIdx.z: the sequence b (q at b * NH*HD, its
+ * caches at kct/vct[b * nlayers + layer], part at b * NH*nsplit*(HD+2)). */
 template <typename T>
-__global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, const T *kc, const T *vc, const dec_io *io,
-                                                           int NH, int NKV, int HD, float scale, float *part) {
+__global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *const *kct, void *const *vct,
+                                                           int layer, int nlayers, const dec_io *io, int NH, int NKV,
+                                                           int HD, float scale, float *part) {
     __shared__ float wm[DEC_WARPS], wl[DEC_WARPS];
     __shared__ float wacc[DEC_WARPS][DEC_MAX_HD];
     const int h = blockIdx.x, s = blockIdx.y, nsplit = gridDim.y;
+    const int64_t bz = blockIdx.z;
+    const T *kc = reinterpret_cast<const T *>(kct[bz * nlayers + layer]);
+    const T *vc = reinterpret_cast<const T *>(vct[bz * nlayers + layer]);
+    q += bz * NH * HD;
+    part += bz * NH * nsplit * (HD + 2);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t L = (int64_t)io->pos + 1, chunk = (L + nsplit - 1) / nsplit;
+    /* the keys split by their count alone (not by the cache size): a sequence's sums are the
+     * same in any batch and any max_len; splits past ns stay empty */
+    const int64_t L = (int64_t)io[bz].pos + 1, need = (L + DEC_SPLIT_KEYS - 1) / DEC_SPLIT_KEYS;
+    const int64_t ns = need < nsplit ? need : nsplit, chunk = (L + ns - 1) / ns;
     const int64_t k0 = (int64_t)s * chunk, k1 = k0 + chunk < L ? k0 + chunk : L;
     const int64_t kvd = (int64_t)NKV * HD, kvh = h / (NH / NKV);
     float qv[DEC_MAX_HD / 32], acc[DEC_MAX_HD / 32];
@@ -434,12 +512,19 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, const 
 /* out[h*HD + d] = merge of the splits of head h; then, when o_proj has LoRA (la.n == 1), the
  * head's share of its A product (apart[h][r] = A[r, h*HD:(h+1)*HD] . out_h), and the last
  * block to finish sums the heads in a fixed order into la.xa[0] (deterministic) and re-arms
- * the counter: o_proj's A product needs no launch of its own. */
+ * the counter: o_proj's A product needs no launch of its own. blockIdx.y: the sequence b (part,
+ * out at b * NH*nsplit*(HD+2), b * NH*HD; xa at b * la.xabs; apart at b * apbs; counter[b]). */
 __global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int nsplit, int HD, float *out,
-                                                        dec_lora_a la, float *apart, unsigned *counter) {
+                                                        dec_lora_a la, float *apart, int64_t apbs,
+                                                        unsigned *counter) {
     __shared__ float oh[DEC_MAX_HD];
     __shared__ int last;
     const int h = blockIdx.x;
+    const int64_t bz = blockIdx.y, NH = gridDim.x;
+    part += bz * NH * nsplit * (HD + 2);
+    out += bz * NH * HD;
+    apart += bz * apbs;
+    counter += bz;
     const float *p = part + (int64_t)h * nsplit * (HD + 2);
     float M = -INFINITY;
     for (int s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (HD + 2)]);
@@ -476,22 +561,29 @@ __global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int n
     for (int r = threadIdx.x; r < la.R; r += blockDim.x) {
         float sacc = 0.0f;
         for (unsigned hh = 0; hh < gridDim.x; hh++) sacc += __ldcg(apart + (int64_t)hh * la.R + r);
-        la.xa[0][r] = sacc;
+        la.xa[0][bz * la.xabs + r] = sacc;
     }
     if (threadIdx.x == 0) *counter = 0u;
 }
 
+/* blockIdx.y: the sequence b (x at b * C) */
 template <typename T>
 __global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float *x) {
-    const int64_t row = (int64_t)io->tok * C;
+    const int64_t row = (int64_t)io[blockIdx.y].tok * C;
+    x += (int64_t)blockIdx.y * C;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x)
         x[c] = lt_tof<T>(table[row + c]);
 }
 
 /* argmax (lowest index among equal maxima, as torch.argmax), then the next step's token and
- * position */
+ * position (kept below max_len: a finished sequence of a batch repeats its last slot). One
+ * block per sequence b (logits at b * V, io[b], fix at b * fixbs). */
 __global__ void __launch_bounds__(1024) k_dec_argmax(const float *logits, int64_t V, dec_io *io, long long *fix,
-                                                     int nfix) {
+                                                     int nfix, int64_t fixbs, int max_len) {
+    const int64_t bz = blockIdx.x;
+    logits += bz * V;
+    io += bz;
+    fix += bz * fixbs;
     /* every layer's down_proj accumulator is consumed by now: zero them for the next step */
     for (int i = threadIdx.x; i < nfix; i += blockDim.x) fix[(int64_t)i * DEC_FIX_STRIDE] = 0;
     __shared__ float sv[32];
@@ -514,7 +606,7 @@ __global__ void __launch_bounds__(1024) k_dec_argmax(const float *logits, int64_
         for (int w = 1; w < (int)(blockDim.x / 32); w++)
             if (sv[w] > bv || (sv[w] == bv && si[w] < bi)) { bv = sv[w]; bi = si[w]; }
         io->tok = (int32_t)(bi < V ? bi : 0);
-        io->pos = io->pos + 1;
+        io->pos = io->pos + 1 < max_len ? io->pos + 1 : max_len - 1;
     }
 }
 
@@ -533,23 +625,29 @@ struct lt_cuda_decoder {
     lt_cuda *c;
     int wk;
     int64_t C, NH, NKV, HD, I, V, max_len, R;
+    int nseq;                                         /* B: the sequences of every step */
     float eps, theta, scale;
     int nsplit;
     int grid_cap;
-    float *x, *xn, *q, *att, *h, *logits, *xa, *part; /* device f32 */
-    float *apart;                                     /* f32 [slices, rows] LoRA A partials */
-    unsigned *counter;                                /* last-block counter of k_dec_norm_a */
-    long long *afix;                                  /* [L][R][DEC_FIX_STRIDE] down_proj xa, fixed point */
+    /* device f32, one row per sequence: x, xn [B][C], q, att [B][NH*HD], h [B][I], logits [B][V],
+     * xa [B][L][LT_PROJ_COUNT][R], part [B][NH][nsplit][HD+2] */
+    float *x, *xn, *q, *att, *h, *logits, *xa, *part;
+    int64_t xabs;                                     /* floats between two sequences' xa */
+    float *apart;                                     /* f32 [B][apbs] LoRA A partials */
+    int64_t apbs;
+    unsigned *counter;                                /* [B] last-block counters of k_dec_norm_a / merge */
+    long long *afix;                                  /* [B][L][R][DEC_FIX_STRIDE] down_proj xa, fixed point */
+    int64_t fixbs;
     int nfix;                                         /* L*R when folded, else 0 */
-    dec_io *io;                                       /* device */
-    dec_io *pin_in, *pin_out;                          /* pinned host */
-    float *pin_logits;                                 /* pinned host [V] */
-    void **kc, **vc;
+    dec_io *io;                                       /* device [B] */
+    dec_io *pin_in, *pin_out;                          /* pinned host [B] each */
+    float *pin_logits;                                 /* pinned host [B][V] */
+    void **kct, **vct;                                 /* device tables [B][L] of the caches */
     dec_layer *layers;
     dec_mats head;
     const void *embed16;
-    int known;                                         /* the device io holds (dev_tok, dev_pos) */
-    int32_t dev_tok, dev_pos;
+    int known;                                         /* the device io holds dev[] */
+    dec_io *dev;                                       /* host copy of what the device io holds [B] */
     int steps;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -600,21 +698,27 @@ extern "C" void lt_cuda_decoder_free(lt_cuda_decoder *d) {
     lt_cuda_free(c, d->afix);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) lt_cuda_free(c, bufs[i]);
     lt_cuda_free(c, d->io);
+    lt_cuda_free(c, d->kct);
+    lt_cuda_free(c, d->vct);
     if (d->pin_in) cudaFreeHost(d->pin_in);
     if (d->pin_logits) cudaFreeHost(d->pin_logits);
-    free(d->kc);
-    free(d->vc);
+    free(d->dev);
     free(d->layers);
     free(d);
 }
 
-extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, void *const *vcache, int64_t max_len,
-                                            lt_cuda_decoder **out) {
+extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, void *const *kcache,
+                                                  void *const *vcache, int64_t max_len, lt_cuda_decoder **out) {
     *out = NULL;
     lt_backend *be = m->be;
     if (be->device != LT_DEVICE_CUDA) return lt_error(LT_ERR_UNSUPPORTED, "fast decode: not a CUDA model");
     if (be->act_dtype != LT_DTYPE_BF16 && be->act_dtype != LT_DTYPE_F16)
         return lt_error(LT_ERR_UNSUPPORTED, "fast decode: activation dtype %d", (int)be->act_dtype);
+    if (nseq < 1 || nseq > DEC_MAX_SEQ)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: %d sequences (its kernels take 1 to %d)", (int)nseq,
+                        DEC_MAX_SEQ);
+    if (max_len < 1 || max_len > INT32_MAX)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: a cache of %lld positions", (long long)max_len);
     const lt_config *cf = &m->cfg;
     const int64_t C = cf->hidden_size, NH = cf->num_heads, NKV = cf->num_kv_heads, HD = cf->head_dim;
     if (HD % 2 || HD > DEC_MAX_HD || NKV <= 0 || NH % NKV || C % 64 || cf->intermediate_size % 64)
@@ -635,6 +739,7 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     lt_cuda *c = lt_cuda_of(be);
     d->m = m; d->be = be; d->c = c;
     d->C = C; d->NH = NH; d->NKV = NKV; d->HD = HD; d->I = cf->intermediate_size; d->V = cf->vocab_size;
+    d->nseq = nseq;
     d->max_len = max_len;
     d->eps = (float)cf->rms_norm_eps;
     d->theta = (float)cf->rope_theta;
@@ -647,45 +752,64 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     d->grid_cap = c->sm_count > 0 ? c->sm_count * 16 : 1024;
     d->embed16 = m->embed->data16;
     const int L = cf->num_layers;
-    const int64_t R1 = d->R > 0 ? d->R : 1;
-    lt_status st = LT_OK;
-#define DALLOC(p, bytes, what) if (st == LT_OK) st = lt_cuda_malloc(c, (size_t)(bytes), what, (void **)&(p))
-    DALLOC(d->x, C * 4, "decode residual");
-    DALLOC(d->xn, C * 4, "decode norm");
-    DALLOC(d->q, NH * HD * 4, "decode q");
-    DALLOC(d->att, NH * HD * 4, "decode attention");
-    DALLOC(d->h, d->I * 4, "decode MLP");
-    DALLOC(d->logits, d->V * 4, "decode logits");
-    DALLOC(d->xa, (int64_t)L * LT_PROJ_COUNT * R1 * 4, "decode LoRA");
-    DALLOC(d->part, NH * d->nsplit * (HD + 2) * 4, "decode attention splits");
-    DALLOC(d->io, sizeof(dec_io), "decode token");
+    const int64_t R1 = d->R > 0 ? d->R : 1, B = nseq;
+    d->xabs = (int64_t)L * LT_PROJ_COUNT * R1;
+    d->fixbs = (int64_t)L * R1 * DEC_FIX_STRIDE;
     {
         const int64_t widest = C > d->I ? (C > NH * HD ? C : NH * HD) : (d->I > NH * HD ? d->I : NH * HD);
         int64_t nap = ((widest + DEC_SLICE - 1) / DEC_SLICE) * 3;
         if (nap < NH) nap = NH; /* the attention merge's per-head partials */
-        DALLOC(d->apart, nap * R1 * 4, "decode LoRA partials");
-        DALLOC(d->counter, sizeof(unsigned), "decode counter");
-        DALLOC(d->afix, (int64_t)L * R1 * DEC_FIX_STRIDE * 8, "decode LoRA accumulators");
-        if (st == LT_OK && cudaMemsetAsync(d->afix, 0, (size_t)L * R1 * DEC_FIX_STRIDE * 8, c->stream) != cudaSuccess)
-            st = lt_error(LT_ERR_CUDA, "fast decode: clearing its LoRA accumulators");
-        if (st == LT_OK && cudaMemsetAsync(d->counter, 0, sizeof(unsigned), c->stream) != cudaSuccess)
-            st = lt_error(LT_ERR_CUDA, "fast decode: clearing its counter");
+        d->apbs = nap * R1;
     }
+    lt_status st = LT_OK;
+#define DALLOC(p, bytes, what) if (st == LT_OK) st = lt_cuda_malloc(c, (size_t)(bytes), what, (void **)&(p))
+    DALLOC(d->x, B * C * 4, "decode residual");
+    DALLOC(d->xn, B * C * 4, "decode norm");
+    DALLOC(d->q, B * NH * HD * 4, "decode q");
+    DALLOC(d->att, B * NH * HD * 4, "decode attention");
+    DALLOC(d->h, B * d->I * 4, "decode MLP");
+    DALLOC(d->logits, B * d->V * 4, "decode logits");
+    DALLOC(d->xa, B * d->xabs * 4, "decode LoRA");
+    DALLOC(d->part, B * NH * d->nsplit * (HD + 2) * 4, "decode attention splits");
+    DALLOC(d->io, B * sizeof(dec_io), "decode token");
+    DALLOC(d->apart, B * d->apbs * 4, "decode LoRA partials");
+    DALLOC(d->counter, B * sizeof(unsigned), "decode counter");
+    DALLOC(d->afix, B * d->fixbs * 8, "decode LoRA accumulators");
+    DALLOC(d->kct, B * L * sizeof(void *), "decode cache table");
+    DALLOC(d->vct, B * L * sizeof(void *), "decode cache table");
 #undef DALLOC
-    if (st == LT_OK && cudaMallocHost((void **)&d->pin_in, 2 * sizeof(dec_io)) != cudaSuccess)
+    if (st == LT_OK && cudaMemsetAsync(d->afix, 0, (size_t)(B * d->fixbs * 8), c->stream) != cudaSuccess)
+        st = lt_error(LT_ERR_CUDA, "fast decode: clearing its LoRA accumulators");
+    if (st == LT_OK && cudaMemsetAsync(d->counter, 0, (size_t)B * sizeof(unsigned), c->stream) != cudaSuccess)
+        st = lt_error(LT_ERR_CUDA, "fast decode: clearing its counters");
+    if (st == LT_OK && cudaMallocHost((void **)&d->pin_in, 2 * (size_t)B * sizeof(dec_io)) != cudaSuccess)
         st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory");
-    if (st == LT_OK && cudaMallocHost((void **)&d->pin_logits, (size_t)d->V * 4) != cudaSuccess)
-        st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory for %lld logits", (long long)d->V);
-    if (st == LT_OK) d->pin_out = d->pin_in + 1;
-    d->kc = (void **)calloc(L, sizeof(void *));
-    d->vc = (void **)calloc(L, sizeof(void *));
+    if (st == LT_OK && cudaMallocHost((void **)&d->pin_logits, (size_t)(B * d->V * 4)) != cudaSuccess)
+        st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory for %lld logits", (long long)(B * d->V));
+    if (st == LT_OK) d->pin_out = d->pin_in + B;
+    d->dev = (dec_io *)calloc((size_t)B, sizeof(dec_io));
     d->layers = (dec_layer *)calloc(L, sizeof(dec_layer));
-    if (st == LT_OK && (!d->kc || !d->vc || !d->layers)) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+    if (st == LT_OK && (!d->dev || !d->layers)) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+    /* the cache tables, through the pinned staging (freed memory is not reused before the copy ends) */
+    if (st == LT_OK) {
+        void **tab = NULL;
+        if (cudaMallocHost((void **)&tab, 2 * (size_t)(B * L) * sizeof(void *)) != cudaSuccess)
+            st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory");
+        if (st == LT_OK) {
+            memcpy(tab, kcache, (size_t)(B * L) * sizeof(void *));
+            memcpy(tab + B * L, vcache, (size_t)(B * L) * sizeof(void *));
+            if (cudaMemcpyAsync(d->kct, tab, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice, c->stream) !=
+                    cudaSuccess ||
+                cudaMemcpyAsync(d->vct, tab + B * L, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice,
+                                c->stream) != cudaSuccess ||
+                cudaStreamSynchronize(c->stream) != cudaSuccess)
+                st = lt_error(LT_ERR_CUDA, "fast decode: uploading its cache tables");
+        }
+        if (tab) cudaFreeHost(tab);
+    }
     for (int l = 0; st == LT_OK && l < L; l++) {
         lt_layer *Ly = &m->layers[l];
         dec_layer *dl = &d->layers[l];
-        d->kc[l] = kcache[l];
-        d->vc[l] = vcache[l];
         dl->ln1 = Ly->ln1;
         dl->ln2 = Ly->ln2;
         const lt_lora_tensor *lt[LT_PROJ_COUNT];
@@ -721,6 +845,7 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
         dec_lora_a *as[4] = {&dl->a_qkv, &dl->a_o, &dl->a_gu, &dl->a_down};
         for (int g = 0; g < 4; g++) {
             as[g]->R = d->R;
+            as[g]->xabs = d->xabs;
             for (int k = 0; k < 4 && groups[g][k] >= 0; k++) {
                 const int p = groups[g][k];
                 if (!lt[p]) continue;
@@ -740,19 +865,37 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
     return LT_OK;
 }
 
+extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, void *const *vcache, int64_t max_len,
+                                            lt_cuda_decoder **out) {
+    return lt_cuda_decoder_create_batch(m, 1, kcache, vcache, max_len, out);
+}
+
+/* one GEMV over every sequence: the sequences in tiles of NB (1 for a single sequence, else
+ * DEC_NB), each tile one launch that reads the weights once */
+template <int WK, typename T, int MODE, int NB>
+static lt_status launch_gemv_nb(lt_cuda_decoder *d, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
+                                dec_out o) {
+    for (int b0 = 0; b0 < d->nseq; b0 += NB) {
+        o.b0 = b0;
+        o.nb = d->nseq - b0 < NB ? d->nseq - b0 : NB;
+        if (C <= DEC_WARP_MAX_COLS) {
+            const int64_t blocks = (npairs + DEC_WARPS - 1) / DEC_WARPS;
+            const unsigned grid = (unsigned)(blocks < d->grid_cap ? blocks : d->grid_cap);
+            k_dec_gemv<WK, T, MODE, 1, NB><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+        } else {
+            const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
+            k_dec_gemv<WK, T, MODE, 0, NB><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+        }
+        LT_LAUNCH_CHECK("k_dec_gemv");
+    }
+    return LT_OK;
+}
+
 template <int WK, typename T, int MODE>
 static lt_status launch_gemv(lt_cuda_decoder *d, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
                              const dec_out &o) {
-    if (C <= DEC_WARP_MAX_COLS) {
-        const int64_t blocks = (npairs + DEC_WARPS - 1) / DEC_WARPS;
-        const unsigned grid = (unsigned)(blocks < d->grid_cap ? blocks : d->grid_cap);
-        k_dec_gemv<WK, T, MODE, 1><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
-    } else {
-        const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
-        k_dec_gemv<WK, T, MODE, 0><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
-    }
-    LT_LAUNCH_CHECK("k_dec_gemv");
-    return LT_OK;
+    return d->nseq == 1 ? launch_gemv_nb<WK, T, MODE, 1>(d, M, x, C, npairs, o)
+                        : launch_gemv_nb<WK, T, MODE, DEC_NB>(d, M, x, C, npairs, o);
 }
 
 template <typename T, int MODE>
@@ -766,8 +909,9 @@ static lt_status norm_a(lt_cuda_decoder *d, const float *x, const float *w, floa
                         int64_t C) {
     const int rows = la.n * la.R;
     if (!w && rows == 0) return LT_OK;
-    const dim3 grid((unsigned)((C + DEC_SLICE - 1) / DEC_SLICE), (unsigned)(rows > 0 ? (rows + DEC_AROWS - 1) / DEC_AROWS : 1));
-    k_dec_norm_a<<<grid, DEC_THREADS, 0, d->c->stream>>>(x, w, d->eps, xn, la, C, d->apart, d->counter);
+    const dim3 grid((unsigned)((C + DEC_SLICE - 1) / DEC_SLICE), (unsigned)(rows > 0 ? (rows + DEC_AROWS - 1) / DEC_AROWS : 1),
+                    (unsigned)d->nseq);
+    k_dec_norm_a<<<grid, DEC_THREADS, 0, d->c->stream>>>(x, w, d->eps, xn, la, C, d->apart, d->apbs, d->counter);
     LT_LAUNCH_CHECK("k_dec_norm_a");
     return LT_OK;
 }
@@ -777,42 +921,46 @@ template <typename T>
 static lt_status enqueue(lt_cuda_decoder *d) {
     cudaStream_t s = d->c->stream;
     const int64_t C = d->C, HD = d->HD, NH = d->NH, NKV = d->NKV, I = d->I;
-    k_dec_embed<T><<<(unsigned)((C + 255) / 256), 256, 0, s>>>((const T *)d->embed16, d->io, C, d->x);
+    const unsigned B = (unsigned)d->nseq;
+    const int L = d->m->cfg.num_layers;
+    k_dec_embed<T><<<dim3((unsigned)((C + 255) / 256), B), 256, 0, s>>>((const T *)d->embed16, d->io, C, d->x);
     LT_LAUNCH_CHECK("k_dec_embed");
-    const dec_lora_a none = {};
-    for (int64_t l = 0; l < d->m->cfg.num_layers; l++) {
+    dec_lora_a none = {};
+    none.xabs = d->xabs;
+    for (int l = 0; l < L; l++) {
         dec_layer *dl = &d->layers[l];
         dec_out o = {};
         o.HD = (int)HD; o.NH = (int)NH; o.NKV = (int)NKV; o.theta = d->theta; o.kvd = NKV * HD;
-        o.kc = d->kc[l]; o.vc = d->vc[l];
+        o.kct = d->kct; o.vct = d->vct; o.layer = l; o.L = L;
+        o.xabs = d->xabs; o.fixbs = d->fixbs;
         LT_TRY(norm_a(d, d->x, dl->ln1, d->xn, dl->a_qkv, C));
-        o.out = d->q;
+        o.out = d->q; o.obs = NH * HD;
         LT_TRY((gemv<T, MODE_QKV>(d, d->wk, dl->qkv, d->xn, C, (NH + 2 * NKV) * HD / 2, o)));
-        k_dec_attn<T><<<dim3((unsigned)NH, (unsigned)d->nsplit), DEC_THREADS, 0, s>>>(
-            d->q, (const T *)d->kc[l], (const T *)d->vc[l], d->io, (int)NH, (int)NKV, (int)HD,
-            1.0f / sqrtf((float)HD), d->part);
+        k_dec_attn<T><<<dim3((unsigned)NH, (unsigned)d->nsplit, B), DEC_THREADS, 0, s>>>(
+            d->q, d->kct, d->vct, l, L, d->io, (int)NH, (int)NKV, (int)HD, 1.0f / sqrtf((float)HD), d->part);
         LT_LAUNCH_CHECK("k_dec_attn");
         /* the merge also computes o_proj's LoRA A product (no launch of its own) */
-        k_dec_attn_merge<<<(unsigned)NH, 128, 0, s>>>(d->part, d->nsplit, (int)HD, d->att, dl->a_o, d->apart,
-                                                      d->counter);
+        k_dec_attn_merge<<<dim3((unsigned)NH, B), 128, 0, s>>>(d->part, d->nsplit, (int)HD, d->att, dl->a_o, d->apart,
+                                                               d->apbs, d->counter);
         LT_LAUNCH_CHECK("k_dec_attn_merge");
-        o.out = d->x;
+        o.out = d->x; o.obs = C;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o)));
         LT_TRY(norm_a(d, d->x, dl->ln2, d->xn, dl->a_gu, C));
-        o.out = d->h;
+        o.out = d->h; o.obs = I;
         o.adown = dl->adown; o.afix = dl->afix; o.aR = (int)d->R;
         if (dl->adown) LT_TRY((gemv<T, MODE_GATEUP_A>(d, d->wk, dl->gu, d->xn, C, I, o)));
         else LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o)));
         o.adown = NULL; o.afix = NULL; o.aR = 0;
         LT_TRY(norm_a(d, d->h, NULL, NULL, dl->a_down, I));
-        o.out = d->x;
+        o.out = d->x; o.obs = C;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o)));
     }
     LT_TRY(norm_a(d, d->x, d->m->final_norm, d->xn, none, C));
     dec_out o = {};
-    o.out = d->logits;
+    o.out = d->logits; o.obs = d->V;
+    o.xabs = d->xabs; o.fixbs = d->fixbs;
     LT_TRY((gemv<T, MODE_LOGITS>(d, WK_16, d->head, d->xn, C, (d->V + 1) / 2, o)));
-    k_dec_argmax<<<1, 1024, 0, s>>>(d->logits, d->V, d->io, d->afix, d->nfix);
+    k_dec_argmax<<<B, 1024, 0, s>>>(d->logits, d->V, d->io, d->afix, d->nfix, d->fixbs, (int)d->max_len);
     LT_LAUNCH_CHECK("k_dec_argmax");
     return LT_OK;
 }
@@ -821,16 +969,25 @@ static lt_status enqueue_any(lt_cuda_decoder *d) {
     return d->be->act_dtype == LT_DTYPE_BF16 ? enqueue<__nv_bfloat16>(d) : enqueue<__half>(d);
 }
 
-extern "C" lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64_t pos, float *host_logits,
-                                          int32_t *host_argmax) {
-    LT_CHECK_ARG(d && pos >= 0 && pos < d->max_len, "decode step: position %lld outside the cache of %lld",
-                 (long long)pos, d ? (long long)d->max_len : 0ll);
-    LT_CHECK_ARG(tok >= 0 && tok < d->V, "decode step: token %d outside the vocabulary", tok);
+extern "C" lt_status lt_cuda_decoder_step_batch(lt_cuda_decoder *d, const int32_t *tok, const int64_t *pos,
+                                                float *host_logits, int32_t *host_argmax) {
+    LT_CHECK_ARG(d && tok && pos, "decode step: decoder, tokens and positions are required");
+    const int B = d->nseq;
+    bool same = d->known != 0;
+    for (int b = 0; b < B; b++) {
+        LT_CHECK_ARG(pos[b] >= 0 && pos[b] < d->max_len, "decode step: position %lld of sequence %d outside the "
+                     "cache of %lld", (long long)pos[b], b, (long long)d->max_len);
+        LT_CHECK_ARG(tok[b] >= 0 && tok[b] < d->V, "decode step: token %d of sequence %d outside the vocabulary",
+                     tok[b], b);
+        same = same && d->dev[b].tok == tok[b] && d->dev[b].pos == pos[b];
+    }
     cudaStream_t s = d->c->stream;
-    if (!(d->known && d->dev_tok == tok && d->dev_pos == pos)) {
-        d->pin_in->tok = tok;
-        d->pin_in->pos = (int32_t)pos;
-        LT_CUDA_TRY(cudaMemcpyAsync(d->io, d->pin_in, sizeof(dec_io), cudaMemcpyHostToDevice, s));
+    if (!same) {
+        for (int b = 0; b < B; b++) {
+            d->pin_in[b].tok = tok[b];
+            d->pin_in[b].pos = (int32_t)pos[b];
+        }
+        LT_CUDA_TRY(cudaMemcpyAsync(d->io, d->pin_in, (size_t)B * sizeof(dec_io), cudaMemcpyHostToDevice, s));
     }
     if (d->exec) {
         LT_CUDA_TRY(cudaGraphLaunch(d->exec, s));
@@ -849,14 +1006,21 @@ extern "C" lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64
         LT_TRY(enqueue_any(d));
     }
     d->steps++;
-    if (host_logits)
-        LT_CUDA_TRY(cudaMemcpyAsync(d->pin_logits, d->logits, (size_t)d->V * 4, cudaMemcpyDeviceToHost, s));
-    LT_CUDA_TRY(cudaMemcpyAsync(d->pin_out, d->io, sizeof(dec_io), cudaMemcpyDeviceToHost, s));
+    const size_t lbytes = (size_t)B * (size_t)d->V * 4;
+    if (host_logits) LT_CUDA_TRY(cudaMemcpyAsync(d->pin_logits, d->logits, lbytes, cudaMemcpyDeviceToHost, s));
+    LT_CUDA_TRY(cudaMemcpyAsync(d->pin_out, d->io, (size_t)B * sizeof(dec_io), cudaMemcpyDeviceToHost, s));
     LT_CUDA_TRY(cudaStreamSynchronize(s));
-    if (host_logits) memcpy(host_logits, d->pin_logits, (size_t)d->V * 4);
-    if (host_argmax) *host_argmax = d->pin_out->tok;
+    if (host_logits) memcpy(host_logits, d->pin_logits, lbytes);
+    for (int b = 0; b < B; b++) {
+        if (host_argmax) host_argmax[b] = d->pin_out[b].tok;
+        d->dev[b] = d->pin_out[b];
+    }
     d->known = 1;
-    d->dev_tok = d->pin_out->tok;
-    d->dev_pos = d->pin_out->pos;
     return LT_OK;
+}
+
+extern "C" lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64_t pos, float *host_logits,
+                                          int32_t *host_argmax) {
+    LT_CHECK_ARG(d && d->nseq == 1, "decode step: a decoder of one sequence is required");
+    return lt_cuda_decoder_step_batch(d, &tok, &pos, host_logits, host_argmax);
 }

@@ -10,7 +10,9 @@
  * SwiGLU and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
  * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. The token and position
  * live in device memory and the argmax kernel advances them, so the step is captured once
- * into a CUDA graph and replayed unchanged.
+ * into a CUDA graph and replayed unchanged. A batched decoder runs one token of each of B
+ * sequences per step (own caches and positions): every GEMV reads each weight once for up to
+ * 8 sequences, and each sequence's sums are formed in the same order as alone.
  *
  * What it needs from the CUDA backend: the lt_bweight layout and lt_cuda state declared in
  * cuda/cuda_common.h (packed/absmax/nested pointers, data16, the stream) - read only. */
@@ -36,12 +38,20 @@ typedef struct lt_cuda_decoder lt_cuda_decoder;
 lt_status lt_cuda_decoder_create(struct lt_model *m, void *const *kcache, void *const *vcache, int64_t max_len,
                                  lt_cuda_decoder **out);
 void lt_cuda_decoder_free(lt_cuda_decoder *d);
+/* The same for nseq sequences (1 to 1024): kcache/vcache hold nseq * num_layers buffers,
+ * sequence s's layer l at [s * num_layers + l]. */
+lt_status lt_cuda_decoder_create_batch(struct lt_model *m, int32_t nseq, void *const *kcache, void *const *vcache,
+                                       int64_t max_len, lt_cuda_decoder **out);
 
 /* Runs token `tok` at position `pos` (< max_len): appends its keys/values to the caches and
  * computes the next-token logits. host_logits (V floats) receives them when non-NULL;
  * *host_argmax receives their argmax (lowest index among equals). */
 lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64_t pos, float *host_logits,
                                int32_t *host_argmax);
+/* One step of every sequence: tok[s] at pos[s]; host_logits (nseq x V, may be NULL),
+ * host_argmax[nseq]. A sequence that has finished may repeat its last (tok, pos). */
+lt_status lt_cuda_decoder_step_batch(lt_cuda_decoder *d, const int32_t *tok, const int64_t *pos, float *host_logits,
+                                     int32_t *host_argmax);
 
 /* 0 disables CUDA-graph capture (every step launches its kernels), for tests; default 1. */
 void lt_cuda_decoder_use_graphs(int on);

@@ -616,6 +616,19 @@ LT_API void lt_generate_params_init(lt_generate_params *params);
 LT_API lt_status lt_generate(lt_model *model, const int32_t *prompt, size_t n_prompt, const lt_generate_params *params,
                              int32_t *out_ids, size_t cap, size_t *n_out);
 
+/* Generates for n_seq prompts at once (prompts[i], n_prompt[i] tokens each, >= 1), each as
+ * lt_generate would alone: greedy gives the ids of n_seq separate calls, and sampling draws
+ * prompt i with seed params->seed + i. Every sequence stops on its own (stop ids, stop strings,
+ * max_new_tokens); the call returns when all have. Row i of out_ids (out_ids + i * cap, cap ids
+ * per row; out_ids may be NULL) receives prompt i's new ids, n_out[i] (n_seq entries) their
+ * count; LT_ERR_BUFFER_TOO_SMALL when a row needed more than cap. on_text (streaming) needs
+ * n_seq == 1. The decode steps of all sequences run as one batched step where the backend has
+ * a batched decoder (CUDA: the weights are read once per step for all of them); memory: one
+ * KV cache of (longest prompt + max_new_tokens) positions per prompt. */
+LT_API lt_status lt_generate_batch(lt_model *model, const int32_t *const *prompts, const size_t *n_prompt,
+                                   size_t n_seq, const lt_generate_params *params, int32_t *out_ids, size_t cap,
+                                   size_t *n_out);
+
 /* Inference mode: frees the training graph's activation buffers (checkpoints, recompute and
  * head workspaces) now; generation keeps its own KV cache per call. A later trainer step or
  * lt_model_logits/loss allocates them again. */

@@ -326,6 +326,15 @@ typedef struct lt_backend_ops {
     lt_status (*decoder_step)(lt_backend *be, void *decoder, int32_t tok, int64_t pos, float *host_logits,
                               int32_t *host_argmax);
     void (*decoder_free)(lt_backend *be, void *decoder);
+    /* The same for nseq sequences at once (freed by decoder_free): kcache/vcache hold
+     * nseq * num_layers buffers (sequence s, layer l at [s * num_layers + l]), each as above;
+     * decoder_step_batch runs tok[s] at pos[s] for every s; host_logits (nseq x V f32, may be
+     * NULL) and host_argmax[nseq] get each sequence's next-token logits and argmax. The default:
+     * decoder_create for nseq = 1, else no decoder. */
+    lt_status (*decoder_create_batch)(lt_backend *be, struct lt_model *model, int32_t nseq, void *const *kcache,
+                                      void *const *vcache, int64_t max_len, void **decoder);
+    lt_status (*decoder_step_batch)(lt_backend *be, void *decoder, const int32_t *tok, const int64_t *pos,
+                                    float *host_logits, int32_t *host_argmax);
 } lt_backend_ops;
 
 struct lt_backend {

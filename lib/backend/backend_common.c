@@ -177,6 +177,18 @@ static lt_status def_decoder_step(lt_backend *be, void *d, int32_t tok, int64_t 
     return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no single-token decoder", be->ops.name);
 }
 static void def_decoder_free(lt_backend *be, void *d) { (void)be; (void)d; }
+/* batched decoding from the single-token decoder: one sequence only (a backend without a
+ * batched decoder decodes several through its layers) */
+static lt_status def_decoder_create_batch(lt_backend *be, struct lt_model *m, int32_t nseq, void *const *kc,
+                                          void *const *vc, int64_t max_len, void **out) {
+    *out = NULL;
+    if (nseq != 1) return lt_error(LT_ERR_UNSUPPORTED, "the %s backend has no batched decoder", be->ops.name);
+    return be->ops.decoder_create(be, m, kc, vc, max_len, out);
+}
+static lt_status def_decoder_step_batch(lt_backend *be, void *d, const int32_t *tok, const int64_t *pos,
+                                        float *logits, int32_t *argmax) {
+    return be->ops.decoder_step(be, d, tok[0], pos[0], logits, argmax);
+}
 
 /* checkpoint offload without a host side: backend memory and ordinary copies in stream order */
 static lt_status def_host_alloc(lt_backend *be, size_t bytes, void **out) { return be->ops.alloc(be, bytes, out); }
@@ -209,5 +221,7 @@ void lt_backend_fill_defaults(lt_backend *be) {
     D(decoder_create, def_decoder_create);
     D(decoder_step, def_decoder_step);
     D(decoder_free, def_decoder_free);
+    D(decoder_create_batch, def_decoder_create_batch);
+    D(decoder_step_batch, def_decoder_step_batch);
 #undef D
 }

@@ -1,10 +1,13 @@
-/* generate.c - text generation with a KV cache: the prompt is prefilled in one pass through
- * the model's layers (lt_graph_forward_cached: the training kernels, GEMMs, flash attention),
- * then one token per step - through the backend's single-token decoder where it has one for
- * this model (the decoder_* ops; CUDA: cuda/decode.cu as a CUDA graph), else through the same
- * layers with KV-cache attention. LoRA is applied unmerged with dropout
- * off, so generation works between trainer steps. Greedy or sampled (sample.h); stop ids and
- * stop strings; text streamed UTF-8-safely through lt_token_stream. */
+/* generate.c - text generation with a KV cache, for one prompt (lt_generate) or several at once
+ * (lt_generate_batch): each prompt is prefilled in one pass through the model's layers
+ * (lt_graph_forward_cached: the training kernels, GEMMs, flash attention) into its own cache,
+ * then one token per sequence per step - all sequences in one step of the backend's batched
+ * single-token decoder where it has one for this model (decoder_create_batch /
+ * decoder_step_batch; CUDA: cuda/decode.cu as a CUDA graph), else each through the same layers
+ * with KV-cache attention. LoRA is applied unmerged with dropout off, so generation works
+ * between trainer steps. Greedy or sampled (sample.h; sequence i draws with seed + i); stop ids,
+ * stop strings and max_new_tokens per sequence; text streamed UTF-8-safely through
+ * lt_token_stream (one prompt). */
 #include "infer/infer.h"
 #include "infer/sample.h"
 #include "model/model.h"
@@ -139,48 +142,115 @@ static lt_status tail_append(text_tail *t, const char *s, size_t n) {
     return LT_OK;
 }
 
-LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt, const lt_generate_params *params,
-                             int32_t *out_ids, size_t cap, size_t *n_out) {
-    LT_CHECK_ARG(m && prompt && params && n_out, "lt_generate: model, prompt, params and n_out are required");
+/* One sequence of a generation call: its prompt, KV cache, history, sampler (its own seed),
+ * stop-string tail and token stream, and where its ids go. */
+typedef struct gen_seq {
+    gen_state g;
+    const int32_t *prompt;
+    size_t n_prompt;
+    int32_t *hist;                                 /* prompt + generated, [n_prompt + max_new_tokens] */
+    size_t nh, produced;
+    int done;
+    lt_generate_params p;                          /* the call's params with this sequence's seed */
+    lt_token_stream *stream;
+    text_tail tail;
+    int32_t *out;                                  /* out_ids row (cap ids) or NULL */
+    int32_t next_tok, pos;                         /* the token the next decode step runs, at pos */
+} gen_seq;
+
+/* Checks params (struct_size, ranges) and copies them with the defaults of fields newer than
+ * the caller's struct; fn names the public call in messages. */
+static lt_status gen_params(const char *fn, const lt_generate_params *params, lt_generate_params *pv) {
     LT_CHECK_ARG(params->struct_size >= offsetof(lt_generate_params, user_data) + sizeof(void *) &&
                  params->struct_size <= sizeof *params,
-                 "lt_generate: params.struct_size is %u, not a size of lt_generate_params this library knows "
-                 "(call lt_generate_params_init)", params->struct_size);
-    /* a caller built against an older, shorter struct gets the defaults of the newer fields */
-    lt_generate_params pv;
-    lt_generate_params_init(&pv);
-    memcpy(&pv, params, params->struct_size);
-    pv.struct_size = sizeof pv;
-    const lt_generate_params *p = &pv;
-    *n_out = 0;
-    LT_CHECK_ARG(n_prompt > 0, "lt_generate: the prompt is empty (it needs at least one token)");
-    LT_CHECK_ARG(p->max_new_tokens >= 0, "lt_generate: max_new_tokens is %d, it must be >= 0", p->max_new_tokens);
-    LT_CHECK_ARG(!p->on_text || p->tokenizer, "lt_generate: on_text needs params.tokenizer");
+                 "%s: params.struct_size is %u, not a size of lt_generate_params this library knows "
+                 "(call lt_generate_params_init)", fn, params->struct_size);
+    lt_generate_params_init(pv);
+    memcpy(pv, params, params->struct_size);
+    pv->struct_size = sizeof *pv;
+    const lt_generate_params *p = pv;
+    LT_CHECK_ARG(p->max_new_tokens >= 0, "%s: max_new_tokens is %d, it must be >= 0", fn, p->max_new_tokens);
+    LT_CHECK_ARG(!p->on_text || p->tokenizer, "%s: on_text needs params.tokenizer", fn);
     LT_CHECK_ARG(!p->n_stop_strings || (p->tokenizer && p->stop_strings),
-                 "lt_generate: stop_strings need params.tokenizer and a non-NULL array");
-    LT_CHECK_ARG(!p->stop_ids || p->n_stop_ids >= 0, "lt_generate: n_stop_ids is %d", p->n_stop_ids);
-    LT_CHECK_ARG(!p->do_sample || p->temperature > 0, "lt_generate: temperature must be > 0 when sampling (got %g)",
+                 "%s: stop_strings need params.tokenizer and a non-NULL array", fn);
+    LT_CHECK_ARG(!p->stop_ids || p->n_stop_ids >= 0, "%s: n_stop_ids is %d", fn, p->n_stop_ids);
+    LT_CHECK_ARG(!p->do_sample || p->temperature > 0, "%s: temperature must be > 0 when sampling (got %g)", fn,
                  p->temperature);
-    LT_CHECK_ARG(!p->do_sample || (p->top_p > 0 && p->top_p <= 1), "lt_generate: top_p must be in (0, 1] (got %g)",
+    LT_CHECK_ARG(!p->do_sample || (p->top_p > 0 && p->top_p <= 1), "%s: top_p must be in (0, 1] (got %g)", fn,
                  p->top_p);
-    LT_CHECK_ARG(!p->do_sample || (p->min_p >= 0 && p->min_p <= 1), "lt_generate: min_p must be in [0, 1] (got %g)",
+    LT_CHECK_ARG(!p->do_sample || (p->min_p >= 0 && p->min_p <= 1), "%s: min_p must be in [0, 1] (got %g)", fn,
                  p->min_p);
-    LT_CHECK_ARG(p->top_k >= 0, "lt_generate: top_k must be >= 0 (got %d)", p->top_k);
-    LT_CHECK_ARG(p->repetition_penalty > 0, "lt_generate: repetition_penalty must be > 0 (got %g)",
+    LT_CHECK_ARG(p->top_k >= 0, "%s: top_k must be >= 0 (got %d)", fn, p->top_k);
+    LT_CHECK_ARG(p->repetition_penalty > 0, "%s: repetition_penalty must be > 0 (got %g)", fn,
                  p->repetition_penalty);
+    return LT_OK;
+}
+
+/* Takes token tok as sequence s's next: records it, streams it, and marks the sequence done
+ * when it is a stop id, completes a stop string or reaches max_new_tokens. */
+static lt_status gen_take(gen_seq *s, int32_t tok, const int32_t *stops, int n_stops, size_t cap, char *piece) {
+    const lt_generate_params *p = &s->p;
+    if (s->out && s->produced < cap) s->out[s->produced] = tok;
+    s->produced++;
+    s->hist[s->nh++] = tok;
+    bool stop = false;
+    for (int i = 0; i < n_stops; i++) stop |= tok == stops[i];
+    if (s->stream) {
+        size_t plen = 0;
+        LT_TRY(lt_token_stream_push(s->stream, tok, piece, LT_GEN_PIECE, &plen));
+        if (plen) {
+            if (p->on_text && p->on_text(piece, plen, tok, p->user_data)) return LT_STOPPED;
+            if (p->n_stop_strings) {
+                LT_TRY(tail_append(&s->tail, piece, plen));
+                for (int i = 0; i < p->n_stop_strings; i++)
+                    if (p->stop_strings[i] && ends_with(s->tail.buf, s->tail.len, p->stop_strings[i])) stop = true;
+            }
+        }
+    }
+    if (stop || s->produced >= (size_t)p->max_new_tokens) s->done = 1;
+    s->next_tok = tok;
+    s->pos = (int32_t)(s->nh - 1);
+    return LT_OK;
+}
+
+/* The generation of n sequences (lt_generate: n = 1): each prompt prefilled through the
+ * layers into its own KV cache, then decode steps that run every unfinished sequence's next
+ * token - one batched step of the backend's decoder where it has one, else each through the
+ * layers. Finished sequences ride along in a batched step (their cache slot is rewritten,
+ * their output ignored) until all are done. */
+static lt_status gen_run(const char *fn, lt_model *m, size_t n, const int32_t *const *prompts, const size_t *n_prompt,
+                         const lt_generate_params *params, int32_t *out_ids, size_t cap, size_t *n_out) {
+    lt_generate_params pv;
+    LT_TRY(gen_params(fn, params, &pv));
+    const lt_generate_params *p = &pv;
+    LT_CHECK_ARG(n == 1 || !p->on_text, "%s: on_text (streaming) takes one prompt, not %zu", fn, n);
     const lt_config *c = &m->cfg;
     int32_t V = c->vocab_size;
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= V)
-            return lt_error(LT_ERR_INVALID_ARGUMENT, "lt_generate: prompt token %zu is %d, outside the vocabulary [0, %d)",
-                            i, prompt[i], V);
-    int64_t max_len = (int64_t)n_prompt + p->max_new_tokens;
+    size_t longest = 0, total = 0;
+    for (size_t s = 0; s < n; s++) {
+        LT_CHECK_ARG(prompts[s], "%s: prompt %zu is NULL", fn, s);
+        if (n == 1) LT_CHECK_ARG(n_prompt[s] > 0, "%s: the prompt is empty (it needs at least one token)", fn);
+        else LT_CHECK_ARG(n_prompt[s] > 0, "%s: prompt %zu is empty (it needs at least one token)", fn, s);
+        for (size_t i = 0; i < n_prompt[s]; i++)
+            if (prompts[s][i] < 0 || prompts[s][i] >= V) {
+                if (n == 1)
+                    return lt_error(LT_ERR_INVALID_ARGUMENT, "%s: prompt token %zu is %d, outside the vocabulary [0, %d)",
+                                    fn, i, prompts[s][i], V);
+                return lt_error(LT_ERR_INVALID_ARGUMENT,
+                                "%s: token %zu of prompt %zu is %d, outside the vocabulary [0, %d)", fn, i, s,
+                                prompts[s][i], V);
+            }
+        if (n_prompt[s] > longest) longest = n_prompt[s];
+        total += n_prompt[s];
+    }
+    /* every sequence's cache holds the longest prompt + max_new_tokens, so one decoder serves all */
+    int64_t max_len = (int64_t)longest + p->max_new_tokens;
     if (c->max_position_embeddings > 0 && max_len > c->max_position_embeddings)
-        return lt_error(LT_ERR_INVALID_ARGUMENT,
-                        "lt_generate: prompt (%zu) + max_new_tokens (%d) exceeds the model's %d positions",
-                        n_prompt, p->max_new_tokens, c->max_position_embeddings);
+        return lt_error(LT_ERR_INVALID_ARGUMENT, "%s: prompt (%zu) + max_new_tokens (%d) exceeds the model's %d positions",
+                        fn, longest, p->max_new_tokens, c->max_position_embeddings);
     memset(&g_timing, 0, sizeof g_timing);
-    g_timing.n_prompt = (int64_t)n_prompt;
+    g_timing.n_prompt = (int64_t)total;
+    g_timing.n_seq = (int64_t)n;
     double t0 = lt_time_s();
 
     /* stop ids: the caller's list as given (n_stop_ids = 0: none); else the tokenizer's (eos +
@@ -200,63 +270,73 @@ LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt
         for (int i = 0; i < c->n_eos && i < 8; i++) add_stop(stops, &n_stops, c->eos_token_ids[i]);
     }
     const bool need_logits = p->do_sample || p->repetition_penalty != 1.0f;
-
-    gen_state g;
-    LT_TRY(gen_alloc(&g, m, max_len));
-    float *logits = malloc(sizeof(float) * V);
-    int32_t *hist = malloc(sizeof(int32_t) * (size_t)max_len);
-    lt_token_stream *stream = NULL;
-    text_tail tail = {0};
-    char *piece = NULL;
-    lt_status st = LT_OK;
-    void *dec = NULL;
-    bool try_fast = g_fast_decode != 0;
-    if (!logits || !hist) { st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for generation"); goto done; }
-    memcpy(hist, prompt, n_prompt * sizeof *hist);
+    size_t keep = 0;
     for (int i = 0; i < p->n_stop_strings; i++)
-        if (p->stop_strings[i] && strlen(p->stop_strings[i]) > tail.keep) tail.keep = strlen(p->stop_strings[i]);
-    if (p->tokenizer && (p->on_text || p->n_stop_strings)) {
-        piece = malloc(LT_GEN_PIECE);
-        if (!piece) { st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory"); goto done; }
-        st = lt_token_stream_new(p->tokenizer, 1, &stream);
-        if (st != LT_OK) goto done;
+        if (p->stop_strings[i] && strlen(p->stop_strings[i]) > keep) keep = strlen(p->stop_strings[i]);
+
+    lt_status st = LT_OK;
+    gen_seq *seq = calloc(n, sizeof *seq);
+    float *logits = malloc(sizeof(float) * (size_t)V * n);               /* [n, V] */
+    int32_t *toks = malloc(sizeof(int32_t) * n), *argmax = malloc(sizeof(int32_t) * n);
+    int64_t *pos = malloc(sizeof(int64_t) * n);
+    void **kall = malloc(sizeof(void *) * n * (size_t)c->num_layers);   /* [n][L] for the decoder */
+    void **vall = malloc(sizeof(void *) * n * (size_t)c->num_layers);
+    char *piece = NULL;
+    void *dec = NULL;
+    bool try_fast = g_fast_decode != 0, have_argmax = false;
+    if (!seq || !logits || !toks || !argmax || !pos || !kall || !vall) {
+        st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for generation");
+        goto done;
     }
-    if (p->max_new_tokens > 0) st = forward(&g, prompt, (int64_t)n_prompt, 0, logits);
-    size_t nh = n_prompt, produced = 0;
-    bool have_argmax = false;
-    int32_t argmax = 0;
+    if (p->tokenizer && (p->on_text || p->n_stop_strings) && !(piece = malloc(LT_GEN_PIECE))) {
+        st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    for (size_t s = 0; s < n && st == LT_OK; s++) {
+        gen_seq *q = &seq[s];
+        q->prompt = prompts[s];
+        q->n_prompt = n_prompt[s];
+        q->p = *p;
+        q->p.seed = p->seed + (uint64_t)s;
+        q->tail.keep = keep;
+        q->out = out_ids ? out_ids + s * cap : NULL;
+        q->done = p->max_new_tokens == 0;
+        if (!(q->hist = malloc(sizeof(int32_t) * (size_t)max_len))) {
+            st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for generation");
+            break;
+        }
+        memcpy(q->hist, q->prompt, q->n_prompt * sizeof *q->hist);
+        q->nh = q->n_prompt;
+        if (piece) st = lt_token_stream_new(p->tokenizer, 1, &q->stream);
+        if (st == LT_OK) st = gen_alloc(&q->g, m, max_len);
+        if (st != LT_OK) break;
+        for (int l = 0; l < c->num_layers; l++) {
+            kall[s * (size_t)c->num_layers + l] = q->g.kc[l];
+            vall[s * (size_t)c->num_layers + l] = q->g.vc[l];
+        }
+        if (!q->done) st = forward(&q->g, q->prompt, (int64_t)q->n_prompt, 0, logits + s * (size_t)V);
+    }
     g_timing.prefill_s = lt_time_s() - t0;
     double t_dec = lt_time_s();
-    while (st == LT_OK && produced < (size_t)p->max_new_tokens) {
-        int32_t tok;
-        if (have_argmax) {
-            tok = argmax;
-        } else {
-            lt_sample_process(logits, V, p, hist, nh);
-            tok = lt_sample_pick(logits, V, p, produced);
-        }
-        if (out_ids && produced < cap) out_ids[produced] = tok;
-        produced++;
-        hist[nh++] = tok;
-        bool stop = false;
-        for (int i = 0; i < n_stops; i++) stop |= tok == stops[i];
-        if (stream) {
-            size_t plen = 0;
-            st = lt_token_stream_push(stream, tok, piece, LT_GEN_PIECE, &plen);
-            if (st != LT_OK) break;
-            if (plen) {
-                if (p->on_text && p->on_text(piece, plen, tok, p->user_data)) { st = LT_STOPPED; break; }
-                if (p->n_stop_strings) {
-                    if ((st = tail_append(&tail, piece, plen)) != LT_OK) break;
-                    for (int i = 0; i < p->n_stop_strings; i++)
-                        if (p->stop_strings[i] && ends_with(tail.buf, tail.len, p->stop_strings[i])) stop = true;
-                }
+    while (st == LT_OK) {
+        size_t active = 0;
+        for (size_t s = 0; s < n && st == LT_OK; s++) {
+            gen_seq *q = &seq[s];
+            if (q->done) continue;
+            int32_t tok;
+            if (have_argmax) {
+                tok = argmax[s];
+            } else {
+                float *lg = logits + s * (size_t)V;
+                lt_sample_process(lg, V, &q->p, q->hist, q->nh);
+                tok = lt_sample_pick(lg, V, &q->p, q->produced);
             }
+            st = gen_take(q, tok, stops, n_stops, cap, piece);
+            active += !q->done;
         }
-        if (stop || produced >= (size_t)p->max_new_tokens) break;
-        int64_t pos = (int64_t)nh - 1;
+        if (st != LT_OK || active == 0) break;
         if (try_fast && !dec) {
-            st = m->be->ops.decoder_create(m->be, m, g.kc, g.vc, max_len, &dec);
+            st = m->be->ops.decoder_create_batch(m->be, m, (int32_t)n, kall, vall, max_len, &dec);
             if (st == LT_ERR_UNSUPPORTED) {
                 LT_LOGD("generation: no single-token decoder (%s); decoding through the layers", lt_last_error());
                 lt_clear_error();
@@ -267,31 +347,69 @@ LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt
             if (st != LT_OK) break;
         }
         if (dec) {
-            st = m->be->ops.decoder_step(m->be, dec, tok, pos, need_logits ? logits : NULL, &argmax);
+            /* a finished sequence repeats its last step (valid position, output ignored) */
+            for (size_t s = 0; s < n; s++) {
+                toks[s] = seq[s].next_tok;
+                pos[s] = seq[s].pos;
+            }
+            st = m->be->ops.decoder_step_batch(m->be, dec, toks, pos, need_logits ? logits : NULL, argmax);
             have_argmax = !need_logits;
             g_timing.fast_decode = 1;
             continue;
         }
-        st = forward(&g, &tok, 1, pos, logits);
+        for (size_t s = 0; s < n && st == LT_OK; s++)
+            if (!seq[s].done) st = forward(&seq[s].g, &seq[s].next_tok, 1, seq[s].pos, logits + s * (size_t)V);
     }
     g_timing.decode_s = lt_time_s() - t_dec;
-    g_timing.n_decoded = produced > 0 ? (int64_t)produced - 1 : 0;
-    if (st == LT_OK && stream && p->on_text) { /* an incomplete UTF-8 tail left at the end */
-        size_t plen = 0;
-        if (lt_token_stream_flush(stream, piece, LT_GEN_PIECE, &plen) == LT_OK && plen &&
-            p->on_text(piece, plen, -1, p->user_data))
-            st = LT_STOPPED;
+    for (size_t s = 0; s < n; s++) {
+        gen_seq *q = &seq[s];
+        g_timing.n_decoded += q->produced > 0 ? (int64_t)q->produced - 1 : 0;
+        if (st == LT_OK && q->stream && p->on_text) { /* an incomplete UTF-8 tail left at the end */
+            size_t plen = 0;
+            if (lt_token_stream_flush(q->stream, piece, LT_GEN_PIECE, &plen) == LT_OK && plen &&
+                p->on_text(piece, plen, -1, p->user_data))
+                st = LT_STOPPED;
+        }
+        if (n_out) n_out[s] = q->produced;
     }
-    *n_out = produced;
-    if (st == LT_OK && out_ids && produced > cap)
-        st = lt_error(LT_ERR_BUFFER_TOO_SMALL, "lt_generate: %zu tokens generated, out_ids holds %zu", produced, cap);
+    for (size_t s = 0; s < n && st == LT_OK; s++)
+        if (out_ids && seq[s].produced > cap) {
+            if (n == 1) st = lt_error(LT_ERR_BUFFER_TOO_SMALL, "%s: %zu tokens generated, out_ids holds %zu", fn,
+                                      seq[s].produced, cap);
+            else st = lt_error(LT_ERR_BUFFER_TOO_SMALL, "%s: %zu tokens generated for prompt %zu, a row of out_ids "
+                               "holds %zu", fn, seq[s].produced, s, cap);
+        }
 done:
     if (dec) m->be->ops.decoder_free(m->be, dec);
-    lt_token_stream_free(stream);
+    for (size_t s = 0; seq && s < n; s++) {
+        lt_token_stream_free(seq[s].stream);
+        free(seq[s].tail.buf);
+        free(seq[s].hist);
+        if (seq[s].g.be) gen_free(&seq[s].g);
+    }
+    free(seq);
     free(piece);
-    free(tail.buf);
     free(logits);
-    free(hist);
-    gen_free(&g);
+    free(toks);
+    free(argmax);
+    free(pos);
+    free(kall);
+    free(vall);
     return st;
+}
+
+LT_API lt_status lt_generate(lt_model *m, const int32_t *prompt, size_t n_prompt, const lt_generate_params *params,
+                             int32_t *out_ids, size_t cap, size_t *n_out) {
+    LT_CHECK_ARG(m && prompt && params && n_out, "lt_generate: model, prompt, params and n_out are required");
+    *n_out = 0;
+    return gen_run("lt_generate", m, 1, &prompt, &n_prompt, params, out_ids, cap, n_out);
+}
+
+LT_API lt_status lt_generate_batch(lt_model *m, const int32_t *const *prompts, const size_t *n_prompt, size_t n_seq,
+                                   const lt_generate_params *params, int32_t *out_ids, size_t cap, size_t *n_out) {
+    LT_CHECK_ARG(m && prompts && n_prompt && params && n_out,
+                 "lt_generate_batch: model, prompts, n_prompt, params and n_out are required");
+    LT_CHECK_ARG(n_seq > 0 && n_seq <= INT32_MAX, "lt_generate_batch: n_seq is %zu, it must be in [1, 2^31)", n_seq);
+    for (size_t s = 0; s < n_seq; s++) n_out[s] = 0;
+    return gen_run("lt_generate_batch", m, n_seq, prompts, n_prompt, params, out_ids, cap, n_out);
 }

@@ -18,12 +18,14 @@ lt_status lt_generate_text(lt_model *model, const lt_tokenizer *tok, const char 
 /* 0: decode with the backend ops even on CUDA (tests compare both paths); default 1. */
 void lt_generate_set_fast_decode(int on);
 
-/* Timings of the last lt_generate on this thread (seconds): prefill until the first token is
- * known, and the decode steps after it. */
+/* Timings of the last lt_generate / lt_generate_batch on this thread (seconds): prefill until
+ * the first tokens are known, and the decode steps after them; token counts summed over the
+ * sequences (n_decoded: the tokens of the decode steps, not the first one of each sequence). */
 typedef struct lt_generate_timing {
     double prefill_s, decode_s;
     int64_t n_prompt, n_decoded;
     int32_t fast_decode;          /* 1 when the CUDA decode kernels ran */
+    int64_t n_seq;                /* prompts of the call */
 } lt_generate_timing;
 void lt_generate_last_timing(lt_generate_timing *out);
 #endif

@@ -1,8 +1,11 @@
-/* bench_generate.c - generation speed on CUDA: batch 1, an unmerged LoRA adapter (r 16, all
- * targets, non-zero B), greedy. Prints one JSON object: prefill seconds of the prompt, decode
- * tokens/s of the following tokens (the decode kernels, and for comparison the backend-ops
- * decode), and the time to first token of a longer prompt (median of 5).
- * usage: bench_generate MODEL_DIR [PROMPT_LEN=32] [NEW_TOKENS=128] [TTFT_PROMPT_LEN=512] */
+/* bench_generate.c - generation speed on CUDA: an unmerged LoRA adapter (r 16, all targets,
+ * non-zero B), greedy, no stop ids. Prints one JSON object on stdout: at batch 1 the prefill
+ * time of the prompt, decode tokens/s of the following tokens (the decode kernels, without
+ * LoRA, and for comparison the backend-ops decode), the time to first token of a longer prompt
+ * (median of 5); then for every batch size (lt_generate_batch, that many different prompts)
+ * the aggregate tokens/s of the decode steps and end to end (prefill included); and the same
+ * batch figures as a table on stderr.
+ * usage: bench_generate MODEL_DIR [PROMPT_LEN=32] [NEW_TOKENS=128] [TTFT_PROMPT_LEN=512] [BATCHES=1,8,32] */
 #include "gen_common.h"
 #include "infer/infer.h"
 
@@ -24,10 +27,53 @@ static lt_status run(lt_model *m, const int32_t *ids, size_t n, int new_tokens, 
     return st;
 }
 
+/* batch b: b prompts of plen ids (different per row), nnew new tokens each; the best of `reps` */
+static lt_status run_batch(lt_model *m, const int32_t *ids, int plen, int b, int nnew, int reps, double *dec_tok_s,
+                           double *e2e_tok_s, double *prefill_ms) {
+    const int32_t **pp = malloc(sizeof *pp * (size_t)b);
+    size_t *lens = malloc(sizeof *lens * (size_t)b), *n_out = malloc(sizeof *n_out * (size_t)b);
+    int32_t *out = malloc(sizeof *out * (size_t)b * (size_t)nnew);
+    lt_status st = pp && lens && n_out && out ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < b && st == LT_OK; i++) { pp[i] = ids + i; lens[i] = (size_t)plen; }
+    lt_generate_params gp;
+    lt_generate_params_init(&gp);
+    gp.max_new_tokens = nnew;
+    gp.stop_ids = ids; gp.n_stop_ids = 0;
+    *dec_tok_s = *e2e_tok_s = 0;
+    *prefill_ms = 0;
+    for (int r = 0; r < reps && st == LT_OK; r++) {
+        double t0 = lt_time_s();
+        st = lt_generate_batch(m, pp, lens, (size_t)b, &gp, out, (size_t)nnew, n_out);
+        double secs = lt_time_s() - t0;
+        lt_generate_timing t;
+        lt_generate_last_timing(&t);
+        size_t total = 0;
+        for (int i = 0; i < b; i++) total += n_out[i];
+        double d = t.decode_s > 0 ? (double)t.n_decoded / t.decode_s : 0, e = secs > 0 ? (double)total / secs : 0;
+        if (d > *dec_tok_s) { *dec_tok_s = d; *prefill_ms = 1e3 * t.prefill_s; }
+        if (e > *e2e_tok_s) *e2e_tok_s = e;
+        if (st == LT_OK && !t.fast_decode) fprintf(stderr, "batch %d: the CUDA decode kernels did not run\n", b);
+    }
+    free(pp); free(lens); free(n_out); free(out);
+    return st;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) { fprintf(stderr, "usage: bench_generate MODEL_DIR [PROMPT_LEN] [NEW] [TTFT_LEN]\n"); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: bench_generate MODEL_DIR [PROMPT_LEN] [NEW] [TTFT_LEN] [BATCHES]\n"); return 2; }
     if (lt_cuda_device_count() <= 0) LT_TEST_SKIP("no CUDA device");
     int plen = argc > 2 ? atoi(argv[2]) : 32, nnew = argc > 3 ? atoi(argv[3]) : 128, tlen = argc > 4 ? atoi(argv[4]) : 512;
+    int batches[16], nbatch = 0;
+    {
+        const char *spec = argc > 5 ? argv[5] : "1,8,32";
+        for (const char *q = spec; *q && nbatch < 16;) {
+            char *end = NULL;
+            long v = strtol(q, &end, 10);
+            if (end == q || v < 1 || v > 1024) { fprintf(stderr, "BATCHES: '%s' is not a list of sizes 1..1024\n", spec); return 2; }
+            batches[nbatch++] = (int)v;
+            q = *end == ',' ? end + 1 : end;
+        }
+    }
+    if (plen < 1 || nnew < 2 || tlen < 1) { fprintf(stderr, "PROMPT_LEN, NEW (>= 2) and TTFT_LEN must be positive\n"); return 2; }
     lt_model_params mp;
     lt_model_params_init(&mp);
     mp.device = LT_DEVICE_CUDA;
@@ -48,7 +94,7 @@ int main(int argc, char **argv) {
             free(h);
         }
     if (st != LT_OK) { fprintf(stderr, "lora: %s\n", lt_last_error()); return 1; }
-    int32_t V = m->cfg.vocab_size, maxn = plen > tlen ? plen : tlen;
+    int32_t V = m->cfg.vocab_size, maxn = (plen > tlen ? plen : tlen) + 1024; /* + row offsets of the batches */
     int32_t *ids = malloc(sizeof *ids * (size_t)maxn);
     for (int i = 0; i < maxn; i++) { s = s * 1664525u + 1013904223u; ids[i] = (int32_t)((s >> 8) % (uint32_t)(V - 1000)); }
     lt_generate_timing t, tops;
@@ -69,11 +115,29 @@ int main(int argc, char **argv) {
         ttft[i] = tt.prefill_s;
     }
     qsort(ttft, 5, sizeof ttft[0], cmp_d);
+    double bdec[16], be2e[16], bpre[16];
+    for (int i = 0; i < nbatch; i++) {
+        if (run_batch(m, ids, plen, batches[i], 8, 1, &bdec[i], &be2e[i], &bpre[i]) != LT_OK || /* warm-up */
+            run_batch(m, ids, plen, batches[i], nnew, 3, &bdec[i], &be2e[i], &bpre[i]) != LT_OK) {
+            fprintf(stderr, "generate (batch %d): %s\n", batches[i], lt_last_error());
+            return 1;
+        }
+    }
     printf("{\"prompt_len\": %d, \"new_tokens\": %d, \"prefill_ms\": %.3f, \"decode_tok_s\": %.1f, \"fast_decode\": %d, "
-           "\"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, \"ttft_prompt_len\": %d, \"ttft_ms\": %.3f}\n",
+           "\"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, \"ttft_prompt_len\": %d, \"ttft_ms\": %.3f, "
+           "\"batches\": [",
            plen, nnew, 1e3 * t.prefill_s, t.decode_s > 0 ? (double)t.n_decoded / t.decode_s : 0.0, t.fast_decode,
            tnl.decode_s > 0 ? (double)tnl.n_decoded / tnl.decode_s : 0.0,
            tops.decode_s > 0 ? (double)tops.n_decoded / tops.decode_s : 0.0, tlen, 1e3 * ttft[2]);
+    for (int i = 0; i < nbatch; i++)
+        printf("%s{\"batch\": %d, \"decode_tok_s\": %.1f, \"per_seq_decode_tok_s\": %.1f, \"e2e_tok_s\": %.1f, "
+               "\"prefill_ms\": %.3f}", i ? ", " : "", batches[i], bdec[i], bdec[i] / batches[i], be2e[i], bpre[i]);
+    printf("]}\n");
+    fprintf(stderr, "| batch | decode tok/s (aggregate) | per sequence | end to end tok/s | prefill ms |\n"
+                    "|---|---|---|---|---|\n");
+    for (int i = 0; i < nbatch; i++)
+        fprintf(stderr, "| %d | %.0f | %.0f | %.0f | %.1f |\n", batches[i], bdec[i], bdec[i] / batches[i], be2e[i],
+                bpre[i]);
     lt_model_free(m);
     free(ids);
     return 0;

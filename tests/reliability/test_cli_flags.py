@@ -108,7 +108,8 @@ GENERATE_VALUES = {
     "--max-new-tokens": ["128", "2"], "--greedy": [None], "--temperature": ["0.7"], "--top-p": ["0.9"],
     "--top-k": ["5"], "--min-p": ["0.05"], "--repetition-penalty": ["1.1"], "--seed": ["1"], "--stop": ["a"],
     "--stop-id": ["3"], "--device": ["auto", "cpu", "cuda"], "--quant": ["nf4", "none"], "--tokenizer": [M],
-    "--ids": [None], "--help": [None],
+    "--ids": [None], "--help": [None], "--prompts-file": [("PROMPTS_FILE", ["--prompt", None])],
+    "--batch-size": [("1", ["--prompt", None, "--prompts-file", "PROMPTS_FILE"])],
 }
 
 
@@ -215,6 +216,8 @@ def main():
     json.dump({"lr": 1e-3}, open(CFG, "w"))
     tfile = os.path.join(W, "template.txt")
     open(tfile, "w").write("Q: {instruction} {input}\nA: {output}")
+    pfile = os.path.join(W, "prompts.jsonl")
+    open(pfile, "w").write('hi\n{"instruction": "q", "input": "x"}\n{"prompt": "ab"}\n')
     # a checkpoint to --resume from
     ck_out = os.path.join(W, "ck")
     subprocess.run([CLI, "train"] + train_base()[:4] + ["--output", ck_out] + train_base()[6:] + ["--save-every", "1"],
@@ -234,7 +237,7 @@ def main():
                     value, extra = item[0], item[1]
                     stdin = item[2] if len(item) > 2 else None
                 subst = {"NEW": fresh(), "NEWPATH": os.path.join(fresh(), "x.gguf"), "RESUME": resume,
-                         "TEMPLATE_FILE": tfile}
+                         "TEMPLATE_FILE": tfile, "PROMPTS_FILE": pfile}
                 value = subst.get(value, value)
                 extra = [subst.get(e, e) if isinstance(e, str) else e for e in extra]
                 if flag == "--format" and cmd == "export" and value in ("peft", "merged"):

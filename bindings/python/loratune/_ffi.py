@@ -476,6 +476,7 @@ PROTOTYPES = [
     ("lt_comm_free", None, [_p]),
     ("lt_generate_params_init", None, [_P(lt_generate_params)]),
     ("lt_generate", _st, [_p, c_int32_p, _sz, _P(lt_generate_params), c_int32_p, _sz, _szp]),
+    ("lt_generate_batch", _st, [_p, _P(c_int32_p), _szp, _sz, _P(lt_generate_params), c_int32_p, _sz, _szp]),
     ("lt_model_release_buffers", _st, [_p]),
     ("lt_export_params_init", None, [_P(lt_export_params)]),
     ("lt_export_format_parse", _st, [_s, c_int32_p]),

@@ -507,7 +507,11 @@ class Model(_Handle):
                  stop_ids=None, stop_strings=None):
         """Generates after prompt_ids; returns the new ids. on_text(piece, token) receives each
         complete piece of text as it comes (needs `tokenizer`); a truthy return stops. Arguments
-        left at None take lt_generate_params_init's defaults."""
+        left at None take lt_generate_params_init's defaults.
+
+        prompt_ids may be a list of prompts (lists of ids): they are generated together
+        (lt_generate_batch: greedy gives each prompt's ids alone, sampling draws prompt i with
+        seed + i) and a list of new-id lists comes back, in order; on_text needs one prompt."""
         p = init_struct(_ffi.lt_generate_params, _L.lt_generate_params_init)
         _set_fields(p, "generate", max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                     top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
@@ -532,8 +536,20 @@ class Model(_Handle):
                 ctypes.string_at(piece, length).decode("utf-8", "replace"), int(token))))
             keep.append(cb)
             p.on_text = cb
-        prompt, n_prompt = _int_array(prompt_ids)
         cap = max(int(p.max_new_tokens), 0) + 1
+        prompt_ids = list(prompt_ids)
+        if prompt_ids and (isinstance(prompt_ids[0], (list, tuple)) or getattr(prompt_ids[0], "ndim", 0) >= 1):
+            rows = [_int_array(r) for r in prompt_ids]
+            n = len(rows)
+            ptrs = (_ffi.c_int32_p * n)(*[ctypes.cast(a, _ffi.c_int32_p) for a, _ in rows])
+            lens = (ctypes.c_size_t * n)(*[k for _, k in rows])
+            out = (ctypes.c_int32 * (cap * n))()
+            n_out = (ctypes.c_size_t * n)()
+            st = _L.lt_generate_batch(self.handle, ptrs, lens, n, ctypes.byref(p), out, cap, n_out)
+            guard.reraise()
+            check(st, "lt_generate_batch")
+            return [list(out[i * cap:i * cap + n_out[i]]) for i in range(n)]
+        prompt, n_prompt = _int_array(prompt_ids)
         out = (ctypes.c_int32 * cap)()
         n_out = ctypes.c_size_t()
         st = _L.lt_generate(self.handle, prompt, n_prompt, ctypes.byref(p), out, cap, ctypes.byref(n_out))

@@ -261,7 +261,9 @@ class FastModel:
                  do_sample=False, temperature=1.0, top_k=None, top_p=1.0, min_p=None, repetition_penalty=1.0,
                  eos_token_id=None, seed=3407, stop_strings=None, **kwargs):
         """Like transformers' generate: returns prompt + new ids per row (a tensor when the
-        input was one). Greedy unless do_sample; stops at the tokenizer's stop ids. Other
+        input was one). Greedy unless do_sample; stops at the tokenizer's stop ids. Several rows
+        (no streamer, one max_new_tokens for all) are generated together, row i sampling with
+        seed + i; greedy rows are what each gives alone. Other
         generation arguments change nothing here (_GEN_NO_EFFECT) or are refused unless left at
         their default (_GEN_DEFAULT_ONLY)."""
         _check_extra("generate", kwargs, _GEN_NO_EFFECT, _GEN_DEFAULT_ONLY, "a transformers generate argument")
@@ -277,11 +279,21 @@ class FastModel:
         tok = getattr(streamer, "tokenizer", None) or self._tokenizer
         tok_handle = tok._tok if isinstance(tok, Tokenizer) else self._tokenizer._tok
         outs = []
-        for i, row in enumerate(rows):
-            if masks:
-                row = [t for t, m in zip(row, masks[i]) if m]
-            n_new = max_new_tokens if max_new_tokens is not None else (
-                max_length - len(row) if max_length is not None else 20)
+        if masks:
+            rows = [[t for t, m in zip(row, masks[i]) if m] for i, row in enumerate(rows)]
+        n_news = [max_new_tokens if max_new_tokens is not None else (
+            max_length - len(row) if max_length is not None else 20) for row in rows]
+        batched = streamer is None and len(rows) > 1 and len(set(n_news)) == 1
+        if batched:
+            # several rows at once (lt_generate_batch): row i samples with seed + i
+            news = self.lt.generate(rows, max_new_tokens=n_news[0], tokenizer=tok_handle, do_sample=do_sample,
+                                    temperature=temperature, top_k=top_k or 0,
+                                    top_p=top_p if top_p is not None else 1.0, min_p=min_p or 0.0,
+                                    repetition_penalty=repetition_penalty or 1.0, seed=seed, stop_ids=stop_ids,
+                                    stop_strings=stop_strings)
+            outs = [list(row) + new for row, new in zip(rows, news)]
+        for i, row in enumerate([] if batched else rows):
+            n_new = n_news[i]
             on_text = None
             if streamer is not None:
                 if hasattr(streamer, "_lt_prompt"):

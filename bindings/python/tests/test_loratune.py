@@ -243,6 +243,16 @@ class TestCoreLayer(unittest.TestCase):
         self.assertEqual("".join(pieces), self.tok.decode(new))
         streamed = "".join(model.generate_stream(prompt, self.tok, max_new_tokens=12))
         self.assertEqual(streamed, self.tok.decode(new))  # greedy: the same text again
+        # several prompts at once: each as alone (greedy), sampling with seed + i
+        prompts = [prompt, self.tok.encode("你好"), prompt[:3]]
+        rows = model.generate(prompts, max_new_tokens=6, stop_ids=[])
+        self.assertEqual(rows, [model.generate(p, max_new_tokens=6, stop_ids=[]) for p in prompts])
+        rows = model.generate(prompts, max_new_tokens=6, stop_ids=[], do_sample=True, seed=11)
+        self.assertEqual(rows, [model.generate(p, max_new_tokens=6, stop_ids=[], do_sample=True, seed=11 + i)
+                                for i, p in enumerate(prompts)])
+        with self.assertRaises(lt.LoratuneError) as cm:
+            model.generate(prompts, tokenizer=self.tok, on_text=lambda piece, token: None)
+        self.assertIn("one prompt", str(cm.exception))
 
         adapter = os.path.join(self.out, "lora_model")
         model.save_adapter(adapter, overwrite=True)

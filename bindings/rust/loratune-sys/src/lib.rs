@@ -460,6 +460,9 @@ lt_functions! {
     pub fn lt_generate_params_init(params: *mut lt_generate_params);
     pub fn lt_generate(model: *mut lt_model, prompt: *const i32, n_prompt: usize, params: *const lt_generate_params,
                        out_ids: *mut i32, cap: usize, n_out: *mut usize) -> lt_status;
+    pub fn lt_generate_batch(model: *mut lt_model, prompts: *const *const i32, n_prompt: *const usize, n_seq: usize,
+                             params: *const lt_generate_params, out_ids: *mut i32, cap: usize,
+                             n_out: *mut usize) -> lt_status;
     pub fn lt_model_release_buffers(model: *mut lt_model) -> lt_status;
     pub fn lt_export_params_init(params: *mut lt_export_params);
     pub fn lt_export_format_parse(name: *const c_char, out: *mut i32) -> lt_status;
