@@ -5,7 +5,8 @@
 # generation tests (CPU and CUDA), the Hugging Face interop checks with --cuda, and the decode
 # benchmark of a Qwen2-1.5B-shaped random model against transformers + PEFT; then a table.
 # Usage (workstation, after building build-infer-cuda with -DLT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
-# and the targets loratune loratune_cli test_sampling test_generate test_generate_cuda bench_generate):
+# and the targets loratune loratune_cli test_sampling test_generate test_generate_cuda test_generate_batch_cuda
+# bench_generate):
 #   tests/infer/run_gpu_infer.sh stage      # copies the binaries into build-gpu-infer (~35 MB)
 # then on the GPU machine (run tool, carry ["build-gpu-infer"]):
 #   tests/infer/run_gpu_infer.sh [fixtures] [tests] [interop] [bench]
@@ -19,7 +20,9 @@ export LD_LIBRARY_PATH=$PWD/$B/libs:${LD_LIBRARY_PATH:-}
 if [ "${1:-}" = stage ]; then
   S=${S:-build-infer-cuda}
   rm -rf $B && mkdir -p $B/tests/infer $B/libs && cp -L $S/libloratune.so $B/ && cp $S/loratune $B/ || exit 1
-  for t in test_sampling test_generate test_generate_cuda bench_generate; do cp $S/tests/infer/$t $T/ || exit 1; done
+  for t in test_sampling test_generate test_generate_cuda test_generate_batch_cuda bench_generate; do
+    cp $S/tests/infer/$t $T/ || exit 1
+  done
   cp -L "$(ldconfig -p | awk '/libutf8proc.so.2 /{print $NF; exit}')" $B/libs/
   strip $B/loratune $T/* $B/libloratune.so; du -sh $B; exit 0
 fi
@@ -29,7 +32,8 @@ for what in "$@"; do
     build)
       cmake -S . -B $B -DLT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release > $OUT/cmake.log 2>&1 \
         || { tail -30 $OUT/cmake.log; exit 1; }
-      cmake --build $B -j16 --target loratune loratune_cli test_sampling test_generate test_generate_cuda bench_generate \
+      cmake --build $B -j16 --target loratune loratune_cli test_sampling test_generate test_generate_cuda \
+        test_generate_batch_cuda bench_generate \
         > $OUT/build.log 2>&1 || { grep -E "error" $OUT/build.log | head -40; tail -20 $OUT/build.log; exit 1; }
       echo "build ok" ;;
     fixtures)
@@ -41,7 +45,9 @@ for what in "$@"; do
         --dtype f32 --tokenizer assets/qwen2-tokenizer --overwrite > /dev/null
       $T/test_generate $B/infer-tiny-qwen2 assets/qwen2-tokenizer 2>&1 | tail -8; echo "test_generate rc=${PIPESTATUS[0]}"
       $T/test_generate_cuda $B/infer-tiny-qwen2 assets/qwen2-tokenizer 2>&1 | tail -12
-      echo "test_generate_cuda rc=${PIPESTATUS[0]}" ;;
+      echo "test_generate_cuda rc=${PIPESTATUS[0]}"
+      $T/test_generate_batch_cuda $B/infer-tiny-qwen2 assets/qwen2-tokenizer 2>&1 | tail -12
+      echo "test_generate_batch_cuda rc=${PIPESTATUS[0]}" ;;
     interop)
       # the CPU loads with quant NONE so that it can equal fp32 transformers (it honours NF4)
       sed 's/mp.device = device$/mp.device = device; mp.quant = 1/' tests/interop/hf_interop.py > /tmp/hf_interop_q16.py
@@ -51,8 +57,8 @@ for what in "$@"; do
       cp assets/qwen2-1.5b/config.json /tmp/q15.json
       $B/loratune init-random --config /tmp/q15.json --output /tmp/q15 --seed 1 --dtype bf16 --overwrite > /dev/null \
         || { echo "init-random failed"; exit 1; }
-      $T/bench_generate /tmp/q15 32 128 512 > $OUT/bench.json 2> $OUT/bench.err; echo "bench rc=$?"; cat $OUT/bench.json
-      tail -3 $OUT/bench.err
+      $T/bench_generate /tmp/q15 32 128 512 1,8,32 > $OUT/bench.json 2> $OUT/bench.err; echo "bench rc=$?"
+      cat $OUT/bench.json; tail -8 $OUT/bench.err
       PYTHONUNBUFFERED=1 timeout 150 python3 tests/infer/hf_generate_baseline.py /tmp/q15 32 128 512 2>$OUT/hf.err \
         | tail -1 > $OUT/hf.json; echo "hf rc=$?"; cat $OUT/hf.json; grep -v Warn $OUT/hf.err | tail -3
       python3 - "$OUT" <<'PY'
@@ -66,6 +72,8 @@ print("| metric | loratune | transformers+PEFT | ratio |\n|---|---|---|---|")
 print("| decode tok/s (32-token prompt, 128 new) | %.0f | %.1f | %.1fx |" % (a["decode_tok_s"], b["decode_tok_s"], a["decode_tok_s"] / b["decode_tok_s"]))
 print("| TTFT ms (512-token prompt) | %.2f | %.2f | %.1fx |" % (a["ttft_ms"], b["ttft_ms"], b["ttft_ms"] / a["ttft_ms"]))
 print("| backend-ops decode tok/s | %.0f | | |" % a["ops_decode_tok_s"])
+for r in a.get("batches", []):
+    print("| batch %d decode tok/s (aggregate; end to end %.0f) | %.0f | | |" % (r["batch"], r["e2e_tok_s"], r["decode_tok_s"]))
 PY
       ;;
   esac
