@@ -74,6 +74,7 @@ TRAIN_VALUES.update({
     "--max-grad-norm": ["1", "0"], "--gradient-checkpointing": [None], "--no-gradient-checkpointing": [None],
     "--deterministic": [None], "--no-deterministic": [None], "--fuse-micro-batches": [None],
     "--no-fuse-micro-batches": [None], "--bucket-passes": [None], "--no-bucket-passes": [None],
+    "--offload-checkpoints": [None], "--no-offload-checkpoints": [None],
     "--lora-r": ["16", "4"], "--lora-alpha": ["32"], "--lora-dropout": ["0.1", "0"],
     "--use-rslora": [None], "--no-use-rslora": [None], "--targets": ["all", "q,k,v,o,gate,up,down", "q_proj,v_proj"],
     "--log-every": ["1", "2"], "--save-every": ["0", "1"], "--save-total-limit": [("1", ["--save-every", "1"])],
@@ -147,7 +148,8 @@ def info_base():
 INFO_VALUES = {
     "--model": [M], "--device": ["auto", "cpu", "cuda"], "--quant": ["nf4", "none"], "--r": ["16"], "--alpha": ["32"],
     "--targets": ["all", "q_proj,v_proj"], "--batch-size": ["2"], "--max-seq-len": ["2048"],
-    "--optim": ["adamw_8bit", "adamw_torch"], "--no-gradient-checkpointing": [None], "--help": [None],
+    "--optim": ["adamw_8bit", "adamw_torch"], "--no-gradient-checkpointing": [None], "--offload-checkpoints": [None],
+    "--help": [None],
 }
 
 
