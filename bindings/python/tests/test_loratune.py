@@ -401,6 +401,11 @@ class TestNotebookLayer(unittest.TestCase):
         self.assertEqual(st.calls[0], ids)
         self.assertEqual(st.calls[-1], "end")
         self.assertEqual([c[0] for c in st.calls[1:-1]], out[0][len(ids):])
+        # several rows at once (lt_generate_batch): each row as generated alone, right-padded
+        ids2 = tokenizer("天空为什么是蓝色的")["input_ids"]
+        both = model.generate(input_ids=[ids, ids2], max_new_tokens=4, eos_token_id=[])
+        one = [model.generate(input_ids=[r], max_new_tokens=4, eos_token_id=[])[0] for r in (ids, ids2)]
+        self.assertEqual([r[:len(o)] for r, o in zip(both, one)], one)
 
     def test_unsupported_options_are_refused(self):
         from loratune.unsloth import FastLanguageModel
