@@ -1106,9 +1106,10 @@ def export(model, path, tokenizer=None, **kwargs):
 
 
 def estimate_memory(model_dir, device=None, quant=None, dtype=None, max_seq_len=None, r=None, targets=None,
-                    batch_size=None, grad_accum=None, gradient_checkpointing=None):
+                    batch_size=None, grad_accum=None, gradient_checkpointing=None, offload_checkpoints=None):
     """Device bytes a training config needs, without loading weights: a dict of
-    weights/lora/activations/workspace/total. None takes the lt_*_params_init default."""
+    weights/lora/activations/workspace/total (offload_checkpoints: the checkpoints' pinned host
+    memory is not in them). None takes the lt_*_params_init default."""
     mp = init_struct(_ffi.lt_model_params, _L.lt_model_params_init)
     if device is not None:
         mp.device, mp.device_index = _parse_device(device)
@@ -1118,7 +1119,7 @@ def estimate_memory(model_dir, device=None, quant=None, dtype=None, max_seq_len=
     _set_fields(lp, "estimate_memory", r=r, targets=parse_targets(targets) if targets is not None else None)
     tp = init_struct(_ffi.lt_train_params, _L.lt_train_params_init)
     _set_fields(tp, "estimate_memory", batch_size=batch_size, grad_accum=grad_accum,
-                gradient_checkpointing=gradient_checkpointing)
+                gradient_checkpointing=gradient_checkpointing, offload_checkpoints=offload_checkpoints)
     out = init_struct(_ffi.lt_memory_estimate)
     check(_L.lt_estimate_memory(encode_str(os.fspath(model_dir)), ctypes.byref(mp), ctypes.byref(lp),
                                 ctypes.byref(tp), ctypes.byref(out)), "lt_estimate_memory")
