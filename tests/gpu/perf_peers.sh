@@ -53,9 +53,17 @@ skip() { echo "$1" > "$OUT/$2.skipped"; note "SKIPPED $2: $1"; }
 # --- the staged build --------------------------------------------------------------------------
 for f in "$B"/*.xz "$B"/libs/*.xz; do [ -f "$f" ] && xz -d -f "$f"; done
 chmod +x "$B/loratune" 2>/dev/null
-export LD_LIBRARY_PATH=$B:$B/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# a CUDA build links libnccl.so.2: the system's (ldconfig) or the pip wheel torch brings
+NCCL=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 /{print $NF; exit}')
+if [ -n "$NCCL" ]; then
+  NCCL=$(dirname "$NCCL")
+else
+  NCCL=$("$PY" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+fi
+export LD_LIBRARY_PATH=$B:$B/libs${NCCL:+:$NCCL}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 LT=$B/loratune
 [ -x "$LT" ] || { echo "perf_peers: $LT is missing" >&2; exit 2; }
+"$LT" --version > "$OUT/version.txt" 2>&1 || { echo "perf_peers: $LT does not run:" >&2; cat "$OUT/version.txt" >&2; exit 2; }
 if [ "$DRY" = 1 ]; then
   GPU="dry run (no GPU): $(uname -m) CPU"
 else
