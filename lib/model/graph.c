@@ -82,9 +82,10 @@ struct lt_graph {
     int64_t logits_rows;
     int32_t *argmax;
     int64_t argmax_rows;
-    /* backend graphs of training pass shapes (see rec_key): a shape seen twice in a row, or at
-     * once when the pass asks (record_first: the trainer's token-budget buckets); the least
-     * recently used of LT_GRAPH_RECS gives way, and one of an older memory epoch at once */
+    /* backend graphs of training pass shapes (see rec_key): a shape seen twice in a row, or
+     * twice among the last LT_GRAPH_SEEN passes when the pass says shapes recur (shapes_recur:
+     * the trainer's token-budget buckets); the least recently used of LT_GRAPH_RECS gives way,
+     * and one of an older memory epoch at once */
     int rec_failed;         /* recording failed for rec_want: passes of that key run op by op */
     uint64_t rec_clock;
     int seen_next;          /* the ring of the last LT_GRAPH_SEEN keys run (seen[]) */
@@ -854,8 +855,8 @@ static int rec_key_eq(const struct rec_key *a, const struct rec_key *b) {
 }
 
 /* Fixed shapes (a benchmark, packed or padded batches of one size) repeat the same ~3,000
- * kernel launches every pass: the second pass of a shape in a row (the first with
- * pass->record_first) is recorded as a backend graph and later passes of that shape replay it
+ * kernel launches every pass: the second pass of a shape in a row (or, with pass->shapes_recur,
+ * among the last LT_GRAPH_SEEN) is recorded as a backend graph and later passes of it replay it
  * (one launch; the GPU no longer waits between kernels). Up to LT_GRAPH_RECS shapes are kept.
  * Everything a replay could get wrong is in rec_key (what the launches' arguments depend on)
  * or in device memory (the batch, the dropout seed and streams). Returns 1 when the pass ran
@@ -892,15 +893,16 @@ static int graph_pass(const pass_ctx *x, const lt_graph_pass *pass, float grad_s
         }
         if (!slot || (slot->exec && (!r->exec || r->used < slot->used))) slot = r; /* free, else least recent */
     }
-    /* record_first records at once while a slot is free; with every slot taken, a key seen among
-     * the last LT_GRAPH_SEEN passes (a shape that repeats), so that one-off shapes do not evict */
+    /* the first pass of a shape runs op by op (the GEMM tuner times its products outside a
+     * capture, so the recording uses the tuned ones); shapes_recur: one seen among the last
+     * LT_GRAPH_SEEN passes is recorded, not only one seen in the pass before */
     int seen = 0;
     for (int i = 0; i < LT_GRAPH_SEEN && !seen; i++) seen = rec_key_eq(&k, &g->seen[i]);
     if (!seen) {
         g->seen[g->seen_next] = k;
         g->seen_next = (g->seen_next + 1) % LT_GRAPH_SEEN;
     }
-    const int again = rec_key_eq(&k, &g->last_key) || (pass->record_first && (!slot->exec || seen));
+    const int again = rec_key_eq(&k, &g->last_key) || (pass->shapes_recur && seen);
     g->last_key = k;
     if (!again || (g->rec_failed && rec_key_eq(&k, &g->rec_want))) return 0;
     if (slot->exec) be->ops.graph_free(be, slot->exec);

@@ -37,9 +37,9 @@ typedef struct lt_graph_pass {
     uint64_t stream_base;   /* dropout stream base, see lt_graph_stream */
     int32_t keep_activations; /* 1: gradient checkpointing off (keep every layer's activations) */
     int32_t offload_checkpoints; /* 1 (with checkpointing): the checkpoints in host memory */
-    int32_t record_first;   /* 1: record the pass's shape as a backend graph at its first sighting
-                             * (shapes that will repeat: the trainer's token-budget buckets), not
-                             * at the second in a row */
+    int32_t shapes_recur;   /* 1: passes of few shapes that recur (the trainer's token-budget
+                             * buckets): a shape seen among the last LT_GRAPH_SEEN passes is
+                             * recorded as a backend graph, not only one seen in the pass before */
 } lt_graph_pass;
 
 /* backend graphs of pass shapes kept per model, and pass keys remembered (graph.c) */

@@ -520,7 +520,7 @@ static lt_status trainer_step(lt_trainer *tr, lt_metrics *metrics) {
             restore_cursor(tr, &before);
             return LT_STOPPED;
         }
-        /* record_first: bucket shapes repeat, record them at once */
+        /* shapes_recur: bucket shapes come back, not always in a row */
         lt_graph_pass pass = {1, tr->p.seed, (uint64_t)tr->micro_index, tr->p.gradient_checkpointing ? 0 : 1,
                               tr->p.offload_checkpoints, tr->bucket};
         tr->micro_index++;
