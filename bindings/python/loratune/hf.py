@@ -897,7 +897,7 @@ _HF_NAMES = (("batch_size", "per_device_train_batch_size"), ("grad_accum", "grad
              ("log_every", "logging_steps"), ("save_every", "save_steps"), ("save_total_limit", "save_total_limit"),
              ("eval_every", "eval_steps"), ("eval_batch_size", "per_device_eval_batch_size"),
              ("load_best_at_end", "load_best_model_at_end"), ("scheduler", "lr_scheduler_type"),
-             ("optimizer", "optim"))
+             ("optimizer", "optim"), ("offload_checkpoints", "activation_offloading"))
 
 
 _HF_EVENTS = frozenset(("on_init_end", "on_train_begin", "on_train_end", "on_step_begin", "on_step_end", "on_log",
