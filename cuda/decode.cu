@@ -92,6 +92,19 @@ __device__ __forceinline__ float dec_warp_sum(float v) {
     return v;
 }
 
+/* Programmatic dependent launch: a kernel of the step may be launched while the one before it
+ * runs; it waits here (for that kernel's completion and memory, hence for every kernel before
+ * it) before it reads or writes anything another kernel of the step touches - only constant
+ * data (weights) may be read before - and then lets the kernel after it launch, whose blocks
+ * take the free SM slots, prefetch their weights and wait here in turn. No-ops for kernels
+ * launched without the attribute. */
+__device__ __forceinline__ void dec_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 template <typename T> __device__ __forceinline__ float2 dec_f2(uint32_t w);
 template <> __device__ __forceinline__ float2 dec_f2<__nv_bfloat16>(uint32_t w) {
     return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&w));
@@ -256,6 +269,15 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
     }
 }
 
+/* an L2 prefetch of the weights of chunk j of a row (before dec_grid_wait: weights are constant) */
+template <int WK, typename T>
+__device__ __forceinline__ void dec_prefetch(const dec_mat &m, int64_t row, int64_t j) {
+    const int64_t e0 = row * m.cols + j * DEC_CHUNK;
+    const void *p = WK == WK_NF4 ? (const void *)(m.packed + e0 / 2)
+                                 : (const void *)(reinterpret_cast<const T *>(m.data16) + e0);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 /* Pairs of rows (dec_pair), grid-stride, x (f32 [B][C]) read through L1, for the sequences
  * o.b0 .. o.b0 + o.nb - 1 at once (NB: the most a launch takes; each weight is read once for
  * all of them, and each sequence's sums are formed in the same order whatever the batch).
@@ -279,6 +301,16 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
     const int64_t first = WARP ? (int64_t)blockIdx.x * DEC_WARPS + warp : (int64_t)blockIdx.x;
     const int64_t stride = WARP ? (int64_t)gridDim.x * DEC_WARPS : (int64_t)gridDim.x;
     const int64_t j0 = WARP ? lane : threadIdx.x, jstep = WARP ? 32 : DEC_THREADS;
+    if (first < npairs) { /* the first pair's weights on their way to L2 while the kernel before drains */
+        int ma, mb;
+        int64_t ra, rb;
+        dec_pair<MODE>(M, o, first, npairs, ma, mb, ra, rb);
+        for (int64_t j = j0; j < nchunk; j += jstep) {
+            dec_prefetch<WK, T>(M.m[ma], ra, j);
+            if (rb >= 0) dec_prefetch<WK, T>(M.m[mb], rb, j);
+        }
+    }
+    dec_grid_wait();
     /* GATEUP_A: this warp's share of down_proj's xa[lane], xa[lane+32], per sequence */
     float dacc0[NB], dacc1[NB];
 #pragma unroll
@@ -377,6 +409,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, cons
     __shared__ int last;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t bz = blockIdx.z;
+    dec_grid_wait();
     x += bz * C;
     if (xn_out) xn_out += bz * C;
     apart += bz * apbs;
@@ -447,6 +480,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *
     __shared__ float wacc[DEC_WARPS][DEC_MAX_HD];
     const int h = blockIdx.x, s = blockIdx.y, nsplit = gridDim.y;
     const int64_t bz = blockIdx.z;
+    dec_grid_wait();
     const T *kc = reinterpret_cast<const T *>(kct[bz * nlayers + layer]);
     const T *vc = reinterpret_cast<const T *>(vct[bz * nlayers + layer]);
     q += bz * NH * HD;
@@ -521,6 +555,7 @@ __global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int n
     __shared__ int last;
     const int h = blockIdx.x;
     const int64_t bz = blockIdx.y, NH = gridDim.x;
+    dec_grid_wait();
     part += bz * NH * nsplit * (HD + 2);
     out += bz * NH * HD;
     apart += bz * apbs;
@@ -569,6 +604,7 @@ __global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int n
 /* blockIdx.y: the sequence b (x at b * C) */
 template <typename T>
 __global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float *x) {
+    dec_grid_wait();
     const int64_t row = (int64_t)io[blockIdx.y].tok * C;
     x += (int64_t)blockIdx.y * C;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x)
@@ -581,6 +617,7 @@ __global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float *
 __global__ void __launch_bounds__(1024) k_dec_argmax(const float *logits, int64_t V, dec_io *io, long long *fix,
                                                      int nfix, int64_t fixbs, int max_len) {
     const int64_t bz = blockIdx.x;
+    dec_grid_wait();
     logits += bz * V;
     io += bz;
     fix += bz * fixbs;
@@ -651,10 +688,51 @@ struct lt_cuda_decoder {
     int steps;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+    struct dec_prof *prof;                             /* lt_cuda_decoder_profile's events, else NULL */
+    int pdl;                                           /* programmatic dependent launch (sm_90+) */
 };
+
+/* one timed step: an event after each kernel group of enqueue */
+enum { DP_EMBED, DP_NORM_QKV, DP_QKV, DP_ATTN, DP_MERGE, DP_O, DP_NORM_GU, DP_GATEUP, DP_NORM_DOWN, DP_DOWN,
+       DP_FINAL_NORM, DP_HEAD, DP_ARGMAX, DP_KINDS };
+static const char *const dec_prof_names[DP_KINDS] = {
+    "embed", "rmsnorm+LoRA A (q/k/v)", "q/k/v GEMV+rope+KV", "attention", "attention merge+o LoRA A", "o_proj GEMV",
+    "rmsnorm+LoRA A (gate/up)", "gate/up GEMV+SwiGLU", "LoRA A (down)", "down_proj GEMV", "final rmsnorm",
+    "LM head GEMV", "argmax"};
+struct dec_prof {
+    cudaEvent_t *ev;
+    int *kind;
+    int n, cap;
+};
+static void dec_mark(lt_cuda_decoder *d, int kind) {
+    struct dec_prof *p = d->prof;
+    if (!p || p->n >= p->cap) return;
+    cudaEventRecord(p->ev[p->n], d->c->stream);
+    p->kind[p->n++] = kind;
+}
 
 static int g_use_graphs = 1;
 extern "C" void lt_cuda_decoder_use_graphs(int on) { g_use_graphs = on; }
+static int g_use_pdl = 1;
+extern "C" void lt_cuda_decoder_use_pdl(int on) { g_use_pdl = on; }
+
+/* a kernel of the step after the first: with programmatic dependent launch where the decoder
+ * uses it (the kernel's dec_grid_wait orders it after the one before) */
+template <typename... KArgs, typename... Args>
+static cudaError_t dec_launch(const lt_cuda_decoder *d, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                              Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = d->c->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = d->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...);
+}
 
 static lt_status dec_mat_of(lt_cuda_decoder *d, const lt_bweight *W, const float *bias, const lt_lora_tensor *t,
                             float *xa, dec_mat *o) {
@@ -751,6 +829,11 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     d->nsplit = (int)(ns < 1 ? 1 : ns > DEC_MAX_SPLIT ? DEC_MAX_SPLIT : ns);
     d->grid_cap = c->sm_count > 0 ? c->sm_count * 16 : 1024;
     d->embed16 = m->embed->data16;
+    {
+        int dev = 0, major = 0;
+        d->pdl = g_use_pdl && cudaGetDevice(&dev) == cudaSuccess &&
+                 cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+    }
     const int L = cf->num_layers;
     const int64_t R1 = d->R > 0 ? d->R : 1, B = nseq;
     d->xabs = (int64_t)L * LT_PROJ_COUNT * R1;
@@ -881,10 +964,12 @@ static lt_status launch_gemv_nb(lt_cuda_decoder *d, const dec_mats &M, const flo
         if (C <= DEC_WARP_MAX_COLS) {
             const int64_t blocks = (npairs + DEC_WARPS - 1) / DEC_WARPS;
             const unsigned grid = (unsigned)(blocks < d->grid_cap ? blocks : d->grid_cap);
-            k_dec_gemv<WK, T, MODE, 1, NB><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 1, NB>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
+                                   o, (const dec_io *)d->io));
         } else {
             const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
-            k_dec_gemv<WK, T, MODE, 0, NB><<<grid, DEC_THREADS, 0, d->c->stream>>>(M, x, C, npairs, o, d->io);
+            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 0, NB>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
+                                   o, (const dec_io *)d->io));
         }
         LT_LAUNCH_CHECK("k_dec_gemv");
     }
@@ -911,7 +996,8 @@ static lt_status norm_a(lt_cuda_decoder *d, const float *x, const float *w, floa
     if (!w && rows == 0) return LT_OK;
     const dim3 grid((unsigned)((C + DEC_SLICE - 1) / DEC_SLICE), (unsigned)(rows > 0 ? (rows + DEC_AROWS - 1) / DEC_AROWS : 1),
                     (unsigned)d->nseq);
-    k_dec_norm_a<<<grid, DEC_THREADS, 0, d->c->stream>>>(x, w, d->eps, xn, la, C, d->apart, d->apbs, d->counter);
+    LT_CUDA_TRY(dec_launch(d, k_dec_norm_a, grid, dim3(DEC_THREADS), x, w, d->eps, xn, la, C, d->apart, d->apbs,
+                           d->counter));
     LT_LAUNCH_CHECK("k_dec_norm_a");
     return LT_OK;
 }
@@ -925,6 +1011,7 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     const int L = d->m->cfg.num_layers;
     k_dec_embed<T><<<dim3((unsigned)((C + 255) / 256), B), 256, 0, s>>>((const T *)d->embed16, d->io, C, d->x);
     LT_LAUNCH_CHECK("k_dec_embed");
+    dec_mark(d, DP_EMBED);
     dec_lora_a none = {};
     none.xabs = d->xabs;
     for (int l = 0; l < L; l++) {
@@ -934,34 +1021,48 @@ static lt_status enqueue(lt_cuda_decoder *d) {
         o.kct = d->kct; o.vct = d->vct; o.layer = l; o.L = L;
         o.xabs = d->xabs; o.fixbs = d->fixbs;
         LT_TRY(norm_a(d, d->x, dl->ln1, d->xn, dl->a_qkv, C));
+        dec_mark(d, DP_NORM_QKV);
         o.out = d->q; o.obs = NH * HD;
         LT_TRY((gemv<T, MODE_QKV>(d, d->wk, dl->qkv, d->xn, C, (NH + 2 * NKV) * HD / 2, o)));
-        k_dec_attn<T><<<dim3((unsigned)NH, (unsigned)d->nsplit, B), DEC_THREADS, 0, s>>>(
-            d->q, d->kct, d->vct, l, L, d->io, (int)NH, (int)NKV, (int)HD, 1.0f / sqrtf((float)HD), d->part);
+        dec_mark(d, DP_QKV);
+        LT_CUDA_TRY(dec_launch(d, k_dec_attn<T>, dim3((unsigned)NH, (unsigned)d->nsplit, B), dim3(DEC_THREADS),
+                               (const float *)d->q, (void *const *)d->kct, (void *const *)d->vct, l, L,
+                               (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, 1.0f / sqrtf((float)HD), d->part));
         LT_LAUNCH_CHECK("k_dec_attn");
+        dec_mark(d, DP_ATTN);
         /* the merge also computes o_proj's LoRA A product (no launch of its own) */
-        k_dec_attn_merge<<<dim3((unsigned)NH, B), 128, 0, s>>>(d->part, d->nsplit, (int)HD, d->att, dl->a_o, d->apart,
-                                                               d->apbs, d->counter);
+        LT_CUDA_TRY(dec_launch(d, k_dec_attn_merge, dim3((unsigned)NH, B), dim3(128), (const float *)d->part,
+                               d->nsplit, (int)HD, d->att, dl->a_o, d->apart, d->apbs, d->counter));
         LT_LAUNCH_CHECK("k_dec_attn_merge");
+        dec_mark(d, DP_MERGE);
         o.out = d->x; o.obs = C;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o)));
+        dec_mark(d, DP_O);
         LT_TRY(norm_a(d, d->x, dl->ln2, d->xn, dl->a_gu, C));
+        dec_mark(d, DP_NORM_GU);
         o.out = d->h; o.obs = I;
         o.adown = dl->adown; o.afix = dl->afix; o.aR = (int)d->R;
         if (dl->adown) LT_TRY((gemv<T, MODE_GATEUP_A>(d, d->wk, dl->gu, d->xn, C, I, o)));
         else LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o)));
+        dec_mark(d, DP_GATEUP);
         o.adown = NULL; o.afix = NULL; o.aR = 0;
         LT_TRY(norm_a(d, d->h, NULL, NULL, dl->a_down, I));
+        dec_mark(d, DP_NORM_DOWN);
         o.out = d->x; o.obs = C;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o)));
+        dec_mark(d, DP_DOWN);
     }
     LT_TRY(norm_a(d, d->x, d->m->final_norm, d->xn, none, C));
+    dec_mark(d, DP_FINAL_NORM);
     dec_out o = {};
     o.out = d->logits; o.obs = d->V;
     o.xabs = d->xabs; o.fixbs = d->fixbs;
     LT_TRY((gemv<T, MODE_LOGITS>(d, WK_16, d->head, d->xn, C, (d->V + 1) / 2, o)));
-    k_dec_argmax<<<B, 1024, 0, s>>>(d->logits, d->V, d->io, d->afix, d->nfix, d->fixbs, (int)d->max_len);
+    dec_mark(d, DP_HEAD);
+    LT_CUDA_TRY(dec_launch(d, k_dec_argmax, dim3(B), dim3(1024), (const float *)d->logits, d->V, d->io, d->afix,
+                           d->nfix, d->fixbs, (int)d->max_len));
     LT_LAUNCH_CHECK("k_dec_argmax");
+    dec_mark(d, DP_ARGMAX);
     return LT_OK;
 }
 
@@ -1023,4 +1124,64 @@ extern "C" lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64
                                           int32_t *host_argmax) {
     LT_CHECK_ARG(d && d->nseq == 1, "decode step: a decoder of one sequence is required");
     return lt_cuda_decoder_step_batch(d, &tok, &pos, host_logits, host_argmax);
+}
+
+/* holds the stream for ns nanoseconds, so that the launches queued behind it run back to back */
+__global__ void k_dec_spin(long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while ((long long)(t - t0) < ns);
+}
+
+extern "C" lt_status lt_cuda_decoder_profile(lt_cuda_decoder *d, int reps, double *ms, const char **names,
+                                             int cap, int *n_kinds, double *graph_ms) {
+    LT_CHECK_ARG(d && ms && n_kinds && cap >= DP_KINDS && reps >= 1,
+                 "decode profile: a decoder, %d slots and reps >= 1 are required", DP_KINDS);
+    *n_kinds = DP_KINDS;
+    for (int k = 0; k < DP_KINDS; k++) {
+        ms[k] = 0;
+        if (names) names[k] = dec_prof_names[k];
+    }
+    if (graph_ms) *graph_ms = 0;
+    cudaStream_t s = d->c->stream;
+    struct dec_prof p;
+    p.cap = 16 * (int)d->m->cfg.num_layers + 16;
+    p.n = 0;
+    p.ev = (cudaEvent_t *)calloc((size_t)p.cap, sizeof(cudaEvent_t));
+    p.kind = (int *)calloc((size_t)p.cap, sizeof(int));
+    lt_status st = p.ev && p.kind ? LT_OK : lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
+    int made = 0;
+    for (; st == LT_OK && made < p.cap; made++)
+        if (cudaEventCreate(&p.ev[made]) != cudaSuccess) st = lt_error(LT_ERR_CUDA, "decode profile: cudaEventCreate");
+    for (int r = 0; st == LT_OK && r < reps; r++) {
+        p.n = 0;
+        k_dec_spin<<<1, 1, 0, s>>>(20 * 1000 * 1000); /* 20 ms: longer than queueing a step takes */
+        if (cudaGetLastError() != cudaSuccess) { st = lt_error(LT_ERR_CUDA, "decode profile: spin kernel"); break; }
+        d->prof = &p;
+        dec_mark(d, -1);
+        st = enqueue_any(d);
+        d->prof = NULL;
+        if (st == LT_OK && cudaStreamSynchronize(s) != cudaSuccess) st = lt_error(LT_ERR_CUDA, "decode profile: step");
+        for (int i = 1; st == LT_OK && i < p.n; i++) {
+            float t = 0;
+            if (cudaEventElapsedTime(&t, p.ev[i - 1], p.ev[i]) == cudaSuccess && p.kind[i] >= 0)
+                ms[p.kind[i]] += (double)t / reps;
+        }
+    }
+    if (st == LT_OK && graph_ms && d->exec) {
+        cudaEvent_t a = p.ev[0], b = p.ev[1];
+        if (cudaEventRecord(a, s) != cudaSuccess) st = lt_error(LT_ERR_CUDA, "decode profile: event");
+        for (int r = 0; st == LT_OK && r < reps; r++)
+            if (cudaGraphLaunch(d->exec, s) != cudaSuccess) st = lt_error(LT_ERR_CUDA, "decode profile: graph launch");
+        float t = 0;
+        if (st == LT_OK && (cudaEventRecord(b, s) != cudaSuccess || cudaEventSynchronize(b) != cudaSuccess ||
+                            cudaEventElapsedTime(&t, a, b) != cudaSuccess))
+            st = lt_error(LT_ERR_CUDA, "decode profile: timing the graph replays");
+        *graph_ms = (double)t / reps;
+    }
+    d->known = 0; /* the device's token and position moved on */
+    for (int i = 0; i < made; i++) cudaEventDestroy(p.ev[i]);
+    free(p.ev);
+    free(p.kind);
+    return st;
 }

@@ -10,7 +10,8 @@
  * SwiGLU and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
  * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. The token and position
  * live in device memory and the argmax kernel advances them, so the step is captured once
- * into a CUDA graph and replayed unchanged. A batched decoder runs one token of each of B
+ * into a CUDA graph and replayed unchanged; on sm_90+ each kernel is launched while the one
+ * before drains (programmatic dependent launch) and prefetches its first weights meanwhile. A batched decoder runs one token of each of B
  * sequences per step (own caches and positions): every GEMV reads each weight once for up to
  * 8 sequences, and each sequence's sums are formed in the same order as alone.
  *
@@ -53,8 +54,22 @@ lt_status lt_cuda_decoder_step(lt_cuda_decoder *d, int32_t tok, int64_t pos, flo
 lt_status lt_cuda_decoder_step_batch(lt_cuda_decoder *d, const int32_t *tok, const int64_t *pos, float *host_logits,
                                      int32_t *host_argmax);
 
+/* Times steps kernel by kernel (for benchmarks): each of `reps` steps is queued behind a spin
+ * kernel, so that its kernels run back to back as in a graph, with an event after each group;
+ * ms[k] gets the mean milliseconds per step of group k (names[k] its name, may be NULL) for the
+ * *n_kinds groups (cap >= 13), *graph_ms (may be NULL) the mean time of `reps` graph replays
+ * (0 before the graph is recorded, i.e. before two steps). The steps advance the device's
+ * tokens and positions (the next lt_cuda_decoder_step_batch uploads its own again); call it
+ * with positions far enough below max_len for 2 * reps more steps. */
+lt_status lt_cuda_decoder_profile(lt_cuda_decoder *d, int reps, double *ms, const char **names, int cap,
+                                  int *n_kinds, double *graph_ms);
+
 /* 0 disables CUDA-graph capture (every step launches its kernels), for tests; default 1. */
 void lt_cuda_decoder_use_graphs(int on);
+/* 0 disables programmatic dependent launch (each kernel of a step launched once the one before
+ * has finished; default 1 on sm_90+) for the decoders created after the call, for tests and
+ * bench_generate's A/B. */
+void lt_cuda_decoder_use_pdl(int on);
 
 #ifdef __cplusplus
 }

@@ -4,10 +4,15 @@
  * LoRA, and for comparison the backend-ops decode), the time to first token of a longer prompt
  * (median of 5); then for every batch size (lt_generate_batch, that many different prompts)
  * the aggregate tokens/s of the decode steps and end to end (prefill included); and the same
- * batch figures as a table on stderr.
+ * batch figures as a table on stderr; then where a step's time goes (lt_cuda_decoder_profile: each
+ * kernel group's milliseconds per step at a context of PROMPT_LEN + NEW/2, and the step as a
+ * CUDA graph replay) per batch size, as "profile" in the JSON and tables on stderr.
  * usage: bench_generate MODEL_DIR [PROMPT_LEN=32] [NEW_TOKENS=128] [TTFT_PROMPT_LEN=512] [BATCHES=1,8,32] */
 #include "gen_common.h"
 #include "infer/infer.h"
+#ifdef LT_HAVE_CUDA
+#include "../../cuda/decode.h"
+#endif
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -57,6 +62,56 @@ static lt_status run_batch(lt_model *m, const int32_t *ids, int plen, int b, int
     free(pp); free(lens); free(n_out); free(out);
     return st;
 }
+
+#ifdef LT_HAVE_CUDA
+/* b sequences at position ctx of their own zeroed caches; prints a JSON object to stdout */
+static lt_status profile_batch(lt_model *m, int b, int ctx) {
+    lt_backend *be = m->be;
+    const int L = m->cfg.num_layers;
+    const int64_t max_len = ctx + 64;
+    const size_t bytes = (size_t)max_len * (size_t)(m->cfg.num_kv_heads * m->cfg.head_dim) * (size_t)be->act_bytes;
+    void **kc = calloc((size_t)b * L, sizeof(void *)), **vc = calloc((size_t)b * L, sizeof(void *));
+    int32_t *tok = malloc(sizeof *tok * (size_t)b), *am = malloc(sizeof *am * (size_t)b);
+    int64_t *pos = malloc(sizeof *pos * (size_t)b);
+    lt_cuda_decoder *d = NULL;
+    lt_status st = kc && vc && tok && am && pos ? LT_OK : LT_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < b * L && st == LT_OK; i++) {
+        st = be->ops.alloc(be, bytes, &kc[i]);
+        if (st == LT_OK) st = be->ops.alloc(be, bytes, &vc[i]);
+        if (st == LT_OK) st = be->ops.memset0(be, kc[i], bytes);
+        if (st == LT_OK) st = be->ops.memset0(be, vc[i], bytes);
+    }
+    if (st == LT_OK) st = lt_cuda_decoder_create_batch(m, b, kc, vc, max_len, &d);
+    for (int i = 0; i < b; i++) { tok[i] = 100 + i; pos[i] = ctx; }
+    /* two steps: the second records the graph */
+    for (int k = 0; k < 2 && st == LT_OK; k++) {
+        st = lt_cuda_decoder_step_batch(d, tok, pos, NULL, am);
+        for (int i = 0; i < b; i++) pos[i]++;
+    }
+    double ms[32], graph_ms = 0, sum = 0;
+    const char *names[32];
+    int nk = 0;
+    if (st == LT_OK) st = lt_cuda_decoder_profile(d, 10, ms, names, 32, &nk, &graph_ms);
+    if (st == LT_OK) {
+        printf("{\"batch\": %d, \"context\": %d, \"graph_step_ms\": %.4f, \"graph_tok_s\": %.1f, \"kernels_ms\": {",
+               b, ctx, graph_ms, graph_ms > 0 ? 1e3 * b / graph_ms : 0.0);
+        for (int k = 0; k < nk; k++) { printf("%s\"%s\": %.4f", k ? ", " : "", names[k], ms[k]); sum += ms[k]; }
+        printf("}, \"kernels_sum_ms\": %.4f}", sum);
+        fprintf(stderr, "\nbatch %d at context %d: graph step %.3f ms (%.0f tok/s); kernel groups back to back "
+                "%.3f ms:\n| kernel group | ms per step | share |\n|---|---|---|\n", b, ctx, graph_ms,
+                graph_ms > 0 ? 1e3 * b / graph_ms : 0.0, sum);
+        for (int k = 0; k < nk; k++)
+            fprintf(stderr, "| %s | %.4f | %.1f%% |\n", names[k], ms[k], sum > 0 ? 100 * ms[k] / sum : 0.0);
+    }
+    lt_cuda_decoder_free(d);
+    for (int i = 0; i < b * L; i++) {
+        if (kc && kc[i]) be->ops.free(be, kc[i]);
+        if (vc && vc[i]) be->ops.free(be, vc[i]);
+    }
+    free(kc); free(vc); free(tok); free(am); free(pos);
+    return st;
+}
+#endif
 
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: bench_generate MODEL_DIR [PROMPT_LEN] [NEW] [TTFT_LEN] [BATCHES]\n"); return 2; }
@@ -132,6 +187,23 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nbatch; i++)
         printf("%s{\"batch\": %d, \"decode_tok_s\": %.1f, \"per_seq_decode_tok_s\": %.1f, \"e2e_tok_s\": %.1f, "
                "\"prefill_ms\": %.3f}", i ? ", " : "", batches[i], bdec[i], bdec[i] / batches[i], be2e[i], bpre[i]);
+    printf("], \"profile\": [");
+#ifdef LT_HAVE_CUDA
+    /* batch 1 also without programmatic dependent launch (A/B of the step's launch overlap) */
+    for (int i = -1; i < nbatch; i++) {
+        const int b = i < 0 ? 1 : batches[i];
+        lt_cuda_decoder_use_pdl(i >= 0);
+        if (i >= 0) printf(", ");
+        printf("{\"pdl\": %d, \"step\": ", i >= 0);
+        if (profile_batch(m, b, plen + nnew / 2) != LT_OK) {
+            fprintf(stderr, "profile (batch %d): %s\n", b, lt_last_error());
+            printf("null");
+        }
+        printf("}");
+        if (i < 0) fprintf(stderr, "(the above without programmatic dependent launch)\n");
+    }
+    lt_cuda_decoder_use_pdl(1);
+#endif
     printf("]}\n");
     fprintf(stderr, "| batch | decode tok/s (aggregate) | per sequence | end to end tok/s | prefill ms |\n"
                     "|---|---|---|---|---|\n");

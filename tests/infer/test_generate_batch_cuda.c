@@ -3,7 +3,8 @@
  * of 8 and 3 sequences) give exactly the greedy ids of each prompt decoded alone on CUDA (each
  * sequence's sums are formed in the same order batched or alone); every token is the CPU
  * reference's argmax within bf16 tolerance along its sequence (the CPU logits at the CUDA
- * token against their maximum); graph replay equals plain launches; a stop id ends some rows
+ * token against their maximum); graph replay equals plain launches, and launches with
+ * programmatic dependent launch equal those without; a stop id ends some rows
  * early without changing the others; seeded sampling (prompt i with seed + i, from the
  * downloaded logits) equals each prompt alone. Built with the CUDA backend only; skips (77)
  * without a GPU. */
@@ -119,6 +120,10 @@ int main(int argc, char **argv) {
     CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
     lt_cuda_decoder_use_graphs(1);
     CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched graph replay differs from plain launches");
+    lt_cuda_decoder_use_pdl(0);
+    CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
+    lt_cuda_decoder_use_pdl(1);
+    CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched steps with and without programmatic launch differ");
     /* against the backend-ops decode (no decode kernels): each row within tolerance of the CPU */
     lt_generate_set_fast_decode(0);
     CHECK_OK(lt_generate_batch(gpu, pp, lens, 3, &gp, again, CAP, n2));
