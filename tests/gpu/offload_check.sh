@@ -1,7 +1,8 @@
 #!/bin/bash
 # offload_check.sh - checkpoint offload (--offload-checkpoints) on one GPU, from a staged CUDA build
-# folder B (loratune, libloratune.so*, test_offload_cuda; libs/ with extra shared libraries, each
-# file may be xz-compressed), run from the repository root (~4 minutes on an H100):
+# folder B (loratune, test_offload_cuda, optionally test_cuda_graph; libs/ with extra shared
+# libraries; each file may be xz-compressed), run from the repository root (~4 minutes on an
+# H100):
 #   1. test_offload_cuda: a 5-layer random Qwen2, passes with the checkpoints on the device vs
 #      offloaded (copy stream + events, CUDA graphs recorded with the copies), bit for bit;
 #   2. a random Qwen2-1.5B (assets/qwen2-1.5b/config.json, init-random): 5 `loratune train` steps
@@ -12,12 +13,12 @@
 #   3. `loratune bench`: tokens/s, measured peak GiB (the allocator's high-water mark) and the
 #      estimate (lt_estimate_memory, what `loratune info` prints) for 2x2048 without and with
 #      offload, 1x16384 and 1x32768 with offload, as one table; plus `loratune info` for 1x32768.
-# Usage: B=build-h1cu bash tests/gpu/offload_check.sh   (OUT: where logs go, default /tmp/out)
+# Usage: B=build-off bash tests/gpu/offload_check.sh   (OUT: where logs go, default /tmp/out)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:?set B to the staged CUDA build folder}
 for f in "$B"/*.xz "$B"/libs/*.xz; do [ -e "$f" ] && xz -d -f "$f"; done
-chmod +x "$B"/loratune "$B"/test_offload_cuda 2>/dev/null
+chmod +x "$B"/loratune "$B"/test_* 2>/dev/null
 export LD_LIBRARY_PATH=$PWD/$B:$PWD/$B/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
 LT=$B/loratune
 T=/tmp/lt-offload; rm -rf $T; mkdir -p $T
@@ -25,11 +26,18 @@ T0=$(date +%s); el() { echo $(( $(date +%s) - T0 ))s; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 RES=()
 
-# 1. the CUDA test (its model: the 5-layer config of tests/offload, made here)
+# 1. the CUDA test (its model: the 5-layer config of tests/offload, made here); test_cuda_graph
+#    where staged (the training pass against the CPU reference: graph.c's buffer sharing,
+#    dgate/dup over gate/up and the attention gradients in them, runs there too)
 $LT init-random --config tests/offload/config.json --output $T/m5 --seed 5 --dtype f32 --overwrite > /dev/null 2>&1
 timeout 120 $B/test_offload_cuda $T/m5 > $OUT/test_offload_cuda.log 2>&1; rc=$?
 RES+=("test_offload_cuda rc=$rc: $(tail -1 $OUT/test_offload_cuda.log)")
 grep -E "graph replays|CHECK" $OUT/test_offload_cuda.log | head -8
+for t in test_cuda_graph; do
+  [ -x $B/$t ] || continue
+  timeout 150 $B/$t > $OUT/$t.log 2>&1; rc=$?
+  RES+=("$t rc=$rc: $(tail -1 $OUT/$t.log)")
+done
 
 # 2. bit for bit on the 1.5B shape
 $LT init-random --config assets/qwen2-1.5b/config.json --output $T/q15 --seed 1 --dtype bf16 \
