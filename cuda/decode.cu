@@ -269,13 +269,15 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
     }
 }
 
-/* an L2 prefetch of the weights of chunk j of a row (before dec_grid_wait: weights are constant) */
+/* an L2 prefetch of the 128-byte line that starts in chunk j of a row, if one does (before
+ * dec_grid_wait: weights are constant) */
 template <int WK, typename T>
 __device__ __forceinline__ void dec_prefetch(const dec_mat &m, int64_t row, int64_t j) {
     const int64_t e0 = row * m.cols + j * DEC_CHUNK;
-    const void *p = WK == WK_NF4 ? (const void *)(m.packed + e0 / 2)
-                                 : (const void *)(reinterpret_cast<const T *>(m.data16) + e0);
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+    const char *p = WK == WK_NF4 ? (const char *)(m.packed + e0 / 2)
+                                 : (const char *)(reinterpret_cast<const T *>(m.data16) + e0);
+    const unsigned bytes = WK == WK_NF4 ? DEC_CHUNK / 2 : DEC_CHUNK * 2;
+    if (((uintptr_t)p & 127u) < bytes) asm volatile("prefetch.global.L2 [%0];" ::"l"(p - ((uintptr_t)p & 127u)));
 }
 
 /* Pairs of rows (dec_pair), grid-stride, x (f32 [B][C]) read through L1, for the sequences

@@ -336,7 +336,9 @@ static lt_status gen_run(const char *fn, lt_model *m, size_t n, const int32_t *c
         }
         if (st != LT_OK || active == 0) break;
         if (try_fast && !dec) {
+            double ts = lt_time_s();
             st = m->be->ops.decoder_create_batch(m->be, m, (int32_t)n, kall, vall, max_len, &dec);
+            g_timing.decoder_setup_s = lt_time_s() - ts;
             if (st == LT_ERR_UNSUPPORTED) {
                 LT_LOGD("generation: no single-token decoder (%s); decoding through the layers", lt_last_error());
                 lt_clear_error();

@@ -26,6 +26,7 @@ typedef struct lt_generate_timing {
     int64_t n_prompt, n_decoded;
     int32_t fast_decode;          /* 1 when the CUDA decode kernels ran */
     int64_t n_seq;                /* prompts of the call */
+    double decoder_setup_s;       /* of decode_s: creating the backend's decoder (buffers, tables) */
 } lt_generate_timing;
 void lt_generate_last_timing(lt_generate_timing *out);
 #endif

@@ -1,7 +1,8 @@
 /* bench_generate.c - generation speed on CUDA: an unmerged LoRA adapter (r 16, all targets,
  * non-zero B), greedy, no stop ids. Prints one JSON object on stdout: at batch 1 the prefill
  * time of the prompt, decode tokens/s of the following tokens (the decode kernels, without
- * LoRA, and for comparison the backend-ops decode), the time to first token of a longer prompt
+ * LoRA, and for comparison the backend-ops decode; the decode time includes creating the
+ * decoder, decoder_setup_ms, and recording its graph at the second step), the time to first token of a longer prompt
  * (median of 5); then for every batch size (lt_generate_batch, that many different prompts)
  * the aggregate tokens/s of the decode steps and end to end (prefill included); and the same
  * batch figures as a table on stderr; then where a step's time goes (lt_cuda_decoder_profile: each
@@ -179,9 +180,10 @@ int main(int argc, char **argv) {
         }
     }
     printf("{\"prompt_len\": %d, \"new_tokens\": %d, \"prefill_ms\": %.3f, \"decode_tok_s\": %.1f, \"fast_decode\": %d, "
-           "\"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, \"ttft_prompt_len\": %d, \"ttft_ms\": %.3f, "
-           "\"batches\": [",
+           "\"decoder_setup_ms\": %.3f, \"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, "
+           "\"ttft_prompt_len\": %d, \"ttft_ms\": %.3f, \"batches\": [",
            plen, nnew, 1e3 * t.prefill_s, t.decode_s > 0 ? (double)t.n_decoded / t.decode_s : 0.0, t.fast_decode,
+           1e3 * t.decoder_setup_s,
            tnl.decode_s > 0 ? (double)tnl.n_decoded / tnl.decode_s : 0.0,
            tops.decode_s > 0 ? (double)tops.n_decoded / tops.decode_s : 0.0, tlen, 1e3 * ttft[2]);
     for (int i = 0; i < nbatch; i++)
