@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -203,6 +204,30 @@ func TestWholeJob(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("the stream went on after stop: %d pieces", n)
+	}
+	// Several prompts at once: each as generated alone (greedy), prompt i sampled with Seed + i.
+	prompt2, _ := tok.Encode("你好", false)
+	bp := DefaultGenerateParams()
+	bp.MaxNewTokens, bp.StopIDs = 5, []int32{-1}
+	for _, sample := range []bool{false, true} {
+		bp.DoSample, bp.Seed = sample, 21
+		rows, err := model.GenerateBatch([][]int32{prompt, prompt2}, &bp)
+		if err != nil || len(rows) != 2 {
+			t.Fatalf("GenerateBatch: %v (%d rows)", err, len(rows))
+		}
+		for i, pr := range [][]int32{prompt, prompt2} {
+			one := bp
+			one.Seed = bp.Seed + uint64(i)
+			alone, err := model.Generate(pr, &one)
+			if err != nil || !reflect.DeepEqual(alone, rows[i]) {
+				t.Fatalf("sample=%v prompt %d: batch %v, alone %v (%v)", sample, i, rows[i], alone, err)
+			}
+		}
+	}
+	gp.OnText = func(string, int32) bool { return false }
+	if _, err := model.GenerateBatch([][]int32{prompt, prompt2}, &gp); err == nil ||
+		!strings.Contains(err.Error(), "one prompt") {
+		t.Fatalf("OnText with two prompts: %v", err)
 	}
 
 	// The adapter, as PEFT writes it.

@@ -316,6 +316,56 @@ func DefaultGenerateParams() GenerateParams {
 		RepetitionPenalty: float32(p.repetition_penalty), Seed: uint64(p.seed)}
 }
 
+// cGenerateParams fills C params from gp; its arrays live in C memory (cgo forbids Go pointers
+// inside C structs) until free is called; box (may be nil) carries OnText.
+func cGenerateParams(gp GenerateParams, fn string) (p C.lt_generate_params, free func(), box *callbackBox, err error) {
+	var frees []func()
+	free = func() {
+		for i := len(frees) - 1; i >= 0; i-- {
+			frees[i]()
+		}
+	}
+	C.lt_generate_params_init(&p)
+	p.struct_size = C.uint32_t(C.sizeof_lt_generate_params)
+	p.max_new_tokens, p.do_sample = C.int32_t(gp.MaxNewTokens), boolInt(gp.DoSample)
+	p.temperature, p.top_k, p.top_p = C.float(gp.Temperature), C.int32_t(gp.TopK), C.float(gp.TopP)
+	p.min_p, p.repetition_penalty, p.seed = C.float(gp.MinP), C.float(gp.RepetitionPenalty), C.uint64_t(gp.Seed)
+	if len(gp.StopIDs) > 0 {
+		ids := (*C.int32_t)(C.malloc(C.size_t(4 * len(gp.StopIDs))))
+		frees = append(frees, func() { C.free(unsafe.Pointer(ids)) })
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(ids)), len(gp.StopIDs)), gp.StopIDs)
+		p.stop_ids, p.n_stop_ids = ids, C.int32_t(len(gp.StopIDs))
+	}
+	if len(gp.StopStrings) > 0 {
+		arr := (**C.char)(C.malloc(C.size_t(unsafe.Sizeof((*C.char)(nil))) * C.size_t(len(gp.StopStrings))))
+		frees = append(frees, func() { C.free(unsafe.Pointer(arr)) })
+		strs := unsafe.Slice(arr, len(gp.StopStrings))
+		for i, s := range gp.StopStrings {
+			strs[i] = cstr(s)
+		}
+		frees = append(frees, func() { freeAll(strs) })
+		p.stop_strings, p.n_stop_strings = arr, C.int32_t(len(gp.StopStrings))
+	}
+	if gp.Tokenizer != nil {
+		if gp.Tokenizer.p == nil {
+			free()
+			return p, func() {}, nil, newError(ErrState, fn, "the tokenizer is closed")
+		}
+		p.tokenizer = gp.Tokenizer.p
+	}
+	if gp.OnText != nil {
+		if gp.Tokenizer == nil {
+			free()
+			return p, func() {}, nil, newError(ErrInvalidArgument, fn, "OnText needs a Tokenizer")
+		}
+		box = newBox(gp.OnText)
+		frees = append(frees, box.free)
+		p.on_text = C.lt_stream_fn(C.lt_go_stream_tramp)
+		p.user_data = box.ptr
+	}
+	return p, free, box, nil
+}
+
 // Generate continues prompt and returns the new ids (the stop token included when one ended it).
 func (m *Model) Generate(prompt []int32, params *GenerateParams) ([]int32, error) {
 	h, err := m.handle("lt_generate")
@@ -326,45 +376,11 @@ func (m *Model) Generate(prompt []int32, params *GenerateParams) ([]int32, error
 	if params != nil {
 		gp = *params
 	}
-	var p C.lt_generate_params
-	C.lt_generate_params_init(&p)
-	p.struct_size = C.uint32_t(C.sizeof_lt_generate_params)
-	p.max_new_tokens, p.do_sample = C.int32_t(gp.MaxNewTokens), boolInt(gp.DoSample)
-	p.temperature, p.top_k, p.top_p = C.float(gp.Temperature), C.int32_t(gp.TopK), C.float(gp.TopP)
-	p.min_p, p.repetition_penalty, p.seed = C.float(gp.MinP), C.float(gp.RepetitionPenalty), C.uint64_t(gp.Seed)
-	// Arrays the params point to live in C memory (cgo forbids Go pointers inside C structs).
-	if len(gp.StopIDs) > 0 {
-		ids := (*C.int32_t)(C.malloc(C.size_t(4 * len(gp.StopIDs))))
-		defer C.free(unsafe.Pointer(ids))
-		copy(unsafe.Slice((*int32)(unsafe.Pointer(ids)), len(gp.StopIDs)), gp.StopIDs)
-		p.stop_ids, p.n_stop_ids = ids, C.int32_t(len(gp.StopIDs))
+	p, free, box, err := cGenerateParams(gp, "lt_generate")
+	if err != nil {
+		return nil, err
 	}
-	if len(gp.StopStrings) > 0 {
-		arr := (**C.char)(C.malloc(C.size_t(unsafe.Sizeof((*C.char)(nil))) * C.size_t(len(gp.StopStrings))))
-		defer C.free(unsafe.Pointer(arr))
-		strs := unsafe.Slice(arr, len(gp.StopStrings))
-		for i, s := range gp.StopStrings {
-			strs[i] = cstr(s)
-		}
-		defer freeAll(strs)
-		p.stop_strings, p.n_stop_strings = arr, C.int32_t(len(gp.StopStrings))
-	}
-	if gp.Tokenizer != nil {
-		if gp.Tokenizer.p == nil {
-			return nil, newError(ErrState, "lt_generate", "the tokenizer is closed")
-		}
-		p.tokenizer = gp.Tokenizer.p
-	}
-	var box *callbackBox
-	if gp.OnText != nil {
-		if gp.Tokenizer == nil {
-			return nil, newError(ErrInvalidArgument, "lt_generate", "OnText needs a Tokenizer")
-		}
-		box = newBox(gp.OnText)
-		defer box.free()
-		p.on_text = C.lt_stream_fn(C.lt_go_stream_tramp)
-		p.user_data = box.ptr
-	}
+	defer free()
 	capacity := int(gp.MaxNewTokens) + 1
 	out := make([]int32, capacity)
 	var n C.size_t
@@ -377,4 +393,62 @@ func (m *Model) Generate(prompt []int32, params *GenerateParams) ([]int32, error
 		return nil, err
 	}
 	return out[:int(n)], nil
+}
+
+// GenerateBatch continues several prompts at once (lt_generate_batch) and returns each one's
+// new ids, in order: greedy gives each prompt's ids alone, sampling draws prompt i with
+// Seed + i. OnText needs a single prompt.
+func (m *Model) GenerateBatch(prompts [][]int32, params *GenerateParams) ([][]int32, error) {
+	h, err := m.handle("lt_generate_batch")
+	if err != nil {
+		return nil, err
+	}
+	gp := DefaultGenerateParams()
+	if params != nil {
+		gp = *params
+	}
+	if len(prompts) == 0 {
+		return nil, newError(ErrInvalidArgument, "lt_generate_batch", "no prompts")
+	}
+	p, free, box, err := cGenerateParams(gp, "lt_generate_batch")
+	if err != nil {
+		return nil, err
+	}
+	defer free()
+	// the prompts in C memory: the array of pointers must not hold Go pointers
+	ns := len(prompts)
+	ptrs := (**C.int32_t)(C.malloc(C.size_t(unsafe.Sizeof((*C.int32_t)(nil))) * C.size_t(ns)))
+	lens := (*C.size_t)(C.malloc(C.size_t(unsafe.Sizeof(C.size_t(0))) * C.size_t(ns)))
+	defer C.free(unsafe.Pointer(ptrs))
+	defer C.free(unsafe.Pointer(lens))
+	ps, ls := unsafe.Slice(ptrs, ns), unsafe.Slice(lens, ns)
+	for i, pr := range prompts {
+		ps[i], ls[i] = nil, C.size_t(len(pr))
+		if len(pr) > 0 {
+			ps[i] = (*C.int32_t)(C.malloc(C.size_t(4 * len(pr))))
+			copy(unsafe.Slice((*int32)(unsafe.Pointer(ps[i])), len(pr)), pr)
+		}
+	}
+	defer func() {
+		for _, q := range ps {
+			if q != nil {
+				C.free(unsafe.Pointer(q))
+			}
+		}
+	}()
+	capacity := int(gp.MaxNewTokens) + 1
+	out := make([]int32, capacity*ns)
+	nOut := make([]C.size_t, ns)
+	_, err = call("lt_generate_batch", func() C.lt_status {
+		return C.lt_generate_batch(h, ptrs, lens, C.size_t(ns), &p, int32Ptr(out), C.size_t(capacity), &nOut[0])
+	})
+	box.rethrow()
+	if err != nil {
+		return nil, err
+	}
+	res := make([][]int32, ns)
+	for i := range res {
+		res[i] = out[i*capacity : i*capacity+int(nOut[i])]
+	}
+	return res, nil
 }
