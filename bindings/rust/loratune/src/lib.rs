@@ -578,11 +578,10 @@ impl Model {
         Ok(loss)
     }
 
-    /// Generates after `prompt`; returns the new ids. `on_text(piece, token)` (needs the
-    /// tokenizer) receives each complete piece of text; returning true stops.
-    pub fn generate(&self, prompt: &[i32], params: &GenerateParams, tokenizer: Option<&Tokenizer>,
-                    on_text: Option<&mut dyn FnMut(&str, i32) -> bool>) -> Result<Vec<i32>> {
-        const CALL: &str = "lt_generate";
+    /// The C params of `params` (stop ids point into `params`; the stop strings into the two
+    /// vectors returned with it, which must outlive the call).
+    fn c_generate_params(params: &GenerateParams, tokenizer: Option<&Tokenizer>, call: &'static str)
+                         -> Result<(sys::lt_generate_params, Vec<CString>, Vec<*const c_char>)> {
         let mut p: sys::lt_generate_params = unsafe { std::mem::zeroed() };
         unsafe { sys::lt_generate_params_init(&mut p) };
         p.struct_size = std::mem::size_of::<sys::lt_generate_params>() as u32;
@@ -598,7 +597,7 @@ impl Model {
             p.stop_ids = ids.as_ptr();
             p.n_stop_ids = ids.len() as i32;
         }
-        let strs: Vec<CString> = params.stop_strings.iter().map(|s| cstring(s, CALL)).collect::<Result<_>>()?;
+        let strs: Vec<CString> = params.stop_strings.iter().map(|s| cstring(s, call)).collect::<Result<_>>()?;
         let ptrs: Vec<*const c_char> = strs.iter().map(|s| s.as_ptr()).collect();
         if !ptrs.is_empty() {
             p.stop_strings = ptrs.as_ptr();
@@ -607,6 +606,35 @@ impl Model {
         if let Some(t) = tokenizer {
             p.tokenizer = t.ptr.as_ptr();
         }
+        Ok((p, strs, ptrs))
+    }
+
+    /// Generates after each of `prompts` at once (lt_generate_batch) and returns each one's new
+    /// ids, in order: greedy gives each prompt's ids alone, sampling draws prompt i with
+    /// `seed + i`.
+    pub fn generate_batch(&self, prompts: &[&[i32]], params: &GenerateParams, tokenizer: Option<&Tokenizer>)
+                          -> Result<Vec<Vec<i32>>> {
+        const CALL: &str = "lt_generate_batch";
+        let (p, _strs, _ptrs) = Self::c_generate_params(params, tokenizer, CALL)?;
+        let rows: Vec<*const i32> = prompts.iter().map(|r| r.as_ptr()).collect();
+        let lens: Vec<usize> = prompts.iter().map(|r| r.len()).collect();
+        let cap = params.max_new_tokens.max(0) as usize + 1;
+        let mut out = vec![0i32; cap * prompts.len()];
+        let mut n = vec![0usize; prompts.len()];
+        let st = unsafe {
+            sys::lt_generate_batch(self.ptr.as_ptr(), rows.as_ptr(), lens.as_ptr(), prompts.len(), &p,
+                                   out.as_mut_ptr(), cap, n.as_mut_ptr())
+        };
+        check(st, CALL)?;
+        Ok((0..prompts.len()).map(|i| out[i * cap..i * cap + n[i]].to_vec()).collect())
+    }
+
+    /// Generates after `prompt`; returns the new ids. `on_text(piece, token)` (needs the
+    /// tokenizer) receives each complete piece of text; returning true stops.
+    pub fn generate(&self, prompt: &[i32], params: &GenerateParams, tokenizer: Option<&Tokenizer>,
+                    on_text: Option<&mut dyn FnMut(&str, i32) -> bool>) -> Result<Vec<i32>> {
+        const CALL: &str = "lt_generate";
+        let (mut p, _strs, _ptrs) = Self::c_generate_params(params, tokenizer, CALL)?;
         let mut cb: Option<Box<Callback<TextFn<'_>>>> = None;
         if let Some(f) = on_text {
             if tokenizer.is_none() {

@@ -133,6 +133,17 @@ fn whole_job() {
     let new_ids = model.generate(&prompt, &gp, Some(&tok), Some(&mut on_text)).unwrap();
     assert!(!new_ids.is_empty() && new_ids.len() <= 12);
     assert_eq!(pieces, tok.decode(&new_ids, false).unwrap());
+    // several prompts at once: each as generated alone (greedy; sampling with seed + i)
+    let prompt2 = tok.encode("你好", false).unwrap();
+    for sample in [false, true] {
+        let bp = GenerateParams { max_new_tokens: 5, do_sample: sample, seed: 21, stop_ids: Some(vec![-1]),
+                                  ..Default::default() };
+        let rows = model.generate_batch(&[&prompt, &prompt2], &bp, None).unwrap();
+        for (i, pr) in [&prompt, &prompt2].iter().enumerate() {
+            let one = GenerateParams { seed: 21 + i as u64, ..bp.clone() };
+            assert_eq!(rows[i], model.generate(pr, &one, None, None).unwrap(), "sample={sample} prompt {i}");
+        }
+    }
 
     let adapter = out.join("lora_model");
     model.save_adapter(&adapter, true).unwrap();
