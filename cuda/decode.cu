@@ -717,6 +717,43 @@ static int g_use_graphs = 1;
 extern "C" void lt_cuda_decoder_use_graphs(int on) { g_use_graphs = on; }
 static int g_use_pdl = 1;
 extern "C" void lt_cuda_decoder_use_pdl(int on) { g_use_pdl = on; }
+__global__ void k_dec_spin(long long ns);
+
+template <typename... KArgs, typename... Args>
+static cudaError_t dec_launch(const lt_cuda_decoder *d, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                              Args... args);
+
+/* Whether programmatic dependent launch works here, plain and inside a graph (a driver or
+ * device without it would fail the decode step): tried once per process on two empty kernels;
+ * a failure leaves the decoders without it. */
+static int dec_pdl_works(lt_cuda_decoder *d) {
+    static int known = -1;
+    if (known >= 0) return known;
+    cudaStream_t s = d->c->stream;
+    const int save = d->pdl;
+    d->pdl = 1;
+    bool ok = cudaStreamSynchronize(s) == cudaSuccess;
+    if (ok) {
+        k_dec_spin<<<1, 1, 0, s>>>(0);
+        ok = dec_launch(d, k_dec_spin, dim3(1), dim3(1), 0ll) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
+    }
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t e = NULL;
+    if (ok && cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+        k_dec_spin<<<1, 1, 0, s>>>(0);
+        const bool launched = dec_launch(d, k_dec_spin, dim3(1), dim3(1), 0ll) == cudaSuccess;
+        ok = cudaStreamEndCapture(s, &g) == cudaSuccess && launched && cudaGraphInstantiate(&e, g, 0) == cudaSuccess &&
+             cudaGraphLaunch(e, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
+    } else {
+        ok = false;
+    }
+    if (e) cudaGraphExecDestroy(e);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError(); /* a failed try leaves no sticky error behind (launch errors are not sticky) */
+    d->pdl = save;
+    known = ok ? 1 : 0;
+    return known;
+}
 
 /* a kernel of the step after the first: with programmatic dependent launch where the decoder
  * uses it (the kernel's dec_grid_wait orders it after the one before) */
@@ -834,7 +871,8 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     {
         int dev = 0, major = 0;
         d->pdl = g_use_pdl && cudaGetDevice(&dev) == cudaSuccess &&
-                 cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+                 cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
+                 dec_pdl_works(d);
     }
     const int L = cf->num_layers;
     const int64_t R1 = d->R > 0 ? d->R : 1, B = nseq;
