@@ -2,8 +2,11 @@
  * CPU reference on random inputs (rotary embedding with llama3 / yarn frequencies, GELU-tanh
  * gating forward and backward, the activation scale, attention with options; bf16 tolerance),
  * then every family fixture
- * (tests/fixtures/families) trained one pass on CUDA in bf16: the batch loss and every LoRA
- * gradient against transformers + PEFT within 2e-2 relative; attention with a score scale,
+ * (tests/fixtures/families) trained one pass on CUDA in bf16: the batch loss within 2e-2 relative
+ * of transformers + PEFT's (fp64), every LoRA gradient within max(2e-2, 1.25 x the worst error of
+ * transformers + PEFT's own bf16 pass on that fixture: tests/fixtures/families/bf16_peft.json, made
+ * by tests/gpu/families_bf16_peft.py; attention-side gradients of these tiny random models lose
+ * 2-6% in any bf16 pass); attention with a score scale,
  * soft-cap and window against the CPU. Every family must run. Exits 77 where no GPU is visible. */
 #include "lt_test.h"
 #include "backend/backend.h"
@@ -194,6 +197,15 @@ static int check_family(const char *fam) {
         CHECK_OK(st);
     }
     if (ran) {
+        /* the yardstick: transformers + PEFT's own bf16 pass on this fixture */
+        double tol = 2e-2;
+        snprintf(path, sizeof path, "%s/../bf16_peft.json", dir);
+        json_error_t jb;
+        json_t *jr = json_load_file(path, 0, &jb);
+        json_t *jf = jr ? json_object_get(json_object_get(jr, fam), "bf16") : NULL;
+        CHECK_MSG(jf && json_number_value(jf) > 0, "%s: no bf16 figure for %s (%s)", path, fam, jr ? "" : jb.text);
+        if (jf && 1.25 * json_number_value(jf) > tol) tol = 1.25 * json_number_value(jf);
+        json_decref(jr);
         snprintf(path, sizeof path, "%s/expected.json", dir);
         json_error_t je;
         json_t *js = json_load_file(path, 0, &je);
@@ -219,12 +231,13 @@ static int check_family(const char *fam) {
                     CHECK_OK(m->be->ops.sync(m->be));
                     double e = rel(g, (const float *)w->data, cnt);
                     if (e > worst) worst = e;
-                    CHECK_MSG(e <= 2e-2, "%s: CUDA bf16 gradient of %s: relative error %g", fam, key + 5, e);
+                    CHECK_MSG(e <= tol, "%s: CUDA bf16 gradient of %s: relative error %g (allowed %g)", fam, key + 5, e,
+                              tol);
                     n++;
                     free(g);
                 }
-        printf("%s: CUDA bf16 loss %.6f (transformers %.6f), %d LoRA gradients, worst relative error %.3g\n", fam,
-               loss, want, n, worst);
+        printf("%s: CUDA bf16 loss %.6f (transformers %.6f), %d LoRA gradients, worst relative error %.3g (allowed %.3g)\n",
+               fam, loss, want, n, worst, tol);
     }
     lt_batch_free(&b);
     lt_st_close(ex);
