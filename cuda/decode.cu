@@ -680,7 +680,8 @@ struct lt_cuda_decoder {
     int nfix;                                         /* L*R when folded, else 0 */
     dec_io *io;                                       /* device [B] */
     dec_io *pin_in, *pin_out;                          /* pinned host [B] each */
-    float *pin_logits;                                 /* pinned host [B][V] */
+    float *pin_logits;                                 /* pinned host [B][V], made at the first step that
+                                                          downloads logits (sampling) */
     void **kct, **vct;                                 /* device tables [B][L] of the caches */
     dec_layer *layers;
     dec_mats head;
@@ -907,29 +908,17 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
         st = lt_error(LT_ERR_CUDA, "fast decode: clearing its counters");
     if (st == LT_OK && cudaMallocHost((void **)&d->pin_in, 2 * (size_t)B * sizeof(dec_io)) != cudaSuccess)
         st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory");
-    if (st == LT_OK && cudaMallocHost((void **)&d->pin_logits, (size_t)(B * d->V * 4)) != cudaSuccess)
-        st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory for %lld logits", (long long)(B * d->V));
     if (st == LT_OK) d->pin_out = d->pin_in + B;
     d->dev = (dec_io *)calloc((size_t)B, sizeof(dec_io));
     d->layers = (dec_layer *)calloc(L, sizeof(dec_layer));
     if (st == LT_OK && (!d->dev || !d->layers)) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
-    /* the cache tables, through the pinned staging (freed memory is not reused before the copy ends) */
-    if (st == LT_OK) {
-        void **tab = NULL;
-        if (cudaMallocHost((void **)&tab, 2 * (size_t)(B * L) * sizeof(void *)) != cudaSuccess)
-            st = lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory");
-        if (st == LT_OK) {
-            memcpy(tab, kcache, (size_t)(B * L) * sizeof(void *));
-            memcpy(tab + B * L, vcache, (size_t)(B * L) * sizeof(void *));
-            if (cudaMemcpyAsync(d->kct, tab, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice, c->stream) !=
-                    cudaSuccess ||
-                cudaMemcpyAsync(d->vct, tab + B * L, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice,
-                                c->stream) != cudaSuccess ||
-                cudaStreamSynchronize(c->stream) != cudaSuccess)
-                st = lt_error(LT_ERR_CUDA, "fast decode: uploading its cache tables");
-        }
-        if (tab) cudaFreeHost(tab);
-    }
+    /* the cache tables (from pageable memory: staged before the call returns, in stream order) */
+    if (st == LT_OK &&
+        (cudaMemcpyAsync(d->kct, kcache, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice, c->stream) !=
+             cudaSuccess ||
+         cudaMemcpyAsync(d->vct, vcache, (size_t)(B * L) * sizeof(void *), cudaMemcpyHostToDevice, c->stream) !=
+             cudaSuccess))
+        st = lt_error(LT_ERR_CUDA, "fast decode: uploading its cache tables");
     for (int l = 0; st == LT_OK && l < L; l++) {
         lt_layer *Ly = &m->layers[l];
         dec_layer *dl = &d->layers[l];
@@ -1123,6 +1112,11 @@ extern "C" lt_status lt_cuda_decoder_step_batch(lt_cuda_decoder *d, const int32_
         same = same && d->dev[b].tok == tok[b] && d->dev[b].pos == pos[b];
     }
     cudaStream_t s = d->c->stream;
+    const size_t lbytes = (size_t)B * (size_t)d->V * 4;
+    if (host_logits && !d->pin_logits && cudaMallocHost((void **)&d->pin_logits, lbytes) != cudaSuccess) {
+        d->pin_logits = NULL;
+        return lt_error(LT_ERR_OUT_OF_MEMORY, "fast decode: pinned host memory for %lld logits", (long long)B * d->V);
+    }
     if (!same) {
         for (int b = 0; b < B; b++) {
             d->pin_in[b].tok = tok[b];
@@ -1147,7 +1141,6 @@ extern "C" lt_status lt_cuda_decoder_step_batch(lt_cuda_decoder *d, const int32_
         LT_TRY(enqueue_any(d));
     }
     d->steps++;
-    const size_t lbytes = (size_t)B * (size_t)d->V * 4;
     if (host_logits) LT_CUDA_TRY(cudaMemcpyAsync(d->pin_logits, d->logits, lbytes, cudaMemcpyDeviceToHost, s));
     LT_CUDA_TRY(cudaMemcpyAsync(d->pin_out, d->io, (size_t)B * sizeof(dec_io), cudaMemcpyDeviceToHost, s));
     LT_CUDA_TRY(cudaStreamSynchronize(s));
