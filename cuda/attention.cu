@@ -1184,6 +1184,8 @@ static bool use_tc(lt_cuda *c, int64_t HD) {
            dq_smem((int)HD) <= c->smem_optin;
 }
 
+extern "C" int lt_cuda_attention_flash_ok(lt_backend *be, int64_t HD) { return use_tc(lt_cuda_of(be), HD); }
+
 static lt_status check_shapes(int64_t NH, int64_t NKV, int64_t HD) {
     LT_CHECK_ARG(NKV > 0 && NH % NKV == 0, "attention: %lld query heads is not a multiple of %lld kv heads",
                  (long long)NH, (long long)NKV);

@@ -1,8 +1,10 @@
 /* family.cu - the CUDA kernels of the model-family ops (backend.h "model families"): rotary
  * embedding with given inverse frequencies and attention factor (llama3 / yarn / linear /
  * dynamic / longrope scaling), the GELU-tanh gated MLP (Gemma) and the in-place scale of
- * activations (Gemma's embedding scale); attention with a score scale, soft-capping or a sliding window (plain kernels; the flash
- * kernels of attention.cu take the plain case) and the soft-capped LM head (lm_head_logits
+ * activations (Gemma's embedding scale); attention with a score scale, soft-capping or a sliding
+ * window (the flash kernels of attention.cu take the plain case at head dim 64/128, the cuBLAS
+ * path of attn_gemm.cu everything else, these plain per-query kernels only where that cannot
+ * run, and the KV-cache case) and the soft-capped LM head (lm_head_logits
  * chunks, a capped CE kernel, linear_bwd_input back through the head). The CPU twins are in
  * lib/backend/cpu (cpu_layers.c, cpu_attention.c, cpu_lm_head.c); tests/cuda/test_cuda_families.c
  * compares them. */
@@ -144,8 +146,9 @@ lt_status lt_cuda_scale_act(lt_backend *be, void *x, int64_t n, float s) {
 }
 
 /* ---- attention with options (score scale, soft-capping, sliding window) ----
- * A plain kernel per (query, head) for the options the flash kernels of attention.cu do not
- * take; the plain options go to those kernels. Scores of one query's keys live in shared
+ * A plain kernel per (query, head): the fallback where neither the flash kernels of
+ * attention.cu nor the cuBLAS path of attn_gemm.cu take the batch (attn_route), and the
+ * KV-cache attention of generation. Scores of one query's keys live in shared
  * memory (at most LT_FAM_MAX_KEYS keys), f32 throughout, softmax with the log-sum-exp saved as
  * attention_fwd saves it. The backward gathers dk/dv per key row (no atomics): the same bits
  * for any launch. */
@@ -328,6 +331,18 @@ static int attn_plain(const lt_attn_opts *o, int64_t HD, int64_t len) {
     return o->scale == (float)(1.0 / sqrt((double)HD)) && o->softcap == 0.0f && (o->window <= 0 || o->window >= len);
 }
 
+/* which kernels take a training / prefill attention: the flash kernels for the plain options at
+ * the head dims they have; else the cuBLAS path; else (no cuBLAS, a batch that pads too far)
+ * the portable kernels of attention.cu for plain options and this file's for the others */
+enum { FAM_FLASH, FAM_GEMM, FAM_PLAIN };
+static int attn_route(lt_backend *be, const lt_attn_opts *o, int64_t N, int32_t nseq, int32_t max_seqlen,
+                      int64_t HD) {
+    const int plain = attn_plain(o, HD, max_seqlen);
+    if (plain && lt_cuda_attention_flash_ok(be, HD)) return FAM_FLASH;
+    if (lt_cuda_attention_gemm_ok(be, N, nseq, max_seqlen)) return FAM_GEMM;
+    return plain ? FAM_FLASH : FAM_PLAIN;
+}
+
 static lt_status attn_smem(int64_t floats, size_t *bytes) {
     *bytes = (size_t)(floats + 32) * sizeof(float);
     if (floats + 32 > LT_FAM_MAX_KEYS) /* 48 KiB of dynamic shared memory, no opt-in needed */
@@ -347,8 +362,10 @@ static fam_attn fam_opts(const lt_attn_opts *o) {
 lt_status lt_cuda_attention_opt_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                                     const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,
                                     int64_t NKV, int64_t HD, const lt_attn_opts *o) {
-    if (attn_plain(o, HD, max_seqlen))
-        return lt_cuda_attention_fwd(be, out, lse, q, k, v, cu, nseq, max_seqlen, N, NH, NKV, HD);
+    const int route = attn_route(be, o, N, nseq, max_seqlen, HD);
+    if (route == FAM_FLASH) return lt_cuda_attention_fwd(be, out, lse, q, k, v, cu, nseq, max_seqlen, N, NH, NKV, HD);
+    if (route == FAM_GEMM)
+        return lt_cuda_attention_gemm_fwd(be, out, lse, q, k, v, cu, nseq, max_seqlen, N, NH, NKV, HD, o);
     if (N <= 0) return LT_OK;
     size_t smem;
     LT_TRY(attn_smem(max_seqlen, &smem));
@@ -390,8 +407,12 @@ lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv
                                     const void *k, const void *v, const void *out, const float *lse, const int32_t *cu,
                                     int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH, int64_t NKV, int64_t HD,
                                     const lt_attn_opts *o) {
-    if (attn_plain(o, HD, max_seqlen))
+    const int route = attn_route(be, o, N, nseq, max_seqlen, HD);
+    if (route == FAM_FLASH)
         return lt_cuda_attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, cu, nseq, max_seqlen, N, NH, NKV, HD);
+    if (route == FAM_GEMM)
+        return lt_cuda_attention_gemm_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, cu, nseq, max_seqlen, N, NH, NKV,
+                                          HD, o);
     if (N <= 0) return LT_OK;
     size_t smq, smk;
     LT_TRY(attn_smem(max_seqlen, &smq));

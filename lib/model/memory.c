@@ -17,8 +17,12 @@
  *                + CE chunk (lt_head_chunk_rows of 16-bit logits, the split-K partials of the
  *                gradient product, the per-token losses: lm_head_ce.cu), the attention
  *                backward's f32 workspace (D, the dQ accumulator and dK/dV per query head:
- *                attention.cu's tensor-core path), the grouped projections' packed input and a
- *                dequantized weight (gemm.cu).
+ *                attention.cu's tensor-core path) or, where the attention takes cuBLAS products
+ *                (attn_gemm.cu: head dims other than 64/128, a score scale, soft-capping, a window
+ *                shorter than the sequence), its backward's padded copies of q, dO (16-bit),
+ *                k, v (16-bit) and dK, dV (f32), D and two f32 score buffers of at most
+ *                128 MiB (batch_size sequences of max_seq_len), the grouped projections' packed
+ *                input and a dequantized weight (gemm.cu).
  *   workspace    on CUDA the GEMM library's workspace and the cache of one layer's 16-bit
  *                projections (the recompute of a layer and its backward share them), in rows
  *                widened by the folded LoRA up-projection and bias (gemm.cu).
@@ -26,13 +30,36 @@
  * (pinned, the offloaded checkpoints) is not counted: lt_graph_host_bytes gives it. */
 #include "model/model_io.h"
 #include "model/graph.h"
+#include <math.h>
 #include <string.h>
 
 #define LT_MEM_HEAD_CHUNK 1024          /* tokens per LM-head chunk */
 #define LT_MEM_GEMM_WORKSPACE (32ull << 20)
+#define LT_MEM_ATTN_SCORE_BYTES (128ull << 20) /* cuda/attn_gemm.cu's LT_AG_SCORE_BYTES */
 
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 static uint64_t align256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
+
+/* the backward workspace of cuda/attn_gemm.cu (its ag_make_plan and ag_bwd) for nseq sequences
+ * of at most Lmax tokens, N in all; 0 where the flash kernels take every layer */
+static uint64_t attn_gemm_bytes(const lt_config *c, uint64_t ab, uint64_t nseq, uint64_t Lmax, uint64_t N) {
+    const uint64_t HD = (uint64_t)c->head_dim, NH = (uint64_t)c->num_heads, NKV = (uint64_t)c->num_kv_heads;
+    int gemm = (HD != 64 && HD != 128) || c->attn_softcap > 0 || c->attn_scale != (float)(1.0 / sqrt((double)HD));
+    for (int l = 0; l < c->num_layers && !gemm; l++)
+        gemm = c->layer_sliding[l] && c->sliding_window > 0 && (uint64_t)c->sliding_window < Lmax;
+    if (!gemm || NKV == 0) return 0;
+    const uint64_t G = NH / NKV, pairs = nseq * NKV;
+    const uint64_t Lp = Lmax < 16 ? 16 : (Lmax + 15) / 16 * 16, rowb = G * Lp * 4;
+    uint64_t TB = ((Lp + 7) / 8 + 63) / 64 * 64;
+    if (TB > Lp) TB = Lp;
+    while (TB > 16 && TB * rowb > LT_MEM_ATTN_SCORE_BYTES) TB = (TB / 2 + 15) / 16 * 16;
+    uint64_t np = LT_MEM_ATTN_SCORE_BYTES / (TB * rowb);
+    if (np < 1) np = 1;
+    if (np > pairs) np = pairs;
+    const uint64_t rows = nseq * Lp * HD;
+    return 2 * align256(rows * NH * ab) + 2 * align256(rows * NKV * ab) + 2 * align256(rows * NKV * 4) +
+           align256(NH * N * 4) + 2 * np * TB * rowb;
+}
 
 static uint64_t adam_bytes(uint64_t n, int eight_bit) {
     if (eight_bit && n >= 4096) return 2 * n + 2 * ceil_div(n, 256) * 4;
@@ -112,7 +139,9 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         while (S > 1 && S * T > 16 * 384) S /= 2;
         const uint64_t head = align256(T * V * ab) + (S > 1 ? align256(S * C * T * 4) : 0) + align256(N * 4);
         /* attention backward: D (N,NH), the dQ accumulator and dK, dV per query head, f32 */
-        const uint64_t attn = align256(N * (uint64_t)c.num_heads * 4) + 3 * align256(N * QD * 4);
+        uint64_t attn = align256(N * (uint64_t)c.num_heads * 4) + 3 * align256(N * QD * 4);
+        const uint64_t agemm = attn_gemm_bytes(&c, ab, (uint64_t)batch, N / (uint64_t)batch, N);
+        if (agemm > attn) attn = agemm;
         /* grouped projections (q/k/v, gate/up): the input with the LoRA A outputs and the bias
          * column packed beside it, and the widest weight dequantized in those rows */
         const uint64_t XW = C + 3 * R + 16, OCm = I > QD ? I : QD;

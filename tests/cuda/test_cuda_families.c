@@ -1,6 +1,8 @@
 /* test_cuda_families.c - the model-family ops of the CUDA backend (cuda/family.cu) against the
  * CPU reference on random inputs (rotary embedding with llama3 / yarn frequencies, GELU-tanh
- * gating forward and backward, the activation scale, attention with options; bf16 tolerance),
+ * gating forward and backward, the activation scale, attention with options: the cuBLAS path of
+ * cuda/attn_gemm.cu at head dims 32-256, GQA/MQA, packed sequences with an empty one and one
+ * longer than the window, a small score buffer, and the fallback kernels; bf16 tolerance),
  * then every family fixture
  * (tests/fixtures/families) trained one pass on CUDA in bf16: the batch loss within 2e-2 relative
  * of transformers + PEFT's (fp64), every LoRA gradient within max(2e-2, 1.25 x the worst error of
@@ -51,6 +53,58 @@ static void gpu_read(lt_backend *g, float *out, const void *a, int64_t n) {
     CHECK_OK(g->ops.download(g, out, f, (size_t)n * 4));
     CHECK_OK(g->ops.sync(g));
     g->ops.free(g, f);
+}
+
+/* cuda/attn_gemm.cu's test hooks (cuda/family.h): bytes of one f32 score buffer (0: the
+ * default); 1: attention with options on the fallback kernels */
+void lt_cuda_attention_gemm_budget(size_t bytes);
+void lt_cuda_attention_gemm_force_off(int on);
+
+/* attention_opt_fwd / _bwd on nseq packed sequences (cu), CUDA bf16 against the CPU (the
+ * backward of both from the CUDA output); q, k scaled by qk so that the soft-cap bends */
+static void check_attn(lt_backend *cpu, lt_backend *gpu, const char *what, int nseq, const int32_t *cu,
+                       int32_t maxlen, int64_t NH, int64_t NKV, int64_t D, const lt_attn_opts *ao, float qk) {
+    const int64_t N = cu[nseq], QN = N * NH * D, KN = N * NKV * D;
+    float *hq = malloc(QN * 4), *hk = malloc(KN * 4), *hv = malloc(KN * 4), *hd = malloc(QN * 4);
+    for (int64_t i = 0; i < QN; i++) { hq[i] = qk * frand(); hd[i] = frand(); }
+    for (int64_t i = 0; i < KN; i++) { hk[i] = qk * frand(); hv[i] = frand(); }
+    void *q = gpu_act(gpu, hq, QN), *k = gpu_act(gpu, hk, KN), *v = gpu_act(gpu, hv, KN), *dd2 = gpu_act(gpu, hd, QN);
+    void *o = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *gcu = NULL;
+    float *glse = NULL;
+    const size_t cub = (size_t)(nseq + 1) * sizeof(int32_t);
+    CHECK_OK(gpu->ops.alloc(gpu, QN * 2, &o)); CHECK_OK(gpu->ops.alloc(gpu, QN * 2, &dq));
+    CHECK_OK(gpu->ops.alloc(gpu, KN * 2, &dk)); CHECK_OK(gpu->ops.alloc(gpu, KN * 2, &dv));
+    CHECK_OK(gpu->ops.alloc(gpu, cub, &gcu)); CHECK_OK(gpu->ops.alloc(gpu, N * NH * 4, (void **)&glse));
+    CHECK_OK(gpu->ops.upload(gpu, gcu, cu, cub));
+    float *co = malloc(QN * 4), *clse = malloc(N * NH * 4), *cdq = malloc(QN * 4), *cdk = malloc(KN * 4),
+          *cdv = malloc(KN * 4), *r1 = malloc(QN * 4), *r2 = malloc(KN * 4), *gl = malloc(N * NH * 4);
+    CHECK_OK(cpu->ops.attention_opt_fwd(cpu, co, clse, hq, hk, hv, cu, nseq, maxlen, N, NH, NKV, D, ao));
+    CHECK_OK(gpu->ops.attention_opt_fwd(gpu, o, glse, q, k, v, gcu, nseq, maxlen, N, NH, NKV, D, ao));
+    gpu_read(gpu, r1, o, QN);
+    CHECK_OK(gpu->ops.download(gpu, gl, glse, (size_t)(N * NH) * 4));
+    CHECK_OK(gpu->ops.sync(gpu));
+    double e = rel(r1, co, QN), el = 0;
+    for (int64_t i = 0; i < N * NH; i++)
+        if (fabs((double)gl[i] - clse[i]) > el) el = fabs((double)gl[i] - clse[i]);
+    printf("attention_opt_fwd %s (scale %g, cap %g, window %d): relative error %.3g, lse max abs error %.3g\n", what,
+           ao->scale, ao->softcap, ao->window, e, el);
+    CHECK_MSG(e <= 1e-2 && el <= 1e-2, "%s: forward %g, lse %g", what, e, el);
+    for (int64_t i = 0; i < QN; i++) co[i] = r1[i]; /* the backward from the same output */
+    CHECK_OK(cpu->ops.attention_opt_bwd(cpu, cdq, cdk, cdv, hd, hq, hk, hv, co, clse, cu, nseq, maxlen, N, NH, NKV, D,
+                                        ao));
+    CHECK_OK(gpu->ops.attention_opt_bwd(gpu, dq, dk, dv, dd2, q, k, v, o, glse, gcu, nseq, maxlen, N, NH, NKV, D, ao));
+    gpu_read(gpu, r1, dq, QN);
+    double eq = rel(r1, cdq, QN);
+    gpu_read(gpu, r2, dk, KN);
+    double ek = rel(r2, cdk, KN);
+    gpu_read(gpu, r2, dv, KN);
+    double ev = rel(r2, cdv, KN);
+    printf("attention_opt_bwd %s: relative error dq %.3g dk %.3g dv %.3g\n", what, eq, ek, ev);
+    CHECK_MSG(eq <= 2e-2 && ek <= 2e-2 && ev <= 2e-2, "%s: backward dq %g dk %g dv %g", what, eq, ek, ev);
+    void *ab[] = {q, k, v, dd2, o, dq, dk, dv, gcu, glse};
+    for (size_t i = 0; i < sizeof ab / sizeof ab[0]; i++) gpu->ops.free(gpu, ab[i]);
+    free(hq); free(hk); free(hv); free(hd); free(co); free(clse); free(cdq); free(cdk); free(cdv); free(r1); free(r2);
+    free(gl);
 }
 
 static void check_ops(lt_backend *cpu, lt_backend *gpu) {
@@ -116,43 +170,31 @@ static void check_ops(lt_backend *cpu, lt_backend *gpu) {
     e = rel(r, c, n);
     printf("scale_act: relative error %.3g\n", e);
     CHECK(e <= 1e-2);
-    /* attention with a score scale, soft-cap and window on 3 packed sequences, forward and backward */
+    /* attention with options against the CPU, forward and backward: the cuBLAS path of
+     * cuda/attn_gemm.cu (the flash kernels take none of these: test_cuda_ops covers them) */
     {
-        const int64_t NH = 4, NKV = 2, D = 32, QN = N * NH * D, KN = N * NKV * D;
-        int32_t cu[4] = {0, 11, 30, 37};
-        lt_attn_opts ao = {0.3f, 5.0f, 6};
-        float *hq = malloc(QN * 4), *hk = malloc(KN * 4), *hv = malloc(KN * 4), *hd = malloc(QN * 4);
-        for (int64_t i = 0; i < QN; i++) { hq[i] = 2 * frand(); hd[i] = frand(); }
-        for (int64_t i = 0; i < KN; i++) { hk[i] = 2 * frand(); hv[i] = frand(); }
-        void *q = gpu_act(gpu, hq, QN), *k = gpu_act(gpu, hk, KN), *v = gpu_act(gpu, hv, KN), *dd2 = gpu_act(gpu, hd, QN);
-        void *o = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *gcu = NULL;
-        float *glse = NULL;
-        CHECK_OK(gpu->ops.alloc(gpu, QN * 2, &o)); CHECK_OK(gpu->ops.alloc(gpu, QN * 2, &dq));
-        CHECK_OK(gpu->ops.alloc(gpu, KN * 2, &dk)); CHECK_OK(gpu->ops.alloc(gpu, KN * 2, &dv));
-        CHECK_OK(gpu->ops.alloc(gpu, sizeof cu, &gcu)); CHECK_OK(gpu->ops.alloc(gpu, N * NH * 4, (void **)&glse));
-        CHECK_OK(gpu->ops.upload(gpu, gcu, cu, sizeof cu));
-        float *co = malloc(QN * 4), *clse = malloc(N * NH * 4), *cdq = malloc(QN * 4), *cdk = malloc(KN * 4),
-              *cdv = malloc(KN * 4), *r1 = malloc(QN * 4), *r2 = malloc(KN * 4);
-        CHECK_OK(cpu->ops.attention_opt_fwd(cpu, co, clse, hq, hk, hv, cu, 3, 19, N, NH, NKV, D, &ao));
-        CHECK_OK(gpu->ops.attention_opt_fwd(gpu, o, glse, q, k, v, gcu, 3, 19, N, NH, NKV, D, &ao));
-        gpu_read(gpu, r1, o, QN);
-        double e = rel(r1, co, QN);
-        printf("attention_opt_fwd (scale 0.3, cap 5, window 6): relative error %.3g\n", e);
-        CHECK(e <= 1e-2);
-        for (int64_t i = 0; i < QN; i++) co[i] = r1[i]; /* the backward from the same output */
-        CHECK_OK(cpu->ops.attention_opt_bwd(cpu, cdq, cdk, cdv, hd, hq, hk, hv, co, clse, cu, 3, 19, N, NH, NKV, D, &ao));
-        CHECK_OK(gpu->ops.attention_opt_bwd(gpu, dq, dk, dv, dd2, q, k, v, o, glse, gcu, 3, 19, N, NH, NKV, D, &ao));
-        gpu_read(gpu, r1, dq, QN);
-        double eq = rel(r1, cdq, QN);
-        gpu_read(gpu, r2, dk, KN);
-        double ek = rel(r2, cdk, KN);
-        gpu_read(gpu, r2, dv, KN);
-        double ev = rel(r2, cdv, KN);
-        printf("attention_opt_bwd: relative error dq %.3g dk %.3g dv %.3g\n", eq, ek, ev);
-        CHECK(eq <= 2e-2 && ek <= 2e-2 && ev <= 2e-2);
-        void *ab[] = {q, k, v, dd2, o, dq, dk, dv, gcu, glse};
-        for (size_t i = 0; i < sizeof ab / sizeof ab[0]; i++) gpu->ops.free(gpu, ab[i]);
-        free(hq); free(hk); free(hv); free(hd); free(co); free(clse); free(cdq); free(cdk); free(cdv); free(r1); free(r2);
+        static const int32_t cu3[] = {0, 11, 30, 37};
+        /* Gemma-2-like: head dim 256, 4 query heads per kv head, an empty sequence (lt_batch_pad
+         * makes them) and one longer than the window */
+        static const int32_t cu5[] = {0, 70, 70, 75, 206, 226};
+        const lt_attn_opts o1 = {0.3f, 5.0f, 6}, o2 = {0.0625f, 3.0f, 100}, o3 = {0.0625f, 0.0f, 0},
+                           o4 = {0.1f, 20.0f, 0}, o5 = {0.0625f, 50.0f, 40};
+        check_attn(cpu, gpu, "3 sequences, head dim 32, GQA 2", 3, cu3, 19, 4, 2, 32, &o1, 2.0f);
+        check_attn(cpu, gpu, "5 sequences, head dim 256, GQA 4", 5, cu5, 131, 8, 2, 256, &o2, 4.0f);
+        check_attn(cpu, gpu, "head dim 256, plain options", 5, cu5, 131, 8, 2, 256, &o3, 2.0f);
+        check_attn(cpu, gpu, "head dim 128, no GQA, soft-cap", 5, cu5, 131, 4, 4, 128, &o4, 2.0f);
+        check_attn(cpu, gpu, "head dim 72, MQA", 3, cu3, 19, 6, 1, 72, &o1, 2.0f);
+        /* a 64 KiB score buffer: several products per block, 16-position blocks, windows that
+         * start past column 0 */
+        lt_cuda_attention_gemm_budget(64 << 10);
+        check_attn(cpu, gpu, "head dim 256, GQA 4, small score buffer", 5, cu5, 131, 8, 2, 256, &o5, 4.0f);
+        lt_cuda_attention_gemm_budget(0);
+        /* the fallback (no cuBLAS handle, a batch that pads too far): family.cu's per-query
+         * kernels, and attention.cu's portable ones for plain options */
+        lt_cuda_attention_gemm_force_off(1);
+        check_attn(cpu, gpu, "fallback kernels", 3, cu3, 19, 4, 2, 32, &o1, 2.0f);
+        check_attn(cpu, gpu, "fallback kernels, plain options", 5, cu5, 131, 8, 2, 256, &o3, 2.0f);
+        lt_cuda_attention_gemm_force_off(0);
     }
     void *bufs[] = {gx, gu, gd, go, go2, gpos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->ops.free(gpu, bufs[i]);
