@@ -1086,7 +1086,7 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     dec_out o = {};
     o.out = d->logits; o.obs = d->V;
     o.xabs = d->xabs; o.fixbs = d->fixbs;
-    LT_TRY((gemv<T, MODE_LOGITS>(d, WK_16, d->head, d->xn, C, (d->V + 1) / 2, o)));
+    LT_TRY((launch_gemv<WK_16, T, MODE_LOGITS>(d, d->head, d->xn, C, (d->V + 1) / 2, o))); /* the head is 16-bit */
     dec_mark(d, DP_HEAD);
     LT_CUDA_TRY(dec_launch(d, k_dec_argmax, dim3(B), dim3(1024), (const float *)d->logits, d->V, d->io, d->afix,
                            d->nfix, d->fixbs, (int)d->max_len));
