@@ -7,7 +7,7 @@
 # Usage (workstation, after building build-infer-cuda with -DLT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
 # and the targets loratune loratune_cli test_sampling test_generate test_generate_cuda test_generate_batch_cuda
 # bench_generate):
-#   tests/infer/run_gpu_infer.sh stage      # copies the binaries into build-gpu-infer (~35 MB)
+#   tests/infer/run_gpu_infer.sh stage      # copies the binaries into build-gpu-infer (xz, ~45 MB)
 # then on the GPU machine (run tool, carry ["build-gpu-infer"]):
 #   tests/infer/run_gpu_infer.sh [fixtures] [tests] [interop] [bench]
 # (`build` builds there instead, where the machine has the -dev packages; it lacks jansson's.)
@@ -24,8 +24,12 @@ if [ "${1:-}" = stage ]; then
     cp $S/tests/infer/$t $T/ || exit 1
   done
   cp -L "$(ldconfig -p | awk '/libutf8proc.so.2 /{print $NF; exit}')" $B/libs/
-  strip $B/loratune $T/* $B/libloratune.so; du -sh $B; exit 0
+  strip $B/loratune $T/* $B/libloratune.so
+  xz -T2 -6 $B/loratune $B/libloratune.so $T/*   # ~19 MB each stripped, ~6.5 MB compressed (carry: 64 MiB)
+  du -sh $B; exit 0
 fi
+for f in $B/*.xz $T/*.xz; do [ -e "$f" ] && xz -d -f "$f"; done
+chmod +x $B/loratune $T/* 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for what in "$@"; do
   case $what in
