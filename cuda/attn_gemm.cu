@@ -9,6 +9,12 @@
  *   Qp[pair][t][r][HD]  (the G = NH/NKV query heads of a kv head are consecutive rows, so the
  *                        rows of a pair are (t, r) = t*G + r and one product serves the group)
  *   Kp, Vp[pair][t][HD]
+ * A batch of many short records under a long max_seqlen would pad far (the trainer's buckets
+ * keep max_seqlen at the longest record of the data set): there the layout is "packed", all N
+ * tokens as one sequence (pairs = kv heads, no padding), the mask also keeps each query within
+ * its own record (its start by binary search in cu_seqlens), and a block's key columns reach
+ * back max_seqlen (or the window) from its first query. ag_make_plan takes the layout with
+ * fewer score elements.
  * Then per block of TB query positions [t0, t1) (rows t0*G .. t1*G of every pair; batched over
  * the pairs with cublasGemmStridedBatchedEx) only the key columns [c0, c1) that the causal
  * mask and the window can reach (multiples of 16) are multiplied:
@@ -39,28 +45,61 @@ extern "C" void lt_cuda_attention_gemm_budget(size_t bytes) { g_ag_budget = byte
 extern "C" void lt_cuda_attention_gemm_force_off(int on) { g_ag_off = on; }
 
 typedef struct {
-    int64_t Lp, TB, np, pairs, G;
+    int packed;     /* 1: all N tokens as one sequence (see the file comment) */
+    int64_t nseq_e; /* sequences of the layout: nseq, or 1 packed */
+    int64_t Lt;     /* query positions of a sequence: max_seqlen, or N packed */
+    int64_t Lp;     /* rows of a sequence in the layout: Lt rounded up to 16 */
+    int64_t Wc;     /* keys a query can reach back (columns before t0 - Wc + 1 are skipped); 0: all */
+    int64_t TB, np, pairs, G;
     size_t score_bytes;
 } ag_plan;
 
-/* Block size TB (query positions; about an eighth of the sequence, so the causal mask skips
- * nearly half of the products), pairs per product np, bytes of one score buffer. The memory
- * estimate (memory.c) repeats this. */
-static void ag_make_plan(int64_t nseq, int64_t Lmax, int64_t NKV, int64_t G, size_t budget, ag_plan *p) {
+static int64_t ag_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* Layout, block size TB (query positions), pairs per product np and bytes of one score buffer.
+ * Padded: TB about an eighth of the sequence, so that the causal mask skips nearly half of the
+ * products. Packed: the key columns of a block reach back max_seqlen (or the window) from its
+ * first query, so TB about a quarter of that. The layout with fewer score elements is taken:
+ * padded for sequences of about equal length (the benchmark shapes, full buckets), packed for
+ * many short records under a long max_seqlen. lt_estimate_memory (memory.c) repeats the padded
+ * plan (batch_size sequences of max_seq_len). */
+static void ag_make_plan(int64_t nseq, int64_t N, int64_t Lmax, int64_t NKV, int64_t G, int64_t window, size_t budget,
+                         ag_plan *p) {
+    const int64_t Lpad = Lmax < 16 ? 16 : ag_up(Lmax, 16);
+    int64_t TBp = ag_up((Lpad + 7) / 8, 64);
+    if (TBp > Lpad) TBp = Lpad;
+    const int64_t Wn = window > 0 ? window : Lpad;
+    int64_t wp = (Lpad + TBp) / 2;
+    if (Wn + TBp < wp) wp = Wn + TBp;
+    const double cost_p = (double)nseq * (double)Lpad * (double)wp;
+    const int64_t Lk = N < 16 ? 16 : ag_up(N, 16), Wk = window > 0 && window < Lmax ? window : Lmax;
+    int64_t TBk = ag_up(Wk / 4, 64);
+    if (TBk < ag_up((Lk + 63) / 64, 64)) TBk = ag_up((Lk + 63) / 64, 64); /* at most ~64 blocks */
+    if (TBk > Lk) TBk = Lk;
+    const double cost_k = (double)Lk * (double)(Wk + TBk + 32 < Lk ? Wk + TBk + 32 : Lk);
+    p->packed = cost_k < cost_p;
     p->G = G;
-    p->pairs = nseq * NKV;
-    p->Lp = (Lmax + 15) / 16 * 16;
-    if (p->Lp < 16) p->Lp = 16;
-    int64_t TB = ((p->Lp + 7) / 8 + 63) / 64 * 64;
-    if (TB > p->Lp) TB = p->Lp;
-    const int64_t rowb = G * p->Lp * 4;
-    while (TB > 16 && (size_t)(TB * rowb) > budget) TB = (TB / 2 + 15) / 16 * 16;
-    int64_t np = (int64_t)(budget / (size_t)(TB * rowb));
-    if (np < 1) np = 1;
-    if (np > p->pairs) np = p->pairs;
-    p->TB = TB;
-    p->np = np;
-    p->score_bytes = (size_t)(np * TB * rowb);
+    p->nseq_e = p->packed ? 1 : nseq;
+    p->Lt = p->packed ? N : Lmax;
+    p->Lp = p->packed ? Lk : Lpad;
+    p->Wc = p->packed ? Wk : window;
+    p->pairs = p->nseq_e * NKV;
+    int64_t TB = p->packed ? TBk : TBp;
+    for (;;) { /* the widest block's score row: columns [floor16(t0 - Wc + 1), ceil16(t0 + TB)) */
+        int64_t width = p->Lp;
+        if (p->Wc > 0 && p->Wc + TB + 32 < width) width = p->Wc + TB + 32;
+        const int64_t rowb = G * width * 4;
+        if (TB <= 16 || (size_t)(TB * rowb) <= budget) {
+            int64_t np = (int64_t)(budget / (size_t)(TB * rowb));
+            if (np < 1) np = 1;
+            if (np > p->pairs) np = p->pairs;
+            p->TB = TB;
+            p->np = np;
+            p->score_bytes = (size_t)(np * TB * rowb);
+            return;
+        }
+        TB = ag_up(TB / 2, 16);
+    }
 }
 
 __device__ __forceinline__ float ag_warp_sum(float v) {
@@ -110,10 +149,10 @@ template <typename T, int V> __device__ __forceinline__ void ag_store(T *p, cons
 }
 
 /* packed src (N, NKV*Gp, HD) -> padded dst [pair = b*NKV + g][t < Lp][r < Gp][HD], zeros past
- * each sequence; U: 8 or 1 16-bit values */
+ * each sequence (packedN > 0: one sequence of packedN tokens); U: 8 or 1 16-bit values */
 template <typename U>
 __global__ void k_ag_pad(U *dst, const U *src, const int32_t *cu, int64_t nseq, int64_t NKV, int64_t Gp, int64_t Lp,
-                         int64_t hdu) {
+                         int64_t hdu, int64_t packedN) {
     const int64_t total = nseq * NKV * Lp * Gp * hdu;
     for (int64_t u = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; u < total; u += (int64_t)gridDim.x * blockDim.x) {
         int64_t x = u / hdu;
@@ -123,7 +162,7 @@ __global__ void k_ag_pad(U *dst, const U *src, const int32_t *cu, int64_t nseq, 
         const int64_t t = x % Lp;
         x /= Lp;
         const int64_t g = x % NKV, b = x / NKV;
-        const int64_t s = cu[b], len = cu[b + 1] - s;
+        const int64_t s = packedN ? 0 : cu[b], len = packedN ? packedN : cu[b + 1] - s;
         U val;
         memset(&val, 0, sizeof val);
         if (t < len) val = src[((s + t) * NKV * Gp + g * Gp + r) * hdu + e];
@@ -132,24 +171,24 @@ __global__ void k_ag_pad(U *dst, const U *src, const int32_t *cu, int64_t nseq, 
 }
 
 /* padded src (16-bit T or f32, layout of k_ag_pad) -> packed dst (N, NKV*Gp, HD); tokens past
- * the last sequence get zeros */
+ * the last sequence get zeros (packed: src holds all N tokens as one sequence) */
 template <typename T, typename S, int V>
 __global__ void k_ag_unpad(T *dst, const S *src, const int32_t *cu, int32_t nseq, int64_t N, int64_t NKV, int64_t Gp,
-                           int64_t Lp, int64_t HD) {
+                           int64_t Lp, int64_t HD, int packed) {
     const int64_t hdv = HD / V, H = NKV * Gp, total = N * H * hdv;
     for (int64_t u = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; u < total; u += (int64_t)gridDim.x * blockDim.x) {
         int64_t x = u / hdv;
         const int64_t e = (u - x * hdv) * V;
         const int64_t h = x % H, i = x / H;
-        int lo = 0, hi = nseq - 1;
+        int lo = 0, hi = packed ? 0 : nseq - 1;
         while (lo < hi) { /* the last sequence starting at or before i */
             const int mid = (lo + hi + 1) / 2;
             if (cu[mid] <= i) lo = mid;
             else hi = mid - 1;
         }
-        const int64_t t = i - cu[lo];
+        const int64_t t = packed ? i : i - cu[lo];
         float f[V];
-        if (i < cu[nseq] && t >= 0 && t < Lp) {
+        if ((packed || i < cu[nseq]) && t >= 0 && t < Lp) {
             const int64_t g = h / Gp, r = h % Gp;
             ag_io<S, V>::load(src + ((((int64_t)lo * NKV + g) * Lp + t) * Gp + r) * HD + e, f);
         } else {
@@ -176,6 +215,8 @@ __global__ void k_ag_D(float *D, const T *dout, const T *out, int64_t N, int64_t
 /* what a block of the score products covers */
 typedef struct {
     const int32_t *cu;
+    int32_t nseq;
+    int packed; /* the plan's layout: rows are tokens of the whole batch */
     int64_t N, NKV, G;
     int64_t m0, mr, p0; /* first row (t*G + r) and rows of the block; first pair of the product */
     int64_t c0, nc;     /* key columns [c0, c0 + nc) */
@@ -183,7 +224,8 @@ typedef struct {
     int64_t window;
 } ag_blk;
 
-/* the row's sequence and head, and its allowed columns [lo, hi] relative to c0 (empty: lo > hi) */
+/* the row's token and head, and its allowed columns [lo, hi] relative to c0 (empty: lo > hi);
+ * the plan's columns [c0, ...) always start at or before the first allowed key */
 struct ag_row {
     int64_t tok, h, lo, hi;
     bool valid;
@@ -191,14 +233,27 @@ struct ag_row {
 __device__ __forceinline__ ag_row ag_row_of(const ag_blk &k, int64_t i, int64_t pc) {
     ag_row w;
     const int64_t m = k.m0 + i, t = m / k.G, r = m % k.G, pair = k.p0 + pc, b = pair / k.NKV, g = pair % k.NKV;
-    const int64_t s = k.cu[b], len = k.cu[b + 1] - s;
+    int64_t first = 0; /* the sequence's first key, in the row coordinates t */
     w.h = g * k.G + r;
-    w.tok = s + t;
-    w.valid = t < len;
+    if (k.packed) { /* t is the token; its sequence by binary search */
+        int lo = 0, hi = k.nseq - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (k.cu[mid] <= t) lo = mid;
+            else hi = mid - 1;
+        }
+        first = k.cu[lo];
+        w.tok = t;
+        w.valid = t < k.cu[k.nseq];
+    } else {
+        const int64_t s = k.cu[b], len = k.cu[b + 1] - s;
+        w.tok = s + t;
+        w.valid = t < len;
+    }
     w.lo = 1;
     w.hi = 0;
     if (w.valid) {
-        int64_t lo = k.window > 0 && t - k.window + 1 > 0 ? t - k.window + 1 : 0;
+        int64_t lo = k.window > 0 && t - k.window + 1 > first ? t - k.window + 1 : first;
         w.lo = lo - k.c0 > 0 ? lo - k.c0 : 0;
         w.hi = t - k.c0 < k.nc - 1 ? t - k.c0 : k.nc - 1;
     }
@@ -294,15 +349,15 @@ static bool ag_vec8(int64_t HD, const void *a, const void *b) {
 
 /* src packed (N, NKV*Gp, HD) of 16-bit values -> padded dst */
 static lt_status ag_pad(lt_cuda *c, void *dst, const void *src, const int32_t *cu, int64_t nseq, int64_t NKV,
-                        int64_t Gp, int64_t Lp, int64_t HD) {
+                        int64_t Gp, int64_t Lp, int64_t HD, int64_t packedN) {
     if (ag_vec8(HD, dst, src)) {
         const int64_t n = nseq * NKV * Lp * Gp * (HD / 8);
         k_ag_pad<uint4><<<lt_blocks(n, 256), 256, 0, c->stream>>>((uint4 *)dst, (const uint4 *)src, cu, nseq, NKV, Gp,
-                                                                  Lp, HD / 8);
+                                                                  Lp, HD / 8, packedN);
     } else {
         const int64_t n = nseq * NKV * Lp * Gp * HD;
         k_ag_pad<uint16_t><<<lt_blocks(n, 256), 256, 0, c->stream>>>((uint16_t *)dst, (const uint16_t *)src, cu, nseq,
-                                                                     NKV, Gp, Lp, HD);
+                                                                     NKV, Gp, Lp, HD, packedN);
     }
     LT_LAUNCH_CHECK("k_ag_pad");
     return LT_OK;
@@ -310,23 +365,23 @@ static lt_status ag_pad(lt_cuda *c, void *dst, const void *src, const int32_t *c
 
 template <typename T, typename S>
 static lt_status ag_unpad(lt_cuda *c, T *dst, const S *src, const int32_t *cu, int32_t nseq, int64_t N, int64_t NKV,
-                          int64_t Gp, int64_t Lp, int64_t HD) {
-    if (ag_vec8(HD, dst, src) && (sizeof(S) == 2 || HD % 8 == 0)) {
+                          int64_t Gp, int64_t Lp, int64_t HD, int packed) {
+    if (ag_vec8(HD, dst, src)) {
         const int64_t n = N * NKV * Gp * (HD / 8);
-        k_ag_unpad<T, S, 8><<<lt_blocks(n, 256), 256, 0, c->stream>>>(dst, src, cu, nseq, N, NKV, Gp, Lp, HD);
+        k_ag_unpad<T, S, 8><<<lt_blocks(n, 256), 256, 0, c->stream>>>(dst, src, cu, nseq, N, NKV, Gp, Lp, HD, packed);
     } else {
         const int64_t n = N * NKV * Gp * HD;
-        k_ag_unpad<T, S, 1><<<lt_blocks(n, 256), 256, 0, c->stream>>>(dst, src, cu, nseq, N, NKV, Gp, Lp, HD);
+        k_ag_unpad<T, S, 1><<<lt_blocks(n, 256), 256, 0, c->stream>>>(dst, src, cu, nseq, N, NKV, Gp, Lp, HD, packed);
     }
     LT_LAUNCH_CHECK("k_ag_unpad");
     return LT_OK;
 }
 
 /* the key columns a block of query positions [t0, t1) can reach: [c0, c1), multiples of 16 */
-static void ag_cols(const ag_plan &p, int64_t t0, int64_t t1, int64_t window, int64_t *c0, int64_t *nc) {
+static void ag_cols(const ag_plan &p, int64_t t0, int64_t t1, int64_t *c0, int64_t *nc) {
     int64_t c1 = (t1 + 15) / 16 * 16;
     if (c1 > p.Lp) c1 = p.Lp;
-    int64_t a = window > 0 && t0 - window + 1 > 0 ? t0 - window + 1 : 0;
+    int64_t a = p.Wc > 0 && t0 - p.Wc + 1 > 0 ? t0 - p.Wc + 1 : 0;
     a = a / 16 * 16;
     *c0 = a;
     *nc = c1 - a;
@@ -336,11 +391,7 @@ static unsigned ag_threads(int64_t nc) { return nc >= 1024 ? 256 : 128; }
 
 int lt_cuda_attention_gemm_ok(lt_backend *be, int64_t N, int32_t nseq, int32_t max_seqlen) {
     lt_cuda *c = lt_cuda_of(be);
-    if (g_ag_off || !c->cublas || nseq <= 0 || max_seqlen <= 0) return 0;
-    /* a batch of many short sequences beside a long one would pad into far more rows than it
-     * has: the per-query kernels take it */
-    const int64_t Lp = ((int64_t)max_seqlen + 15) / 16 * 16;
-    return (int64_t)nseq * Lp <= 8 * N + 4096;
+    return !g_ag_off && c->cublas && nseq > 0 && max_seqlen > 0;
 }
 
 template <typename T>
@@ -351,27 +402,28 @@ static lt_status ag_fwd(lt_backend *be, T *out, float *lse, const T *q, const T 
     cudaStream_t s = c->stream;
     const int64_t G = NH / NKV;
     ag_plan p;
-    ag_make_plan(nseq, Lmax, NKV, G, g_ag_budget, &p);
-    const int64_t Lp = p.Lp;
-    const size_t qb = lt_align256((size_t)(nseq * NH * Lp * HD) * sizeof(T)),
-                 kb = lt_align256((size_t)(nseq * NKV * Lp * HD) * sizeof(T));
+    ag_make_plan(nseq, N, Lmax, NKV, G, window, g_ag_budget, &p);
+    const int64_t Lp = p.Lp, ns = p.nseq_e, pN = p.packed ? N : 0;
+    const size_t qb = lt_align256((size_t)(ns * NH * Lp * HD) * sizeof(T)),
+                 kb = lt_align256((size_t)(ns * NKV * Lp * HD) * sizeof(T));
     void *scr;
-    LT_TRY(lt_cuda_scratch(c, qb + 2 * kb + p.score_bytes, &scr));
+    LT_TRY(lt_cuda_scratch(c, qb + 2 * kb + lt_align256(p.score_bytes), &scr));
     char *cur = (char *)scr;
     T *Qp = (T *)lt_carve(&cur, qb), *Kp = (T *)lt_carve(&cur, kb), *Vp = (T *)lt_carve(&cur, kb);
     float *S = (float *)lt_carve(&cur, p.score_bytes);
-    LT_TRY(ag_pad(c, Qp, q, cu, nseq, NKV, G, Lp, HD));
-    LT_TRY(ag_pad(c, Kp, k, cu, nseq, NKV, 1, Lp, HD));
-    LT_TRY(ag_pad(c, Vp, v, cu, nseq, NKV, 1, Lp, HD));
+    LT_TRY(ag_pad(c, Qp, q, cu, ns, NKV, G, Lp, HD, pN));
+    LT_TRY(ag_pad(c, Kp, k, cu, ns, NKV, 1, Lp, HD, pN));
+    LT_TRY(ag_pad(c, Vp, v, cu, ns, NKV, 1, Lp, HD, pN));
     ag_blk kb_;
-    kb_.cu = cu; kb_.N = N; kb_.NKV = NKV; kb_.G = G; kb_.scale = scale; kb_.cap = cap; kb_.window = window;
+    kb_.cu = cu; kb_.nseq = nseq; kb_.packed = p.packed; kb_.N = N; kb_.NKV = NKV; kb_.G = G;
+    kb_.scale = scale; kb_.cap = cap; kb_.window = window;
     const int64_t sQ = G * Lp * HD, sK = Lp * HD;
     for (int64_t p0 = 0; p0 < p.pairs; p0 += p.np) {
         const int64_t npc = p.pairs - p0 < p.np ? p.pairs - p0 : p.np;
-        for (int64_t t0 = 0; t0 < Lmax; t0 += p.TB) {
-            const int64_t t1 = t0 + p.TB < Lmax ? t0 + p.TB : Lmax;
+        for (int64_t t0 = 0; t0 < p.Lt; t0 += p.TB) {
+            const int64_t t1 = t0 + p.TB < p.Lt ? t0 + p.TB : p.Lt;
             int64_t c0, nc;
-            ag_cols(p, t0, t1, window, &c0, &nc);
+            ag_cols(p, t0, t1, &c0, &nc);
             const int64_t m0 = t0 * G, mr = (t1 - t0) * G;
             T *QB = Qp + p0 * sQ + m0 * HD;
             const T *KB = Kp + p0 * sK + c0 * HD, *VB = Vp + p0 * sK + c0 * HD;
@@ -384,7 +436,7 @@ static lt_status ag_fwd(lt_backend *be, T *out, float *lse, const T *q, const T 
                            c->act_type, HD, sQ, npc));
         }
     }
-    return ag_unpad<T, T>(c, out, Qp, cu, nseq, N, NKV, G, Lp, HD);
+    return ag_unpad<T, T>(c, out, Qp, cu, nseq, N, NKV, G, Lp, HD, p.packed);
 }
 
 template <typename T>
@@ -395,34 +447,35 @@ static lt_status ag_bwd(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, cons
     cudaStream_t s = c->stream;
     const int64_t G = NH / NKV;
     ag_plan p;
-    ag_make_plan(nseq, Lmax, NKV, G, g_ag_budget, &p);
-    const int64_t Lp = p.Lp;
-    const size_t qb = lt_align256((size_t)(nseq * NH * Lp * HD) * sizeof(T)),
-                 kb = lt_align256((size_t)(nseq * NKV * Lp * HD) * sizeof(T)),
-                 kf = lt_align256((size_t)(nseq * NKV * Lp * HD) * 4), db = lt_align256((size_t)(NH * N) * 4);
+    ag_make_plan(nseq, N, Lmax, NKV, G, window, g_ag_budget, &p);
+    const int64_t Lp = p.Lp, ns = p.nseq_e, pN = p.packed ? N : 0;
+    const size_t qb = lt_align256((size_t)(ns * NH * Lp * HD) * sizeof(T)),
+                 kb = lt_align256((size_t)(ns * NKV * Lp * HD) * sizeof(T)),
+                 kf = lt_align256((size_t)(ns * NKV * Lp * HD) * 4), db = lt_align256((size_t)(NH * N) * 4);
     void *scr;
-    LT_TRY(lt_cuda_scratch(c, 2 * qb + 2 * kb + 2 * kf + db + 2 * p.score_bytes, &scr));
+    LT_TRY(lt_cuda_scratch(c, 2 * qb + 2 * kb + 2 * kf + db + 2 * lt_align256(p.score_bytes), &scr));
     char *cur = (char *)scr;
     T *Qp = (T *)lt_carve(&cur, qb), *dOp = (T *)lt_carve(&cur, qb);
     T *Kp = (T *)lt_carve(&cur, kb), *Vp = (T *)lt_carve(&cur, kb);
     float *dKf = (float *)lt_carve(&cur, kf), *dVf = (float *)lt_carve(&cur, kf), *D = (float *)lt_carve(&cur, db);
     float *S = (float *)lt_carve(&cur, p.score_bytes), *dP = (float *)lt_carve(&cur, p.score_bytes);
-    LT_TRY(ag_pad(c, Qp, q, cu, nseq, NKV, G, Lp, HD));
-    LT_TRY(ag_pad(c, dOp, dout, cu, nseq, NKV, G, Lp, HD));
-    LT_TRY(ag_pad(c, Kp, k, cu, nseq, NKV, 1, Lp, HD));
-    LT_TRY(ag_pad(c, Vp, v, cu, nseq, NKV, 1, Lp, HD));
+    LT_TRY(ag_pad(c, Qp, q, cu, ns, NKV, G, Lp, HD, pN));
+    LT_TRY(ag_pad(c, dOp, dout, cu, ns, NKV, G, Lp, HD, pN));
+    LT_TRY(ag_pad(c, Kp, k, cu, ns, NKV, 1, Lp, HD, pN));
+    LT_TRY(ag_pad(c, Vp, v, cu, ns, NKV, 1, Lp, HD, pN));
     k_ag_D<T><<<(unsigned)((N * NH * 32 + 255) / 256), 256, 0, s>>>(D, dout, out, N, NH, HD);
     LT_LAUNCH_CHECK("k_ag_D");
     LT_CUDA_TRY(cudaMemsetAsync(dKf, 0, 2 * kf, s)); /* dKf and dVf are adjacent */
     ag_blk kb_;
-    kb_.cu = cu; kb_.N = N; kb_.NKV = NKV; kb_.G = G; kb_.scale = scale; kb_.cap = cap; kb_.window = window;
+    kb_.cu = cu; kb_.nseq = nseq; kb_.packed = p.packed; kb_.N = N; kb_.NKV = NKV; kb_.G = G;
+    kb_.scale = scale; kb_.cap = cap; kb_.window = window;
     const int64_t sQ = G * Lp * HD, sK = Lp * HD;
     for (int64_t p0 = 0; p0 < p.pairs; p0 += p.np) {
         const int64_t npc = p.pairs - p0 < p.np ? p.pairs - p0 : p.np;
-        for (int64_t t0 = 0; t0 < Lmax; t0 += p.TB) {
-            const int64_t t1 = t0 + p.TB < Lmax ? t0 + p.TB : Lmax;
+        for (int64_t t0 = 0; t0 < p.Lt; t0 += p.TB) {
+            const int64_t t1 = t0 + p.TB < p.Lt ? t0 + p.TB : p.Lt;
             int64_t c0, nc;
-            ag_cols(p, t0, t1, window, &c0, &nc);
+            ag_cols(p, t0, t1, &c0, &nc);
             const int64_t m0 = t0 * G, mr = (t1 - t0) * G;
             T *QB = Qp + p0 * sQ + m0 * HD;
             const T *dOB = dOp + p0 * sQ + m0 * HD;
@@ -445,9 +498,9 @@ static lt_status ag_bwd(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, cons
                            c->act_type, HD, sQ, npc));
         }
     }
-    LT_TRY((ag_unpad<T, T>(c, dq, Qp, cu, nseq, N, NKV, G, Lp, HD)));
-    LT_TRY((ag_unpad<T, float>(c, dk, dKf, cu, nseq, N, NKV, 1, Lp, HD)));
-    return ag_unpad<T, float>(c, dv, dVf, cu, nseq, N, NKV, 1, Lp, HD);
+    LT_TRY((ag_unpad<T, T>(c, dq, Qp, cu, nseq, N, NKV, G, Lp, HD, p.packed)));
+    LT_TRY((ag_unpad<T, float>(c, dk, dKf, cu, nseq, N, NKV, 1, Lp, HD, p.packed)));
+    return ag_unpad<T, float>(c, dv, dVf, cu, nseq, N, NKV, 1, Lp, HD, p.packed);
 }
 
 lt_status lt_cuda_attention_gemm_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,

@@ -4,7 +4,7 @@
  * activations (Gemma's embedding scale); attention with a score scale, soft-capping or a sliding
  * window (the flash kernels of attention.cu take the plain case at head dim 64/128, the cuBLAS
  * path of attn_gemm.cu everything else, these plain per-query kernels only where that cannot
- * run, and the KV-cache case) and the soft-capped LM head (lm_head_logits
+ * run (no cuBLAS handle), and the KV-cache case) and the soft-capped LM head (lm_head_logits
  * chunks, a capped CE kernel, linear_bwd_input back through the head). The CPU twins are in
  * lib/backend/cpu (cpu_layers.c, cpu_attention.c, cpu_lm_head.c); tests/cuda/test_cuda_families.c
  * compares them. */
@@ -332,7 +332,7 @@ static int attn_plain(const lt_attn_opts *o, int64_t HD, int64_t len) {
 }
 
 /* which kernels take a training / prefill attention: the flash kernels for the plain options at
- * the head dims they have; else the cuBLAS path; else (no cuBLAS, a batch that pads too far)
+ * the head dims they have; else the cuBLAS path; else (no cuBLAS handle, max_seqlen unknown)
  * the portable kernels of attention.cu for plain options and this file's for the others */
 enum { FAM_FLASH, FAM_GEMM, FAM_PLAIN };
 static int attn_route(lt_backend *be, const lt_attn_opts *o, int64_t N, int32_t nseq, int32_t max_seqlen,

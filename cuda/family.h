@@ -25,9 +25,9 @@ lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv
 lt_status lt_cuda_attention_opt_kv(lt_backend *be, void *out, const void *q, const void *kc, const void *vc,
                                    int64_t past, int64_t n, int64_t NH, int64_t NKV, int64_t HD,
                                    const lt_attn_opts *o);
-/* attn_gemm.cu: attention with options on cuBLAS products over a padded copy of the packed
- * sequences (any head dim, scale, soft-cap, window, GQA); _ok: whether it can take the batch
- * (a cuBLAS handle, and padding to max_seqlen of at most ~8x the tokens) */
+/* attn_gemm.cu: attention with options on cuBLAS products over a padded (or, for many short
+ * records, packed) copy of the sequences (any head dim, scale, soft-cap, window, GQA); _ok:
+ * whether it can take the batch (a cuBLAS handle, max_seqlen known) */
 int lt_cuda_attention_gemm_ok(lt_backend *be, int64_t N, int32_t nseq, int32_t max_seqlen);
 lt_status lt_cuda_attention_gemm_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                                      const int32_t *cu, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,

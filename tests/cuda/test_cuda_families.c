@@ -1,8 +1,9 @@
 /* test_cuda_families.c - the model-family ops of the CUDA backend (cuda/family.cu) against the
  * CPU reference on random inputs (rotary embedding with llama3 / yarn frequencies, GELU-tanh
  * gating forward and backward, the activation scale, attention with options: the cuBLAS path of
- * cuda/attn_gemm.cu at head dims 32-256, GQA/MQA, packed sequences with an empty one and one
- * longer than the window, a small score buffer, and the fallback kernels; bf16 tolerance),
+ * cuda/attn_gemm.cu in both layouts at head dims 32-256, GQA/MQA, packed sequences with an empty
+ * one and one longer than the window, a small score buffer, and the fallback kernels; bf16
+ * tolerance),
  * then every family fixture
  * (tests/fixtures/families) trained one pass on CUDA in bf16: the batch loss within 2e-2 relative
  * of transformers + PEFT's (fp64), every LoRA gradient within max(2e-2, 1.25 x the worst error of
@@ -173,24 +174,30 @@ static void check_ops(lt_backend *cpu, lt_backend *gpu) {
     /* attention with options against the CPU, forward and backward: the cuBLAS path of
      * cuda/attn_gemm.cu (the flash kernels take none of these: test_cuda_ops covers them) */
     {
+        /* the layout attn_gemm.cu's plan takes (named in each label) follows from the shapes */
         static const int32_t cu3[] = {0, 11, 30, 37};
         /* Gemma-2-like: head dim 256, 4 query heads per kv head, an empty sequence (lt_batch_pad
-         * makes them) and one longer than the window */
+         * makes them) and one longer than the window: the packed layout */
         static const int32_t cu5[] = {0, 70, 70, 75, 206, 226};
+        /* sequences of one length (the benchmark's shapes): the padded layout */
+        static const int32_t cue[] = {0, 128, 256, 384}, cu2[] = {0, 96, 192};
         const lt_attn_opts o1 = {0.3f, 5.0f, 6}, o2 = {0.0625f, 3.0f, 100}, o3 = {0.0625f, 0.0f, 0},
-                           o4 = {0.1f, 20.0f, 0}, o5 = {0.0625f, 50.0f, 40};
-        check_attn(cpu, gpu, "3 sequences, head dim 32, GQA 2", 3, cu3, 19, 4, 2, 32, &o1, 2.0f);
-        check_attn(cpu, gpu, "5 sequences, head dim 256, GQA 4", 5, cu5, 131, 8, 2, 256, &o2, 4.0f);
-        check_attn(cpu, gpu, "head dim 256, plain options", 5, cu5, 131, 8, 2, 256, &o3, 2.0f);
-        check_attn(cpu, gpu, "head dim 128, no GQA, soft-cap", 5, cu5, 131, 4, 4, 128, &o4, 2.0f);
-        check_attn(cpu, gpu, "head dim 72, MQA", 3, cu3, 19, 6, 1, 72, &o1, 2.0f);
-        /* a 64 KiB score buffer: several products per block, 16-position blocks, windows that
-         * start past column 0 */
+                           o4 = {0.1f, 20.0f, 0}, o5 = {0.0625f, 50.0f, 40}, o6 = {0.0625f, 50.0f, 0},
+                           o7 = {0.0625f, 3.0f, 48};
+        check_attn(cpu, gpu, "packed, 3 sequences, head dim 32, GQA 2", 3, cu3, 19, 4, 2, 32, &o1, 2.0f);
+        check_attn(cpu, gpu, "packed, 5 sequences, head dim 256, GQA 4", 5, cu5, 131, 8, 2, 256, &o2, 4.0f);
+        check_attn(cpu, gpu, "packed, head dim 256, plain options", 5, cu5, 131, 8, 2, 256, &o3, 2.0f);
+        check_attn(cpu, gpu, "packed, head dim 72, MQA", 3, cu3, 19, 6, 1, 72, &o1, 2.0f);
+        check_attn(cpu, gpu, "padded, 3 x 128, head dim 256, GQA 4", 3, cue, 128, 8, 2, 256, &o6, 4.0f);
+        check_attn(cpu, gpu, "padded, 2 x 96, head dim 128, no GQA, soft-cap", 2, cu2, 96, 4, 4, 128, &o4, 2.0f);
+        /* a 64 KiB score buffer: several products per block, short blocks, windows that start
+         * past column 0 */
         lt_cuda_attention_gemm_budget(64 << 10);
-        check_attn(cpu, gpu, "head dim 256, GQA 4, small score buffer", 5, cu5, 131, 8, 2, 256, &o5, 4.0f);
+        check_attn(cpu, gpu, "packed, small score buffer", 5, cu5, 131, 8, 2, 256, &o5, 4.0f);
+        check_attn(cpu, gpu, "padded, small score buffer", 3, cue, 128, 8, 2, 256, &o7, 4.0f);
         lt_cuda_attention_gemm_budget(0);
-        /* the fallback (no cuBLAS handle, a batch that pads too far): family.cu's per-query
-         * kernels, and attention.cu's portable ones for plain options */
+        /* the fallback (no cuBLAS handle): family.cu's per-query kernels, and attention.cu's
+         * portable ones for plain options */
         lt_cuda_attention_gemm_force_off(1);
         check_attn(cpu, gpu, "fallback kernels", 3, cu3, 19, 4, 2, 32, &o1, 2.0f);
         check_attn(cpu, gpu, "fallback kernels, plain options", 5, cu5, 131, 8, 2, 256, &o3, 2.0f);
