@@ -474,8 +474,9 @@ typedef struct lt_train_params {
      * sequences that carry no loss and attend only to themselves, and the pass's gradient scale is
      * a power of two (the 1/labelled-tokens factor applied after the window), so that passes of
      * varying records have few distinct shapes, which a backend with graphs (CUDA) records once and
-     * replays. The same records, losses, dropout masks and (to rounding) gradients as 0. Default 1;
-     * 0 = every pass exactly its records' tokens. */
+     * replays. The same records, losses, dropout masks and (to rounding) gradients as 0. Default 0
+     * (every pass exactly its records' tokens): on an H100 the notebook's recipe ran at 30,443
+     * tokens/s with buckets and 31,221 without (steps 11-40), so they stay opt-in. */
     int32_t bucket_passes;
 } lt_train_params;
 LT_API void lt_train_params_init(lt_train_params *params);

@@ -113,7 +113,7 @@ static const opt_def opts[] = {
     {"fuse_micro_batches", TR, K_BOOL, T_(fuse_micro_batches), NULL, NULL, NULL, "run a window's short micro-batches as one "
      "pass while they fit batch-size x the longest record, or 4096 tokens (same records and loss)"},
     {"bucket_passes", TR, K_BOOL, T_(bucket_passes), NULL, NULL, NULL, "pad each pass to one of a few token counts with "
-     "dummy sequences that carry no loss, so that CUDA graphs replay (same records, losses and dropout)"},
+     "dummy sequences that carry no loss, so that CUDA graphs replay (same records, losses and dropout; off by default)"},
     {"lora_r", TR, K_INT, L_(r), NULL, NULL, "N", "LoRA rank"},
     {"lora_alpha", TR, K_FLT, L_(alpha), NULL, NULL, "X", "LoRA alpha"},
     {"lora_dropout", TR, K_FLT, L_(dropout), NULL, NULL, "X", "dropout on the LoRA branch's input"},

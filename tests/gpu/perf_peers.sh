@@ -11,7 +11,7 @@
 #   warm-up 50, cosine: every one a `loratune train` default):
 #     loratune   `loratune train` NB_STEPS steps (default 100); tokens/s over steps > NB_WARM
 #                (default 10) from log.jsonl (each step's tokens and seconds); once with the
-#                default token-budget buckets and (PERF_AB=1) once with --no-bucket-passes;
+#                token-budget buckets (--bucket-passes) and (PERF_AB=1) once with --no-bucket-passes;
 #                peak GiB from `loratune bench --data` (the same recipe, 20 steps)
 #     Unsloth    peer_notebook.py (FastLanguageModel + TRL SFTTrainer, the notebook's arguments)
 #                for UNS_NB_STEPS steps (default 30; the seed notebook runs 100: fewer to fit
@@ -101,7 +101,7 @@ nb_train() {  # name [flags]: loratune train with the notebook's arguments (ever
   note "loratune train $name exit $rc"; tail -3 "$OUT/$name.log"
   [ $rc = 0 ] && cp "$OUT/$name/log.jsonl" "$OUT/$name.jsonl"
 }
-if [ "$(left)" -gt 250 ]; then nb_train lt_nb; else skip "budget" lt_nb; fi
+if [ "$(left)" -gt 250 ]; then nb_train lt_nb --bucket-passes; else skip "budget" lt_nb; fi
 if [ "$AB" = 1 ] && [ "$(left)" -gt 250 ]; then nb_train lt_nb_nobucket --no-bucket-passes; fi
 
 # --- transformers + PEFT (bf16 base), the repository's script -----------------------------------
