@@ -716,7 +716,9 @@ static void dec_mark(lt_cuda_decoder *d, int kind) {
 
 static int g_use_graphs = 1;
 extern "C" void lt_cuda_decoder_use_graphs(int on) { g_use_graphs = on; }
-static int g_use_pdl = 1;
+/* programmatic dependent launch: off until measured and checked on a GPU (test_generate_batch_cuda compares it with
+ * plain launches, bench_generate times both); written and compile-checked only (see NOTES.md) */
+static int g_use_pdl = 0;
 extern "C" void lt_cuda_decoder_use_pdl(int on) { g_use_pdl = on; }
 __global__ void k_dec_spin(long long ns);
 
