@@ -14,34 +14,11 @@
 #include "data/dataset.h"
 #include "core/rng.h"
 #include "../../cuda/cuda_test.h"
+#include "lt_test_lora.h"
 #include <stdint.h>
 
-typedef struct grads {
-    float *v;
-    size_t n, cap;
-    lt_backend *be;
-} grads;
-
-static void collect(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
-    grads *g = vctx;
-    (void)layer; (void)proj;
-    size_t need = g->n + (size_t)(t->r * t->in + t->out * t->r);
-    if (need > g->cap) { g->cap = need * 2; g->v = realloc(g->v, g->cap * sizeof(float)); }
-    CHECK_OK(m->be->ops.download(m->be, g->v + g->n, t->dA, (size_t)(t->r * t->in) * 4));
-    g->n += (size_t)(t->r * t->in);
-    CHECK_OK(m->be->ops.download(m->be, g->v + g->n, t->dB, (size_t)(t->out * t->r) * 4));
-    g->n += (size_t)(t->out * t->r);
-}
-
-/* B of a fresh adapter: seeded values (the same on both devices), so that dA is not zero */
-static void seed_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
-    (void)vctx;
-    size_t n = (size_t)(t->out * t->r);
-    float *h = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) h[i] = 0.05f * (2.0f * lt_rng_uniform(99, (uint64_t)(layer * 16 + proj), i) - 1.0f);
-    CHECK_OK(m->be->ops.upload(m->be, t->B, h, n * sizeof(float)));
-    free(h);
-}
+typedef lt_test_grads grads;
+static const uint64_t b_seed = 99; /* the seeded B of a fresh adapter (lt_test_seed_b) */
 
 /* one forward+backward on `device`; the loss sum and all LoRA gradients come back. rank 0:
  * the fixture's PEFT adapter; else a fresh adapter of that rank on all seven projections. */
@@ -67,7 +44,7 @@ static int run(const char *fixture, int device, int quant, int rank, const lt_ba
         lp.r = rank;
         lp.alpha = 2.0f * (float)rank;
         CHECK_OK(lt_model_add_lora(m, &lp));
-        lt_model_foreach_lora(m, seed_b, NULL);
+        lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
     }
     m->lora.dropout = 0.1f; /* exercise the shared dropout masks */
     lt_graph_pass pass = {1, 42, 3, 0};
@@ -76,7 +53,7 @@ static int run(const char *fixture, int device, int quant, int rank, const lt_ba
     CHECK_OK(st);
     *loss = sum / (double)b->n_targets;
     memset(g, 0, sizeof *g);
-    lt_model_foreach_lora(m, collect, g);
+    lt_model_foreach_lora(m, lt_test_collect_grads, g);
     lt_model_free(m);
     return st == LT_OK;
 }
@@ -110,7 +87,7 @@ static int passes(int graphs, const lt_batch *b3, double *loss, grads *g, long *
     lp.r = 16;
     lp.alpha = 32;
     CHECK_OK(lt_model_add_lora(m, &lp));
-    lt_model_foreach_lora(m, seed_b, NULL);
+    lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
     m->lora.dropout = 0.1f;
     m->be->deterministic = 1; /* no atomics: two op-by-op runs give the same bits too */
     lt_status st = LT_OK;
@@ -125,7 +102,7 @@ static int passes(int graphs, const lt_batch *b3, double *loss, grads *g, long *
     }
     *launches = lt_cuda_graph_launches(m->be);
     memset(g, 0, sizeof *g);
-    lt_model_foreach_lora(m, collect, g);
+    lt_model_foreach_lora(m, lt_test_collect_grads, g);
     lt_model_free(m);
     return st == LT_OK;
 }

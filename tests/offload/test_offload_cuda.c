@@ -12,33 +12,12 @@
 #include "data/dataset.h"
 #include "core/rng.h"
 #include "../../cuda/cuda_test.h"
+#include "lt_test_lora.h"
 
 #define NPASS 8
 
-typedef struct grads {
-    float *v;
-    size_t n, cap;
-} grads;
-
-static void collect(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
-    grads *g = vctx;
-    (void)layer; (void)proj;
-    size_t need = g->n + (size_t)(t->r * t->in + t->out * t->r);
-    if (need > g->cap) { g->cap = need * 2; g->v = realloc(g->v, g->cap * sizeof(float)); }
-    CHECK_OK(m->be->ops.download(m->be, g->v + g->n, t->dA, (size_t)(t->r * t->in) * 4));
-    g->n += (size_t)(t->r * t->in);
-    CHECK_OK(m->be->ops.download(m->be, g->v + g->n, t->dB, (size_t)(t->out * t->r) * 4));
-    g->n += (size_t)(t->out * t->r);
-}
-
-static void seed_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
-    (void)vctx;
-    size_t n = (size_t)(t->out * t->r);
-    float *h = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) h[i] = 0.05f * (2.0f * lt_rng_uniform(7, (uint64_t)(layer * 16 + proj), i) - 1.0f);
-    CHECK_OK(m->be->ops.upload(m->be, t->B, h, n * sizeof(float)));
-    free(h);
-}
+typedef lt_test_grads grads;
+static const uint64_t b_seed = 7; /* the seeded B of a fresh adapter (lt_test_seed_b) */
 
 static void shrink_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
     (void)layer; (void)proj; (void)vctx;
@@ -61,7 +40,7 @@ static int passes(const char *dir, int offload, int graphs, const lt_batch *b3, 
     lp.r = 16;
     lp.alpha = 32;
     CHECK_OK(lt_model_add_lora(m, &lp));
-    lt_model_foreach_lora(m, seed_b, NULL);
+    lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
     m->lora.dropout = 0.1f;
     m->be->deterministic = 1;
     lt_status st = LT_OK;
@@ -76,7 +55,7 @@ static int passes(const char *dir, int offload, int graphs, const lt_batch *b3, 
     }
     *launches = lt_cuda_graph_launches(m->be);
     memset(g, 0, sizeof *g);
-    lt_model_foreach_lora(m, collect, g);
+    lt_model_foreach_lora(m, lt_test_collect_grads, g);
     lt_model_free(m);
     return st == LT_OK;
 }
