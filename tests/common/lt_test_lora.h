@@ -4,9 +4,13 @@
 #ifndef LT_TEST_LORA_H
 #define LT_TEST_LORA_H
 #include "model/model.h"
+#include "model/graph.h"
 #include "core/rng.h"
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+long lt_cuda_graph_launches(lt_backend *be); /* cuda/cuda_test.h */
 
 typedef struct lt_test_grads {
     float *v;
@@ -37,5 +41,53 @@ static inline void lt_test_seed_b(lt_model *m, int layer, int proj, lt_lora_tens
     for (size_t i = 0; i < n; i++) h[i] = 0.05f * (2.0f * lt_rng_uniform(seed, (uint64_t)(layer * 16 + proj), i) - 1.0f);
     CHECK_OK(m->be->ops.upload(m->be, t->B, h, n * sizeof(float)));
     free(h);
+}
+/* lt_model_foreach_lora callback: B *= 0.75, as an optimizer step would change it */
+static inline void lt_test_shrink_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *ctx) {
+    (void)layer; (void)proj; (void)ctx;
+    CHECK_OK(m->be->ops.scale(m->be, t->B, (int64_t)(t->out * t->r), 0.75f));
+}
+
+/* npass forward+backward passes on CUDA of the model in dir (NF4, max 256 tokens) with a fresh
+ * r=16 adapter (B seeded with b_seed), LoRA dropout 0.1 and deterministic kernels: b3[0] and b3[1]
+ * alternate, b3[2] (larger: the graph buffers grow) is the fifth; B shrinks after each pass.
+ * graphs 0: loaded with LT_CUDA_GRAPHS=0; offload: the checkpoints in host memory. loss[i]: each
+ * pass's loss sum; g: the accumulated LoRA gradients; *launches: passes that ran as a graph.
+ * Returns 1 when every pass ran. */
+static inline int lt_test_cuda_passes(const char *dir, int npass, uint64_t b_seed, int graphs, int offload,
+                                      const lt_batch *b3, double *loss, lt_test_grads *g, long *launches) {
+    if (!graphs) setenv("LT_CUDA_GRAPHS", "0", 1);
+    lt_model_params mp;
+    lt_model_params_init(&mp);
+    mp.device = LT_DEVICE_CUDA;
+    mp.quant = LT_QUANT_NF4;
+    mp.max_seq_len = 256;
+    lt_model *m = NULL;
+    CHECK_OK(lt_model_load(dir, &mp, &m));
+    unsetenv("LT_CUDA_GRAPHS");
+    if (!m) return 0;
+    lt_lora_params lp;
+    lt_lora_params_init(&lp);
+    lp.r = 16;
+    lp.alpha = 32;
+    CHECK_OK(lt_model_add_lora(m, &lp));
+    lt_model_foreach_lora(m, lt_test_seed_b, &b_seed);
+    m->lora.dropout = 0.1f;
+    m->be->deterministic = 1; /* no atomics: two op-by-op runs give the same bits too */
+    lt_status st = LT_OK;
+    for (int i = 0; i < npass && st == LT_OK; i++) {
+        lt_graph_pass pass = {1, 42, (uint64_t)(3 + i), 0, offload};
+        double sum = 0;
+        const lt_batch *b = i == 4 ? &b3[2] : &b3[i & 1];
+        st = lt_graph_forward_backward(m, b, (float)(1.0 / (double)b->n_targets), &pass, &sum);
+        CHECK_OK(st);
+        loss[i] = sum;
+        lt_model_foreach_lora(m, lt_test_shrink_b, NULL);
+    }
+    *launches = lt_cuda_graph_launches(m->be);
+    memset(g, 0, sizeof *g);
+    lt_model_foreach_lora(m, lt_test_collect_grads, g);
+    lt_model_free(m);
+    return st == LT_OK;
 }
 #endif

@@ -58,11 +58,6 @@ static int run(const char *fixture, int device, int quant, int rank, const lt_ba
     return st == LT_OK;
 }
 
-static void shrink_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *vctx) {
-    (void)layer; (void)proj; (void)vctx;
-    CHECK_OK(m->be->ops.scale(m->be, t->B, (int64_t)(t->out * t->r), 0.75f)); /* as an optimizer step would */
-}
-
 /* NPASS passes on CUDA (graphs on or off): two batches of one shape, a larger batch after the
  * fourth (the graph buffers grow: memory is freed, the recorded graph must not run again), then
  * the first shape again; each pass's loss, then the accumulated LoRA gradients; *launches =
@@ -72,39 +67,7 @@ static int passes(int graphs, const lt_batch *b3, double *loss, grads *g, long *
     char dir[1024];
     const char *root = getenv("LT_REPO_ROOT") ? getenv("LT_REPO_ROOT") : LT_REPO_ROOT;
     snprintf(dir, sizeof dir, "%s/tests/fixtures/data/tiny-untied", root);
-    if (!graphs) setenv("LT_CUDA_GRAPHS", "0", 1);
-    lt_model_params mp;
-    lt_model_params_init(&mp);
-    mp.device = LT_DEVICE_CUDA;
-    mp.quant = LT_QUANT_NF4;
-    mp.max_seq_len = 256;
-    lt_model *m = NULL;
-    CHECK_OK(lt_model_load(dir, &mp, &m));
-    unsetenv("LT_CUDA_GRAPHS");
-    if (!m) return 0;
-    lt_lora_params lp;
-    lt_lora_params_init(&lp);
-    lp.r = 16;
-    lp.alpha = 32;
-    CHECK_OK(lt_model_add_lora(m, &lp));
-    lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
-    m->lora.dropout = 0.1f;
-    m->be->deterministic = 1; /* no atomics: two op-by-op runs give the same bits too */
-    lt_status st = LT_OK;
-    for (int i = 0; i < NPASS && st == LT_OK; i++) {
-        lt_graph_pass pass = {1, 42, (uint64_t)(3 + i), 0};
-        double sum = 0;
-        const lt_batch *b = i == 4 ? &b3[2] : &b3[i & 1];
-        st = lt_graph_forward_backward(m, b, (float)(1.0 / (double)b->n_targets), &pass, &sum);
-        CHECK_OK(st);
-        loss[i] = sum;
-        lt_model_foreach_lora(m, shrink_b, NULL);
-    }
-    *launches = lt_cuda_graph_launches(m->be);
-    memset(g, 0, sizeof *g);
-    lt_model_foreach_lora(m, lt_test_collect_grads, g);
-    lt_model_free(m);
-    return st == LT_OK;
+    return lt_test_cuda_passes(dir, NPASS, b_seed, graphs, 0, b3, loss, g, launches);
 }
 
 static void graphs_vs_ops(void) {
