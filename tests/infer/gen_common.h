@@ -1,10 +1,13 @@
 /* gen_common.h - helpers shared by the generation tests: a LoRA adapter with non-zero B (a
  * fresh PEFT init has B = 0, which would make the LoRA branch invisible), argmax, and greedy
- * tokens by full recomputation through lt_model_logits (no KV cache). */
+ * tokens by full recomputation through lt_model_logits (no KV cache), and how far generated tokens
+ * fall from the CPU argmax. */
 #ifndef LT_GEN_COMMON_H
 #define LT_GEN_COMMON_H
 #include "lt_test.h"
 #include "model/model.h"
+#include <math.h>
+#include <string.h>
 
 /* Attaches LoRA (r 8, all targets) and fills every B with deterministic values ~ U(-amp, amp). */
 static inline lt_status gen_add_random_lora(lt_model *m, float amp) {
@@ -54,4 +57,35 @@ static inline lt_status gen_greedy_recompute(lt_model *m, const int32_t *prompt,
     free(lg);
     return st;
 }
+/* largest |CPU max logit - CPU logit of the CUDA token| along the CUDA sequence, relative to
+ * the spread (std) of the logits; *exact (when not NULL): how many leading tokens are the CPU argmax */
+static inline double gen_worst_gap(lt_model *cpu, const int32_t *prompt, size_t np, const int32_t *toks, int n,
+                                   int *exact) {
+    int32_t V = cpu->cfg.vocab_size;
+    size_t len = np + (size_t)n;
+    int32_t *seq = malloc(sizeof *seq * len);
+    float *lg = malloc(sizeof *lg * len * (size_t)V);
+    memcpy(seq, prompt, np * sizeof *seq);
+    memcpy(seq + np, toks, (size_t)n * sizeof *seq);
+    double worst = 0;
+    int ex = 0;
+    if (lt_model_logits(cpu, seq, len - 1, lg) == LT_OK) {
+        for (int i = 0; i < n; i++) {
+            const float *row = lg + (np - 1 + (size_t)i) * (size_t)V;
+            int32_t b = gen_argmax(row, V);
+            double mean = 0, var = 0;
+            for (int32_t k = 0; k < V; k++) mean += row[k];
+            mean /= V;
+            for (int32_t k = 0; k < V; k++) var += (row[k] - mean) * (row[k] - mean);
+            double gap = (row[b] - row[toks[i]]) / sqrt(var / V + 1e-30);
+            if (gap > worst) worst = gap;
+            if (b == toks[i] && ex == i) ex++;
+        }
+    } else worst = INFINITY;
+    if (exact) *exact = ex;
+    free(seq);
+    free(lg);
+    return worst;
+}
+
 #endif

@@ -16,32 +16,6 @@
 #define NEW 20
 #define CAP 32
 
-/* largest (CPU max logit - CPU logit of the chosen token) / std of the logits along a sequence */
-static double worst_gap(lt_model *cpu, const int32_t *prompt, size_t np, const int32_t *toks, int n) {
-    int32_t V = cpu->cfg.vocab_size;
-    size_t len = np + (size_t)n;
-    int32_t *seq = malloc(sizeof *seq * len);
-    float *lg = malloc(sizeof *lg * len * (size_t)V);
-    memcpy(seq, prompt, np * sizeof *seq);
-    memcpy(seq + np, toks, (size_t)n * sizeof *seq);
-    double worst = 0;
-    if (lt_model_logits(cpu, seq, len - 1, lg) == LT_OK) {
-        for (int i = 0; i < n; i++) {
-            const float *row = lg + (np - 1 + (size_t)i) * (size_t)V;
-            int32_t b = gen_argmax(row, V);
-            double mean = 0, var = 0;
-            for (int32_t k = 0; k < V; k++) mean += row[k];
-            mean /= V;
-            for (int32_t k = 0; k < V; k++) var += (row[k] - mean) * (row[k] - mean);
-            double gap = (row[b] - row[toks[i]]) / sqrt(var / V + 1e-30);
-            if (gap > worst) worst = gap;
-        }
-    } else worst = INFINITY;
-    free(seq);
-    free(lg);
-    return worst;
-}
-
 /* rows of the batch against each prompt alone (seed + i); returns the first row that differs or -1 */
 static int first_differing_row(lt_model *m, int32_t *const *prompts, const size_t *lens, const lt_generate_params *gp,
                                const int32_t *out, const size_t *n_out) {
@@ -111,7 +85,7 @@ int main(int argc, char **argv) {
     CHECK_MSG(row < 0, "greedy: batched row %d differs from the prompt decoded alone", row);
     double worst = 0;
     for (int i = 0; i < NP; i++) {
-        double g = worst_gap(cpu, prompts[i], lens[i], out + i * CAP, (int)n_out[i]);
+        double g = gen_worst_gap(cpu, prompts[i], lens[i], out + i * CAP, (int)n_out[i], NULL);
         if (g > worst) worst = g;
     }
     printf("batched CUDA greedy (%d prompts, %d new): worst CPU logit gap of a chosen token %.4f std\n", NP, NEW, worst);
@@ -129,7 +103,7 @@ int main(int argc, char **argv) {
     CHECK_OK(lt_generate_batch(gpu, pp, lens, 3, &gp, again, CAP, n2));
     lt_generate_set_fast_decode(1);
     for (int i = 0; i < 3; i++)
-        CHECK_MSG(worst_gap(cpu, prompts[i], lens[i], again + i * CAP, (int)n2[i]) < 0.05,
+        CHECK_MSG(gen_worst_gap(cpu, prompts[i], lens[i], again + i * CAP, (int)n2[i], NULL) < 0.05,
                   "backend-ops batch row %d is off the CPU argmax", i);
 
     /* a stop id: rows that meet it end, the others go on as alone */

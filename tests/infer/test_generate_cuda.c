@@ -13,35 +13,6 @@
 #define NEW 24
 #ifdef LT_HAVE_CUDA
 
-/* largest |CPU max logit - CPU logit of the CUDA token| along the CUDA sequence, relative to
- * the spread (std) of the logits */
-static double worst_gap(lt_model *cpu, const int32_t *prompt, size_t np, const int32_t *toks, int n, int *exact) {
-    int32_t V = cpu->cfg.vocab_size;
-    size_t len = np + (size_t)n;
-    int32_t *seq = malloc(sizeof *seq * len);
-    float *lg = malloc(sizeof *lg * len * (size_t)V);
-    memcpy(seq, prompt, np * sizeof *seq);
-    memcpy(seq + np, toks, (size_t)n * sizeof *seq);
-    double worst = 0;
-    *exact = 0;
-    if (lt_model_logits(cpu, seq, len - 1, lg) == LT_OK) {
-        for (int i = 0; i < n; i++) {
-            const float *row = lg + (np - 1 + (size_t)i) * (size_t)V;
-            int32_t b = gen_argmax(row, V);
-            double mean = 0, var = 0;
-            for (int32_t k = 0; k < V; k++) mean += row[k];
-            mean /= V;
-            for (int32_t k = 0; k < V; k++) var += (row[k] - mean) * (row[k] - mean);
-            double gap = (row[b] - row[toks[i]]) / sqrt(var / V + 1e-30);
-            if (gap > worst) worst = gap;
-            if (b == toks[i] && *exact == i) (*exact)++;
-        }
-    } else worst = INFINITY;
-    free(seq);
-    free(lg);
-    return worst;
-}
-
 static int greedy(lt_model *m, const int32_t *prompt, size_t np, int n, int32_t *out) {
     lt_generate_params gp;
     lt_generate_params_init(&gp);
@@ -105,14 +76,14 @@ int main(int argc, char **argv) {
         while (same_cpu < NEW && c_fast[same_cpu] == c_cpu[same_cpu]) same_cpu++;
         while (same_ops < NEW && c_fast[same_ops] == c_ops[same_ops]) same_ops++;
         int exact = 0;
-        double gap = worst_gap(cpu, prompt, np, c_fast, NEW, &exact);
+        double gap = gen_worst_gap(cpu, prompt, np, c_fast, NEW, &exact);
         printf("[%s] CUDA decode kernels vs CPU greedy: %d/%d leading tokens equal; vs CUDA backend-ops decode: "
                "%d/%d; worst CPU logit gap of a CUDA token: %.4f std\n", tag, same_cpu, NEW, same_ops, NEW, gap);
         CHECK_MSG(same_cpu >= 16, "[%s] CUDA greedy equals CPU greedy for only %d tokens (need 16)", tag, same_cpu);
         CHECK_MSG(gap < 0.05, "[%s] a CUDA token is %.4f logit std below the CPU argmax", tag, gap);
         CHECK_MSG(memcmp(c_fast, c_nograph, sizeof c_fast) == 0, "[%s] graph replay differs from plain launches", tag);
         exact = 0;
-        gap = worst_gap(cpu, prompt, np, c_ops, NEW, &exact);
+        gap = gen_worst_gap(cpu, prompt, np, c_ops, NEW, &exact);
         CHECK_MSG(gap < 0.05, "[%s] backend-ops decode: a token is %.4f logit std below the CPU argmax", tag, gap);
     }
 
