@@ -41,6 +41,11 @@ struct lt_exporter {
 /* llama.cpp's architecture name of the config's family ("llama", "qwen2", ...; gguf_export.c),
  * NULL when there is none. */
 const char *lt_gguf_arch(const lt_config *c);
+/* llama.cpp's row order of a q or k projection's output rows (rows x cols floats, row-major) in
+ * place: Llama / Mistral interleave each head's two rope halves (the converter's
+ * LlamaModel.permute); every other family and projection is left as it is (gguf_export.c). The
+ * GGUF weights and the rows of a GGUF LoRA's B both go through it. */
+lt_status lt_gguf_permute_rows(const lt_config *c, int proj, float *x, int64_t rows, int64_t cols);
 /* Builds the tensor plan from the config (exporter.c). */
 lt_status lt_export_plan(lt_exporter *ex);
 /* Downloads the LoRA tensors (once). */

@@ -156,11 +156,14 @@ static lt_status lt_gguf_transform(const lt_exporter *ex, const lt_export_tensor
         for (int64_t i = 0; i < t->numel; i++) x[i] += 1.0f;
         return LT_OK;
     }
+    if (!(t->kind == LT_XT_PROJ || t->kind == LT_XT_BIAS)) return LT_OK;
+    return lt_gguf_permute_rows(c, t->proj, x, t->shape[0], t->ndim > 1 ? t->shape[1] : 1);
+}
+
+lt_status lt_gguf_permute_rows(const lt_config *c, int proj, float *x, int64_t rows, int64_t cols) {
     const int llama = c->family == LT_FAMILY_LLAMA || c->family == LT_FAMILY_MISTRAL;
-    if (!llama || !(t->kind == LT_XT_PROJ || t->kind == LT_XT_BIAS) || !(t->proj == LT_PROJ_Q || t->proj == LT_PROJ_K))
-        return LT_OK;
-    const int64_t nh = t->proj == LT_PROJ_Q ? c->num_heads : c->num_kv_heads, hd = t->shape[0] / nh;
-    const int64_t cols = t->ndim > 1 ? t->shape[1] : 1, half = hd / 2;
+    if (!llama || !(proj == LT_PROJ_Q || proj == LT_PROJ_K)) return LT_OK;
+    const int64_t nh = proj == LT_PROJ_Q ? c->num_heads : c->num_kv_heads, hd = rows / nh, half = hd / 2;
     float *tmp = lt_malloc((size_t)(hd * cols) * sizeof(float), "a permuted head");
     if (!tmp) return LT_ERR_OUT_OF_MEMORY;
     for (int64_t h = 0; h < nh; h++) {
