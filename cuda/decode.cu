@@ -1,9 +1,18 @@
 /* decode.cu - the fast decode step of generation on CUDA (see decode.h): single-token GEMV
  * kernels over NF4 or 16-bit weights with fused epilogues (bias, LoRA B, rotary + KV append,
- * SwiGLU, residual add, logits), the LoRA A products with the RMSNorm in front, split-K
- * attention over the KV cache, the embedding row, the argmax; then the launch sequence of one
- * step, captured once into a CUDA graph. Activations of the step stay f32 (only the KV cache
- * is 16-bit), so the step is at least as exact as the prefill through the training kernels. */
+ * the gated activation, residual add, logits), the LoRA A products with the RMSNorm in front,
+ * split-K attention over the KV cache, the embedding row, the argmax; then the launch sequence
+ * of one step, captured once into a CUDA graph. Activations of the step stay f32 (only the KV
+ * cache is 16-bit), so the step is at least as exact as the prefill through the training kernels.
+ *
+ * The step executes the model's layer description (lt_config): SiLU or GELU-tanh gating, the
+ * rotary embedding of each layer (default of its base, or the inverse frequencies and attention
+ * factor that lt_rope_inv_freq gives, uploaded once), attention score scale, soft-cap and sliding
+ * window per layer, embedding scale, final logit soft-cap - uniform flags in the kernels above -
+ * and, with a kernel of their own each, the per-head q/k norms (k_dec_qk_rope) and the post-norms
+ * of sandwich layers (k_dec_post_norm). Fused qkv_proj / gate_up_proj are read as row ranges
+ * (dec_mat.row0) of the one weight. Norm weights arrive as the forward applies them ((1 + w)
+ * included by the loader). */
 #include "cuda_common.h"
 #include "decode.h"
 #include <math.h>
@@ -44,6 +53,7 @@ struct dec_mat {
     const float *quant_map;      /* [16] */
     const void *data16;          /* 16-bit [rows, cols] */
     int64_t rows, cols;
+    int64_t row0;                /* the view's first row in the weight (a fused projection's part); 0 otherwise */
     const float *bias;           /* [rows] or NULL */
     const float *lora_B;         /* f32 [rows, R] or NULL */
     const float *xa;             /* f32 [R]: x @ A^T of this step */
@@ -53,6 +63,15 @@ struct dec_mat {
 };
 struct dec_mats {
     dec_mat m[3];
+};
+/* the rotary embedding of one layer: the default of base theta (tab NULL), or inverse
+ * frequencies f32 [2][HD/2] (tab[0..]: positions p with p + 1 <= sw, tab[HD/2..]: the others -
+ * longrope's short and long factors; the same table twice for the other kinds) times the
+ * attention factor af on cos and sin */
+struct dec_rope {
+    const float *tab;
+    float theta, af;
+    int sw;
 };
 /* where a GEMV's epilogue writes; sequence b's rows of out, xa and afix are at b * obs,
  * b * xabs, b * fixbs */
@@ -65,7 +84,12 @@ struct dec_out {
     int b0, nb;                  /* the GEMV's sequences: b0 .. b0 + nb - 1 (nb <= its NB) */
     int64_t kvd;                 /* NKV*HD */
     int HD, NH, NKV;
-    float theta;
+    dec_rope rope;               /* QKV: this layer's rotary embedding */
+    int qkraw;                   /* QKV: q and k stored unrotated to out ([B][(NH+NKV)*HD], q heads then k heads)
+                                    for k_dec_qk_rope (per-head q/k norms come first); v still to its cache */
+    int act;                     /* GATEUP: LT_ACT_* of the gate */
+    int store;                   /* RESID: out = y instead of out += y (sandwich layers: the post-norm adds) */
+    float cap;                   /* LOGITS: soft-cap (cap * tanh(y / cap)); 0: none */
     /* GATEUP: down_proj's LoRA A product folded into the SwiGLU epilogue, accumulated in fixed
      * point (deterministic whatever order the blocks finish in) */
     const float *adown;          /* f32 [aR, npairs] or NULL */
@@ -118,7 +142,7 @@ template <> __device__ __forceinline__ float2 dec_f2<__half>(uint32_t w) {
 template <int WK, typename T, int NB>
 __device__ __forceinline__ void dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *x, int64_t C, int nb,
                                           const float *qm, float (&s)[NB]) {
-    const int64_t e0 = row * m.cols + j * DEC_CHUNK;
+    const int64_t e0 = (row + m.row0) * m.cols + j * DEC_CHUNK;
     float w[DEC_CHUNK];
     float am = 1.0f;
     if constexpr (WK == WK_NF4) {
@@ -236,6 +260,28 @@ __device__ __forceinline__ void dec_pair(const dec_mats &M, const dec_out &o, in
     }
 }
 
+/* sin and cos of rotary pair i (< HD/2) at position pos, times the attention factor: the angle
+ * as the backend's k_rope (default) or k_rope_freq (a table) computes it */
+__device__ __forceinline__ void dec_rope_sc(const dec_rope &r, int pos, int64_t i, int HD, float &sn, float &cs) {
+    if (r.tab) {
+        sincosf((float)pos * r.tab[(pos + 1 > r.sw ? HD / 2 : 0) + i], &sn, &cs);
+        sn *= r.af;
+        cs *= r.af;
+    } else {
+        const float inv = 1.0f / powf(r.theta, (float)(2 * i) / (float)HD);
+        sincosf((float)pos * inv, &sn, &cs);
+    }
+}
+
+#define DEC_GELU_BETA 0.7978845608028654f /* sqrt(2/pi), as family.cu's k_geglu_fwd */
+#define DEC_GELU_KAPPA 0.044715f
+/* the gate's activation (uniform flag): SiLU, or GELU with torch's tanh approximation */
+__device__ __forceinline__ float dec_act(int act, float g) {
+    if (act == LT_ACT_GELU_TANH)
+        return 0.5f * g * (1.0f + tanhf(DEC_GELU_BETA * (g + DEC_GELU_KAPPA * g * g * g)));
+    return g / (1.0f + expf(-g));
+}
+
 /* what a pair's two finished rows become (one thread) */
 template <typename T, int MODE>
 __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io, int bb, int ma, int64_t p,
@@ -243,11 +289,15 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
     float *out = o.out + (int64_t)bb * o.obs;
     if constexpr (MODE == MODE_QKV) {
         const int pos = io[bb].pos;
-        if (ma < 2) { /* rotary (half-split), the angle as the backend's k_rope computes it */
-            const int64_t i = ra % o.HD;
-            const float inv = 1.0f / powf(o.theta, (float)(2 * i) / (float)o.HD);
+        if (ma < 2 && o.qkraw) { /* q and k go through their norms first (k_dec_qk_rope) */
+            float *r = out + (ma == 1 ? (int64_t)o.NH * o.HD : 0);
+            r[ra] = y0;
+            r[rb] = y1;
+            return;
+        }
+        if (ma < 2) { /* rotary (half-split) */
             float sn, cs;
-            sincosf((float)pos * inv, &sn, &cs);
+            dec_rope_sc(o.rope, pos, ra % o.HD, o.HD, sn, cs);
             const float lo = y0 * cs - y1 * sn, hi = y1 * cs + y0 * sn;
             y0 = lo; y1 = hi;
         }
@@ -259,11 +309,20 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
             cache[rb] = lt_fromf<T>(y1);
         }
     } else if constexpr (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) {
-        out[p] = (y0 / (1.0f + expf(-y0))) * y1;
+        out[p] = dec_act(o.act, y0) * y1;
     } else if constexpr (MODE == MODE_RESID) {
-        out[ra] += y0;
-        if (rb >= 0) out[rb] += y1;
+        if (o.store) {
+            out[ra] = y0;
+            if (rb >= 0) out[rb] = y1;
+        } else {
+            out[ra] += y0;
+            if (rb >= 0) out[rb] += y1;
+        }
     } else {
+        if (o.cap > 0) { /* as family.cu's k_cap_logits */
+            y0 = tanhf(y0 / o.cap) * o.cap;
+            y1 = tanhf(y1 / o.cap) * o.cap;
+        }
         out[ra] = y0;
         if (rb >= 0) out[rb] = y1;
     }
@@ -273,7 +332,7 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
  * dec_grid_wait: weights are constant) */
 template <int WK, typename T>
 __device__ __forceinline__ void dec_prefetch(const dec_mat &m, int64_t row, int64_t j) {
-    const int64_t e0 = row * m.cols + j * DEC_CHUNK;
+    const int64_t e0 = (row + m.row0) * m.cols + j * DEC_CHUNK;
     const char *p = WK == WK_NF4 ? (const char *)(m.packed + e0 / 2)
                                  : (const char *)(reinterpret_cast<const T *>(m.data16) + e0);
     const unsigned bytes = WK == WK_NF4 ? DEC_CHUNK / 2 : DEC_CHUNK * 2;
@@ -368,7 +427,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
                 const float y1 = rb >= 0 ? s1[b] + dec_lora_bias<MODE == MODE_RESID, NB>(B, o, rb, lane, pb, b) : 0.0f;
                 if (lane == 0) dec_epilogue<T, MODE>(o, io, o.b0 + b, ma, p, ra, rb, y0, y1);
                 if constexpr (MODE == MODE_GATEUP_A) {
-                    const float hv = __shfl_sync(0xffffffffu, (y0 / (1.0f + expf(-y0))) * y1, 0);
+                    const float hv = __shfl_sync(0xffffffffu, dec_act(o.act, y0) * y1, 0);
                     dacc0[b] += hv * da0;
                     dacc1[b] += hv * da1;
                 }
@@ -470,14 +529,16 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, cons
     if (threadIdx.x == 0) *counter = 0u;
 }
 
-/* split-K attention of one query head over keys [0, pos]: block (h, s) takes an even share of
- * the keys (ceil((pos+1) / DEC_SPLIT_KEYS) shares, at most nsplit), its warps an interleaved part of it (online softmax each), merged in shared
- * memory into part[h][s] = {max, sum, acc[HD]}. blockIdx.z: the sequence b (q at b * NH*HD, its
- * caches at kct/vct[b * nlayers + layer], part at b * NH*nsplit*(HD+2)). */
+/* split-K attention of one query head over keys [k_lo, pos] (k_lo = 0, or pos - window + 1 in a
+ * sliding-window layer): block (h, s) takes an even share of the keys (ceil(keys / DEC_SPLIT_KEYS)
+ * shares, at most nsplit), its warps an interleaved part of it (online softmax each), merged in
+ * shared memory into part[h][s] = {max, sum, acc[HD]}. Scores are q.k * scale, soft-capped to
+ * cap * tanh(score / cap) when cap > 0. blockIdx.z: the sequence b (q at b * NH*HD, its caches at
+ * kct/vct[b * nlayers + layer], part at b * NH*nsplit*(HD+2)). */
 template <typename T>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *const *kct, void *const *vct,
                                                            int layer, int nlayers, const dec_io *io, int NH, int NKV,
-                                                           int HD, float scale, float *part) {
+                                                           int HD, float scale, float cap, int window, float *part) {
     __shared__ float wm[DEC_WARPS], wl[DEC_WARPS];
     __shared__ float wacc[DEC_WARPS][DEC_MAX_HD];
     const int h = blockIdx.x, s = blockIdx.y, nsplit = gridDim.y;
@@ -490,9 +551,11 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     /* the keys split by their count alone (not by the cache size): a sequence's sums are the
      * same in any batch and any max_len; splits past ns stay empty */
-    const int64_t L = (int64_t)io[bz].pos + 1, need = (L + DEC_SPLIT_KEYS - 1) / DEC_SPLIT_KEYS;
+    const int64_t kend = (int64_t)io[bz].pos + 1;
+    const int64_t klo = window > 0 && kend > window ? kend - window : 0;
+    const int64_t L = kend - klo, need = (L + DEC_SPLIT_KEYS - 1) / DEC_SPLIT_KEYS;
     const int64_t ns = need < nsplit ? need : nsplit, chunk = (L + ns - 1) / ns;
-    const int64_t k0 = (int64_t)s * chunk, k1 = k0 + chunk < L ? k0 + chunk : L;
+    const int64_t k0 = klo + (int64_t)s * chunk, k1 = k0 + chunk < kend ? k0 + chunk : kend;
     const int64_t kvd = (int64_t)NKV * HD, kvh = h / (NH / NKV);
     float qv[DEC_MAX_HD / 32], acc[DEC_MAX_HD / 32];
 #pragma unroll
@@ -511,6 +574,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *
             if (d < HD) dot += qv[i] * lt_tof<T>(kr[d]);
         }
         dot = dec_warp_sum(dot);
+        if (cap > 0) dot = tanhf(dot / cap) * cap;
         const float mn = fmaxf(m, dot), corr = expf(m - mn), pj = expf(dot - mn);
         l = l * corr + pj;
 #pragma unroll
@@ -603,14 +667,74 @@ __global__ void __launch_bounds__(128) k_dec_attn_merge(const float *part, int n
     if (threadIdx.x == 0) *counter = 0u;
 }
 
-/* blockIdx.y: the sequence b (x at b * C) */
+/* blockIdx.y: the sequence b (x at b * C); scale: the embedding scale (Gemma), 1 otherwise */
 template <typename T>
-__global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float *x) {
+__global__ void k_dec_embed(const T *table, const dec_io *io, int64_t C, float scale, float *x) {
     dec_grid_wait();
     const int64_t row = (int64_t)io[blockIdx.y].tok * C;
     x += (int64_t)blockIdx.y * C;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x)
-        x[c] = lt_tof<T>(table[row + c]);
+        x[c] = lt_tof<T>(table[row + c]) * scale;
+}
+
+/* Per-head RMSNorm of q and k (qk_norm), then the rotary embedding; q to q (f32 [B][NH*HD]), k
+ * to its cache at the step's position. raw: the q/k/v GEMV's unrotated q and k (f32
+ * [B][(NH+NKV)*HD], q heads then k heads). Block (head hh of the NH + NKV, sequence b); thread i
+ * takes rotary pair (i, i + HD/2). */
+template <typename T>
+__global__ void __launch_bounds__(DEC_MAX_HD / 2) k_dec_qk_rope(const float *raw, float *q, void *const *kct,
+                                                                int layer, int nlayers, const dec_io *io,
+                                                                const float *qw, const float *kw, float eps,
+                                                                dec_rope rope, int NH, int NKV, int HD) {
+    __shared__ float red[DEC_MAX_HD / 64];
+    const int hh = blockIdx.x, i = threadIdx.x, half = HD / 2;
+    const int64_t bz = blockIdx.y;
+    dec_grid_wait();
+    const float *src = raw + bz * (NH + NKV) * HD + (int64_t)hh * HD;
+    float a = 0.0f, b = 0.0f;
+    if (i < half) { a = src[i]; b = src[i + half]; }
+    const float ss = dec_warp_sum(a * a + b * b);
+    if (i % 32 == 0) red[i / 32] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) tot += red[w];
+    if (i >= half) return;
+    const float r = 1.0f / sqrtf(tot / (float)HD + eps);
+    const float *w = hh < NH ? qw : kw;
+    a = w[i] * (a * r);
+    b = w[i + half] * (b * r);
+    const int pos = io[bz].pos;
+    float sn, cs;
+    dec_rope_sc(rope, pos, i, HD, sn, cs);
+    const float lo = a * cs - b * sn, hi = b * cs + a * sn;
+    if (hh < NH) {
+        float *qh = q + bz * NH * HD + (int64_t)hh * HD;
+        qh[i] = lo;
+        qh[i + half] = hi;
+    } else {
+        T *cache = reinterpret_cast<T *>(kct[bz * nlayers + layer]) + (int64_t)pos * NKV * HD + (int64_t)(hh - NH) * HD;
+        cache[i] = lt_fromf<T>(lo);
+        cache[i + half] = lt_fromf<T>(hi);
+    }
+}
+
+/* The post-norm of a sandwich layer: x += w * RMSNorm(t) (t: o_proj's or down_proj's output).
+ * One block per sequence b (x, t at b * C); the sum of squares in a fixed order. */
+__global__ void __launch_bounds__(256) k_dec_post_norm(float *x, const float *t, const float *w, float eps,
+                                                       int64_t C) {
+    __shared__ float red[8];
+    dec_grid_wait();
+    x += (int64_t)blockIdx.x * C;
+    t += (int64_t)blockIdx.x * C;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += t[c] * t[c];
+    ss = dec_warp_sum(ss);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+    for (int k = 0; k < (int)(blockDim.x / 32); k++) tot += red[k];
+    const float r = 1.0f / sqrtf(tot / (float)C + eps);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) x[c] += w[c] * (t[c] * r);
 }
 
 /* argmax (lowest index among equal maxima, as torch.argmax), then the next step's token and
@@ -654,6 +778,10 @@ struct dec_layer {
     dec_mats qkv, o, gu, down;
     dec_lora_a a_qkv, a_o, a_gu, a_down;
     const float *ln1, *ln2;
+    const float *ln_pa, *ln_pf;  /* sandwich layers: the post-attention / post-feedforward norms; else NULL */
+    const float *qn, *kn;        /* qk_norm: the per-head q / k norm weights [HD]; else NULL */
+    dec_rope rope;               /* the layer's rotary embedding (full-attention or sliding) */
+    int window;                  /* the sliding window of the layer's attention; 0: none */
     const float *adown;          /* down_proj's LoRA A when folded into the gate/up GEMV */
     long long *afix;
 };
@@ -665,12 +793,17 @@ struct lt_cuda_decoder {
     int wk;
     int64_t C, NH, NKV, HD, I, V, max_len, R;
     int nseq;                                         /* B: the sequences of every step */
-    float eps, theta, scale;
+    float eps, scale;
+    float ascale, acap, fcap, escale;                 /* attention scale and soft-cap, final soft-cap, embedding scale */
+    int act;                                          /* LT_ACT_* */
     int nsplit;
     int grid_cap;
     /* device f32, one row per sequence: x, xn [B][C], q, att [B][NH*HD], h [B][I], logits [B][V],
      * xa [B][L][LT_PROJ_COUNT][R], part [B][NH][nsplit][HD+2] */
     float *x, *xn, *q, *att, *h, *logits, *xa, *part;
+    float *t;                                         /* sandwich layers: f32 [B][C], o_proj's / down_proj's output */
+    float *qkr;                                       /* qk_norm: f32 [B][(NH+NKV)*HD], q and k before their norms */
+    float *rope_tab;                                  /* f32 [2][2][HD/2]: full-attention, sliding layers (dec_rope) */
     int64_t xabs;                                     /* floats between two sequences' xa */
     float *apart;                                     /* f32 [B][apbs] LoRA A partials */
     int64_t apbs;
@@ -699,8 +832,9 @@ struct lt_cuda_decoder {
 enum { DP_EMBED, DP_NORM_QKV, DP_QKV, DP_ATTN, DP_MERGE, DP_O, DP_NORM_GU, DP_GATEUP, DP_NORM_DOWN, DP_DOWN,
        DP_FINAL_NORM, DP_HEAD, DP_ARGMAX, DP_KINDS };
 static const char *const dec_prof_names[DP_KINDS] = {
-    "embed", "rmsnorm+LoRA A (q/k/v)", "q/k/v GEMV+rope+KV", "attention", "attention merge+o LoRA A", "o_proj GEMV",
-    "rmsnorm+LoRA A (gate/up)", "gate/up GEMV+SwiGLU", "LoRA A (down)", "down_proj GEMV", "final rmsnorm",
+    "embed", "rmsnorm+LoRA A (q/k/v)", "q/k/v GEMV+(q/k norm)+rope+KV", "attention", "attention merge+o LoRA A",
+    "o_proj GEMV(+post-norm)", "rmsnorm+LoRA A (gate/up)", "gate/up GEMV+act", "LoRA A (down)",
+    "down_proj GEMV(+post-norm)", "final rmsnorm",
     "LM head GEMV", "argmax"};
 struct dec_prof {
     cudaEvent_t *ev;
@@ -807,13 +941,49 @@ static lt_status dec_mat_of(lt_cuda_decoder *d, const lt_bweight *W, const float
     return LT_OK;
 }
 
+/* rows [row0, row0 + rows) of the weight o was made from (a part of a fused projection): the
+ * GEMV reads them through dec_mat.row0 (NF4 blocks and double-quant groups stay those of the
+ * whole weight), LoRA B and the bias through their pointers */
+static void dec_mat_view(dec_mat *o, int64_t row0, int64_t rows) {
+    o->row0 = row0;
+    o->rows = rows;
+    if (o->lora_B) o->lora_B += row0 * o->R;
+    if (o->bias) o->bias += row0;
+}
+
+/* Rotary embedding r at the positions below max_len as the decode step computes it: the default
+ * of its base (*plain), else host inverse frequencies tab[2][HD/2] (for the first position and
+ * for max_len positions: they differ only in longrope, which switches past sw = its original
+ * length as lt_rope_inv_freq does for a pass of pos + 1 positions) and the attention factor.
+ * Dynamic NTK past max_position_embeddings (frequencies that change with every position) is
+ * refused. */
+static lt_status dec_rope_plan(const lt_rope_desc *r, int HD, int64_t max_len, int *plain, float *tab, float *af,
+                               int *sw) {
+    *plain = lt_rope_is_plain(r, max_len);
+    *af = 1.0f;
+    *sw = INT32_MAX;
+    if (*plain) return LT_OK;
+    if (r->kind == LT_ROPE_DYNAMIC)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: dynamic rope scaling past max_position_embeddings %d (a "
+                        "cache of %lld positions): its frequencies change at every position", r->max_pos,
+                        (long long)max_len);
+    float af_long = 1.0f;
+    lt_rope_inv_freq(r, HD, 1, tab, af);
+    lt_rope_inv_freq(r, HD, max_len, tab + HD / 2, &af_long);
+    if (af_long != *af)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: rope type %d has an attention factor that changes with the "
+                        "length", (int)r->kind);
+    if (r->kind == LT_ROPE_LONGROPE) *sw = r->original_max_pos;
+    return LT_OK;
+}
+
 extern "C" void lt_cuda_decoder_free(lt_cuda_decoder *d) {
     if (!d) return;
     lt_cuda *c = d->c;
     cudaStreamSynchronize(c->stream);
     if (d->exec) cudaGraphExecDestroy(d->exec);
     if (d->graph) cudaGraphDestroy(d->graph);
-    float *bufs[] = {d->x, d->xn, d->q, d->att, d->h, d->logits, d->xa, d->part, d->apart};
+    float *bufs[] = {d->x, d->xn, d->q, d->att, d->h, d->logits, d->xa, d->part, d->apart, d->t, d->qkr, d->rope_tab};
     lt_cuda_free(c, d->counter);
     lt_cuda_free(c, d->afix);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) lt_cuda_free(c, bufs[i]);
@@ -847,13 +1017,18 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
                         (long long)NKV, (long long)HD, cf->intermediate_size);
     if (m->embed->quant != LT_QUANT_NONE || m->head->quant != LT_QUANT_NONE || m->head->cols % 64)
         return lt_error(LT_ERR_UNSUPPORTED, "fast decode: the embedding and LM head must be 16-bit");
-    /* the kernels run the Qwen2 / Llama layer: pre-norms, SiLU, default rope, plain causal attention */
-    if (cf->norm_one_plus || cf->sandwich_norm || cf->qk_norm || cf->act != LT_ACT_SILU || cf->fused_qkv ||
-        cf->fused_gate_up || cf->attn_softcap > 0 || cf->final_softcap > 0 || cf->embed_scale != 1.0f ||
-        cf->attn_scale != (float)(1.0 / sqrt((double)HD)) || cf->sliding_window > 0 ||
-        !lt_rope_is_plain(&cf->rope, max_len))
-        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: the %s layer (norms, activation, rope, attention options) "
-                        "is outside what its kernels cover", cf->architecture);
+    /* the layer description: what the kernels take (norm_one_plus needs nothing: the loader folds
+     * the 1 into the norm weights) */
+    if (cf->act != LT_ACT_SILU && cf->act != LT_ACT_GELU_TANH)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: the %s MLP activation %d is outside what its kernels cover",
+                        cf->architecture, (int)cf->act);
+    if (cf->sliding_window < 0 || cf->attn_softcap < 0 || cf->final_softcap < 0)
+        return lt_error(LT_ERR_UNSUPPORTED, "fast decode: negative sliding window or soft-cap in the %s layer",
+                        cf->architecture);
+    int rplain[2], rsw[2];
+    float raf[2], rtab[2][2 * DEC_MAX_HD / 2];
+    for (int i = 0; i < 2; i++)
+        LT_TRY(dec_rope_plan(i ? &cf->rope_local : &cf->rope, (int)HD, max_len, &rplain[i], rtab[i], &raf[i], &rsw[i]));
     lt_cuda_decoder *d = (lt_cuda_decoder *)calloc(1, sizeof *d);
     if (!d) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
     lt_cuda *c = lt_cuda_of(be);
@@ -862,7 +1037,12 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     d->nseq = nseq;
     d->max_len = max_len;
     d->eps = (float)cf->rms_norm_eps;
-    d->theta = (float)cf->rope_theta;
+    /* the default scale as the kernels always computed it (1 ulp from the double one at some head dims) */
+    d->ascale = cf->attn_scale == (float)(1.0 / sqrt((double)HD)) ? 1.0f / sqrtf((float)HD) : cf->attn_scale;
+    d->acap = cf->attn_softcap;
+    d->fcap = cf->final_softcap;
+    d->escale = cf->embed_scale;
+    d->act = cf->act;
     const int lora = m->has_lora && m->lora_enabled;
     d->R = lora ? m->lora.r : 0;
     d->scale = m->lora_scale;
@@ -903,7 +1083,14 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     DALLOC(d->afix, B * d->fixbs * 8, "decode LoRA accumulators");
     DALLOC(d->kct, B * L * sizeof(void *), "decode cache table");
     DALLOC(d->vct, B * L * sizeof(void *), "decode cache table");
+    if (cf->sandwich_norm) DALLOC(d->t, B * C * 4, "decode post-norm input");
+    if (cf->qk_norm) DALLOC(d->qkr, B * (NH + NKV) * HD * 4, "decode q/k before their norms");
+    if (!rplain[0] || !rplain[1]) DALLOC(d->rope_tab, 2 * 2 * (HD / 2) * 4, "decode rope frequencies");
 #undef DALLOC
+    for (int i = 0; st == LT_OK && d->rope_tab && i < 2; i++)
+        if (!rplain[i] && cudaMemcpyAsync(d->rope_tab + i * HD, rtab[i], (size_t)HD * 4, cudaMemcpyHostToDevice,
+                                          c->stream) != cudaSuccess)
+            st = lt_error(LT_ERR_CUDA, "fast decode: uploading its rope frequencies");
     if (st == LT_OK && cudaMemsetAsync(d->afix, 0, (size_t)(B * d->fixbs * 8), c->stream) != cudaSuccess)
         st = lt_error(LT_ERR_CUDA, "fast decode: clearing its LoRA accumulators");
     if (st == LT_OK && cudaMemsetAsync(d->counter, 0, (size_t)B * sizeof(unsigned), c->stream) != cudaSuccess)
@@ -926,6 +1113,27 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
         dec_layer *dl = &d->layers[l];
         dl->ln1 = Ly->ln1;
         dl->ln2 = Ly->ln2;
+        if (cf->sandwich_norm) {
+            dl->ln_pa = Ly->ln_post_attn;
+            dl->ln_pf = Ly->ln_post_ff;
+        }
+        if (cf->qk_norm) {
+            dl->qn = Ly->q_norm;
+            dl->kn = Ly->k_norm;
+        }
+        if ((cf->sandwich_norm && (!dl->ln_pa || !dl->ln_pf)) || (cf->qk_norm && (!dl->qn || !dl->kn))) {
+            st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: layer %d lacks the norm weights its description names", l);
+            break;
+        }
+        {
+            const int k = cf->layer_sliding[l] ? 1 : 0; /* as the graph's rope_apply and attn_opts */
+            const lt_rope_desc *r = k ? &cf->rope_local : &cf->rope;
+            dl->rope.tab = rplain[k] ? NULL : d->rope_tab + k * HD;
+            dl->rope.theta = (float)r->theta;
+            dl->rope.af = raf[k];
+            dl->rope.sw = rsw[k];
+            dl->window = k ? cf->sliding_window : 0;
+        }
         const lt_lora_tensor *lt[LT_PROJ_COUNT];
         float *xa[LT_PROJ_COUNT];
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
@@ -933,12 +1141,39 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
             xa[p] = d->xa + ((int64_t)l * LT_PROJ_COUNT + p) * R1;
             if (lt[p] && lt[p]->r != d->R) st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: LoRA ranks differ");
         }
-        for (int p = 0; st == LT_OK && p < 3; p++)
-            st = dec_mat_of(d, Ly->proj[p], Ly->bias[p], lt[p], xa[p], &dl->qkv.m[p]);
+        if (cf->fused_qkv) {
+            /* one qkv_proj [QD + 2 KD, C] (its LoRA in slot Q): q, k and v are its row ranges */
+            if (st == LT_OK && (!Ly->proj[LT_PROJ_Q] || Ly->proj[LT_PROJ_Q]->rows != (NH + 2 * NKV) * HD))
+                st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: the fused qkv_proj of layer %d has unexpected rows", l);
+            if (st == LT_OK) st = dec_mat_of(d, Ly->proj[LT_PROJ_Q], Ly->bias[0], lt[LT_PROJ_Q], xa[LT_PROJ_Q], &dl->qkv.m[0]);
+            if (st == LT_OK) {
+                dl->qkv.m[1] = dl->qkv.m[2] = dl->qkv.m[0];
+                dec_mat_view(&dl->qkv.m[0], 0, NH * HD);
+                dec_mat_view(&dl->qkv.m[1], NH * HD, NKV * HD);
+                dec_mat_view(&dl->qkv.m[2], (NH + NKV) * HD, NKV * HD);
+            }
+        } else {
+            for (int p = 0; st == LT_OK && p < 3; p++)
+                st = dec_mat_of(d, Ly->proj[p], Ly->bias[p], lt[p], xa[p], &dl->qkv.m[p]);
+        }
         if (st == LT_OK) st = dec_mat_of(d, Ly->proj[LT_PROJ_O], NULL, lt[LT_PROJ_O], xa[LT_PROJ_O], &dl->o.m[0]);
-        if (st == LT_OK)
-            st = dec_mat_of(d, Ly->proj[LT_PROJ_GATE], NULL, lt[LT_PROJ_GATE], xa[LT_PROJ_GATE], &dl->gu.m[0]);
-        if (st == LT_OK) st = dec_mat_of(d, Ly->proj[LT_PROJ_UP], NULL, lt[LT_PROJ_UP], xa[LT_PROJ_UP], &dl->gu.m[1]);
+        if (cf->fused_gate_up) {
+            /* one gate_up_proj [2I, C], gate rows first (its LoRA in slot GATE) */
+            if (st == LT_OK && (!Ly->proj[LT_PROJ_GATE] || Ly->proj[LT_PROJ_GATE]->rows != 2 * d->I))
+                st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: the fused gate_up_proj of layer %d has unexpected rows", l);
+            if (st == LT_OK)
+                st = dec_mat_of(d, Ly->proj[LT_PROJ_GATE], NULL, lt[LT_PROJ_GATE], xa[LT_PROJ_GATE], &dl->gu.m[0]);
+            if (st == LT_OK) {
+                dl->gu.m[1] = dl->gu.m[0];
+                dec_mat_view(&dl->gu.m[0], 0, d->I);
+                dec_mat_view(&dl->gu.m[1], d->I, d->I);
+            }
+        } else {
+            if (st == LT_OK)
+                st = dec_mat_of(d, Ly->proj[LT_PROJ_GATE], NULL, lt[LT_PROJ_GATE], xa[LT_PROJ_GATE], &dl->gu.m[0]);
+            if (st == LT_OK)
+                st = dec_mat_of(d, Ly->proj[LT_PROJ_UP], NULL, lt[LT_PROJ_UP], xa[LT_PROJ_UP], &dl->gu.m[1]);
+        }
         if (st == LT_OK)
             st = dec_mat_of(d, Ly->proj[LT_PROJ_DOWN], NULL, lt[LT_PROJ_DOWN], xa[LT_PROJ_DOWN], &dl->down.m[0]);
         if (st != LT_OK) break;
@@ -953,6 +1188,9 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
         if (dl->qkv.m[0].rows != NH * HD || dl->qkv.m[1].rows != NKV * HD || dl->qkv.m[2].rows != NKV * HD ||
             dl->o.m[0].cols != NH * HD || dl->o.m[0].rows != C)
             st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: attention weights of layer %d have unexpected shapes", l);
+        if (st == LT_OK && (dl->gu.m[0].rows != d->I || dl->gu.m[1].rows != d->I || dl->gu.m[0].cols != C ||
+                            dl->down.m[0].cols != d->I || dl->down.m[0].rows != C))
+            st = lt_error(LT_ERR_UNSUPPORTED, "fast decode: MLP weights of layer %d have unexpected shapes", l);
         /* LoRA A groups by shared input */
         const int groups[4][4] = {{LT_PROJ_Q, LT_PROJ_K, LT_PROJ_V, -1}, {LT_PROJ_O, -1, -1, -1},
                                   {LT_PROJ_GATE, LT_PROJ_UP, -1, -1}, {LT_PROJ_DOWN, -1, -1, -1}};
@@ -1033,6 +1271,14 @@ static lt_status norm_a(lt_cuda_decoder *d, const float *x, const float *w, floa
     return LT_OK;
 }
 
+/* x += w * RMSNorm(t) of every sequence (sandwich layers) */
+static lt_status post_norm(lt_cuda_decoder *d, const float *w) {
+    LT_CUDA_TRY(dec_launch(d, k_dec_post_norm, dim3((unsigned)d->nseq), dim3(256), d->x, (const float *)d->t, w,
+                           d->eps, d->C));
+    LT_LAUNCH_CHECK("k_dec_post_norm");
+    return LT_OK;
+}
+
 /* every kernel of one step, in stream order */
 template <typename T>
 static lt_status enqueue(lt_cuda_decoder *d) {
@@ -1040,7 +1286,8 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     const int64_t C = d->C, HD = d->HD, NH = d->NH, NKV = d->NKV, I = d->I;
     const unsigned B = (unsigned)d->nseq;
     const int L = d->m->cfg.num_layers;
-    k_dec_embed<T><<<dim3((unsigned)((C + 255) / 256), B), 256, 0, s>>>((const T *)d->embed16, d->io, C, d->x);
+    k_dec_embed<T><<<dim3((unsigned)((C + 255) / 256), B), 256, 0, s>>>((const T *)d->embed16, d->io, C, d->escale,
+                                                                        d->x);
     LT_LAUNCH_CHECK("k_dec_embed");
     dec_mark(d, DP_EMBED);
     dec_lora_a none = {};
@@ -1048,17 +1295,28 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     for (int l = 0; l < L; l++) {
         dec_layer *dl = &d->layers[l];
         dec_out o = {};
-        o.HD = (int)HD; o.NH = (int)NH; o.NKV = (int)NKV; o.theta = d->theta; o.kvd = NKV * HD;
+        o.HD = (int)HD; o.NH = (int)NH; o.NKV = (int)NKV; o.rope = dl->rope; o.kvd = NKV * HD;
         o.kct = d->kct; o.vct = d->vct; o.layer = l; o.L = L;
         o.xabs = d->xabs; o.fixbs = d->fixbs;
+        o.act = d->act;
+        const int sandwich = dl->ln_pa != NULL;
         LT_TRY(norm_a(d, d->x, dl->ln1, d->xn, dl->a_qkv, C));
         dec_mark(d, DP_NORM_QKV);
-        o.out = d->q; o.obs = NH * HD;
+        if (dl->qn) { o.out = d->qkr; o.obs = (NH + NKV) * HD; o.qkraw = 1; }
+        else { o.out = d->q; o.obs = NH * HD; o.qkraw = 0; }
         LT_TRY((gemv<T, MODE_QKV>(d, d->wk, dl->qkv, d->xn, C, (NH + 2 * NKV) * HD / 2, o)));
+        if (dl->qn) {
+            LT_CUDA_TRY(dec_launch(d, k_dec_qk_rope<T>, dim3((unsigned)(NH + NKV), B), dim3(DEC_MAX_HD / 2),
+                                   (const float *)d->qkr, d->q, (void *const *)d->kct, l, L, (const dec_io *)d->io,
+                                   dl->qn, dl->kn, d->eps, dl->rope, (int)NH, (int)NKV, (int)HD));
+            LT_LAUNCH_CHECK("k_dec_qk_rope");
+        }
+        o.qkraw = 0;
         dec_mark(d, DP_QKV);
         LT_CUDA_TRY(dec_launch(d, k_dec_attn<T>, dim3((unsigned)NH, (unsigned)d->nsplit, B), dim3(DEC_THREADS),
                                (const float *)d->q, (void *const *)d->kct, (void *const *)d->vct, l, L,
-                               (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, 1.0f / sqrtf((float)HD), d->part));
+                               (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, d->ascale, d->acap, dl->window,
+                               d->part));
         LT_LAUNCH_CHECK("k_dec_attn");
         dec_mark(d, DP_ATTN);
         /* the merge also computes o_proj's LoRA A product (no launch of its own) */
@@ -1066,8 +1324,10 @@ static lt_status enqueue(lt_cuda_decoder *d) {
                                d->nsplit, (int)HD, d->att, dl->a_o, d->apart, d->apbs, d->counter));
         LT_LAUNCH_CHECK("k_dec_attn_merge");
         dec_mark(d, DP_MERGE);
-        o.out = d->x; o.obs = C;
+        /* sandwich layers: o_proj's output to t, then x += post-norm(t) */
+        o.out = sandwich ? d->t : d->x; o.obs = C; o.store = sandwich;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o)));
+        if (sandwich) LT_TRY(post_norm(d, dl->ln_pa));
         dec_mark(d, DP_O);
         LT_TRY(norm_a(d, d->x, dl->ln2, d->xn, dl->a_gu, C));
         dec_mark(d, DP_NORM_GU);
@@ -1079,14 +1339,15 @@ static lt_status enqueue(lt_cuda_decoder *d) {
         o.adown = NULL; o.afix = NULL; o.aR = 0;
         LT_TRY(norm_a(d, d->h, NULL, NULL, dl->a_down, I));
         dec_mark(d, DP_NORM_DOWN);
-        o.out = d->x; o.obs = C;
+        o.out = sandwich ? d->t : d->x; o.obs = C; o.store = sandwich;
         LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o)));
+        if (sandwich) LT_TRY(post_norm(d, dl->ln_pf));
         dec_mark(d, DP_DOWN);
     }
     LT_TRY(norm_a(d, d->x, d->m->final_norm, d->xn, none, C));
     dec_mark(d, DP_FINAL_NORM);
     dec_out o = {};
-    o.out = d->logits; o.obs = d->V;
+    o.out = d->logits; o.obs = d->V; o.cap = d->fcap;
     o.xabs = d->xabs; o.fixbs = d->fixbs;
     LT_TRY((launch_gemv<WK_16, T, MODE_LOGITS>(d, d->head, d->xn, C, (d->V + 1) / 2, o))); /* the head is 16-bit */
     dec_mark(d, DP_HEAD);

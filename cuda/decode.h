@@ -6,9 +6,13 @@
  * (or 16-bit) GEMVs that read each packed weight once, dequantize in registers (double-quant
  * absmax included) and accumulate in f32, with the bias, the unmerged LoRA branch (x @ A^T fused
  * into the kernel that makes x: the RMSNorm for q/k/v and gate/up, the attention merge for o,
- * the gate/up SwiGLU epilogue for down; @ B^T fused into the GEMV's epilogue), rotary embedding + KV-cache append,
- * SwiGLU and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
- * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. The token and position
+ * the gate/up epilogue for down; @ B^T fused into the GEMV's epilogue), rotary embedding + KV-cache append,
+ * the gated activation and the residual add fused into the GEMVs; split-K attention over the bf16/f16 KV
+ * cache; a 16-bit GEMV for the (tied) LM head; an on-device argmax. It runs the model's layer
+ * description (lt_config): SiLU / GELU-tanh, q/k norms, sandwich post-norms, rope of every
+ * rope_type per layer (scaled ones from lt_rope_inv_freq's table), attention scale, soft-caps and
+ * sliding windows, embedding scale, fused qkv / gate_up projections (Llama 3.x, Mistral, Qwen2/3,
+ * Gemma 2/3, Phi-3). The token and position
  * live in device memory and the argmax kernel advances them, so the step is captured once
  * into a CUDA graph and replayed unchanged; on sm_90+ each kernel is launched while the one
  * before drains (programmatic dependent launch) and prefetches its first weights meanwhile. A batched decoder runs one token of each of B
@@ -34,8 +38,8 @@ typedef struct lt_cuda_decoder lt_cuda_decoder;
  * kcache[l], vcache[l] are act-dtype device buffers (max_len, NKV*HD), filled by the prefill
  * for positions before the first step. LoRA is applied when attached and enabled at this
  * call (its weights are read live at every step). Returns LT_ERR_UNSUPPORTED (with a
- * message) for a shape or layout the kernels do not cover: the caller then decodes with
- * the generic backend ops. The caches must outlive the decoder. */
+ * message) for a shape or layout the kernels do not cover (e.g. dynamic NTK rope past
+ * max_position_embeddings): the caller then decodes with the generic backend ops. The caches must outlive the decoder. */
 lt_status lt_cuda_decoder_create(struct lt_model *m, void *const *kcache, void *const *vcache, int64_t max_len,
                                  lt_cuda_decoder **out);
 void lt_cuda_decoder_free(lt_cuda_decoder *d);
