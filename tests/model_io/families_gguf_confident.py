@@ -1,6 +1,17 @@
 #!/usr/bin/env python3
-"""families_gguf_confident.py - every family's GGUF F16 / Q8_0 / Q4_K_M in llama.cpp (through
-llama-cpp-python) gives loratune's greedy tokens on a confident model.
+"""families_gguf_confident.py - every family's GGUF F16 / Q8_0 / Q4_K_M in llama.cpp gives loratune's
+greedy tokens on a confident model, and so does the base F16 GGUF with loratune's GGUF LoRA adapter
+(`export --format gguf-lora`, llama.cpp's --lora).
+
+llama.cpp runs in one or both of two ways (each one found is run; LT_LLAMACPP_ENGINES=py or bin
+picks one):
+  py   llama-cpp-python (`import llama_cpp`): loratune's prompt ids in, the argmax of each step's
+       logits out (KV cache), with llama.cpp's top-1 margins;
+  bin  llama.cpp's own programs from a build given by LLAMA_BIN_DIR (the folder with, or with bin/
+       holding, llama-completion - an older build's llama-cli - and llama-tokenize): llama-tokenize
+       must give loratune's prompt ids, then `llama-completion -p PROMPT -n 16 --temp 0 --top-k 1
+       [--lora ADAPTER]` must print the text `loratune generate --greedy` prints.
+Neither (as in CI): skip (77) with the reasons.
 
 The tests/fixtures/families models have random weights: their greedy continuations are not
 confident, so a quantized GGUF's greedy differs from the float model's for no fault of the
@@ -20,7 +31,10 @@ stops near 2.9, the top-1 margins near 1, of a 6 wide range). Then, per family:
     equal loratune's ids; the smallest top-1 margin (top-1 minus top-2 logit) over the 16 steps is
     printed, and the F16 one must be >= MIN_MARGIN 0.5 (the model is confident, so that a
     difference would be the export's and not rounding's; the untrained fixtures and the
-    configurations llama.cpp cannot run show margins below 0.1, the trained models 1 to 10).
+    configurations llama.cpp cannot run show margins below 0.1, the trained models 1 to 10);
+  - the base model's F16 GGUF (no adapter) with `loratune export --format gguf-lora` of the adapter
+    applied by llama.cpp gives the same 16 tokens, and the base alone (the control) must not, else
+    the adapter was not exercised.
 Vocabularies: the 256-token byte-level test BPE (tests/fixtures/families/tokenizer-bpe256), and for
 phi3 the Llama-2 style SentencePiece vocabulary real Phi-3 ships (tests/tok/spm/llama2: <unk> <s>
 </s>, byte fallback, <|endoftext|> <|user|> <|assistant|> <|end|>): llama.cpp's vocabulary loader
@@ -36,8 +50,8 @@ whose config says it the way real checkpoints do, which must pass:
            Gemma 2's soft-caps too, final 30 and attention 50, see MORE_VARIANTS);
   phi3     sliding_window 6: llama.cpp's phi3 runs without its sliding window ("Phi SWA is
            currently disabled") (variant: sliding_window null, as Phi-3.5-mini's 262144 acts).
-usage: families_gguf_confident.py [FAMILY,...] (default all). Exit 0 pass, 1 fail, 77 skip
-(no llama_cpp / numpy / safetensors, as in CI)."""
+usage: [LLAMA_BIN_DIR=DIR] families_gguf_confident.py [FAMILY,...] (default all). Exit 0 pass, 1 fail,
+77 skip (neither llama-cpp-python nor LLAMA_BIN_DIR, or no numpy / safetensors, as in CI)."""
 import json
 import os
 import shutil
@@ -48,11 +62,18 @@ import time
 
 try:
     import numpy as np
-    from llama_cpp import Llama
     from safetensors.numpy import load_file, save_file
 except Exception as e:  # noqa: BLE001
-    print(f"SKIP: llama_cpp (llama-cpp-python) / safetensors / numpy not importable ({e})")
+    print(f"SKIP: safetensors / numpy not importable ({e})")
     sys.exit(77)
+try:
+    from llama_cpp import Llama
+except Exception as e:  # noqa: BLE001
+    Llama, LLAMA_PY_WHY = None, str(e)
+try:
+    from gguf import GGUFReader
+except Exception:  # noqa: BLE001
+    GGUFReader = None
 
 ROOT = os.environ.get("LT_REPO_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CLI = os.environ.get("LORATUNE_CLI") or os.path.join(os.environ.get("LT_BUILD_DIR", "build"), "loratune")
@@ -137,36 +158,104 @@ def tokenize(tok, text):
     return [int(t) for t in r.stdout.split()]
 
 
-def lt_greedy(model, tok, prompt, adapter=None):
+def lt_greedy(model, tok, prompt, adapter=None, text=False):
+    """loratune's greedy N_NEW ids (or, text=True, the text it prints) after the prompt."""
     args = ["generate", "--model", model, "--tokenizer", tok, "--prompt", prompt, "--template", "none", "--greedy",
-            "--max-new-tokens", str(N_NEW), "--ids", "--device", "cpu", "--quant", "none"]
+            "--max-new-tokens", str(N_NEW), "--device", "cpu", "--quant", "none"] + ([] if text else ["--ids"])
     if adapter:
         args += ["--adapter", adapter]
-    return [int(t) for t in json.loads(cli(*args, what="loratune generate"))]
+    out = cli(*args, what="loratune generate")
+    return out if text else [int(t) for t in json.loads(out)]
 
 
-def llama_greedy(path, ids):
-    """16 greedy ids from llama.cpp (KV cache, one token per step), the smallest top-1 margin and the
-    GGUF's general.name."""
-    llm = Llama(model_path=path, n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
-                verbose=os.environ.get("LT_VERBOSE") == "1")
-    llm.eval(list(ids))
-    out, margin = [], float("inf")
-    for _ in range(N_NEW):
-        s = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-        if not np.isfinite(s).all():
-            raise RuntimeError(f"{path}: non-finite logits in llama.cpp")
-        top2 = np.partition(s, -2)[-2:]
-        margin = min(margin, float(top2[1] - top2[0]))
-        t = int(np.argmax(s))
-        out.append(t)
-        llm.eval([t])
-    name = llm.metadata.get("general.name")
-    del llm
-    return out, margin, name
+def gguf_name(path):
+    """general.name of a GGUF (None without the key or without the gguf package)."""
+    if GGUFReader is None:
+        return None
+    f = GGUFReader(path).fields.get("general.name")
+    return bytes(f.parts[f.data[0]]).decode() if f is not None else None
 
 
-def check_case(tmp, fam, label, change, must_pass):
+class PyEngine:
+    """llama.cpp through llama-cpp-python: the prompt's ids in, N_NEW argmax ids out (KV cache, one
+    token per step), with llama.cpp's own top-1 margins."""
+    label = "llama-cpp-python"
+
+    def check_prompt(self, path, prompt, ids):
+        return None  # ids go in as they are
+
+    def greedy(self, path, prompt, ids, lora=None):
+        llm = Llama(model_path=path, n_ctx=128, n_batch=128, logits_all=True, n_threads=2, lora_path=lora,
+                    verbose=os.environ.get("LT_VERBOSE") == "1")
+        llm.eval(list(ids))
+        out, margin = [], float("inf")
+        for _ in range(N_NEW):
+            s = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+            if not np.isfinite(s).all():
+                raise RuntimeError(f"{path}: non-finite logits in llama.cpp")
+            top2 = np.partition(s, -2)[-2:]
+            margin = min(margin, float(top2[1] - top2[0]))
+            t = int(np.argmax(s))
+            out.append(t)
+            llm.eval([t])
+        name = llm.metadata.get("general.name")
+        del llm
+        return out, margin, name
+
+    def want(self, ref_ids, ref_text):
+        return ref_ids
+
+
+class BinEngine:
+    """llama.cpp's own programs, as a user runs them: llama-completion (or an older build's llama-cli)
+    -p PROMPT -n N_NEW with greedy sampling (--temp 0 --top-k 1), --lora for an adapter, the text it
+    prints compared with `loratune generate`'s text; llama-tokenize checks first that llama.cpp's
+    prompt ids are loratune's (else the texts would differ for the tokenizer's sake). No margins."""
+    label = "llama.cpp bin"
+
+    def __init__(self, completion, tokenizer):
+        self.completion, self.tokenizer = completion, tokenizer
+
+    @staticmethod
+    def find():
+        d = os.environ.get("LLAMA_BIN_DIR")
+        if not d:
+            return None, "LLAMA_BIN_DIR is not set"
+        for cand in (os.path.join(d, "bin"), d):
+            tk = os.path.join(cand, "llama-tokenize")
+            for prog in ("llama-completion", "llama-cli"):
+                c = os.path.join(cand, prog)
+                if os.access(c, os.X_OK) and os.access(tk, os.X_OK):
+                    return BinEngine(c, tk), None
+        return None, f"LLAMA_BIN_DIR {d} has no llama-completion (or llama-cli) and llama-tokenize"
+
+    def run(self, args, what):
+        r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"{what} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
+        return r.stdout
+
+    def check_prompt(self, path, prompt, ids):
+        out = self.run([self.tokenizer, "-m", path, "-p", prompt, "--ids", "--log-disable"], "llama-tokenize")
+        got = json.loads(out.strip().splitlines()[-1])
+        return None if got == list(ids) else f"llama.cpp's prompt ids {got} != loratune's {list(ids)}"
+
+    def greedy(self, path, prompt, ids, lora=None):
+        args = [self.completion, "-m", path, "-p", prompt, "-n", str(N_NEW), "--temp", "0", "--top-k", "1", "-no-cnv",
+                "--no-display-prompt", "-t", "2", "-c", "128", "-s", "1", "--no-warmup"]
+        if lora:
+            args += ["--lora", lora]
+        out = self.run(args, f"{os.path.basename(self.completion)} on {os.path.basename(path)}")
+        end = " [end of text]\n"  # printed after an end-of-generation token (loratune prints nothing)
+        if out.endswith(end):
+            out = out[:-len(end)]
+        return out, None, gguf_name(path)
+
+    def want(self, ref_ids, ref_text):
+        return ref_text
+
+
+def check_case(tmp, fam, label, change, must_pass, engines):
     """Returns the number of failures of one model (the fixture as it is or a variant)."""
     tok = SPM if fam == "phi3" else BPE
     # the model folder's name is what the GGUF's general.name says (llama.cpp keys phi3 rules on it)
@@ -191,34 +280,65 @@ def check_case(tmp, fam, label, change, must_pass):
         "--device", "cpu", what=f"{label}: merged export")
     ref = lt_greedy(merged, tok, prompt)
     ref_adapter = lt_greedy(model, tok, prompt, adapter=run)
+    ref_text = lt_greedy(merged, tok, prompt, text=True) if any(isinstance(e, BinEngine) for e in engines) else None
     want = full[len(ids):len(ids) + N_NEW]
     bad = 0
     tag = "" if must_pass else " (reported, not failed: " + NOT_EXPRESSIBLE[fam][0] + ")"
     print(f"{label}: final norm x{scale:.2f}, trained in {t_train:.1f} s to loss {loss:.3f}; prompt {len(ids)} ids; "
           f"loratune greedy {N_NEW}: merged {'==' if ref == ref_adapter else '!='} adapter unmerged, "
-          f"{'==' if ref == want else '!='} the memorized text")
+          f"{'==' if ref == want else '!='} the memorized text" + (f": {ref_text!r}" if ref_text is not None else ""))
     # the merged model is the adapter's, and the training worked (a precondition of the GGUF checks)
     if len(ref) != N_NEW or ref != ref_adapter or (must_pass and ref != want):
         print(f"  FAIL {label}: loratune merged {ref}\n  adapter unmerged {ref_adapter}\n  memorized text {want}")
         bad += 1
+
+    def verdict(eng, what, got, margin, name, need_margin):
+        same = got == eng.want(ref, ref_text)
+        ok = same and (not need_margin or margin is None or margin >= MIN_MARGIN)
+        if fam == "phi3" and name is not None and name != label:  # llama.cpp's Phi-3 rules (keyed on the name) ran
+            print(f"  FAIL {label}: general.name {name!r}, want {label!r}")
+            ok = False
+        mtxt = f", min top-1 margin {margin:.2f}" if margin is not None else ""
+        print(f"{label}: {eng.label} {what}: greedy {N_NEW} {'equal' if same else 'differ'}{mtxt} "
+              f"{('ok' if ok else 'FAIL') if must_pass else ('equal' if same else 'differs')}{tag}")
+        if not same:
+            print(f"  llama.cpp {got!r}\n  loratune  {eng.want(ref, ref_text)!r}")
+        return 0 if ok or not must_pass else 1
+
+    prompt_ok = {}
     for q in QUANTS:
         out = os.path.join(tmp, f"{label}-{q}.gguf")
         cli("export", "--model", model, "--adapter", run, "--tokenizer", tok, "--format", "gguf", "--quant", q,
             "--output", out, "--device", "cpu", "--no-modelfile", what=f"{label}: GGUF {q} export")
-        got, margin, name = llama_greedy(out, ids)
-        same = got == ref
-        ok = same and (q != "f16" or margin >= MIN_MARGIN)
-        if fam == "phi3" and name != label:  # llama.cpp's Phi-3 rules (keyed on the name) did run
-            print(f"  FAIL {label}: general.name {name!r}, want {label!r}")
-            ok = False
-        if not ok and must_pass:
-            bad += 1
-        verdict = ("ok" if ok else "FAIL") if must_pass else ("equal" if same else "differs")
-        print(f"{label}: llama.cpp {q}: greedy {N_NEW} {'equal' if same else 'differ'}, "
-              f"min top-1 margin {margin:.2f} {verdict}{tag}")
-        if not same:
-            print(f"  llama.cpp {got}\n  loratune  {ref}")
+        for eng in engines:
+            if eng.label not in prompt_ok:
+                why = eng.check_prompt(out, prompt, ids)
+                prompt_ok[eng.label] = why is None
+                if why:
+                    print(f"  FAIL {label}: {eng.label}: {why}")
+                    bad += 1
+            got, margin, name = eng.greedy(out, prompt, ids)
+            bad += verdict(eng, q, got, margin, name, q == "f16")
         os.remove(out)
+    # the unmerged base F16 GGUF with loratune's GGUF LoRA adapter (llama.cpp applies A and B at run
+    # time), and the base alone as the control: it must differ, else the adapter was not exercised
+    base = os.path.join(tmp, f"{label}-base-f16.gguf")
+    lora = os.path.join(tmp, f"{label}-lora.gguf")
+    cli("export", "--model", model, "--tokenizer", tok, "--format", "gguf", "--quant", "f16", "--output", base,
+        "--device", "cpu", "--no-modelfile", what=f"{label}: base GGUF f16 export")
+    cli("export", "--model", model, "--adapter", run, "--tokenizer", tok, "--format", "gguf-lora", "--output", lora,
+        "--device", "cpu", what=f"{label}: gguf-lora export")
+    for eng in engines:
+        got, margin, name = eng.greedy(base, prompt, ids, lora=lora)
+        bad += verdict(eng, "f16 + gguf-lora", got, margin, name, True)
+        ctl, _, _ = eng.greedy(base, prompt, ids)
+        differs = ctl != eng.want(ref, ref_text)
+        print(f"{label}: {eng.label} control, base f16 without the adapter: greedy {N_NEW} "
+              f"{'differs (ok)' if differs else 'EQUAL: the adapter was not exercised'}")
+        if not differs and must_pass:
+            bad += 1
+    os.remove(base)
+    os.remove(lora)
     return bad
 
 
@@ -226,18 +346,34 @@ def main():
     if not os.path.exists(CLI) and not shutil.which(CLI):
         print(f"SKIP: no loratune command at {CLI}")
         return 77
+    engines, why = [], []
+    want = os.environ.get("LT_LLAMACPP_ENGINES", "py,bin").split(",")
+    if Llama is not None and "py" in want:
+        engines.append(PyEngine())
+    elif Llama is None:
+        why.append(f"llama_cpp (llama-cpp-python) not importable ({LLAMA_PY_WHY})")
+    be, bwhy = BinEngine.find()
+    if be and "bin" in want:
+        engines.append(be)
+    elif bwhy:
+        why.append(bwhy)
+    if not engines:
+        print("SKIP: no llama.cpp to run: " + "; ".join(why))
+        return 77
+    print("llama.cpp through: " + ", ".join(e.label + (f" ({e.completion})" if isinstance(e, BinEngine) else "")
+                                             for e in engines))
     fams = sys.argv[1].split(",") if len(sys.argv) > 1 else FAMILIES
     bad = 0
     with tempfile.TemporaryDirectory(prefix="lt_gguf_conf_") as tmp:
         for fam in fams:
             try:
                 if fam in NOT_EXPRESSIBLE:
-                    check_case(tmp, fam, fam, {}, must_pass=False)
-                    bad += check_case(tmp, fam, fam + "-variant", NOT_EXPRESSIBLE[fam][1], must_pass=True)
+                    check_case(tmp, fam, fam, {}, must_pass=False, engines=engines)
+                    bad += check_case(tmp, fam, fam + "-variant", NOT_EXPRESSIBLE[fam][1], must_pass=True, engines=engines)
                 else:
-                    bad += check_case(tmp, fam, fam, {}, must_pass=True)
+                    bad += check_case(tmp, fam, fam, {}, must_pass=True, engines=engines)
                 for label, change in MORE_VARIANTS.get(fam, []):
-                    bad += check_case(tmp, fam, label, change, must_pass=True)
+                    bad += check_case(tmp, fam, label, change, must_pass=True, engines=engines)
             except Exception as e:  # noqa: BLE001
                 print(f"FAIL {fam}: {e}")
                 bad += 1
