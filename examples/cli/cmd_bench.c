@@ -32,7 +32,7 @@ static void usage(void) {
     printf("usage: loratune bench [flags]\n\n"
            "Times LoRA training steps on a random Qwen2-1.5B-shaped model.\n\n"
            "  --model DIR        model folder (default /tmp/loratune-bench-qwen2-1.5b; made with init-random\n"
-           "                     when it holds no model.safetensors)\n"
+           "                     when the folder holds no model: no config.json, no weights)\n"
            "  --shapes LIST      batch x seq shapes (default 2x512,2x2048,16x512)\n"
            "  --steps N          timed steps per shape (default 8)\n"
            "  --warmup N         untimed steps first (default 3)\n"
@@ -447,9 +447,16 @@ int lt_cmd_bench(int argc, char **argv) {
     if (st != LT_OK) return cli_fail(cmd, st, "device");
     o.peak = peak_flops(name);
     char probe[4096];
-    snprintf(probe, sizeof probe, "%s/model.safetensors", o.model_dir);
+    /* a random model is made only where the folder holds no model at all: a user's checkpoint
+     * (one file, shards with an index, or a config alone) is never replaced */
     struct stat sb;
-    if (stat(probe, &sb) != 0 && make_model(o.model_dir, o.tok_dir) != 0) return 1;
+    int has_model = 0;
+    static const char *const model_files[] = {"model.safetensors", "model.safetensors.index.json", "config.json"};
+    for (int i = 0; i < 3 && !has_model; i++) {
+        snprintf(probe, sizeof probe, "%s/%s", o.model_dir, model_files[i]);
+        has_model = stat(probe, &sb) == 0;
+    }
+    if (!has_model && make_model(o.model_dir, o.tok_dir) != 0) return 1;
     lt_tokenizer *tok = NULL;
     st = lt_tokenizer_load(o.tok_dir, &tok);
     if (st != LT_OK) return cli_fail(cmd, st, o.tok_dir);
