@@ -8,10 +8,12 @@
  * The step executes the model's layer description (lt_config): SiLU or GELU-tanh gating, the
  * rotary embedding of each layer (default of its base, or the inverse frequencies and attention
  * factor that lt_rope_inv_freq gives, uploaded once), attention score scale, soft-cap and sliding
- * window per layer, embedding scale, final logit soft-cap - uniform flags in the kernels above -
- * and, with a kernel of their own each, the per-head q/k norms (k_dec_qk_rope) and the post-norms
+ * window per layer, embedding scale, final logit soft-cap - uniform flags read by a second
+ * instance of the GEMV and attention kernels (template X), so that a layer without them (Qwen2,
+ * Llama with default rope) runs the same code as before they existed - and, with a kernel of
+ * their own each, the per-head q/k norms (k_dec_qk_rope) and the post-norms
  * of sandwich layers (k_dec_post_norm). Fused qkv_proj / gate_up_proj are read as row ranges
- * (dec_mat.row0) of the one weight. Norm weights arrive as the forward applies them ((1 + w)
+ * (dec_ext.row0) of the one weight. Norm weights arrive as the forward applies them ((1 + w)
  * included by the loader). */
 #include "cuda_common.h"
 #include "decode.h"
@@ -53,7 +55,6 @@ struct dec_mat {
     const float *quant_map;      /* [16] */
     const void *data16;          /* 16-bit [rows, cols] */
     int64_t rows, cols;
-    int64_t row0;                /* the view's first row in the weight (a fused projection's part); 0 otherwise */
     const float *bias;           /* [rows] or NULL */
     const float *lora_B;         /* f32 [rows, R] or NULL */
     const float *xa;             /* f32 [R]: x @ A^T of this step */
@@ -84,18 +85,25 @@ struct dec_out {
     int b0, nb;                  /* the GEMV's sequences: b0 .. b0 + nb - 1 (nb <= its NB) */
     int64_t kvd;                 /* NKV*HD */
     int HD, NH, NKV;
-    dec_rope rope;               /* QKV: this layer's rotary embedding */
-    int qkraw;                   /* QKV: q and k stored unrotated to out ([B][(NH+NKV)*HD], q heads then k heads)
-                                    for k_dec_qk_rope (per-head q/k norms come first); v still to its cache */
-    int act;                     /* GATEUP: LT_ACT_* of the gate */
-    int store;                   /* RESID: out = y instead of out += y (sandwich layers: the post-norm adds) */
-    float cap;                   /* LOGITS: soft-cap (cap * tanh(y / cap)); 0: none */
+    float theta;
     /* GATEUP: down_proj's LoRA A product folded into the SwiGLU epilogue, accumulated in fixed
      * point (deterministic whatever order the blocks finish in) */
     const float *adown;          /* f32 [aR, npairs] or NULL */
     long long *afix;             /* [B][aR][DEC_FIX_STRIDE] (b at b * fixbs), zero on entry (the argmax
                                     re-zeroes it) */
     int aR;
+};
+/* the layer description's part of a GEMV, read by the X instances only (a parameter of its own:
+ * the X = 0 instances compile as if it did not exist) */
+struct dec_ext {
+    int64_t row0[3];             /* the first row of matrix t in its weight (fused projections: the part's
+                                    rows; dec_mat's rows, LoRA B and bias are the part's already); else 0 */
+    dec_rope rope;               /* QKV: this layer's rotary embedding */
+    int qkraw;                   /* QKV: q and k stored unrotated to out ([B][(NH+NKV)*HD], q heads then k heads)
+                                    for k_dec_qk_rope (per-head q/k norms come first); v still to its cache */
+    int act;                     /* GATEUP: LT_ACT_* of the gate */
+    int store;                   /* RESID: out = y instead of out += y (sandwich layers: the post-norm adds) */
+    float cap;                   /* LOGITS: soft-cap (cap * tanh(y / cap)); 0: none */
 };
 /* token and position of the step, on the device; the argmax kernel advances them */
 struct dec_io {
@@ -142,7 +150,7 @@ template <> __device__ __forceinline__ float2 dec_f2<__half>(uint32_t w) {
 template <int WK, typename T, int NB>
 __device__ __forceinline__ void dec_chunk(const dec_mat &m, int64_t row, int64_t j, const float *x, int64_t C, int nb,
                                           const float *qm, float (&s)[NB]) {
-    const int64_t e0 = (row + m.row0) * m.cols + j * DEC_CHUNK;
+    const int64_t e0 = row * m.cols + j * DEC_CHUNK;
     float w[DEC_CHUNK];
     float am = 1.0f;
     if constexpr (WK == WK_NF4) {
@@ -275,21 +283,23 @@ __device__ __forceinline__ void dec_rope_sc(const dec_rope &r, int pos, int64_t 
 
 #define DEC_GELU_BETA 0.7978845608028654f /* sqrt(2/pi), as family.cu's k_geglu_fwd */
 #define DEC_GELU_KAPPA 0.044715f
-/* the gate's activation (uniform flag): SiLU, or GELU with torch's tanh approximation */
-__device__ __forceinline__ float dec_act(int act, float g) {
-    if (act == LT_ACT_GELU_TANH)
+/* the gate's activation: SiLU, or (X: by the uniform flag act) GELU with torch's tanh approximation */
+template <bool X> __device__ __forceinline__ float dec_act(int act, float g) {
+    if (X && act == LT_ACT_GELU_TANH)
         return 0.5f * g * (1.0f + tanhf(DEC_GELU_BETA * (g + DEC_GELU_KAPPA * g * g * g)));
     return g / (1.0f + expf(-g));
 }
 
-/* what a pair's two finished rows become (one thread) */
-template <typename T, int MODE>
-__device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io, int bb, int ma, int64_t p,
+/* what a pair's two finished rows become (one thread). X = 0: the Qwen2 / Llama layer (default
+ * rope of base theta, SiLU, residual add, no cap) without reading the flags; X = 1: as the
+ * dec_out flags say */
+template <typename T, int MODE, bool X>
+__device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_ext &e, const dec_io *io, int bb, int ma, int64_t p,
                                              int64_t ra, int64_t rb, float y0, float y1) {
     float *out = o.out + (int64_t)bb * o.obs;
     if constexpr (MODE == MODE_QKV) {
         const int pos = io[bb].pos;
-        if (ma < 2 && o.qkraw) { /* q and k go through their norms first (k_dec_qk_rope) */
+        if (X && ma < 2 && e.qkraw) { /* q and k go through their norms first (k_dec_qk_rope) */
             float *r = out + (ma == 1 ? (int64_t)o.NH * o.HD : 0);
             r[ra] = y0;
             r[rb] = y1;
@@ -297,7 +307,12 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
         }
         if (ma < 2) { /* rotary (half-split) */
             float sn, cs;
-            dec_rope_sc(o.rope, pos, ra % o.HD, o.HD, sn, cs);
+            if (X) {
+                dec_rope_sc(e.rope, pos, ra % o.HD, o.HD, sn, cs);
+            } else { /* the angle as the backend's k_rope computes it */
+                const float inv = 1.0f / powf(o.theta, (float)(2 * (ra % o.HD)) / (float)o.HD);
+                sincosf((float)pos * inv, &sn, &cs);
+            }
             const float lo = y0 * cs - y1 * sn, hi = y1 * cs + y0 * sn;
             y0 = lo; y1 = hi;
         }
@@ -309,9 +324,9 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
             cache[rb] = lt_fromf<T>(y1);
         }
     } else if constexpr (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) {
-        out[p] = dec_act(o.act, y0) * y1;
+        out[p] = dec_act<X>(e.act, y0) * y1;
     } else if constexpr (MODE == MODE_RESID) {
-        if (o.store) {
+        if (X && e.store) {
             out[ra] = y0;
             if (rb >= 0) out[rb] = y1;
         } else {
@@ -319,9 +334,9 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
             if (rb >= 0) out[rb] += y1;
         }
     } else {
-        if (o.cap > 0) { /* as family.cu's k_cap_logits */
-            y0 = tanhf(y0 / o.cap) * o.cap;
-            y1 = tanhf(y1 / o.cap) * o.cap;
+        if (X && e.cap > 0) { /* as family.cu's k_cap_logits */
+            y0 = tanhf(y0 / e.cap) * e.cap;
+            y1 = tanhf(y1 / e.cap) * e.cap;
         }
         out[ra] = y0;
         if (rb >= 0) out[rb] = y1;
@@ -332,7 +347,7 @@ __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_io *io,
  * dec_grid_wait: weights are constant) */
 template <int WK, typename T>
 __device__ __forceinline__ void dec_prefetch(const dec_mat &m, int64_t row, int64_t j) {
-    const int64_t e0 = (row + m.row0) * m.cols + j * DEC_CHUNK;
+    const int64_t e0 = row * m.cols + j * DEC_CHUNK;
     const char *p = WK == WK_NF4 ? (const char *)(m.packed + e0 / 2)
                                  : (const char *)(reinterpret_cast<const T *>(m.data16) + e0);
     const unsigned bytes = WK == WK_NF4 ? DEC_CHUNK / 2 : DEC_CHUNK * 2;
@@ -344,9 +359,9 @@ __device__ __forceinline__ void dec_prefetch(const dec_mat &m, int64_t row, int6
  * all of them, and each sequence's sums are formed in the same order whatever the batch).
  * WARP = 1: one warp per pair (short rows: no block barrier, every lane a few independent
  * loads); WARP = 0: the whole block per pair (long rows, few of them). */
-template <int WK, typename T, int MODE, int WARP, int NB>
+template <int WK, typename T, int MODE, int WARP, int NB, bool X>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const float *x, int64_t C, int64_t npairs,
-                                                           dec_out o, const dec_io *io) {
+                                                           dec_out o, const dec_io *io, dec_ext e) {
     __shared__ float qm[3][16];
     __shared__ float red[2][NB][DEC_WARPS];
     const int nmat = MODE == MODE_QKV ? 3 : (MODE == MODE_GATEUP || MODE == MODE_GATEUP_A) ? 2 : 1;
@@ -367,8 +382,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
         int64_t ra, rb;
         dec_pair<MODE>(M, o, first, npairs, ma, mb, ra, rb);
         for (int64_t j = j0; j < nchunk; j += jstep) {
-            dec_prefetch<WK, T>(M.m[ma], ra, j);
-            if (rb >= 0) dec_prefetch<WK, T>(M.m[mb], rb, j);
+            dec_prefetch<WK, T>(M.m[ma], X ? ra + e.row0[ma] : ra, j);
+            if (rb >= 0) dec_prefetch<WK, T>(M.m[mb], X ? rb + e.row0[mb] : rb, j);
         }
     }
     dec_grid_wait();
@@ -400,8 +415,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
          * round trip instead of one per chunk); the sums keep their order */
 #pragma unroll(NB == 1 ? 4 : 1)
         for (int64_t j = j0; j < nchunk; j += jstep) {
-            dec_chunk<WK, T, NB>(A, ra, j, xt, C, nb, qm[ma], s0);
-            if (rb >= 0) dec_chunk<WK, T, NB>(B, rb, j, xt, C, nb, qm[mb], s1);
+            dec_chunk<WK, T, NB>(A, X ? ra + e.row0[ma] : ra, j, xt, C, nb, qm[ma], s0);
+            if (rb >= 0) dec_chunk<WK, T, NB>(B, X ? rb + e.row0[mb] : rb, j, xt, C, nb, qm[mb], s1);
         }
 #pragma unroll
         for (int b = 0; b < NB; b++) {
@@ -425,9 +440,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_gemv(dec_mats M, const floa
                 if (b >= nb) break;
                 const float y0 = s0[b] + dec_lora_bias<MODE == MODE_RESID, NB>(A, o, ra, lane, pa, b);
                 const float y1 = rb >= 0 ? s1[b] + dec_lora_bias<MODE == MODE_RESID, NB>(B, o, rb, lane, pb, b) : 0.0f;
-                if (lane == 0) dec_epilogue<T, MODE>(o, io, o.b0 + b, ma, p, ra, rb, y0, y1);
+                if (lane == 0) dec_epilogue<T, MODE, X>(o, e, io, o.b0 + b, ma, p, ra, rb, y0, y1);
                 if constexpr (MODE == MODE_GATEUP_A) {
-                    const float hv = __shfl_sync(0xffffffffu, dec_act(o.act, y0) * y1, 0);
+                    const float hv = __shfl_sync(0xffffffffu, dec_act<X>(e.act, y0) * y1, 0);
                     dacc0[b] += hv * da0;
                     dacc1[b] += hv * da1;
                 }
@@ -533,9 +548,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, cons
  * sliding-window layer): block (h, s) takes an even share of the keys (ceil(keys / DEC_SPLIT_KEYS)
  * shares, at most nsplit), its warps an interleaved part of it (online softmax each), merged in
  * shared memory into part[h][s] = {max, sum, acc[HD]}. Scores are q.k * scale, soft-capped to
- * cap * tanh(score / cap) when cap > 0. blockIdx.z: the sequence b (q at b * NH*HD, its caches at
+ * cap * tanh(score / cap) when cap > 0 (window and cap read only by the X instance). blockIdx.z: the sequence b (q at b * NH*HD, its caches at
  * kct/vct[b * nlayers + layer], part at b * NH*nsplit*(HD+2)). */
-template <typename T>
+template <typename T, bool X>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *const *kct, void *const *vct,
                                                            int layer, int nlayers, const dec_io *io, int NH, int NKV,
                                                            int HD, float scale, float cap, int window, float *part) {
@@ -552,7 +567,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *
     /* the keys split by their count alone (not by the cache size): a sequence's sums are the
      * same in any batch and any max_len; splits past ns stay empty */
     const int64_t kend = (int64_t)io[bz].pos + 1;
-    const int64_t klo = window > 0 && kend > window ? kend - window : 0;
+    const int64_t klo = X && window > 0 && kend > window ? kend - window : 0;
     const int64_t L = kend - klo, need = (L + DEC_SPLIT_KEYS - 1) / DEC_SPLIT_KEYS;
     const int64_t ns = need < nsplit ? need : nsplit, chunk = (L + ns - 1) / ns;
     const int64_t k0 = klo + (int64_t)s * chunk, k1 = k0 + chunk < kend ? k0 + chunk : kend;
@@ -574,7 +589,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *
             if (d < HD) dot += qv[i] * lt_tof<T>(kr[d]);
         }
         dot = dec_warp_sum(dot);
-        if (cap > 0) dot = tanhf(dot / cap) * cap;
+        if (X && cap > 0) dot = tanhf(dot / cap) * cap;
         const float mn = fmaxf(m, dot), corr = expf(m - mn), pj = expf(dot - mn);
         l = l * corr + pj;
 #pragma unroll
@@ -782,6 +797,8 @@ struct dec_layer {
     const float *qn, *kn;        /* qk_norm: the per-head q / k norm weights [HD]; else NULL */
     dec_rope rope;               /* the layer's rotary embedding (full-attention or sliding) */
     int window;                  /* the sliding window of the layer's attention; 0: none */
+    bool x_qkv;                  /* its q/k/v GEMV takes the flags (rope table, q/k norms, fused qkv_proj) */
+    int64_t qkv_r0[3], gu_r0[2]; /* fused projections: the first row of q, k, v / gate, up in the one weight */
     const float *adown;          /* down_proj's LoRA A when folded into the gate/up GEMV */
     long long *afix;
 };
@@ -796,6 +813,7 @@ struct lt_cuda_decoder {
     float eps, scale;
     float ascale, acap, fcap, escale;                 /* attention scale and soft-cap, final soft-cap, embedding scale */
     int act;                                          /* LT_ACT_* */
+    bool x_gu;                                        /* the gate/up GEMV takes the flags (GELU, fused gate_up_proj) */
     int nsplit;
     int grid_cap;
     /* device f32, one row per sequence: x, xn [B][C], q, att [B][NH*HD], h [B][I], logits [B][V],
@@ -942,10 +960,10 @@ static lt_status dec_mat_of(lt_cuda_decoder *d, const lt_bweight *W, const float
 }
 
 /* rows [row0, row0 + rows) of the weight o was made from (a part of a fused projection): the
- * GEMV reads them through dec_mat.row0 (NF4 blocks and double-quant groups stay those of the
- * whole weight), LoRA B and the bias through their pointers */
-static void dec_mat_view(dec_mat *o, int64_t row0, int64_t rows) {
-    o->row0 = row0;
+ * GEMV reads them at dec_ext.row0 (*r0 = row0; NF4 blocks and double-quant groups stay those of
+ * the whole weight), LoRA B and the bias through their pointers */
+static void dec_mat_view(dec_mat *o, int64_t row0, int64_t rows, int64_t *r0) {
+    *r0 = row0;
     o->rows = rows;
     if (o->lora_B) o->lora_B += row0 * o->R;
     if (o->bias) o->bias += row0;
@@ -1043,6 +1061,7 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     d->fcap = cf->final_softcap;
     d->escale = cf->embed_scale;
     d->act = cf->act;
+    d->x_gu = cf->act != LT_ACT_SILU || cf->fused_gate_up;
     const int lora = m->has_lora && m->lora_enabled;
     d->R = lora ? m->lora.r : 0;
     d->scale = m->lora_scale;
@@ -1133,6 +1152,7 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
             dl->rope.af = raf[k];
             dl->rope.sw = rsw[k];
             dl->window = k ? cf->sliding_window : 0;
+            dl->x_qkv = dl->rope.tab || dl->qn || cf->fused_qkv;
         }
         const lt_lora_tensor *lt[LT_PROJ_COUNT];
         float *xa[LT_PROJ_COUNT];
@@ -1148,9 +1168,9 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
             if (st == LT_OK) st = dec_mat_of(d, Ly->proj[LT_PROJ_Q], Ly->bias[0], lt[LT_PROJ_Q], xa[LT_PROJ_Q], &dl->qkv.m[0]);
             if (st == LT_OK) {
                 dl->qkv.m[1] = dl->qkv.m[2] = dl->qkv.m[0];
-                dec_mat_view(&dl->qkv.m[0], 0, NH * HD);
-                dec_mat_view(&dl->qkv.m[1], NH * HD, NKV * HD);
-                dec_mat_view(&dl->qkv.m[2], (NH + NKV) * HD, NKV * HD);
+                dec_mat_view(&dl->qkv.m[0], 0, NH * HD, &dl->qkv_r0[0]);
+                dec_mat_view(&dl->qkv.m[1], NH * HD, NKV * HD, &dl->qkv_r0[1]);
+                dec_mat_view(&dl->qkv.m[2], (NH + NKV) * HD, NKV * HD, &dl->qkv_r0[2]);
             }
         } else {
             for (int p = 0; st == LT_OK && p < 3; p++)
@@ -1165,8 +1185,8 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
                 st = dec_mat_of(d, Ly->proj[LT_PROJ_GATE], NULL, lt[LT_PROJ_GATE], xa[LT_PROJ_GATE], &dl->gu.m[0]);
             if (st == LT_OK) {
                 dl->gu.m[1] = dl->gu.m[0];
-                dec_mat_view(&dl->gu.m[0], 0, d->I);
-                dec_mat_view(&dl->gu.m[1], d->I, d->I);
+                dec_mat_view(&dl->gu.m[0], 0, d->I, &dl->gu_r0[0]);
+                dec_mat_view(&dl->gu.m[1], d->I, d->I, &dl->gu_r0[1]);
             }
         } else {
             if (st == LT_OK)
@@ -1224,39 +1244,44 @@ extern "C" lt_status lt_cuda_decoder_create(lt_model *m, void *const *kcache, vo
 
 /* one GEMV over every sequence: the sequences in tiles of NB (1 for a single sequence, else
  * DEC_NB), each tile one launch that reads the weights once */
-template <int WK, typename T, int MODE, int NB>
+template <int WK, typename T, int MODE, int NB, bool X>
 static lt_status launch_gemv_nb(lt_cuda_decoder *d, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
-                                dec_out o) {
+                                dec_out o, const dec_ext &e) {
     for (int b0 = 0; b0 < d->nseq; b0 += NB) {
         o.b0 = b0;
         o.nb = d->nseq - b0 < NB ? d->nseq - b0 : NB;
         if (C <= DEC_WARP_MAX_COLS) {
             const int64_t blocks = (npairs + DEC_WARPS - 1) / DEC_WARPS;
             const unsigned grid = (unsigned)(blocks < d->grid_cap ? blocks : d->grid_cap);
-            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 1, NB>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
-                                   o, (const dec_io *)d->io));
+            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 1, NB, X>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
+                                   o, (const dec_io *)d->io, e));
         } else {
             const unsigned grid = (unsigned)(npairs < d->grid_cap ? npairs : d->grid_cap);
-            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 0, NB>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
-                                   o, (const dec_io *)d->io));
+            LT_CUDA_TRY(dec_launch(d, k_dec_gemv<WK, T, MODE, 0, NB, X>, dim3(grid), dim3(DEC_THREADS), M, x, C, npairs,
+                                   o, (const dec_io *)d->io, e));
         }
         LT_LAUNCH_CHECK("k_dec_gemv");
     }
     return LT_OK;
 }
 
+/* ext: the instance that reads e, the layer description's flags and row offsets (X = 1); the
+ * Qwen2 / Llama layer takes the one without them */
 template <int WK, typename T, int MODE>
 static lt_status launch_gemv(lt_cuda_decoder *d, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
-                             const dec_out &o) {
-    return d->nseq == 1 ? launch_gemv_nb<WK, T, MODE, 1>(d, M, x, C, npairs, o)
-                        : launch_gemv_nb<WK, T, MODE, DEC_NB>(d, M, x, C, npairs, o);
+                             const dec_out &o, const dec_ext &e, bool ext) {
+    if (d->nseq == 1)
+        return ext ? launch_gemv_nb<WK, T, MODE, 1, true>(d, M, x, C, npairs, o, e)
+                   : launch_gemv_nb<WK, T, MODE, 1, false>(d, M, x, C, npairs, o, e);
+    return ext ? launch_gemv_nb<WK, T, MODE, DEC_NB, true>(d, M, x, C, npairs, o, e)
+               : launch_gemv_nb<WK, T, MODE, DEC_NB, false>(d, M, x, C, npairs, o, e);
 }
 
 template <typename T, int MODE>
 static lt_status gemv(lt_cuda_decoder *d, int wk, const dec_mats &M, const float *x, int64_t C, int64_t npairs,
-                      const dec_out &o) {
-    return wk == WK_NF4 ? launch_gemv<WK_NF4, T, MODE>(d, M, x, C, npairs, o)
-                        : launch_gemv<WK_16, T, MODE>(d, M, x, C, npairs, o);
+                      const dec_out &o, const dec_ext &e, bool ext) {
+    return wk == WK_NF4 ? launch_gemv<WK_NF4, T, MODE>(d, M, x, C, npairs, o, e, ext)
+                        : launch_gemv<WK_16, T, MODE>(d, M, x, C, npairs, o, e, ext);
 }
 
 static lt_status norm_a(lt_cuda_decoder *d, const float *x, const float *w, float *xn, const dec_lora_a &la,
@@ -1295,28 +1320,36 @@ static lt_status enqueue(lt_cuda_decoder *d) {
     for (int l = 0; l < L; l++) {
         dec_layer *dl = &d->layers[l];
         dec_out o = {};
-        o.HD = (int)HD; o.NH = (int)NH; o.NKV = (int)NKV; o.rope = dl->rope; o.kvd = NKV * HD;
+        o.HD = (int)HD; o.NH = (int)NH; o.NKV = (int)NKV; o.theta = dl->rope.theta; o.kvd = NKV * HD;
         o.kct = d->kct; o.vct = d->vct; o.layer = l; o.L = L;
         o.xabs = d->xabs; o.fixbs = d->fixbs;
-        o.act = d->act;
-        const int sandwich = dl->ln_pa != NULL;
+        const bool sandwich = dl->ln_pa != NULL;
         LT_TRY(norm_a(d, d->x, dl->ln1, d->xn, dl->a_qkv, C));
         dec_mark(d, DP_NORM_QKV);
-        if (dl->qn) { o.out = d->qkr; o.obs = (NH + NKV) * HD; o.qkraw = 1; }
-        else { o.out = d->q; o.obs = NH * HD; o.qkraw = 0; }
-        LT_TRY((gemv<T, MODE_QKV>(d, d->wk, dl->qkv, d->xn, C, (NH + 2 * NKV) * HD / 2, o)));
+        dec_ext e = {};
+        memcpy(e.row0, dl->qkv_r0, sizeof dl->qkv_r0);
+        e.rope = dl->rope;
+        e.qkraw = dl->qn != NULL;
+        if (dl->qn) { o.out = d->qkr; o.obs = (NH + NKV) * HD; }
+        else { o.out = d->q; o.obs = NH * HD; }
+        LT_TRY((gemv<T, MODE_QKV>(d, d->wk, dl->qkv, d->xn, C, (NH + 2 * NKV) * HD / 2, o, e, dl->x_qkv)));
         if (dl->qn) {
             LT_CUDA_TRY(dec_launch(d, k_dec_qk_rope<T>, dim3((unsigned)(NH + NKV), B), dim3(DEC_MAX_HD / 2),
                                    (const float *)d->qkr, d->q, (void *const *)d->kct, l, L, (const dec_io *)d->io,
                                    dl->qn, dl->kn, d->eps, dl->rope, (int)NH, (int)NKV, (int)HD));
             LT_LAUNCH_CHECK("k_dec_qk_rope");
         }
-        o.qkraw = 0;
         dec_mark(d, DP_QKV);
-        LT_CUDA_TRY(dec_launch(d, k_dec_attn<T>, dim3((unsigned)NH, (unsigned)d->nsplit, B), dim3(DEC_THREADS),
-                               (const float *)d->q, (void *const *)d->kct, (void *const *)d->vct, l, L,
-                               (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, d->ascale, d->acap, dl->window,
-                               d->part));
+        if (d->acap > 0 || dl->window > 0)
+            LT_CUDA_TRY(dec_launch(d, k_dec_attn<T, true>, dim3((unsigned)NH, (unsigned)d->nsplit, B),
+                                   dim3(DEC_THREADS), (const float *)d->q, (void *const *)d->kct, (void *const *)d->vct,
+                                   l, L, (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, d->ascale, d->acap,
+                                   dl->window, d->part));
+        else
+            LT_CUDA_TRY(dec_launch(d, k_dec_attn<T, false>, dim3((unsigned)NH, (unsigned)d->nsplit, B),
+                                   dim3(DEC_THREADS), (const float *)d->q, (void *const *)d->kct, (void *const *)d->vct,
+                                   l, L, (const dec_io *)d->io, (int)NH, (int)NKV, (int)HD, d->ascale, 0.0f, 0,
+                                   d->part));
         LT_LAUNCH_CHECK("k_dec_attn");
         dec_mark(d, DP_ATTN);
         /* the merge also computes o_proj's LoRA A product (no launch of its own) */
@@ -1325,31 +1358,41 @@ static lt_status enqueue(lt_cuda_decoder *d) {
         LT_LAUNCH_CHECK("k_dec_attn_merge");
         dec_mark(d, DP_MERGE);
         /* sandwich layers: o_proj's output to t, then x += post-norm(t) */
-        o.out = sandwich ? d->t : d->x; o.obs = C; o.store = sandwich;
-        LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o)));
+        o.out = sandwich ? d->t : d->x; o.obs = C;
+        e = dec_ext{};
+        e.store = sandwich;
+        LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->o, d->att, NH * HD, (C + 1) / 2, o, e, sandwich)));
         if (sandwich) LT_TRY(post_norm(d, dl->ln_pa));
         dec_mark(d, DP_O);
         LT_TRY(norm_a(d, d->x, dl->ln2, d->xn, dl->a_gu, C));
         dec_mark(d, DP_NORM_GU);
         o.out = d->h; o.obs = I;
         o.adown = dl->adown; o.afix = dl->afix; o.aR = (int)d->R;
-        if (dl->adown) LT_TRY((gemv<T, MODE_GATEUP_A>(d, d->wk, dl->gu, d->xn, C, I, o)));
-        else LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o)));
+        e = dec_ext{};
+        e.row0[0] = dl->gu_r0[0];
+        e.row0[1] = dl->gu_r0[1];
+        e.act = d->act;
+        if (dl->adown) LT_TRY((gemv<T, MODE_GATEUP_A>(d, d->wk, dl->gu, d->xn, C, I, o, e, d->x_gu)));
+        else LT_TRY((gemv<T, MODE_GATEUP>(d, d->wk, dl->gu, d->xn, C, I, o, e, d->x_gu)));
         dec_mark(d, DP_GATEUP);
         o.adown = NULL; o.afix = NULL; o.aR = 0;
         LT_TRY(norm_a(d, d->h, NULL, NULL, dl->a_down, I));
         dec_mark(d, DP_NORM_DOWN);
-        o.out = sandwich ? d->t : d->x; o.obs = C; o.store = sandwich;
-        LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o)));
+        o.out = sandwich ? d->t : d->x; o.obs = C;
+        e = dec_ext{};
+        e.store = sandwich;
+        LT_TRY((gemv<T, MODE_RESID>(d, d->wk, dl->down, d->h, I, (C + 1) / 2, o, e, sandwich)));
         if (sandwich) LT_TRY(post_norm(d, dl->ln_pf));
         dec_mark(d, DP_DOWN);
     }
     LT_TRY(norm_a(d, d->x, d->m->final_norm, d->xn, none, C));
     dec_mark(d, DP_FINAL_NORM);
     dec_out o = {};
-    o.out = d->logits; o.obs = d->V; o.cap = d->fcap;
+    o.out = d->logits; o.obs = d->V;
+    dec_ext e = {};
+    e.cap = d->fcap;
     o.xabs = d->xabs; o.fixbs = d->fixbs;
-    LT_TRY((launch_gemv<WK_16, T, MODE_LOGITS>(d, d->head, d->xn, C, (d->V + 1) / 2, o))); /* the head is 16-bit */
+    LT_TRY((launch_gemv<WK_16, T, MODE_LOGITS>(d, d->head, d->xn, C, (d->V + 1) / 2, o, e, d->fcap > 0))); /* 16-bit */
     dec_mark(d, DP_HEAD);
     LT_CUDA_TRY(dec_launch(d, k_dec_argmax, dim3(B), dim3(1024), (const float *)d->logits, d->V, d->io, d->afix,
                            d->nfix, d->fixbs, (int)d->max_len));
