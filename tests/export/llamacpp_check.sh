@@ -71,16 +71,19 @@ for spec in "tiny 256 512 8 4 2" "fallback 96 200 3 2 1 --untied"; do
         done
     done
     # 3. the GGUF LoRA adapter on the unmerged base
-    if [ -x "$BIN/llama-cli" ]; then
+    # llama-completion (llama.cpp since its llama-cli became a chat client), else an older llama-cli
+    COMP=$BIN/llama-completion
+    [ -x "$COMP" ] || COMP=$BIN/llama-cli
+    if [ -x "$COMP" ]; then
         "$CLI" export --model "$M" --format gguf --quant f16 --output "$WORK/$name-base.gguf" --overwrite \
             --no-modelfile >/dev/null 2>&1 &&
         "$CLI" export --model "$M" --adapter "$L" --format gguf-lora --output "$WORK/$name-lora.gguf" \
             --overwrite >/dev/null 2>&1 || bad "export base / lora $name"
-        if "$BIN/llama-cli" -m "$WORK/$name-base.gguf" --lora "$WORK/$name-lora.gguf" -p "Hello" -n 4 -no-cnv \
+        if "$COMP" -m "$WORK/$name-base.gguf" --lora "$WORK/$name-lora.gguf" -p "Hello" -n 4 -no-cnv \
             --temp 0 -t 2 >"$WORK/lora.log" 2>&1 && grep -q "tensors from lora file" "$WORK/lora.log"; then
-            say "llama-cli --lora $name-lora.gguf: ok ($(grep -o 'loaded [0-9]* tensors from lora file' "$WORK/lora.log"))"
+            say "$(basename "$COMP") --lora $name-lora.gguf: ok ($(grep -o 'loaded [0-9]* tensors from lora file' "$WORK/lora.log"))"
         else
-            bad "llama-cli --lora: $(grep -i 'error\|fail' "$WORK/lora.log" | head -3)"
+            bad "$(basename "$COMP") --lora: $(grep -i 'error\|fail' "$WORK/lora.log" | head -3)"
         fi
     fi
 done

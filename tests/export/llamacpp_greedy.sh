@@ -10,8 +10,12 @@
 # usage: llamacpp_greedy.sh LLAMA_BIN_DIR MODEL_DIR ADAPTER_DIR WORK [prompt...]
 # Exit 0 when all texts are equal, 1 when one differs, 77 (skip) without llama.cpp's binaries.
 set -u
-if [ $# -lt 4 ] || [ ! -x "$1/llama-simple" ] || [ ! -x "$1/llama-cli" ]; then
-    echo "skip: needs LLAMA_BIN_DIR with llama-simple and llama-cli (usage: llamacpp_greedy.sh LLAMA_BIN_DIR MODEL_DIR ADAPTER_DIR WORK [prompt...])"
+# the completion program: llama-completion (llama.cpp since its llama-cli became a chat client), else an
+# older build's llama-cli (-no-cnv)
+COMP=
+[ $# -ge 4 ] && for c in llama-completion llama-cli; do [ -x "$1/$c" ] && { COMP=$1/$c; break; }; done
+if [ $# -lt 4 ] || [ ! -x "$1/llama-simple" ] || [ -z "$COMP" ]; then
+    echo "skip: needs LLAMA_BIN_DIR with llama-simple and llama-completion (or llama-cli) (usage: llamacpp_greedy.sh LLAMA_BIN_DIR MODEL_DIR ADAPTER_DIR WORK [prompt...])"
     exit 77
 fi
 LB=$1 M=$2 A=$3 W=$4; shift 4
@@ -30,7 +34,7 @@ for p in "${prompts[@]}"; do
     got=$("$LB/llama-simple" -m "$W/$q.gguf" -n 16 "$p" 2>/dev/null)
     if [ "$got" = "$ref" ]; then pass=$((pass+1)); echo "same  [$q] $p"; else fail=$((fail+1)); echo "DIFF  [$q] $p"; echo "  loratune: $ref"; echo "  llama.cpp: $got"; fi
   done
-  got=$("$LB/llama-cli" -m "$W/base-f16.gguf" --lora "$W/lora.gguf" -p "$p" -n 16 --temp 0 -no-cnv -t 2 2>/dev/null | sed -e 's/[[:space:]]*$//' | head -c 4096)
+  got=$("$COMP" -m "$W/base-f16.gguf" --lora "$W/lora.gguf" -p "$p" -n 16 --temp 0 -no-cnv -t 2 2>/dev/null | sed -e 's/[[:space:]]*$//' | head -c 4096)
   if [ "$got" = "$(echo "$ref" | sed -e 's/[[:space:]]*$//')" ]; then pass=$((pass+1)); echo "same  [f16 + --lora] $p"; else fail=$((fail+1)); echo "DIFF  [f16 + --lora] $p"; echo "  llama.cpp: $got"; fi
   base=$("$LB/llama-simple" -m "$W/base-f16.gguf" -n 16 "$p" 2>/dev/null)
   [ "$base" != "$ref" ] && differs=$((differs+1))

@@ -10,7 +10,7 @@ picks one):
   bin  llama.cpp's own programs from a build given by LLAMA_BIN_DIR (the folder with, or with bin/
        holding, llama-completion - an older build's llama-cli - and llama-tokenize): llama-tokenize
        must give loratune's prompt ids, then `llama-completion -p PROMPT -n 16 --temp 0 --top-k 1
-       [--lora ADAPTER]` must print the text `loratune generate --greedy` prints.
+       [--lora ADAPTER]` must print the text of loratune's 16 greedy ids after the prompt.
 Neither (as in CI): skip (77) with the reasons.
 
 The tests/fixtures/families models have random weights: their greedy continuations are not
@@ -54,6 +54,7 @@ usage: [LLAMA_BIN_DIR=DIR] families_gguf_confident.py [FAMILY,...] (default all)
 77 skip (neither llama-cpp-python nor LLAMA_BIN_DIR, or no numpy / safetensors, as in CI)."""
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -158,14 +159,29 @@ def tokenize(tok, text):
     return [int(t) for t in r.stdout.split()]
 
 
-def lt_greedy(model, tok, prompt, adapter=None, text=False):
-    """loratune's greedy N_NEW ids (or, text=True, the text it prints) after the prompt."""
+def lt_greedy(model, tok, prompt, adapter=None):
+    """loratune's greedy N_NEW ids after the prompt."""
     args = ["generate", "--model", model, "--tokenizer", tok, "--prompt", prompt, "--template", "none", "--greedy",
-            "--max-new-tokens", str(N_NEW), "--device", "cpu", "--quant", "none"] + ([] if text else ["--ids"])
+            "--max-new-tokens", str(N_NEW), "--device", "cpu", "--quant", "none", "--ids"]
     if adapter:
         args += ["--adapter", adapter]
-    out = cli(*args, what="loratune generate")
-    return out if text else [int(t) for t in json.loads(out)]
+    return [int(t) for t in json.loads(cli(*args, what="loratune generate"))]
+
+
+def continuation_text(tok, prompt_ids, new_ids):
+    """The text new_ids add after the prompt, as llama.cpp prints it (token pieces in context):
+    loratune's decode of prompt + new minus its decode of the prompt. (Not decode(new) alone: a
+    SentencePiece decoder strips the first token's leading space.)"""
+    def dec(ids):
+        r = subprocess.run([CLI, "tokenize", "--tokenizer", tok, "--decode"], input=" ".join(map(str, ids)),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"loratune tokenize --decode failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        return r.stdout
+    head, full = dec(prompt_ids), dec(list(prompt_ids) + list(new_ids))
+    if not full.startswith(head):
+        raise RuntimeError(f"the decoded prompt {head!r} does not begin the decoded prompt + continuation {full!r}")
+    return full[len(head):]
 
 
 def gguf_name(path):
@@ -209,12 +225,14 @@ class PyEngine:
 class BinEngine:
     """llama.cpp's own programs, as a user runs them: llama-completion (or an older build's llama-cli)
     -p PROMPT -n N_NEW with greedy sampling (--temp 0 --top-k 1), --lora for an adapter, the text it
-    prints compared with `loratune generate`'s text; llama-tokenize checks first that llama.cpp's
-    prompt ids are loratune's (else the texts would differ for the tokenizer's sake). No margins."""
+    prints compared with the text of loratune's greedy ids after the prompt (continuation_text);
+    llama-tokenize checks first that llama.cpp's prompt ids are loratune's (else the texts would
+    differ for the tokenizer's sake). No margins."""
     label = "llama.cpp bin"
+    MARK = "[[lt-end-of-output]]"
 
     def __init__(self, completion, tokenizer):
-        self.completion, self.tokenizer = completion, tokenizer
+        self.completion, self.tokenizer, self.extra = completion, tokenizer, []
 
     @staticmethod
     def find():
@@ -230,25 +248,69 @@ class BinEngine:
         return None, f"LLAMA_BIN_DIR {d} has no llama-completion (or llama-cli) and llama-tokenize"
 
     def run(self, args, what):
-        r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        r = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
         if r.returncode != 0:
-            raise RuntimeError(f"{what} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
-        return r.stdout
+            raise RuntimeError(f"{what} failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()[-1500:]}")
+        return r.stdout.decode(errors="replace")
+
+    NO_BOS = ["--override-kv", "tokenizer.ggml.add_bos_token=bool:false"]
 
     def check_prompt(self, path, prompt, ids):
-        out = self.run([self.tokenizer, "-m", path, "-p", prompt, "--ids", "--log-disable"], "llama-tokenize")
-        got = json.loads(out.strip().splitlines()[-1])
-        return None if got == list(ids) else f"llama.cpp's prompt ids {got} != loratune's {list(ids)}"
+        """None when llama.cpp's prompt ids are loratune's. Where the GGUF says add_bos_token (as the
+        tokenizer's post-processor does: Llama-2 style SentencePiece) llama.cpp starts with BOS, and
+        `loratune generate --prompt` uses the text as it is: then llama.cpp runs with add_bos_token
+        overridden to false (--override-kv), said in the output, and the ids must be equal so."""
+        self.extra = []
+        # llama-tokenize's own --no-bos is what --override-kv does to llama-completion's prompt
+        for tk_extra in ([], ["--no-bos"]):
+            out = self.run([self.tokenizer, "-m", path, "-p", prompt, "--ids", "--log-disable"] + tk_extra,
+                           "llama-tokenize")
+            got = json.loads(out.strip().splitlines()[-1])
+            if got == list(ids):
+                if tk_extra:
+                    self.extra = self.NO_BOS
+                    print(f"  note: llama.cpp starts the prompt with BOS (add_bos_token in the GGUF), loratune "
+                          f"generate --prompt does not: llama-completion runs with {' '.join(self.NO_BOS)}")
+                return None
+            if tk_extra or got[1:] != list(ids):
+                return f"llama.cpp's prompt ids {got}{' (--no-bos)' if tk_extra else ''} != loratune's {list(ids)}"
+        return None
 
     def greedy(self, path, prompt, ids, lora=None):
         args = [self.completion, "-m", path, "-p", prompt, "-n", str(N_NEW), "--temp", "0", "--top-k", "1", "-no-cnv",
-                "--no-display-prompt", "-t", "2", "-c", "128", "-s", "1", "--no-warmup"]
+                "--no-display-prompt", "-t", "2", "-c", "128", "-s", "1", "--no-warmup"] + self.extra
         if lora:
             args += ["--lora", lora]
-        out = self.run(args, f"{os.path.basename(self.completion)} on {os.path.basename(path)}")
-        end = " [end of text]\n"  # printed after an end-of-generation token (loratune prints nothing)
-        if out.endswith(end):
-            out = out[:-len(end)]
+        # llama.cpp's logger prints from a thread of its own and is not flushed at exit (common/log.cpp
+        # leaks it on purpose): a tiny model's run often ends (status 0) before its text was printed
+        # (here 1 run in 4 lost its tail, under load nearly all). So it runs interactive (-i): after the
+        # N_NEW tokens it prints --in-prefix MARK and waits for input; MARK read means the text before
+        # it is whole, then stdin closes (EOF: it exits).
+        args += ["-i", "--in-prefix", self.MARK, "--simple-io"]
+        what = f"{os.path.basename(self.completion)} on {os.path.basename(path)}"
+        with tempfile.TemporaryFile() as err:
+            p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            buf, deadline, mark = b"", time.time() + 300, self.MARK.encode()
+            while mark not in buf and time.time() < deadline:
+                r, _, _ = select.select([p.stdout], [], [], 1.0)
+                if r:
+                    chunk = os.read(p.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            p.stdin.close()
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip()[-1500:]
+        if mark not in buf:
+            raise RuntimeError(f"{what}: no end mark in its output (status {p.returncode}): {buf!r}\n{tail}")
+        # a byte-level token may print part of a UTF-8 sequence: U+FFFD, as loratune prints it
+        out = buf[:buf.index(mark)].decode(errors="replace")
         return out, None, gguf_name(path)
 
     def want(self, ref_ids, ref_text):
@@ -280,7 +342,7 @@ def check_case(tmp, fam, label, change, must_pass, engines):
         "--device", "cpu", what=f"{label}: merged export")
     ref = lt_greedy(merged, tok, prompt)
     ref_adapter = lt_greedy(model, tok, prompt, adapter=run)
-    ref_text = lt_greedy(merged, tok, prompt, text=True) if any(isinstance(e, BinEngine) for e in engines) else None
+    ref_text = continuation_text(tok, ids, ref) if any(isinstance(e, BinEngine) for e in engines) else None
     want = full[len(ids):len(ids) + N_NEW]
     bad = 0
     tag = "" if must_pass else " (reported, not failed: " + NOT_EXPRESSIBLE[fam][0] + ")"
