@@ -291,8 +291,7 @@ template <bool X> __device__ __forceinline__ float dec_act(int act, float g) {
 }
 
 /* what a pair's two finished rows become (one thread). X = 0: the Qwen2 / Llama layer (default
- * rope of base theta, SiLU, residual add, no cap) without reading the flags; X = 1: as the
- * dec_out flags say */
+ * rope of base theta, SiLU, residual add, no cap) without reading e; X = 1: as e says */
 template <typename T, int MODE, bool X>
 __device__ __forceinline__ void dec_epilogue(const dec_out &o, const dec_ext &e, const dec_io *io, int bb, int ma, int64_t p,
                                              int64_t ra, int64_t rb, float y0, float y1) {
@@ -548,8 +547,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_dec_norm_a(const float *x, cons
  * sliding-window layer): block (h, s) takes an even share of the keys (ceil(keys / DEC_SPLIT_KEYS)
  * shares, at most nsplit), its warps an interleaved part of it (online softmax each), merged in
  * shared memory into part[h][s] = {max, sum, acc[HD]}. Scores are q.k * scale, soft-capped to
- * cap * tanh(score / cap) when cap > 0 (window and cap read only by the X instance). blockIdx.z: the sequence b (q at b * NH*HD, its caches at
- * kct/vct[b * nlayers + layer], part at b * NH*nsplit*(HD+2)). */
+ * cap * tanh(score / cap) when cap > 0 (window and cap read by the X instance only). blockIdx.z:
+ * the sequence b (q at b * NH*HD, its caches at kct/vct[b * nlayers + layer], part at
+ * b * NH*nsplit*(HD+2)). */
 template <typename T, bool X>
 __global__ void __launch_bounds__(DEC_THREADS) k_dec_attn(const float *q, void *const *kct, void *const *vct,
                                                            int layer, int nlayers, const dec_io *io, int NH, int NKV,
