@@ -261,15 +261,17 @@ __global__ void k_bias_add(T *out, const float *bias, int64_t N, int64_t OC) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = lt_fromf<T>(lt_tof<T>(out[i]) + bias[i % OC]);
 }
-/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature. One lt_drop_bits draw
+/* dst = (dst +) keep(i) ? src * 1/(1-p) : 0, index i = token*C + feature (the key of
+ * lt_drop_key_rows: a stream's row offset counts rows of C). One lt_drop_bits draw
  * gives the four 16-bit numbers of elements 4j..4j+3 (lt_rng_keep's mapping), so each thread
  * takes four consecutive elements. */
 template <typename T>
-__global__ void k_dropout(T *dst, const T *src, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
-                          int accumulate, const uint64_t *kdev) {
+__global__ void k_dropout(T *dst, const T *src, int64_t n, int64_t C, float p, float inv_keep, uint64_t seed,
+                          uint64_t stream, int accumulate, const uint64_t *kdev) {
     const int64_t nq = (n + 3) / 4;
     /* kdev: captured into a CUDA graph, (seed, stream xor) come from device memory (lora.cu) */
-    const uint64_t key = kdev ? lt_drop_key(kdev[0], stream ^ kdev[1]) : lt_drop_key(seed, stream);
+    const uint64_t key = kdev ? lt_drop_key_rows(kdev[0], stream ^ kdev[1], (uint64_t)C)
+                              : lt_drop_key_rows(seed, stream, (uint64_t)C);
     const uint32_t thr = lt_drop_threshold(p);
     for (int64_t qi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; qi < nq; qi += (int64_t)gridDim.x * blockDim.x) {
         const uint64_t r = lt_drop_bits(key, (uint64_t)qi);
@@ -517,9 +519,9 @@ lt_status lt_cuda_dropout_apply(lt_backend *be, void *dst, const void *src, int6
     int slot = lt_prof_begin(c, LT_PROF_DROPOUT);
     if (be->act_dtype == LT_DTYPE_BF16)
         k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>(
-            (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, p, inv_keep, seed, stream, accumulate, kdev);
+            (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src, n, C, p, inv_keep, seed, stream, accumulate, kdev);
     else
-        k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, p,
+        k_dropout<<<lt_blocks((n + 3) / 4, LT_EW_THREADS), LT_EW_THREADS, 0, s>>>((__half *)dst, (const __half *)src, n, C, p,
                                                                           inv_keep, seed, stream, accumulate, kdev);
     lt_prof_end(lt_cuda_of(be), slot);
     LT_LAUNCH_CHECK("k_dropout");

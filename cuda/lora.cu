@@ -17,7 +17,8 @@
  * addmul_multi reads and writes y once for all modules (each module's contribution computed
  * as the single kernel computes it, summed in f32, one rounding of y).
  * The mask is lt_rng_keep(seed, stream, t*M + m) as everywhere: one lt_drop_bits draw under
- * key = lt_drop_key(seed, stream) (computed by the launchers) covers four consecutive
+ * key = lt_drop_key_rows(seed, stream, M) (computed by the launchers; a stream's row offset
+ * counts rows of M, rng.h) covers four consecutive
  * elements, so M must be a multiple of 8. Kernels first, launchers after, test hooks last. */
 #include "cuda_common.h"
 #include "mma.h"
@@ -87,11 +88,11 @@ struct lora_keys {
 };
 
 template <int NM>
-__device__ __forceinline__ void keys_resolve(lora_keys &key) {
+__device__ __forceinline__ void keys_resolve(lora_keys &key, int64_t M) {
     if (!key.dev) return;
     const uint64_t seed = key.dev[0], sx = key.dev[1];
 #pragma unroll
-    for (int s = 0; s < NM; s++) key.k[s] = lt_drop_key(seed, key.k[s] ^ sx);
+    for (int s = 0; s < NM; s++) key.k[s] = lt_drop_key_rows(seed, key.k[s] ^ sx, (uint64_t)M);
 }
 
 /* ---------------------------------------------------------------- rowdot */
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(RD_WARPS * 32, 2) k_lora_rowdot(lora_ptrs<T> y
                                                                int64_t N, int64_t M, float alpha, float p, float inv,
                                                                lora_keys key) {
 #if __CUDA_ARCH__ >= 800
-    keys_resolve<NM>(key);
+    keys_resolve<NM>(key, M);
     constexpr int NT = R / 8;
     /* steps in flight per warp: as many as 128 registers hold without spilling (sm_90 ptxas;
      * W fragments take U * NM * NT of them) */
@@ -202,7 +203,7 @@ __global__ void __launch_bounds__(WG_THREADS, SW ? 5 : 4) k_lora_wgrad(float *pa
                                                            lora_ptrs<const T> coef, int64_t N, int64_t M, int tok_chunk,
                                                            float p, float inv, lora_keys key, const T *x2) {
 #if __CUDA_ARCH__ >= 800
-    keys_resolve<NM>(key);
+    keys_resolve<NM>(key, M);
     constexpr int RP = R < 16 ? 16 : R; /* coef columns in shared memory (zero past R) */
     constexpr int LDX = WG_BM + 8, LDC = RP + 8;
     constexpr int XU = WG_BT * WG_BM / 8 / WG_THREADS; /* 16-byte pieces of the x tile per thread */
@@ -337,7 +338,7 @@ __global__ void __launch_bounds__(ATC_WARPS * 32) k_lora_addmul_tc(T *y, lora_pt
                                                                    float inv, lora_keys key, const T *gate,
                                                                    const T *up, T *dgate, T *dup) {
 #if __CUDA_ARCH__ >= 800
-    keys_resolve<NM>(key);
+    keys_resolve<NM>(key, M);
     constexpr int KS = (R + 15) / 16; /* k-steps of 16 (rank 8: one, upper half zero) */
     __shared__ float tile[ATC_WARPS][16][64 + 4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
@@ -488,10 +489,10 @@ static lt_status lora_check(const lt_cuda *c, const char *what, int n, int64_t M
 
 static inline float keep_inv(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
-static lora_keys lora_keys_of(const lt_cuda *c, int n, uint64_t seed, const uint64_t *streams) {
+static lora_keys lora_keys_of(const lt_cuda *c, int n, uint64_t seed, const uint64_t *streams, int64_t M) {
     lora_keys k = {};
     k.dev = c->graph_capture ? c->drop_dev : NULL;
-    for (int s = 0; s < n; s++) k.k[s] = k.dev ? streams[s] : lt_drop_key(seed, streams[s]);
+    for (int s = 0; s < n; s++) k.k[s] = k.dev ? streams[s] : lt_drop_key_rows(seed, streams[s], (uint64_t)M);
     return k;
 }
 
@@ -513,7 +514,7 @@ lt_status lt_cuda_lora_rowdot_multi(lt_backend *be, int n, void *const *y, const
     LT_TRY(lora_check(c, "rowdot", n, M, R, true));
     if (N <= 0) return LT_OK;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(c, n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams, M);
     const int slot = lt_prof_begin(c, LT_PROF_ROWDOT);
     LORA_DISPATCH(rowdot_launch, bf, R, n, c, y, x, W, N, M, alpha, p, key);
     LT_LAUNCH_CHECK("k_lora_rowdot");
@@ -560,7 +561,7 @@ static lt_status wgrad_any(lt_backend *be, int n, float *const *G, int64_t sm, i
     nchunks = (int)((N + chunk - 1) / chunk);
     const int64_t pstride = (int64_t)nchunks * M * R;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(c, n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams, M);
     lora_ptrs<float> gp = {};
     for (int s = 0; s < n; s++) gp.p[s] = G[s];
     /* the masked x tiles hold the kept values unscaled: 1 / (1 - p) comes in with alpha */
@@ -641,7 +642,7 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
                  (long long)wm);
     if (N <= 0) return LT_OK;
     const bool bf = be->act_dtype == LT_DTYPE_BF16;
-    const lora_keys key = lora_keys_of(c, n, seed, streams);
+    const lora_keys key = lora_keys_of(c, n, seed, streams, M);
     /* W^T in 16 bits, (M, R): A (wm == 1, rows M apart) transposed, or B (wr == 1) as stored */
     const void *wt[LT_LORA_MULTI];
     for (int s = 0; s < n; s++)
@@ -670,7 +671,7 @@ lt_status lt_cuda_lora_addmul_swiglu(lt_backend *be, const void *y, const void *
     if (N <= 0) return LT_OK;
     const void *wt;
     LT_TRY(lt_cuda_w16(be, A, R, M, 1, &wt));
-    const lora_keys key = lora_keys_of(c, 1, seed, &stream);
+    const lora_keys key = lora_keys_of(c, 1, seed, &stream, M);
     const int slot = lt_prof_begin(c, LT_PROF_ADDMUL);
     if (be->act_dtype == LT_DTYPE_BF16) {
         if (R == 8) addmul_swb_launch<__nv_bfloat16, 8>(c, y, coef, wt, N, M, alpha, p, key, gate, up, dgate, dup);

@@ -58,7 +58,25 @@ LT_HD uint64_t lt_drop_bits(uint64_t key, uint64_t group) {
 LT_HD uint32_t lt_drop_threshold(float p) {
     return (uint32_t)(p * 65536.0f + 0.5f);
 }
-/* Dropout keep decision of element `index` for probability p of dropping. */
+/* Row offsets: an op over rows [r0, r0 + n) of a wider (rows, width) input (graph.c's MLP token
+ * chunks) draws the masks those rows have in the whole input: its element i is element
+ * r0 * width + i of the whole, group r0 * width / 4 + (i >> 2), which is its own group i >> 2
+ * under a key r0 * width / 4 golden gammas further on. The stream carries r0 / LT_DROP_ROW_UNIT
+ * in its top bits (lt_drop_stream_rows); the ops derive their keys with lt_drop_key_rows from
+ * their input width, and a stream without those bits gives lt_drop_key's key. So the rest of a
+ * stream stays below bit LT_DROP_ROW_SHIFT (graph.h's streams: micro-batch bases below 2^24). */
+#define LT_DROP_ROW_SHIFT 48
+#define LT_DROP_ROW_UNIT 64
+LT_HD uint64_t lt_drop_stream_rows(uint64_t stream, uint64_t row0) {
+    return stream | ((row0 / LT_DROP_ROW_UNIT) << LT_DROP_ROW_SHIFT);
+}
+LT_HD uint64_t lt_drop_key_rows(uint64_t seed, uint64_t stream, uint64_t width) {
+    const uint64_t units = stream >> LT_DROP_ROW_SHIFT;
+    const uint64_t key = lt_drop_key(seed, stream & ((1ull << LT_DROP_ROW_SHIFT) - 1));
+    return key + units * (LT_DROP_ROW_UNIT / 4) * width * 0x9E3779B97F4A7C15ull;
+}
+/* Dropout keep decision of element `index` for probability p of dropping (a stream without a
+ * row offset). */
 LT_HD int lt_rng_keep(uint64_t seed, uint64_t stream, uint64_t index, float p) {
     const uint64_t bits = lt_drop_bits(lt_drop_key(seed, stream), index >> 2);
     return (uint32_t)((bits >> (16 * (index & 3))) & 0xFFFFu) >= lt_drop_threshold(p);

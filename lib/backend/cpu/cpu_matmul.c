@@ -172,7 +172,8 @@ lt_status lt_cpu_linear_bwd_input(lt_backend *be, void *dinp, const void *dout, 
 
 /* ---- LoRA ---- */
 /* xd(N,C) = dropout(inp): element n*C + c kept when lt_rng_keep(seed, stream, n*C + c, p), and
- * then scaled by 1/(1-p) (a float32 factor, as torch's mask holds it). */
+ * then scaled by 1/(1-p) (a float32 factor, as torch's mask holds it); a stream with a row
+ * offset (rng.h) draws the masks of the rows it names (the key of lt_drop_key_rows). */
 typedef struct drop_ctx {
     float *xd; uint8_t *keep; const float *x; int64_t C; float p, inv; uint64_t seed, stream;
 } drop_ctx;
@@ -182,7 +183,7 @@ static void dropout_row(void *vctx, int64_t n) {
     drop_ctx *c = vctx;
     int64_t e = n * c->C;
     const int64_t end = e + c->C;
-    const uint64_t key = lt_drop_key(c->seed, c->stream);
+    const uint64_t key = lt_drop_key_rows(c->seed, c->stream, (uint64_t)c->C);
     const uint32_t thr = lt_drop_threshold(c->p);
     while (e < end) {
         const uint64_t bits = lt_drop_bits(key, (uint64_t)e >> 2);
