@@ -164,10 +164,11 @@ lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const vo
     /* 16-bit logits, as transformers' lm_head writes them before its loss upcasts them: half the
      * traffic of f32 logits, and twice the rows per chunk in the same memory */
     const size_t lb = 2; /* bytes per logit */
-    /* a chunk of rows whose logits take about 224 MiB (the 16-bit gradient reuses them), in
-     * 64-row steps: wide enough for the dh product to fill the GPU; evened out over the chunks
-     * N takes, so that a short batch holds no more logits than it has rows */
-    const int64_t T = lt_head_chunk_rows(N, V, (int64_t)lb);
+    /* a chunk of rows whose logits take about 224 MiB (the 16-bit gradient reuses them), or
+     * what the caller asks for (be->head_chunk_bytes: the memory-saving mode's smaller chunks),
+     * in 64-row steps: wide enough for the dh product to fill the GPU; evened out over the
+     * chunks N takes, so that a short batch holds no more logits than it has rows */
+    const int64_t T = lt_head_chunk_rows(N, V, (int64_t)lb, be->head_chunk_bytes);
     /* vocabulary slices: no more than 16 x 384 slice-rows of partials */
     int S = dh ? dh_slices(V) : 1;
     while (S > 1 && (int64_t)S * T > 16 * 384) S /= 2;

@@ -345,6 +345,10 @@ struct lt_backend {
     int32_t n_threads;    /* CPU threads */
     int32_t deterministic;
     void *impl;           /* backend private */
+    /* bytes of logits per chunk of the fused LM head + cross-entropy that the next lm_head_ce
+     * calls aim at (lt_head_chunk_rows), set by the caller around them; 0: the default.
+     * The CPU backend chunks by its own fixed rows and ignores it. */
+    uint64_t head_chunk_bytes;
 };
 
 /* Fills the empty slots of the checkpoint-offload, model-family and decoder groups with their
@@ -357,11 +361,14 @@ lt_status lt_backend_cuda_create(int device_index, int compute_dtype, lt_backend
 void lt_backend_free(lt_backend *be);
 
 /* Rows per chunk of the CUDA backend's fused LM head + cross-entropy (lm_head_ce.cu) for N
- * tokens, V logits of logit_bytes each: about 224 MiB of logits per chunk in 64-row steps,
- * evened out over the chunks N takes (as many chunks, fewer rows each), or N when it fits one.
- * lt_estimate_memory sizes the scratch buffer with it too. */
-static inline int64_t lt_head_chunk_rows(int64_t N, int64_t V, int64_t logit_bytes) {
-    int64_t T = (int64_t)((224ull << 20) / ((uint64_t)V * (uint64_t)logit_bytes)) / 64 * 64;
+ * tokens, V logits of logit_bytes each: about chunk_bytes of logits per chunk (0: the default,
+ * LT_HEAD_CHUNK_BYTES; be->head_chunk_bytes) in 64-row steps, evened out over the chunks N
+ * takes (as many chunks, fewer rows each), or N when it fits one. lt_estimate_memory sizes the
+ * scratch buffer with it too. */
+#define LT_HEAD_CHUNK_BYTES (224ull << 20)
+static inline int64_t lt_head_chunk_rows(int64_t N, int64_t V, int64_t logit_bytes, uint64_t chunk_bytes) {
+    if (chunk_bytes == 0) chunk_bytes = LT_HEAD_CHUNK_BYTES;
+    int64_t T = (int64_t)(chunk_bytes / ((uint64_t)V * (uint64_t)logit_bytes)) / 64 * 64;
     if (T < 64) T = 64;
     if (T >= N) return N;
     const int64_t chunks = (N + T - 1) / T, even = ((N + chunks - 1) / chunks + 63) / 64 * 64;

@@ -4,11 +4,13 @@
  * layer, the layer recomputed in backward) and the fused chunked LM head + cross-entropy; and
  * the same layers over a KV cache for generation (lt_graph_forward_cached). See graph.h. */
 #include "model/graph.h"
+#include "core/rng.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* One layer's activations, as the backward needs them. */
+/* One layer's activations, as the backward needs them. M: the MLP's rows (g->mlp_rows: N, or one
+ * token chunk of the memory-saving mode, whose MLP runs chunk by chunk). */
 typedef struct layer_acts {
     void *ln1;              /* (N,C) */
     void *q;                /* (N,NH*HD) after rope */
@@ -16,7 +18,7 @@ typedef struct layer_acts {
     void *att;              /* (N,NH*HD) attention output */
     void *hmid;             /* (N,C) residual after attention */
     void *ln2;              /* (N,C) */
-    void *gate, *up, *act;  /* (N,I) */
+    void *gate, *up, *act;  /* (M,I) */
     void *xa[LT_PROJ_COUNT];/* (N,R) LoRA A outputs */
     float *rstd1, *rstd2;   /* (N) */
     float *lse;             /* (NH,N) */
@@ -26,7 +28,7 @@ typedef struct layer_acts {
     void *o, *dn;           /* sandwich_norm: (N,C) o_proj and down_proj outputs before their norms */
     float *rstd_pa, *rstd_pf; /* sandwich_norm: (N) */
     void *qkv;              /* fused_qkv: (N,NH*HD+2*NKV*HD) */
-    void *gu;               /* fused_gate_up: (N,2I) */
+    void *gu;               /* fused_gate_up: (M,2I) */
 } layer_acts;
 
 struct lt_graph {
@@ -35,6 +37,8 @@ struct lt_graph {
     int64_t cap;            /* token budget N the buffers hold */
     int32_t r;              /* LoRA rank the xa buffers were sized for (0: none) */
     int32_t train;          /* backward buffers present */
+    int64_t mlp_rows;       /* M: rows of the MLP buffers (cap, or the MLP chunk: lt_graph_mlp_rows) */
+    int64_t mlp_chunk;      /* the MLP chunk setting they were sized with */
     /* inputs, i32 */
     int32_t *ids, *pos, *targets; /* (N) */
     int32_t *cu;                  /* (N+1) */
@@ -57,11 +61,11 @@ struct lt_graph {
     void *dln;              /* (N,C) gradient of a norm output */
     void *dq, *datt;        /* (N,NH*HD) */
     void *dk, *dv;          /* (N,NKV*HD) */
-    void *dgate, *dup, *dact; /* (N,I) */
+    void *dgate, *dup, *dact; /* (M,I) */
     void *dqr, *dkr;        /* qk_norm: (N,NH*HD), (N,NKV*HD) */
     void *dpost;            /* sandwich_norm: (N,C) gradient of a post-norm's input */
     void *dqkv;             /* fused_qkv: (N,NH*HD+2*NKV*HD) */
-    void *dgu;              /* fused_gate_up: (N,2I) */
+    void *dgu;              /* fused_gate_up: (M,2I) */
     /* checkpoint offload (mode LT_GRAPH_TRAIN_OFFLOAD): res[l] and layer l's xa_keep point into
      * device slot l % 2, which holds layer l's checkpoint while the forward makes it and while
      * the backward reads it; the host copies (the backend's host memory) keep layers
@@ -159,38 +163,61 @@ void lt_graph_free(lt_graph *g) {
  * block's backward writes datt, dq, dk, dv after the gate/up products' backward has read dgate
  * and dup for the last time, and the next layer's recompute writes gate and up after that
  * (the last layer's activations survive from the forward into its backward: nothing between
- * writes them). *attn: the attention gradients fit (2 QD <= I and 2 KD <= I). */
-static int share_ok(const lt_config *c, int train, int *attn) {
+ * writes them). With MLP token chunks the same holds chunk by chunk (a chunk's recompute
+ * writes gate and up after the previous chunk's products have read dgate and dup for the last
+ * time). *attn: the attention gradients of N tokens fit gate and up of M rows (2 QD N <= I M and
+ * 2 KD N <= I M; with M = N: 2 QD <= I and 2 KD <= I). */
+static int share_ok(const lt_config *c, int train, int64_t N, int64_t M, int *attn) {
     const int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
+    const int64_t I = c->intermediate_size;
     const int on = train == LT_GRAPH_TRAIN || train == LT_GRAPH_TRAIN_OFFLOAD;
-    *attn = on && 2 * QD <= c->intermediate_size && 2 * KD <= c->intermediate_size;
+    *attn = on && 2 * QD * N <= I * M && 2 * KD * N <= I * M;
     return on;
+}
+
+/* the MLP chunk of graphs reserved from now on (lt_graph_test_set_mlp_chunk) */
+static int64_t mlp_chunk_setting = LT_GRAPH_MLP_CHUNK;
+
+lt_status lt_graph_test_set_mlp_chunk(int64_t rows) {
+    LT_CHECK_ARG(rows >= 0 && rows % LT_DROP_ROW_UNIT == 0,
+                 "lt_graph_test_set_mlp_chunk: %lld rows is not a multiple of %d", (long long)rows, LT_DROP_ROW_UNIT);
+    mlp_chunk_setting = rows ? rows : LT_GRAPH_MLP_CHUNK;
+    return LT_OK;
+}
+
+int64_t lt_graph_mlp_rows(int64_t N, int train) {
+    return train == LT_GRAPH_TRAIN_OFFLOAD && N > mlp_chunk_setting ? mlp_chunk_setting : N;
+}
+
+uint64_t lt_graph_head_chunk_bytes(int train) {
+    return train == LT_GRAPH_TRAIN_OFFLOAD ? LT_GRAPH_HEAD_LEAN_BYTES : 0;
 }
 
 uint64_t lt_graph_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t N, int train) {
     uint64_t C = (uint64_t)c->hidden_size, I = (uint64_t)c->intermediate_size;
     uint64_t QD = (uint64_t)c->num_heads * c->head_dim, KD = (uint64_t)c->num_kv_heads * c->head_dim;
-    uint64_t n = (uint64_t)N, a = (uint64_t)ab;
+    uint64_t n = (uint64_t)N, a = (uint64_t)ab, mr = (uint64_t)lt_graph_mlp_rows(N, train);
     uint64_t sets = train == LT_GRAPH_TRAIN_KEEP ? (uint64_t)c->num_layers : 1;
     const int off = train == LT_GRAPH_TRAIN_OFFLOAD;
     uint64_t bytes = 4 * (4 * n + 1);                               /* ids, pos, targets, cu */
     bytes += (off ? 2 : (uint64_t)(c->num_layers + 1)) * n * C * a; /* checkpoints (offload: slots) */
-    bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD + 3 * I)      /* layer activations */
+    bytes += sets * (n * a * (3 * C + 2 * QD + 2 * KD) + mr * a * 3 * I /* layer activations (MLP: M rows) */
                      + 4 * n * (2 + (uint64_t)c->num_heads));         /* rstd, lse */
     /* what the layer description adds */
     uint64_t extra = 0, extra_bwd = 0;
     if (c->qk_norm) { extra += n * a * (QD + KD) + 4 * n * (uint64_t)(c->num_heads + c->num_kv_heads); extra_bwd += n * a * (QD + KD); }
     if (c->sandwich_norm) { extra += 2 * n * a * C + 8 * n; extra_bwd += n * a * C; }
     if (c->fused_qkv) { extra += n * a * (QD + 2 * KD); extra_bwd += n * a * (QD + 2 * KD); }
-    if (c->fused_gate_up) { extra += 2 * n * a * I; extra_bwd += 2 * n * a * I; }
+    if (c->fused_gate_up) { extra += 2 * mr * a * I; extra_bwd += 2 * mr * a * I; }
     bytes += sets * extra + (train ? extra_bwd : 0);
     /* xa: per set, or per layer when checkpointing keeps them (lt_graph_reserve; offload: slots) */
     const uint64_t xa_sets = r <= 0 ? sets : off ? 2 : train == LT_GRAPH_TRAIN ? (uint64_t)c->num_layers : sets;
     bytes += xa_sets * n * a * (uint64_t)r * LT_PROJ_COUNT;
     bytes += 2 * n * C * a + 4 * n + 4;                             /* proj, final norm, loss */
-    if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD + 3 * I);  /* backward */
+    if (train) bytes += n * a * (2 * C + 2 * QD + 2 * KD) + mr * a * 3 * I; /* backward */
     int share_attn;
-    if (share_ok(c, train, &share_attn)) bytes -= n * a * (2 * I + (share_attn ? 2 * QD + 2 * KD : 0));
+    if (share_ok(c, train, (int64_t)n, (int64_t)mr, &share_attn))
+        bytes -= mr * a * 2 * I + (share_attn ? n * a * (2 * QD + 2 * KD) : 0);
     return bytes;
 }
 
@@ -200,14 +227,14 @@ uint64_t lt_graph_host_bytes(const lt_config *c, int32_t ab, int32_t r, int64_t 
     return (uint64_t)(c->num_layers - 1) * (uint64_t)N * (uint64_t)ab * ((uint64_t)c->hidden_size + rr * LT_PROJ_COUNT);
 }
 
-static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, int32_t r) {
+static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, size_t N, size_t M, int32_t r) {
     size_t ab = (size_t)be->act_bytes, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t QD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
     lt_status st = LT_OK;
 #define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
     A(a->ln1, N * C * ab); A(a->q, N * QD * ab); A(a->k, N * KD * ab); A(a->v, N * KD * ab);
     A(a->att, N * QD * ab); A(a->hmid, N * C * ab); A(a->ln2, N * C * ab);
-    A(a->gate, N * I * ab); A(a->up, N * I * ab); A(a->act, N * I * ab);
+    A(a->gate, M * I * ab); A(a->up, M * I * ab); A(a->act, M * I * ab);
     for (int p = 0; r > 0 && p < LT_PROJ_COUNT; p++) A(a->xa[p], N * (size_t)r * ab);
     A(a->rstd1, 4 * N); A(a->rstd2, 4 * N); A(a->lse, 4 * N * (size_t)c->num_heads);
     if (c->qk_norm) {
@@ -216,7 +243,7 @@ static lt_status alloc_acts(lt_backend *be, layer_acts *a, const lt_config *c, s
     }
     if (c->sandwich_norm) { A(a->o, N * C * ab); A(a->dn, N * C * ab); A(a->rstd_pa, 4 * N); A(a->rstd_pf, 4 * N); }
     if (c->fused_qkv) A(a->qkv, N * (QD + 2 * KD) * ab);
-    if (c->fused_gate_up) A(a->gu, N * 2 * I * ab);
+    if (c->fused_gate_up) A(a->gu, M * 2 * I * ab);
 #undef A
     return st;
 }
@@ -226,7 +253,7 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     LT_CHECK_ARG(train >= LT_GRAPH_INFER && train <= LT_GRAPH_TRAIN_KEEP, "lt_graph_reserve: bad mode %d", train);
     int32_t r = m->has_lora ? m->lora.r : 0;
     lt_graph *g = m->graph;
-    if (g && g->cap >= n_tokens && g->r == r && g->train >= train) return LT_OK;
+    if (g && g->cap >= n_tokens && g->r == r && g->train >= train && g->mlp_chunk == mlp_chunk_setting) return LT_OK;
     int64_t cap = n_tokens;
     if (g) { /* grow: keep the larger budget (at least 5/4 of the old one, in 64-token steps, so that
               * growing a token at a time reallocates O(log n) times) and the richer mode */
@@ -249,6 +276,9 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     g->cap = cap;
     g->r = r;
     g->train = train;
+    g->mlp_chunk = mlp_chunk_setting;
+    g->mlp_rows = lt_graph_mlp_rows(cap, train);
+    const size_t M = (size_t)g->mlp_rows;
     lt_status st = LT_OK;
 #define A(ptr, bytes) do { if (st == LT_OK) st = galloc(be, (void **)&(ptr), (bytes)); } while (0)
     const int off = train == LT_GRAPH_TRAIN_OFFLOAD;
@@ -270,8 +300,8 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     else g->n_acts = n_acts;
     const int keep_xa = (train == LT_GRAPH_TRAIN || off) && r > 0;
     int share_attn = 0;
-    const int share = share_ok(c, train, &share_attn);
-    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, keep_xa ? 0 : r);
+    const int share = share_ok(c, train, (int64_t)N, (int64_t)M, &share_attn);
+    for (int i = 0; st == LT_OK && i < n_acts; i++) st = alloc_acts(be, &g->acts[i], c, N, M, keep_xa ? 0 : r);
     if (st == LT_OK && keep_xa) {
         g->xa_keep = lt_calloc((size_t)c->num_layers * LT_PROJ_COUNT, sizeof(void *), "graph LoRA xa");
         if (!g->xa_keep) st = LT_ERR_OUT_OF_MEMORY;
@@ -289,13 +319,13 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
     A(g->proj, N * C * ab); A(g->lnf, N * C * ab); A(g->rstdf, 4 * N); A(g->loss, 4);
     if (train) {
         A(g->dres, N * C * ab); A(g->dln, N * C * ab);
-        A(g->dact, N * I * ab);
+        A(g->dact, M * I * ab);
         if (st == LT_OK && share) { /* share_ok says why these never overlap */
             g->share_glu = 1;
             g->dgate = g->acts[0].gate;
             g->dup = g->acts[0].up;
         } else {
-            A(g->dgate, N * I * ab); A(g->dup, N * I * ab);
+            A(g->dgate, M * I * ab); A(g->dup, M * I * ab);
         }
         if (st == LT_OK && share_attn) {
             g->share_attn = 1;
@@ -309,7 +339,7 @@ lt_status lt_graph_reserve(lt_model *m, int64_t n_tokens, int train) {
         if (c->qk_norm) { A(g->dqr, N * QD * ab); A(g->dkr, N * KD * ab); }
         if (c->sandwich_norm) A(g->dpost, N * C * ab);
         if (c->fused_qkv) A(g->dqkv, N * (QD + 2 * KD) * ab);
-        if (c->fused_gate_up) A(g->dgu, N * 2 * I * ab);
+        if (c->fused_gate_up) A(g->dgu, M * 2 * I * ab);
     }
 #undef A
     if (st != LT_OK) {
@@ -335,6 +365,9 @@ typedef struct pass_ctx {
     int32_t nseq, max_seqlen;
     int lora_on;
     int off;                /* a training pass with its checkpoints offloaded (g->offload) */
+    /* an MLP token chunk (mlp_chunk): its rows [row0, row0 + N) of the pass; the LoRA A
+     * outputs (xa_of) and the dropout streams (drop_stream) are those rows' */
+    int64_t row0;
     float dropout;
     uint64_t seed, stream_base;
     /* rotary frequencies of full-attention [0] and sliding-window [1] layers for this pass's
@@ -402,9 +435,15 @@ static layer_acts *acts_of(const pass_ctx *x, int l) {
     return &x->g->acts[x->g->n_acts == 1 ? 0 : l];
 }
 
-/* The LoRA A output (N,R) of (layer l, projection p). */
+/* The LoRA A output (N,R) of (layer l, projection p) (an MLP chunk's rows of it). */
 static void *xa_of(const pass_ctx *x, int l, int p) {
-    return x->g->xa_keep ? x->g->xa_keep[l * LT_PROJ_COUNT + p] : acts_of(x, l)->xa[p];
+    void *xa = x->g->xa_keep ? x->g->xa_keep[l * LT_PROJ_COUNT + p] : acts_of(x, l)->xa[p];
+    return act_at(x, xa, x->row0, x->g->r);
+}
+
+/* The dropout stream of (layer l, projection p) (an MLP chunk's: with its row offset, rng.h). */
+static uint64_t drop_stream(const pass_ctx *x, int l, int p) {
+    return lt_drop_stream_rows(lt_graph_stream(x->stream_base, l, p), (uint64_t)x->row0);
 }
 
 /* out(N,OC) = inp @ W^T + bias, plus the LoRA branch of (layer, proj) when attached. */
@@ -414,7 +453,7 @@ static lt_status proj_fwd(const pass_ctx *x, int l, int p, void *out, const void
     lt_lora_tensor *t = &L->lora[p];
     if (x->lora_on && t->A)
         LT_TRY(x->be->ops.lora_fwd(x->be, out, xa_of(x, l, p), inp, t->A, t->B, x->N, t->in, t->out, t->r,
-                                   x->m->lora_scale, x->dropout, x->seed, lt_graph_stream(x->stream_base, l, p)));
+                                   x->m->lora_scale, x->dropout, x->seed, drop_stream(x, l, p)));
     return LT_OK;
 }
 
@@ -427,7 +466,7 @@ static lt_status proj_bwd(const pass_ctx *x, int l, int p, void *dinp, const voi
     if (x->lora_on && t->A)
         LT_TRY(x->be->ops.lora_bwd(x->be, t->dA, t->dB, dinp, dout, inp, xa_of(x, l, p), t->A, t->B, x->N,
                                    t->in, t->out, t->r, x->m->lora_scale, x->dropout, x->seed,
-                                   lt_graph_stream(x->stream_base, l, p)));
+                                   drop_stream(x, l, p)));
     return LT_OK;
 }
 
@@ -459,7 +498,7 @@ static lt_status group_fwd(const pass_ctx *x, int l, int n, const int *p, void *
         A[s] = L->lora[p[s]].A;
         B[s] = L->lora[p[s]].B;
         W[s] = L->proj[p[s]];
-        st[s] = lt_graph_stream(x->stream_base, l, p[s]);
+        st[s] = drop_stream(x, l, p[s]);
     }
     if (recompute && x->g->xa_keep) {
         /* the forward pass's xa are kept */
@@ -493,7 +532,7 @@ static lt_status group_bwd(const pass_ctx *x, int l, int n, const int *p, void *
         const lt_lora_tensor *t = &L->lora[p[s]];
         LT_TRY(be->ops.linear_bwd_input(be, dinp, dout[s], L->proj[p[s]], x->N, s > 0));
         dA[s] = t->dA; dB[s] = t->dB; xa[s] = xa_of(x, l, p[s]); A[s] = t->A; B[s] = t->B; OC[s] = t->out;
-        st[s] = lt_graph_stream(x->stream_base, l, p[s]);
+        st[s] = drop_stream(x, l, p[s]);
     }
     return be->ops.lora_bwd_multi(be, n, dA, dB, dinp, dout, inp, xa, A, B, x->N, t0->in, OC, t0->r,
                                   x->m->lora_scale, x->dropout, x->seed, st);
@@ -516,7 +555,7 @@ static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const 
         if (recompute && x->g->xa_keep && be->ops.lora_up_add) /* xa kept from the forward pass */
             return be->ops.lora_up_add(be, out, xa, t->B, x->N, t->out, t->r, x->m->lora_scale);
         return be->ops.lora_fwd(be, out, xa, inp, t->A, t->B, x->N, t->in, t->out, t->r, x->m->lora_scale,
-                                x->dropout, x->seed, lt_graph_stream(x->stream_base, l, p));
+                                x->dropout, x->seed, drop_stream(x, l, p));
     }
     if (!(be->ops.add_lora && lora)) {
         LT_TRY(proj_fwd(x, l, p, x->g->proj, inp, NULL));
@@ -524,7 +563,7 @@ static lt_status proj_fwd_add(const pass_ctx *x, int l, int p, void *out, const 
     }
     LT_TRY(be->ops.linear_fwd(be, x->g->proj, inp, L->proj[p], NULL, x->N));
     LT_TRY(be->ops.lora_fwd(be, NULL, xa, inp, t->A, t->B, x->N, t->in, t->out, t->r, x->m->lora_scale, x->dropout,
-                            x->seed, lt_graph_stream(x->stream_base, l, p)));
+                            x->seed, drop_stream(x, l, p)));
     return be->ops.add_lora(be, out, resid, x->g->proj, xa, t->B, x->N, OC, t->r, x->m->lora_scale);
 }
 
@@ -536,6 +575,76 @@ static int recompute_skips_act(const pass_ctx *x, const lt_layer *L) {
     if (x->m->cfg.sandwich_norm) return 0;
     if (!(x->lora_on && L->lora[LT_PROJ_DOWN].A)) return 1;
     return x->g->xa_keep && x->be->ops.lora_bwd_swiglu && x->m->cfg.act == LT_ACT_SILU;
+}
+
+/* ---- the MLP block over token chunks ----
+ * The MLP acts on each token alone, so the memory-saving mode (g->mlp_rows < N: mode
+ * TRAIN_OFFLOAD, lt_graph_mlp_rows) runs it over chunks of g->mlp_rows tokens, a fixed split
+ * for a given N (a recorded pass replays it): gate, up, act and their gradients hold one chunk,
+ * while ln2, hmid, dn, the LoRA A outputs and the gradients of the residual stream stay (N, .)
+ * and each chunk takes its rows of them. Each chunk's LoRA dropout draws its rows' masks
+ * (drop_stream), so the results are those of one pass over all N tokens, up to the order in
+ * which the LoRA gradients of gate/up/down add up over the chunks. */
+static int mlp_chunked(const pass_ctx *x) {
+    return x->g->mlp_rows < x->N;
+}
+
+/* *xc: the pass x narrowed to the MLP chunk of tokens [t0, t0 + mlp_rows) */
+static const pass_ctx *mlp_chunk(const pass_ctx *x, int64_t t0, pass_ctx *xc) {
+    *xc = *x;
+    xc->row0 = t0;
+    xc->N = x->N - t0 < x->g->mlp_rows ? x->N - t0 : x->g->mlp_rows;
+    return xc;
+}
+
+/* rows [x->row0, x->row0 + x->N) of a per-token f32 buffer (NULL stays NULL) */
+static float *f32_rows(const pass_ctx *x, float *buf) {
+    return buf ? buf + x->row0 : NULL;
+}
+
+/* The MLP of layer l on tokens [x->row0, x->row0 + x->N) (one chunk, or the whole pass):
+ *   out = hmid + post_ff(down(act(gate(ln2), up(ln2))))
+ * with ln2 made; gate, up and act hold these tokens from their first row. out: the (N,C) output
+ * of the pass (these tokens' rows written). recompute: as in layer_fwd (out unused). */
+static lt_status mlp_fwd(const pass_ctx *x, int l, void *out, int recompute) {
+    const lt_config *c = &x->m->cfg;
+    lt_layer *L = &x->m->layers[l];
+    lt_graph *g = x->g;
+    layer_acts *a = acts_of(x, l);
+    lt_backend *be = x->be;
+    const int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
+    const float eps = (float)c->rms_norm_eps;
+    void *ln2 = act_at(x, a->ln2, x->row0, C), *hmid = act_at(x, a->hmid, x->row0, C);
+    if (c->fused_gate_up) {
+        void *parts[2] = {a->gate, a->up};
+        const int64_t w[2] = {I, I};
+        LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gu, ln2, NULL));
+        LT_TRY(split_cols(x, a->gu, 2, parts, w, 0));
+    } else {
+        static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
+        void *outs[2] = {a->gate, a->up};
+        const float *bias[2] = {NULL, NULL};
+        LT_TRY(group_fwd(x, l, 2, gu, outs, ln2, bias, recompute));
+    }
+    if (recompute && recompute_skips_act(x, L)) return LT_OK;
+    LT_TRY(be->ops.glu_fwd(be, c->act == LT_ACT_SILU ? LT_BACT_SILU : LT_BACT_GELU_TANH, a->act, a->gate, a->up,
+                           N * I));
+    if (c->sandwich_norm) {
+        void *dn = act_at(x, a->dn, x->row0, C);
+        LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, dn, a->act, NULL));
+        LT_TRY(be->ops.rmsnorm_fwd(be, g->proj, f32_rows(x, a->rstd_pf), dn, L->ln_post_ff, N, C, eps));
+        if (recompute) return LT_OK;
+        return be->ops.add(be, act_at(x, out, x->row0, C), hmid, g->proj, N * C);
+    }
+    if (recompute) {
+        lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
+        if (x->lora_on && t->A && !x->g->xa_keep)
+            LT_TRY(be->ops.lora_fwd(be, NULL, xa_of(x, l, LT_PROJ_DOWN), a->act, t->A, t->B, N, t->in, t->out, t->r,
+                                    x->m->lora_scale, x->dropout, x->seed,
+                                    drop_stream(x, l, LT_PROJ_DOWN)));
+        return LT_OK;
+    }
+    return proj_fwd_add(x, l, LT_PROJ_DOWN, act_at(x, out, x->row0, C), hmid, a->act, 0);
 }
 
 /* Layer l forward: out = layer(inp), keeping this layer's activations in the graph buffers:
@@ -554,7 +663,7 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
     lt_graph *g = x->g;
     layer_acts *a = acts_of(x, l);
     lt_backend *be = x->be;
-    int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
+    int64_t N = x->N, C = c->hidden_size;
     int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
     const size_t ab = (size_t)be->act_bytes;
     float eps = (float)c->rms_norm_eps;
@@ -596,37 +705,14 @@ static lt_status layer_fwd(const pass_ctx *x, int l, const void *inp, void *out,
     } else {
         LT_TRY(proj_fwd_add(x, l, LT_PROJ_O, a->hmid, inp, a->att, recompute));
     }
-    /* MLP block */
+    /* MLP block: per token, so with MLP chunks it runs chunk by chunk, and its checkpoint
+     * recompute happens chunk by chunk inside layer_bwd (gate and up hold one chunk) */
     LT_TRY(be->ops.rmsnorm_fwd(be, a->ln2, a->rstd2, a->hmid, L->ln2, N, C, eps));
-    if (c->fused_gate_up) {
-        void *parts[2] = {a->gate, a->up};
-        const int64_t w[2] = {I, I};
-        LT_TRY(proj_fwd(x, l, LT_PROJ_GATE, a->gu, a->ln2, NULL));
-        LT_TRY(split_cols(x, a->gu, 2, parts, w, 0));
-    } else {
-        static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
-        void *outs[2] = {a->gate, a->up};
-        const float *bias[2] = {NULL, NULL};
-        LT_TRY(group_fwd(x, l, 2, gu, outs, a->ln2, bias, recompute));
-    }
-    if (recompute && recompute_skips_act(x, L)) return LT_OK;
-    LT_TRY(be->ops.glu_fwd(be, c->act == LT_ACT_SILU ? LT_BACT_SILU : LT_BACT_GELU_TANH, a->act, a->gate, a->up,
-                           N * I));
-    if (c->sandwich_norm) {
-        LT_TRY(proj_fwd(x, l, LT_PROJ_DOWN, a->dn, a->act, NULL));
-        LT_TRY(be->ops.rmsnorm_fwd(be, g->proj, a->rstd_pf, a->dn, L->ln_post_ff, N, C, eps));
-        if (recompute) return LT_OK;
-        return be->ops.add(be, out, a->hmid, g->proj, N * C);
-    }
-    if (recompute) {
-        lt_lora_tensor *t = &L->lora[LT_PROJ_DOWN];
-        if (x->lora_on && t->A && !x->g->xa_keep)
-            LT_TRY(be->ops.lora_fwd(be, NULL, xa_of(x, l, LT_PROJ_DOWN), a->act, t->A, t->B, N, t->in, t->out, t->r,
-                                    x->m->lora_scale, x->dropout, x->seed,
-                                    lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN)));
-        return LT_OK;
-    }
-    return proj_fwd_add(x, l, LT_PROJ_DOWN, out, a->hmid, a->act, 0);
+    if (!mlp_chunked(x)) return mlp_fwd(x, l, out, recompute);
+    if (recompute) return LT_OK;
+    pass_ctx xc;
+    for (int64_t t0 = 0; t0 < N; t0 += g->mlp_rows) LT_TRY(mlp_fwd(mlp_chunk(x, t0, &xc), l, out, 0));
+    return LT_OK;
 }
 
 /* dinp(N,C) += the gradient through a post-norm: dout is the gradient of the norm's output,
@@ -639,24 +725,23 @@ static lt_status post_norm_bwd(const pass_ctx *x, void *dpost, const void *dout,
     return be->ops.rmsnorm_bwd(be, dpost, dout, inp, w, rstd, N, C);
 }
 
-/* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
- * Needs layer_fwd(l) to have just run (the activations in the graph buffers; act only where
- * recompute_skips_act says the recompute makes it). */
-static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
+/* The MLP's backward on tokens [x->row0, x->row0 + x->N) (one chunk, or the whole pass), after
+ * mlp_fwd made what it needs: from g->dres (d out) to g->dln (d ln2), these tokens' rows. */
+static lt_status mlp_bwd(const pass_ctx *x, int l) {
     const lt_config *c = &x->m->cfg;
     lt_layer *L = &x->m->layers[l];
     lt_graph *g = x->g;
     layer_acts *a = acts_of(x, l);
     lt_backend *be = x->be;
-    int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
-    int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
-    const size_t ab = (size_t)be->act_bytes;
+    const int64_t N = x->N, C = c->hidden_size, I = c->intermediate_size;
     const int act = c->act == LT_ACT_SILU ? LT_BACT_SILU : LT_BACT_GELU_TANH;
-    /* MLP block: out = hmid + post_ff(down(act(gate(ln2), up(ln2)))) */
-    const void *dmlp = g->dres;
+    void *dres = act_at(x, g->dres, x->row0, C), *dln = act_at(x, g->dln, x->row0, C);
+    void *ln2 = act_at(x, a->ln2, x->row0, C);
+    const void *dmlp = dres;
     if (c->sandwich_norm) {
-        LT_TRY(post_norm_bwd(x, g->dpost, g->dres, a->dn, L->ln_post_ff, a->rstd_pf));
-        dmlp = g->dpost;
+        void *dpost = act_at(x, g->dpost, x->row0, C);
+        LT_TRY(post_norm_bwd(x, dpost, dres, act_at(x, a->dn, x->row0, C), L->ln_post_ff, f32_rows(x, a->rstd_pf)));
+        dmlp = dpost;
     }
     lt_lora_tensor *td = &L->lora[LT_PROJ_DOWN];
     if (x->lora_on && td->A && be->ops.lora_bwd_swiglu && c->act == LT_ACT_SILU) {
@@ -666,7 +751,7 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
         LT_TRY(be->ops.lora_bwd_swiglu(be, td->dA, td->dB, g->dact, dmlp, a->gate, a->up, a->act,
                                        xa_of(x, l, LT_PROJ_DOWN), td->A, td->B, N, td->in, td->out, td->r,
                                        x->m->lora_scale, x->dropout, x->seed,
-                                       lt_graph_stream(x->stream_base, l, LT_PROJ_DOWN), g->dgate, g->dup));
+                                       drop_stream(x, l, LT_PROJ_DOWN), g->dgate, g->dup));
     } else {
         /* act: made by the recompute, unless down_proj has no LoRA (then nothing reads it) */
         LT_TRY(proj_bwd(x, l, LT_PROJ_DOWN, g->dact, dmlp, a->act, 0));
@@ -676,11 +761,38 @@ static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
         void *parts[2] = {g->dgate, g->dup};
         const int64_t w[2] = {I, I};
         LT_TRY(split_cols(x, g->dgu, 2, parts, w, 1));
-        LT_TRY(proj_bwd(x, l, LT_PROJ_GATE, g->dln, g->dgu, a->ln2, 0));
+        return proj_bwd(x, l, LT_PROJ_GATE, dln, g->dgu, ln2, 0);
+    }
+    static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
+    const void *dout[2] = {g->dgate, g->dup};
+    return group_bwd(x, l, 2, gu, dln, dout, ln2);
+}
+
+/* Layer l backward: on entry g->dres = dL/d(layer output), on exit dL/d(layer input).
+ * Needs layer_fwd(l) to have just run (the activations in the graph buffers; act only where
+ * recompute_skips_act says the recompute makes it). With MLP chunks, each chunk's MLP is
+ * recomputed here before its backward, last chunk first, except the last layer's last chunk,
+ * which the forward pass has just left in the buffers. */
+static lt_status layer_bwd(const pass_ctx *x, int l, const void *inp) {
+    const lt_config *c = &x->m->cfg;
+    lt_layer *L = &x->m->layers[l];
+    lt_graph *g = x->g;
+    layer_acts *a = acts_of(x, l);
+    lt_backend *be = x->be;
+    int64_t N = x->N, C = c->hidden_size;
+    int64_t NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim;
+    const size_t ab = (size_t)be->act_bytes;
+    /* MLP block: out = hmid + post_ff(down(act(gate(ln2), up(ln2)))) */
+    if (!mlp_chunked(x)) {
+        LT_TRY(mlp_bwd(x, l));
     } else {
-        static const int gu[2] = {LT_PROJ_GATE, LT_PROJ_UP};
-        const void *dout[2] = {g->dgate, g->dup};
-        LT_TRY(group_bwd(x, l, 2, gu, g->dln, dout, a->ln2));
+        /* the last chunk first: the last layer's is still there from the forward */
+        pass_ctx xc;
+        for (int64_t t0 = (N - 1) / g->mlp_rows * g->mlp_rows; t0 >= 0; t0 -= g->mlp_rows) {
+            const pass_ctx *xk = mlp_chunk(x, t0, &xc);
+            if (!(l == c->num_layers - 1 && t0 + xk->N == N)) LT_TRY(mlp_fwd(xk, l, NULL, 1));
+            LT_TRY(mlp_bwd(xk, l));
+        }
     }
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, a->hmid, L->ln2, a->rstd2, N, C)); /* dres: d hmid */
     /* attention block: hmid = inp + post_attn(o(attn(rope(qn(q(ln1))), rope(kn(k(ln1))), v(ln1)))) */
@@ -813,6 +925,21 @@ static lt_status read_loss(const pass_ctx *x, double *loss_sum) {
     return LT_OK;
 }
 
+/* The fused LM head + CE of the pass: the loss sum into g->loss (+=), dh = grad_scale * d(sum
+ * CE)/d lnf unless NULL; in chunks of the graph's mode's size (be->head_chunk_bytes, set for
+ * this call only) */
+static lt_status head_ce(const pass_ctx *x, void *dh, float grad_scale) {
+    const lt_config *c = &x->m->cfg;
+    lt_graph *g = x->g;
+    lt_backend *be = x->be;
+    const uint64_t keep = be->head_chunk_bytes;
+    be->head_chunk_bytes = lt_graph_head_chunk_bytes(g->train);
+    const lt_status st = be->ops.lm_head_ce_cap(be, g->loss, dh, g->lnf, x->m->head, g->targets, x->N,
+                                                c->hidden_size, c->vocab_size, grad_scale, c->final_softcap);
+    be->head_chunk_bytes = keep;
+    return st;
+}
+
 /* Forward, LM head + CE (the loss sum into g->loss), backward: the whole training pass. */
 static lt_status train_pass(const pass_ctx *x, float grad_scale) {
     lt_model *m = x->m;
@@ -823,8 +950,7 @@ static lt_status train_pass(const pass_ctx *x, float grad_scale) {
     LT_TRY(forward_all(x));
     /* head + CE: dlnf (in dln) = grad_scale * d(sum CE)/d lnf */
     LT_TRY(be->ops.memset0(be, g->loss, sizeof(float)));
-    LT_TRY(be->ops.lm_head_ce_cap(be, g->loss, g->dln, g->lnf, m->head, g->targets, N, C, c->vocab_size, grad_scale,
-                                  c->final_softcap));
+    LT_TRY(head_ce(x, g->dln, grad_scale));
     LT_TRY(be->ops.memset0(be, g->dres, (size_t)N * (size_t)C * (size_t)be->act_bytes));
     LT_TRY(be->ops.rmsnorm_bwd(be, g->dres, g->dln, g->res[c->num_layers], m->final_norm, g->rstdf, N, C));
     /* layers in reverse; with one activation set, each layer is recomputed from its checkpoint
@@ -1000,8 +1126,7 @@ lt_status lt_graph_eval(lt_model *m, const lt_batch *b, double *loss_sum, int64_
     LT_TRY(pass_begin(m, b, LT_GRAPH_INFER, &x));
     LT_TRY(forward_all(&x));
     LT_TRY(x.be->ops.memset0(x.be, x.g->loss, sizeof(float)));
-    LT_TRY(x.be->ops.lm_head_ce_cap(x.be, x.g->loss, NULL, x.g->lnf, m->head, x.g->targets, x.N, m->cfg.hidden_size,
-                                    m->cfg.vocab_size, 1.0f, m->cfg.final_softcap));
+    LT_TRY(head_ce(&x, NULL, 1.0f));
     LT_TRY(read_loss(&x, loss_sum));
     return n_correct ? count_correct(&x, b, n_correct) : LT_OK;
 }

@@ -9,12 +9,17 @@
  * (and the layers' LoRA A outputs) are copied to host memory while the forward goes on, and
  * back one layer ahead of the backward's recompute, through two device slots. The LM head and
  * cross-entropy are fused over token chunks (lm_head_ce), so full-vocabulary logits of a batch
- * never exist.
+ * never exist. The memory-saving mode (checkpoint offload) goes further: the MLP of each layer
+ * (norm, gate/up, activation, down, and their backward) runs over token chunks of at most
+ * LT_GRAPH_MLP_CHUNK tokens, so its (tokens, intermediate) buffers hold one chunk; and the LM
+ * head + CE takes chunks of LT_GRAPH_HEAD_LEAN_BYTES of logits.
  *
  * LoRA dropout: the mask of layer l, projection p is drawn from Philox(seed, stream) with
  * stream = lt_graph_stream(stream_base, l, p); the recompute in backward reuses the same stream,
  * so forward and backward see the same mask. The trainer picks stream_base from the global
- * micro-batch index, so masks differ per call and repeat exactly for the same seed. */
+ * micro-batch index, so masks differ per call and repeat exactly for the same seed. An MLP token
+ * chunk adds its first row to the stream (rng.h's row offset), so chunked or not, every token
+ * draws the same mask. */
 #ifndef LT_GRAPH_H
 #define LT_GRAPH_H
 #include "model/model.h"
@@ -52,6 +57,22 @@ typedef struct lt_graph_pass {
 static inline uint64_t lt_graph_stream(uint64_t stream_base, int layer, int proj) {
     return (stream_base << 24) ^ ((uint64_t)layer << 4) ^ (uint64_t)proj;
 }
+
+/* The memory-saving mode's (LT_GRAPH_TRAIN_OFFLOAD's) sizes: tokens per MLP chunk (a multiple
+ * of rng.h's LT_DROP_ROW_UNIT), and bytes of logits per LM-head + CE chunk (be->head_chunk_bytes,
+ * lt_head_chunk_rows; about the attention backward's workspace at 2 x 2048 tokens of a 1.5B
+ * model, so that the CUDA backend's scratch buffer is not sized by the head). */
+#define LT_GRAPH_MLP_CHUNK 512
+#define LT_GRAPH_HEAD_LEAN_BYTES (64ull << 20)
+/* Rows of the MLP's token-chunk buffers for a token budget of n_tokens in mode `train`: the
+ * budget, or at most the MLP chunk in mode LT_GRAPH_TRAIN_OFFLOAD. */
+int64_t lt_graph_mlp_rows(int64_t n_tokens, int train);
+/* Bytes of logits per LM-head + CE chunk in mode `train` (0: the backend's default). */
+uint64_t lt_graph_head_chunk_bytes(int train);
+/* Tests only: the MLP chunk of graphs reserved from now on (a positive multiple of
+ * LT_DROP_ROW_UNIT; 0: LT_GRAPH_MLP_CHUNK), so that a small test model runs several chunks.
+ * Process-wide; not for use while another thread reserves graphs. */
+lt_status lt_graph_test_set_mlp_chunk(int64_t rows);
 
 /* Makes sure m->graph has buffers for n_tokens tokens in mode `train` (LT_GRAPH_*).
  * Allocates on first use, grows when needed (a richer mode is kept), never shrinks. */

@@ -10,11 +10,13 @@
  *   activations  the graph's buffers (lt_graph_bytes, what lt_graph_reserve allocates): with
  *                gradient checkpointing one (N,C) tensor per layer (two device slots when
  *                they are offloaded to host memory), plus one layer's recomputed activations
- *                and their gradients; without it every layer keeps its activations. Plus, on
+ *                and their gradients (with offload, the MLP's for one token chunk:
+ *                lt_graph_mlp_rows); without it every layer keeps its activations. Plus, on
  *                the CPU, one chunk of the fused LM head + cross-entropy (f32 logits of 1024
  *                tokens); on CUDA the backend's one scratch buffer, as large as its largest
  *                user for this shape and grown by an eighth + 1 MiB (lt_cuda_scratch): the head
- *                + CE chunk (lt_head_chunk_rows of 16-bit logits, the split-K partials of the
+ *                + CE chunk (lt_head_chunk_rows of 16-bit logits, of the size the graph asks for
+ *                in its mode: lt_graph_head_chunk_bytes; the split-K partials of the
  *                gradient product, the per-token losses: lm_head_ce.cu), the attention
  *                backward's f32 workspace (D, the dQ accumulator and dK/dV per query head:
  *                attention.cu's tensor-core path) or, where the attention takes cuBLAS products
@@ -133,7 +135,8 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         const uint64_t QD = (uint64_t)c.num_heads * (uint64_t)c.head_dim;
         /* head + CE: logits of one chunk, slices x C x chunk f32 partials (the most of 16, 8,
          * ... dividing V into 8-element multiples, at most 16 x 384 slice-rows), N losses */
-        const uint64_t T = (uint64_t)lt_head_chunk_rows((int64_t)N, (int64_t)V, (int64_t)ab);
+        const uint64_t T = (uint64_t)lt_head_chunk_rows((int64_t)N, (int64_t)V, (int64_t)ab,
+                                                        lt_graph_head_chunk_bytes(mode));
         uint64_t S = 16;
         while (S > 1 && V % (8 * S)) S /= 2;
         while (S > 1 && S * T > 16 * 384) S /= 2;

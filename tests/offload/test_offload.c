@@ -6,11 +6,15 @@
  * slots are reused every two layers, so a checkpoint not copied back would show). The backend's
  * peak memory must drop by what lt_graph_bytes says the host now holds, the memory estimate
  * must say the same, lt_graph_bytes must be what lt_graph_reserve allocates in every mode, and
- * the refusals (offload without checkpointing, a value not 0/1) hold. */
+ * the refusals (offload without checkpointing, a value not 0/1) hold. The offload mode's MLP
+ * token chunks (made small here, so that 2 x 1500 tokens run 24 of them) give the device mode's
+ * loss and LoRA gradients, with and without dropout, and their buffers are what lt_graph_bytes
+ * and the estimate say. */
 #include "lt_test.h"
 #include "model/graph.h"
 #include "model/model_io.h"
 #include "data/dataset.h"
+#include "lt_test_lora.h"
 
 static const char *model_dir;
 
@@ -165,20 +169,155 @@ static void check_memory(const run *on, const run *off) {
 }
 
 /* lt_graph_bytes (what the estimate adds up) against what lt_graph_reserve allocates, in every
- * mode: the backend's in-use bytes grow by exactly that (the CPU backend counts requested bytes) */
-static void check_reserve_sizes(void) {
+ * mode: the backend's in-use bytes grow by exactly that (the CPU backend counts requested bytes);
+ * for n tokens of one MLP chunk or more (mlp_chunk: the offload mode's, 0 the default) */
+static void check_reserve_sizes(int64_t n, int64_t mlp_chunk) {
     static const int modes[4] = {LT_GRAPH_INFER, LT_GRAPH_TRAIN_OFFLOAD, LT_GRAPH_TRAIN, LT_GRAPH_TRAIN_KEEP};
+    CHECK_OK(lt_graph_test_set_mlp_chunk(mlp_chunk));
     for (int i = 0; i < 4; i++) {
         lt_model *m = load();
-        const int64_t n = 77;
         uint64_t before = 0, after = 0;
         m->be->ops.memory(m->be, &before, NULL);
         CHECK_OK(lt_graph_reserve(m, n, modes[i]));
         m->be->ops.memory(m->be, &after, NULL);
         const uint64_t want = lt_graph_bytes(&m->cfg, m->be->act_bytes, m->lora.r, n, modes[i]);
-        CHECK_MSG(after - before == want, "mode %d: reserve took %llu bytes, lt_graph_bytes says %llu", modes[i],
-                  (unsigned long long)(after - before), (unsigned long long)want);
+        CHECK_MSG(after - before == want, "mode %d, %lld tokens: reserve took %llu bytes, lt_graph_bytes says %llu",
+                  modes[i], (long long)n, (unsigned long long)(after - before), (unsigned long long)want);
         lt_model_free(m);
+    }
+    CHECK_OK(lt_graph_test_set_mlp_chunk(0));
+}
+
+/* LoRA gradients by tensor, with the projection each belongs to */
+typedef struct proj_grads {
+    lt_test_grads g;
+    int n;
+    int proj[64];
+    size_t start[65];
+} proj_grads;
+
+static void collect_proj(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *ctx) {
+    proj_grads *pg = ctx;
+    if (pg->n >= 64) { CHECK(pg->n < 64); return; }
+    pg->proj[pg->n] = proj;
+    pg->start[pg->n] = pg->g.n;
+    lt_test_collect_grads(m, layer, proj, t, &pg->g);
+    pg->start[++pg->n] = pg->g.n;
+}
+
+/* MLP token chunks: one forward+backward pass of 2 x 1500 tokens with the checkpoints offloaded
+ * and the MLP in chunks of 128 tokens (24 of them, the last one short) against the device-
+ * checkpoint mode (one MLP pass over all tokens), from the same adapter (B seeded), with dropout
+ * off and 0.1. The loss and the LoRA gradients of q/k/v/o must be equal bit for bit (the MLP
+ * acts per token, and each chunk draws its rows' dropout masks); those of gate/up/down, whose
+ * sums over the tokens add up chunk by chunk, within 4e-6 (relative L2 norm of the difference). */
+static void check_mlp_chunks(void) {
+    enum { LEN = 1500 };
+    int32_t *ids[2], *labels[2];
+    for (int s = 0; s < 2; s++) {
+        ids[s] = malloc(LEN * sizeof(int32_t));
+        labels[s] = malloc(LEN * sizeof(int32_t));
+        for (int i = 0; i < LEN; i++) {
+            ids[s][i] = 3 + (int32_t)((i * (97 + 14 * s) + 31 * s + (i * i) % 13) % 509);
+            labels[s][i] = i < 2 ? -100 : ids[s][i];
+        }
+    }
+    const size_t lens[2] = {LEN, LEN};
+    lt_batch b;
+    memset(&b, 0, sizeof b);
+    CHECK_OK(lt_batch_pack(&b, 2, (const int32_t *const *)ids, (const int32_t *const *)labels, lens));
+    CHECK_OK(lt_graph_test_set_mlp_chunk(128));
+    CHECK(lt_graph_mlp_rows(b.n_tokens, LT_GRAPH_TRAIN_OFFLOAD) == 128);
+    CHECK(lt_graph_mlp_rows(b.n_tokens, LT_GRAPH_TRAIN) == b.n_tokens);
+    double drop_loss[2] = {0, 0};
+    for (int drop = 0; drop < 2; drop++) {
+        double loss[2] = {0, 0};
+        proj_grads pg[2];
+        memset(pg, 0, sizeof pg);
+        for (int off = 0; off < 2; off++) {
+            lt_model *m = load(); /* lora dropout 0.1, used when the pass trains */
+            const uint64_t b_seed = 9;
+            lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
+            lt_graph_pass pass = {drop, 42, 5, 0, off};
+            CHECK_OK(lt_graph_forward_backward(m, &b, (float)(1.0 / (double)b.n_targets), &pass, &loss[off]));
+            lt_model_foreach_lora(m, collect_proj, &pg[off]);
+            lt_model_free(m);
+        }
+        CHECK(pg[0].n == pg[1].n && pg[0].n == 5 * LT_PROJ_COUNT && pg[0].g.n == pg[1].g.n);
+        CHECK_MSG(loss[0] == loss[1], "dropout %d: loss %.9g in the device mode, %.9g with MLP chunks", drop, loss[0],
+                  loss[1]);
+        double worst = 0, worst_max = 0;
+        int exact_attn = 1, differ_mlp = 0;
+        for (int t = 0; t < pg[0].n && pg[0].n == pg[1].n; t++) {
+            const float *a = pg[0].g.v + pg[0].start[t], *c = pg[1].g.v + pg[1].start[t];
+            const size_t n = pg[0].start[t + 1] - pg[0].start[t];
+            const int mlp = pg[0].proj[t] >= LT_PROJ_GATE;
+            double big = 0, diff = 0, norm = 0, dnorm = 0;
+            for (size_t i = 0; i < n; i++) {
+                const double d = fabs((double)a[i] - (double)c[i]);
+                if (fabs((double)a[i]) > big) big = fabs((double)a[i]);
+                if (d > diff) diff = d;
+                norm += (double)a[i] * a[i];
+                dnorm += d * d;
+            }
+            CHECK_MSG(big > 0, "tensor %d (%s): zero gradient", t, lt_proj_names[pg[0].proj[t]]);
+            if (!mlp) exact_attn &= !memcmp(a, c, n * sizeof(float));
+            else {
+                differ_mlp += diff > 0;
+                if (big > 0 && diff / big > worst_max) worst_max = diff / big;
+                if (norm > 0 && sqrt(dnorm / norm) > worst) worst = sqrt(dnorm / norm);
+            }
+        }
+        CHECK_MSG(exact_attn, "dropout %d: the q/k/v/o gradients differ with MLP chunks", drop);
+        /* the CPU sums a parameter gradient over the tokens in one f32 accumulator and adds it,
+         * scaled, to dA/dB: once per chunk here, once in all without chunks (about 1e-6 apart) */
+        CHECK_MSG(worst <= 4e-6, "dropout %d: gate/up/down gradients differ by %.3g (relative L2 norm)", drop, worst);
+        printf("MLP chunks (2 x %d tokens, 128 per chunk), dropout %s: loss %.9f in both modes, q/k/v/o gradients "
+               "equal bit for bit, gate/up/down within %.2g (relative L2; largest element difference %.2g of the "
+               "tensor's largest; %d of %d tensors not bit for bit)\n",
+               LEN, drop ? "0.1" : "off", loss[0], worst, worst_max, differ_mlp, 3 * 5);
+        drop_loss[drop] = loss[1];
+        for (int off = 0; off < 2; off++) free(pg[off].g.v);
+    }
+    /* dropout drew masks: the loss differs from the one without */
+    CHECK_MSG(drop_loss[0] != drop_loss[1], "the loss %.9g is the same with dropout off and on", drop_loss[0]);
+    /* the estimate for this shape counts the chunked buffers: the graph's bytes (what reserve
+     * allocates, check_reserve_sizes) plus the CPU head's chunk of f32 logits (1024 tokens) */
+    lt_config c;
+    CHECK_OK(lt_config_load(model_dir, &c));
+    lt_model_params mp;
+    lt_model_params_init(&mp);
+    mp.device = LT_DEVICE_CPU;
+    mp.max_seq_len = LEN;
+    lt_lora_params lp;
+    lt_lora_params_init(&lp);
+    lp.r = 4;
+    lt_train_params tp;
+    lt_train_params_init(&tp);
+    tp.batch_size = 2;
+    tp.offload_checkpoints = 1;
+    lt_memory_estimate e;
+    memset(&e, 0, sizeof e);
+    e.struct_size = sizeof e;
+    CHECK_OK(lt_estimate_memory(model_dir, &mp, &lp, &tp, &e));
+    const uint64_t chunked = lt_graph_bytes(&c, 4, 4, 2 * LEN, LT_GRAPH_TRAIN_OFFLOAD);
+    CHECK(e.activations == chunked + 1024ull * (uint64_t)c.vocab_size * 4);
+    CHECK_OK(lt_graph_test_set_mlp_chunk(0));
+    /* with the default chunk (512 tokens: 6 chunks for 2 x 1500) the MLP buffers hold 512 rows;
+     * the device mode's hold all 3000, with the attention's gradients inside gate and up */
+    const uint64_t QD = (uint64_t)c.num_heads * c.head_dim, KD = (uint64_t)c.num_kv_heads * c.head_dim;
+    const uint64_t I = (uint64_t)c.intermediate_size, n = 2 * LEN, M = LT_GRAPH_MLP_CHUNK;
+    const uint64_t whole = lt_graph_bytes(&c, 4, 4, 2 * LEN, LT_GRAPH_TRAIN_OFFLOAD);
+    CHECK(lt_graph_mlp_rows(2 * LEN, LT_GRAPH_TRAIN_OFFLOAD) == LT_GRAPH_MLP_CHUNK);
+    /* unchunked: 3 (gate, up, act) + 1 (dact) buffers of (N,I), the attention gradients in gate/up */
+    CHECK(whole == chunked + 4 * 4 * I * (M - 128));
+    CHECK(lt_graph_bytes(&c, 4, 4, 2 * LEN, LT_GRAPH_TRAIN) ==
+          whole + 4 * 4 * I * (n - M) - 4 * n * (2 * QD + 2 * KD) + (uint64_t)(c.num_layers - 1) * n * c.hidden_size * 4 +
+              (uint64_t)(c.num_layers - 2) * n * 4 * 4 * LT_PROJ_COUNT);
+    lt_batch_free(&b);
+    for (int s = 0; s < 2; s++) {
+        free(ids[s]);
+        free(labels[s]);
     }
 }
 
@@ -219,7 +358,9 @@ int main(int argc, char **argv) {
         printf("step %d: loss %.9f / %.9f, grad norm %.9f / %.9f, eval %.9f / %.9f (offload off / on)\n", i + 1,
                off.loss[i], on.loss[i], off.gnorm[i], on.gnorm[i], off.eval[i], on.eval[i]);
     check_memory(&on, &off);
-    check_reserve_sizes();
+    check_reserve_sizes(77, 0);
+    check_reserve_sizes(3000, 128);
+    check_mlp_chunks();
     check_refusals(tok);
     free(off.lora);
     free(on.lora);
