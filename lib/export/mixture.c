@@ -50,11 +50,12 @@ int lt_gguf_tensor_type(const lt_gguf_ftype *ft, const lt_export_tensor *t, int 
         /* the output matrix (or the tied embedding that serves as it) */
         if (!lt_fits(type, ne0)) type = LT_GGML_Q8_0;
         else type = LT_GGML_Q6_K;
-    } else if (t->kind == LT_XT_PROJ && strstr(t->gguf, ".attn_qkv.")) {
-        /* a fused qkv (Phi-3): llama-quantize's attn_qkv rule */
-        if (f == 15) type = LT_GGML_Q5_K;
-        else if (f == 17) type = LT_GGML_Q6_K;
-    } else if (t->kind == LT_XT_PROJ && t->proj == LT_PROJ_V) {
+    } else if (t->kind == LT_XT_PROJ && (t->proj == LT_PROJ_V || strstr(t->gguf, ".attn_qkv."))) {
+        /* attn_v, and a fused attn_qkv (Phi-3): llama-quantize's tensor categories count attn_qkv as
+         * attn_v (category_is_attn_v), so it takes attn_v's rule, layer by layer (checked byte for
+         * byte against llama-quantize of ggml-org/llama.cpp@0c1e57098 by
+         * tests/export/llamacpp_quantize_families.py). Older llama-quantize had an attn_qkv rule of
+         * its own (Q5_K in every layer of Q4_K_M, Q6_K of Q5_K_M) that the categories left unreached. */
         if ((f == 15 || f == 17) && lt_use_more_bits(t->layer, n_layer)) type = LT_GGML_Q6_K;
         else if (f == 14 && t->layer < 4) type = LT_GGML_Q5_K;
     } else if (t->kind == LT_XT_PROJ && t->proj == LT_PROJ_DOWN) {
