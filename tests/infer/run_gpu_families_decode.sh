@@ -8,13 +8,34 @@
 #        test_generate_batch_cuda, bench_generate (tests/infer/ under it or beside loratune)
 #   BASE (default build-dbase, optional): loratune and bench_generate of the tree before the
 #        fused family decoder, for the Qwen2 decode A/B
-# Usage on the GPU machine (run tool, carry [G, BASE]; binaries may be xz-compressed):
-#   tests/infer/run_gpu_families_decode.sh [tests] [qwen2ab] [families]
+# Stage on the workstation (a build folder is far over the 64 MiB carry; each static binary is
+# ~11 MB xz-compressed, so one call carries the tests, another the benchmarks):
+#   S=build-h2cu G=build-gfam tests/infer/run_gpu_families_decode.sh stage tests   (loratune + 3 tests, ~44 MB)
+#   S=build-h2cu G=build-gfam tests/infer/run_gpu_families_decode.sh stage bench   (loratune + bench_generate)
+#   S=<base build> G=build-dbase tests/infer/run_gpu_families_decode.sh stage base (bench_generate only)
+# then on the GPU machine (run tool, carry [G, BASE]; binaries may be xz-compressed):
+#   G=build-gfam tests/infer/run_gpu_families_decode.sh [tests] [qwen2ab] [families]
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 G=${G:-build-h2cu}; BASE=${BASE:-build-dbase}
 export LT_REPO_ROOT=$PWD
 export LD_LIBRARY_PATH=$PWD/$G:$PWD/$G/libs:${LD_LIBRARY_PATH:-}
+if [ "${1:-}" = stage ]; then
+  S=${S:-build-h2cu}
+  case ${2:-} in
+    tests) T="test_generate_families_cuda test_generate_cuda test_generate_batch_cuda"; CLI=1 ;;
+    bench) T="bench_generate"; CLI=1 ;;
+    base) T="bench_generate"; CLI=0 ;;
+    *) echo "stage tests|bench|base"; exit 2 ;;
+  esac
+  rm -rf $G && mkdir -p $G/tests/infer $G/libs || exit 1
+  [ $CLI = 1 ] && { cp $S/loratune $G/ || exit 1; }
+  for t in $T; do cp $S/tests/infer/$t $G/tests/infer/ || exit 1; done
+  cp -L "$(ldconfig -p | awk '/libutf8proc.so.2 /{print $NF; exit}')" $G/libs/
+  strip $G/tests/infer/* && xz -T2 -6 $G/tests/infer/*
+  [ $CLI = 1 ] && strip $G/loratune && xz -T2 -6 $G/loratune
+  du -sh $G; exit 0
+fi
 for f in $G/*.xz $G/tests/infer/*.xz $BASE/*.xz $BASE/tests/infer/*.xz; do [ -e "$f" ] && xz -d -f "$f"; done
 bin() { for p in "$1/tests/infer/$2" "$1/$2"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "$1/tests/infer/$2"; }
 chmod +x $G/loratune $G/tests/infer/* $BASE/loratune $BASE/tests/infer/* 2>/dev/null
