@@ -81,7 +81,7 @@ static double forced_err(lt_model *m, const int32_t *full, size_t np, int n, con
         else st = lt_graph_forward_cached(m, &full[pos], 1, pos, kc, vc, dlog, hl);
         if (st != LT_OK) break;
         const double e = rel_l2(hl, cpu_lg + (size_t)pos * (size_t)V, V);
-        if (!(e <= worst)) worst = e; /* NaN stays */
+        if (isnan(e) || e > worst) worst = e; /* a NaN stays */
         if (fused && am != gen_argmax(hl, (int32_t)V)) {
             fprintf(stderr, "[%s] step %d: the decoder's argmax %d is not the argmax %d of its logits\n", tag, i, am,
                     gen_argmax(hl, (int32_t)V));
