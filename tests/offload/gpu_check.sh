@@ -12,13 +12,16 @@
 #      losses and grad norms side by side (equal up to the order in which the gate/up/down LoRA
 #      gradients add up over the chunks, so not bit for bit);
 #   3. `loratune bench`: tokens/s, measured peak GiB and the estimate (lt_estimate_memory) for
-#      2x512, 2x2048 and 16x512 without and with offload, 1x16384 and 1x32768 with offload.
-# Usage: B=build-off bash tests/offload/gpu_check.sh   (OUT: where logs go, default /tmp/out)
+#      2x512, 2x2048 and 16x512 without and with offload, 1x16384 and 1x32768 with offload; with O
+#      set (a staged build from before the MLP / head chunks, e.g. build-gbase), the same with its
+#      loratune on the same model and GPU, for the tokens/s the chunks cost.
+# Usage: B=build-off [O=build-gbase] bash tests/offload/gpu_check.sh   (OUT: logs, default /tmp/out)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:?set B to the staged CUDA build folder}
-for f in "$B"/*.xz "$B"/libs/*.xz; do [ -e "$f" ] && xz -d -f "$f"; done
-chmod +x "$B"/loratune "$B"/test_* 2>/dev/null
+O=${O:-}
+for f in "$B"/*.xz "$B"/libs/*.xz ${O:+"$O"/*.xz "$O"/libs/*.xz}; do [ -e "$f" ] && xz -d -f "$f"; done
+chmod +x "$B"/loratune "$B"/test_* ${O:+"$O"/loratune} 2>/dev/null
 export LD_LIBRARY_PATH=$PWD/$B:$PWD/$B/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
 LT=$B/loratune
 T=/tmp/lt-offload-chunks; rm -rf $T; mkdir -p $T
@@ -55,27 +58,34 @@ done
 rm -rf $T/o_*
 
 # 3. speed, peak memory and the estimate
-bench() { # $1: label, rest: bench flags
-  local label=$1; shift
-  timeout 300 $LT bench --model $T/q15 --json $OUT/bench_$label.json "$@" > $OUT/bench_$label.log 2>&1
+bench() { # $1: label, $2: loratune, rest: bench flags (the baseline's with its own libraries)
+  local label=$1 lt=$2; shift 2
+  local lib=$LD_LIBRARY_PATH
+  [ "$lt" != "$LT" ] && lib=$PWD/$O:$PWD/$O/libs:$LD_LIBRARY_PATH
+  LD_LIBRARY_PATH=$lib timeout 300 $lt bench --model $T/q15 --json $OUT/bench_$label.json "$@" > $OUT/bench_$label.log 2>&1
   echo "bench $label rc=$? $(el)"
 }
-bench dev --shapes 2x512,2x2048,16x512 --steps 4 --warmup 2
-bench host --shapes 2x512,2x2048,16x512,1x16384,1x32768 --steps 3 --warmup 1 --offload-checkpoints
-printf '\n%-9s %-5s %10s %9s %8s %7s\n' shape ckpt "tokens/s" "peak GiB" "est GiB" "est/pk"
-for label in dev host; do
+LABELS="dev host"
+bench dev $LT --shapes 2x512,2x2048,16x512 --steps 4 --warmup 2
+bench host $LT --shapes 2x512,2x2048,16x512,1x16384,1x32768 --steps 3 --warmup 1 --offload-checkpoints
+if [ -n "$O" ]; then
+  bench base_host $O/loratune --shapes 2x512,2x2048,16x512,1x16384,1x32768 --steps 3 --warmup 1 --offload-checkpoints
+  LABELS="$LABELS base_host"
+fi
+printf '\n%-9s %-9s %10s %9s %8s %7s\n' shape ckpt "tokens/s" "peak GiB" "est GiB" "est/pk"
+for label in $LABELS; do
   grep -o '{[^}]*}' $OUT/bench_$label.json 2>/dev/null | while read -r row; do
     sh=$(echo "$row" | sed 's/.*"shape": "\([^"]*\)".*/\1/')
     ok=$(echo "$row" | sed 's/.*"ok": \([0-9]*\).*/\1/')
     tok=$(echo "$row" | sed 's/.*"tok_per_s": \([0-9.]*\).*/\1/')
     pk=$(echo "$row" | sed 's/.*"peak_gib": \([0-9.]*\).*/\1/')
     es=$(echo "$row" | sed 's/.*"est_gib": \([0-9.]*\).*/\1/')
-    ck=$([ $label = host ] && echo host || echo on)
+    ck=$(case $label in host) echo host;; base_host) echo host-base;; *) echo on;; esac)
     if [ "$ok" = 1 ]; then
-      printf '%-9s %-5s %10.0f %9.3f %8.3f %7s\n' "$sh" $ck "$tok" "$pk" "$es" \
+      printf '%-9s %-9s %10.0f %9.3f %8.3f %7s\n' "$sh" $ck "$tok" "$pk" "$es" \
         "$(awk -v e="$es" -v p="$pk" 'BEGIN { printf "%.3f", (p > 0 ? e / p : 0) }')"
     else
-      printf '%-9s %-5s FAILED (see %s)\n' "$sh" $ck $OUT/bench_$label.log
+      printf '%-9s %-9s FAILED (see %s)\n' "$sh" $ck $OUT/bench_$label.log
     fi
   done
 done
