@@ -438,7 +438,7 @@ static layer_acts *acts_of(const pass_ctx *x, int l) {
 /* The LoRA A output (N,R) of (layer l, projection p) (an MLP chunk's rows of it). */
 static void *xa_of(const pass_ctx *x, int l, int p) {
     void *xa = x->g->xa_keep ? x->g->xa_keep[l * LT_PROJ_COUNT + p] : acts_of(x, l)->xa[p];
-    return act_at(x, xa, x->row0, x->g->r);
+    return xa ? act_at(x, xa, x->row0, x->g->r) : NULL; /* NULL: no LoRA */
 }
 
 /* The dropout stream of (layer l, projection p) (an MLP chunk's: with its row offset, rng.h). */
