@@ -10,7 +10,7 @@
  * back one layer ahead of the backward's recompute, through two device slots. The LM head and
  * cross-entropy are fused over token chunks (lm_head_ce), so full-vocabulary logits of a batch
  * never exist. The memory-saving mode (checkpoint offload) goes further: the MLP of each layer
- * (norm, gate/up, activation, down, and their backward) runs over token chunks of at most
+ * (gate/up, activation, down, post-norm, and their backward) runs over token chunks of at most
  * LT_GRAPH_MLP_CHUNK tokens, so its (tokens, intermediate) buffers hold one chunk; and the LM
  * head + CE takes chunks of LT_GRAPH_HEAD_LEAN_BYTES of logits.
  *
@@ -60,10 +60,11 @@ static inline uint64_t lt_graph_stream(uint64_t stream_base, int layer, int proj
 
 /* The memory-saving mode's (LT_GRAPH_TRAIN_OFFLOAD's) sizes: tokens per MLP chunk (a multiple
  * of rng.h's LT_DROP_ROW_UNIT), and bytes of logits per LM-head + CE chunk (be->head_chunk_bytes,
- * lt_head_chunk_rows; about the attention backward's workspace at 2 x 2048 tokens of a 1.5B
- * model, so that the CUDA backend's scratch buffer is not sized by the head). */
+ * lt_head_chunk_rows): on a Qwen2-1.5B shape 128 rows, whose logits and split-K partials (51 MB)
+ * stay below the attention backward's workspace at 2 x 2048 tokens (76 MB), so that the CUDA
+ * backend's scratch buffer is not sized by the head. */
 #define LT_GRAPH_MLP_CHUNK 512
-#define LT_GRAPH_HEAD_LEAN_BYTES (64ull << 20)
+#define LT_GRAPH_HEAD_LEAN_BYTES (48ull << 20)
 /* Rows of the MLP's token-chunk buffers for a token budget of n_tokens in mode `train`: the
  * budget, or at most the MLP chunk in mode LT_GRAPH_TRAIN_OFFLOAD. */
 int64_t lt_graph_mlp_rows(int64_t n_tokens, int train);
