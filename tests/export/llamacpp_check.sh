@@ -79,8 +79,9 @@ for spec in "tiny 256 512 8 4 2" "fallback 96 200 3 2 1 --untied"; do
             --no-modelfile >/dev/null 2>&1 &&
         "$CLI" export --model "$M" --adapter "$L" --format gguf-lora --output "$WORK/$name-lora.gguf" \
             --overwrite >/dev/null 2>&1 || bad "export base / lora $name"
+        # -v: newer builds print libllama's "loaded N tensors from lora file" only when verbose
         if "$COMP" -m "$WORK/$name-base.gguf" --lora "$WORK/$name-lora.gguf" -p "Hello" -n 4 -no-cnv \
-            --temp 0 -t 2 >"$WORK/lora.log" 2>&1 && grep -q "tensors from lora file" "$WORK/lora.log"; then
+            --temp 0 -t 2 -v >"$WORK/lora.log" 2>&1 && grep -q "tensors from lora file" "$WORK/lora.log"; then
             say "$(basename "$COMP") --lora $name-lora.gguf: ok ($(grep -o 'loaded [0-9]* tensors from lora file' "$WORK/lora.log"))"
         else
             bad "$(basename "$COMP") --lora: $(grep -i 'error\|fail' "$WORK/lora.log" | head -3)"

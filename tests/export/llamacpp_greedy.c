@@ -11,6 +11,8 @@
  * Prompt ids come from loratune's tokenizer so the model comparison does not depend on
  * tokenization; the T request checks tokenization on its own.
  * usage: llamacpp_greedy MODEL.gguf THREADS [LORA.gguf]
+ * Built with -DLT_LLAMA_MEMORY_API / -DLT_LLAMA_SET_ADAPTERS against a llama.h that has
+ * llama_memory_clear / llama_set_adapters_lora (llamacpp_parity.py looks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +58,12 @@ int main(int argc, char **argv) {
     if (!ctx) { fprintf(stderr, "llama.cpp could not create a context\n"); return 1; }
     if (argc > 3) {
         struct llama_adapter_lora *ad = llama_adapter_lora_init(model, argv[3]);
+#ifdef LT_LLAMA_SET_ADAPTERS
+        float scale = 1.0f;
+        if (!ad || llama_set_adapters_lora(ctx, &ad, 1, &scale) != 0) {
+#else
         if (!ad || llama_set_adapter_lora(ctx, ad, 1.0f) != 0) {
+#endif
             fprintf(stderr, "%s: llama.cpp could not load / apply the LoRA adapter\n", argv[3]);
             return 1;
         }
@@ -98,7 +105,11 @@ int main(int argc, char **argv) {
             if (n < 1024 - n_new) ids[n++] = (llama_token)v;
             p = end;
         }
+#ifdef LT_LLAMA_MEMORY_API
+        llama_memory_clear(llama_get_memory(ctx), true);
+#else
         llama_kv_cache_clear(ctx);
+#endif
         printf("{\"ids\":[");
         struct llama_batch batch = llama_batch_get_one(ids, n);
         float top1s[1024], margins[1024];

@@ -76,22 +76,36 @@ def run(cmd, what):
 
 # ---- llama.cpp side ---------------------------------------------------------------------------
 def llama_paths(d):
-    """(include dirs, lib dir) of a llama.cpp checkout + build, or None."""
-    for lib in (os.path.join(d, "build", "bin"), os.path.join(d, "bin"), d):
-        if os.path.exists(os.path.join(lib, "libllama.so")):
-            src = d if os.path.exists(os.path.join(d, "include", "llama.h")) else os.path.dirname(os.path.dirname(lib))
-            inc = [os.path.join(src, "include"), os.path.join(src, "ggml", "include")]
+    """(include dirs, link arguments) of a llama.cpp checkout d with its build in d/build: a shared
+    libllama.so (build/bin; or d/bin, d itself a build beside its source), or the static libraries
+    of a -DBUILD_SHARED_LIBS=OFF build (build/src/libllama.a, build/ggml/src/libggml*.a); or None."""
+    for build in (os.path.join(d, "build"), d):
+        for lib in (os.path.join(build, "bin"), build):
+            if os.path.exists(os.path.join(lib, "libllama.so")):
+                src = d if os.path.exists(os.path.join(d, "include", "llama.h")) else os.path.dirname(os.path.dirname(lib))
+                inc = [os.path.join(src, "include"), os.path.join(src, "ggml", "include")]
+                if os.path.exists(os.path.join(inc[0], "llama.h")):
+                    return inc, ["-L" + lib, "-lllama", "-Wl,-rpath," + lib]
+        static = [os.path.join(build, "src", "libllama.a")] + \
+                 [os.path.join(build, "ggml", "src", "libggml%s.a" % s) for s in ("", "-cpu", "-base")]
+        if all(os.path.exists(f) for f in static):
+            inc = [os.path.join(d, "include"), os.path.join(d, "ggml", "include")]
             if os.path.exists(os.path.join(inc[0], "llama.h")):
-                return inc, lib
+                return inc, static + ["-lstdc++", "-lm", "-lpthread", "-fopenmp"]
     return None
 
 
 def build_client(llama_dir, work):
-    inc, lib = llama_paths(llama_dir)
+    inc, link = llama_paths(llama_dir)
     exe = os.path.join(work, "llamacpp_greedy")
     cc = os.environ.get("CC", "cc")
-    cmd = [cc, "-O2", "-std=c11", os.path.join(HERE, "llamacpp_greedy.c"), "-o", exe] + \
-          ["-I" + i for i in inc] + ["-L" + lib, "-lllama", "-Wl,-rpath," + lib]
+    # llama.h has changed: llama_memory_clear replaced llama_kv_cache_clear, llama_set_adapters_lora
+    # llama_set_adapter_lora; the client takes what this llama.h declares
+    hdr = open(os.path.join(inc[0], "llama.h"), encoding="utf-8").read()
+    defs = (["-DLT_LLAMA_MEMORY_API"] if "llama_memory_clear(" in hdr else []) + \
+           (["-DLT_LLAMA_SET_ADAPTERS"] if "llama_set_adapters_lora(" in hdr else [])
+    cmd = [cc, "-O2", "-std=c11", *defs, os.path.join(HERE, "llamacpp_greedy.c"), "-o", exe] + \
+          ["-I" + i for i in inc] + link
     run(cmd, "compiling llamacpp_greedy.c")
     return exe
 
@@ -234,7 +248,7 @@ def main():
     a = ap.parse_args()
 
     if llama_paths(a.llama) is None:
-        print("skip: no llama.cpp build (libllama.so + include/llama.h) under %s" % a.llama)
+        print("skip: no llama.cpp build (libllama.so or the static libllama.a + libggml*.a, and include/llama.h) under %s" % a.llama)
         return SKIP
     cli = os.environ.get("LORATUNE_CLI", os.path.join(ROOT, "build", "loratune"))
     if not os.access(cli, os.X_OK):

@@ -20,7 +20,8 @@
 #            1.5b-trained=DIR, e.g. what tests/gpu/train_confident_1p5b.sh trained on a GPU on
 #            the same base (regenerated here bit-identical: init-random is counter-based; the
 #            adapter's base.sha256 is checked, its records.json gives the prompts).
-# llama.cpp is built separately, never committed (any checkout with build/bin/libllama.so).
+# llama.cpp is built separately, never committed (any checkout with build/bin/libllama.so, or a static
+# -DBUILD_SHARED_LIBS=OFF build in build/: build/src/libllama.a).
 #
 # usage: tests/export/llamacpp_parity.sh LLAMA_CPP_DIR [WORK_DIR] [tiny] [trained] [1.5b]
 #            [1.5b-trained[=ADAPTER_DIR]]
@@ -33,7 +34,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LC=${1:-${LLAMA_CPP_DIR:-}}
-if [ -z "$LC" ] || [ ! -e "$LC/build/bin/libllama.so" ] && [ ! -e "$LC/bin/libllama.so" ]; then
+if [ -z "$LC" ] || [ ! -e "$LC/build/bin/libllama.so" ] && [ ! -e "$LC/bin/libllama.so" ] && [ ! -e "$LC/build/src/libllama.a" ]; then
     echo "skip: no llama.cpp build given (usage: llamacpp_parity.sh LLAMA_CPP_DIR [WORK_DIR] [tiny|trained|1.5b]...)"
     exit 77
 fi
