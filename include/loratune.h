@@ -408,8 +408,12 @@ typedef struct lt_train_params {
                                    * input and its LoRA A outputs) live in pinned host memory, copied
                                    * out while the forward runs and back one layer ahead of the
                                    * backward's recompute; the device keeps two layers' worth.
-                                   * The same arithmetic (bit for bit with deterministic kernels),
-                                   * less device memory (long contexts); default 0 */
+                                   * The MLP then runs over chunks of 512 tokens and the LM head
+                                   * over smaller chunks: the same arithmetic per token (the same
+                                   * dropout masks), the LoRA gradients of gate/up/down summed
+                                   * chunk by chunk (bit for bit below 512 tokens a pass with
+                                   * deterministic kernels); less device memory (long contexts);
+                                   * default 0 */
     int32_t deterministic;        /* bitwise repeatable kernels (the model's backend keeps them from
                                    * then on; the CPU backend always is); default 0 */
     int32_t log_every;            /* steps between log lines / log.jsonl rows; default 1 */
