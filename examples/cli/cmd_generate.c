@@ -4,6 +4,7 @@
  * one JSON line per prompt. */
 #include "cli.h"
 #include "infer/infer.h"
+#include "tok/tok.h"
 #include <jansson.h>
 
 /* internal (lib/core/core.h) */
@@ -22,6 +23,9 @@ static const char *usage_text =
     "       loratune generate --model DIR [--adapter DIR] --prompts-file FILE [--batch-size N] [same flags]\n"
     "  --prompt is used as is; --instruction/--input go through the template (default alpaca-zh,\n"
     "  the notebook's). --ids prints the generated ids as JSON instead of streaming text.\n"
+    "  The prompt is encoded as transformers' tokenizer(prompt) does: with the BOS token where the\n"
+    "  tokenizer's post-processor adds one (Llama, Gemma, Mistral, Phi-3; not Qwen2), once when the\n"
+    "  text already starts with it.\n"
     "  Stops at the tokenizer's / generation_config.json's EOS ids unless --stop-id is given.\n"
     "  --prompts-file: one prompt per line, generated together (N at a time; default all): a plain\n"
     "  line is an instruction through the template (--template none: used as is), a JSON line is\n"
@@ -113,9 +117,8 @@ static int read_prompts(const char *cmd, const char *path, const char *tmpl, con
         if (rc == 0 && (st = render_prompt(tmpl, raw, instr, input, &text)) != LT_OK)
             rc = cli_fail(cmd, st, "rendering a prompt of --prompts-file");
         size_t tl = text ? strlen(text) : 0, n = 0;
-        int32_t *ids = rc == 0 ? malloc(sizeof *ids * (tl + 16)) : NULL;
-        if (rc == 0 && !ids) rc = cli_fail(cmd, LT_ERR_OUT_OF_MEMORY, "reading --prompts-file");
-        if (rc == 0 && (st = lt_tokenizer_encode(tok, text, tl, 0, ids, tl + 16, &n)) != LT_OK)
+        int32_t *ids = NULL;
+        if (rc == 0 && (st = lt_tokenizer_encode_prompt(tok, text, tl, &ids, &n)) != LT_OK)
             rc = cli_fail(cmd, st, "tokenizing a prompt of --prompts-file");
         if (rc == 0 && n == 0)
             rc = cli_usage_error(cmd, "--prompts-file %s line %zu: the prompt has no tokens", path, line_no);
@@ -155,9 +158,8 @@ static int generate_file(const char *cmd, lt_model *model, const lt_tokenizer *t
     size_t bs = batch_size > 0 ? (size_t)batch_size : ps->n, cap = (size_t)gp->max_new_tokens + 1;
     if (bs > ps->n) bs = ps->n;
     int32_t *out = malloc(sizeof *out * cap * bs);
-    size_t *n_out = malloc(sizeof *n_out * bs), text_cap = 4096;
-    char *text = malloc(text_cap);
-    if (!out || !n_out || !text) { free(out); free(n_out); free(text); return cli_fail(cmd, LT_ERR_OUT_OF_MEMORY, "generating"); }
+    size_t *n_out = malloc(sizeof *n_out * bs);
+    if (!out || !n_out) { free(out); free(n_out); return cli_fail(cmd, LT_ERR_OUT_OF_MEMORY, "generating"); }
     int rc = 0;
     size_t total_new = 0, total_decoded = 0;
     double secs = 0, decode_s = 0;
@@ -175,19 +177,16 @@ static int generate_file(const char *cmd, lt_model *model, const lt_tokenizer *t
         decode_s += tm.decode_s;
         total_decoded += (size_t)tm.n_decoded;
         for (size_t i = 0; i < nb && rc == 0; i++) {
+            /* the text decoding prompt + new ids adds to the prompt's, as the stream gives it */
             size_t tl = 0;
-            st = lt_tokenizer_decode(tok, out + i * cap, n_out[i], 1, text, text_cap, &tl);
-            if (st == LT_ERR_BUFFER_TOO_SMALL) {
-                char *t = realloc(text, tl + 1);
-                if (!t) { rc = cli_fail(cmd, LT_ERR_OUT_OF_MEMORY, "decoding"); break; }
-                text = t;
-                text_cap = tl + 1;
-                st = lt_tokenizer_decode(tok, out + i * cap, n_out[i], 1, text, text_cap, &tl);
-            }
+            char *text = NULL;
+            st = lt_tokenizer_decode_continuation(tok, ps->ids[b0 + i], ps->lens[b0 + i], out + i * cap, n_out[i], 1,
+                                                  &text, &tl);
             if (st != LT_OK) { rc = cli_fail(cmd, st, "decoding the generated ids"); break; }
             json_t *o = json_object();
             json_object_set_new(o, "index", json_integer((json_int_t)(b0 + i)));
             json_object_set_new(o, "text", json_stringn(text, tl));
+            free(text);
             json_object_set_new(o, "n_tokens", json_integer((json_int_t)n_out[i]));
             if (with_ids) {
                 json_t *a = json_array();
@@ -209,7 +208,6 @@ static int generate_file(const char *cmd, lt_model *model, const lt_tokenizer *t
                 decode_s > 0 ? (double)total_decoded / decode_s : 0.0, bs);
     free(out);
     free(n_out);
-    free(text);
     return rc;
 }
 
@@ -325,9 +323,8 @@ int lt_cmd_generate(int argc, char **argv) {
         goto done;
     }
     size_t n = 0, len = strlen(text);
-    ids = malloc(sizeof *ids * (len + 16));
-    if (!ids) goto done;
-    if ((st = lt_tokenizer_encode(tok, text, len, 0, ids, len + 16, &n)) != LT_OK) { rc = cli_fail(cmd, st, "tokenizing the prompt"); goto done; }
+    /* as transformers' tokenizer(prompt): the post-processor's BOS where the tokenizer adds one */
+    if ((st = lt_tokenizer_encode_prompt(tok, text, len, &ids, &n)) != LT_OK) { rc = cli_fail(cmd, st, "tokenizing the prompt"); goto done; }
     out = malloc(sizeof *out * ((size_t)gp.max_new_tokens + 1));
     if (!out) goto done;
     gp.tokenizer = tok;

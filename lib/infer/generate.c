@@ -7,11 +7,12 @@
  * with KV-cache attention. LoRA is applied unmerged with dropout off, so generation works
  * between trainer steps. Greedy or sampled (sample.h; sequence i draws with seed + i); stop ids,
  * stop strings and max_new_tokens per sequence; text streamed UTF-8-safely through
- * lt_token_stream (one prompt). */
+ * lt_token_stream seeded with the prompt (one prompt): what decoding prompt + new ids adds. */
 #include "infer/infer.h"
 #include "infer/sample.h"
 #include "model/model.h"
 #include "model/graph.h"
+#include "tok/tok.h"
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -308,6 +309,8 @@ static lt_status gen_run(const char *fn, lt_model *m, size_t n, const int32_t *c
         memcpy(q->hist, q->prompt, q->n_prompt * sizeof *q->hist);
         q->nh = q->n_prompt;
         if (piece) st = lt_token_stream_new(p->tokenizer, 1, &q->stream);
+        /* the text streamed is what decoding prompt + new ids adds to the prompt's text */
+        if (piece && st == LT_OK) st = lt_token_stream_prefill(q->stream, q->prompt, q->n_prompt);
         if (st == LT_OK) st = gen_alloc(&q->g, m, max_len);
         if (st != LT_OK) break;
         for (int l = 0; l < c->num_layers; l++) {

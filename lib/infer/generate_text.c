@@ -1,7 +1,9 @@
 /* generate_text.c - lt_generate_text: one instruction through a prompt template to generated
  * text (what `loratune generate --instruction` and the before/after samples of
- * `loratune train` show). */
+ * `loratune train` show). The prompt is encoded as transformers' tokenizer(prompt) encodes it
+ * (the post-processor's BOS included), the text is what decoding prompt + new ids adds. */
 #include "infer/infer.h"
+#include "tok/tok.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,9 +48,8 @@ lt_status lt_generate_text(lt_model *model, const lt_tokenizer *tok, const char 
     if (!prompt) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory for the prompt");
     st = lt_template_render(tmpl, instruction, input, "", prompt, plen + 1, &plen);
     size_t n = 0, n_out = 0;
-    size_t cap_ids = plen + 16; /* byte-level BPE: never more tokens than bytes (+ specials) */
-    if (st == LT_OK && !(ids = malloc(sizeof *ids * cap_ids))) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
-    if (st == LT_OK) st = lt_tokenizer_encode(tok, prompt, plen, 0, ids, cap_ids, &n);
+    /* as transformers' tokenizer(prompt): with the post-processor's BOS where it adds one */
+    if (st == LT_OK) st = lt_tokenizer_encode_prompt(tok, prompt, plen, &ids, &n);
     size_t cap_out = (size_t)(params->max_new_tokens > 0 ? params->max_new_tokens : 0) + 1;
     if (st == LT_OK && !(out = malloc(sizeof *out * cap_out))) st = lt_error(LT_ERR_OUT_OF_MEMORY, "out of host memory");
     if (st == LT_OK) {

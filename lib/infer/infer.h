@@ -6,7 +6,8 @@
 #include "core/core.h"
 
 /* Renders `template_name_or_text` (a built-in name such as "alpaca-zh", or a template text;
- * NULL = "alpaca-zh") with instruction and input (NULL = "") and an empty output, tokenizes it,
+ * NULL = "alpaca-zh") with instruction and input (NULL = "") and an empty output, tokenizes it
+ * as transformers' tokenizer(prompt) does (lt_tokenizer_encode_prompt: BOS where the tokenizer adds it),
  * generates with `params` (its tokenizer is set to tok; its on_text/user_data stream the
  * pieces, may be NULL) and returns the generated text (special tokens skipped) in *out_text,
  * malloc'd, NUL-terminated, the caller frees it; *out_n_tokens (may be NULL) gets the number

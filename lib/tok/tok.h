@@ -186,6 +186,25 @@ lt_status lt_tokenizer_load_json(const char *json, size_t len, lt_tokenizer **ou
 lt_status lt_tokenizer_encode_offsets(const lt_tokenizer *tok, const char *text, size_t len, int32_t add_special,
                                       int32_t **ids, uint32_t **offsets, size_t *n);
 
+/* Encodes a generation prompt as transformers' tokenizer(prompt) does (add_special_tokens=True:
+ * the post-processor's tokens around the text: Llama's / Gemma's BOS, nothing for Qwen2), into a
+ * fresh array (free() it). A text whose own tokens already begin with the post-processor's
+ * leading tokens (a chat template that writes the BOS text) keeps one copy of them, which is what
+ * apply_chat_template(tokenize=True) gives (it encodes with add_special_tokens=False). */
+lt_status lt_tokenizer_encode_prompt(const lt_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n);
+
+/* Seeds a token stream with the prompt that generation continues (call it before the first
+ * push): the pushed ids then give the text that decoding prompt + ids gives beyond the prompt's
+ * own decoded text, so a SentencePiece-style decoder does not strip the leading space of the
+ * first new token as it does at the start of a text. Keeps only a short window of the prompt. */
+lt_status lt_token_stream_prefill(lt_token_stream *stream, const int32_t *ids, size_t n);
+
+/* The text of `ids` generated after prompt[n_prompt], as a stream seeded with the prompt emits
+ * it (decode(prompt + ids) beyond decode(prompt)), into a fresh NUL-terminated buffer (free()). */
+lt_status lt_tokenizer_decode_continuation(const lt_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
+                                           const int32_t *ids, size_t n, int32_t skip_special, char **text,
+                                           size_t *len);
+
 /* Encodes texts[i] (lens[i] bytes; lens may be NULL for NUL-terminated texts) on n_threads
  * threads (0 = all cores). ids[i] gets a fresh array (free() each) with n_ids[i] tokens.
  * On failure every ids[i] is NULL, and the message names the failing text's index. */

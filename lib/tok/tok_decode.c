@@ -1,7 +1,9 @@
 /* tok_decode.c - decode (ids -> token strings -> ByteLevel bytes -> lossy UTF-8, as tokenizers'
  * TokenizerImpl::decode with the ByteLevel decoder; for SentencePiece-style tokenizers the
  * Replace / ByteFallback / Fuse / Strip / Metaspace chain) and the incremental token stream that only
- * releases complete UTF-8. Unknown ids are skipped, as tokenizers' filter_map does. */
+ * releases complete UTF-8, optionally seeded with the prompt it continues (then it emits what
+ * decoding prompt + new ids gives beyond the prompt's text). Unknown ids are skipped, as
+ * tokenizers' filter_map does. */
 #include "tok/tok.h"
 #include <stdlib.h>
 #include <string.h>
@@ -206,9 +208,21 @@ static lt_status lt_stream_step(lt_token_stream *s, int final) {
     LT_TRY(lt_stream_decode(s, s->ids, s->n_ids, &all));
     lt_status st = LT_OK;
     int ends_bad = all.len >= 3 && !memcmp(all.data + all.len - 3, "\xEF\xBF\xBD", 3);
-    if (all.len > s->prefix.len && (!ends_bad || final)) {
-        size_t keep = s->prefix.len;
-        if (keep && memcmp(all.data, s->prefix.data, keep)) keep = 0; /* the prefix changed: not expected */
+    /* a window that ends in a <0xNN> byte token waits for the next token: ByteFallback turns a
+     * run of bytes that is not valid UTF-8 as a whole into one U+FFFD per byte, so a byte that
+     * reads as text now (0x15) can still become U+FFFD when a stray continuation byte follows */
+    const lt_tokenizer *tok = s->tok;
+    size_t k = s->n_ids;
+    while (k > 0 && (s->ids[k - 1] < 0 || s->ids[k - 1] >= tok->n_ids || !tok->tokens[s->ids[k - 1]] ||
+                     (s->skip_special && tok->is_special[s->ids[k - 1]])))
+        k--; /* skipped ids do not separate byte runs */
+    if (tok->is_fb && k > 0 && tok->is_fb[s->ids[k - 1]]) ends_bad = 1;
+    /* the text beyond the prefix; where the prefix's text changed (a prompt that ended inside a
+     * character, now completed), beyond the part both share, on a character boundary */
+    size_t keep = 0;
+    while (keep < s->prefix.len && keep < all.len && all.data[keep] == s->prefix.data[keep]) keep++;
+    while (keep > 0 && keep < all.len && ((unsigned char)all.data[keep] & 0xC0) == 0x80) keep--;
+    if (all.len > keep && (!ends_bad || final)) {
         st = lt_tok_buf_put(&s->out, all.data + keep, all.len - keep);
         if (st == LT_OK) {
             size_t drop = s->prefix_index;
@@ -238,9 +252,23 @@ void lt_token_stream_free(lt_token_stream *s) {
     free(s);
 }
 
-/* Releases what is complete; keeps an incomplete tail unless `final`. The output is kept in
- * s->out until it has been copied, so that a too-small buffer loses nothing. */
-static lt_status lt_stream_release(lt_token_stream *s, int final, char *text, size_t cap, size_t *len, const char *fn) {
+/* Moves what became complete with `id` (or, with `final`, everything left: an incomplete tail
+ * becomes U+FFFD) into s->out. The output is kept in s->out until it has been copied, so that a
+ * too-small buffer loses nothing. */
+static lt_status lt_stream_advance(lt_token_stream *s, int32_t id, int final) {
+    if (s->tok->char_level) {
+        if (!final) {
+            if (s->n_ids == s->cap_ids) {
+                size_t nc = s->cap_ids ? s->cap_ids * 2 : 16;
+                int32_t *ni = realloc(s->ids, nc * sizeof *ni);
+                if (!ni) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory in a token stream");
+                s->ids = ni; s->cap_ids = nc;
+            }
+            s->ids[s->n_ids++] = id;
+        }
+        return lt_stream_step(s, final);
+    }
+    if (!final) LT_TRY(lt_tok_token_bytes(s->tok, id, s->skip_special, &s->pending));
     lt_status st = LT_OK;
     size_t used = lt_utf8_lossy_append(&s->out, (const unsigned char *)(s->pending.data ? s->pending.data : ""),
                                        s->pending.len, !final, &st);
@@ -250,7 +278,11 @@ static lt_status lt_stream_release(lt_token_stream *s, int final, char *text, si
         s->pending.len -= used;
         s->pending.data[s->pending.len] = 0;
     }
-    st = lt_tok_copy_out(&s->out, text, cap, len, fn);
+    return LT_OK;
+}
+
+static lt_status lt_stream_take(lt_token_stream *s, char *text, size_t cap, size_t *len, const char *fn) {
+    lt_status st = lt_tok_copy_out(&s->out, text, cap, len, fn);
     if (st == LT_OK) s->out.len = 0;
     return st;
 }
@@ -258,31 +290,83 @@ static lt_status lt_stream_release(lt_token_stream *s, int final, char *text, si
 lt_status lt_token_stream_push(lt_token_stream *s, int32_t id, char *text, size_t cap, size_t *len) {
     LT_CHECK_ARG(s && len, "lt_token_stream_push: stream and len must not be NULL");
     LT_CHECK_ARG(text || !cap, "lt_token_stream_push: text is NULL with cap %zu", cap);
-    if (s->tok->char_level) {
-        if (s->n_ids == s->cap_ids) {
-            size_t nc = s->cap_ids ? s->cap_ids * 2 : 16;
-            int32_t *ni = realloc(s->ids, nc * sizeof *ni);
-            if (!ni) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory in a token stream");
-            s->ids = ni; s->cap_ids = nc;
-        }
-        s->ids[s->n_ids++] = id;
-        LT_TRY(lt_stream_step(s, 0));
-        lt_status st = lt_tok_copy_out(&s->out, text, cap, len, "lt_token_stream_push");
-        if (st == LT_OK) s->out.len = 0;
-        return st;
-    }
-    LT_TRY(lt_tok_token_bytes(s->tok, id, s->skip_special, &s->pending));
-    return lt_stream_release(s, 0, text, cap, len, "lt_token_stream_push");
+    LT_TRY(lt_stream_advance(s, id, 0));
+    return lt_stream_take(s, text, cap, len, "lt_token_stream_push");
 }
 
 lt_status lt_token_stream_flush(lt_token_stream *s, char *text, size_t cap, size_t *len) {
     LT_CHECK_ARG(s && len, "lt_token_stream_flush: stream and len must not be NULL");
     LT_CHECK_ARG(text || !cap, "lt_token_stream_flush: text is NULL with cap %zu", cap);
+    LT_TRY(lt_stream_advance(s, -1, 1));
+    return lt_stream_take(s, text, cap, len, "lt_token_stream_flush");
+}
+
+/* A prompt token where the window may start: one that decodes to text of its own (not skipped,
+ * not a <0xNN> byte that may continue a character begun before it). */
+static int lt_stream_window_start(const lt_token_stream *s, int32_t id) {
+    const lt_tokenizer *tok = s->tok;
+    if (id < 0 || id >= tok->n_ids || !tok->tokens[id]) return 0;
+    if (s->skip_special && tok->is_special[id]) return 0;
+    return !(tok->is_fb && tok->is_fb[id]);
+}
+
+lt_status lt_token_stream_prefill(lt_token_stream *s, const int32_t *ids, size_t n) {
+    LT_CHECK_ARG(s && (ids || !n), "lt_token_stream_prefill: stream (and ids when n > 0) must not be NULL");
+    s->pending.len = 0;
+    s->out.len = 0;
+    s->n_ids = s->prefix_index = 0;
+    free(s->prefix.data);
+    s->prefix = (lt_tok_buf){0};
+    if (!n) return LT_OK;
     if (s->tok->char_level) {
-        LT_TRY(lt_stream_step(s, 1));
-        lt_status st = lt_tok_copy_out(&s->out, text, cap, len, "lt_token_stream_flush");
-        if (st == LT_OK) s->out.len = 0;
+        /* the last few prompt tokens, from one that starts a piece of text: the decoder's
+         * start-of-text rules (Strip's leading space, Metaspace's prepend) then act on the window's
+         * first token in both the prefix and the longer decode, never on a new token */
+        size_t w = n > 4 ? n - 4 : 0;
+        while (w > 0 && !lt_stream_window_start(s, ids[w])) w--;
+        size_t k = n - w;
+        if (k > s->cap_ids) {
+            int32_t *ni = realloc(s->ids, k * sizeof *ni);
+            if (!ni) return lt_error(LT_ERR_OUT_OF_MEMORY, "out of memory in a token stream");
+            s->ids = ni;
+            s->cap_ids = k;
+        }
+        memcpy(s->ids, ids + w, k * sizeof *ids);
+        s->n_ids = s->prefix_index = k;
+        lt_status st = lt_stream_decode(s, s->ids, s->n_ids, &s->prefix);
+        if (st != LT_OK) s->n_ids = s->prefix_index = 0;
         return st;
     }
-    return lt_stream_release(s, 1, text, cap, len, "lt_token_stream_flush");
+    /* byte-level: the bytes of a character the prompt leaves unfinished wait for the new tokens
+     * (nothing when the prompt ends on a whole character, as an encoded text always does) */
+    lt_tok_buf raw = {0}, tmp = {0};
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < n && st == LT_OK; i++) st = lt_tok_token_bytes(s->tok, ids[i], s->skip_special, &raw);
+    size_t used = 0;
+    if (st == LT_OK && raw.len) used = lt_utf8_lossy_append(&tmp, (const unsigned char *)raw.data, raw.len, 1, &st);
+    if (st == LT_OK && used < raw.len) st = lt_tok_buf_put(&s->pending, raw.data + used, raw.len - used);
+    free(raw.data);
+    free(tmp.data);
+    return st;
+}
+
+lt_status lt_tokenizer_decode_continuation(const lt_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
+                                           const int32_t *ids, size_t n, int32_t skip_special, char **text,
+                                           size_t *len) {
+    LT_CHECK_ARG(tok && text && len && (prompt || !n_prompt) && (ids || !n),
+                 "lt_tokenizer_decode_continuation: tok, text, len (and the id arrays) must not be NULL");
+    *text = NULL;
+    *len = 0;
+    lt_token_stream *s = NULL;
+    LT_TRY(lt_token_stream_new(tok, skip_special, &s));
+    lt_status st = lt_token_stream_prefill(s, prompt, n_prompt);
+    for (size_t i = 0; i <= n && st == LT_OK; i++) st = lt_stream_advance(s, i < n ? ids[i] : -1, i == n);
+    if (st == LT_OK && !s->out.data) st = lt_tok_buf_put(&s->out, "", 1), s->out.len = 0;
+    lt_tok_buf out = {0};
+    if (st == LT_OK) { out = s->out; s->out = (lt_tok_buf){0}; }
+    lt_token_stream_free(s);
+    if (st != LT_OK) { free(out.data); return st; }
+    *text = out.data;
+    *len = out.len;
+    return LT_OK;
 }

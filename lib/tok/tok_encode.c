@@ -407,3 +407,21 @@ lt_status lt_tokenizer_encode_many(const lt_tokenizer *tok, const char *const *t
     }
     return LT_OK;
 }
+
+lt_status lt_tokenizer_encode_prompt(const lt_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n) {
+    LT_CHECK_ARG(tok && ids && n && (text || !len), "lt_tokenizer_encode_prompt: tok, ids and n must not be NULL");
+    *ids = NULL; *n = 0;
+    int32_t *v = NULL;
+    size_t nv = 0;
+    LT_TRY(lt_tokenizer_encode_offsets(tok, text, len, 1, &v, NULL, &nv));
+    /* the text's own tokens begin with the post-processor's leading ones (BOS text written by a
+     * chat template): keep one copy, as apply_chat_template + add_special_tokens=False gives */
+    size_t np = (size_t)tok->n_post_prefix;
+    if (np && nv >= 2 * np && !memcmp(v, v + np, np * sizeof *v)) {
+        memmove(v, v + np, (nv - np) * sizeof *v);
+        nv -= np;
+    }
+    *ids = v;
+    *n = nv;
+    return LT_OK;
+}

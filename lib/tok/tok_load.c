@@ -323,8 +323,24 @@ static lt_status lt_tok_load_post(lt_tokenizer *tok, const ltj *n, const char *w
         }
         return LT_OK;
     }
+    if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
+        /* a single sequence becomes cls $A sep; "cls" and "sep" are [token, id] pairs */
+        static const char *const keys[2] = {"cls", "sep"};
+        for (int k = 0; k < 2; k++) {
+            const ltj *pair = ltj_get(n, keys[k]);
+            if (!ltj_is(pair, LTJ_ARR) || pair->n != 2)
+                return lt_error(LT_ERR_FORMAT, TJ ": %s.%s must be a [token, id] pair", where, keys[k]);
+            int32_t id = 0;
+            char sub[128];
+            snprintf(sub, sizeof sub, "%s.%s[1]", where, keys[k]);
+            LT_TRY(lt_tok_id(&pair->u.items[1], sub, &id));
+            if (k == 0) LT_TRY(lt_tok_append_ids(&tok->post_prefix, &tok->n_post_prefix, &id, 1));
+            else LT_TRY(lt_tok_append_ids(&tok->post_suffix, &tok->n_post_suffix, &id, 1));
+        }
+        return LT_OK;
+    }
     return lt_error(LT_ERR_UNSUPPORTED, TJ ": %s: post-processor '%s' is not supported (ByteLevel, "
-                    "TemplateProcessing and Sequence are)", where, type);
+                    "TemplateProcessing, RobertaProcessing, BertProcessing and Sequence are)", where, type);
 }
 
 static lt_status lt_tok_dec_add(lt_tokenizer *tok, lt_tok_dec d) {
