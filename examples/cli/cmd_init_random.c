@@ -1,8 +1,12 @@
 /* cmd_init_random.c - `loratune init-random`: a randomly initialised Hugging Face checkpoint
  * from a config.json, for tests, demos and benchmarks without downloading weights.
  *
- * Weights follow transformers' _init_weights for these models: linear and embedding weights
- * ~ N(0, initializer_range) (0.02 by default), RMSNorm weights = 1; q/k/v biases get small
+ * Every tensor the loader checks for (lt_model_check_tensors) is written, for every family it
+ * accepts: the layer's norms as lt_layer_norm_names names them (Gemma 2/3's four), Qwen3 / Gemma 3's
+ * q_norm / k_norm, Phi-3's fused qkv_proj / gate_up_proj (lt_proj_name). Weights follow
+ * transformers' _init_weights for these models: linear and embedding weights
+ * ~ N(0, initializer_range) (0.02 by default), RMSNorm weights = 1, or 0 where the norm multiplies
+ * by (1 + w) (Gemma: its _init_weights zeros them); q/k/v biases get small
  * N(0, initializer_range) values instead of transformers' zeros, so that they matter in tests.
  * Normals come from the Philox RNG (Box-Muller on counter-based uniforms), stream = the
  * tensor's index in name order: the same --seed gives the same file on any machine and any
@@ -26,7 +30,8 @@
 static void usage(void) {
     printf("usage: loratune init-random --config FILE --output DIR [flags]\n\n"
            "Writes a randomly initialised checkpoint (config.json, model.safetensors, generation_config.json).\n\n"
-           "  --config FILE     a config.json (Qwen2ForCausalLM, LlamaForCausalLM, MistralForCausalLM)\n"
+           "  --config FILE     a config.json: Qwen2ForCausalLM, LlamaForCausalLM, MistralForCausalLM,\n"
+           "                    Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM\n"
            "  --output DIR      the model folder to write (created whole, or not at all)\n"
            "  --seed N          random seed (default 0)\n"
            "  --dtype D         bf16 | f16 | f32 (default: the config's dtype, else bf16)\n"
@@ -37,7 +42,7 @@ static void usage(void) {
 
 typedef struct fill_ctx {
     uint64_t seed, stream;
-    int kind;          /* 0 normal(0, std), 1 ones */
+    int kind;          /* 0 normal(0, std), 1 ones, 2 zeros */
     float std;
     int st_dtype;      /* LT_ST_BF16 / F16 / F32 */
     uint8_t *buf;
@@ -51,7 +56,8 @@ static void fill_chunk(void *p, int64_t ci) {
     fill_ctx *c = p;
     int64_t lo = ci * CHUNK, hi = lo + CHUNK < c->n ? lo + CHUNK : c->n;
     for (int64_t i = lo; i < hi; i += 4) {
-        float z[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+        const float f = c->kind == 2 ? 0.0f : 1.0f;
+        float z[4] = {f, f, f, f};
         if (c->kind == 0) {
             /* one Philox block -> four uniforms -> four normals (two Box-Muller pairs) */
             lt_u32x4 r = lt_philox(c->seed, c->stream, (uint64_t)i >> 2);
@@ -202,28 +208,39 @@ int lt_cmd_init_random(int argc, char **argv) {
     }
 
     /* the tensors, in name order (that order fixes each tensor's RNG stream) */
-    int nt = 3 + c.num_layers * (2 + LT_PROJ_COUNT + 3);
+    int nt = 3 + c.num_layers * (6 + 2 + LT_PROJ_COUNT + 3);
+    const int norm_kind = c.norm_one_plus ? 2 : 1; /* (1 + w) norms start at w = 0 */
     tensor_job *jobs = calloc((size_t)nt, sizeof *jobs);
     int n = 0;
 #define ADD(nm, nd, d0, d1, k) do { tensor_job *j_ = &jobs[n++]; snprintf(j_->name, sizeof j_->name, "%s", nm); \
     j_->ndim = nd; j_->shape[0] = d0; j_->shape[1] = d1; j_->kind = k; } while (0)
     ADD("model.embed_tokens.weight", 2, c.vocab_size, c.hidden_size, 0);
     if (!c.tie_word_embeddings) ADD("lm_head.weight", 2, c.vocab_size, c.hidden_size, 0);
-    ADD("model.norm.weight", 1, c.hidden_size, 0, 1);
+    ADD("model.norm.weight", 1, c.hidden_size, 0, norm_kind);
     char name[160], suffix[96];
+    const char *norms[6];
+    const int n_norms = lt_layer_norm_names(&c, norms);
     for (int l = 0; l < c.num_layers; l++) {
-        lt_layer_tensor_name(name, sizeof name, l, "input_layernorm.weight");
-        ADD(name, 1, c.hidden_size, 0, 1);
-        lt_layer_tensor_name(name, sizeof name, l, "post_attention_layernorm.weight");
-        ADD(name, 1, c.hidden_size, 0, 1);
+        for (int k = 0; k < n_norms; k++) {
+            lt_layer_tensor_name(name, sizeof name, l, norms[k]);
+            ADD(name, 1, c.hidden_size, 0, norm_kind);
+        }
+        if (c.qk_norm) {
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.q_norm.weight");
+            ADD(name, 1, c.head_dim, 0, norm_kind);
+            lt_layer_tensor_name(name, sizeof name, l, "self_attn.k_norm.weight");
+            ADD(name, 1, c.head_dim, 0, norm_kind);
+        }
         for (int p = 0; p < LT_PROJ_COUNT; p++) {
             int64_t in, out;
             lt_proj_dims(&c, p, &in, &out);
-            snprintf(suffix, sizeof suffix, "%s.%s.weight", lt_proj_parent[p], lt_proj_names[p]);
+            const char *pname = lt_proj_name(&c, p);
+            if (!pname) continue; /* K, V, up inside Phi-3's fused qkv_proj / gate_up_proj */
+            snprintf(suffix, sizeof suffix, "%s.%s.weight", lt_proj_parent[p], pname);
             lt_layer_tensor_name(name, sizeof name, l, suffix);
             ADD(name, 2, out, in, 0);
             if (c.attention_bias && p <= LT_PROJ_V) {
-                snprintf(suffix, sizeof suffix, "%s.%s.bias", lt_proj_parent[p], lt_proj_names[p]);
+                snprintf(suffix, sizeof suffix, "%s.%s.bias", lt_proj_parent[p], pname);
                 lt_layer_tensor_name(name, sizeof name, l, suffix);
                 ADD(name, 1, out, 0, 0);
             }

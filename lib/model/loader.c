@@ -61,8 +61,7 @@ void lt_proj_dims(const lt_config *c, int proj, int64_t *in, int64_t *out) {
     }
 }
 
-/* The norm weights of one layer as the checkpoint names them, in lt_layer order. */
-static int layer_norm_names(const lt_config *c, const char *names[6]) {
+int lt_layer_norm_names(const lt_config *c, const char *names[6]) {
     int n = 0;
     names[n++] = "input_layernorm.weight";
     names[n++] = c->sandwich_norm ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight";
@@ -214,7 +213,7 @@ lt_status lt_model_check_tensors(const lt_config *c, const lt_st_set *st) {
     if (!c->tie_word_embeddings) LT_TRY(check_float(st, "lm_head.weight", 2, shp, NULL));
     LT_TRY(check_float(st, "model.norm.weight", 1, &C, NULL));
     const char *norms[6];
-    const int nn = layer_norm_names(c, norms);
+    const int nn = lt_layer_norm_names(c, norms);
     int64_t HD = c->head_dim;
     for (int l = 0; l < c->num_layers; l++) {
         for (int k = 0; k < nn; k++) {
@@ -447,7 +446,7 @@ static lt_status load_weights(lt_model *m) {
     for (int l = 0; l < c->num_layers; l++) {
         lt_layer *L = &m->layers[l];
         const char *norms[6];
-        const int nn = layer_norm_names(c, norms);
+        const int nn = lt_layer_norm_names(c, norms);
         float **dst[4] = {&L->ln1, &L->ln2, &L->ln_post_attn, &L->ln_post_ff};
         for (int k = 0; k < nn; k++) {
             lt_layer_tensor_name(name, sizeof name, l, norms[k]);

@@ -7,6 +7,10 @@
 
 /* in / out features of projection `proj` (LT_PROJ_*) of one layer. */
 void lt_proj_dims(const lt_config *cfg, int proj, int64_t *in, int64_t *out);
+/* The norm weights of one layer as the checkpoint names them ("input_layernorm.weight", ...), in
+ * lt_layer order, into names[]; returns their count (2, or 4 with sandwich_norm). The q/k norms
+ * (qk_norm: "self_attn.q_norm.weight", "self_attn.k_norm.weight", [head_dim]) are not among them. */
+int lt_layer_norm_names(const lt_config *cfg, const char *names[6]);
 /* Base parameters of a config (embeddings, lm_head when untied, layers, final norm). */
 uint64_t lt_config_n_params(const lt_config *cfg);
 /* LoRA parameters for rank r on the targets in `mask` (LT_TARGET_*). */
