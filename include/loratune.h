@@ -592,7 +592,9 @@ LT_API void lt_comm_abort(lt_comm *comm, int32_t rank, const char *reason);
 LT_API void lt_comm_free(lt_comm *comm);
 
 /* ---- generation -------------------------------------------------------------------------- */
-/* Receives each new piece of text (complete UTF-8) and the token that completed it.
+/* Receives each new piece of text (complete UTF-8) and the token that completed it. The pieces
+ * join to what decoding prompt + new ids gives beyond the prompt's own decoded text (so a
+ * SentencePiece vocabulary keeps the space before the first new word), special tokens skipped.
  * Return non-zero to stop generation. */
 typedef int (*lt_stream_fn)(const char *piece, size_t len, int32_t token, void *user_data);
 
