@@ -223,6 +223,13 @@ static lt_status bad_record(lt_dataset *ds, lt_status st) {
     return LT_OK;
 }
 
+/* Encodes a prepared text record (with the post-processor's tokens where the record kind asks
+ * for them: record.c says which), with the byte offsets when response spans decide the labels. */
+static lt_status encode_prep(const lt_dataset *ds, const lt_prep *p, int32_t **ids, uint32_t **offs, size_t *n) {
+    int want = ds->p.loss_on == LT_LOSS_RESPONSE;
+    return lt_tokenizer_encode_offsets(ds->tok, p->text, p->len, p->add_special, ids, want ? offs : NULL, n);
+}
+
 /* ---- tokenizing a chunk of records on several threads ---- */
 typedef struct {
     lt_dataset *ds;
@@ -241,9 +248,7 @@ static void chunk_encode(void *ctx, int64_t i) {
     chunk *c = ctx;
     lt_prep *p = &c->preps[i];
     if (!p->text) return; /* pre-tokenized */
-    int want = c->ds->p.loss_on == LT_LOSS_RESPONSE;
-    c->st[i] = lt_tokenizer_encode_offsets(c->ds->tok, p->text, p->len, 0, &c->ids[i], want ? &c->offs[i] : NULL,
-                                           &c->n_ids[i]);
+    c->st[i] = encode_prep(c->ds, p, &c->ids[i], &c->offs[i], &c->n_ids[i]);
     if (c->st[i] < 0) c->err[i] = lt_strdup(lt_last_error());
 }
 
@@ -428,8 +433,7 @@ static lt_status add_prep(lt_dataset *ds, lt_prep *p, const char *where) {
         int32_t *ids = NULL;
         uint32_t *offs = NULL;
         size_t n = 0;
-        st = lt_tokenizer_encode_offsets(ds->tok, p->text, p->len, 0, &ids,
-                                         ds->p.loss_on == LT_LOSS_RESPONSE ? &offs : NULL, &n);
+        st = encode_prep(ds, p, &ids, &offs, &n);
         if (st < 0) st = lt_error_wrap(st, "%s: tokenizing", where);
         else st = lt_ds_append(ds, p, ids, offs, n, where);
         free(ids);

@@ -43,6 +43,7 @@ typedef struct lt_prep {
     size_t len;
     size_t *spans;         /* [2 * n_spans] byte ranges of the response(s) in text */
     size_t n_spans;
+    int add_special;       /* encode text with the post-processor's tokens (BOS): tokenizer(text) */
     int32_t *ids, *labels; /* pre-tokenized: ids[n], labels[n] or NULL */
     size_t n;
 } lt_prep;

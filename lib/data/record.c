@@ -1,7 +1,31 @@
 /* record.c - record kinds: turns one JSON object (or API arguments) into the text to tokenize
- * and the byte spans of its response, or into pre-tokenized ids. Alpaca records go through
- * the prompt template, chat records through the tokenizer's chat template; EOS is appended
- * once, as TRL >= 0.17 does (unless the text already ends with it). */
+ * and what of it carries loss, or into pre-tokenized ids. Alpaca records go through the prompt
+ * template, chat records through the tokenizer's chat template.
+ *
+ * What each kind becomes is what TRL's SFTTrainer makes of the same data (checked against
+ * trl/trainer/sft_trainer.py, SFTTrainer._prepare_dataset, at v0.29.1 (lines ~1020-1131), the
+ * same code from v0.20.0 on; transformers 5.17's apply_chat_template for the chat case):
+ *  - text (and Alpaca with loss on every token, i.e. the notebook's formatting function writing
+ *    a "text" field): EOS text appended unless the text already ends with it (no blanks
+ *    skipped), then encoded as tokenizer(text) with the default add_special_tokens=True: the
+ *    post-processor's BOS for Llama / Gemma / Mistral / Phi-3, nothing for Qwen2. A text that
+ *    itself begins with the BOS text gets two (TRL does not guard against that here);
+ *  - Alpaca with loss on the response only = TRL's prompt-completion records (prompt: the
+ *    template up to {output}; completion: the rest, with the EOS appended to it unless it ends
+ *    with it): both encoded with special tokens, prompt + completion as one text, and the loss
+ *    mask is by token count: the first len(tokenizer(prompt)) tokens carry none. loratune masks by
+ *    byte offsets (a token carries loss when it overlaps the completion; the BOS, of no width,
+ *    never does), which is the same mask whenever the prompt's own tokens begin the whole
+ *    record's, i.e. unless a token merges across the boundary (TRL logs a "Mismatch between
+ *    tokenized prompt and the start of tokenized prompt+completion" warning there; e.g. 2 of
+ *    the 1475 ruozhiba records, ':\n' + '\n\n...' -> ':\n\n\n': loratune labels that token, TRL
+ *    does not);
+ *  - chat (messages / conversations): apply_chat_template(messages, tokenize=True), which
+ *    encodes the rendered text with add_special_tokens=False (the template writes its own BOS
+ *    text where the family has one, so no second BOS), and no EOS is appended: TRL's add_eos
+ *    step only runs on non-conversational data. Loss on the assistant turns only is loratune's
+ *    own span rule (TRL needs {% generation %} markers in the template for that);
+ *  - pre-tokenized input_ids (+ labels): used as they are. */
 #include "data/dataset_impl.h"
 #include "data/reader.h"
 #include "data/sbuf.h"
@@ -44,13 +68,12 @@ static lt_status get_str(json_t *obj, const char *key, int required, int null_ok
     return LT_OK;
 }
 
-/* Appends EOS unless the text already ends with it (after trailing blanks when `blank_ok`). */
-static lt_status add_eos(const lt_dataset *ds, lt_sbuf *b, int blank_ok) {
+/* Appends EOS unless the text from byte `from` on already ends with it (TRL's add_eos: the
+ * text, or a prompt-completion record's completion, is checked as it is). */
+static lt_status add_eos(const lt_dataset *ds, lt_sbuf *b, size_t from) {
     if (!ds->p.add_eos || !ds->eos) return LT_OK;
     size_t e = strlen(ds->eos), n = b->len;
-    if (blank_ok)
-        while (n > 0 && (b->p[n - 1] == '\n' || b->p[n - 1] == ' ' || b->p[n - 1] == '\r' || b->p[n - 1] == '\t')) n--;
-    if (n >= e && !memcmp(b->p + n - e, ds->eos, e)) return LT_OK;
+    if (n - from >= e && !memcmp(b->p + n - e, ds->eos, e)) return LT_OK;
     return lt_sbuf_add(b, ds->eos, e);
 }
 
@@ -74,11 +97,13 @@ lt_status lt_prep_alpaca(const lt_dataset *ds, const char *ins, const char *inp,
     size_t at;
     LT_TRY(lt_template_render_alloc(ds->tpl, ins, inp ? inp : "", outp, &b.p, &b.len, &at));
     b.cap = b.len + 1;
-    lt_status st = add_eos(ds, &b, 0);
+    /* loss on the response only is TRL's prompt-completion record: EOS goes on the completion */
+    lt_status st = add_eos(ds, &b, ds->p.loss_on == LT_LOSS_RESPONSE ? at : 0);
     if (st >= 0) st = one_span(out, at, b.len);
     if (st < 0) { lt_sbuf_free(&b); return st; }
     out->text = b.p;
     out->len = b.len;
+    out->add_special = 1;
     return LT_OK;
 }
 
@@ -95,6 +120,7 @@ lt_status lt_prep_text(const lt_dataset *ds, const char *text, lt_prep *out) {
     if (st < 0) { lt_sbuf_free(&b); return st; }
     out->text = b.p;
     out->len = b.len;
+    out->add_special = 1;
     return LT_OK;
 }
 
@@ -188,7 +214,7 @@ static lt_status prep_chat(lt_dataset *ds, json_t *obj, lt_prep *out) {
             out->n_spans++;
         }
     }
-    if ((st = add_eos(ds, &full, 1)) < 0) goto chat_done;
+    /* no EOS appended and no special tokens added: what apply_chat_template(tokenize=True) gives */
     out->text = full.p;
     out->len = full.len;
     full.p = NULL;
