@@ -43,7 +43,9 @@ static lt_status ask(lt_model *model, const lt_tokenizer *tok, const char *quest
     int32_t ids[1024], out[129];
     lt_status st = lt_template_render("alpaca-zh", question, "", "", prompt, sizeof prompt, &len);
     if (st < 0) return st;
-    st = lt_tokenizer_encode(tok, prompt, len, 0, ids, 1024, &n_ids);
+    /* add_special = 1: the prompt as transformers' tokenizer(prompt) encodes it, with the BOS that
+     * Llama / Gemma / Phi-3 tokenizers add (training records get it too); nothing for Qwen2 */
+    st = lt_tokenizer_encode(tok, prompt, len, 1, ids, 1024, &n_ids);
     if (st < 0) return st;
     lt_generate_params gp;
     lt_generate_params_init(&gp);

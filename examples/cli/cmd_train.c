@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "options.h"
 #include "launch.h"
+#include "tok/tok.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -129,18 +130,21 @@ static int print_stream(const char *piece, size_t len, int32_t token, void *ud) 
 }
 
 /* The notebook's check: the same prompt generated (greedy, streamed) before and after training,
- * through the training template with an empty response. Returns non-zero only on a hard error. */
+ * through the training template with an empty response, encoded as `loratune generate` encodes
+ * prompts (lt_tokenizer_encode_prompt: transformers' tokenizer(prompt), so the BOS that training
+ * records begin with for Llama / Gemma / Phi-3 tokenizers; nothing added for Qwen2). Returns
+ * non-zero only on a hard error. */
 static int train_generation_hook(const char *phase, lt_model *model, const lt_tokenizer *tok, const cli_opts *o) {
     if (!o->gen_instruction || !*o->gen_instruction || o->gen_max_new_tokens <= 0) return 0;
     size_t len = 0, n = 0;
     lt_status st = lt_template_render(o->template_resolved, o->gen_instruction, o->gen_input ? o->gen_input : "", "", NULL, 0, &len);
     if (st != LT_OK && st != LT_ERR_BUFFER_TOO_SMALL) return cli_fail("train", st, "rendering the generation prompt");
     char *text = malloc(len + 1);
-    int32_t *ids = malloc(sizeof *ids * (len + 8)), *out = malloc(sizeof *out * ((size_t)o->gen_max_new_tokens + 1));
+    int32_t *ids = NULL, *out = malloc(sizeof *out * ((size_t)o->gen_max_new_tokens + 1));
     int rc = 0;
-    if (!text || !ids || !out) { rc = 1; goto done; }
+    if (!text || !out) { rc = 1; goto done; }
     if ((st = lt_template_render(o->template_resolved, o->gen_instruction, o->gen_input ? o->gen_input : "", "", text, len + 1, &len)) != LT_OK ||
-        (st = lt_tokenizer_encode(tok, text, len, 0, ids, len + 8, &n)) != LT_OK) {
+        (st = lt_tokenizer_encode_prompt(tok, text, len, &ids, &n)) != LT_OK) {
         rc = cli_fail("train", st, "tokenizing the generation prompt");
         goto done;
     }
