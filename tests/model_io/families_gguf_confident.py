@@ -153,7 +153,11 @@ def make_model(fam, change, tok, out):
 
 
 def tokenize(tok, text):
-    r = subprocess.run([CLI, "tokenize", "--tokenizer", tok], input=text, capture_output=True, text=True)
+    """The ids of `text` with the tokenizer's special tokens (--add-special: the BOS of phi3's
+    SentencePiece vocabulary), as `loratune generate --prompt` encodes a prompt and as training
+    records are encoded (TRL's tokenizer(text))."""
+    r = subprocess.run([CLI, "tokenize", "--tokenizer", tok, "--add-special"], input=text, capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise RuntimeError(f"loratune tokenize failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     return [int(t) for t in r.stdout.split()]
@@ -232,7 +236,7 @@ class BinEngine:
     MARK = "[[lt-end-of-output]]"
 
     def __init__(self, completion, tokenizer):
-        self.completion, self.tokenizer, self.extra = completion, tokenizer, []
+        self.completion, self.tokenizer = completion, tokenizer
 
     @staticmethod
     def find():
@@ -253,32 +257,19 @@ class BinEngine:
             raise RuntimeError(f"{what} failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()[-1500:]}")
         return r.stdout.decode(errors="replace")
 
-    NO_BOS = ["--override-kv", "tokenizer.ggml.add_bos_token=bool:false"]
-
     def check_prompt(self, path, prompt, ids):
-        """None when llama.cpp's prompt ids are loratune's. Where the GGUF says add_bos_token (as the
-        tokenizer's post-processor does: Llama-2 style SentencePiece) llama.cpp starts with BOS, and
-        `loratune generate --prompt` uses the text as it is: then llama.cpp runs with add_bos_token
-        overridden to false (--override-kv), said in the output, and the ids must be equal so."""
-        self.extra = []
-        # llama-tokenize's own --no-bos is what --override-kv does to llama-completion's prompt
-        for tk_extra in ([], ["--no-bos"]):
-            out = self.run([self.tokenizer, "-m", path, "-p", prompt, "--ids", "--log-disable"] + tk_extra,
-                           "llama-tokenize")
-            got = json.loads(out.strip().splitlines()[-1])
-            if got == list(ids):
-                if tk_extra:
-                    self.extra = self.NO_BOS
-                    print(f"  note: llama.cpp starts the prompt with BOS (add_bos_token in the GGUF), loratune "
-                          f"generate --prompt does not: llama-completion runs with {' '.join(self.NO_BOS)}")
-                return None
-            if tk_extra or got[1:] != list(ids):
-                return f"llama.cpp's prompt ids {got}{' (--no-bos)' if tk_extra else ''} != loratune's {list(ids)}"
+        """None when llama.cpp's prompt ids (llama-tokenize with the GGUF's own add_bos_token, as
+        llama-completion encodes -p) are loratune's (`loratune generate --prompt`: the tokenizer's
+        special tokens, BOS for phi3's SentencePiece vocabulary, none for the byte-level BPE)."""
+        out = self.run([self.tokenizer, "-m", path, "-p", prompt, "--ids", "--log-disable"], "llama-tokenize")
+        got = json.loads(out.strip().splitlines()[-1])
+        if got != list(ids):
+            return f"llama.cpp's prompt ids {got} != loratune's {list(ids)}"
         return None
 
     def greedy(self, path, prompt, ids, lora=None):
         args = [self.completion, "-m", path, "-p", prompt, "-n", str(N_NEW), "--temp", "0", "--top-k", "1", "-no-cnv",
-                "--no-display-prompt", "-t", "2", "-c", "128", "-s", "1", "--no-warmup"] + self.extra
+                "--no-display-prompt", "-t", "2", "-c", "128", "-s", "1", "--no-warmup"]
         if lora:
             args += ["--lora", lora]
         # llama.cpp's logger prints from a thread of its own and is not flushed at exit (common/log.cpp
