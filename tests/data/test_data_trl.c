@@ -1,4 +1,4 @@
-/* test_trl_records.c - lt_dataset's records equal what TRL's SFTTrainer makes of the same data:
+/* test_data_trl.c - lt_dataset's records equal what TRL's SFTTrainer makes of the same data:
  * for each tokenizer of tests/data/trl/refs.json (Qwen2's, which adds no special tokens, and
  * BOS-adding Llama-3 / Gemma / Phi-3 / Mistral-style ones) and each record kind (plain text,
  * Alpaca through a prompt template with loss on every token and on the response only, chat
@@ -102,5 +102,5 @@ int main(void) {
     printf("%zu records, %zu of them beginning with the tokenizer's BOS\n", n_cases, n_bos);
     CHECK(n_bos > 0); /* the BOS-adding tokenizers are exercised */
     json_decref(refs);
-    return lt_test_done("test_trl_records");
+    return lt_test_done("test_data_trl");
 }
