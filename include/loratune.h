@@ -292,7 +292,10 @@ typedef enum lt_data_format {
 
 typedef enum lt_loss_on {
     LT_LOSS_ALL = 0,      /* every token (the notebook's behaviour) */
-    LT_LOSS_RESPONSE = 1  /* only the response / assistant spans */
+    LT_LOSS_RESPONSE = 1  /* only the response. Alpaca: as TRL's prompt-completion records, by token
+                           * count: the prompt (the template up to {output}) is also encoded alone,
+                           * and that many leading tokens carry no loss, every later one does. Chat:
+                           * the tokens that overlap an assistant turn. Not for plain text. */
 } lt_loss_on;
 
 typedef struct lt_dataset_params {
@@ -306,7 +309,10 @@ typedef struct lt_dataset_params {
     const char *text_field;       /* default "text" */
     int32_t max_seq_len;          /* default 2048; longer records are truncated and counted */
     int32_t loss_on;              /* lt_loss_on; default LT_LOSS_ALL */
-    int32_t add_eos;              /* append EOS once; default 1 */
+    int32_t add_eos;              /* default 1: append the EOS text to text and Alpaca records unless
+                                   * the text (for loss_on=response, its part after the prompt)
+                                   * already ends with it, as TRL; chat records get none (their
+                                   * template ends the turns); pre-tokenized ones are used as given */
     int32_t skip_bad_records;     /* 0 = strict (stop at the first bad record); default 0 */
     double eval_fraction;         /* held out for evaluation; default 0 */
     uint64_t seed;                /* shuffling; default 3407 */

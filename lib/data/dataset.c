@@ -173,8 +173,9 @@ lt_status lt_ds_append(lt_dataset *ds, const lt_prep *p, const int32_t *ids, con
         for (size_t t = 0; t < keep; t++) {
             int on;
             if (given_labels) on = given_labels[t] != -100;
+            else if (p->mask_prompt) on = t >= p->n_prompt; /* TRL's completion mask: by token count */
             else {
-                /* a token carries loss when its bytes overlap a response span */
+                /* chat: a token carries loss when its bytes overlap a response span */
                 on = 0;
                 for (size_t s = 0; s < p->n_spans && !on; s++)
                     on = offs[2 * t + 1] > p->spans[2 * s] && offs[2 * t] < p->spans[2 * s + 1];
@@ -182,7 +183,9 @@ lt_status lt_ds_append(lt_dataset *ds, const lt_prep *p, const int32_t *ids, con
             lab[t] = on ? (given_labels ? given_labels[t] : ids[t]) : -100;
             if (on) n_lab++;
         }
-        if (!given_labels)
+        if (p->mask_prompt && !given_labels) {
+            if (p->n_prompt < n) first_resp = p->n_prompt;
+        } else if (!given_labels)
             for (size_t t = 0; t < n && first_resp == SIZE_MAX; t++)
                 for (size_t s = 0; s < p->n_spans; s++)
                     if (offs[2 * t + 1] > p->spans[2 * s] && offs[2 * t] < p->spans[2 * s + 1]) { first_resp = t; break; }
@@ -191,11 +194,19 @@ lt_status lt_ds_append(lt_dataset *ds, const lt_prep *p, const int32_t *ids, con
                 return lt_error(LT_ERR_DATA, "%s: no token carries loss: the response starts at token %zu, after "
                                 "max_seq_len=%d cuts the record (raise max_seq_len or shorten the prompt)", where,
                                 first_resp, ds->p.max_seq_len);
+            if (p->mask_prompt && !given_labels)
+                return lt_error(LT_ERR_DATA, "%s: no token carries loss: the record has %zu tokens and its prompt "
+                                "alone %zu, so the response adds none beyond the prompt's (its text merges into the "
+                                "prompt's last tokens)", where, n, p->n_prompt);
             return lt_error(LT_ERR_DATA, "%s: no token carries loss (every label is -100)%s", where,
                             given_labels ? (truncated ? " within the first max_seq_len tokens" : "") : "");
         }
         loff = (int64_t)ds->n_labels;
         ds->n_labels += keep;
+        if (p->mask_prompt && p->prompt_merged)
+            LT_LOGD("%s: the prompt's own %zu tokens do not begin the record's (a token merges across the "
+                    "prompt/response boundary); as in TRL, the record's first %zu tokens carry no loss all the same",
+                    where, p->n_prompt, p->n_prompt);
     }
     memcpy(ds->ids + ds->n_ids, ids, keep * sizeof(int32_t));
     ds->recs[ds->n_recs++] = (lt_ds_rec){ds->n_ids, loff, (uint32_t)keep};
@@ -224,10 +235,26 @@ static lt_status bad_record(lt_dataset *ds, lt_status st) {
 }
 
 /* Encodes a prepared text record (with the post-processor's tokens where the record kind asks
- * for them: record.c says which), with the byte offsets when response spans decide the labels. */
-static lt_status encode_prep(const lt_dataset *ds, const lt_prep *p, int32_t **ids, uint32_t **offs, size_t *n) {
-    int want = ds->p.loss_on == LT_LOSS_RESPONSE;
-    return lt_tokenizer_encode_offsets(ds->tok, p->text, p->len, p->add_special, ids, want ? offs : NULL, n);
+ * for them: record.c says which), with the byte offsets when response spans decide the labels;
+ * for an Alpaca response-only record (mask_prompt) also its prompt alone, with the same
+ * add_special, whose token count (p->n_prompt) decides them instead, as in TRL. */
+static lt_status encode_prep(const lt_dataset *ds, lt_prep *p, int32_t **ids, uint32_t **offs, size_t *n) {
+    int want = ds->p.loss_on == LT_LOSS_RESPONSE && !p->mask_prompt;
+    LT_TRY(lt_tokenizer_encode_offsets(ds->tok, p->text, p->len, p->add_special, ids, want ? offs : NULL, n));
+    if (!p->mask_prompt) return LT_OK;
+    int32_t *pids = NULL;
+    size_t np = 0;
+    lt_status st = lt_tokenizer_encode_offsets(ds->tok, p->text, p->prompt_len, p->add_special, &pids, NULL, &np);
+    if (st < 0) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        return lt_error_wrap(st, "encoding the prompt alone");
+    }
+    p->n_prompt = np;
+    p->prompt_merged = np > *n || (np && memcmp(pids, *ids, np * sizeof *pids) != 0);
+    free(pids);
+    return LT_OK;
 }
 
 /* ---- tokenizing a chunk of records on several threads ---- */

@@ -1,7 +1,8 @@
 /* dataset_impl.h - the inside of lt_dataset, shared by the files of lib/data: token storage
  * (one ids array for all records; labels stored only for records whose labels differ from
  * their ids), the resolved parameters, running statistics and the train/eval split; and the
- * record preparation step (a record -> text + response spans, or pre-tokenized ids). */
+ * record preparation step (a record -> text + response spans or the prompt's length, or
+ * pre-tokenized ids). */
 #ifndef LT_DATASET_IMPL_H
 #define LT_DATASET_IMPL_H
 #include "data/dataset.h"
@@ -41,9 +42,18 @@ struct lt_dataset {
 typedef struct lt_prep {
     char *text;            /* rendered text (EOS included), or NULL for pre-tokenized */
     size_t len;
-    size_t *spans;         /* [2 * n_spans] byte ranges of the response(s) in text */
+    size_t *spans;         /* [2 * n_spans] byte ranges of the response(s) in text (chat records) */
     size_t n_spans;
     int add_special;       /* encode text with the post-processor's tokens (BOS): tokenizer(text) */
+    /* Alpaca with loss on the response only (TRL's prompt-completion record): labels by token
+     * count, not by spans. text[0, prompt_len) is the prompt; encoding it alone (add_special as
+     * above) gives n_prompt, the number of leading tokens that carry no loss; every later token
+     * of the whole text carries loss. n_prompt and prompt_merged are set when the record is
+     * encoded (prompt_merged: the prompt's own tokens do not begin the record's, i.e. a token
+     * merges across the boundary; TRL warns there). */
+    int mask_prompt;
+    size_t prompt_len, n_prompt;
+    int prompt_merged;
     int32_t *ids, *labels; /* pre-tokenized: ids[n], labels[n] or NULL */
     size_t n;
 } lt_prep;

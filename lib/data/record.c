@@ -12,19 +12,24 @@
  *    itself begins with the BOS text gets two (TRL does not guard against that here);
  *  - Alpaca with loss on the response only = TRL's prompt-completion records (prompt: the
  *    template up to {output}; completion: the rest, with the EOS appended to it unless it ends
- *    with it): both encoded with special tokens, prompt + completion as one text, and the loss
- *    mask is by token count: the first len(tokenizer(prompt)) tokens carry none. loratune masks by
- *    byte offsets (a token carries loss when it overlaps the completion; the BOS, of no width,
- *    never does), which is the same mask whenever the prompt's own tokens begin the whole
- *    record's, i.e. unless a token merges across the boundary (TRL logs a "Mismatch between
- *    tokenized prompt and the start of tokenized prompt+completion" warning there; e.g. 2 of
- *    the 1475 ruozhiba records, ':\n' + '\n\n...' -> ':\n\n\n': loratune labels that token, TRL
- *    does not);
+ *    with it): prompt + completion encoded as one text with special tokens, and the loss mask is
+ *    by token count, as TRL's: the prompt is also encoded alone, with special tokens (so a BOS
+ *    the tokenizer adds is counted), and the first len(tokenizer(prompt)) tokens of the record
+ *    carry no loss, every later one does (lt_prep.mask_prompt; dataset.c encodes the prompt on
+ *    the same thread as the record: one extra encode of the prompt, for this record kind only).
+ *    That is "the tokens of the completion" whenever the prompt's own tokens begin the whole
+ *    record's. Where a token merges across the boundary (TRL logs a "Mismatch between tokenized
+ *    prompt and the start of tokenized prompt+completion" warning there, loratune a debug line;
+ *    e.g. 2 of the 1475 ruozhiba records with Qwen2's BPE, ':\n' + '\n\n...' -> ':\n\n\n'),
+ *    the count still decides: that merged token carries no loss although it holds completion
+ *    bytes, as in TRL (a byte-overlap rule, loratune's before, would label it);
  *  - chat (messages / conversations): apply_chat_template(messages, tokenize=True), which
  *    encodes the rendered text with add_special_tokens=False (the template writes its own BOS
  *    text where the family has one, so no second BOS), and no EOS is appended: TRL's add_eos
  *    step only runs on non-conversational data. Loss on the assistant turns only is loratune's
- *    own span rule (TRL needs {% generation %} markers in the template for that);
+ *    own span rule (TRL needs {% generation %} markers in the template for that): a token
+ *    carries loss when its byte offsets overlap an assistant turn's span (a BOS or other added
+ *    token, of no width, never does);
  *  - pre-tokenized input_ids (+ labels): used as they are. */
 #include "data/dataset_impl.h"
 #include "data/reader.h"
@@ -77,15 +82,6 @@ static lt_status add_eos(const lt_dataset *ds, lt_sbuf *b, size_t from) {
     return lt_sbuf_add(b, ds->eos, e);
 }
 
-static lt_status one_span(lt_prep *out, size_t a, size_t b) {
-    out->spans = lt_malloc(2 * sizeof(size_t), "a response span");
-    if (!out->spans) return LT_ERR_OUT_OF_MEMORY;
-    out->spans[0] = a;
-    out->spans[1] = b;
-    out->n_spans = 1;
-    return LT_OK;
-}
-
 lt_status lt_prep_alpaca(const lt_dataset *ds, const char *ins, const char *inp, const char *outp, lt_prep *out) {
     memset(out, 0, sizeof *out);
     if (!ins) return lt_error(LT_ERR_DATA, "missing field '%s'", ds->p.instruction_field);
@@ -97,13 +93,16 @@ lt_status lt_prep_alpaca(const lt_dataset *ds, const char *ins, const char *inp,
     size_t at;
     LT_TRY(lt_template_render_alloc(ds->tpl, ins, inp ? inp : "", outp, &b.p, &b.len, &at));
     b.cap = b.len + 1;
-    /* loss on the response only is TRL's prompt-completion record: EOS goes on the completion */
-    lt_status st = add_eos(ds, &b, ds->p.loss_on == LT_LOSS_RESPONSE ? at : 0);
-    if (st >= 0) st = one_span(out, at, b.len);
+    /* loss on the response only is TRL's prompt-completion record: EOS goes on the completion,
+     * and the labels go by the token count of the prompt b.p[0, at) encoded alone (dataset.c) */
+    int resp = ds->p.loss_on == LT_LOSS_RESPONSE;
+    lt_status st = add_eos(ds, &b, resp ? at : 0);
     if (st < 0) { lt_sbuf_free(&b); return st; }
     out->text = b.p;
     out->len = b.len;
     out->add_special = 1;
+    out->mask_prompt = resp;
+    out->prompt_len = at;
     return LT_OK;
 }
 
