@@ -162,15 +162,20 @@ for max_len in (2048, 24):
           f"ids and labels match")
     lib.lt_dataset_free(ds)
 
-# 4. response-only masks from HF's own offsets: a token carries loss when it overlaps the response
+# 4. response-only masks by TRL's prompt-completion rule: the first len(tokenizer(prompt)) tokens
+# (the prompt, up to the output, encoded alone) carry no loss, every later one does; not a byte
+# rule: where a token merges across the boundary (records 1399 and 1468) it carries no loss
 ds = load(2048, 1)
-bad = 0
+bad = merged = 0
 for i, (r, e) in enumerate(zip(records, encs)):
-    start = alpaca_prompt.format(r["instruction"], r["input"], "\0").index("\0")  # characters before the output
-    want = [t if end > start else -100 for t, (beg, end) in zip(e.ids, e.offsets)]
+    prompt = alpaca_prompt.format(r["instruction"], r["input"], "\0").split("\0")[0]
+    p_ids = hf.encode(prompt, add_special_tokens=True).ids
+    merged += e.ids[:len(p_ids)] != p_ids
+    want = [-100] * len(p_ids) + e.ids[len(p_ids):]
     ids, labels = get(ds, i)
     bad += labels != want
-check(bad == 0, f"response-only: {bad} records' masks differ from HF offsets")
+check(bad == 0, f"response-only: {bad} records' masks differ from TRL's prompt-token-count rule")
+check(merged == 2, f"{merged} records with a token across the prompt/response boundary, expected 2")
 lib.lt_dataset_free(ds)
 lib.lt_tokenizer_free(tok)
 
