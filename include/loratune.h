@@ -220,7 +220,9 @@ typedef struct lt_memory_estimate {
     uint64_t total;
 } lt_memory_estimate;
 /* Estimates device memory for training a config (no weights loaded). lora/train may be NULL
- * for the defaults. */
+ * for the defaults. Evaluation during training adds a 64 MiB logits chunk, counted when
+ * train->eval_data is set or early stopping / load_best_at_end are on; a held-out split of the
+ * training data (lt_dataset_params.eval_fraction) cannot be seen here. */
 struct lt_train_params;
 LT_API lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *model_params,
                                     const lt_lora_params *lora, const struct lt_train_params *train,

@@ -176,5 +176,7 @@ int lt_cmd_info(int argc, char **argv) {
                                                   LT_GRAPH_TRAIN_OFFLOAD);
         printf("  host         %s (pinned: the offloaded checkpoints, outside the total)\n", human(host, b1));
     }
+    printf("  evaluation   + %s while training evaluates (--eval-fraction / --eval-data: its logits chunk)\n",
+           human(lt_graph_eval_bytes((int64_t)tp.batch_size * mp.max_seq_len, c.vocab_size), b1));
     return rc;
 }

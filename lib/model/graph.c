@@ -109,7 +109,19 @@ struct lt_graph {
     struct rec_key seen[LT_GRAPH_SEEN];
 };
 
-#define LT_LOGITS_CHUNK_FLOATS (16u << 20) /* 64 MiB of f32 logits per chunk */
+#define LT_LOGITS_CHUNK_FLOATS LT_GRAPH_LOGITS_CHUNK_FLOATS
+
+static int64_t logits_rows(int64_t n_tokens, int64_t V) {
+    int64_t rows = (int64_t)(LT_LOGITS_CHUNK_FLOATS / (uint64_t)V);
+    if (rows < 1) rows = 1;
+    return rows > n_tokens ? n_tokens : rows;
+}
+
+uint64_t lt_graph_eval_bytes(int64_t n_tokens, int64_t vocab_size) {
+    if (n_tokens < 1 || vocab_size < 1) return 0;
+    const uint64_t rows = (uint64_t)logits_rows(n_tokens, vocab_size);
+    return rows * (uint64_t)vocab_size * sizeof(float) + rows * sizeof(int32_t);
+}
 
 static lt_status galloc(lt_backend *be, void **p, size_t bytes) {
     if (bytes == 0) bytes = 16;
@@ -1088,9 +1100,7 @@ static lt_status count_correct(const pass_ctx *x, const lt_batch *b, int64_t *n_
     lt_graph *g = x->g;
     lt_backend *be = x->be;
     int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
-    int64_t rows = (int64_t)(LT_LOGITS_CHUNK_FLOATS / (uint64_t)V);
-    if (rows < 1) rows = 1;
-    if (rows > x->N) rows = x->N;
+    int64_t rows = logits_rows(x->N, V);
     if (!g->logits || g->logits_rows < rows) {
         gfree(be, (void **)&g->logits);
         g->logits_rows = 0;
@@ -1139,9 +1149,7 @@ lt_status lt_graph_logits(lt_model *m, const lt_batch *b, float *host_logits) {
     lt_graph *g = x.g;
     lt_backend *be = x.be;
     int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
-    int64_t rows = (int64_t)(LT_LOGITS_CHUNK_FLOATS / (uint64_t)V);
-    if (rows < 1) rows = 1;
-    if (rows > x.N) rows = x.N;
+    int64_t rows = logits_rows(x.N, V);
     if (!g->logits || g->logits_rows < rows) {
         gfree(be, (void **)&g->logits);
         g->logits_rows = 0;

@@ -65,6 +65,11 @@ static inline uint64_t lt_graph_stream(uint64_t stream_base, int layer, int proj
  * backend's scratch buffer is not sized by the head. */
 #define LT_GRAPH_MLP_CHUNK 512
 #define LT_GRAPH_HEAD_LEAN_BYTES (48ull << 20)
+/* f32 logits per chunk of the evaluation's token accuracy and of lt_graph_logits (64 MiB): a
+ * buffer of its own (g->logits), which evaluation during training adds to the peak */
+#define LT_GRAPH_LOGITS_CHUNK_FLOATS (16u << 20)
+/* Device bytes of that buffer and its argmax ids for n_tokens a pass of a vocab_size vocabulary. */
+uint64_t lt_graph_eval_bytes(int64_t n_tokens, int64_t vocab_size);
 /* Rows of the MLP's token-chunk buffers for a token budget of n_tokens in mode `train`: the
  * budget, or at most the MLP chunk in mode LT_GRAPH_TRAIN_OFFLOAD. */
 int64_t lt_graph_mlp_rows(int64_t n_tokens, int train);

@@ -28,11 +28,16 @@
  *   workspace    on CUDA the GEMM library's workspace and the cache of one layer's 16-bit
  *                projections (the recompute of a layer and its backward share them), in rows
  *                widened by the folded LoRA up-projection and bias (gemm.cu).
+ *                Evaluation during training adds the token accuracy's f32 logits chunk (64 MiB,
+ *                lt_graph_eval_bytes), counted when train->eval_data is set or early stopping /
+ *                load_best_at_end ask for evaluations (a held-out split of the training data
+ *                is not visible here: `loratune info` prints that figure on its own line).
  * N = batch_size * max_seq_len tokens (padding-free packing never exceeds it). Host memory
  * (pinned, the offloaded checkpoints) is not counted: lt_graph_host_bytes gives it. */
 #include "model/model_io.h"
 #include "model/graph.h"
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #define LT_MEM_HEAD_CHUNK 1024          /* tokens per LM-head chunk */
@@ -162,6 +167,11 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         scratch = need + need / 8 + (1u << 20);
     }
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + scratch;
+    /* evaluation during training (eval_data given, or early stopping / load_best_at_end, which
+     * need it): the token accuracy's logits chunk and argmax ids, a buffer of their own */
+    if (tp && tp->struct_size >= offsetof(lt_train_params, load_best_at_end) + sizeof(int32_t) &&
+        (tp->eval_data || tp->early_stopping_patience > 0 || tp->load_best_at_end))
+        out->activations += lt_graph_eval_bytes((int64_t)N, (int64_t)V);
 
     uint64_t layer16 = 0; /* one layer's projections in 16 bits, rows widened by 2R + 8 */
     for (int p = 0; p < LT_PROJ_COUNT; p++) {

@@ -3,6 +3,7 @@
  * count the notebook's PEFT print_trainable_parameters shows for r=16 on all seven targets
  * (18,464,768), and the estimate's exact parts (16-bit weights, fp32 AdamW state). */
 #include "lt_test.h"
+#include "model/graph.h"
 #include "model/model_io.h"
 #include <unistd.h>
 
@@ -57,6 +58,15 @@ int main(void) {
     /* 8-bit states: 2 bytes a value + absmax (every r=16 tensor has >= 4096 values) */
     const uint64_t a16t = 2ull * 28 * 16 * (6 * 1536 + 8960);
     CHECK(e8.lora > 18464768ull * 12 + a16t && e8.lora < 18464768ull * 12 + a16t + 18464768ull / 256 * 8 + 28 * 14 * 8);
+    /* evaluation asked for (early stopping): + the 64 MiB logits chunk (110 rows of the
+     * 151,936-entry vocabulary, f32) and its argmax ids, nothing else */
+    lt_memory_estimate eev;
+    tp.early_stopping_patience = 2;
+    CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &eev));
+    tp.early_stopping_patience = 0;
+    CHECK(eev.activations - e8.activations == 110ull * 151936 * 4 + 110 * 4);
+    CHECK(eev.weights == e8.weights && eev.lora == e8.lora && eev.workspace == e8.workspace);
+    CHECK(lt_graph_eval_bytes(50, 151936) == 50ull * 151936 * 4 + 50 * 4); /* a pass of 50 tokens */
     tp.gradient_checkpointing = 0;
     CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &enock));
     CHECK(enock.activations > 3 * e8.activations); /* 28 layers of activations vs one (N,C) each */
