@@ -440,7 +440,7 @@ lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv
 /* ---- soft-capped LM head: logits of a chunk of tokens (lm_head_logits, f32), then per token
  * the capped CE and d(logits) * (1 - tanh^2) in the act dtype, multiplied back through the head
  * with linear_bwd_input ---- */
-#define LT_FAM_CE_ROWS 32
+#define LT_FAM_CE_ROWS LT_CAP_CE_ROWS /* backend.h */
 
 template <typename T>
 __global__ void k_ce_cap(float *loss_sum, T *dlog, const float *logits, const int32_t *targets, int64_t V, float cap,

@@ -24,7 +24,9 @@
  *                shorter than the sequence), its backward's padded copies of q, dO (16-bit),
  *                k, v (16-bit) and dK, dV (f32), D and two f32 score buffers of at most
  *                128 MiB (batch_size sequences of max_seq_len), the grouped projections' packed
- *                input and a dequantized weight (gemm.cu).
+ *                input and a dequantized weight (gemm.cu); where the final logits are
+ *                soft-capped (Gemma 2), the capped head's own chunks of LT_CAP_CE_ROWS tokens
+ *                (f32 logits and 16-bit d(logits): family.cu).
  *   workspace    on CUDA the GEMM library's workspace and the cache of one layer's 16-bit
  *                projections (the recompute of a layer and its backward share them), in rows
  *                widened by the folded LoRA up-projection and bias (gemm.cu).
@@ -165,6 +167,11 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         if (table > need) need = table;
         if (largest * 2 > need) need = largest * 2;
         scratch = need + need / 8 + (1u << 20);
+        /* a soft-capped head (Gemma 2) takes its own chunks: f32 logits + 16-bit d(logits) */
+        if (c.final_softcap > 0) {
+            const uint64_t rows = N < LT_CAP_CE_ROWS ? N : LT_CAP_CE_ROWS;
+            scratch += align256(rows * V * 4) + align256(rows * V * ab);
+        }
     }
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + scratch;
     /* evaluation during training (eval_data given, or early stopping / load_best_at_end, which

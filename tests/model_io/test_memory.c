@@ -74,6 +74,27 @@ int main(void) {
     CHECK_OK(lt_estimate_memory(dir, NULL, NULL, NULL, &e8));
     CHECK(e8.total > 0);
     CHECK_FAIL(lt_estimate_memory("/nonexistent-model", NULL, NULL, NULL, &e8), LT_ERR_NOT_FOUND, "no such model folder");
+    /* Gemma 2's soft-capped head: its own chunks of 32 tokens (f32 logits + 16-bit d(logits)),
+     * the only difference from the same config without final_logit_softcapping */
+    char gpath[4096], *gtxt = NULL;
+    size_t glen = 0;
+    snprintf(gpath, sizeof gpath, "%s/tests/fixtures/families/gemma2/config.json", LT_REPO_ROOT);
+    CHECK_OK(lt_read_file(gpath, &gtxt, &glen));
+    lt_memory_estimate ecap, enocap;
+    if (gtxt) {
+        CHECK_OK(lt_write_file_atomic(path, gtxt, glen, 1));
+        CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &ecap));
+        char *at = strstr(gtxt, "\"final_logit_softcapping\": 3.0");
+        CHECK(at != NULL);
+        if (at) {
+            memcpy(at + strlen("\"final_logit_softcapping\": "), "0.0", 3);
+            CHECK_OK(lt_write_file_atomic(path, gtxt, glen, 1));
+            CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &enocap));
+            CHECK(ecap.activations - enocap.activations == 32ull * 256 * 4 + 32ull * 256 * 2);
+            CHECK(ecap.weights == enocap.weights && ecap.lora == enocap.lora);
+        }
+        free(gtxt);
+    }
     unlink(path);
     rmdir(dir);
     return lt_test_done("test_memory");
