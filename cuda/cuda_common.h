@@ -40,6 +40,11 @@ typedef struct lt_cuda {
      * makes reuse between ops safe) */
     void *scratch;
     size_t scratch_bytes;
+    /* the soft-capped LM head's chunk buffers (family.cu): f32 logits and 16-bit d(logits) of
+     * one chunk, kept from call to call and only grown, so that a training pass of a capped
+     * model allocates and frees nothing and can be recorded as a CUDA graph */
+    void *cap_ce;
+    size_t cap_ce_bytes;
     /* small pinned host buffer for scalars coming back (sumsq partials, flags) */
     void *host_pinned;
     size_t host_pinned_bytes;

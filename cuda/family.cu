@@ -440,7 +440,6 @@ lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv
 /* ---- soft-capped LM head: logits of a chunk of tokens (lm_head_logits, f32), then per token
  * the capped CE and d(logits) * (1 - tanh^2) in the act dtype, multiplied back through the head
  * with linear_bwd_input ---- */
-#define LT_FAM_CE_ROWS LT_CAP_CE_ROWS /* backend.h */
 
 template <typename T>
 __global__ void k_ce_cap(float *loss_sum, T *dlog, const float *logits, const int32_t *targets, int64_t V, float cap,
@@ -483,17 +482,41 @@ lt_status lt_cuda_lm_head_logits_cap(lt_backend *be, float *logits, const void *
     return LT_OK;
 }
 
+/* The capped head's chunk buffers, grown to `bytes` (c->cap_ce: kept across calls, never freed
+ * by a pass; growing frees the old one, as lt_cuda_scratch does, which a pass's first, unrecorded
+ * run of a shape does). */
+static lt_status cap_ce_buffers(lt_cuda *c, size_t bytes, void **out) {
+    if (bytes > c->cap_ce_bytes) {
+        if (c->cap_ce) {
+            LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
+            lt_cuda_free(c, c->cap_ce);
+            c->cap_ce = NULL;
+            c->cap_ce_bytes = 0;
+        }
+        LT_TRY(lt_cuda_malloc(c, bytes, "the soft-capped LM head's logits", &c->cap_ce));
+        c->cap_ce_bytes = bytes;
+    }
+    *out = c->cap_ce;
+    return LT_OK;
+}
+
 lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                                  const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale, float cap) {
     if (!(cap > 0)) return lt_cuda_lm_head_ce(be, loss_sum, dh, h, head, targets, N, C, V, grad_scale);
     if (N <= 0) return LT_OK;
-    const int64_t rows = N < LT_FAM_CE_ROWS ? N : LT_FAM_CE_ROWS;
-    float *lg = NULL;
-    void *dl = NULL;
-    lt_status st = be->ops.alloc(be, (size_t)(rows * V) * sizeof(float), (void **)&lg);
-    if (st == LT_OK && dh) st = be->ops.alloc(be, (size_t)(rows * V) * (size_t)be->act_bytes, &dl);
-    cudaStream_t s = lt_cuda_of(be)->stream;
     const size_t ab = (size_t)be->act_bytes;
+    /* tokens per chunk as the uncapped head takes them (be->head_chunk_bytes: the memory-saving
+     * mode's smaller chunks), for f32 logits + 16-bit d(logits) a logit; lt_estimate_memory
+     * counts the same */
+    const int64_t rows = lt_head_chunk_rows(N, V, (int64_t)(4 + ab), be->head_chunk_bytes);
+    const size_t lg_b = lt_align256((size_t)(rows * V) * sizeof(float));
+    const size_t dl_b = dh ? lt_align256((size_t)(rows * V) * ab) : 0;
+    void *buf = NULL;
+    LT_TRY(cap_ce_buffers(lt_cuda_of(be), lg_b + dl_b, &buf));
+    float *lg = (float *)buf;
+    void *dl = dh ? (void *)((char *)buf + lg_b) : NULL;
+    cudaStream_t s = lt_cuda_of(be)->stream;
+    lt_status st = LT_OK;
     for (int64_t r0 = 0; st == LT_OK && r0 < N; r0 += rows) {
         const int64_t n = N - r0 < rows ? N - r0 : rows;
         st = lt_cuda_lm_head_logits(be, lg, (const char *)h + (size_t)(r0 * C) * ab, head, n, C, V);
@@ -507,7 +530,5 @@ lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, cons
         if (e != cudaSuccess) { st = lt_cuda_err(e, "k_ce_cap", __FILE__, __LINE__); break; }
         if (dh) st = lt_cuda_linear_bwd_input(be, (char *)dh + (size_t)(r0 * C) * ab, dl, head, n, 0);
     }
-    if (lg) be->ops.free(be, lg);
-    if (dl) be->ops.free(be, dl);
     return st;
 }

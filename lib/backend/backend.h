@@ -375,11 +375,6 @@ static inline int64_t lt_head_chunk_rows(int64_t N, int64_t V, int64_t logit_byt
     return even < T ? even : T;
 }
 
-/* Tokens per chunk of the CUDA backend's soft-capped LM head + cross-entropy (Gemma 2's
- * final_logit_softcapping, cuda/family.cu): the f32 logits and 16-bit d(logits) of that many
- * tokens, two buffers of their own beside the scratch buffer; lt_estimate_memory counts them. */
-#define LT_CAP_CE_ROWS 32
-
 /* The dynamic 8-bit maps of bitsandbytes (create_dynamic_map), 256 floats each. */
 void lt_dynamic_map(int is_signed, float out[256]);
 /* The NF4 code table. */

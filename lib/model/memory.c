@@ -25,8 +25,8 @@
  *                k, v (16-bit) and dK, dV (f32), D and two f32 score buffers of at most
  *                128 MiB (batch_size sequences of max_seq_len), the grouped projections' packed
  *                input and a dequantized weight (gemm.cu); where the final logits are
- *                soft-capped (Gemma 2), the capped head's own chunks of LT_CAP_CE_ROWS tokens
- *                (f32 logits and 16-bit d(logits): family.cu).
+ *                soft-capped (Gemma 2), the capped head's own chunk buffers (f32 logits and
+ *                16-bit d(logits) of lt_head_chunk_rows tokens: family.cu).
  *   workspace    on CUDA the GEMM library's workspace and the cache of one layer's 16-bit
  *                projections (the recompute of a layer and its backward share them), in rows
  *                widened by the folded LoRA up-projection and bias (gemm.cu).
@@ -167,9 +167,11 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         if (table > need) need = table;
         if (largest * 2 > need) need = largest * 2;
         scratch = need + need / 8 + (1u << 20);
-        /* a soft-capped head (Gemma 2) takes its own chunks: f32 logits + 16-bit d(logits) */
+        /* a soft-capped head (Gemma 2) keeps its own chunk buffers: f32 logits + 16-bit
+         * d(logits) of lt_head_chunk_rows tokens (family.cu) */
         if (c.final_softcap > 0) {
-            const uint64_t rows = N < LT_CAP_CE_ROWS ? N : LT_CAP_CE_ROWS;
+            const uint64_t rows = (uint64_t)lt_head_chunk_rows((int64_t)N, (int64_t)V, (int64_t)(4 + ab),
+                                                               lt_graph_head_chunk_bytes(mode));
             scratch += align256(rows * V * 4) + align256(rows * V * ab);
         }
     }

@@ -74,8 +74,9 @@ int main(void) {
     CHECK_OK(lt_estimate_memory(dir, NULL, NULL, NULL, &e8));
     CHECK(e8.total > 0);
     CHECK_FAIL(lt_estimate_memory("/nonexistent-model", NULL, NULL, NULL, &e8), LT_ERR_NOT_FOUND, "no such model folder");
-    /* Gemma 2's soft-capped head: its own chunks of 32 tokens (f32 logits + 16-bit d(logits)),
-     * the only difference from the same config without final_logit_softcapping */
+    /* Gemma 2's soft-capped head: its own chunk buffers (f32 logits + 16-bit d(logits); the
+     * 2 x 2048 tokens fit one chunk of this 256-entry vocabulary), the only difference from
+     * the same config without final_logit_softcapping */
     char gpath[4096], *gtxt = NULL;
     size_t glen = 0;
     snprintf(gpath, sizeof gpath, "%s/tests/fixtures/families/gemma2/config.json", LT_REPO_ROOT);
@@ -90,7 +91,7 @@ int main(void) {
             memcpy(at + strlen("\"final_logit_softcapping\": "), "0.0", 3);
             CHECK_OK(lt_write_file_atomic(path, gtxt, glen, 1));
             CHECK_OK(lt_estimate_memory(dir, &mp, &lp, &tp, &enocap));
-            CHECK(ecap.activations - enocap.activations == 32ull * 256 * 4 + 32ull * 256 * 2);
+            CHECK(ecap.activations - enocap.activations == 4096ull * 256 * 4 + 4096ull * 256 * 2);
             CHECK(ecap.weights == enocap.weights && ecap.lora == enocap.lora);
         }
         free(gtxt);
