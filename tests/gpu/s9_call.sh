@@ -1,0 +1,53 @@
+#!/bin/bash
+# s9_call.sh - one short GPU call (about 5 minutes; written when about 8 minutes of device time were
+# left, and never run: no machine started) for the CUDA code that no GPU has run yet. The seven CUDA test programs run at the same
+# time (correctness only: nothing is timed while they run), then, alone on the card, the timed
+# figures in order of what they decide: the memory-saving mode's peaks against the estimate, the
+# device mode at 2x2048, batch-1 and batched decode, the notebook recipe (30 steps), 1 x 32k tokens
+# with offload, and the Gemma-2-2B shape's bench if time is left.
+#   stage (workstation): bash tests/gpu/s8_call1.sh stage SRC_BUILD_DIR build-s9
+#   run (device, carry ["build-s9"]): LIMIT=300 bash tests/gpu/s9_call.sh
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT/f
+N=build-s9
+[ -f $N/bundle.tar.xz ] && { xz -dc $N/bundle.tar.xz | tar -C $N -xf - && rm -f $N/bundle.tar.xz; }
+chmod +x $N/* 2>/dev/null
+export LD_LIBRARY_PATH=$PWD/$N:$PWD/$N/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "build: $(cat $N/COMMIT)"
+S=(); T0=$(date +%s); el() { echo $(( $(date +%s) - T0 ))s; }; left() { echo $(( ${LIMIT:-300} - $(date +%s) + T0 )); }
+LT=$N/loratune; TK="--tokenizer assets/qwen2-tokenizer"; D=assets/ruozhiba/ruozhiba_qa.json
+# 1. the test programs, all at once; the 1.5B model is written meanwhile
+$LT init-random --config tests/offload/config.json --output /tmp/m5 --seed 5 --dtype f32 --overwrite > /dev/null 2>&1
+$LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 $TK --overwrite > /dev/null 2>&1
+TESTS=(test_cuda_ops test_cuda_families test_cuda_graph "test_offload_cuda /tmp/m5" "test_generate_cuda /tmp/tq assets/qwen2-tokenizer"
+       "test_generate_batch_cuda /tmp/tq assets/qwen2-tokenizer" test_generate_families_cuda)
+for t in "${TESTS[@]}"; do n=${t%% *}; ( timeout ${TT:-150} $N/$t > $OUT/f/$n.log 2>&1; echo "rc=$?" > $OUT/f/$n.rc ) & done
+$LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 $TK --overwrite > /dev/null 2>&1
+wait
+for t in "${TESTS[@]}"; do n=${t%% *}; S+=("$n $(cat $OUT/f/$n.rc): $(tail -1 $OUT/f/$n.log | cut -c1-160)"); done
+S+=("tests done $(el)")
+grep -hE "FAIL|CHECK failed" $OUT/f/*.log | head -20
+# 2. memory: the offload mode's peaks vs the estimate; the device mode at 2x2048
+timeout 100 $LT bench --model /tmp/q15 $TK --shapes 2x512,2x2048,16x512 --offload-checkpoints --steps 4 --warmup 2 > $OUT/f/off.log 2>&1
+S+=("bench offload rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/off.log
+timeout 60 $LT bench --model /tmp/q15 $TK --shapes 2x2048 --steps 4 --warmup 2 > $OUT/f/dev.log 2>&1
+S+=("bench device rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/dev.log
+# 3. decode: batch 1 (adapter unmerged) and batches of 8 and 32
+[ $(left) -gt 60 ] && { timeout 50 $N/bench_generate /tmp/q15 32 128 512 1,8,32 > $OUT/f/dec.json 2> $OUT/f/dec.err
+  S+=("decode rc=$? $(el): $(head -c 300 $OUT/f/dec.json)"); }
+# 4. the notebook recipe, 30 steps
+nb() { rm -rf /tmp/nb; timeout $1 $LT train --model /tmp/q15 $TK --data $D --output /tmp/nb --device cuda --max-steps $2 \
+  --gen-instruction "" --log-every 1 > $OUT/f/nb.log 2>&1; echo "rc=$? $(python3 -c "
+import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('step',0)>10 and x.get('tokens_per_s')]
+print('steps 11-%d: %.0f tok/s, %.0f tok/step' % (r[-1]['step'], sum(x['tokens'] for x in r)/sum(x['tokens']/x['tokens_per_s'] for x in r), sum(x['tokens'] for x in r)/len(r)))" 2>&1 | tail -1)"; }
+[ $(left) -gt 50 ] && S+=("notebook 30 steps $(nb 45 30) $(el)")
+# 5. long context with offload
+[ $(left) -gt 70 ] && { timeout 60 $LT bench --model /tmp/q15 $TK --shapes 1x32768 --offload-checkpoints --steps 2 --warmup 1 > $OUT/f/long.log 2>&1
+  S+=("bench 1x32768 offload rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/long.log; }
+# 6. Gemma-2-2B shape (cuBLAS attention with soft-capping)
+if [ $(left) -gt 100 ]; then
+  timeout $(( $(left) - 50 )) python3 tests/gpu/families_models.py /tmp/fam gemma2_2b > $OUT/f/models.log 2>&1 && \
+  timeout 45 $LT bench --model /tmp/fam/gemma2_2b --tokenizer /tmp/fam/gemma2_2b --shapes 2x2048 --steps 3 --warmup 1 > $OUT/f/gemma2.log 2>&1
+  S+=("gemma2_2b bench rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/gemma2.log
+fi
+printf '%s\n' "${S[@]}"
