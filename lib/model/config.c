@@ -119,7 +119,12 @@ static lt_status parse_rope(json_t *obj, json_t *root, const char *path, const c
     N("mscale", r->mscale);
     N("mscale_all_dim", r->mscale_all_dim);
     N("attention_factor", r->attention_factor);
+    double prf = 1.0; /* transformers 5 keeps partial_rotary_factor here (Phi-4-mini: 0.75), not at the top level */
+    N("partial_rotary_factor", prf);
 #undef N
+    if (prf != 1.0)
+        return lt_error(LT_ERR_UNSUPPORTED, "%s: %s.partial_rotary_factor %g is not supported (rope over the whole "
+                        "head only)", path, key, prf);
     json_t *tr = json_object_get(obj, "truncate");
     if (json_is_boolean(tr)) r->truncate = json_is_true(tr);
     if ((kind == LT_ROPE_LINEAR || kind == LT_ROPE_DYNAMIC || kind == LT_ROPE_YARN || kind == LT_ROPE_LLAMA3) &&

@@ -107,6 +107,15 @@ int main(void) {
                LT_ERR_UNSUPPORTED, "rope_scaling.rope_type \"ntk-by-parts\" is not supported");
     CHECK_OK(parse_edit("\"use_cache\": true,", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0},", &c));
     CHECK(c.rope.kind == LT_ROPE_YARN && c.rope.factor == 4.0);
+    /* partial rotary: at the top level (Hub style) or inside rope_parameters (transformers 5) */
+    CHECK_FAIL(parse_edit("\"use_cache\": true,", "\"partial_rotary_factor\": 0.75,", &c), LT_ERR_UNSUPPORTED,
+               "partial_rotary_factor 0.75 is not supported");
+    CHECK_FAIL(parse_edit("\"rope_theta\": 1000000.0,", "\"rope_parameters\": {\"partial_rotary_factor\": 0.75, "
+                          "\"rope_theta\": 1000000.0, \"rope_type\": \"default\"},", &c),
+               LT_ERR_UNSUPPORTED, "rope_parameters.partial_rotary_factor 0.75 is not supported");
+    CHECK_OK(parse_edit("\"rope_theta\": 1000000.0,", "\"rope_parameters\": {\"partial_rotary_factor\": 1.0, "
+                        "\"rope_theta\": 1000000.0, \"rope_type\": \"default\"},", &c));
+    CHECK(c.rope.kind == LT_ROPE_DEFAULT && c.rope.theta == 1e6);
     CHECK_FAIL(parse_edit("\"torch_dtype\": \"bfloat16\"", "\"torch_dtype\": \"float8\"", &c), LT_ERR_UNSUPPORTED,
                "dtype \"float8\" is not supported");
     CHECK_FAIL(parse_edit("\"eos_token_id\": 151645", "\"eos_token_id\": \"x\"", &c), LT_ERR_FORMAT,
