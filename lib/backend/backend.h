@@ -99,7 +99,11 @@ typedef struct lt_backend_ops {
     lt_status (*linear_bwd_input)(lt_backend *be, void *dinp, const void *dout, const lt_bweight *W, int64_t N,
                                   int accumulate);
     /* LoRA branch, added to a base output:
-     *   xd = dropout(inp) (keep prob 1-p, scaled 1/(1-p); mask from lt_rng_keep(seed, stream, i))
+     *   xd = dropout(inp) (keep prob 1-p, scaled 1/(1-p); element i's mask from the key
+     *        lt_drop_key_rows(seed, stream, C): lt_rng_keep(seed, stream, i) for a plain stream;
+     *        a stream made by lt_drop_stream_rows(s, r0) (row0 a multiple of LT_DROP_ROW_UNIT, 64:
+     *        the remainder is dropped, not checked) draws the masks rows [r0, r0 + N) have in a
+     *        wider input of width C, as every LoRA op below with a stream does)
      *   xa(N,R) = xd @ A^T (act dtype, saved) ; out(N,OC) += scale * xa @ B^T
      * A f32 [R,C], B f32 [OC,R]. p = 0 disables dropout. out == NULL: xa only (the checkpoint
      * recompute of down_proj, whose output the backward does not need). */
