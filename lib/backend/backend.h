@@ -111,7 +111,8 @@ typedef struct lt_backend_ops {
                           int64_t N, int64_t C, int64_t OC, int64_t R, float scale, float p, uint64_t seed,
                           uint64_t stream);
     /* dB(OC,R) += scale * dout^T @ xa ; dxa = scale * dout @ B ; dA(R,C) += dxa^T @ xd ;
-     * dinp(N,C) (+=) dropout_bwd(dxa @ A)  (same mask as forward: same seed/stream) */
+     * dinp(N,C) (+=) dropout_bwd(dxa @ A)  (same mask as forward: same seed/stream); dinp NULL:
+     * no input gradient (dA and dB only) */
     lt_status (*lora_bwd)(lt_backend *be, float *dA, float *dB, void *dinp, const void *dout, const void *inp,
                           const void *xa, const float *A, const float *B, int64_t N, int64_t C, int64_t OC,
                           int64_t R, float scale, float p, uint64_t seed, uint64_t stream);

@@ -287,6 +287,7 @@ lt_status lt_cpu_lora_bwd_multi(lt_backend *be, int n, float *const *dA, float *
                                 const float *const *A, const float *const *B, int64_t N, int64_t C,
                                 const int64_t *OC, int64_t R, float scale, float p, uint64_t seed,
                                 const uint64_t *streams) {
+    LT_CHECK_ARG(dinp, "lora_bwd_multi: needs the input gradient"); /* as the CUDA backend (backend.h) */
     for (int s = 0; s < n; s++)
         LT_TRY(lt_cpu_lora_bwd(be, dA[s], dB[s], dinp, dout[s], inp, xa[s], A[s], B[s], N, C, OC[s], R, scale, p, seed,
                                streams[s]));
