@@ -353,6 +353,10 @@ static lt_status op_graph_launch(lt_backend *be, void *graph, uint64_t seed, uin
     LT_LAUNCH_CHECK("k_set_drop");
     LT_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
     c->graph_launches++;
+    /* the replay refills the weight cache's slots with the recorded pass's weights, which the
+     * cache's record (left by op-by-op passes since the recording) does not describe: the next
+     * op-by-op pass dequantizes afresh instead of reading another weight's values */
+    lt_cuda_wcache_drop(c);
     return LT_OK;
 }
 
