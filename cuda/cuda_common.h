@@ -391,6 +391,8 @@ lt_status lt_cuda_lora_addmul_multi(lt_backend *be, int n, void *y, const void *
 /* lm_head_ce.cu */
 lt_status lt_cuda_lm_head_ce(lt_backend *be, float *loss_sum, void *dh, const void *h, const lt_bweight *head,
                              const int32_t *targets, int64_t N, int64_t C, int64_t V, float grad_scale);
+/* *sum += x[0] + ... + x[n-1] (device f32), summed in a fixed order on the stream */
+lt_status lt_cuda_sum_into(lt_backend *be, float *sum, const float *x, int64_t n);
 /* attention.cu */
 lt_status lt_cuda_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                                 const int32_t *cu_seqlens, int32_t nseq, int32_t max_seqlen, int64_t N, int64_t NH,

@@ -442,7 +442,7 @@ lt_status lt_cuda_attention_opt_bwd(lt_backend *be, void *dq, void *dk, void *dv
  * with linear_bwd_input ---- */
 
 template <typename T>
-__global__ void k_ce_cap(float *loss_sum, T *dlog, const float *logits, const int32_t *targets, int64_t V, float cap,
+__global__ void k_ce_cap(float *losses, T *dlog, const float *logits, const int32_t *targets, int64_t V, float cap,
                          float grad_scale) {
     __shared__ float red[32];
     const int64_t r = blockIdx.x;
@@ -455,7 +455,9 @@ __global__ void k_ce_cap(float *loss_sum, T *dlog, const float *logits, const in
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(tanhf(z[v] / cap) * cap - mx);
     sum = block_sum<T>(sum, red);
     const float lse = mx + logf(sum);
-    if (threadIdx.x == 0 && y >= 0 && y < V) atomicAdd(loss_sum, lse - tanhf(z[y] / cap) * cap);
+    /* the row's loss, summed with the others in a fixed order by k_sum_into (lm_head_ce.cu), so
+     * that the loss is deterministic (and CUDA graph replays equal op by op passes) */
+    if (threadIdx.x == 0) losses[r] = y >= 0 && y < V ? lse - tanhf(z[y] / cap) * cap : 0.0f;
     if (!dlog) return;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
         float g = 0;
@@ -482,7 +484,7 @@ lt_status lt_cuda_lm_head_logits_cap(lt_backend *be, float *logits, const void *
     return LT_OK;
 }
 
-/* The capped head's chunk buffers, grown to `bytes` (c->cap_ce: kept across calls, never freed
+/* The capped head's chunk buffers (and its per-row losses), grown to `bytes` (c->cap_ce: kept across calls, never freed
  * by a pass; growing frees the old one, as lt_cuda_scratch does, which a pass's first, unrecorded
  * run of a shape does). */
 static lt_status cap_ce_buffers(lt_cuda *c, size_t bytes, void **out) {
@@ -511,10 +513,12 @@ lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, cons
     const int64_t rows = lt_head_chunk_rows(N, V, (int64_t)(4 + ab), be->head_chunk_bytes);
     const size_t lg_b = lt_align256((size_t)(rows * V) * sizeof(float));
     const size_t dl_b = dh ? lt_align256((size_t)(rows * V) * ab) : 0;
+    const size_t ls_b = lt_align256((size_t)N * sizeof(float));
     void *buf = NULL;
-    LT_TRY(cap_ce_buffers(lt_cuda_of(be), lg_b + dl_b, &buf));
+    LT_TRY(cap_ce_buffers(lt_cuda_of(be), lg_b + dl_b + ls_b, &buf));
     float *lg = (float *)buf;
     void *dl = dh ? (void *)((char *)buf + lg_b) : NULL;
+    float *losses = (float *)((char *)buf + lg_b + dl_b);
     cudaStream_t s = lt_cuda_of(be)->stream;
     lt_status st = LT_OK;
     for (int64_t r0 = 0; st == LT_OK && r0 < N; r0 += rows) {
@@ -522,13 +526,14 @@ lt_status lt_cuda_lm_head_ce_cap(lt_backend *be, float *loss_sum, void *dh, cons
         st = lt_cuda_lm_head_logits(be, lg, (const char *)h + (size_t)(r0 * C) * ab, head, n, C, V);
         if (st != LT_OK) break;
         if (be->act_dtype == LT_DTYPE_BF16)
-            k_ce_cap<__nv_bfloat16><<<(unsigned)n, 256, 0, s>>>(loss_sum, (__nv_bfloat16 *)dl, lg, targets + r0, V, cap,
+            k_ce_cap<__nv_bfloat16><<<(unsigned)n, 256, 0, s>>>(losses + r0, (__nv_bfloat16 *)dl, lg, targets + r0, V, cap,
                                                                 grad_scale);
         else
-            k_ce_cap<__half><<<(unsigned)n, 256, 0, s>>>(loss_sum, (__half *)dl, lg, targets + r0, V, cap, grad_scale);
+            k_ce_cap<__half><<<(unsigned)n, 256, 0, s>>>(losses + r0, (__half *)dl, lg, targets + r0, V, cap, grad_scale);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) { st = lt_cuda_err(e, "k_ce_cap", __FILE__, __LINE__); break; }
         if (dh) st = lt_cuda_linear_bwd_input(be, (char *)dh + (size_t)(r0 * C) * ab, dl, head, n, 0);
     }
+    if (st == LT_OK) st = lt_cuda_sum_into(be, loss_sum, losses, N);
     return st;
 }

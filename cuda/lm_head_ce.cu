@@ -145,6 +145,13 @@ __global__ void k_sum_into(float *sum, const float *x, int64_t n) {
     if (threadIdx.x == 0) *sum += (float)part[0];
 }
 
+lt_status lt_cuda_sum_into(lt_backend *be, float *sum, const float *x, int64_t n) {
+    if (n <= 0) return LT_OK;
+    k_sum_into<<<1, 1024, 0, lt_cuda_of(be)->stream>>>(sum, x, n);
+    LT_LAUNCH_CHECK("k_sum_into");
+    return LT_OK;
+}
+
 /* ---------------------------------------------------------------- launcher */
 /* Vocabulary slices for the dh product: the most (<= 16) that divide V into 16-byte aligned
  * pieces, so that C x T x S output tiles fill the GPU; 1 means one plain GEMM. */
