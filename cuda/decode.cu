@@ -1059,7 +1059,7 @@ extern "C" lt_status lt_cuda_decoder_create_batch(lt_model *m, int32_t nseq, voi
     d->ascale = cf->attn_scale == (float)(1.0 / sqrt((double)HD)) ? 1.0f / sqrtf((float)HD) : cf->attn_scale;
     d->acap = cf->attn_softcap;
     d->fcap = cf->final_softcap;
-    d->escale = cf->embed_scale;
+    d->escale = lt_round_to_dtype(cf->embed_scale, be->act_dtype); /* as the training graph's embed() */
     d->act = cf->act;
     d->x_gu = cf->act != LT_ACT_SILU || cf->fused_gate_up;
     const int lora = m->has_lora && m->lora_enabled;

@@ -101,5 +101,8 @@ float lt_bf16_to_f32(uint16_t h);
 uint16_t lt_f32_to_bf16(float f);   /* round to nearest even (as torch) */
 float lt_f16_to_f32(uint16_t h);
 uint16_t lt_f32_to_f16(float f);    /* round to nearest even */
+/* f rounded to the lt_dtype `dtype` (LT_DTYPE_BF16 / LT_DTYPE_F16; f itself otherwise), as torch
+ * rounds a Python float made a tensor of that dtype */
+float lt_round_to_dtype(float f, int dtype);
 
 #endif

@@ -177,3 +177,8 @@ uint16_t lt_f32_to_f16(float f) {
     au += 0xc8000fffu + mant_odd; /* rebias exponent (-112 << 23) and round to nearest even */
     return (uint16_t)(sign | (au >> 13));
 }
+float lt_round_to_dtype(float f, int dtype) {
+    if (dtype == LT_DTYPE_BF16) return lt_bf16_to_f32(lt_f32_to_bf16(f));
+    if (dtype == LT_DTYPE_F16) return lt_f16_to_f32(lt_f32_to_f16(f));
+    return f;
+}

@@ -868,12 +868,16 @@ static lt_status pass_begin(lt_model *m, const lt_batch *b, int train, pass_ctx 
     return LT_OK;
 }
 
-/* The embedding of g->ids into res[0], times the embedding scale (Gemma). */
+/* The embedding of g->ids into res[0], times the embedding scale (Gemma), rounded to the
+ * activation dtype first, as transformers' Gemma models make it a tensor of that dtype
+ * (sqrt(2304) = 48 is exact; in bf16 sqrt(2048) = 45.2548 becomes 45.25, sqrt(1152) = 33.941 becomes 34) */
 static lt_status embed(const pass_ctx *x) {
     const lt_config *c = &x->m->cfg;
     lt_backend *be = x->be;
     LT_TRY(be->ops.embedding(be, x->g->res[0], x->g->ids, x->m->embed, x->N, c->hidden_size));
-    if (c->embed_scale != 1.0f) LT_TRY(be->ops.scale_act(be, x->g->res[0], x->N * c->hidden_size, c->embed_scale));
+    if (c->embed_scale != 1.0f)
+        LT_TRY(be->ops.scale_act(be, x->g->res[0], x->N * c->hidden_size,
+                                 lt_round_to_dtype(c->embed_scale, be->act_dtype)));
     return LT_OK;
 }
 
