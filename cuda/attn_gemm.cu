@@ -61,8 +61,8 @@ static int64_t ag_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
  * products. Packed: the key columns of a block reach back max_seqlen (or the window) from its
  * first query, so TB about a quarter of that. The layout with fewer score elements is taken:
  * padded for sequences of about equal length (the benchmark shapes, full buckets), packed for
- * many short records under a long max_seqlen. lt_estimate_memory (memory.c) repeats the padded
- * plan (batch_size sequences of max_seq_len). */
+ * many short records under a long max_seqlen. lt_estimate_memory (memory.c, ag_bwd_bytes) repeats
+ * this plan for batch_size sequences of max_seq_len and each window the layers use. */
 static void ag_make_plan(int64_t nseq, int64_t N, int64_t Lmax, int64_t NKV, int64_t G, int64_t window, size_t budget,
                          ag_plan *p) {
     const int64_t Lpad = Lmax < 16 ? 16 : ag_up(Lmax, 16);
@@ -93,6 +93,7 @@ static void ag_make_plan(int64_t nseq, int64_t N, int64_t Lmax, int64_t NKV, int
             int64_t np = (int64_t)(budget / (size_t)(TB * rowb));
             if (np < 1) np = 1;
             if (np > p->pairs) np = p->pairs;
+            if (np > 65535) np = 65535; /* gridDim.y of k_ag_softmax and k_ag_bwd */
             p->TB = TB;
             p->np = np;
             p->score_bytes = (size_t)(np * TB * rowb);

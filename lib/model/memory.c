@@ -49,25 +49,66 @@
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 static uint64_t align256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
-/* the backward workspace of cuda/attn_gemm.cu (its ag_make_plan and ag_bwd) for nseq sequences
- * of at most Lmax tokens, N in all; 0 where the flash kernels take every layer */
-static uint64_t attn_gemm_bytes(const lt_config *c, uint64_t ab, uint64_t nseq, uint64_t Lmax, uint64_t N) {
-    const uint64_t HD = (uint64_t)c->head_dim, NH = (uint64_t)c->num_heads, NKV = (uint64_t)c->num_kv_heads;
-    int gemm = (HD != 64 && HD != 128) || c->attn_softcap > 0 || c->attn_scale != (float)(1.0 / sqrt((double)HD));
-    for (int l = 0; l < c->num_layers && !gemm; l++)
-        gemm = c->layer_sliding[l] && c->sliding_window > 0 && (uint64_t)c->sliding_window < Lmax;
-    if (!gemm || NKV == 0) return 0;
-    const uint64_t G = NH / NKV, pairs = nseq * NKV;
-    const uint64_t Lp = Lmax < 16 ? 16 : (Lmax + 15) / 16 * 16, rowb = G * Lp * 4;
-    uint64_t TB = ((Lp + 7) / 8 + 63) / 64 * 64;
-    if (TB > Lp) TB = Lp;
-    while (TB > 16 && TB * rowb > LT_MEM_ATTN_SCORE_BYTES) TB = (TB / 2 + 15) / 16 * 16;
-    uint64_t np = LT_MEM_ATTN_SCORE_BYTES / (TB * rowb);
-    if (np < 1) np = 1;
-    if (np > pairs) np = pairs;
-    const uint64_t rows = nseq * Lp * HD;
+/* cuda/attn_gemm.cu's ag_make_plan (layout, block, pairs per product) and the bytes its ag_bwd
+ * asks for: nseq sequences of at most Lmax tokens, N in all, window 0 (none) or < Lmax */
+static uint64_t ag_bwd_bytes(uint64_t ab, uint64_t HD, uint64_t NH, uint64_t NKV, uint64_t nseq, uint64_t Lmax,
+                             uint64_t N, uint64_t window) {
+    const uint64_t G = NH / NKV, B = LT_MEM_ATTN_SCORE_BYTES;
+    const uint64_t Lpad = Lmax < 16 ? 16 : (Lmax + 15) / 16 * 16;
+    uint64_t TBp = ((Lpad + 7) / 8 + 63) / 64 * 64;
+    if (TBp > Lpad) TBp = Lpad;
+    const uint64_t Wn = window > 0 ? window : Lpad;
+    uint64_t wp = (Lpad + TBp) / 2;
+    if (Wn + TBp < wp) wp = Wn + TBp;
+    const double cost_p = (double)nseq * (double)Lpad * (double)wp;
+    const uint64_t Lk = N < 16 ? 16 : (N + 15) / 16 * 16, Wk = window > 0 && window < Lmax ? window : Lmax;
+    uint64_t TBk = (Wk / 4 + 63) / 64 * 64;
+    if (TBk < ((Lk + 63) / 64 + 63) / 64 * 64) TBk = ((Lk + 63) / 64 + 63) / 64 * 64;
+    if (TBk > Lk) TBk = Lk;
+    const double cost_k = (double)Lk * (double)(Wk + TBk + 32 < Lk ? Wk + TBk + 32 : Lk);
+    const int packed = cost_k < cost_p;
+    const uint64_t ns = packed ? 1 : nseq, Lp = packed ? Lk : Lpad, Wc = packed ? Wk : window, pairs = ns * NKV;
+    uint64_t TB = packed ? TBk : TBp, sb = 0;
+    for (;;) {
+        uint64_t width = Lp;
+        if (Wc > 0 && Wc + TB + 32 < width) width = Wc + TB + 32;
+        const uint64_t rowb = G * width * 4;
+        if (TB <= 16 || TB * rowb <= B) {
+            uint64_t np = B / (TB * rowb);
+            if (np < 1) np = 1;
+            if (np > pairs) np = pairs;
+            if (np > 65535) np = 65535;
+            sb = np * TB * rowb;
+            break;
+        }
+        TB = (TB / 2 + 15) / 16 * 16;
+    }
+    const uint64_t rows = ns * Lp * HD;
     return 2 * align256(rows * NH * ab) + 2 * align256(rows * NKV * ab) + 2 * align256(rows * NKV * 4) +
-           align256(NH * N * 4) + 2 * np * TB * rowb;
+           align256(NH * N * 4) + 2 * align256(sb);
+}
+
+/* the backward workspace of cuda/attn_gemm.cu for the layers it takes (family.cu's attn_route:
+ * every layer where the flash kernels are absent (flash 0: compute capability below 8.0) or the
+ * options are not plain, else the layers whose window is shorter than Lmax); the most of them */
+static uint64_t attn_gemm_bytes(const lt_config *c, uint64_t ab, uint64_t nseq, uint64_t Lmax, uint64_t N,
+                                int flash) {
+    const uint64_t HD = (uint64_t)c->head_dim, NH = (uint64_t)c->num_heads, NKV = (uint64_t)c->num_kv_heads;
+    if (NKV == 0) return 0;
+    const int all = !flash || (HD != 64 && HD != 128) || c->attn_softcap > 0 ||
+                    c->attn_scale != (float)(1.0 / sqrt((double)HD));
+    uint64_t most = 0;
+    int done_plain = 0, done_win = 0;
+    for (int l = 0; l < c->num_layers; l++) {
+        const uint64_t w = c->layer_sliding[l] && c->sliding_window > 0 && (uint64_t)c->sliding_window < Lmax
+                               ? (uint64_t)c->sliding_window : 0;
+        if ((w ? done_win : done_plain) || (!w && !all)) continue;
+        const uint64_t b = ag_bwd_bytes(ab, HD, NH, NKV, nseq, Lmax, N, w);
+        if (b > most) most = b;
+        if (w) done_win = 1;
+        else done_plain = 1;
+    }
+    return most;
 }
 
 static uint64_t adam_bytes(uint64_t n, int eight_bit) {
@@ -150,7 +191,11 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         const uint64_t head = align256(T * V * ab) + (S > 1 ? align256(S * C * T * 4) : 0) + align256(N * 4);
         /* attention backward: D (N,NH), the dQ accumulator and dK, dV per query head, f32 */
         uint64_t attn = align256(N * (uint64_t)c.num_heads * 4) + 3 * align256(N * QD * 4);
-        const uint64_t agemm = attn_gemm_bytes(&c, ab, (uint64_t)batch, N / (uint64_t)batch, N);
+        /* the flash kernels of attention.cu need compute capability 8.0 (attention.cu's use_tc) */
+        int32_t cc = 80;
+        if (lt_cuda_device_count() > m.device_index)
+            (void)lt_cuda_device_info(m.device_index, NULL, 0, &cc, NULL, NULL);
+        const uint64_t agemm = attn_gemm_bytes(&c, ab, (uint64_t)batch, N / (uint64_t)batch, N, cc >= 80);
         if (agemm > attn) attn = agemm;
         /* grouped projections (q/k/v, gate/up): the input with the LoRA A outputs and the bias
          * column packed beside it, and the widest weight dequantized in those rows */
