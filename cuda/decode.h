@@ -70,9 +70,10 @@ lt_status lt_cuda_decoder_profile(lt_cuda_decoder *d, int reps, double *ms, cons
 
 /* 0 disables CUDA-graph capture (every step launches its kernels), for tests; default 1. */
 void lt_cuda_decoder_use_graphs(int on);
-/* 0 disables programmatic dependent launch (each kernel of a step launched once the one before
- * has finished; default 1 on sm_90+) for the decoders created after the call, for tests and
- * bench_generate's A/B. */
+/* 1 enables programmatic dependent launch (sm_90+ only: each kernel of a step launched while the
+ * one before drains; default 0 until a GPU has checked and timed it), 0 disables it (each kernel
+ * launched once the one before has finished), for the decoders created after the call: for tests
+ * and bench_generate's A/B. */
 void lt_cuda_decoder_use_pdl(int on);
 
 #ifdef __cplusplus

@@ -164,6 +164,19 @@ int main(int argc, char **argv) {
     lt_generate_set_fast_decode(0);
     if ((st = run(m, ids, (size_t)plen, 32, &tops)) != LT_OK) { fprintf(stderr, "generate: %s\n", lt_last_error()); return 1; }
     lt_generate_set_fast_decode(1);
+    /* batch 1 with programmatic dependent launch (off by default until measured: this is the A/B;
+     * a decoder made after the switch takes it; not on CPU-only builds) */
+    double pdl_tok_s = 0;
+#ifdef LT_HAVE_CUDA
+    {
+        lt_generate_timing tp;
+        lt_cuda_decoder_use_pdl(1);
+        st = run(m, ids, (size_t)plen, nnew, &tp);
+        lt_cuda_decoder_use_pdl(0);
+        if (st != LT_OK) { fprintf(stderr, "generate (PDL): %s\n", lt_last_error()); return 1; }
+        pdl_tok_s = tp.decode_s > 0 ? (double)tp.n_decoded / tp.decode_s : 0.0;
+    }
+#endif
     double ttft[5];
     for (int i = 0; i < 5; i++) {
         lt_generate_timing tt;
@@ -181,11 +194,11 @@ int main(int argc, char **argv) {
     }
     printf("{\"prompt_len\": %d, \"new_tokens\": %d, \"prefill_ms\": %.3f, \"decode_tok_s\": %.1f, \"fast_decode\": %d, "
            "\"decoder_setup_ms\": %.3f, \"no_lora_decode_tok_s\": %.1f, \"ops_decode_tok_s\": %.1f, "
-           "\"ttft_prompt_len\": %d, \"ttft_ms\": %.3f, \"batches\": [",
+           "\"ttft_prompt_len\": %d, \"ttft_ms\": %.3f, \"pdl_decode_tok_s\": %.1f, \"batches\": [",
            plen, nnew, 1e3 * t.prefill_s, t.decode_s > 0 ? (double)t.n_decoded / t.decode_s : 0.0, t.fast_decode,
            1e3 * t.decoder_setup_s,
            tnl.decode_s > 0 ? (double)tnl.n_decoded / tnl.decode_s : 0.0,
-           tops.decode_s > 0 ? (double)tops.n_decoded / tops.decode_s : 0.0, tlen, 1e3 * ttft[2]);
+           tops.decode_s > 0 ? (double)tops.n_decoded / tops.decode_s : 0.0, tlen, 1e3 * ttft[2], pdl_tok_s);
     for (int i = 0; i < nbatch; i++)
         printf("%s{\"batch\": %d, \"decode_tok_s\": %.1f, \"per_seq_decode_tok_s\": %.1f, \"e2e_tok_s\": %.1f, "
                "\"prefill_ms\": %.3f}", i ? ", " : "", batches[i], bdec[i], bdec[i] / batches[i], be2e[i], bpre[i]);
@@ -204,7 +217,7 @@ int main(int argc, char **argv) {
         printf("}");
         if (i < 0) fprintf(stderr, "(the above without programmatic dependent launch)\n");
     }
-    lt_cuda_decoder_use_pdl(1);
+    lt_cuda_decoder_use_pdl(0);
 #endif
     printf("]}\n");
     fprintf(stderr, "| batch | decode tok/s (aggregate) | per sequence | end to end tok/s | prefill ms |\n"

@@ -76,6 +76,8 @@ print("| metric | loratune | transformers+PEFT | ratio |\n|---|---|---|---|")
 print("| decode tok/s (32-token prompt, 128 new) | %.0f | %.1f | %.1fx |" % (a["decode_tok_s"], b["decode_tok_s"], a["decode_tok_s"] / b["decode_tok_s"]))
 print("| TTFT ms (512-token prompt) | %.2f | %.2f | %.1fx |" % (a["ttft_ms"], b["ttft_ms"], b["ttft_ms"] / a["ttft_ms"]))
 print("| backend-ops decode tok/s | %.0f | | |" % a["ops_decode_tok_s"])
+if a.get("pdl_decode_tok_s"):
+    print("| decode tok/s with programmatic dependent launch | %.0f | | |" % a["pdl_decode_tok_s"])
 for r in a.get("batches", []):
     print("| batch %d decode tok/s (aggregate; end to end %.0f) | %.0f | | |" % (r["batch"], r["e2e_tok_s"], r["decode_tok_s"]))
 PY

@@ -94,9 +94,12 @@ int main(int argc, char **argv) {
     CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
     lt_cuda_decoder_use_graphs(1);
     CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched graph replay differs from plain launches");
-    lt_cuda_decoder_use_pdl(0);
-    CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
+    /* the runs above launched plainly (programmatic dependent launch is off by default until a
+     * GPU has checked it): this one launches with it (sm_90+; elsewhere it stays plain), then the
+     * default is restored for the checks below */
     lt_cuda_decoder_use_pdl(1);
+    CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
+    lt_cuda_decoder_use_pdl(0);
     CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched steps with and without programmatic launch differ");
     /* against the backend-ops decode (no decode kernels): each row within tolerance of the CPU */
     lt_generate_set_fast_decode(0);
