@@ -1,7 +1,7 @@
 #!/bin/bash
 # gpu_check.sh - the memory-saving mode (--offload-checkpoints: the checkpoints in pinned host
 # memory, the MLP in token chunks of LT_GRAPH_MLP_CHUNK, the LM head + CE in chunks of 64 MiB of
-# logits) on one GPU, from a staged CUDA build folder B as tests/gpu/offload_check.sh stages it
+# logits) on one GPU, from a staged CUDA build folder B
 # (loratune, test_offload_cuda, test_cuda_graph; libs/ with extra shared libraries; each file may
 # be xz-compressed), run from the repository root (~5 minutes on an H100):
 #   1. test_offload_cuda: the dropout row offsets op by op against the CPU, device vs offloaded
