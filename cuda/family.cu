@@ -495,8 +495,12 @@ static lt_status cap_ce_buffers(lt_cuda *c, size_t bytes, void **out) {
             c->cap_ce = NULL;
             c->cap_ce_bytes = 0;
         }
-        LT_TRY(lt_cuda_malloc(c, bytes, "the soft-capped LM head's logits", &c->cap_ce));
-        c->cap_ce_bytes = bytes;
+        /* 1 MiB more: the per-token losses grow with every longer pass (the logits stop growing at
+         * the chunk's rows), and each free ends the memory epoch of every recorded CUDA graph;
+         * lt_estimate_memory counts the same */
+        const size_t want = bytes + (1u << 20);
+        LT_TRY(lt_cuda_malloc(c, want, "the soft-capped LM head's logits", &c->cap_ce));
+        c->cap_ce_bytes = want;
     }
     *out = c->cap_ce;
     return LT_OK;

@@ -213,11 +213,12 @@ lt_status lt_estimate_memory(const char *model_dir, const lt_model_params *mp, c
         if (largest * 2 > need) need = largest * 2;
         scratch = need + need / 8 + (1u << 20);
         /* a soft-capped head (Gemma 2) keeps its own chunk buffers: f32 logits + 16-bit
-         * d(logits) of lt_head_chunk_rows tokens, and an f32 loss per token (family.cu) */
+         * d(logits) of lt_head_chunk_rows tokens, an f32 loss per token and 1 MiB to grow into
+         * (family.cu's cap_ce_buffers) */
         if (c.final_softcap > 0) {
             const uint64_t rows = (uint64_t)lt_head_chunk_rows((int64_t)N, (int64_t)V, (int64_t)(4 + ab),
                                                                lt_graph_head_chunk_bytes(mode));
-            scratch += align256(rows * V * 4) + align256(rows * V * ab) + align256((uint64_t)N * 4);
+            scratch += align256(rows * V * 4) + align256(rows * V * ab) + align256((uint64_t)N * 4) + (1u << 20);
         }
     }
     out->activations = lt_graph_bytes(&c, (int32_t)ab, l.r, (int64_t)N, mode) + scratch;

@@ -98,7 +98,7 @@ static void graphs_vs_ops(void) {
         for (int i = 0; i < NPASS; i++) printf(" %.6f/%.6f", lg[i], lo[i]);
         printf("\n");
         /* passes 1-3 (recorded at 1), then after the larger batch's reallocation a new
-         * recording at 6 (5 runs op by op: its key's memory epoch is new) and 7-8 */
+         * recording at 6 (5 runs op by op: the pass before it, 4, had another key) and 7-8 */
         CHECK_MSG(lo_n == 0 && lg_n == 6, "graph launches: %ld with graphs on (expected 6), %ld off", lg_n, lo_n);
         for (int i = 0; i < NPASS; i++) CHECK_MSG(lg[i] == lo[i], "pass %d: loss %.9g as a graph, %.9g op by op", i, lg[i], lo[i]);
         CHECK(lo[0] != lo[2]); /* the LoRA weights and masks changed between passes */
