@@ -1,6 +1,6 @@
 #!/bin/bash
 # gpu_check.sh - the memory-saving mode (--offload-checkpoints: the checkpoints in pinned host
-# memory, the MLP in token chunks of LT_GRAPH_MLP_CHUNK, the LM head + CE in chunks of 64 MiB of
+# memory, the MLP in token chunks of LT_GRAPH_MLP_CHUNK, the LM head + CE in chunks of 48 MiB of
 # logits) on one GPU, from a staged CUDA build folder B
 # (loratune, test_offload_cuda, test_cuda_graph; libs/ with extra shared libraries; each file may
 # be xz-compressed), run from the repository root (~5 minutes on an H100):

@@ -344,6 +344,107 @@ static void check_mlp_chunks(void) {
               (uint64_t)(c.num_layers - 2) * n * 4 * 4 * LT_PROJ_COUNT);
 }
 
+/* The offload ops at the latest moment the CUDA semantics allow: a copy runs only when
+ * offload_wait names it or a later ticket (in ticket order, as the copy stream runs them), or at
+ * the next download. CPU copies otherwise finish inside offload_copy, so a missing or short
+ * offload_wait (a copy-out still reading a slot that the next layer overwrites, a copy-in not yet
+ * landed when the recompute reads the slot) would go unseen; deferred, it changes the bits. */
+typedef struct defer_copy { void *dst; const void *src; size_t bytes; uint64_t t; } defer_copy;
+static defer_copy defer_q[1024];
+static int defer_n, defer_short;
+static uint64_t defer_t;
+static lt_status (*defer_download0)(lt_backend *, void *, const void *, size_t);
+static void defer_run(uint64_t upto) {
+    int k = 0;
+    for (int i = 0; i < defer_n; i++) {
+        if (defer_q[i].t <= upto) memmove(defer_q[i].dst, defer_q[i].src, defer_q[i].bytes);
+        else defer_q[k++] = defer_q[i];
+    }
+    defer_n = k;
+}
+static lt_status defer_copy_op(lt_backend *be, void *dst, const void *src, size_t bytes, uint64_t *ticket) {
+    (void)be;
+    *ticket = ++defer_t;
+    if (defer_n == (int)(sizeof defer_q / sizeof defer_q[0])) return lt_error(LT_ERR_INTERNAL, "defer queue full");
+    defer_q[defer_n++] = (defer_copy){dst, src, bytes, defer_t};
+    return LT_OK;
+}
+static lt_status defer_wait_op(lt_backend *be, uint64_t ticket) {
+    (void)be;
+    defer_run(defer_short && ticket ? ticket - 1 : ticket);
+    return LT_OK;
+}
+static lt_status defer_download_op(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    CHECK_MSG(defer_short || defer_n == 0, "%d offload copies not waited for when the pass reads its loss", defer_n);
+    defer_run(UINT64_MAX);
+    return defer_download0(be, dst, src, bytes);
+}
+
+/* three offloaded passes (MLP chunks of `chunk` tokens: 0 the default) with the copies eager or
+ * deferred; the losses and the accumulated LoRA gradients */
+static double defer_passes(int deferred, int chunk, const lt_batch *b, lt_test_grads *g) {
+    lt_model *m = load();
+    const uint64_t b_seed = 9;
+    lt_model_foreach_lora(m, lt_test_seed_b, (void *)&b_seed);
+    if (deferred) {
+        m->be->ops.offload_copy = defer_copy_op;
+        m->be->ops.offload_wait = defer_wait_op;
+        defer_download0 = m->be->ops.download;
+        m->be->ops.download = defer_download_op;
+    }
+    CHECK_OK(lt_graph_test_set_mlp_chunk(chunk));
+    double loss = 0;
+    for (int i = 0; i < 3; i++) {
+        lt_graph_pass pass = {1, 42, (uint64_t)(5 + i), 0, 1};
+        CHECK_OK(lt_graph_forward_backward(m, &b[i % 2], (float)(1.0 / (double)b[i % 2].n_targets), &pass, &loss));
+    }
+    memset(g, 0, sizeof *g);
+    lt_model_foreach_lora(m, lt_test_collect_grads, g);
+    lt_model_free(m);
+    CHECK_OK(lt_graph_test_set_mlp_chunk(0));
+    return loss;
+}
+
+static void check_deferred_copies(void) {
+    lt_config cfg;
+    CHECK_OK(lt_config_load(model_dir, &cfg));
+    lt_batch b[2];
+    for (int v = 0; v < 2; v++) {
+        const int len = v ? 300 : 200;
+        int32_t *ids[2], *lab[2];
+        for (int s = 0; s < 2; s++) {
+            ids[s] = malloc((size_t)len * sizeof(int32_t));
+            lab[s] = malloc((size_t)len * sizeof(int32_t));
+            for (int i = 0; i < len; i++) {
+                ids[s][i] = 3 + (i * (97 + 14 * s + v) + 31 * s) % (cfg.vocab_size - 3);
+                lab[s][i] = i < 2 ? -100 : ids[s][i];
+            }
+        }
+        const size_t lens[2] = {(size_t)len, (size_t)(len - 37 * v)};
+        memset(&b[v], 0, sizeof b[v]);
+        CHECK_OK(lt_batch_pack(&b[v], 2, (const int32_t *const *)ids, (const int32_t *const *)lab, lens));
+        for (int s = 0; s < 2; s++) { free(ids[s]); free(lab[s]); }
+    }
+    for (int chunk = 0; chunk <= 64; chunk += 64) {
+        lt_test_grads e, d;
+        const double le = defer_passes(0, chunk, b, &e), ld = defer_passes(1, chunk, b, &d);
+        CHECK_MSG(le == ld && e.n == d.n && !memcmp(e.v, d.v, e.n * sizeof(float)),
+                  "MLP chunk %d: offload copies deferred to their waits change the pass (loss %.9g / %.9g)", chunk,
+                  le, ld);
+        if (chunk == 64) { /* self-check: a wait one ticket short is seen */
+            lt_test_grads s;
+            defer_short = 1;
+            defer_passes(1, chunk, b, &s);
+            defer_short = 0;
+            CHECK_MSG(s.n == e.n && memcmp(s.v, e.v, e.n * sizeof(float)), "a wait one ticket short went unseen");
+            free(s.v);
+        }
+        free(e.v);
+        free(d.v);
+    }
+    for (int v = 0; v < 2; v++) lt_batch_free(&b[v]);
+}
+
 static void check_refusals(lt_tokenizer *tok) {
     lt_model *m = load();
     lt_dataset *ds = records(tok, 4, 1);
@@ -384,6 +485,7 @@ int main(int argc, char **argv) {
     check_reserve_sizes(77, 0);
     check_reserve_sizes(3000, 128);
     check_mlp_chunks();
+    check_deferred_copies();
     check_refusals(tok);
     free(off.lora);
     free(on.lora);
