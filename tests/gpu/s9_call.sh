@@ -1,6 +1,6 @@
 #!/bin/bash
-# s9_call.sh - one short GPU call (about 5 minutes; written when about 8 minutes of device time were
-# left, and never run: no machine started) for the CUDA code that no GPU has run yet. The seven CUDA test programs run at the same
+# s9_call.sh - one short GPU call (about 5-6 minutes; written when about 8 minutes of device time were
+# left, and never run: no machine started in the eighth to tenth sessions) for the CUDA code that no GPU has run yet. The seven CUDA test programs run at the same
 # time (correctness only: nothing is timed while they run), then, alone on the card, the timed
 # figures in order of what they decide: the memory-saving mode's peaks against the estimate, the
 # device mode at 2x2048, batch-1 and batched decode, the notebook recipe (30 steps), 1 x 32k tokens
@@ -41,6 +41,10 @@ nb() { rm -rf /tmp/nb; timeout $1 $LT train --model /tmp/q15 $TK --data $D --out
 import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('step',0)>10 and x.get('tokens_per_s')]
 print('steps 11-%d: %.0f tok/s, %.0f tok/step' % (r[-1]['step'], sum(x['tokens'] for x in r)/sum(x['tokens']/x['tokens_per_s'] for x in r), sum(x['tokens'] for x in r)/len(r)))" 2>&1 | tail -1)"; }
 [ $(left) -gt 50 ] && S+=("notebook 30 steps $(nb 45 30) $(el)")
+# 4b. where the fixed cost of a step goes (per-op GPU time at 2x512 and 16x512: a linear fit of
+#     the step time over the token count gave ~16 ms a step that does not scale with tokens)
+[ $(left) -gt 90 ] && { timeout 40 $LT bench --model /tmp/q15 $TK --shapes 2x512,16x512 --steps 2 --warmup 1 --profile \
+  > $OUT/f/prof.log 2>&1; S+=("bench --profile rc=$? $(el)"); }
 # 5. long context with offload
 [ $(left) -gt 70 ] && { timeout 60 $LT bench --model /tmp/q15 $TK --shapes 1x32768 --offload-checkpoints --steps 2 --warmup 1 > $OUT/f/long.log 2>&1
   S+=("bench 1x32768 offload rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/long.log; }
