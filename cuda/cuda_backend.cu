@@ -310,9 +310,10 @@ static lt_status op_graph_begin(lt_backend *be) {
         return lt_error(LT_ERR_UNSUPPORTED, "CUDA graphs are off (LT_CUDA_GRAPHS=0 or profiling)");
     if (!c->drop_dev) LT_TRY(lt_cuda_malloc(c, 2 * sizeof(uint64_t), "the graph dropout keys", (void **)&c->drop_dev));
     /* stale 16-bit LoRA copies are made now, outside the graph (a replay refreshes them itself
-     * first); the weight cache starts empty, so the graph dequantizes every weight it reads */
+     * first); the weight cache starts empty, so the graph dequantizes every weight it reads
+     * (resident weights stay: the graph reads them where they are, gemm.cu) */
     LT_TRY(lt_cuda_w16_refresh(be));
-    lt_cuda_wcache_drop(c);
+    if (!lt_cuda_wcache_resident(c)) lt_cuda_wcache_drop(c);
     /* relaxed: a first-use allocation (a new 16-bit copy) may happen inside; anything that
      * synchronizes makes the capture fail, and graph_end says so */
     LT_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
@@ -355,8 +356,9 @@ static lt_status op_graph_launch(lt_backend *be, void *graph, uint64_t seed, uin
     c->graph_launches++;
     /* the replay refills the weight cache's slots with the recorded pass's weights, which the
      * cache's record (left by op-by-op passes since the recording) does not describe: the next
-     * op-by-op pass dequantizes afresh instead of reading another weight's values */
-    lt_cuda_wcache_drop(c);
+     * op-by-op pass dequantizes afresh instead of reading another weight's values (resident
+     * slots never change weights, so their record stays true) */
+    if (!lt_cuda_wcache_resident(c)) lt_cuda_wcache_drop(c);
     return LT_OK;
 }
 

@@ -150,6 +150,8 @@ void lt_cuda_w16_stale_all(lt_cuda *c);
 /* the dequantized-weight cache forgets what its slots hold (the buffers stay): a graph captured
  * after this dequantizes every weight itself instead of relying on what an earlier pass left */
 void lt_cuda_wcache_drop(lt_cuda *c);
+/* 1 when every dequantized weight stays cached for the run (LT_CUDA_WCACHE=2, gemm.cu) */
+int lt_cuda_wcache_resident(const lt_cuda *c);
 /* cudaStreamSynchronize on the backend's stream, timed when knobs.synctime is set */
 cudaError_t lt_cuda_stream_sync(lt_cuda *c);
 

@@ -445,25 +445,34 @@ typedef struct lt_wc_slot {
     uint64_t used;
 } lt_wc_slot;
 
+/* LT_WC_SLOTS slots, or (LT_CUDA_WCACHE=2, "resident") one slot per weight, added as weights come
+ * and never evicted: every frozen weight is dequantized once for the run. A resident slot keeps
+ * its weight, so a graph recorded with it reads it without dequantizing, and neither recording
+ * nor replay empties the cache (cuda_backend.cu); a weight laid out anew in its slot ends the
+ * memory epoch, as a free does, since a recorded product reads the old layout. */
 struct lt_wcache {
-    lt_wc_slot s[LT_WC_SLOTS];
+    lt_wc_slot *s;
+    int n, cap;
     uint64_t clock;
 };
 
 void lt_cuda_wcache_forget(lt_cuda *c, const lt_bweight *W) {
     if (!c->wcache) return;
-    for (int i = 0; i < LT_WC_SLOTS; i++)
+    for (int i = 0; i < c->wcache->n; i++)
         if (c->wcache->s[i].W == W) c->wcache->s[i].W = NULL;
 }
 
 void lt_cuda_wcache_drop(lt_cuda *c) {
     if (!c->wcache) return;
-    for (int i = 0; i < LT_WC_SLOTS; i++) c->wcache->s[i].W = NULL;
+    for (int i = 0; i < c->wcache->n; i++) c->wcache->s[i].W = NULL;
 }
+
+int lt_cuda_wcache_resident(const lt_cuda *c) { return c->knobs.wcache == 2; }
 
 void lt_cuda_wcache_free(lt_cuda *c) {
     if (!c->wcache) return;
-    for (int i = 0; i < LT_WC_SLOTS; i++) lt_cuda_free(c, c->wcache->s[i].buf);
+    for (int i = 0; i < c->wcache->n; i++) lt_cuda_free(c, c->wcache->s[i].buf);
+    free(c->wcache->s);
     free(c->wcache);
     c->wcache = NULL;
 }
@@ -471,7 +480,7 @@ void lt_cuda_wcache_free(lt_cuda *c) {
 /* W(0,0) of a cached copy in any layout, and its leading dimension; NULL when none */
 static const void *wcache_find(lt_cuda *c, const lt_bweight *W, int64_t *ld) {
     if (!c->wcache) return NULL;
-    for (int i = 0; i < LT_WC_SLOTS; i++) {
+    for (int i = 0; i < c->wcache->n; i++) {
         lt_wc_slot *s = &c->wcache->s[i];
         if (s->W == W) {
             s->used = ++c->wcache->clock;
@@ -482,6 +491,44 @@ static const void *wcache_find(lt_cuda *c, const lt_bweight *W, int64_t *ld) {
     return NULL;
 }
 
+/* the cache, made on first use: LT_WC_SLOTS empty slots, or none yet when resident */
+static struct lt_wcache *wcache_of(lt_cuda *c) {
+    if (c->wcache) return c->wcache;
+    struct lt_wcache *w = (struct lt_wcache *)calloc(1, sizeof *w);
+    if (!w) return NULL;
+    if (!lt_cuda_wcache_resident(c)) {
+        w->s = (lt_wc_slot *)calloc(LT_WC_SLOTS, sizeof *w->s);
+        if (!w->s) { free(w); return NULL; }
+        w->n = w->cap = LT_WC_SLOTS;
+    }
+    return c->wcache = w;
+}
+
+/* resident: W's slot, else an empty one that fits (the smallest), else a new one; NULL when the
+ * slot table cannot grow */
+static lt_wc_slot *wcache_pick_resident(struct lt_wcache *w, const lt_bweight *W, size_t need) {
+    lt_wc_slot *pick = NULL;
+    for (int i = 0; i < w->n && !pick; i++)
+        if (w->s[i].W == W) pick = &w->s[i];
+    if (pick) return pick;
+    for (int i = 0; i < w->n; i++) {
+        lt_wc_slot *q = &w->s[i];
+        if (!q->W && q->buf && q->cap >= need && (!pick || q->cap < pick->cap)) pick = q;
+    }
+    for (int i = 0; i < w->n && !pick; i++)
+        if (!w->s[i].W && !w->s[i].buf) pick = &w->s[i];
+    if (pick) return pick;
+    if (w->n == w->cap) {
+        const int cap = w->cap ? 2 * w->cap : 64;
+        lt_wc_slot *s = (lt_wc_slot *)realloc(w->s, (size_t)cap * sizeof *s);
+        if (!s) return NULL;
+        memset(s + w->cap, 0, (size_t)(cap - w->cap) * sizeof *s);
+        w->s = s;
+        w->cap = cap;
+    }
+    return &w->s[w->n++];
+}
+
 /* A buffer of W->rows rows ld elements apart holding W's 16-bit values at columns [off, off +
  * cols): cached, or filled now. *buf = NULL (and LT_OK) when the cache is off or has no memory
  * for it: the caller dequantizes into scratch instead. */
@@ -490,14 +537,12 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
     lt_cuda *c = lt_cuda_of(be);
     *buf = NULL;
     if (!c->knobs.wcache) return LT_OK;
-    if (!c->wcache) {
-        c->wcache = (struct lt_wcache *)calloc(1, sizeof *c->wcache);
-        if (!c->wcache) return LT_OK;
-    }
-    struct lt_wcache *w = c->wcache;
+    struct lt_wcache *w = wcache_of(c);
+    if (!w) return LT_OK;
     const size_t need = (size_t)(W->rows * ld) * 2;
+    const int resident = lt_cuda_wcache_resident(c);
     lt_wc_slot *pick = NULL;
-    for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
+    for (int i = 0; i < w->n && !pick; i++)
         if (w->s[i].W == W) pick = &w->s[i];
     if (pick && pick->ld == ld && pick->off == off) {
         pick->used = ++w->clock;
@@ -505,21 +550,26 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
         /* W is there; the extra columns (LoRA B changes every step) are rewritten */
         return ext && ext->hi > ext->lo ? lt_cuda_weight_ext(be, W->rows, pick->buf, ld, ext) : LT_OK;
     }
-    /* W's own slot when it is big enough for the new layout (one slot per weight), else an empty
-     * slot, else the smallest that fits (least recently used of equals) */
-    if (pick && pick->cap < need) { pick->W = NULL; pick = NULL; }
-    for (int i = 0; i < LT_WC_SLOTS && !pick; i++)
-        if (!w->s[i].buf) pick = &w->s[i];
-    if (!pick)
-        for (int i = 0; i < LT_WC_SLOTS; i++) {
-            lt_wc_slot *q = &w->s[i];
-            if (q->cap >= need && (!pick || q->cap < pick->cap || (q->cap == pick->cap && q->used < pick->used)))
-                pick = q;
+    if (resident) {
+        if (pick) c->mem_epoch++; /* W laid out anew in its slot: a recorded product reads the old layout */
+        if (!(pick = wcache_pick_resident(w, W, need))) return LT_OK;
+    } else {
+        /* W's own slot when it is big enough for the new layout (one slot per weight), else an
+         * empty slot, else the smallest that fits (least recently used of equals) */
+        if (pick && pick->cap < need) { pick->W = NULL; pick = NULL; }
+        for (int i = 0; i < w->n && !pick; i++)
+            if (!w->s[i].buf) pick = &w->s[i];
+        if (!pick)
+            for (int i = 0; i < w->n; i++) {
+                lt_wc_slot *q = &w->s[i];
+                if (q->cap >= need && (!pick || q->cap < pick->cap || (q->cap == pick->cap && q->used < pick->used)))
+                    pick = q;
+            }
+        if (!pick) { /* nothing fits: grow the least recently used */
+            pick = &w->s[0];
+            for (int i = 1; i < w->n; i++)
+                if (w->s[i].used < pick->used) pick = &w->s[i];
         }
-    if (!pick) { /* nothing fits: grow the least recently used */
-        pick = &w->s[0];
-        for (int i = 1; i < LT_WC_SLOTS; i++)
-            if (w->s[i].used < pick->used) pick = &w->s[i];
     }
     pick->W = NULL;
     if (pick->cap < need) {

@@ -18,7 +18,12 @@
  *   LT_CUDA_GEMM_ALGOS=n  candidates timed per GEMM shape, 1 to 32. Default 16.
  *   LT_CUDA_WCACHE=0      no cache of dequantized frozen weights between a layer's checkpoint
  *                         recompute and its backward (saves ~95 MB at the 1.5B shape, costs
- *                         ~1% of the step). Default 1 (on). */
+ *                         ~1% of the step). Default 1 (on).
+ *   LT_CUDA_WCACHE=2      every frozen weight dequantized once and kept for the run (one slot a
+ *                         weight, never evicted; +2.6 GiB at the 1.5B shape, which
+ *                         lt_estimate_memory does not count): no dequantization in a pass, ~4.8 ms
+ *                         a step at the 1.5B shape by the v11 trace. An experiment for the fixed
+ *                         cost of short passes (NOTES.md), not measured yet. */
 #ifndef LT_CUDA_KNOBS_H
 #define LT_CUDA_KNOBS_H
 
@@ -31,7 +36,8 @@ typedef struct lt_cuda_knobs {
     int graphs;     /* LT_CUDA_GRAPHS: 1 record and replay fixed-shape passes, 0 op by op */
     int gemm_tune;  /* LT_CUDA_GEMM_TUNE: 1 time cuBLASLt's candidates per shape, 0 take its first */
     int gemm_algos; /* LT_CUDA_GEMM_ALGOS: candidates timed, 1..LT_CUDA_GEMM_ALGOS_MAX */
-    int wcache;     /* LT_CUDA_WCACHE: 1 cache dequantized weights (gemm.cu), 0 dequantize every use */
+    int wcache;     /* LT_CUDA_WCACHE: 1 cache dequantized weights (gemm.cu), 0 dequantize every use,
+                     * 2 keep every weight dequantized for the run */
 } lt_cuda_knobs;
 
 /* *k = the defaults, overridden by the LT_CUDA_* variables set in the environment now */

@@ -22,16 +22,21 @@ $LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 1
 TESTS=(test_cuda_ops test_cuda_families test_cuda_graph "test_offload_cuda /tmp/m5" "test_generate_cuda /tmp/tq assets/qwen2-tokenizer"
        "test_generate_batch_cuda /tmp/tq assets/qwen2-tokenizer" test_generate_families_cuda)
 for t in "${TESTS[@]}"; do n=${t%% *}; ( timeout ${TT:-150} $N/$t > $OUT/f/$n.log 2>&1; echo "rc=$?" > $OUT/f/$n.rc ) & done
+# the graph test again with every dequantized weight kept for the run (LT_CUDA_WCACHE=2, resident)
+( LT_CUDA_WCACHE=2 timeout ${TT:-150} $N/test_cuda_graph > $OUT/f/graph_resident.log 2>&1; echo "rc=$?" > $OUT/f/graph_resident.rc ) &
 $LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 $TK --overwrite > /dev/null 2>&1
 wait
-for t in "${TESTS[@]}"; do n=${t%% *}; S+=("$n $(cat $OUT/f/$n.rc): $(tail -1 $OUT/f/$n.log | cut -c1-160)"); done
+for t in "${TESTS[@]}" graph_resident; do n=${t%% *}; S+=("$n $(cat $OUT/f/$n.rc): $(tail -1 $OUT/f/$n.log | cut -c1-160)"); done
 S+=("tests done $(el)")
 grep -hE "FAIL|CHECK failed" $OUT/f/*.log | head -20
 # 2. memory: the offload mode's peaks vs the estimate; the device mode at 2x2048
 timeout 100 $LT bench --model /tmp/q15 $TK --shapes 2x512,2x2048,16x512 --offload-checkpoints --steps 4 --warmup 2 > $OUT/f/off.log 2>&1
 S+=("bench offload rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/off.log
-timeout 60 $LT bench --model /tmp/q15 $TK --shapes 2x2048 --steps 4 --warmup 2 > $OUT/f/dev.log 2>&1
+timeout 60 $LT bench --model /tmp/q15 $TK --shapes 2x512,2x2048 --steps 4 --warmup 2 > $OUT/f/dev.log 2>&1
 S+=("bench device rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/dev.log
+# the same with every dequantized weight kept (no dequantization in a pass: the fixed cost's share)
+LT_CUDA_WCACHE=2 timeout 60 $LT bench --model /tmp/q15 $TK --shapes 2x512,2x2048 --steps 4 --warmup 2 > $OUT/f/res.log 2>&1
+S+=("bench device, LT_CUDA_WCACHE=2 rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+" $OUT/f/res.log
 # 3. decode: batch 1 (adapter unmerged) and batches of 8 and 32
 [ $(left) -gt 60 ] && { timeout 50 $N/bench_generate /tmp/q15 32 128 512 1,8,32 > $OUT/f/dec.json 2> $OUT/f/dec.err
   S+=("decode rc=$? $(el): $(head -c 300 $OUT/f/dec.json)"); }
@@ -41,6 +46,7 @@ nb() { rm -rf /tmp/nb; timeout $1 $LT train --model /tmp/q15 $TK --data $D --out
 import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('step',0)>10 and x.get('tokens_per_s')]
 print('steps 11-%d: %.0f tok/s, %.0f tok/step' % (r[-1]['step'], sum(x['tokens'] for x in r)/sum(x['tokens']/x['tokens_per_s'] for x in r), sum(x['tokens'] for x in r)/len(r)))" 2>&1 | tail -1)"; }
 [ $(left) -gt 50 ] && S+=("notebook 30 steps $(nb 45 30) $(el)")
+[ $(left) -gt 150 ] && S+=("notebook 30 steps, LT_CUDA_WCACHE=2 $(LT_CUDA_WCACHE=2 nb 45 30) $(el)")
 # 4b. where the fixed cost of a step goes (per-op GPU time at 2x512 and 16x512: a linear fit of
 #     the step time over the token count gave ~16 ms a step that does not scale with tokens)
 [ $(left) -gt 90 ] && { timeout 40 $LT bench --model /tmp/q15 $TK --shapes 2x512,16x512 --steps 2 --warmup 1 --profile \
