@@ -9,12 +9,13 @@
 #include <math.h>
 #include <string.h>
 
-/* Attaches LoRA (r 8, all targets) and fills every B with deterministic values ~ U(-amp, amp). */
-static inline lt_status gen_add_random_lora(lt_model *m, float amp) {
+/* Attaches LoRA (rank r, alpha 2r, all targets) and fills every B with deterministic values
+ * ~ U(-amp, amp). */
+static inline lt_status gen_add_random_lora_r(lt_model *m, int r, float amp) {
     lt_lora_params lp;
     lt_lora_params_init(&lp);
-    lp.r = 8;
-    lp.alpha = 16;
+    lp.r = r;
+    lp.alpha = 2.0f * (float)r;
     lt_status st = lt_model_add_lora(m, &lp);
     if (st != LT_OK) return st;
     uint32_t s = 12345;
@@ -34,6 +35,8 @@ static inline lt_status gen_add_random_lora(lt_model *m, float amp) {
         }
     return st;
 }
+/* the same with r 8 */
+static inline lt_status gen_add_random_lora(lt_model *m, float amp) { return gen_add_random_lora_r(m, 8, amp); }
 
 static inline int32_t gen_argmax(const float *x, int32_t V) {
     int32_t b = 0;

@@ -13,6 +13,9 @@
  *   within max(0.05, 1.5 x the backend-ops decode's) logit std along its sequence, and graph
  *   replay equals plain launches;
  * - the fixture's three sequences generated as one batch give exactly each one's tokens alone.
+ * The same for each model folder given as an argument, DIR[:RANK] (random checkpoints of real
+ * head dims 64-256, longrope across its switch, LoRA ranks up to 128: tests/infer/decode_shapes/,
+ * made with `loratune init-random`), with a random adapter of that rank.
  * Skips (77) without a GPU or in a build without the CUDA backend. */
 #include "gen_common.h"
 #include "infer/infer.h"
@@ -105,115 +108,173 @@ static double forced_err(lt_model *m, const int32_t *full, size_t np, int n, con
     return worst;
 }
 
+/* One CPU model and its CUDA twin with the same weights (and adapter, if any): the three prompts'
+ * checks of the file comment under `tag`. */
+static void check_pair(lt_model *cpu, lt_model *gpu, const int32_t *const *prompts, const size_t *lens,
+                       const char *tag) {
+    const int32_t V = cpu->cfg.vocab_size;
+    const size_t np = lens[0];
+    CHECK(np > 0 && np <= MAXP);
+    if (!(np > 0 && np <= MAXP)) return;
+    int32_t full[MAXP + NEW], c_fast[NEW], c_ops[NEW], c_nograph[NEW];
+    float *cpu_lg = malloc(sizeof(float) * (MAXP + NEW) * (size_t)V);
+    CHECK(cpu_lg != NULL);
+    if (!cpu_lg) return;
+    /* the CPU's greedy sequence and its logits at every position */
+    memcpy(full, prompts[0], np * sizeof *full);
+    CHECK(greedy(cpu, prompts[0], np, NEW, full + np));
+    CHECK_OK(lt_model_logits(cpu, full, np + NEW - 1, cpu_lg));
+
+    /* teacher-forced logits: the fused decoder and the backend ops against the CPU */
+    const double e_fused = forced_err(gpu, full, np, NEW, cpu_lg, 1, tag);
+    const double e_ops = forced_err(gpu, full, np, NEW, cpu_lg, 0, tag);
+    const double e_tol = fmax(2e-2, 1.5 * e_ops);
+    printf("[%s] teacher-forced logits vs CPU, relative L2: fused decoder %.3g, backend-ops decode %.3g "
+           "(allowed %.3g)\n", tag, e_fused, e_ops, e_tol);
+    CHECK_MSG(e_fused >= 0 && e_ops >= 0, "[%s] a decode failed (see above)", tag);
+    CHECK_MSG(e_fused >= 0 && e_fused <= e_tol, "[%s] fused decoder logits off the CPU: %.3g (allowed %.3g)", tag,
+              e_fused, e_tol);
+
+    /* lt_generate: the fused decoder runs and picks the CPU's argmax within tolerance */
+    lt_generate_set_fast_decode(1);
+    CHECK(greedy(gpu, prompts[0], np, NEW, c_fast));
+    lt_generate_timing t;
+    lt_generate_last_timing(&t);
+    CHECK_MSG(t.fast_decode == 1, "[%s] lt_generate fell back to the backend ops instead of the fused decoder",
+              tag);
+    lt_cuda_decoder_use_graphs(0);
+    CHECK(greedy(gpu, prompts[0], np, NEW, c_nograph));
+    lt_cuda_decoder_use_graphs(1);
+    CHECK_MSG(memcmp(c_fast, c_nograph, sizeof c_fast) == 0, "[%s] graph replay differs from plain launches", tag);
+    lt_generate_set_fast_decode(0);
+    CHECK(greedy(gpu, prompts[0], np, NEW, c_ops));
+    lt_generate_set_fast_decode(1);
+    int ex_fast = 0, ex_ops = 0;
+    const double g_fast = gen_worst_gap(cpu, prompts[0], np, c_fast, NEW, &ex_fast);
+    const double g_ops = gen_worst_gap(cpu, prompts[0], np, c_ops, NEW, &ex_ops);
+    const double g_tol = fmax(0.05, 1.5 * g_ops);
+    printf("[%s] greedy: fused decoder %d/%d leading tokens = CPU, worst gap %.4f std; backend ops %d/%d, "
+           "%.4f std (allowed %.4f)\n", tag, ex_fast, NEW, g_fast, ex_ops, NEW, g_ops, g_tol);
+    CHECK_MSG(g_fast <= g_tol, "[%s] a fused-decoder token is %.4f logit std below the CPU argmax", tag, g_fast);
+
+    /* the three sequences as one batch: each row as alone */
+    lt_generate_params gp;
+    lt_generate_params_init(&gp);
+    gp.max_new_tokens = NEW;
+    gp.stop_ids = prompts[0]; gp.n_stop_ids = 0;
+    int32_t out[3 * NEW], alone[NEW];
+    size_t n_out[3] = {0, 0, 0}, na = 0;
+    CHECK_OK(lt_generate_batch(gpu, prompts, lens, 3, &gp, out, NEW, n_out));
+    lt_generate_last_timing(&t);
+    CHECK_MSG(t.fast_decode == 1 && t.n_seq == 3, "[%s] the batched fused decoder was not used", tag);
+    for (int s = 0; s < 3; s++) {
+        CHECK_OK(lt_generate(gpu, prompts[s], lens[s], &gp, alone, NEW, &na));
+        CHECK_MSG(na == (size_t)NEW && n_out[s] == (size_t)NEW && memcmp(alone, out + s * NEW, sizeof alone) == 0,
+                  "[%s] batched row %d differs from the sequence decoded alone", tag, s);
+    }
+    free(cpu_lg);
+}
+
+/* dir's model on the CPU (f32) and on CUDA (bf16), with base `quant` */
+static int load_pair(const char *dir, int quant, lt_model **cpu, lt_model **gpu) {
+    lt_model_params mp;
+    lt_model_params_init(&mp);
+    mp.quant = quant;
+    mp.device = LT_DEVICE_CPU;
+    *cpu = *gpu = NULL;
+    CHECK_OK(lt_model_load(dir, &mp, cpu));
+    mp.device = LT_DEVICE_CUDA;
+    mp.compute_dtype = LT_DTYPE_BF16;
+    CHECK_OK(lt_model_load(dir, &mp, gpu));
+    if (*cpu && *gpu) return 1;
+    lt_model_free(*cpu);
+    lt_model_free(*gpu);
+    *cpu = *gpu = NULL;
+    return 0;
+}
+
 /* one family, one base (NF4 or 16-bit), without and with its adapter */
 static void check_family(const char *fam, int quant) {
     char dir[512], path[700], tag[96];
     const char *root = getenv("LT_REPO_ROOT"); /* a binary run from a copy of the tree elsewhere */
     snprintf(dir, sizeof dir, "%s/tests/fixtures/families/%s", root && *root ? root : LT_REPO_ROOT, fam);
     const char *qn = quant == LT_QUANT_NF4 ? "nf4" : "16-bit";
-    lt_model_params mp;
-    lt_model_params_init(&mp);
-    mp.quant = quant;
-    mp.device = LT_DEVICE_CPU;
-    lt_model *cpu = NULL, *gpu = NULL;
-    CHECK_OK(lt_model_load(dir, &mp, &cpu));
-    mp.device = LT_DEVICE_CUDA;
-    mp.compute_dtype = LT_DTYPE_BF16;
-    CHECK_OK(lt_model_load(dir, &mp, &gpu));
+    lt_model *cpu, *gpu;
+    if (!load_pair(dir, quant, &cpu, &gpu)) return;
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     lt_st_set *ex = NULL;
     CHECK_OK(lt_st_open_file(path, &ex));
     const lt_st_tensor *tid = ex ? lt_st_find(ex, "ids") : NULL, *tcu = ex ? lt_st_find(ex, "cu_seqlens") : NULL;
     CHECK_MSG(tid && tcu && tcu->numel == 4, "%s: ids and cu_seqlens of 3 sequences", path);
-    if (!cpu || !gpu || !tid || !tcu || tcu->numel != 4) {
-        lt_st_close(ex);
-        lt_model_free(cpu);
-        lt_model_free(gpu);
-        return;
-    }
-    const int32_t *ids = (const int32_t *)tid->data, *cu = (const int32_t *)tcu->data;
-    const int32_t *prompts[3];
-    size_t lens[3];
-    for (int s = 0; s < 3; s++) {
-        prompts[s] = ids + cu[s];
-        lens[s] = (size_t)(cu[s + 1] - cu[s]);
-    }
-    const int32_t V = cpu->cfg.vocab_size;
-    const size_t np = lens[0];
-    CHECK(np > 0 && np <= MAXP);
-    int32_t full[MAXP + NEW], c_fast[NEW], c_ops[NEW], c_nograph[NEW];
-    float *cpu_lg = malloc(sizeof(float) * (MAXP + NEW) * (size_t)V);
-    for (int with_lora = 0; with_lora <= 1 && cpu_lg && np > 0 && np <= MAXP; with_lora++) {
-        snprintf(tag, sizeof tag, "%s %s %s", fam, qn, with_lora ? "LoRA" : "base");
-        if (with_lora) {
-            snprintf(path, sizeof path, "%s/adapter", dir);
-            CHECK_OK(lt_model_load_adapter(cpu, path));
-            CHECK_OK(lt_model_load_adapter(gpu, path));
-        }
-        /* the CPU's greedy sequence and its logits at every position */
-        memcpy(full, prompts[0], np * sizeof *full);
-        CHECK(greedy(cpu, prompts[0], np, NEW, full + np));
-        CHECK_OK(lt_model_logits(cpu, full, np + NEW - 1, cpu_lg));
-
-        /* teacher-forced logits: the fused decoder and the backend ops against the CPU */
-        const double e_fused = forced_err(gpu, full, np, NEW, cpu_lg, 1, tag);
-        const double e_ops = forced_err(gpu, full, np, NEW, cpu_lg, 0, tag);
-        const double e_tol = fmax(2e-2, 1.5 * e_ops);
-        printf("[%s] teacher-forced logits vs CPU, relative L2: fused decoder %.3g, backend-ops decode %.3g "
-               "(allowed %.3g)\n", tag, e_fused, e_ops, e_tol);
-        CHECK_MSG(e_fused >= 0 && e_ops >= 0, "[%s] a decode failed (see above)", tag);
-        CHECK_MSG(e_fused >= 0 && e_fused <= e_tol, "[%s] fused decoder logits off the CPU: %.3g (allowed %.3g)", tag,
-                  e_fused, e_tol);
-
-        /* lt_generate: the fused decoder runs and picks the CPU's argmax within tolerance */
-        lt_generate_set_fast_decode(1);
-        CHECK(greedy(gpu, prompts[0], np, NEW, c_fast));
-        lt_generate_timing t;
-        lt_generate_last_timing(&t);
-        CHECK_MSG(t.fast_decode == 1, "[%s] lt_generate fell back to the backend ops instead of the fused decoder",
-                  tag);
-        lt_cuda_decoder_use_graphs(0);
-        CHECK(greedy(gpu, prompts[0], np, NEW, c_nograph));
-        lt_cuda_decoder_use_graphs(1);
-        CHECK_MSG(memcmp(c_fast, c_nograph, sizeof c_fast) == 0, "[%s] graph replay differs from plain launches",
-                  tag);
-        lt_generate_set_fast_decode(0);
-        CHECK(greedy(gpu, prompts[0], np, NEW, c_ops));
-        lt_generate_set_fast_decode(1);
-        int ex_fast = 0, ex_ops = 0;
-        const double g_fast = gen_worst_gap(cpu, prompts[0], np, c_fast, NEW, &ex_fast);
-        const double g_ops = gen_worst_gap(cpu, prompts[0], np, c_ops, NEW, &ex_ops);
-        const double g_tol = fmax(0.05, 1.5 * g_ops);
-        printf("[%s] greedy: fused decoder %d/%d leading tokens = CPU, worst gap %.4f std; backend ops %d/%d, "
-               "%.4f std (allowed %.4f)\n", tag, ex_fast, NEW, g_fast, ex_ops, NEW, g_ops, g_tol);
-        CHECK_MSG(g_fast <= g_tol, "[%s] a fused-decoder token is %.4f logit std below the CPU argmax", tag, g_fast);
-
-        /* the three sequences as one batch: each row as alone */
-        lt_generate_params gp;
-        lt_generate_params_init(&gp);
-        gp.max_new_tokens = NEW;
-        gp.stop_ids = prompts[0]; gp.n_stop_ids = 0;
-        int32_t out[3 * NEW], alone[NEW];
-        size_t n_out[3] = {0, 0, 0}, na = 0;
-        CHECK_OK(lt_generate_batch(gpu, prompts, lens, 3, &gp, out, NEW, n_out));
-        lt_generate_last_timing(&t);
-        CHECK_MSG(t.fast_decode == 1 && t.n_seq == 3, "[%s] the batched fused decoder was not used", tag);
+    if (tid && tcu && tcu->numel == 4) {
+        const int32_t *ids = (const int32_t *)tid->data, *cu = (const int32_t *)tcu->data;
+        const int32_t *prompts[3];
+        size_t lens[3];
         for (int s = 0; s < 3; s++) {
-            CHECK_OK(lt_generate(gpu, prompts[s], lens[s], &gp, alone, NEW, &na));
-            CHECK_MSG(na == (size_t)NEW && n_out[s] == (size_t)NEW &&
-                      memcmp(alone, out + s * NEW, sizeof alone) == 0,
-                      "[%s] batched row %d differs from the sequence decoded alone", tag, s);
+            prompts[s] = ids + cu[s];
+            lens[s] = (size_t)(cu[s + 1] - cu[s]);
+        }
+        for (int with_lora = 0; with_lora <= 1; with_lora++) {
+            snprintf(tag, sizeof tag, "%s %s %s", fam, qn, with_lora ? "LoRA" : "base");
+            if (with_lora) {
+                snprintf(path, sizeof path, "%s/adapter", dir);
+                CHECK_OK(lt_model_load_adapter(cpu, path));
+                CHECK_OK(lt_model_load_adapter(gpu, path));
+            }
+            check_pair(cpu, gpu, prompts, lens, tag);
         }
     }
-    free(cpu_lg);
     lt_st_close(ex);
+    lt_model_free(cpu);
+    lt_model_free(gpu);
+}
+
+/* A model folder given on the command line as DIR[:RANK] (a random checkpoint of a real head dim,
+ * rope kind or LoRA rank that the tiny fixtures lack: tests/infer/decode_shapes/), one base, without
+ * and with a random adapter of rank RANK (default 16; B ~ U(-0.05, 0.05)); three prompts of 31, 13
+ * and 22 ids, so that 31 + NEW positions cross the shapes' sliding windows and longrope's switch. */
+static void check_shape(const char *arg, int quant) {
+    char dir[512], tag[96];
+    snprintf(dir, sizeof dir, "%s", arg);
+    int rank = 16;
+    char *colon = strrchr(dir, ':');
+    if (colon) {
+        rank = atoi(colon + 1);
+        *colon = 0;
+    }
+    const char *base = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    lt_model *cpu, *gpu;
+    if (!load_pair(dir, quant, &cpu, &gpu)) return;
+    const int32_t V = cpu->cfg.vocab_size;
+    static const size_t lens[3] = {31, 13, 22};
+    int32_t ids[3][31];
+    const int32_t *prompts[3];
+    uint32_t s = 2024;
+    for (int q = 0; q < 3; q++) {
+        for (size_t i = 0; i < lens[q]; i++) {
+            s = s * 1664525u + 1013904223u;
+            ids[q][i] = 3 + (int32_t)((s >> 8) % (uint32_t)(V - 3));
+        }
+        prompts[q] = ids[q];
+    }
+    for (int with_lora = 0; with_lora <= 1; with_lora++) {
+        snprintf(tag, sizeof tag, "%s %s %s", base, quant == LT_QUANT_NF4 ? "nf4" : "16-bit",
+                 with_lora ? "LoRA" : "base");
+        if (with_lora) {
+            CHECK_OK(gen_add_random_lora_r(cpu, rank, 0.05f));
+            CHECK_OK(gen_add_random_lora_r(gpu, rank, 0.05f));
+            snprintf(tag + strlen(tag), sizeof tag - strlen(tag), " r=%d", rank);
+        }
+        check_pair(cpu, gpu, prompts, lens, tag);
+    }
     lt_model_free(cpu);
     lt_model_free(gpu);
 }
 #endif
 
-int main(void) {
+int main(int argc, char **argv) {
 #ifndef LT_HAVE_CUDA
+    (void)argc; (void)argv;
     LT_TEST_SKIP("this build has no CUDA backend");
 #else
     if (lt_cuda_device_count() <= 0) LT_TEST_SKIP("no CUDA device");
@@ -221,6 +282,10 @@ int main(void) {
     for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
         check_family(fams[i], LT_QUANT_NF4);
         check_family(fams[i], LT_QUANT_NONE);
+    }
+    for (int i = 1; i < argc; i++) {
+        check_shape(argv[i], LT_QUANT_NF4);
+        check_shape(argv[i], LT_QUANT_NONE);
     }
     return lt_test_done("test_generate_families_cuda");
 #endif
