@@ -258,7 +258,7 @@ static void check_shape(const char *arg, int quant) {
         prompts[q] = ids[q];
     }
     for (int with_lora = 0; with_lora <= 1; with_lora++) {
-        snprintf(tag, sizeof tag, "%s %s %s", base, quant == LT_QUANT_NF4 ? "nf4" : "16-bit",
+        snprintf(tag, sizeof tag, "%.48s %s %s", base, quant == LT_QUANT_NF4 ? "nf4" : "16-bit",
                  with_lora ? "LoRA" : "base");
         if (with_lora) {
             CHECK_OK(gen_add_random_lora_r(cpu, rank, 0.05f));
