@@ -60,6 +60,25 @@ static inline lt_status gen_greedy_recompute(lt_model *m, const int32_t *prompt,
     free(lg);
     return st;
 }
+/* largest (max logit - logit of toks[i]) / std of the row over the n rows of CPU logits (row i
+ * predicts toks[i]); *exact: how many leading tokens are the row's argmax */
+static inline double gen_gaps(const float *rows, const int32_t *toks, int n, int32_t V, int *exact) {
+    double worst = 0;
+    int ex = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = rows + (size_t)i * (size_t)V;
+        int32_t b = gen_argmax(row, V);
+        double mean = 0, var = 0;
+        for (int32_t k = 0; k < V; k++) mean += row[k];
+        mean /= V;
+        for (int32_t k = 0; k < V; k++) var += (row[k] - mean) * (row[k] - mean);
+        double gap = (row[b] - row[toks[i]]) / sqrt(var / V + 1e-30);
+        if (gap > worst) worst = gap;
+        if (b == toks[i] && ex == i) ex++;
+    }
+    *exact = ex;
+    return worst;
+}
 /* largest |CPU max logit - CPU logit of the CUDA token| along the CUDA sequence, relative to
  * the spread (std) of the logits; *exact (when not NULL): how many leading tokens are the CPU argmax */
 static inline double gen_worst_gap(lt_model *cpu, const int32_t *prompt, size_t np, const int32_t *toks, int n,
@@ -70,21 +89,9 @@ static inline double gen_worst_gap(lt_model *cpu, const int32_t *prompt, size_t 
     float *lg = malloc(sizeof *lg * len * (size_t)V);
     memcpy(seq, prompt, np * sizeof *seq);
     memcpy(seq + np, toks, (size_t)n * sizeof *seq);
-    double worst = 0;
     int ex = 0;
-    if (lt_model_logits(cpu, seq, len - 1, lg) == LT_OK) {
-        for (int i = 0; i < n; i++) {
-            const float *row = lg + (np - 1 + (size_t)i) * (size_t)V;
-            int32_t b = gen_argmax(row, V);
-            double mean = 0, var = 0;
-            for (int32_t k = 0; k < V; k++) mean += row[k];
-            mean /= V;
-            for (int32_t k = 0; k < V; k++) var += (row[k] - mean) * (row[k] - mean);
-            double gap = (row[b] - row[toks[i]]) / sqrt(var / V + 1e-30);
-            if (gap > worst) worst = gap;
-            if (b == toks[i] && ex == i) ex++;
-        }
-    } else worst = INFINITY;
+    const double worst = lt_model_logits(cpu, seq, len - 1, lg) == LT_OK
+                             ? gen_gaps(lg + (np - 1) * (size_t)V, toks, n, V, &ex) : INFINITY;
     if (exact) *exact = ex;
     free(seq);
     free(lg);
