@@ -336,13 +336,16 @@ static lt_status op_graph_end(lt_backend *be, int ok, void **graph) {
     if (ok && e == cudaSuccess && g) e = cudaGraphInstantiate(&x, g, 0);
     if (g) cudaGraphDestroy(g);
     if (ok && e == cudaSuccess && x) {
+        lt_cuda_wcache_capture_end(c, 1);
         *graph = x;
         return LT_OK;
     }
-    /* nothing ran: copies marked fresh and weights marked cached by the recording are not */
+    /* nothing ran: copies marked fresh and weights marked cached by the recording are not
+     * (resident: only the slots the recording filled, gemm.cu) */
     cudaGetLastError();
     lt_cuda_w16_stale_all(c);
-    lt_cuda_wcache_drop(c);
+    lt_cuda_wcache_capture_end(c, 0);
+    if (!lt_cuda_wcache_resident(c)) lt_cuda_wcache_drop(c);
     return e != cudaSuccess ? lt_cuda_err(e, "recording a CUDA graph of the pass", __FILE__, __LINE__)
                             : lt_error(LT_ERR_CUDA, "recording a CUDA graph of the pass failed");
 }

@@ -152,6 +152,9 @@ void lt_cuda_w16_stale_all(lt_cuda *c);
 void lt_cuda_wcache_drop(lt_cuda *c);
 /* 1 when every dequantized weight stays cached for the run (LT_CUDA_WCACHE=2, gemm.cu) */
 int lt_cuda_wcache_resident(const lt_cuda *c);
+/* a recording ended (ok: its graph is launched next): the cache slots it filled are kept, else
+ * forgotten (gemm.cu) */
+void lt_cuda_wcache_capture_end(lt_cuda *c, int ok);
 /* cudaStreamSynchronize on the backend's stream, timed when knobs.synctime is set */
 cudaError_t lt_cuda_stream_sync(lt_cuda *c);
 

@@ -443,6 +443,7 @@ typedef struct lt_wc_slot {
     size_t cap;
     void *buf;
     uint64_t used;
+    int pending; /* filled while a graph was being recorded: its values exist once the graph runs */
 } lt_wc_slot;
 
 /* LT_WC_SLOTS slots, or (LT_CUDA_WCACHE=2, "resident") one slot per weight, added as weights come
@@ -468,6 +469,19 @@ void lt_cuda_wcache_drop(lt_cuda *c) {
 }
 
 int lt_cuda_wcache_resident(const lt_cuda *c) { return c->knobs.wcache == 2; }
+
+/* A recording ended: ok (its graph is launched next), the slots it filled hold their weights;
+ * failed (the fills never ran), they hold nothing and are forgotten. Only those: resident weights
+ * must not move to other slots under graphs recorded earlier, which read them without
+ * dequantizing, in the same memory epoch. */
+void lt_cuda_wcache_capture_end(lt_cuda *c, int ok) {
+    if (!c->wcache) return;
+    for (int i = 0; i < c->wcache->n; i++) {
+        lt_wc_slot *s = &c->wcache->s[i];
+        if (s->pending && !ok) s->W = NULL;
+        s->pending = 0;
+    }
+}
 
 void lt_cuda_wcache_free(lt_cuda *c) {
     if (!c->wcache) return;
@@ -573,6 +587,13 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
     }
     pick->W = NULL;
     if (pick->cap < need) {
+        if (resident) { /* never given back: leave room for what the passes allocate after it */
+            size_t fr = 0, tot = 0;
+            if (cudaMemGetInfo(&fr, &tot) != cudaSuccess || fr < need + tot / 16) {
+                cudaGetLastError();
+                return LT_OK; /* the caller uses scratch */
+            }
+        }
         if (pick->buf) {
             LT_CUDA_TRY(cudaStreamSynchronize(c->stream));
             lt_cuda_free(c, pick->buf);
@@ -590,6 +611,7 @@ static lt_status wcache_get(lt_backend *be, const lt_bweight *W, int64_t ld, int
     pick->ld = ld;
     pick->off = off;
     pick->used = ++w->clock;
+    pick->pending = c->graph_capture;
     *buf = pick->buf;
     return LT_OK;
 }

@@ -23,5 +23,6 @@ void lt_cuda_knobs_read(lt_cuda_knobs *k) {
     k->graphs = env_int("LT_CUDA_GRAPHS", 1) != 0;
     k->gemm_tune = env_int("LT_CUDA_GEMM_TUNE", 1) != 0;
     k->gemm_algos = clamp(env_int("LT_CUDA_GEMM_ALGOS", LT_CUDA_GEMM_ALGOS_DEFAULT), 1, LT_CUDA_GEMM_ALGOS_MAX);
-    k->wcache = clamp(env_int("LT_CUDA_WCACHE", 1), 0, 2);
+    const int wc = env_int("LT_CUDA_WCACHE", 1);
+    k->wcache = wc == 2 ? 2 : wc != 0; /* 2 resident; any other non-zero value on, as before */
 }

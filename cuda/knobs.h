@@ -21,9 +21,12 @@
  *                         ~1% of the step). Default 1 (on).
  *   LT_CUDA_WCACHE=2      every frozen weight dequantized once and kept for the run (one slot a
  *                         weight, never evicted; +2.6 GiB at the 1.5B shape, which
- *                         lt_estimate_memory does not count): no dequantization in a pass, ~4.8 ms
- *                         a step at the 1.5B shape by the v11 trace. An experiment for the fixed
- *                         cost of short passes (NOTES.md), not measured yet. */
+ *                         lt_estimate_memory does not count; a 16-bit base's q/k/v and gate/up are
+ *                         kept as a second, wider copy): no dequantization in a pass, ~4.8 ms a
+ *                         step at the 1.5B shape by the v11 trace. A weight gets a slot only while
+ *                         1/16 of the card's memory stays free (else it is dequantized each use).
+ *                         An experiment for the fixed cost of short passes (NOTES.md), not
+ *                         measured yet. */
 #ifndef LT_CUDA_KNOBS_H
 #define LT_CUDA_KNOBS_H
 

@@ -23,7 +23,7 @@ $LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 1
 DS=""; for r in gemma2_hd256:16 gemma3_hd256:64 phi3_hd96_longrope_short:128 phi3_hd96_longrope_long:64 llama_hd128:64 \
                 mistral_hd64:32 qwen3_hd128:16; do n=${r%%:*}
   $LT init-random --config tests/infer/decode_shapes/$n.json --output /tmp/ds/$n --seed 3 --dtype f32 --overwrite > /dev/null 2>&1 &&
-  DS="$DS /tmp/ds/$r"; done
+  DS="$DS /tmp/ds/$r" || S+=("init-random $n FAILED: not in test_generate_families_cuda"); done
 TESTS=(test_cuda_ops test_cuda_families test_cuda_graph "test_offload_cuda /tmp/m5" "test_generate_cuda /tmp/tq assets/qwen2-tokenizer"
        "test_generate_batch_cuda /tmp/tq assets/qwen2-tokenizer" "test_generate_families_cuda$DS")
 for t in "${TESTS[@]}"; do n=${t%% *}; ( timeout ${TT:-150} $N/$t > $OUT/f/$n.log 2>&1; echo "rc=$?" > $OUT/f/$n.rc ) & done
