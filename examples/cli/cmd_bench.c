@@ -159,11 +159,20 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
     }
     ids = malloc((size_t)L * sizeof *ids);
     times = malloc((size_t)total * sizeof *times);
+    /* ids below the model's vocabulary as well as below Qwen2's ordinary tokens (151643): a
+     * Llama-3.1-8B shape has 128,256 */
+    int64_t vocab = 151643;
+    if (m) {
+        lt_model_info mi;
+        memset(&mi, 0, sizeof mi);
+        mi.struct_size = sizeof mi;
+        if (lt_model_get_info(m, &mi) == LT_OK && mi.vocab_size > 0 && mi.vocab_size < vocab) vocab = mi.vocab_size;
+    }
     uint64_t x = 0x9E3779B97F4A7C15ull ^ (uint64_t)(B * 100000 + L);
     for (int r = 0; st == LT_OK && r < total * B * o->world; r++) { /* every rank the same records */
         for (int i = 0; i < L; i++) {
             x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
-            ids[i] = (int32_t)((x * 2685821657736338717ull) >> 33) % 151643;
+            ids[i] = (int32_t)(((x * 2685821657736338717ull) >> 33) % (uint64_t)vocab);
         }
         st = lt_dataset_add_tokens(ds, ids, NULL, (size_t)L);
     }

@@ -17,6 +17,14 @@
 #define CAP 32
 
 /* rows of the batch against each prompt alone (seed + i); returns the first row that differs or -1 */
+/* the first row whose generated ids (n_a[i] of row i, CAP apart: the rest of a row is never
+ * written) differ between two batched runs, or -1 */
+static int rows_differ(const int32_t *a, const size_t *n_a, const int32_t *b, const size_t *n_b) {
+    for (int i = 0; i < NP; i++)
+        if (n_a[i] != n_b[i] || memcmp(a + (size_t)i * CAP, b + (size_t)i * CAP, n_a[i] * sizeof *a) != 0) return i;
+    return -1;
+}
+
 static int first_differing_row(lt_model *m, int32_t *const *prompts, const size_t *lens, const lt_generate_params *gp,
                                const int32_t *out, const size_t *n_out) {
     for (int i = 0; i < NP; i++) {
@@ -93,14 +101,16 @@ int main(int argc, char **argv) {
     lt_cuda_decoder_use_graphs(0);
     CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
     lt_cuda_decoder_use_graphs(1);
-    CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched graph replay differs from plain launches");
+    row = rows_differ(out, n_out, again, n2);
+    CHECK_MSG(row < 0, "batched graph replay differs from plain launches (row %d)", row);
     /* the runs above launched plainly (programmatic dependent launch is off by default until a
      * GPU has checked it): this one launches with it (sm_90+; elsewhere it stays plain), then the
      * default is restored for the checks below */
     lt_cuda_decoder_use_pdl(1);
     CHECK_OK(lt_generate_batch(gpu, pp, lens, NP, &gp, again, CAP, n2));
     lt_cuda_decoder_use_pdl(0);
-    CHECK_MSG(memcmp(out, again, sizeof out) == 0, "batched steps with and without programmatic launch differ");
+    row = rows_differ(out, n_out, again, n2);
+    CHECK_MSG(row < 0, "batched steps with and without programmatic launch differ (row %d)", row);
     /* against the backend-ops decode (no decode kernels): each row within tolerance of the CPU */
     lt_generate_set_fast_decode(0);
     CHECK_OK(lt_generate_batch(gpu, pp, lens, 3, &gp, again, CAP, n2));
