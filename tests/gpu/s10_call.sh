@@ -1,0 +1,45 @@
+#!/bin/bash
+# s10_call.sh - a short GPU call (~5 minutes) after s9_call.sh's: the fixed test_generate_batch_cuda,
+# the Llama-3.1-8B shape's bench (2x2048, without and with offload), the notebook recipe for 100
+# steps with token-budget buckets on/off and the weight cache resident or not (4 runs), and the
+# Gemma-2-2B / Llama-3.2-1B benches beside the PEFT bf16 peer if time is left.
+#   stage (workstation): bash tests/gpu/s8_call1.sh stage SRC_BUILD_DIR build-s9
+#   run (device, carry ["build-s9"]): LIMIT=300 bash tests/gpu/s10_call.sh
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT/f
+N=build-s9
+[ -f $N/bundle.tar.xz ] && { xz -dc $N/bundle.tar.xz | tar -C $N -xf - && rm -f $N/bundle.tar.xz; }
+chmod +x $N/* 2>/dev/null
+export LD_LIBRARY_PATH=$PWD/$N:$PWD/$N/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "build: $(cat $N/COMMIT)"
+S=(); T0=$(date +%s); el() { echo $(( $(date +%s) - T0 ))s; }; left() { echo $(( ${LIMIT:-300} - $(date +%s) + T0 )); }
+LT=$N/loratune; TK=assets/qwen2-tokenizer; D=assets/ruozhiba/ruozhiba_qa.json
+$LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 --tokenizer $TK --overwrite > /dev/null 2>&1
+timeout 120 $N/test_generate_batch_cuda /tmp/tq $TK > $OUT/f/tgb.log 2>&1
+S+=("test_generate_batch_cuda rc=$? $(el): $(tail -1 $OUT/f/tgb.log | cut -c1-150)"); grep -E "CHECK failed" $OUT/f/tgb.log | head -5
+# the notebook recipe, 100 steps: buckets x weight cache
+[ -d /tmp/q15 ] || $LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 --tokenizer $TK --overwrite > /dev/null 2>&1
+nb() { rm -rf /tmp/nb; timeout 60 $LT train --model /tmp/q15 --tokenizer $TK --data $D --output /tmp/nb --device cuda --max-steps 100 \
+  --gen-instruction "" --log-every 1 "$@" > $OUT/f/nb.log 2>&1; echo "rc=$? $(python3 -c "
+import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('tokens_per_s')]
+a=r[10:]; b=r
+f=lambda q: sum(x['tokens'] for x in q)/sum(x['tokens']/x['tokens_per_s'] for x in q)
+print('steps 11-100: %.0f tok/s; all 100: %.0f tok/s; %.0f tok/step' % (f(a), f(b), sum(x['tokens'] for x in r)/len(r)))" 2>&1 | tail -1)"; }
+S+=("notebook 100, buckets $(nb --bucket-passes) $(el)")
+S+=("notebook 100, no buckets $(nb --no-bucket-passes) $(el)")
+S+=("notebook 100, buckets, LT_CUDA_WCACHE=2 $(LT_CUDA_WCACHE=2 nb --bucket-passes) $(el)")
+S+=("notebook 100, no buckets, LT_CUDA_WCACHE=2 $(LT_CUDA_WCACHE=2 nb --no-bucket-passes) $(el)")
+# Llama-3.1-8B shape
+if [ $(left) -gt 120 ]; then
+  timeout 100 $LT init-random --config assets/llama-3.1-8b/config.json --output /tmp/l8 --seed 1 --tokenizer $TK --overwrite > /dev/null 2>&1
+  for o in "" "--offload-checkpoints"; do
+    timeout 60 $LT bench --model /tmp/l8 --tokenizer $TK --shapes 2x2048 --steps 4 --warmup 2 $o > $OUT/f/l8$o.log 2>&1
+    S+=("bench l8 $o rc=$? $(el): $(grep -E '^ *2x2048' $OUT/f/l8$o.log | head -1)")
+  done
+fi
+# the families' benches beside PEFT (Gemma-2-2B first: its attention is new since the last figure)
+if [ $(left) -gt 100 ]; then
+  MODELS="gemma2_2b llama32_1b" B=$N OUT=$OUT/fam timeout $(( $(left) - 10 )) bash tests/gpu/verify_families.sh bench > $OUT/f/fam.log 2>&1
+  S+=("families bench rc=$? $(el)"); tail -12 $OUT/f/fam.log
+fi
+printf '%s\n' "${S[@]}"
