@@ -39,6 +39,8 @@ static void usage(void) {
            "  --quant Q          nf4 | none (default nf4)\n"
            "  --no-checkpointing keep every layer's activations\n"
            "  --offload-checkpoints  keep the checkpoints in pinned host memory (less GPU memory, e.g. 1x32768)\n"
+           "  --optim NAME       adamw_torch (default: fp32 states, as the PEFT peer) or adamw_8bit (the\n"
+           "                     notebook's and Unsloth's: compare peak memory with Unsloth this way)\n"
            "  --data FILE        also run the notebook recipe on this Alpaca JSON (batch 2, accum 8, 2048)\n"
            "  --data-steps N     optimizer steps of that run after one warm-up step (default 3)\n"
            "  --tokenizer DIR    tokenizer folder (default assets/qwen2-tokenizer)\n"
@@ -86,6 +88,7 @@ typedef struct bench_opts {
     lt_comm *comm;
     int32_t world, rank;
     int offload; /* --offload-checkpoints */
+    int32_t optim; /* --optim: the fixed shapes' optimizer (the --data recipe keeps adamw_8bit) */
 } bench_opts;
 
 /* lt_estimate_memory's total (GiB) for batch B x L tokens with the run's settings: the model
@@ -184,7 +187,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
         tp.max_steps = total;
         tp.lr = 4e-5;
         tp.warmup_steps = 0;
-        tp.optimizer = LT_OPTIM_ADAMW;
+        tp.optimizer = o->optim;
         tp.weight_decay = 0.01;
         tp.gradient_checkpointing = o->ckpt;
         tp.offload_checkpoints = o->offload;
@@ -215,7 +218,7 @@ static void bench_shape(const bench_opts *o, const lt_tokenizer *tok, int B, int
         row->tok_s = (double)o->world * B * L / row->step_s; /* every rank's tokens */
         row->mfu = o->peak > 0 ? 6.0 * (double)n_params * row->tok_s / o->peak : 0;
         row->peak_gib = (double)mt.peak_memory / 1073741824.0;
-        row->est_gib = estimate_gib(o, B, L, LT_OPTIM_ADAMW);
+        row->est_gib = estimate_gib(o, B, L, o->optim);
         row->loss = mt.loss;
         row->ok = 1;
     } else if (!row->err[0]) {
@@ -387,7 +390,7 @@ static int bench_scaling(const char *cmd, const char *spec, int argc, char **arg
 int lt_cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *v;
     bench_opts o = {"/tmp/loratune-bench-qwen2-1.5b", "assets/qwen2-tokenizer", 8, 3, LT_QUANT_NF4, 1, 0, 0, 0, NULL,
-                    1, 0, 0};
+                    1, 0, 0, LT_OPTIM_ADAMW};
     const char *gpus = cli_take_gpus_flag(&argc, argv);
     if (gpus) { /* the scaling run: --json is written here, from the two runs' rows */
         const char *json_out = NULL;
@@ -420,6 +423,10 @@ int lt_cmd_bench(int argc, char **argv) {
         }
         else if (cli_switch(argv, i, "--no-checkpointing")) o.ckpt = 0;
         else if (cli_switch(argv, i, "--offload-checkpoints")) o.offload = 1;
+        else if ((v = cli_flag(argc, argv, &i, "--optim"))) {
+            if (lt_optimizer_parse(v, &o.optim) != LT_OK)
+                return cli_usage_error(cmd, "--optim must be adamw_torch or adamw_8bit, got '%s'", v);
+        }
         else if ((v = cli_flag(argc, argv, &i, "--data"))) data = v;
         else if ((v = cli_flag(argc, argv, &i, "--data-steps"))) { if (!cli_int(cmd, "--data-steps", v, &data_steps)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--tokenizer"))) o.tok_dir = v;
@@ -523,7 +530,8 @@ int lt_cmd_bench(int argc, char **argv) {
     }
     printf("\nloratune bench on %s (peak %.0f TFLOP/s bf16 dense; MFU = 6 x %.3fB params x tokens/s / peak)\n", name,
            o.peak / 1e12, n_params / 1e9);
-    printf("(ckpt: on, off, or host = on with the checkpoints offloaded; est GiB: lt_estimate_memory, as `loratune info`)\n");
+    printf("(ckpt: on, off, or host = on with the checkpoints offloaded; est GiB: lt_estimate_memory, as `loratune info`;\n"
+           " optimizer of the shapes: %s)\n", o.optim == LT_OPTIM_ADAMW ? "adamw_torch (fp32 states)" : "adamw_8bit");
     printf("%-20s %-5s %10s %7s %9s %8s %8s %8s\n", "shape", "ckpt", "tokens/s", "MFU", "peak GiB", "est GiB", "step s",
            "loss");
     int bad = 0;

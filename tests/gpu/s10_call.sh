@@ -17,8 +17,13 @@ LT=$N/loratune; TK=assets/qwen2-tokenizer; D=assets/ruozhiba/ruozhiba_qa.json
 $LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 --tokenizer $TK --overwrite > /dev/null 2>&1
 timeout 120 $N/test_generate_batch_cuda /tmp/tq $TK > $OUT/f/tgb.log 2>&1
 S+=("test_generate_batch_cuda rc=$? $(el): $(tail -1 $OUT/f/tgb.log | cut -c1-150)"); grep -E "CHECK failed" $OUT/f/tgb.log | head -5
-# the notebook recipe, 100 steps: buckets x weight cache
 [ -d /tmp/q15 ] || $LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 --tokenizer $TK --overwrite > /dev/null 2>&1
+# peak memory with Unsloth's optimizer (AdamW8bit, as the notebook): without and with offload
+for o in "" "--offload-checkpoints"; do
+  timeout 60 $LT bench --model /tmp/q15 --tokenizer $TK --shapes 2x512,2x2048,16x512 --steps 3 --warmup 2 --optim adamw_8bit $o \
+    > $OUT/f/mem8$o.log 2>&1; S+=("bench adamw_8bit $o rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+ " $OUT/f/mem8$o.log
+done
+# the notebook recipe, 100 steps: buckets x weight cache
 nb() { rm -rf /tmp/nb; timeout 60 $LT train --model /tmp/q15 --tokenizer $TK --data $D --output /tmp/nb --device cuda --max-steps 100 \
   --gen-instruction "" --log-every 1 "$@" > $OUT/f/nb.log 2>&1; echo "rc=$? $(python3 -c "
 import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('tokens_per_s')]
