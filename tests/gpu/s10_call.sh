@@ -4,7 +4,8 @@
 # steps with token-budget buckets on/off and the weight cache resident or not (4 runs), and the
 # Gemma-2-2B / Llama-3.2-1B benches beside the PEFT bf16 peer if time is left.
 #   stage (workstation): bash tests/gpu/s8_call1.sh stage SRC_BUILD_DIR build-s9
-#   run (device, carry ["build-s9"]): LIMIT=300 bash tests/gpu/s10_call.sh
+#   run (device, carry ["build-s9", "build-dbase"]): LIMIT=330 bash tests/gpu/s10_call.sh
+#   (build-dbase: bench_generate of 342f2aa, staged by hand: see the decode A/B below)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT/f
 N=build-s9
@@ -41,6 +42,16 @@ if [ $(left) -gt 120 ]; then
     timeout 60 $LT bench --model /tmp/l8 --tokenizer $TK --shapes 2x2048 --steps 4 --warmup 2 $o > $OUT/f/l8$o.log 2>&1
     S+=("bench l8 $o rc=$? $(el): $(grep -E '^ *2x2048' $OUT/f/l8$o.log | head -1)")
   done
+fi
+# decode with the adapter unmerged: this build vs 342f2aa's (build-dbase: its bench_generate, the
+# last build measured at ~401 tok/s on an H100), same model, same card, alternating twice
+if [ -f build-dbase/bundle.tar.xz ] || [ -x build-dbase/bench_generate ]; then
+  [ -f build-dbase/bundle.tar.xz ] && { xz -dc build-dbase/bundle.tar.xz | tar -C build-dbase -xf - && rm -f build-dbase/bundle.tar.xz; }
+  chmod +x build-dbase/* 2>/dev/null
+  for r in 1 2; do for b in $N build-dbase; do
+    timeout 40 env LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/libs:$PWD/$N/libs $b/bench_generate /tmp/q15 32 128 512 1 > $OUT/f/dec_$r$(basename $b).json 2>/dev/null
+    S+=("decode $(basename $b) run $r rc=$?: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['decode_tok_s'], 'tok/s unmerged,', d.get('no_lora_decode_tok_s'), 'without the adapter')" $OUT/f/dec_$r$(basename $b).json 2>&1 | tail -1)")
+  done; done
 fi
 # the families' benches beside PEFT (Gemma-2-2B first: its attention is new since the last figure)
 if [ $(left) -gt 100 ]; then
