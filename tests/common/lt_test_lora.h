@@ -5,6 +5,7 @@
 #define LT_TEST_LORA_H
 #include "model/model.h"
 #include "model/graph.h"
+#include "data/dataset.h"
 #include "core/rng.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,6 +47,28 @@ static inline void lt_test_seed_b(lt_model *m, int layer, int proj, lt_lora_tens
 static inline void lt_test_shrink_b(lt_model *m, int layer, int proj, lt_lora_tensor *t, void *ctx) {
     (void)layer; (void)proj; (void)ctx;
     CHECK_OK(m->be->ops.scale(m->be, t->B, (int64_t)(t->out * t->r), 0.75f));
+}
+
+/* lt_test_cuda_passes' three batches, ids (labels alike) lo + (a deterministic sequence) % span:
+ * b3[0] and b3[1] two records of n0 and n1 tokens each (one shape, other tokens), b3[2] three of n2
+ * (the larger pass that makes the graph buffers grow). n0, n1 <= 64, n2 <= 128. */
+static inline void lt_test_graph_batches(lt_batch *b3, int lo, int span, int n0, int n1, int n2) {
+    for (int v = 0; v < 2; v++) {
+        int32_t r0[64], r1[64];
+        for (int i = 0; i < n0; i++) r0[i] = lo + (i * (37 + 2 * v) + 11 + v) % span;
+        for (int i = 0; i < n1; i++) r1[i] = lo + (i * (91 - 4 * v) + 5) % span;
+        const int32_t *ids[2] = {r0, r1};
+        const size_t lens[2] = {(size_t)n0, (size_t)n1};
+        memset(&b3[v], 0, sizeof b3[v]);
+        CHECK_OK(lt_batch_pack(&b3[v], 2, ids, ids, lens));
+    }
+    int32_t r[3][128];
+    for (int q = 0; q < 3; q++)
+        for (int i = 0; i < n2; i++) r[q][i] = lo + (i * (13 + 6 * q) + 7 * q) % span;
+    const int32_t *ids[3] = {r[0], r[1], r[2]};
+    const size_t lens[3] = {(size_t)n2, (size_t)n2, (size_t)n2};
+    memset(&b3[2], 0, sizeof b3[2]);
+    CHECK_OK(lt_batch_pack(&b3[2], 3, ids, ids, lens));
 }
 
 /* npass forward+backward passes on CUDA of the model in dir (NF4, max 256 tokens) with a fresh

@@ -346,28 +346,6 @@ static int fixture_vocab(const char *dir) {
     return V;
 }
 
-/* lt_test_cuda_passes' three batches, ids (labels alike) in [3, V): b3[0], b3[1] two records of 40
- * and 56 tokens (96: one shape, other tokens), b3[2] three of 100 (300 tokens, pass 4) */
-static void graph_batches(lt_batch *b3, int V) {
-    const int span = V - 3;
-    for (int v = 0; v < 2; v++) {
-        int32_t r0[40], r1[56];
-        for (int i = 0; i < 40; i++) r0[i] = 3 + (i * (37 + 2 * v) + 11 + v) % span;
-        for (int i = 0; i < 56; i++) r1[i] = 3 + (i * (91 - 4 * v) + 5 + 3 * v) % span;
-        const int32_t *ids[2] = {r0, r1};
-        const size_t lens[2] = {40, 56};
-        memset(&b3[v], 0, sizeof b3[v]);
-        CHECK_OK(lt_batch_pack(&b3[v], 2, ids, ids, lens));
-    }
-    int32_t r[3][100];
-    for (int q = 0; q < 3; q++)
-        for (int i = 0; i < 100; i++) r[q][i] = 3 + (i * (13 + 6 * q) + 7 * q) % span;
-    const int32_t *ids[3] = {r[0], r[1], r[2]};
-    const size_t lens[3] = {100, 100, 100};
-    memset(&b3[2], 0, sizeof b3[2]);
-    CHECK_OK(lt_batch_pack(&b3[2], 3, ids, ids, lens));
-}
-
 /* passes a and b: how many losses differ and by how much at most, the same for the gradients */
 static void run_diff(const graph_run *a, const graph_run *b, int *nl, double *wl, size_t *ng, double *wg) {
     *nl = 0; *wl = 0; *ng = 0; *wg = 0;
@@ -400,7 +378,8 @@ static void check_graphs(const char *fam, int offload) {
     CHECK_MSG(V > 16, "%s: vocab_size %d in %s/config.json", tag, V, dir);
     if (V <= 16) return;
     lt_batch b3[3];
-    graph_batches(b3, V);
+    /* two records of 40 and 56 tokens (96: one shape, other tokens), then three of 100 (300) */
+    lt_test_graph_batches(b3, 3, V - 3, 40, 56, 100);
     CHECK(b3[0].n_tokens == b3[1].n_tokens && b3[0].nseq == b3[1].nseq && b3[0].max_seqlen == b3[1].max_seqlen &&
           b3[0].n_targets == b3[1].n_targets && b3[2].n_tokens > b3[0].n_tokens);
     graph_run on, off, off2;

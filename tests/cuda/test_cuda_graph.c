@@ -72,24 +72,7 @@ static int passes(int graphs, const lt_batch *b3, double *loss, grads *g, long *
 
 static void graphs_vs_ops(void) {
     lt_batch b3[3];
-    for (int v = 0; v < 2; v++) {
-        int32_t r0[30], r1[34];
-        for (int i = 0; i < 30; i++) r0[i] = (i * (37 + 2 * v) + 11 + v) % 256;
-        for (int i = 0; i < 34; i++) r1[i] = (i * (91 - 4 * v) + 5) % 256;
-        const int32_t *ids[2] = {r0, r1}, *labels[2] = {r0, r1};
-        const size_t lens[2] = {30, 34};
-        memset(&b3[v], 0, sizeof b3[v]);
-        CHECK_OK(lt_batch_pack(&b3[v], 2, ids, labels, lens));
-    }
-    {
-        int32_t r[3][60];
-        for (int q = 0; q < 3; q++)
-            for (int i = 0; i < 60; i++) r[q][i] = (i * (13 + 6 * q) + 7 * q) % 256;
-        const int32_t *ids[3] = {r[0], r[1], r[2]};
-        const size_t lens[3] = {60, 60, 60};
-        memset(&b3[2], 0, sizeof b3[2]);
-        CHECK_OK(lt_batch_pack(&b3[2], 3, ids, ids, lens));
-    }
+    lt_test_graph_batches(b3, 0, 256, 30, 34, 60);
     double lo[NPASS], lo2[NPASS], lg[NPASS];
     grads go = {0}, go2 = {0}, gg = {0};
     long lo_n = 0, lo2_n = 0, lg_n = 0;

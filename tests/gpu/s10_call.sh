@@ -7,25 +7,18 @@
 #   run (device, carry ["build-s9", "build-dbase"]): LIMIT=330 bash tests/gpu/s10_call.sh
 #   (build-dbase: bench_generate of 342f2aa, staged by hand: see the decode A/B below)
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT/f
-N=build-s9
-[ -f $N/bundle.tar.xz ] && { xz -dc $N/bundle.tar.xz | tar -C $N -xf - && rm -f $N/bundle.tar.xz; }
-chmod +x $N/* 2>/dev/null
-export LD_LIBRARY_PATH=$PWD/$N:$PWD/$N/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "build: $(cat $N/COMMIT)"
-S=(); T0=$(date +%s); el() { echo $(( $(date +%s) - T0 ))s; }; left() { echo $(( ${LIMIT:-300} - $(date +%s) + T0 )); }
-LT=$N/loratune; TK=assets/qwen2-tokenizer; D=assets/ruozhiba/ruozhiba_qa.json
-$LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 --tokenizer $TK --overwrite > /dev/null 2>&1
-timeout 120 $N/test_generate_batch_cuda /tmp/tq $TK > $OUT/f/tgb.log 2>&1
+N=build-s9; . tests/gpu/call_env.sh
+$LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 $TK --overwrite > /dev/null 2>&1
+timeout 120 $N/test_generate_batch_cuda /tmp/tq $TKDIR > $OUT/f/tgb.log 2>&1
 S+=("test_generate_batch_cuda rc=$? $(el): $(tail -1 $OUT/f/tgb.log | cut -c1-150)"); grep -E "CHECK failed" $OUT/f/tgb.log | head -5
-[ -d /tmp/q15 ] || $LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 --tokenizer $TK --overwrite > /dev/null 2>&1
+[ -d /tmp/q15 ] || $LT init-random --config assets/qwen2-1.5b/config.json --output /tmp/q15 --seed 1 $TK --overwrite > /dev/null 2>&1
 # peak memory with Unsloth's optimizer (AdamW8bit, as the notebook): without and with offload
 for o in "" "--offload-checkpoints"; do
-  timeout 60 $LT bench --model /tmp/q15 --tokenizer $TK --shapes 2x512,2x2048,16x512 --steps 3 --warmup 2 --optim adamw_8bit $o \
+  timeout 60 $LT bench --model /tmp/q15 $TK --shapes 2x512,2x2048,16x512 --steps 3 --warmup 2 --optim adamw_8bit $o \
     > $OUT/f/mem8$o.log 2>&1; S+=("bench adamw_8bit $o rc=$? $(el)"); grep -E "^ *[0-9]+x[0-9]+ " $OUT/f/mem8$o.log
 done
 # the notebook recipe, 100 steps: buckets x weight cache
-nb() { rm -rf /tmp/nb; timeout 60 $LT train --model /tmp/q15 --tokenizer $TK --data $D --output /tmp/nb --device cuda --max-steps 100 \
+nb() { rm -rf /tmp/nb; timeout 60 $LT train --model /tmp/q15 $TK --data $D --output /tmp/nb --device cuda --max-steps 100 \
   --gen-instruction "" --log-every 1 "$@" > $OUT/f/nb.log 2>&1; echo "rc=$? $(python3 -c "
 import json; r=[json.loads(l) for l in open('/tmp/nb/log.jsonl')]; r=[x for x in r if x.get('tokens_per_s')]
 a=r[10:]; b=r
@@ -37,9 +30,9 @@ S+=("notebook 100, buckets, LT_CUDA_WCACHE=2 $(LT_CUDA_WCACHE=2 nb --bucket-pass
 S+=("notebook 100, no buckets, LT_CUDA_WCACHE=2 $(LT_CUDA_WCACHE=2 nb --no-bucket-passes) $(el)")
 # Llama-3.1-8B shape
 if [ $(left) -gt 120 ]; then
-  timeout 100 $LT init-random --config assets/llama-3.1-8b/config.json --output /tmp/l8 --seed 1 --tokenizer $TK --overwrite > /dev/null 2>&1
+  timeout 100 $LT init-random --config assets/llama-3.1-8b/config.json --output /tmp/l8 --seed 1 $TK --overwrite > /dev/null 2>&1
   for o in "" "--offload-checkpoints"; do
-    timeout 60 $LT bench --model /tmp/l8 --tokenizer $TK --shapes 2x2048 --steps 4 --warmup 2 $o > $OUT/f/l8$o.log 2>&1
+    timeout 60 $LT bench --model /tmp/l8 $TK --shapes 2x2048 --steps 4 --warmup 2 $o > $OUT/f/l8$o.log 2>&1
     S+=("bench l8 $o rc=$? $(el): $(grep -E '^ *2x2048' $OUT/f/l8$o.log | head -1)")
   done
 fi

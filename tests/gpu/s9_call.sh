@@ -8,14 +8,7 @@
 #   stage (workstation): bash tests/gpu/s8_call1.sh stage SRC_BUILD_DIR build-s9
 #   run (device, carry ["build-s9"]): LIMIT=300 bash tests/gpu/s9_call.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT/f
-N=build-s9
-[ -f $N/bundle.tar.xz ] && { xz -dc $N/bundle.tar.xz | tar -C $N -xf - && rm -f $N/bundle.tar.xz; }
-chmod +x $N/* 2>/dev/null
-export LD_LIBRARY_PATH=$PWD/$N:$PWD/$N/libs:${LD_LIBRARY_PATH:-} LT_REPO_ROOT=$PWD
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "build: $(cat $N/COMMIT)"
-S=(); T0=$(date +%s); el() { echo $(( $(date +%s) - T0 ))s; }; left() { echo $(( ${LIMIT:-300} - $(date +%s) + T0 )); }
-LT=$N/loratune; TK="--tokenizer assets/qwen2-tokenizer"; D=assets/ruozhiba/ruozhiba_qa.json
+N=build-s9; . tests/gpu/call_env.sh
 # 1. the test programs, all at once; the 1.5B model is written meanwhile
 $LT init-random --config tests/offload/config.json --output /tmp/m5 --seed 5 --dtype f32 --overwrite > /dev/null 2>&1
 $LT init-random --config assets/tiny-qwen2/config.json --output /tmp/tq --seed 11 --dtype f32 $TK --overwrite > /dev/null 2>&1

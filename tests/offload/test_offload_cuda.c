@@ -687,24 +687,7 @@ int main(int argc, char **argv) {
     if (lt_cuda_device_count() <= 0) LT_TEST_SKIP("no CUDA device visible (or a CPU-only build)");
     check_row_offsets();
     lt_batch b3[3];
-    for (int v = 0; v < 2; v++) {
-        int32_t r0[40], r1[56];
-        for (int i = 0; i < 40; i++) r0[i] = 3 + (i * (37 + 2 * v) + 11 + v) % 500;
-        for (int i = 0; i < 56; i++) r1[i] = 3 + (i * (91 - 4 * v) + 5) % 500;
-        const int32_t *ids[2] = {r0, r1};
-        const size_t lens[2] = {40, 56};
-        memset(&b3[v], 0, sizeof b3[v]);
-        CHECK_OK(lt_batch_pack(&b3[v], 2, ids, ids, lens));
-    }
-    {
-        int32_t r[3][100];
-        for (int q = 0; q < 3; q++)
-            for (int i = 0; i < 100; i++) r[q][i] = 3 + (i * (13 + 6 * q) + 7 * q) % 500;
-        const int32_t *ids[3] = {r[0], r[1], r[2]};
-        const size_t lens[3] = {100, 100, 100};
-        memset(&b3[2], 0, sizeof b3[2]);
-        CHECK_OK(lt_batch_pack(&b3[2], 3, ids, ids, lens));
-    }
+    lt_test_graph_batches(b3, 3, 500, 40, 56, 100);
     double l0[NPASS], l1[NPASS], l2[NPASS];
     grads g0 = {0}, g1 = {0}, g2 = {0};
     long n0 = 0, n1 = 0, n2 = 0;
