@@ -35,72 +35,21 @@
  * into a CUDA graph like any other op. */
 #include "cuda_common.h"
 #include "family.h"
+#include "backend/attn_plan.h" /* the plan and its workspace, shared with memory.c */
 #include <math.h>
 
-#define LT_AG_SCORE_BYTES (128ull << 20) /* f32 scores of one product; memory.c uses the same */
 
 static size_t g_ag_budget = LT_AG_SCORE_BYTES;
 static int g_ag_off = 0;
 extern "C" void lt_cuda_attention_gemm_budget(size_t bytes) { g_ag_budget = bytes ? bytes : LT_AG_SCORE_BYTES; }
 extern "C" void lt_cuda_attention_gemm_force_off(int on) { g_ag_off = on; }
 
-typedef struct {
-    int packed;     /* 1: all N tokens as one sequence (see the file comment) */
-    int64_t nseq_e; /* sequences of the layout: nseq, or 1 packed */
-    int64_t Lt;     /* query positions of a sequence: max_seqlen, or N packed */
-    int64_t Lp;     /* rows of a sequence in the layout: Lt rounded up to 16 */
-    int64_t Wc;     /* keys a query can reach back (columns before t0 - Wc + 1 are skipped); 0: all */
-    int64_t TB, np, pairs, G;
-    size_t score_bytes;
-} ag_plan;
+typedef lt_ag_plan ag_plan;
 
-static int64_t ag_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-/* Layout, block size TB (query positions), pairs per product np and bytes of one score buffer.
- * Padded: TB about an eighth of the sequence, so that the causal mask skips nearly half of the
- * products. Packed: the key columns of a block reach back max_seqlen (or the window) from its
- * first query, so TB about a quarter of that. The layout with fewer score elements is taken:
- * padded for sequences of about equal length (the benchmark shapes, full buckets), packed for
- * many short records under a long max_seqlen. lt_estimate_memory (memory.c, ag_bwd_bytes) repeats
- * this plan for batch_size sequences of max_seq_len and each window the layers use. */
+/* the plan (backend/attn_plan.h, which lt_estimate_memory counts by as well) */
 static void ag_make_plan(int64_t nseq, int64_t N, int64_t Lmax, int64_t NKV, int64_t G, int64_t window, size_t budget,
                          ag_plan *p) {
-    const int64_t Lpad = Lmax < 16 ? 16 : ag_up(Lmax, 16);
-    int64_t TBp = ag_up((Lpad + 7) / 8, 64);
-    if (TBp > Lpad) TBp = Lpad;
-    const int64_t Wn = window > 0 ? window : Lpad;
-    int64_t wp = (Lpad + TBp) / 2;
-    if (Wn + TBp < wp) wp = Wn + TBp;
-    const double cost_p = (double)nseq * (double)Lpad * (double)wp;
-    const int64_t Lk = N < 16 ? 16 : ag_up(N, 16), Wk = window > 0 && window < Lmax ? window : Lmax;
-    int64_t TBk = ag_up(Wk / 4, 64);
-    if (TBk < ag_up((Lk + 63) / 64, 64)) TBk = ag_up((Lk + 63) / 64, 64); /* at most ~64 blocks */
-    if (TBk > Lk) TBk = Lk;
-    const double cost_k = (double)Lk * (double)(Wk + TBk + 32 < Lk ? Wk + TBk + 32 : Lk);
-    p->packed = cost_k < cost_p;
-    p->G = G;
-    p->nseq_e = p->packed ? 1 : nseq;
-    p->Lt = p->packed ? N : Lmax;
-    p->Lp = p->packed ? Lk : Lpad;
-    p->Wc = p->packed ? Wk : window;
-    p->pairs = p->nseq_e * NKV;
-    int64_t TB = p->packed ? TBk : TBp;
-    for (;;) { /* the widest block's score row: columns [floor16(t0 - Wc + 1), ceil16(t0 + TB)) */
-        int64_t width = p->Lp;
-        if (p->Wc > 0 && p->Wc + TB + 32 < width) width = p->Wc + TB + 32;
-        const int64_t rowb = G * width * 4;
-        if (TB <= 16 || (size_t)(TB * rowb) <= budget) {
-            int64_t np = (int64_t)(budget / (size_t)(TB * rowb));
-            if (np < 1) np = 1;
-            if (np > p->pairs) np = p->pairs;
-            if (np > 65535) np = 65535; /* gridDim.y of k_ag_softmax and k_ag_bwd */
-            p->TB = TB;
-            p->np = np;
-            p->score_bytes = (size_t)(np * TB * rowb);
-            return;
-        }
-        TB = ag_up(TB / 2, 16);
-    }
+    lt_ag_make_plan(nseq, N, Lmax, NKV, G, window, budget, p);
 }
 
 __device__ __forceinline__ float ag_warp_sum(float v) {
@@ -454,7 +403,7 @@ static lt_status ag_bwd(lt_backend *be, T *dq, T *dk, T *dv, const T *dout, cons
                  kb = lt_align256((size_t)(ns * NKV * Lp * HD) * sizeof(T)),
                  kf = lt_align256((size_t)(ns * NKV * Lp * HD) * 4), db = lt_align256((size_t)(NH * N) * 4);
     void *scr;
-    LT_TRY(lt_cuda_scratch(c, 2 * qb + 2 * kb + 2 * kf + db + 2 * lt_align256(p.score_bytes), &scr));
+    LT_TRY(lt_cuda_scratch(c, lt_ag_bwd_bytes(&p, N, NH, NKV, HD, sizeof(T)), &scr)); /* carved below */
     char *cur = (char *)scr;
     T *Qp = (T *)lt_carve(&cur, qb), *dOp = (T *)lt_carve(&cur, qb);
     T *Kp = (T *)lt_carve(&cur, kb), *Vp = (T *)lt_carve(&cur, kb);

@@ -38,54 +38,25 @@
  * (pinned, the offloaded checkpoints) is not counted: lt_graph_host_bytes gives it. */
 #include "model/model_io.h"
 #include "model/graph.h"
+#include "backend/attn_plan.h"
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
 #define LT_MEM_HEAD_CHUNK 1024          /* tokens per LM-head chunk */
 #define LT_MEM_GEMM_WORKSPACE (32ull << 20)
-#define LT_MEM_ATTN_SCORE_BYTES (128ull << 20) /* cuda/attn_gemm.cu's LT_AG_SCORE_BYTES */
 
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 static uint64_t align256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
-/* cuda/attn_gemm.cu's ag_make_plan (layout, block, pairs per product) and the bytes its ag_bwd
- * asks for: nseq sequences of at most Lmax tokens, N in all, window 0 (none) or < Lmax */
+/* the bytes cuda/attn_gemm.cu's backward asks for (its plan: backend/attn_plan.h): nseq sequences
+ * of at most Lmax tokens, N in all, window 0 (none) or < Lmax */
 static uint64_t ag_bwd_bytes(uint64_t ab, uint64_t HD, uint64_t NH, uint64_t NKV, uint64_t nseq, uint64_t Lmax,
                              uint64_t N, uint64_t window) {
-    const uint64_t G = NH / NKV, B = LT_MEM_ATTN_SCORE_BYTES;
-    const uint64_t Lpad = Lmax < 16 ? 16 : (Lmax + 15) / 16 * 16;
-    uint64_t TBp = ((Lpad + 7) / 8 + 63) / 64 * 64;
-    if (TBp > Lpad) TBp = Lpad;
-    const uint64_t Wn = window > 0 ? window : Lpad;
-    uint64_t wp = (Lpad + TBp) / 2;
-    if (Wn + TBp < wp) wp = Wn + TBp;
-    const double cost_p = (double)nseq * (double)Lpad * (double)wp;
-    const uint64_t Lk = N < 16 ? 16 : (N + 15) / 16 * 16, Wk = window > 0 && window < Lmax ? window : Lmax;
-    uint64_t TBk = (Wk / 4 + 63) / 64 * 64;
-    if (TBk < ((Lk + 63) / 64 + 63) / 64 * 64) TBk = ((Lk + 63) / 64 + 63) / 64 * 64;
-    if (TBk > Lk) TBk = Lk;
-    const double cost_k = (double)Lk * (double)(Wk + TBk + 32 < Lk ? Wk + TBk + 32 : Lk);
-    const int packed = cost_k < cost_p;
-    const uint64_t ns = packed ? 1 : nseq, Lp = packed ? Lk : Lpad, Wc = packed ? Wk : window, pairs = ns * NKV;
-    uint64_t TB = packed ? TBk : TBp, sb = 0;
-    for (;;) {
-        uint64_t width = Lp;
-        if (Wc > 0 && Wc + TB + 32 < width) width = Wc + TB + 32;
-        const uint64_t rowb = G * width * 4;
-        if (TB <= 16 || TB * rowb <= B) {
-            uint64_t np = B / (TB * rowb);
-            if (np < 1) np = 1;
-            if (np > pairs) np = pairs;
-            if (np > 65535) np = 65535;
-            sb = np * TB * rowb;
-            break;
-        }
-        TB = (TB / 2 + 15) / 16 * 16;
-    }
-    const uint64_t rows = ns * Lp * HD;
-    return 2 * align256(rows * NH * ab) + 2 * align256(rows * NKV * ab) + 2 * align256(rows * NKV * 4) +
-           align256(NH * N * 4) + 2 * align256(sb);
+    lt_ag_plan p;
+    lt_ag_make_plan((int64_t)nseq, (int64_t)N, (int64_t)Lmax, (int64_t)NKV, (int64_t)(NH / NKV), (int64_t)window,
+                    LT_AG_SCORE_BYTES, &p);
+    return lt_ag_bwd_bytes(&p, (int64_t)N, (int64_t)NH, (int64_t)NKV, (int64_t)HD, ab);
 }
 
 /* the backward workspace of cuda/attn_gemm.cu for the layers it takes (family.cu's attn_route:
